@@ -1,0 +1,48 @@
+"""Starting the GUI: application object, theme, main window.
+
+Kept cheap on purpose: no engine library is imported here, so the window
+appears in well under a second and the engines load on first use.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+_T0 = time.perf_counter()
+
+
+def run_gui(argv: list[str] | None = None) -> int:
+    from PySide6.QtCore import QTimer
+    from PySide6.QtGui import QGuiApplication
+    from PySide6.QtWidgets import QApplication
+
+    from desktop.main_window import MainWindow
+    from desktop.theme import apply_theme
+    from engines.workspace import open_workspace
+
+    app = QApplication.instance() or QApplication(argv if argv is not None else sys.argv)
+    app.setApplicationName("Atelier")
+    app.setOrganizationName("Atelier")
+    QGuiApplication.setDesktopFileName("atelier")
+    workspace = open_workspace()
+    apply_theme(app, workspace.settings.theme)
+    window = MainWindow(workspace)
+
+    def follow_system(_scheme=None) -> None:
+        if workspace.settings.theme == "system":
+            apply_theme(app, "system")
+            window.chat_page.view.set_theme(app.palette().window().color().lightness() < 128)
+
+    window.settings_page.theme_changed.connect(
+        lambda choice: window.chat_page.view.set_theme(apply_theme(app, choice))
+    )
+    app.styleHints().colorSchemeChanged.connect(follow_system)
+    window.chat_page.view.set_theme(app.palette().window().color().lightness() < 128)
+    window.show()
+    if os.environ.get("ATELIER_REPORT_STARTUP"):
+        QTimer.singleShot(0, lambda: print(f"window shown after {time.perf_counter() - _T0:.3f} s", flush=True))
+    if os.environ.get("ATELIER_QUIT_AFTER_SHOW"):
+        QTimer.singleShot(int(os.environ["ATELIER_QUIT_AFTER_SHOW"]), window.close)
+    return app.exec()

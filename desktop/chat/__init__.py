@@ -1,0 +1,1 @@
+"""The chat view: Qt-free HTML rendering of messages and the Qt message view."""

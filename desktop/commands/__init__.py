@@ -1,0 +1,1 @@
+"""Headless subcommands of ``atelier``. None of them imports Qt."""

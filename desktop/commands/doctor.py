@@ -1,0 +1,88 @@
+"""``atelier doctor``: the machine and the engines, as the app sees them."""
+
+from __future__ import annotations
+
+from desktop.cli import print_json
+from engines.library.hardware import probe
+from engines.registry import discover
+from engines.workspace import open_workspace
+
+
+def llama_build_info() -> dict:
+    """What the installed llama.cpp build can do (imports llama_cpp: CLI only)."""
+    try:
+        import llama_cpp
+
+        from engines.llama.backends import cpu_variants, ensure_backends_loaded
+
+        devices = ensure_backends_loaded()
+        return {
+            "version": getattr(llama_cpp, "__version__", None),
+            "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
+            "devices": devices,
+            "cpu_variants": cpu_variants(),
+        }
+    except Exception as exc:  # not installed or broken: report, don't crash
+        return {"error": str(exc)}
+
+
+def gather() -> dict:
+    workspace = open_workspace()
+    report = probe(workspace.paths.models).to_dict()
+    engines = []
+    for name, plugin in discover().items():
+        state = plugin.availability()
+        engines.append(
+            {
+                "name": name,
+                "kind": getattr(plugin, "kind", "unknown"),
+                "display_name": getattr(plugin, "display_name", name) or name,
+                "available": state.available,
+                "version": state.version,
+                "reason": state.reason,
+            }
+        )
+    report["engines"] = engines
+    report["llama_cpp"] = llama_build_info()
+    report["paths"] = {
+        "data": str(workspace.paths.data),
+        "models": str(workspace.paths.models),
+        "config": str(workspace.paths.config),
+        "logs": str(workspace.paths.logs),
+    }
+    return report
+
+
+def _gb(n: int | None) -> str:
+    return "unknown" if n is None else f"{n / 1e9:.1f} GB"
+
+
+def run_doctor(args) -> int:
+    report = gather()
+    if args.json:
+        print_json(report)
+        return 0
+    cpu, memory = report["cpu"], report["memory"]
+    lines = [
+        f"System:   {report['os']}, Python {report['python']}",
+        f"CPU:      {cpu['name']} ({cpu['physical_cores']} physical / {cpu['logical_cores']} logical cores)",
+        f"          {', '.join(cpu['features']) or 'no SIMD extensions detected'}",
+        f"Memory:   {_gb(memory['available_bytes'])} available of {_gb(memory['total_bytes'])}",
+    ]
+    if report["gpus"]:
+        for gpu in report["gpus"]:
+            lines.append(f"GPU:      {gpu['name']}: {_gb(gpu['free_bytes'])} free of {_gb(gpu['total_bytes'])} (driver {gpu['driver'] or 'n/a'})")
+    else:
+        lines.append("GPU:      none supported found (CPU only)")
+    if report.get("disk"):
+        lines.append(f"Disk:     {_gb(report['disk']['free_bytes'])} free in {report['disk']['path']}")
+    lines.append("Engines:")
+    for engine in report["engines"]:
+        status = f"available ({engine['version']})" if engine["available"] else f"unavailable: {engine['reason']}"
+        lines.append(f"  {engine['display_name']:<12} {engine['kind']:<6} {status}")
+    build = report["llama_cpp"]
+    if "error" not in build:
+        variants = f", CPU variants: {len(build['cpu_variants'])}" if build["cpu_variants"] else ""
+        lines.append(f"llama.cpp: GPU offload {'yes' if build['gpu_offload'] else 'no'}{variants}")
+    print("\n".join(lines))
+    return 0

@@ -1,0 +1,337 @@
+"""The Chat page: conversation list, message view, composer and settings panel.
+
+Layout and wiring only; the controller holds the state and the logic.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.chat.message_view import MessageView
+from desktop.chat.render import MessageDisplay
+from desktop.pages.chat_controller import ChatController
+from desktop.widgets.chat_settings_panel import ChatSettingsPanel
+from desktop.widgets.composer import Composer
+from desktop.widgets.conversation_list import ConversationList
+from engines.chat.export import export_json, export_markdown, suggested_filename, write_export
+from engines.errors import EngineError
+
+
+def _meta_for(message, model_name: str) -> str:
+    stats = message.stats or {}
+    parts = []
+    if message.role == "assistant" and stats:
+        if stats.get("tokens_per_second"):
+            parts.append(f"{stats['tokens_per_second']:.1f} tok/s")
+        if stats.get("completion_tokens") is not None:
+            parts.append(f"{stats['completion_tokens']} tokens")
+        if stats.get("time_to_first_token_s") is not None:
+            parts.append(f"first token {stats['time_to_first_token_s']:.2f} s")
+        if stats.get("seed") is not None:
+            parts.append(f"seed {stats['seed']}")
+    return " · ".join(parts)
+
+
+def format_stats(event) -> str:
+    parts = []
+    if event.tokens_per_second:
+        parts.append(f"{event.tokens_per_second:.1f} tok/s")
+    if event.time_to_first_token_s is not None:
+        parts.append(f"first token {event.time_to_first_token_s:.2f} s")
+    used = event.prompt_tokens + event.completion_tokens
+    share = 100 * used / event.context_length if event.context_length else 0
+    parts.append(f"context {used:,} / {event.context_length:,} ({share:.0f}%)")
+    return " · ".join(parts)
+
+
+class ChatPage(QWidget):
+    def __init__(self, controller: ChatController, parent=None) -> None:
+        super().__init__(parent)
+        self.controller = controller
+        self._editing = False
+        splitter = QSplitter(Qt.Horizontal)
+        splitter.setChildrenCollapsible(False)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(splitter)
+
+        self.conversations = ConversationList()
+        splitter.addWidget(self.conversations)
+
+        center = QWidget()
+        center_layout = QVBoxLayout(center)
+        center_layout.setContentsMargins(16, 12, 16, 12)
+        self.title = QLabel("New chat")
+        self.title.setObjectName("PageTitle")
+        center_layout.addWidget(self.title)
+        self.banner = QLabel()
+        self.banner.setObjectName("Banner")
+        self.banner.setWordWrap(True)
+        self.banner.hide()
+        center_layout.addWidget(self.banner)
+        self.view = MessageView()
+        self.view.setObjectName("MessageView")
+        center_layout.addWidget(self.view, 1)
+        self.status_line = QLabel()
+        self.status_line.setObjectName("StatusLine")
+        center_layout.addWidget(self.status_line)
+        self.composer = Composer()
+        compose_row = QHBoxLayout()
+        compose_row.addWidget(self.composer, 1)
+        buttons = QVBoxLayout()
+        self.send_button = QPushButton("Send")
+        self.send_button.setObjectName("Primary")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.hide()
+        buttons.addWidget(self.send_button)
+        buttons.addWidget(self.stop_button)
+        buttons.addStretch(1)
+        compose_row.addLayout(buttons)
+        center_layout.addLayout(compose_row)
+        actions = QHBoxLayout()
+        self.regenerate_button = QPushButton("↻  Regenerate")
+        self.edit_button = QPushButton("✎  Edit last message")
+        self.cancel_edit_button = QPushButton("Cancel edit")
+        self.cancel_edit_button.hide()
+        self.template_label = QLabel()
+        self.template_label.setObjectName("Muted")
+        actions.addWidget(self.regenerate_button)
+        actions.addWidget(self.edit_button)
+        actions.addWidget(self.cancel_edit_button)
+        actions.addStretch(1)
+        actions.addWidget(self.template_label)
+        center_layout.addLayout(actions)
+        splitter.addWidget(center)
+
+        self.panel = ChatSettingsPanel()
+        splitter.addWidget(self.panel)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([230, 720, 300])
+
+        self._wire()
+        self.refresh_models()
+        self.refresh_conversations(select_first=True)
+
+    # ---- wiring ----------------------------------------------------------
+
+    def _wire(self) -> None:
+        c = self.controller
+        self.composer.submitted.connect(self._submit)
+        self.send_button.clicked.connect(lambda: self._submit(self.composer.toPlainText()))
+        self.stop_button.clicked.connect(c.stop)
+        self.regenerate_button.clicked.connect(c.regenerate)
+        self.edit_button.clicked.connect(self._begin_edit)
+        self.cancel_edit_button.clicked.connect(self._end_edit)
+        self.conversations.new_requested.connect(self._new_chat)
+        self.conversations.selected.connect(self._select)
+        self.conversations.rename_requested.connect(c.rename)
+        self.conversations.delete_requested.connect(c.delete)
+        self.conversations.export_requested.connect(self._export)
+        self.conversations.search_changed.connect(lambda _t: self.refresh_conversations())
+        self.panel.model_changed.connect(self._model_changed)
+        self.panel.add_model_requested.connect(self._add_model_file)
+        self.panel.unload_requested.connect(c.unload)
+        self.panel.sampling_changed.connect(self._sampling_changed)
+        self.panel.system_prompt_changed.connect(self._system_changed)
+        self.panel.load_prefs_changed.connect(c.set_load_prefs)
+        c.conversations_changed.connect(self.refresh_conversations)
+        c.messages_changed.connect(self._render_messages)
+        c.stream_text.connect(self._render_stream)
+        c.streaming_changed.connect(self._streaming_changed)
+        c.status.connect(self.status_line.setText)
+        c.stats.connect(lambda e: self.status_line.setText(format_stats(e)))
+        c.banner.connect(self._show_banner)
+        c.model_info.connect(self._model_loaded)
+        c.overflow_question.connect(self._ask_overflow)
+
+    # ---- conversations ---------------------------------------------------
+
+    def refresh_conversations(self, select_first: bool = False) -> None:
+        conversations = self.controller.conversations(self.conversations.search.text())
+        if select_first and self.controller.current_id is None and conversations:
+            self.controller.current_id = conversations[0].id
+        self.conversations.set_conversations(conversations, self.controller.current_id)
+        self._load_chat_settings()
+        self._render_messages(self.controller.current_id or 0)
+
+    def _new_chat(self) -> None:
+        self._end_edit()
+        self.controller.new_conversation()
+        self.composer.setFocus()
+
+    def _select(self, conversation_id: int) -> None:
+        self._end_edit()
+        self.controller.select(conversation_id)
+        self._load_chat_settings()
+
+    def _load_chat_settings(self) -> None:
+        c = self.controller
+        if c.current_id:
+            conversation = c.store.get_conversation(c.current_id)
+            self.title.setText(conversation.title)
+            self.panel.set_system_prompt(conversation.system_prompt)
+            self.panel.set_sampling(c.store.get_sampling(c.current_id))
+        else:
+            self.title.setText("New chat")
+        model = c.current_model()
+        self.panel.set_models(c.models(), model.id if model else None)
+        self._show_model_note(model)
+
+    def _export(self, conversation_id: int, kind: str) -> None:
+        store = self.controller.store
+        conversation = store.get_conversation(conversation_id)
+        name = suggested_filename(conversation, kind)
+        filters = "Markdown (*.md)" if kind == "md" else "JSON (*.json)"
+        path, _ = QFileDialog.getSaveFileName(self, "Export chat", str(Path.home() / name), filters)
+        if not path:
+            return
+        messages = store.messages(conversation_id)
+        text = export_markdown(conversation, messages) if kind == "md" else export_json(conversation, messages)
+        try:
+            write_export(path, text)
+        except OSError as exc:
+            self._show_banner(f"Could not export the chat: {exc.strerror or exc}")
+            return
+        self.status_line.setText(f"Exported to {path}")
+
+    # ---- messages --------------------------------------------------------
+
+    def _displays(self) -> list[MessageDisplay]:
+        model = self.controller.current_model()
+        name = model.name if model else ""
+        return [
+            MessageDisplay(str(m.id), m.role, m.content, m.status, m.notice, _meta_for(m, name))
+            for m in self.controller.messages()
+            if not (m.status == "streaming" and self.controller.streaming)
+        ]
+
+    def _render_messages(self, conversation_id: int) -> None:
+        if conversation_id != (self.controller.current_id or 0):
+            return
+        displays = self._displays()
+        if self.controller.current_id:
+            self.title.setText(self.controller.store.get_conversation(self.controller.current_id).title)
+        if not displays and not self.controller.streaming:
+            model = self.controller.current_model()
+            hint = f"You are chatting with {model.name}." if model else "Add a model to start."
+            self.view.show_empty("Start a conversation", f"{hint} Everything stays on this computer.")
+            return
+        self.view.set_messages(displays)
+        if self.controller.streaming and self.controller._stream_conversation == conversation_id:
+            self.view.update_last(MessageDisplay("streaming", "assistant", "", "streaming"))
+
+    def _render_stream(self, conversation_id: int, text: str) -> None:
+        if conversation_id == self.controller.current_id:
+            self.view.update_last(MessageDisplay("streaming", "assistant", text, "streaming"))
+
+    def _streaming_changed(self, streaming: bool) -> None:
+        self.send_button.setVisible(not streaming)
+        self.stop_button.setVisible(streaming)
+        self.regenerate_button.setEnabled(not streaming)
+        self.edit_button.setEnabled(not streaming)
+        self.panel.model_combo.setEnabled(not streaming)
+
+    def _submit(self, text: str) -> None:
+        if not text.strip():
+            return
+        accepted = self.controller.edit_and_resend(text) if self._editing else self.controller.send(text)
+        if accepted:
+            self.composer.clear()
+            self._end_edit()
+
+    def _begin_edit(self) -> None:
+        last = self.controller.last_user_message()
+        if last is None:
+            return
+        self._editing = True
+        self.composer.setPlainText(last.content)
+        self.composer.setFocus()
+        self.cancel_edit_button.show()
+        self.send_button.setText("Resend")
+
+    def _end_edit(self) -> None:
+        if self._editing:
+            self.composer.clear()
+        self._editing = False
+        self.cancel_edit_button.hide()
+        self.send_button.setText("Send")
+
+    def _show_banner(self, text: str) -> None:
+        self.banner.setText(text)
+        self.banner.setVisible(bool(text))
+
+    def _ask_overflow(self, conversation_id: int) -> None:
+        box = QMessageBox(self)
+        box.setWindowTitle("The conversation no longer fits")
+        box.setText("This conversation is longer than the model's context window.")
+        box.setInformativeText(
+            "Drop the oldest turns for this reply (the system prompt and your last message are kept), "
+            "or stop here. You can also load the model with a longer context in the panel on the right."
+        )
+        drop = box.addButton("Drop oldest turns", QMessageBox.AcceptRole)
+        box.addButton("Stop", QMessageBox.RejectRole)
+        box.exec()
+        self.controller.resolve_overflow(box.clickedButton() is drop)
+
+    # ---- settings --------------------------------------------------------
+
+    def refresh_models(self) -> None:
+        model = self.controller.current_model()
+        self.panel.set_models(self.controller.models(), model.id if model else None)
+        if model is not None:
+            self.panel.set_load_prefs(self.controller.workspace.settings.prefs_for(model.id))
+        self._show_model_note(model)
+
+    def _show_model_note(self, model) -> None:
+        if model is None:
+            self.panel.set_model_note("No models yet. Add a .gguf file, or drop one onto the window.")
+        else:
+            size = f"{model.size_bytes / 1e9:.2f} GB" if model.size_bytes else ""
+            self.panel.set_model_note(" · ".join(x for x in (model.description, size) if x))
+
+    def _model_changed(self, model_id: str) -> None:
+        self.controller.choose_model(model_id)
+        self.refresh_models()
+
+    def _model_loaded(self, info) -> None:
+        self.panel.set_gpu_offload(info.gpu_offload_supported)
+        origin = "from the model file" if info.template_source == "gguf" else "fallback by architecture"
+        self.template_label.setText(f"Chat format: {info.template} ({origin}) · context {info.context_length:,}")
+
+    def _sampling_changed(self, sampling) -> None:
+        if self.controller.current_id:
+            self.controller.store.set_sampling(self.controller.current_id, sampling)
+
+    def _system_changed(self, text: str) -> None:
+        if self.controller.current_id:
+            self.controller.store.set_system_prompt(self.controller.current_id, text)
+
+    def _add_model_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Add a GGUF model", str(Path.home()), "GGUF models (*.gguf);;All files (*)")
+        if path:
+            self.import_model(path)
+
+    def import_model(self, path: str) -> None:
+        from engines.library.importer import import_gguf
+
+        try:
+            model = import_gguf(path, self.controller.workspace.models)
+        except EngineError as exc:
+            self._show_banner(f"Could not add that model: {exc.message}")
+            return
+        self.controller.choose_model(model.id)
+        self.refresh_models()
+        self._show_banner("")
+        self.status_line.setText(f"Added {model.name}.")

@@ -1,0 +1,73 @@
+"""The Settings page: appearance, long conversations, and where files live."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QUrl, Signal
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from engines.workspace import Workspace
+
+_THEMES = [("Follow the system", "system"), ("Light", "light"), ("Dark", "dark")]
+_OVERFLOW = [
+    ("Ask me each time", "ask"),
+    ("Drop the oldest turns, with a notice", "drop_oldest"),
+    ("Stop with a message", "stop"),
+]
+
+
+class SettingsPage(QWidget):
+    theme_changed = Signal(str)
+
+    def __init__(self, workspace: Workspace, parent=None) -> None:
+        super().__init__(parent)
+        self.workspace = workspace
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(24, 16, 24, 16)
+        title = QLabel("Settings")
+        title.setObjectName("PageTitle")
+        layout.addWidget(title)
+
+        look = QGroupBox("Appearance")
+        look_form = QFormLayout(look)
+        self.theme = QComboBox()
+        for label, value in _THEMES:
+            self.theme.addItem(label, value)
+        self.theme.setCurrentIndex(self.theme.findData(workspace.settings.theme))
+        self.theme.currentIndexChanged.connect(self._theme_changed)
+        look_form.addRow("Theme", self.theme)
+        layout.addWidget(look)
+
+        chat = QGroupBox("Chat")
+        chat_form = QFormLayout(chat)
+        self.overflow = QComboBox()
+        for label, value in _OVERFLOW:
+            self.overflow.addItem(label, value)
+        self.overflow.setCurrentIndex(self.overflow.findData(workspace.settings.overflow_policy))
+        self.overflow.currentIndexChanged.connect(self._overflow_changed)
+        chat_form.addRow("When a chat outgrows the context", self.overflow)
+        layout.addWidget(chat)
+
+        files = QGroupBox("Files")
+        files_form = QFormLayout(files)
+        paths = workspace.paths
+        for label, folder in (("Data", paths.data), ("Models", paths.models), ("Logs", paths.logs)):
+            button = QPushButton(str(folder))
+            button.setToolTip("Open in the file manager")
+            button.clicked.connect(lambda _=False, f=folder: QDesktopServices.openUrl(QUrl.fromLocalFile(str(f))))
+            files_form.addRow(label, button)
+        note = QLabel("Set ATELIER_HOME before starting Atelier to keep everything in one folder (portable installs).")
+        note.setObjectName("Muted")
+        note.setWordWrap(True)
+        files_form.addRow(note)
+        layout.addWidget(files)
+        layout.addStretch(1)
+
+    def _theme_changed(self) -> None:
+        self.workspace.settings.theme = self.theme.currentData()
+        self.workspace.save_settings()
+        self.theme_changed.emit(self.workspace.settings.theme)
+
+    def _overflow_changed(self) -> None:
+        self.workspace.settings.overflow_policy = self.overflow.currentData()
+        self.workspace.save_settings()

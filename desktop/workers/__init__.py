@@ -1,0 +1,1 @@
+"""Background workers: long work off the GUI thread, results by queued signals."""

@@ -1,0 +1,199 @@
+"""The engine interface: plain requests, results and events.
+
+Everything here is a picklable dataclass so that it can cross the pipe to
+the engine-host process unchanged. An engine never sees the GUI: it gets a
+request, an ``emit`` callback for events and a cancel flag, and returns a
+result that records the exact parameters that produced it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Literal, Protocol, Union, runtime_checkable
+
+Role = Literal["system", "user", "assistant"]
+OverflowPolicy = Literal["stop", "drop_oldest"]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling settings, with defaults that suit most instruction models."""
+
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+    max_tokens: int = 1024
+    seed: int | None = None  # None: a fresh random seed, reported in the result
+
+    def validate(self) -> list[str]:
+        """Human-readable problems, empty when the settings are usable."""
+        problems = []
+        if not 0.0 <= self.temperature <= 5.0:
+            problems.append("temperature must be between 0 and 5")
+        if not 0.0 < self.top_p <= 1.0:
+            problems.append("top-p must be above 0 and at most 1")
+        if self.top_k < 0:
+            problems.append("top-k must be 0 (off) or more")
+        if not 0.0 <= self.min_p <= 1.0:
+            problems.append("min-p must be between 0 and 1")
+        if not 0.5 <= self.repeat_penalty <= 3.0:
+            problems.append("repeat penalty must be between 0.5 and 3")
+        if self.max_tokens < 1:
+            problems.append("max tokens must be at least 1")
+        if self.seed is not None and not 0 <= self.seed < 2**32:
+            problems.append("seed must be between 0 and 4294967295")
+        return problems
+
+
+@dataclass(frozen=True)
+class TextLoadSpec:
+    """How to load a text model. ``None`` means: let the engine choose."""
+
+    model_path: str
+    context_length: int = 4096
+    threads: int | None = None  # default: physical cores
+    gpu_layers: int | None = None  # default: all layers when the build can offload, else 0
+
+
+@dataclass(frozen=True)
+class TextRequest:
+    """A chat turn (``messages``) or, with ``raw_prompt``, a plain completion."""
+
+    messages: tuple[ChatMessage, ...] = ()
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    raw_prompt: str | None = None
+    overflow: OverflowPolicy = "stop"
+
+    def validate(self) -> list[str]:
+        problems = list(self.sampling.validate())
+        if self.raw_prompt is not None:
+            if not self.raw_prompt.strip():
+                problems.append("the prompt is empty")
+        else:
+            users = [m for m in self.messages if m.role == "user"]
+            if not users or not users[-1].content.strip():
+                problems.append("the prompt is empty")
+        return problems
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a loaded model turned out to be."""
+
+    path: str
+    architecture: str
+    name: str
+    context_length: int  # the context actually allocated
+    trained_context_length: int
+    threads: int
+    gpu_layers: int
+    template: str  # name of the chat format in use
+    template_source: str  # "gguf" (the file's own) or "fallback" (picked by architecture)
+    gpu_offload_supported: bool
+
+
+@dataclass(frozen=True)
+class TextResult:
+    text: str
+    finish_reason: Literal["stop", "length", "cancelled"]
+    prompt_tokens: int
+    completion_tokens: int
+    time_to_first_token_s: float | None
+    tokens_per_second: float | None  # decode rate, first token excluded
+    context_length: int
+    template: str
+    seed: int
+    dropped_messages: int = 0
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+
+    @property
+    def context_used(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["context_used"] = self.context_used
+        return data
+
+
+# ---- events -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    text: str
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    stage: str  # "load", "prompt", "step"...
+    message: str
+    fraction: float | None = None
+
+
+@dataclass(frozen=True)
+class NoticeEvent:
+    """Something the user should see, such as dropped turns."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class StatsEvent:
+    """Live figures while a reply streams."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    context_length: int
+    time_to_first_token_s: float | None
+    tokens_per_second: float | None
+
+
+@dataclass(frozen=True)
+class FinishedEvent:
+    result: TextResult
+
+
+@dataclass(frozen=True)
+class ErrorEvent:
+    kind: str
+    message: str
+
+
+EngineEvent = Union[TokenEvent, ProgressEvent, NoticeEvent, StatsEvent, FinishedEvent, ErrorEvent]
+Emit = Callable[[EngineEvent], None]
+
+
+@runtime_checkable
+class CancelFlag(Protocol):
+    """A flag the engine polls at every token or step (threading or multiprocessing Event)."""
+
+    def is_set(self) -> bool: ...
+
+
+class TextEngine(Protocol):
+    """A text engine, driven one request at a time inside the engine host."""
+
+    def load(self, spec: TextLoadSpec, emit: Emit) -> ModelInfo: ...
+
+    def generate(self, request: TextRequest, emit: Emit, cancel: CancelFlag) -> TextResult: ...
+
+    def unload(self) -> None: ...
+
+
+class ImageEngine(Protocol):
+    """An image engine. Its request and result types live with the image engines."""
+
+    def load(self, spec: object, emit: Emit) -> object: ...
+
+    def generate(self, request: object, emit: Emit, cancel: CancelFlag) -> object: ...
+
+    def unload(self) -> None: ...

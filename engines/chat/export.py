@@ -1,0 +1,165 @@
+"""Export a conversation as Markdown (to read or share) or JSON (to keep).
+
+The JSON layout is a stable, versioned format; later versions only add
+keys, and a breaking change bumps ``version``::
+
+    {
+      "format": "atelier-chat",
+      "version": 1,
+      "title": "...",
+      "created_at": "2025-01-31T12:00:00+00:00",   # ISO-8601, UTC
+      "model_id": "..." | null,
+      "system_prompt": "...",
+      "sampling": {"temperature": 0.7, ...},       # the settings in effect
+      "messages": [
+        {"role": "user" | "assistant" | "system",
+         "content": "...",
+         "status": "complete" | "interrupted" | "cancelled" | "error" | "streaming",
+         "created_at": "...",                       # ISO-8601, UTC
+         "stats": {...} | null}                     # e.g. tokens, speed, seed
+      ]
+    }
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+from dataclasses import asdict
+from datetime import datetime, timezone
+from os import PathLike
+from pathlib import Path
+from typing import Iterable
+
+from engines.api import SamplingParams
+from engines.chat.store import Conversation, StoredMessage
+
+EXPORT_FORMAT = "atelier-chat"
+EXPORT_VERSION = 1
+
+_ROLE_HEADERS = {"user": "**You**", "assistant": "**Assistant**", "system": "**System**"}
+_STATUS_NOTES = {
+    "interrupted": "This reply was interrupted: Atelier closed before it finished.",
+    "cancelled": "This reply was stopped before it finished.",
+    "error": "This reply ended with an error.",
+    "streaming": "This reply was still being written when exported.",
+}
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
+
+
+def iso_time(timestamp: float) -> str:
+    """Seconds since the epoch as ISO-8601 in UTC (unambiguous across machines)."""
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat()
+
+
+def _open_fence(text: str) -> str | None:
+    """The fence left open at the end of ``text``, or None if all are closed.
+
+    A reply cut off mid-code-block would otherwise swallow the rest of the
+    exported document into that block.
+    """
+    open_fence: str | None = None
+    for line in text.splitlines():
+        match = _FENCE.match(line)
+        if not match:
+            continue
+        fence, rest = match.groups()
+        if open_fence is None:
+            if not (fence[0] == "`" and "`" in rest):  # a backtick fence's info string has no backticks
+                open_fence = fence
+        elif fence[0] == open_fence[0] and len(fence) >= len(open_fence) and not rest.strip():
+            open_fence = None
+    return open_fence
+
+
+def _blockquote(text: str) -> str:
+    return "\n".join(f"> {line}" if line else ">" for line in text.splitlines())
+
+
+def export_markdown(conversation: Conversation, messages: Iterable[StoredMessage]) -> str:
+    """The conversation as Markdown; message text (code blocks included) is kept verbatim."""
+    title = " ".join(conversation.title.split()) or "Untitled chat"
+    parts = [f"# {title}"]
+    meta = [f"Started {datetime.fromtimestamp(conversation.created_at).strftime('%Y-%m-%d %H:%M')}"]
+    if conversation.model_id:
+        meta.append(f"model `{conversation.model_id}`")
+    parts.append("*" + " · ".join(meta) + "*")
+    if conversation.system_prompt.strip():
+        parts.append("> **System prompt**\n>\n" + _blockquote(conversation.system_prompt))
+    for message in messages:
+        parts.append(_ROLE_HEADERS.get(message.role, f"**{message.role}**"))
+        content = message.content.rstrip("\n")
+        fence = _open_fence(content)
+        if fence is not None:
+            content += "\n" + fence
+        if content.strip():
+            parts.append(content)
+        notes = [_STATUS_NOTES[message.status]] if message.status in _STATUS_NOTES else []
+        if message.notice:
+            notes.append(message.notice)
+        for note in notes:
+            parts.append(f"*{note}*")
+    return "\n\n".join(parts) + "\n"
+
+
+def export_data(conversation: Conversation, messages: Iterable[StoredMessage]) -> dict:
+    """The JSON export as plain data (see the module docstring for the layout)."""
+    sampling = conversation.sampling or SamplingParams()
+    return {
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
+        "title": conversation.title,
+        "created_at": iso_time(conversation.created_at),
+        "model_id": conversation.model_id,
+        "system_prompt": conversation.system_prompt,
+        "sampling": asdict(sampling),
+        "messages": [
+            {
+                "role": m.role,
+                "content": m.content,
+                "status": m.status,
+                "created_at": iso_time(m.created_at),
+                "stats": m.stats,
+            }
+            for m in messages
+        ],
+    }
+
+
+def export_json(conversation: Conversation, messages: Iterable[StoredMessage]) -> str:
+    """The conversation as JSON text: UTF-8 friendly, indented, keys in a fixed order."""
+    return json.dumps(export_data(conversation, messages), ensure_ascii=False, indent=2, default=str) + "\n"
+
+
+def suggested_filename(conversation: Conversation, extension: str) -> str:
+    """A file name from the title that is safe on Windows, macOS and Linux."""
+    stem = re.sub(r'[<>:"/\\|?*\x00-\x1f]+', " ", conversation.title)
+    stem = " ".join(stem.split()).strip(" .")[:80] or "chat"
+    return f"{stem}.{extension.lstrip('.')}"
+
+
+def write_export(path: str | PathLike[str], text: str) -> Path:
+    """Write ``text`` as UTF-8 atomically: a temporary file beside ``path``, then a rename.
+
+    A crash or a full disk leaves either the old file or the new one, never
+    half an export.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # not mkstemp: its 0600 mode would stick to the export; "x" keeps the umask's mode
+    tmp_name = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+    try:
+        with open(tmp_name, "x", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except OSError:
+            pass
+        raise
+    return target

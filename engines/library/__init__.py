@@ -1,0 +1,1 @@
+"""The model library: hardware probe, fit estimates, installed models."""

@@ -1,0 +1,1 @@
+"""The llama.cpp text engine (through llama-cpp-python)."""

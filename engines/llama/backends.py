@@ -1,0 +1,55 @@
+"""Load llama.cpp's compute backends for builds with runtime CPU dispatch.
+
+Portable builds (``GGML_BACKEND_DL`` with ``GGML_CPU_ALL_VARIANTS``) ship
+one ``libggml-cpu-<variant>.so`` per instruction-set level and pick the
+best one for this processor at run time. llama-cpp-python does not load
+them itself, so we do, from its own library folder, before the first
+model is loaded. Builds with the CPU backend linked in need nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def library_dir() -> Path:
+    import llama_cpp
+
+    return Path(llama_cpp.__file__).resolve().parent / "lib"
+
+
+def _ggml() -> ctypes.CDLL | None:
+    names = {"win32": "ggml.dll", "darwin": "libggml.dylib"}
+    path = library_dir() / names.get(sys.platform, "libggml.so")
+    if not path.exists():
+        return None
+    return ctypes.CDLL(str(path), mode=getattr(ctypes, "RTLD_GLOBAL", 0))
+
+
+@lru_cache(maxsize=1)
+def ensure_backends_loaded() -> int:
+    """Make sure at least one compute device is registered; return the device count."""
+    import llama_cpp  # noqa: F401  (loads libllama and its ggml libraries first)
+
+    lib = _ggml()
+    if lib is None:
+        return -1
+    lib.ggml_backend_dev_count.restype = ctypes.c_size_t
+    count = lib.ggml_backend_dev_count()
+    if count == 0:
+        lib.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+        lib.ggml_backend_load_all_from_path(str(library_dir()).encode())
+        count = lib.ggml_backend_dev_count()
+        log.info("loaded %d llama.cpp backend device(s) from %s", count, library_dir())
+    return int(count)
+
+
+def cpu_variants() -> list[str]:
+    """The CPU variant libraries shipped with this build (empty for a single-CPU build)."""
+    return sorted(p.name for p in library_dir().glob("*ggml-cpu-*"))

@@ -1,0 +1,285 @@
+"""The llama.cpp engine: loads a GGUF file and streams chat replies.
+
+It runs inside the engine host. It leans on llama-cpp-python for the hard
+parts (``Llama``, ``create_completion(stream=True)``, the chat formatters)
+and adds what a desktop app needs around them: checks that turn a bad file
+into a sentence, a memory check before load, context fitting, a cancel
+flag polled at every token and inside llama.cpp's compute graph, and the
+figures the user sees (time to first token, decode rate, context used).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import random
+import time
+from pathlib import Path
+
+from engines.api import (
+    CancelFlag,
+    ChatMessage,
+    Emit,
+    ModelInfo,
+    NoticeEvent,
+    ProgressEvent,
+    StatsEvent,
+    TextLoadSpec,
+    TextRequest,
+    TextResult,
+    TokenEvent,
+)
+from engines.errors import EngineError, ErrorKind
+from engines.llama.context_fit import fit_conversation, reply_reserve
+from engines.llama.native_log import NativeLog
+from engines.llama.preflight import check_model_file, check_memory_for_context
+from engines.llama.templates import ChatTemplate, choose_template
+
+log = logging.getLogger(__name__)
+STATS_INTERVAL_S = 0.25
+
+
+def default_threads() -> int:
+    """Physical cores: llama.cpp's decode is memory-bound, and SMT siblings only contend."""
+    import psutil
+
+    return max(1, psutil.cpu_count(logical=False) or os.cpu_count() or 1)
+
+
+class LlamaCppEngine:
+    def __init__(self) -> None:
+        self._llm = None
+        self._template: ChatTemplate | None = None
+        self._info: ModelInfo | None = None
+        self._cancel: CancelFlag | None = None
+        self._abort_callback = None  # keep the ctypes callback alive while the context lives
+        self._native_log = NativeLog()
+
+    # ---- load ------------------------------------------------------------
+
+    def load(self, spec: TextLoadSpec, emit: Emit) -> ModelInfo:
+        path = Path(spec.model_path)
+        emit(ProgressEvent("load", f"Checking {path.name}…", 0.0))
+        header = check_model_file(path)
+        if spec.context_length < 64:
+            raise EngineError(ErrorKind.BAD_INPUT, "The context length must be at least 64 tokens.")
+        import llama_cpp
+
+        from engines.llama.backends import ensure_backends_loaded
+
+        ensure_backends_loaded()
+        self._native_log.install()
+        offload = bool(llama_cpp.llama_supports_gpu_offload())
+        gpu_layers = spec.gpu_layers if spec.gpu_layers is not None else (-1 if offload else 0)
+        if not offload:
+            gpu_layers = 0
+        check_memory_for_context(header, spec.context_length, gpu_layers=gpu_layers)
+        threads = spec.threads or default_threads()
+        emit(ProgressEvent("load", f"Loading {path.name}…", 0.1))
+        self._native_log.clear()
+        try:
+            llm = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=spec.context_length,
+                n_threads=threads,
+                n_threads_batch=threads,
+                n_gpu_layers=gpu_layers,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise self._load_failure(header, exc) from None
+        self._llm = llm
+        self._install_abort_callback()
+        self._template = choose_template(llm.metadata or {}, header.architecture, header.tokens)
+        self._info = ModelInfo(
+            path=str(path),
+            architecture=header.architecture or "unknown",
+            name=header.name or path.stem,
+            context_length=llm.n_ctx(),
+            trained_context_length=header.context_length or 0,
+            threads=threads,
+            gpu_layers=gpu_layers if gpu_layers >= 0 else (header.block_count or 0) + 1,
+            template=self._template.name,
+            template_source=self._template.source,
+            gpu_offload_supported=offload,
+        )
+        emit(ProgressEvent("load", f"Loaded {self._info.name}", 1.0))
+        log.info("loaded %s: %s", path, self._info)
+        return self._info
+
+    def _load_failure(self, header, exc: Exception) -> EngineError:
+        lines = self._native_log.text()
+        arch = header.architecture or "unknown"
+        if "unknown model architecture" in lines:
+            return EngineError(
+                ErrorKind.UNSUPPORTED,
+                f"This build of llama.cpp does not know the '{arch}' architecture. "
+                "A newer Atelier (or llama.cpp) may support it.",
+            )
+        if "failed to allocate" in lines or "unable to allocate" in lines or "out of memory" in lines.lower():
+            return EngineError(
+                ErrorKind.MEMORY,
+                "Not enough memory to load the model with this context length. Try a shorter context.",
+            )
+        detail = self._native_log.last_error() or str(exc)
+        return EngineError(
+            ErrorKind.MODEL_FILE,
+            f"llama.cpp could not load this {arch} model: {detail}. The file may be damaged or use a "
+            "format this build does not support.",
+        )
+
+    def _install_abort_callback(self) -> None:
+        """Let llama.cpp stop mid-graph (long prompts) when the cancel flag is set."""
+        import llama_cpp
+
+        def should_abort(_data) -> bool:
+            flag = self._cancel
+            return bool(flag is not None and flag.is_set())
+
+        self._abort_callback = llama_cpp.ggml_abort_callback(should_abort)
+        llama_cpp.llama_set_abort_callback(self._llm.ctx, self._abort_callback, ctypes.c_void_p(0))
+
+    def unload(self) -> None:
+        if self._llm is not None:
+            self._llm.close()
+        self._llm = None
+        self._template = None
+        self._info = None
+
+    # ---- generate --------------------------------------------------------
+
+    def generate(self, request: TextRequest, emit: Emit, cancel: CancelFlag) -> TextResult:
+        if self._llm is None or self._info is None:
+            raise EngineError(ErrorKind.BAD_INPUT, "No model is loaded.")
+        problems = request.validate()
+        if problems:
+            raise EngineError(ErrorKind.BAD_INPUT, "; ".join(problems).capitalize() + ".")
+        llm, n_ctx = self._llm, self._info.context_length
+        sampling = request.sampling
+        seed = sampling.seed if sampling.seed is not None else random.randrange(2**32)
+
+        dropped = 0
+        if request.raw_prompt is not None:
+            template_name = "raw"
+            prompt_tokens = self._tokenize(request.raw_prompt, add_bos=True)
+            if len(prompt_tokens) + reply_reserve(sampling.max_tokens, n_ctx) > n_ctx:
+                raise EngineError(
+                    ErrorKind.CONTEXT_OVERFLOW,
+                    f"The prompt is {len(prompt_tokens):,} tokens, more than fit in a context of "
+                    f"{n_ctx:,} with room for the reply. Shorten it or use a longer context.",
+                )
+            stop: tuple[str, ...] = ()
+        else:
+            template_name = self._template.name
+            fitted = fit_conversation(
+                request.messages,
+                lambda msgs: len(self._render_tokens(msgs)[0]),
+                n_ctx,
+                sampling.max_tokens,
+                request.overflow,
+            )
+            dropped = fitted.dropped
+            if dropped:
+                emit(NoticeEvent(f"The conversation was longer than the context: the oldest {dropped} message(s) were left out of this reply."))
+            prompt_tokens, stop = self._render_tokens(fitted.messages)
+
+        max_tokens = max(1, min(sampling.max_tokens, n_ctx - len(prompt_tokens)))
+        return self._stream(prompt_tokens, stop, max_tokens, seed, request, emit, cancel, template_name, dropped)
+
+    def _render_tokens(self, messages) -> tuple[list[int], tuple[str, ...]]:
+        try:
+            rendered = self._template.render(list(messages))
+        except Exception as exc:
+            raise EngineError(
+                ErrorKind.BAD_INPUT,
+                f"The chat template '{self._template.name}' could not format this conversation: {exc}",
+            ) from None
+        tokens = self._tokenize(rendered.prompt, add_bos=not rendered.added_special)
+        return tokens, rendered.stop
+
+    def _tokenize(self, text: str, add_bos: bool) -> list[int]:
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+
+    def _stream(self, prompt_tokens, stop, max_tokens, seed, request, emit, cancel, template_name, dropped) -> TextResult:
+        import llama_cpp
+
+        sampling = request.sampling
+        n_ctx = self._info.context_length
+        sampled = 0
+
+        def count_and_check(_ids, _logits) -> bool:
+            nonlocal sampled
+            sampled += 1
+            return cancel.is_set()
+
+        self._cancel = cancel
+        text_parts: list[str] = []
+        finish = "stop"
+        t_start = time.perf_counter()
+        t_first = t_last = None
+        last_stats = 0.0
+        stream = self._llm.create_completion(
+            prompt_tokens,
+            max_tokens=max_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
+            min_p=sampling.min_p,
+            repeat_penalty=sampling.repeat_penalty,
+            seed=seed,
+            stop=list(stop),
+            stream=True,
+            stopping_criteria=llama_cpp.StoppingCriteriaList([count_and_check]),
+        )
+        try:
+            for chunk in stream:
+                if cancel.is_set():
+                    finish = "cancelled"
+                    break
+                choice = chunk["choices"][0]
+                piece = choice.get("text") or ""
+                now = time.perf_counter()
+                if piece:
+                    if t_first is None:
+                        t_first = now
+                    t_last = now
+                    text_parts.append(piece)
+                    emit(TokenEvent(piece))
+                if choice.get("finish_reason"):
+                    finish = "length" if choice["finish_reason"] == "length" else "stop"
+                if now - last_stats >= STATS_INTERVAL_S:
+                    last_stats = now
+                    emit(StatsEvent(len(prompt_tokens), sampled, n_ctx, _ttft(t_start, t_first), _rate(sampled, t_first, t_last)))
+        except RuntimeError as exc:
+            if not cancel.is_set():  # llama_decode returns 2 when our abort callback fired
+                raise EngineError(ErrorKind.INTERNAL, f"llama.cpp failed while generating: {exc}") from None
+        finally:
+            stream.close()
+            self._cancel = None
+        if cancel.is_set():
+            finish = "cancelled"
+        return TextResult(
+            text="".join(text_parts),
+            finish_reason=finish,
+            prompt_tokens=len(prompt_tokens),
+            completion_tokens=sampled,
+            time_to_first_token_s=_ttft(t_start, t_first),
+            tokens_per_second=_rate(sampled, t_first, t_last),
+            context_length=n_ctx,
+            template=template_name,
+            seed=seed,
+            dropped_messages=dropped,
+            sampling=sampling,
+        )
+
+
+def _ttft(t_start: float, t_first: float | None) -> float | None:
+    return None if t_first is None else t_first - t_start
+
+
+def _rate(tokens: int, t_first: float | None, t_last: float | None) -> float | None:
+    """Decode rate: tokens after the first, over the time since the first."""
+    if t_first is None or t_last is None or tokens < 2 or t_last <= t_first:
+        return None
+    return (tokens - 1) / (t_last - t_first)

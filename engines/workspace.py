@@ -1,0 +1,39 @@
+"""Everything a front end needs, opened once and passed around explicitly.
+
+No global singletons: the GUI and the CLI each open a :class:`Workspace`
+and hand its parts to whoever needs them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engines.library.demo import register_demo
+from engines.library.installed import InstalledModels
+from engines.paths import AppPaths, app_paths
+from engines.settings import Settings, load_settings, save_settings
+
+
+@dataclass
+class Workspace:
+    paths: AppPaths
+    settings: Settings
+    models: InstalledModels
+
+    def save_settings(self) -> None:
+        save_settings(self.paths.settings_file, self.settings)
+
+    def open_chats(self):
+        from engines.chat.store import ChatStore
+
+        return ChatStore(self.paths.database)
+
+    def engine_log(self, role: str = "text"):
+        return self.paths.logs / f"engine-host-{role}.log"
+
+
+def open_workspace(paths: AppPaths | None = None) -> Workspace:
+    paths = paths or app_paths()
+    models = InstalledModels(paths.data / "models.json")
+    register_demo(models, paths.models)
+    return Workspace(paths=paths, settings=load_settings(paths.settings_file), models=models)
