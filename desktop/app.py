@@ -26,6 +26,11 @@ def run_gui(argv: list[str] | None = None) -> int:
     app.setApplicationName("Atelier")
     app.setOrganizationName("Atelier")
     QGuiApplication.setDesktopFileName("atelier")
+    from PySide6.QtGui import QIcon
+
+    from resources import icon_path
+
+    app.setWindowIcon(QIcon(str(icon_path())))
     workspace = open_workspace()
     apply_theme(app, workspace.settings.theme)
     window = MainWindow(workspace)

@@ -1,14 +1,10 @@
 """Render chat messages to the HTML subset that Qt's rich-text engine shows.
 
-Qt-free on purpose (no PySide6 import): the output targets ``QTextBrowser``,
-which understands tables, ``pre``, inline ``style`` attributes and cell
-background colours, but not CSS classes, flexbox or rounded corners. So every
-style here is inline, and "boxes" (user bubbles, code blocks, quote bars) are
-single-cell tables.
-
-Model output is untrusted: raw HTML is escaped (markdown-it runs with
-``html=False``), unsafe link schemes such as ``javascript:`` are not linkified,
-and images are shown as links rather than loaded.
+Qt-free (no PySide6 import). ``QTextBrowser`` understands tables, ``pre`` and
+inline ``style`` attributes but not CSS classes, flexbox or rounded corners, so
+every style is inline and boxes (bubbles, code blocks, quote bars) are tables.
+Model output is untrusted: raw HTML is escaped (``html=False``), ``javascript:``
+and similar links are not linkified, and images become links, never loaded.
 """
 from __future__ import annotations
 
@@ -22,21 +18,18 @@ from markdown_it import MarkdownIt
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import get_lexer_by_name, guess_lexer
+from pygments.styles import get_style_by_name
+from pygments.token import Token
 from pygments.util import ClassNotFound
 
-__all__ = [
-    "MessageDisplay", "RenderedMessage", "Theme", "render_message",
-    "render_empty_state", "copy_href", "parse_copy_href", "STREAM_CURSOR",
-]
+__all__ = ["MessageDisplay", "RenderedMessage", "Theme", "render_message", "render_markdown",
+           "render_empty_state", "copy_href", "parse_copy_href", "split_chunks", "STREAM_CURSOR"]
 
 STREAM_CURSOR = "\u258d"  # ▍
 MONO = "'JetBrains Mono','Cascadia Code','SF Mono',Menlo,Consolas,'DejaVu Sans Mono',monospace"
 ROLE_NAMES = {"user": "You", "assistant": "Assistant", "system": "System"}
-STATUS_NOTES = {
-    "interrupted": "Reply interrupted: the engine stopped.",
-    "cancelled": "Stopped.",
-    "error": "The reply could not be completed.",
-}
+STATUS_NOTES = {"interrupted": "Reply interrupted: the engine stopped.", "cancelled": "Stopped.",
+                "error": "The reply could not be completed."}
 _GUESS_MIN_CHARS = 40
 
 
@@ -55,7 +48,7 @@ _LIGHT = dict(
     background="#ffffff", text="#1f2328", muted="#6e7781", user_bubble="#eef2f8",
     code_background="#f6f8fa", code_header="#eaeef2", border="#d8dee4",
     link="#0969da", warning="#9a6700", error="#cf222e",
-    inline_code_background="#e8ecf0", table_header="#f3f5f7", code_style="default",
+    inline_code_background="#e8ecf0", table_header="#eef1f5", code_style="default",
 )
 _DARK = dict(
     background="#1c1e22", text="#e6e8eb", muted="#9198a1", user_bubble="#2a2f37",
@@ -72,17 +65,17 @@ class Theme:
     dark: bool
     background: str = ""
     text: str = ""
-    muted: str = ""
+    muted: str = ""  # headers of system messages, meta lines, code labels
     user_bubble: str = ""
     code_background: str = ""
     code_header: str = ""
+    inline_code_background: str = ""
+    table_header: str = ""
     border: str = ""
     link: str = ""
     warning: str = ""
     error: str = ""
-    inline_code_background: str = ""
-    table_header: str = ""
-    code_style: str = ""  # Pygments style name
+    code_style: str = ""  # a Pygments style name
 
     def __post_init__(self) -> None:
         defaults = _DARK if self.dark else _LIGHT
@@ -104,12 +97,8 @@ def copy_href(message_key: str, index: int) -> str:
 
 def parse_copy_href(href: str) -> tuple[str, int] | None:
     """``copy:KEY:N`` -> ``(KEY, N)``; ``None`` for anything else."""
-    if not href.startswith("copy:"):
-        return None
-    key, sep, index = href[5:].rpartition(":")
-    if not sep or not index.isdigit():
-        return None
-    return unquote(key), int(index)
+    key, sep, index = href[5:].rpartition(":") if href.startswith("copy:") else ("", "", "")
+    return (unquote(key), int(index)) if sep and index.isdigit() else None
 
 
 # --------------------------------------------------------------- highlighting
@@ -117,26 +106,32 @@ def parse_copy_href(href: str) -> tuple[str, int] | None:
 def _lexer_by_name(name: str):
     try:
         return get_lexer_by_name(name, stripnl=False, ensurenl=False)
-    except (ClassNotFound, ValueError, Exception):  # noqa: BLE001 - plugin lexers may raise anything
+    except Exception:  # noqa: BLE001 - ClassNotFound, or anything a plugin lexer raises
         return None
 
 
 @lru_cache(maxsize=16)
 def _formatter(style: str) -> HtmlFormatter:
+    """An inline-style formatter whose style leaves plain text and whitespace
+    unstyled: every span costs Qt a char format, so the fewer the better."""
     try:
-        return HtmlFormatter(noclasses=True, nowrap=True, style=style)
+        base = get_style_by_name(style)
     except ClassNotFound:
-        return HtmlFormatter(noclasses=True, nowrap=True)
+        base = get_style_by_name("default")
+    root = base.styles.get(Token, "")
+    styles = {tok: ("" if tok in (Token, Token.Text, Token.Text.Whitespace) or value == root else value)
+              for tok, value in base.styles.items()}
+    styles[Token.Text.Whitespace] = ""
+    lean = type(f"Lean{base.__name__}", (base,), {"styles": styles})
+    return HtmlFormatter(noclasses=True, nowrap=True, style=lean)
 
 
 def _guess(code: str):
-    try:
+    try:  # guess_lexer always answers something; keep only confident guesses
         lexer = guess_lexer(code, stripnl=False, ensurenl=False)
-        if lexer.name != "Text only" and lexer.analyse_text(code) >= 0.1:
-            return lexer
+        return lexer if lexer.name != "Text only" and lexer.analyse_text(code) >= 0.1 else None
     except Exception:  # noqa: BLE001
-        pass
-    return None
+        return None
 
 
 @lru_cache(maxsize=256)
@@ -155,118 +150,92 @@ def _highlight(code: str, lang: str, style: str) -> tuple[str, str]:
 
 
 # ------------------------------------------------------------------ markdown
+_P_STYLE = "margin-top:0px; margin-bottom:10px; line-height:135%;"
+_HEADING_SIZES = {"h1": "x-large", "h2": "large"}  # h3..h6: medium, bold
+
+
 def _code_block_html(code: str, lang: str, env: dict) -> str:
-    theme: Theme = env["theme"]
-    blocks: list[str] = env["blocks"]
+    t: Theme = env["theme"]
     code = code[:-1] if code.endswith("\n") else code
-    index = len(blocks)
-    blocks.append(code)
-    body, label = _highlight(code, lang, theme.code_style)
-    t = theme
+    index = len(env["blocks"])
+    env["blocks"].append(code)
+    body, label = _highlight(code, lang, t.code_style)
+    # One column (a two-cell header row would draw a divider between the cells);
+    # label and Copy link sit in a borderless nested table. The href is a slot
+    # that render_markdown() fills in with copy:KEY:N.
     return (
-        f'<table width="100%" cellspacing="0" cellpadding="0" border="1" '
-        f'style="margin-top:6px; margin-bottom:12px; border-collapse:collapse; '
-        f'border-color:{t.border}; border-style:solid;">'
+        f'<table width="100%" cellspacing="0" cellpadding="0" border="1" style="margin-top:6px; '
+        f'margin-bottom:12px; border-collapse:collapse; border-color:{t.border}; border-style:solid;">'
         f'<tr><td bgcolor="{t.code_header}" style="padding:5px 12px;">'
-        f'<span style="font-size:small; color:{t.muted};">{escape(label)}</span></td>'
-        f'<td bgcolor="{t.code_header}" align="right" style="padding:5px 12px;">'
-        f'<a href="{copy_href(env["key"], index)}" style="font-size:small; '
-        f'color:{t.link}; text-decoration:none;">Copy</a></td></tr>'
-        f'<tr><td colspan="2" bgcolor="{t.code_background}" style="padding:10px 12px;">'
-        f'<pre style="margin:0; font-family:{MONO}; color:{t.text};">{body}</pre>'
-        f"</td></tr></table>\n"
+        f'<table width="100%" cellspacing="0" cellpadding="0" border="0" style="margin:0px;">'
+        f'<tr><td><span style="font-size:small; color:{t.muted};">{escape(label)}</span></td>'
+        f'<td align="right"><a href="\x00{index}\x00" style="font-size:small; color:{t.link}; '
+        f'text-decoration:none;">Copy</a></td></tr></table></td></tr>'
+        f'<tr><td bgcolor="{t.code_background}" style="padding:10px 12px;">'
+        f'<pre style="margin:0px; font-family:{MONO}; color:{t.text};">{body}</pre></td></tr></table>\n'
     )
 
 
 def _fence(self, tokens, idx, options, env):
-    token = tokens[idx]
-    lang = token.info.strip().split(maxsplit=1)[0] if token.info.strip() else ""
-    return _code_block_html(token.content, lang, env)
-
-
-def _code_block(self, tokens, idx, options, env):
-    return _code_block_html(tokens[idx].content, "", env)
+    info = tokens[idx].info.strip()
+    return _code_block_html(tokens[idx].content, info.split()[0] if info else "", env)
 
 
 def _code_inline(self, tokens, idx, options, env):
-    t: Theme = env["theme"]
-    return (f'<span style="font-family:{MONO}; background-color:{t.inline_code_background};">'
-            f"\u2009{escape(tokens[idx].content, quote=False)}\u2009</span>")
+    # The thin spaces sit outside the monospace span, where they stay thin.
+    return (f'<span style="background-color:{env["theme"].inline_code_background};">\u2009'
+            f'<span style="font-family:{MONO};">{escape(tokens[idx].content, quote=False)}'
+            f"</span>\u2009</span>")
 
 
-def _image(self, tokens, idx, options, env):
-    token = tokens[idx]
-    src = token.attrGet("src") or ""
-    alt = self.renderInlineAsText(token.children or [], options, env) or src
+def _image(self, tokens, idx, options, env):  # never load images from model output
+    src = tokens[idx].attrGet("src") or ""
+    alt = escape(self.renderInlineAsText(tokens[idx].children or [], options, env) or src)
     if src.startswith(("http://", "https://")):
-        return f'<a href="{escape(src)}">[image: {escape(alt)}]</a>'
-    return escape(f"[image: {alt}]", quote=False)
-
-
-_HEADING_SIZES = {"h1": "x-large", "h2": "large", "h3": "medium"}
-
-
-def _heading_open(self, tokens, idx, options, env):
-    tag = tokens[idx].tag
-    size = _HEADING_SIZES.get(tag, "medium")
-    return (f'<{tag} style="font-size:{size}; font-weight:600; '
-            f'margin-top:14px; margin-bottom:6px;">')
-
-
-def _paragraph_open(self, tokens, idx, options, env):
-    if tokens[idx].hidden:
-        return ""
-    return '<p style="margin-top:0px; margin-bottom:10px;">'
-
-
-def _blockquote_open(self, tokens, idx, options, env):
-    t: Theme = env["theme"]
-    return (f'<table cellspacing="0" cellpadding="0" style="margin-top:2px; margin-bottom:10px;">'
-            f'<tr><td width="3" bgcolor="{t.border}"></td>'
-            f'<td style="padding-left:12px; color:{t.muted};">')
-
-
-def _blockquote_close(self, tokens, idx, options, env):
-    return "</td></tr></table>\n"
-
-
-def _table_open(self, tokens, idx, options, env):
-    t: Theme = env["theme"]
-    return (f'<table border="1" cellspacing="0" cellpadding="6" style="margin-top:4px; '
-            f'margin-bottom:12px; border-collapse:collapse; border-color:{t.border}; '
-            f'border-style:solid;">\n')
+        return f'<a href="{escape(src)}">[image: {alt}]</a>'
+    return f"[image: {alt}]"
 
 
 def _cell_open(self, tokens, idx, options, env):
     token = tokens[idx]
-    t: Theme = env["theme"]
     align = (token.attrGet("style") or "").replace("text-align:", "").strip()
     attrs = f' align="{align}"' if align in ("left", "center", "right") else ""
     if token.tag == "th":
-        attrs += f' bgcolor="{t.table_header}"'
+        attrs += f' bgcolor="{env["theme"].table_header}"'
     return f"<{token.tag}{attrs}>"
-
-
-def _link_open(self, tokens, idx, options, env):
-    href = tokens[idx].attrGet("href") or ""
-    t: Theme = env["theme"]
-    return f'<a href="{escape(href)}" style="color:{t.link};">'
-
-
-def _hr(self, tokens, idx, options, env):
-    return f'<hr style="background-color:{env["theme"].border};" />\n'
 
 
 def _make_md(breaks: bool) -> MarkdownIt:
     md = MarkdownIt("commonmark", {"html": False, "breaks": breaks})
     md.enable("table").enable("strikethrough")
-    for name, rule in {
-        "fence": _fence, "code_block": _code_block, "code_inline": _code_inline,
-        "image": _image, "heading_open": _heading_open, "paragraph_open": _paragraph_open,
-        "blockquote_open": _blockquote_open, "blockquote_close": _blockquote_close,
-        "table_open": _table_open, "th_open": _cell_open, "td_open": _cell_open,
-        "link_open": _link_open, "hr": _hr,
-    }.items():
+    theme = lambda env: env["theme"]  # noqa: E731
+    rules = {  # every rule is called as rule(tokens, idx, options, env)
+        "fence": _fence, "code_inline": _code_inline, "image": _image,
+        "th_open": _cell_open, "td_open": _cell_open,
+        "code_block": lambda _, tk, i, o, env: _code_block_html(tk[i].content, "", env),
+        "paragraph_open": lambda _, tk, i, o, env: "" if tk[i].hidden else f'<p style="{_P_STYLE}">',
+        "heading_open": lambda _, tk, i, o, env: (
+            f'<{tk[i].tag} style="font-size:{_HEADING_SIZES.get(tk[i].tag, "medium")}; '
+            f'font-weight:600; margin-top:14px; margin-bottom:6px;">'),
+        "bullet_list_open": lambda *_: '<ul style="margin-top:0px; margin-bottom:10px;">\n',
+        "ordered_list_open": lambda _, tk, i, o, env: (
+            f'<ol start="{int(tk[i].attrGet("start") or 1)}" style="margin-top:0px; '
+            f'margin-bottom:10px;">\n'),
+        "list_item_open": lambda *_: '<li style="margin-bottom:2px; line-height:130%;">',
+        "blockquote_open": lambda _, tk, i, o, env: (  # a two-cell table draws the quote bar
+            f'<table cellspacing="0" cellpadding="0" style="margin-top:2px; margin-bottom:10px;">'
+            f'<tr><td width="3" bgcolor="{theme(env).border}"></td>'
+            f'<td style="padding-left:12px; color:{theme(env).muted};">'),
+        "blockquote_close": lambda *_: "</td></tr></table>\n",
+        "table_open": lambda _, tk, i, o, env: (
+            f'<table border="1" cellspacing="0" cellpadding="6" style="margin-top:4px; '
+            f'margin-bottom:12px; border-collapse:collapse; border-color:{theme(env).border}; '
+            f'border-style:solid;">\n'),
+        "link_open": lambda _, tk, i, o, env: (
+            f'<a href="{escape(tk[i].attrGet("href") or "")}" style="color:{theme(env).link};">'),
+        "hr": lambda _, tk, i, o, env: f'<hr style="background-color:{theme(env).border};" />\n',
+    }
+    for name, rule in rules.items():
         md.add_render_rule(name, rule)
     return md
 
@@ -274,16 +243,76 @@ def _make_md(breaks: bool) -> MarkdownIt:
 _MD_ASSISTANT = _make_md(breaks=False)
 _MD_USER = _make_md(breaks=True)  # people type line breaks and expect to see them
 
-# The cursor goes inside the last text block when there is one.
+
+# ------------------------------------------------- incremental markdown
+# A streaming reply is re-rendered every few dozen milliseconds. The source is
+# split into top-level chunks at blank lines that close every open block, and
+# each chunk's HTML is cached, so only the growing tail is parsed again.
+_FENCE_RE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_LIST_RE = re.compile(r"^(?:[-+*]|\d{1,9}[.)])(?:\s|$)")
+_REFDEF_RE = re.compile(r"^ {0,3}\[[^\]]+\]:", re.MULTILINE)
+_COPY_SLOT_RE = re.compile("\x00(\\d+)\x00")  # markdown-it turns NULs in the text into U+FFFD
+
+
+def split_chunks(text: str) -> list[str]:
+    """Split markdown where rendering the parts separately gives the same HTML."""
+    if _REFDEF_RE.search(text):  # reference links may point anywhere: keep it whole
+        return [text]
+    chunks: list[str] = []
+    current: list[str] = []
+    fence = ""
+    after_blank = False
+    for line in text.split("\n"):
+        if fence:
+            match = _FENCE_RE.match(line)
+            if match and match.group(1)[0] == fence[0] and len(match.group(1)) >= len(fence) \
+                    and not line[match.end():].strip():
+                fence = ""
+            current.append(line)
+            continue
+        if after_blank and current and line[:1] not in ("", " ", "\t") and not _LIST_RE.match(line):
+            chunks.append("\n".join(current) + "\n")
+            current = []
+        match = _FENCE_RE.match(line)
+        if match:
+            fence = match.group(1)
+        current.append(line)
+        after_blank = not line.strip()
+    chunks.append("\n".join(current))
+    return chunks
+
+
+@lru_cache(maxsize=1024)
+def _render_chunk(src: str, user: bool, theme: Theme) -> tuple[str, tuple[str, ...]]:
+    blocks: list[str] = []
+    html = (_MD_USER if user else _MD_ASSISTANT).render(src, {"theme": theme, "blocks": blocks})
+    return html, tuple(blocks)
+
+
+def render_markdown(text: str, key: str, theme: Theme, *, user: bool = False) -> tuple[str, list[str]]:
+    """Markdown -> (HTML, code blocks); Copy links point at ``copy:KEY:N``."""
+    out: list[str] = []
+    blocks: list[str] = []
+    for chunk in split_chunks(text):
+        html, chunk_blocks = _render_chunk(chunk, user, theme)
+        if chunk_blocks:
+            base = len(blocks)
+            html = _COPY_SLOT_RE.sub(lambda m: copy_href(key, base + int(m.group(1))), html)
+            blocks.extend(chunk_blocks)
+        out.append(html)
+    return "".join(out), blocks
+
+
 _TAIL_RE = re.compile(r"(</(?:p|li|h[1-6])>)((?:\s*</(?:ul|ol|li)>)*\s*)$")
 
 
 def _add_cursor(body: str, theme: Theme) -> str:
+    """Put the streaming cursor inside the last text block, or after the last block."""
     cursor = f'<span style="color:{theme.muted};">{STREAM_CURSOR}</span>'
     match = _TAIL_RE.search(body)
     if match:
         return body[: match.start()] + cursor + match.group(1) + match.group(2)
-    return body + f'<p style="margin-top:0px; margin-bottom:10px;">{cursor}</p>'
+    return body + f'<p style="{_P_STYLE}">{cursor}</p>'
 
 
 # ------------------------------------------------------------------ messages
@@ -293,50 +322,39 @@ def _small(text: str, color: str, top: int = 4) -> str:
 
 
 def render_message(msg: MessageDisplay, theme: Theme) -> RenderedMessage:
-    """Render one message to a self-contained HTML fragment."""
+    """Render one message to a self-contained HTML fragment (a one-cell table)."""
     t = theme
-    blocks: list[str] = []
-    env = {"key": msg.key, "theme": t, "blocks": blocks}
-    md = _MD_USER if msg.role == "user" else _MD_ASSISTANT
-    body = md.render(msg.content, env) if msg.content.strip() else ""
+    body, blocks = ("", []) if not msg.content.strip() else \
+        render_markdown(msg.content, msg.key, t, user=msg.role == "user")
     if msg.status == "streaming":
         body = _add_cursor(body, t)
     elif not body and msg.role == "assistant" and msg.status == "complete":
         body = _small("(empty reply)", t.muted, top=0)
-
     parts = [body.rstrip("\n")]
     if msg.meta:
         parts.append(_small(msg.meta, t.muted))
     if msg.notice:
         parts.append(_small(msg.notice, t.warning))
-    note = STATUS_NOTES.get(msg.status)
-    if note:
+    if msg.status in STATUS_NOTES:
         color = {"cancelled": t.muted, "error": t.error}.get(msg.status, t.warning)
-        parts.append(_small(note, color))
-
+        parts.append(_small(STATUS_NOTES[msg.status], color))
     role = ROLE_NAMES.get(msg.role, msg.role.title() or "Message")
     header = (f'<p style="margin-top:0px; margin-bottom:6px; font-weight:600; '
               f'color:{t.muted if msg.role == "system" else t.text};">{escape(role)}</p>')
     bubble = f' bgcolor="{t.user_bubble}"' if msg.role == "user" else ""
-    html = (
-        f'<table width="100%" cellspacing="0" cellpadding="14"{bubble} '
-        f'style="margin-top:4px; margin-bottom:4px; color:{t.text};">'
-        f'<tr><td>{header}{"".join(parts)}</td></tr></table>'
-    )
+    # Less padding at the bottom: the last block brings its own bottom margin.
+    html = (f'<table width="100%" cellspacing="0" cellpadding="0"{bubble} style="margin-top:4px; '
+            f'margin-bottom:4px; color:{t.text};"><tr><td style="padding:14px 14px 6px 14px;">'
+            f'{header}{"".join(parts)}</td></tr></table>')
     return RenderedMessage(html=html, code_blocks=blocks)
 
 
 def render_empty_state(theme: Theme, title: str, body: str) -> str:
-    """A centred, muted welcome for an empty conversation."""
-    paragraphs = "".join(
-        f'<p align="center" style="margin-top:0px; margin-bottom:6px; color:{theme.muted};">'
-        f"{escape(line, quote=False)}</p>"
-        for line in body.splitlines() if line.strip()
-    )
-    return (
-        f'<table width="100%" cellspacing="0" cellpadding="0" style="margin-top:120px;">'
-        f'<tr><td align="center">'
-        f'<p align="center" style="margin-top:0px; margin-bottom:10px; font-size:x-large; '
-        f'font-weight:600; color:{theme.text};">{escape(title, quote=False)}</p>'
-        f"{paragraphs}</td></tr></table>"
-    )
+    """A centred, muted welcome for an empty conversation (one line per paragraph)."""
+    lines = "".join(f'<p align="center" style="margin-top:0px; margin-bottom:6px; '
+                    f'color:{theme.muted};">{escape(line, quote=False)}</p>'
+                    for line in body.splitlines() if line.strip())
+    return (f'<table width="100%" cellspacing="0" cellpadding="0" style="margin-top:150px;">'
+            f'<tr><td align="center"><p align="center" style="margin-top:0px; margin-bottom:10px; '
+            f'font-size:x-large; font-weight:600; color:{theme.text};">{escape(title, quote=False)}'
+            f"</p>{lines}</td></tr></table>")

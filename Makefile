@@ -1,0 +1,38 @@
+# Atelier: two commands on a fresh Linux machine with Python 3.11.
+#   make run    set everything up and open the app
+#   make test   set everything up and run the whole test suite
+# Both create or refresh .venv themselves.
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.atelier-setup
+
+.PHONY: setup run test test-fast bench lint-imports clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile packaging/llama/build_wheel.sh
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip wheel
+	packaging/llama/build_wheel.sh $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[llama,demo,dev]"
+	@touch $(STAMP)
+
+run: setup
+	$(BIN)/atelier
+
+test: setup
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest
+
+test-fast: setup
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -m "not slow"
+
+bench: setup
+	$(BIN)/python -m benchmarks
+
+lint-imports: setup
+	$(BIN)/lint-imports
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

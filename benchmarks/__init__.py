@@ -1,0 +1,1 @@
+"""Speed and memory benchmarks. Run with ``make bench``; never part of ``make test``."""

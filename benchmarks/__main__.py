@@ -1,0 +1,26 @@
+"""Run every benchmark and print (and save) the figures."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from benchmarks import bench_chat_decode, bench_startup
+
+
+def main() -> int:
+    results = {}
+    for name, module in (("startup", bench_startup), ("chat_decode", bench_chat_decode)):
+        print(f"== {name}", flush=True)
+        results[name] = module.run()
+        print(json.dumps(results[name], indent=2), flush=True)
+    out = Path(__file__).resolve().parent / "results" / "latest.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"saved {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Build (once) and install llama-cpp-python with portable CPU flags.
+#
+#   packaging/llama/build_wheel.sh PYTHON
+#
+# Why a script of our own:
+# - llama-cpp-python is a source package; pip's default build uses -march=native,
+#   which crashes with "illegal instruction" on CPUs older than the build machine.
+#   We build with runtime CPU dispatch instead (GGML_BACKEND_DL + GGML_CPU_ALL_VARIANTS),
+#   as llama.cpp's own releases do: one libggml-cpu-<variant>.so per instruction-set
+#   level, the best one picked when the app starts.
+# - llama.cpp's AMX kernels segfault on some CPUs that advertise AMX (ggml_backend_amx_mul_mat).
+#   AMX is off in the base flags, and the one variant that forces it on (sapphirerapids)
+#   is left out of the wheel, so the next best variant (AVX-512 BF16/VNNI) serves those CPUs.
+# - pip caches a built wheel under the package's name and version only, not its flags,
+#   so a wheel built once with other flags would be silently reused. We keep our own
+#   wheel cache keyed by version + flags + this script's revision, and never use pip's.
+set -euo pipefail
+
+PYTHON=${1:?usage: build_wheel.sh PYTHON}
+VERSION=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
+SCRIPT_REVISION=3
+BASE_ARGS="-DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON \
+-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF \
+-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF"
+# Extra flags for GPU builds, e.g. LLAMA_EXTRA_CMAKE_ARGS="-DGGML_CUDA=ON" (see README).
+ARGS="$BASE_ARGS ${LLAMA_EXTRA_CMAKE_ARGS:-}"
+CACHE_ROOT=${ATELIER_WHEEL_CACHE:-$HOME/.cache/atelier-build/wheels}
+KEY=$(printf '%s|%s|%s|%s' "$VERSION" "$ARGS" "$SCRIPT_REVISION" "$("$PYTHON" -c 'import sys; print(sys.version_info[:2])')" | sha256sum | cut -c1-16)
+DEST="$CACHE_ROOT/llama-cpp-python-$VERSION-$KEY"
+
+installed_key() {
+    "$PYTHON" - <<'PY' 2>/dev/null || true
+import importlib.metadata as m, pathlib
+try:
+    dist = m.distribution("llama-cpp-python")
+    print((pathlib.Path(dist._path) / "atelier-build-key").read_text().strip())
+except Exception:
+    pass
+PY
+}
+
+if [ "$(installed_key)" = "$KEY" ]; then
+    echo "llama-cpp-python $VERSION (build $KEY) is already installed"
+    exit 0
+fi
+
+if ! ls "$DEST"/*.whl >/dev/null 2>&1; then
+    echo "Building llama-cpp-python $VERSION with portable CPU dispatch (about 10 minutes on 2 cores)..."
+    WORK=$(mktemp -d)
+    trap 'rm -rf "$WORK"' EXIT
+    mkdir -p "$WORK/wheel"
+    "$PYTHON" -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-python==$VERSION" -d "$WORK/src"
+    tar -xzf "$WORK"/src/llama_cpp_python-*.tar.gz -C "$WORK/src"
+    SRC=$(echo "$WORK"/src/llama_cpp_python-*/)
+    # llama-cpp-python installs only the plain ggml-cpu target; install the per-CPU
+    # variants too, except sapphirerapids, whose AMX kernels crash on some CPUs.
+    "$PYTHON" - "$SRC/CMakeLists.txt" <<'PY'
+import sys, pathlib
+path = pathlib.Path(sys.argv[1])
+text = path.read_text()
+anchor = "    llama_cpp_python_install_target(ggml-cpu)\n"
+variants = ["x64", "sse42", "sandybridge", "ivybridge", "piledriver", "haswell", "skylakex",
+            "cannonlake", "cascadelake", "icelake", "cooperlake", "zen4", "alderlake"]
+extra = "".join(f"    llama_cpp_python_install_target(ggml-cpu-{v})\n" for v in variants)
+assert anchor in text, "llama-cpp-python's CMakeLists.txt changed: update build_wheel.sh"
+path.write_text(text.replace(anchor, anchor + extra, 1))
+PY
+    CMAKE_ARGS="$ARGS" CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} \
+        "$PYTHON" -m pip wheel --quiet --no-cache-dir --no-deps "$SRC" -w "$WORK/wheel"
+    if "$PYTHON" -m zipfile -l "$WORK"/wheel/*.whl | grep -q 'ggml-cpu-sapphirerapids'; then
+        echo "error: the AMX (sapphirerapids) CPU variant ended up in the wheel" >&2
+        exit 1
+    fi
+    "$PYTHON" -m zipfile -l "$WORK"/wheel/*.whl | grep -q 'libggml-cpu-haswell' || { echo "error: no CPU variants in the wheel" >&2; exit 1; }
+    mkdir -p "$DEST"
+    cp "$WORK"/wheel/*.whl "$DEST/"
+fi
+
+"$PYTHON" -m pip install --quiet --no-deps --force-reinstall "$DEST"/*.whl
+"$PYTHON" -m pip install --quiet "diskcache>=5.6.1" "jinja2>=2.11.3" "numpy>=1.20.0" "typing-extensions>=4.5.0"
+"$PYTHON" - "$KEY" <<'PY'
+import importlib.metadata as m, pathlib, sys
+dist = m.distribution("llama-cpp-python")
+(pathlib.Path(dist._path) / "atelier-build-key").write_text(sys.argv[1] + "\n")
+PY
+echo "llama-cpp-python $VERSION installed (build $KEY)"

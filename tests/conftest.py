@@ -1,0 +1,35 @@
+"""Shared fixtures: a fresh ATELIER_HOME per test, offscreen Qt, model files.
+
+Every test gets its own data and config folders, so no test sees another's
+chats or settings, and nothing touches the developer's real profile.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import pytest  # noqa: E402
+
+from tests.fixtures.gemma import gemma_path  # noqa: E402,F401  (session fixture)
+
+
+@pytest.fixture(autouse=True)
+def atelier_home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "atelier-home"
+    monkeypatch.setenv("ATELIER_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory) -> Path:
+    """A complete llama-architecture model with random weights (a few hundred KB)."""
+    from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
+
+    return write_tiny_llama_gguf(tmp_path_factory.mktemp("tiny") / "tiny-llama.gguf")

@@ -1,0 +1,163 @@
+"""The engine host process: real llama.cpp behind the pipe, crashes and stops."""
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from engines.api import ChatMessage, FinishedEvent, SamplingParams, TextLoadSpec, TextRequest, TokenEvent
+from engines.errors import EngineCrashed, EngineError, ErrorKind
+from engines.host import EngineHost
+from engines.host.client import describe_exit
+
+pytest.importorskip("llama_cpp")
+
+
+@pytest.fixture
+def host(tmp_path):
+    host = EngineHost(tmp_path / "host.log")
+    yield host
+    host.close()
+
+
+def long_request(seed=1) -> TextRequest:
+    return TextRequest((ChatMessage("user", "tell me everything"),), SamplingParams(max_tokens=2000, temperature=1.0, min_p=0.0, seed=seed))
+
+
+def test_load_generate_and_reuse(host, tiny_gguf):
+    spec = TextLoadSpec(str(tiny_gguf), context_length=256)
+    info = host.load("llama_cpp", spec)
+    pid = host.pid
+    assert info.architecture == "llama"
+    events = list(host.generate(TextRequest((ChatMessage("user", "hi"),), SamplingParams(max_tokens=6, seed=1))))
+    assert isinstance(events[-1], FinishedEvent)
+    text = "".join(e.text for e in events if isinstance(e, TokenEvent))
+    assert text == events[-1].result.text
+    assert host.load("llama_cpp", spec) is info and host.pid == pid  # same model: no reload
+
+
+def test_switching_models_restarts_the_process(host, tiny_gguf, tmp_path):
+    from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
+
+    other = write_tiny_llama_gguf(tmp_path / "other.gguf", seed=5)
+    host.load("llama_cpp", TextLoadSpec(str(tiny_gguf), context_length=256))
+    first_pid = host.pid
+    host.load("llama_cpp", TextLoadSpec(str(other), context_length=256))
+    assert host.pid != first_pid
+    assert not _alive(first_pid)
+
+
+def test_stop_takes_effect_within_half_a_second_and_keeps_the_model(host, gemma_path):
+    host.load("llama_cpp", TextLoadSpec(str(gemma_path), context_length=1024))
+    pid = host.pid
+    stream = host.generate(long_request())
+    tokens = 0
+    stopped_at = None
+    result = None
+    for event in stream:
+        if isinstance(event, TokenEvent):
+            tokens += 1
+            if tokens == 5:
+                host.cancel()
+                stopped_at = time.perf_counter()
+        elif isinstance(event, FinishedEvent):
+            result = event.result
+    elapsed = time.perf_counter() - stopped_at
+    assert result.finish_reason == "cancelled"
+    assert elapsed < 0.5, f"stop took {elapsed:.3f} s"
+    assert host.pid == pid  # still loaded
+    again = list(host.generate(TextRequest((ChatMessage("user", "hi"),), SamplingParams(max_tokens=3, seed=1))))
+    assert isinstance(again[-1], FinishedEvent)
+
+
+def test_killing_the_host_mid_reply_is_reported_and_the_next_request_restarts(host, tiny_gguf):
+    spec = TextLoadSpec(str(tiny_gguf), context_length=512)
+    host.load("llama_cpp", spec)
+    got = []
+    with pytest.raises(EngineCrashed) as info:
+        for event in host.generate(long_request()):
+            if isinstance(event, TokenEvent):
+                got.append(event.text)
+                if len(got) == 3:
+                    os.kill(host.pid, signal.SIGKILL)
+    assert info.value.kind == ErrorKind.CRASHED
+    assert "stopped unexpectedly" in info.value.message and "killed" in info.value.message
+    assert not host.is_running
+    host.load("llama_cpp", spec)  # a fresh host
+    events = list(host.generate(TextRequest((ChatMessage("user", "hi"),), SamplingParams(max_tokens=3))))
+    assert isinstance(events[-1], FinishedEvent)
+
+
+def test_a_segfault_is_explained():
+    assert "segmentation fault" in describe_exit(-signal.SIGSEGV)
+    assert "GGML_ASSERT" in describe_exit(-signal.SIGABRT, "x\nGGML_ASSERT(n > 0) failed\n")
+    assert "out of memory" in describe_exit(-signal.SIGKILL)
+
+
+def test_cancel_from_another_thread(host, tiny_gguf):
+    host.load("llama_cpp", TextLoadSpec(str(tiny_gguf), context_length=2048))
+    timer = threading.Timer(0.3, host.cancel)
+    timer.start()
+    events = list(host.generate(long_request(seed=9)))
+    assert events[-1].result.finish_reason in ("cancelled", "stop", "length")
+    timer.join()
+
+
+@pytest.mark.parametrize(
+    "make, kind, words",
+    [
+        (lambda p: p / "missing.gguf", ErrorKind.MODEL_FILE, "does not exist"),
+        (lambda p: _write(p / "notes.gguf", b"PK\x03\x04 this is a zip"), ErrorKind.MODEL_FILE, "not a GGUF"),
+    ],
+)
+def test_bad_files_get_clear_errors(host, tmp_path, make, kind, words):
+    with pytest.raises(EngineError) as info:
+        host.load("llama_cpp", TextLoadSpec(str(make(tmp_path))))
+    assert info.value.kind == kind and words in info.value.message
+    assert host.is_running  # the host survives bad input
+
+
+def test_truncated_gguf(host, tiny_gguf, tmp_path):
+    from tests.fixtures.tiny_gguf import truncate_file
+
+    broken = tmp_path / "truncated.gguf"
+    broken.write_bytes(tiny_gguf.read_bytes())
+    truncate_file(broken, broken.stat().st_size // 2)
+    with pytest.raises(EngineError) as info:
+        host.load("llama_cpp", TextLoadSpec(str(broken)))
+    assert info.value.kind == ErrorKind.MODEL_FILE and "truncated" in info.value.message.lower()
+
+
+def test_unknown_architecture(host, tmp_path):
+    from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
+
+    path = write_tiny_llama_gguf(tmp_path / "alien.gguf", architecture="quantum-llm")
+    with pytest.raises(EngineError) as info:
+        host.load("llama_cpp", TextLoadSpec(str(path)))
+    assert info.value.kind == ErrorKind.UNSUPPORTED and "quantum-llm" in info.value.message
+
+
+def test_context_too_large_for_memory(host, gemma_path):
+    with pytest.raises(EngineError) as info:
+        host.load("llama_cpp", TextLoadSpec(str(gemma_path), context_length=4_194_304))
+    assert info.value.kind == ErrorKind.MEMORY
+    assert "would fit" in info.value.message or "free" in info.value.message
+
+
+def _write(path, data):
+    path.write_bytes(data)
+    return path
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie still answers kill(0); check its state
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False

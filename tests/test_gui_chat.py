@@ -1,0 +1,154 @@
+"""The Chat page under pytest-qt: send, stream, stop, regenerate, switch, restart."""
+
+import pytest
+
+from engines.library.installed import InstalledModel
+from engines.workspace import open_workspace
+from tests.fixtures.fake_host import FakeHost
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    ws = open_workspace()
+    model = ws.models.add(InstalledModel("local/fake", "Fake model", str(tmp_path / "fake.gguf"), 1000, "llama_cpp", "gguf", "import"))
+    ws.settings.last_model_id = model.id
+    return ws
+
+
+@pytest.fixture
+def window(qtbot, workspace):
+    from desktop.main_window import MainWindow
+    from desktop.pages.chat_controller import ChatController
+
+    host = FakeHost()
+    controller = ChatController(workspace, host=host)
+    win = MainWindow(workspace, controller)
+    qtbot.addWidget(win)
+    win.show()
+    win.host = host
+    yield win
+    win.close()
+
+
+def send(qtbot, window, text):
+    page = window.chat_page
+    page.composer.setPlainText(text)
+    with qtbot.waitSignal(window.chat_controller.streaming_changed, timeout=5000):
+        qtbot.keyClick(page.composer, "\r")
+    qtbot.waitUntil(lambda: not window.chat_controller.streaming, timeout=10000)
+
+
+def test_window_has_the_four_pages(window):
+    assert window.windowTitle() == "Atelier"
+    labels = [window.nav.item(i).text() for i in range(window.nav.count())]
+    assert [l.split()[-1] for l in labels] == ["Chat", "Images", "Models", "Settings"]
+
+
+def test_send_streams_and_saves(qtbot, window):
+    send(qtbot, window, "Hi there")
+    store = window.chat_controller.store
+    messages = store.messages(window.chat_controller.current_id)
+    assert [m.role for m in messages] == ["user", "assistant"]
+    assert messages[1].content == window.host.reply and messages[1].status == "complete"
+    assert "bold" in window.chat_page.view.toPlainText()
+    assert window.chat_page.composer.toPlainText() == ""
+    # the conversation got a title from the first message
+    assert store.get_conversation(window.chat_controller.current_id).title == "Hi there"
+
+
+def test_shift_enter_adds_a_newline(qtbot, window):
+    from PySide6.QtCore import Qt
+
+    composer = window.chat_page.composer
+    composer.setPlainText("line one")
+    composer.moveCursor(composer.textCursor().MoveOperation.End)
+    qtbot.keyClick(composer, Qt.Key_Return, Qt.ShiftModifier)
+    assert composer.toPlainText() == "line one\n"
+    assert not window.chat_controller.streaming
+
+
+def test_stop_keeps_the_partial_reply(qtbot, window):
+    window.host.reply = " ".join(f"w{i}" for i in range(400))
+    window.host.delay = 0.02
+    page = window.chat_page
+    page.composer.setPlainText("long please")
+    qtbot.keyClick(page.composer, "\r")
+    qtbot.waitUntil(lambda: "w5" in page.view.toPlainText(), timeout=5000)
+    assert page.stop_button.isVisible()
+    qtbot.mouseClick(page.stop_button, __import__("PySide6.QtCore", fromlist=["Qt"]).Qt.LeftButton)
+    qtbot.waitUntil(lambda: not window.chat_controller.streaming, timeout=5000)
+    reply = window.chat_controller.messages()[-1]
+    assert reply.status == "cancelled" and 0 < len(reply.content.split()) < 400
+
+
+def test_regenerate_replaces_the_last_reply(qtbot, window):
+    send(qtbot, window, "first")
+    window.host.reply = "a different answer"
+    with qtbot.waitSignal(window.chat_controller.streaming_changed, timeout=5000):
+        window.chat_page.regenerate_button.click()
+    qtbot.waitUntil(lambda: not window.chat_controller.streaming, timeout=5000)
+    messages = window.chat_controller.messages()
+    assert [m.content for m in messages] == ["first", "a different answer"]
+
+
+def test_edit_and_resend_the_last_message(qtbot, window):
+    send(qtbot, window, "frist")
+    page = window.chat_page
+    page.edit_button.click()
+    assert page.composer.toPlainText() == "frist"
+    page.composer.setPlainText("first")
+    with qtbot.waitSignal(window.chat_controller.streaming_changed, timeout=5000):
+        qtbot.keyClick(page.composer, "\r")
+    qtbot.waitUntil(lambda: not window.chat_controller.streaming, timeout=5000)
+    messages = window.chat_controller.messages()
+    assert [m.role for m in messages] == ["user", "assistant"] and messages[0].content == "first"
+
+
+def test_switching_chats_shows_each_history(qtbot, window):
+    send(qtbot, window, "about apples")
+    first = window.chat_controller.current_id
+    window.chat_page.conversations.new_button.click()
+    send(qtbot, window, "about pears")
+    assert window.chat_controller.current_id != first
+    window.chat_page.conversations.selected.emit(first)
+    assert "about apples" in window.chat_page.view.toPlainText()
+    assert "about pears" not in window.chat_page.view.toPlainText()
+    window.chat_page.conversations.search.setText("pears")
+    assert window.chat_page.conversations.list.count() == 1
+
+
+def test_crash_mid_reply_keeps_the_window_and_the_partial_reply(qtbot, window):
+    window.host.reply = "one two three four five six"
+    window.host.crash_after = 3
+    send(qtbot, window, "crash please")
+    page = window.chat_page
+    assert page.banner.isVisible() and "stopped unexpectedly" in page.banner.text()
+    reply = window.chat_controller.messages()[-1]
+    assert reply.status == "interrupted" and reply.content == "one two three"
+    window.host.crash_after = None
+    send(qtbot, window, "again")
+    assert not page.banner.isVisible()
+    assert window.chat_controller.messages()[-1].status == "complete"
+
+
+def test_restart_restores_history(qtbot, workspace):
+    from desktop.main_window import MainWindow
+    from desktop.pages.chat_controller import ChatController
+
+    first = MainWindow(workspace, ChatController(workspace, host=FakeHost()))
+    qtbot.addWidget(first)
+    send(qtbot, first, "remember me")
+    first.close()
+    again = MainWindow(open_workspace(), ChatController(open_workspace(), host=FakeHost()))
+    qtbot.addWidget(again)
+    assert "remember me" in again.chat_page.view.toPlainText()
+    assert again.chat_page.conversations.list.count() == 1
+    again.close()
+
+
+def test_model_picker_lists_installed_models_and_demo_note(window):
+    combo = window.chat_page.panel.model_combo
+    names = [combo.itemText(i) for i in range(combo.count())]
+    assert "Fake model" in names and any("Gemma 3 270M" in n for n in names)

@@ -1,0 +1,135 @@
+"""The llama.cpp engine in-process: real llama.cpp on tiny and real GGUF files."""
+
+import threading
+
+import pytest
+
+from engines.api import ChatMessage, SamplingParams, TextLoadSpec, TextRequest, TokenEvent
+from engines.errors import EngineError, ErrorKind
+
+pytest.importorskip("llama_cpp")
+from engines.llama.engine import LlamaCppEngine, default_threads  # noqa: E402
+
+
+def load(path, ctx=256, **kw):
+    engine = LlamaCppEngine()
+    info = engine.load(TextLoadSpec(str(path), context_length=ctx, **kw), lambda e: None)
+    return engine, info
+
+
+def ask(engine, text, **sampling):
+    events = []
+    request = TextRequest((ChatMessage("user", text),), SamplingParams(**sampling))
+    result = engine.generate(request, events.append, threading.Event())
+    return result, events
+
+
+def test_tiny_model_loads_and_streams(tiny_gguf):
+    engine, info = load(tiny_gguf)
+    assert info.architecture == "llama" and info.threads == default_threads()
+    assert info.template_source == "fallback"
+    result, events = ask(engine, "hello", max_tokens=8, seed=1, temperature=0.8)
+    tokens = [e.text for e in events if isinstance(e, TokenEvent)]
+    assert result.completion_tokens >= 1 and "".join(tokens) == result.text
+    assert result.prompt_tokens > 0 and result.seed == 1
+    engine.unload()
+
+
+def test_same_seed_same_text(tiny_gguf):
+    engine, _ = load(tiny_gguf)
+    first, _ = ask(engine, "hello there", max_tokens=12, seed=42, temperature=1.0)
+    second, _ = ask(engine, "hello there", max_tokens=12, seed=42, temperature=1.0)
+    assert first.text == second.text
+    engine.unload()
+
+
+def test_cancel_flag_stops_at_the_next_token(tiny_gguf):
+    engine, _ = load(tiny_gguf, ctx=512)
+    cancel = threading.Event()
+    seen = []
+
+    def emit(event):
+        if isinstance(event, TokenEvent):
+            seen.append(event)
+            if len(seen) == 3:
+                cancel.set()
+
+    request = TextRequest((ChatMessage("user", "go"),), SamplingParams(max_tokens=400, temperature=1.0, seed=3, min_p=0.0))
+    result = engine.generate(request, emit, cancel)
+    assert result.finish_reason == "cancelled"
+    assert len(seen) <= 4
+    # the model stays loaded and usable
+    again, _ = ask(engine, "again", max_tokens=4, seed=1)
+    assert again.completion_tokens >= 1
+    engine.unload()
+
+
+def test_empty_prompt_is_refused(tiny_gguf):
+    engine, _ = load(tiny_gguf)
+    with pytest.raises(EngineError) as info:
+        ask(engine, "   ")
+    assert info.value.kind == ErrorKind.BAD_INPUT and "empty" in info.value.message
+    engine.unload()
+
+
+def test_prompt_longer_than_context_stops_or_drops(tiny_gguf):
+    engine, _ = load(tiny_gguf, ctx=128)
+    history = []
+    for i in range(12):
+        history += [ChatMessage("user", f"question {i} is rather long " * 3), ChatMessage("assistant", "answer " * 10)]
+    history.append(ChatMessage("user", "last"))
+    with pytest.raises(EngineError) as info:
+        engine.generate(TextRequest(tuple(history), SamplingParams(max_tokens=8)), lambda e: None, threading.Event())
+    assert info.value.kind == ErrorKind.CONTEXT_OVERFLOW
+    notices = []
+    result = engine.generate(
+        TextRequest(tuple(history), SamplingParams(max_tokens=8, seed=1), overflow="drop_oldest"),
+        notices.append,
+        threading.Event(),
+    )
+    assert result.dropped_messages > 0 and result.prompt_tokens <= 128
+    assert any("oldest" in getattr(n, "message", "") for n in notices)
+    engine.unload()
+
+
+def test_raw_mode_skips_the_template(tiny_gguf):
+    engine, _ = load(tiny_gguf)
+    request = TextRequest(raw_prompt="Once upon a time", sampling=SamplingParams(max_tokens=5, seed=2))
+    result = engine.generate(request, lambda e: None, threading.Event())
+    assert result.template == "raw" and result.completion_tokens >= 1
+    engine.unload()
+
+
+def test_gemma_uses_the_gemma_fallback_and_answers(gemma_path):
+    engine, info = load(gemma_path, ctx=1024)
+    assert info.architecture == "gemma3"
+    assert info.template == "gemma" and info.template_source == "fallback"
+    result, events = ask(engine, "Name three colors.", max_tokens=24, seed=7, temperature=0.2)
+    assert result.completion_tokens > 0 and result.text.strip()
+    assert result.tokens_per_second and result.tokens_per_second > 1
+    assert result.time_to_first_token_s is not None
+    engine.unload()
+
+
+def test_gguf_chat_template_is_used_when_present(tmp_path):
+    from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
+
+    template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    path = write_tiny_llama_gguf(tmp_path / "t.gguf", chat_template=template)
+    engine, info = load(path)
+    assert info.template_source == "gguf"
+    result, _ = ask(engine, "hi", max_tokens=3, seed=1)
+    assert result.completion_tokens >= 1
+    engine.unload()
+
+
+def test_broken_gguf_template_falls_back(tmp_path):
+    from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
+
+    path = write_tiny_llama_gguf(tmp_path / "broken.gguf", chat_template="{% for m in messages %}{{ m.content ")
+    engine, info = load(path)
+    assert info.template_source == "fallback"
+    engine.unload()
