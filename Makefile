@@ -23,6 +23,7 @@ run: setup
 	$(BIN)/atelier
 
 test: setup
+	$(BIN)/lint-imports
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest
 
 test-fast: setup

@@ -67,11 +67,11 @@ def test_bad_input_exits_2_with_one_error_line(tiny_gguf, tmp_path, args, words)
     assert "Traceback" not in run.stderr
 
 
-def test_killed_engine_ends_the_cli_with_one_line(tiny_gguf):
+def test_killed_engine_ends_the_cli_with_one_line(gemma_path):
     env = dict(os.environ)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "desktop", "chat", "--model", str(tiny_gguf), "--prompt", "go",
-         "--max-tokens", "100000", "--ctx", "4096", "--temperature", "1.0", "--min-p", "0"],
+        [sys.executable, "-m", "desktop", "chat", "--model", str(gemma_path), "--prompt", "Write a long story.",
+         "--max-tokens", "2000", "--ctx", "4096", "--temperature", "1.0", "--min-p", "0"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     try:

@@ -72,8 +72,8 @@ def test_stop_takes_effect_within_half_a_second_and_keeps_the_model(host, gemma_
     assert isinstance(again[-1], FinishedEvent)
 
 
-def test_killing_the_host_mid_reply_is_reported_and_the_next_request_restarts(host, tiny_gguf):
-    spec = TextLoadSpec(str(tiny_gguf), context_length=512)
+def test_killing_the_host_mid_reply_is_reported_and_the_next_request_restarts(host, gemma_path):
+    spec = TextLoadSpec(str(gemma_path), context_length=1024)
     host.load("llama_cpp", spec)
     got = []
     with pytest.raises(EngineCrashed) as info:

@@ -1,4 +1,7 @@
-"""The GGUF header reader: round trips, the real Gemma file, hostile input."""
+"""The GGUF header reader: round trips, the real Gemma file, hostile input.
+
+``gemma_path`` comes from ``tests/fixtures/gemma.py`` via ``conftest.py``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,9 @@ import io
 import pickle
 import random
 import struct
+import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -24,7 +30,6 @@ from engines.gguf import (
     read_gguf_header,
     read_gguf_header_from_bytes,
 )
-from tests.fixtures.gemma import gemma_path  # noqa: F401  (a pytest fixture)
 from tests.fixtures.tiny_gguf import (
     ARRAY,
     BASE_VOCAB,
@@ -87,6 +92,7 @@ def test_tiny_metadata_round_trips(tiny):
     assert h.tokens == BASE_VOCAB and h.vocab_size == len(BASE_VOCAB)
     assert h.bos_token == "<s>" and h.eos_token == "</s>"
     assert h.has_token("<0x0A>") and not h.has_token("<|im_start|>")
+    assert h.duplicate_tokens == []
     assert h.file_type == 0 and h.quantization == "F32"
     assert h.file_size == tiny.stat().st_size
     assert h.alignment == 32 and h.data_offset % 32 == 0
@@ -121,13 +127,14 @@ def test_tiny_options(tmp_path):
     path = write_tiny_llama_gguf(
         tmp_path / "chatml.gguf", architecture="quantum-llm", n_layers=3, f16=True,
         chat_template="{% for m in messages %}{{ m.content }}{% endfor %}",
-        extra_tokens=["<|im_start|>", "<|im_end|>"], n_vocab=400,
+        extra_tokens=["<|im_start|>", "<|im_end|>"], n_vocab=len(BASE_VOCAB) + 10,
     )
     h = read_gguf_header(path)
     assert h.architecture == "quantum-llm"
     assert h.block_count == 3 and h.head_count_kv == 2  # keys follow the architecture name
     assert h.chat_template.startswith("{% for m in messages")
-    assert h.has_token("<|im_start|>") and h.vocab_size == 400
+    assert h.has_token("<|im_start|>") and h.vocab_size == len(BASE_VOCAB) + 10
+    assert h.tokens[-1] == "<unused7>"
     assert h.quantization == "F16"
     assert {t.ggml_type for t in h.tensors} == {"F16", "F32"}
 
@@ -190,6 +197,46 @@ def test_large_arrays_become_placeholders_except_tokens(tmp_path):
     assert h.tensors == () and h.tensor_data_bytes == 0 and h.quantization is None
 
 
+def test_duplicate_tokens_are_reported():
+    tokens = raw_kv("tokenizer.ggml.tokens", ARRAY, _u32(STRING) + struct.pack("<Q", 3)
+                    + raw_string("a") + raw_string("b") + raw_string("a"))
+    assert read_gguf_header(raw_gguf([tokens])).duplicate_tokens == ["a"]
+
+
+_LLAMA_SCRIPT = textwrap.dedent(
+    """
+    import ctypes, pathlib, sys, sysconfig
+    import llama_cpp
+    # GGML_BACKEND_DL builds keep the CPU backends in separate libraries that
+    # must be registered (in the libggml.so.0 that libllama uses) before loading.
+    lib = pathlib.Path(llama_cpp.__file__).parent / "lib"
+    ggml = ctypes.CDLL(str(lib / "libggml.so.0"))
+    if hasattr(ggml, "ggml_backend_load_all_from_path"):
+        ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+        for d in (pathlib.Path(sysconfig.get_paths()["purelib"]) / "bin", lib):
+            if any(d.glob("libggml-cpu*")):
+                ggml.ggml_backend_load_all_from_path(str(d).encode())
+    llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=128, verbose=False, seed=1)
+    out = llm.create_completion("Hello world", max_tokens=5)
+    print("TOKENS", llm.tokenize(b"Hello world", add_bos=False))
+    print("COMPLETION", repr(out["choices"][0]["text"]), out["usage"]["completion_tokens"])
+    """
+)
+
+
+def test_tiny_model_loads_and_generates_in_llama_cpp(tiny):
+    """The fixture is a real model: llama.cpp loads it and generates. In a
+    subprocess, because llama.cpp aborts the process on some bad files."""
+    pytest.importorskip("llama_cpp")
+    proc = subprocess.run([sys.executable, "-c", _LLAMA_SCRIPT, str(tiny)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "COMPLETION" in proc.stdout
+    h = read_gguf_header(tiny)
+    ids = [h.tokens.index("\u2581Hello"), h.tokens.index("\u2581world")]
+    assert f"TOKENS {ids}" in proc.stdout  # the SPM vocabulary merges whole words
+
+
 def test_header_and_errors_pickle(tiny):
     h = read_gguf_header(tiny)
     assert pickle.loads(pickle.dumps(h)) == h
@@ -203,7 +250,7 @@ def test_header_and_errors_pickle(tiny):
 # --------------------------------------------------------------------------- real Gemma
 
 
-def test_gemma_header(gemma_path):  # noqa: F811
+def test_gemma_header(gemma_path):
     start = time.perf_counter()
     h = read_gguf_header(gemma_path)
     elapsed = time.perf_counter() - start
@@ -227,7 +274,7 @@ def test_gemma_header(gemma_path):  # noqa: F811
     assert 250_000_000 < h.parameter_count < 300_000_000
 
 
-def test_gemma_truncated_tensor_data_and_header(gemma_path):  # noqa: F811
+def test_gemma_truncated_tensor_data_and_header(gemma_path):
     err = _raises(GGUFTruncatedError, gemma_path, file_size=120_000_000)
     assert "declares 246.6 MB of tensor data but only 113.5 MB are present" in err.message
     assert "Download it again" in err.message
@@ -235,7 +282,7 @@ def test_gemma_truncated_tensor_data_and_header(gemma_path):  # noqa: F811
     assert "inside its header" in err.message and err.actual_bytes == 3_000_000
 
 
-def test_gemma_from_a_remote_prefix(gemma_path):  # noqa: F811
+def test_gemma_from_a_remote_prefix(gemma_path):
     size = gemma_path.stat().st_size
     with open(gemma_path, "rb") as f:
         prefix = f.read(1 << 20)

@@ -308,6 +308,17 @@ class GGUFHeader:
     def _token_set(self) -> frozenset[str]:
         return frozenset(self.tokens or ())
 
+    @property
+    def duplicate_tokens(self) -> list[str]:
+        """Token strings listed more than once. llama.cpp aborts the whole
+        process (a GGML_ASSERT, not an error) on such a vocabulary, so an
+        engine should refuse the file before loading it."""
+        tokens = self.tokens
+        if tokens is None or len(self._token_set) == len(tokens):
+            return []
+        seen: set[str] = set()
+        return sorted({t for t in tokens if t in seen or seen.add(t)})
+
     def has_token(self, text: str) -> bool:
         """Whether ``text`` is one vocabulary entry (e.g. ``"<|im_start|>"``). O(1)
         after the first call."""

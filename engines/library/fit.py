@@ -29,16 +29,9 @@ class TextMemoryEstimate:
         return self.weights_bytes + self.kv_cache_bytes + self.buffers_bytes + self.overhead_bytes
 
 
-def _per_layer(value, layers: int) -> list[int]:
-    if isinstance(value, (list, tuple)):
-        return [int(v) for v in value][:layers] + [int(value[-1]) if value else 0] * max(0, layers - len(value))
-    return [int(value or 0)] * layers
-
-
 def kv_cache_bytes(header, context_length: int, bytes_per_element: int = F16) -> int:
     """KV cache = Σ layers × kv heads × (key + value length) × element size × context."""
-    layers = header.block_count or 0
-    heads = _per_layer(header.head_count_kv, layers)
+    heads = header.head_count_kv_per_layer or []
     per_token = sum(h * ((header.key_length or 0) + (header.value_length or 0)) for h in heads)
     return per_token * bytes_per_element * context_length
 
@@ -46,7 +39,7 @@ def kv_cache_bytes(header, context_length: int, bytes_per_element: int = F16) ->
 def compute_buffer_bytes(header, context_length: int, n_ubatch: int = 512) -> int:
     """llama.cpp reserves its graph for a full micro-batch of logits and activations."""
     batch = min(n_ubatch, context_length)
-    vocab = len(header.tokens) if header.tokens else 32000
+    vocab = header.vocab_size or 32000
     embd = header.embedding_length or 4096
     return vocab * batch * 4 + embd * batch * 4 * 8
 

@@ -25,7 +25,7 @@ def import_gguf(path: str | Path, store: InstalledModels) -> InstalledModel:
     if not header.architecture:
         raise EngineError(ErrorKind.MODEL_FILE, f"{path.name} does not name its architecture.")
     name = header.name or path.stem
-    quant = getattr(header, "file_type", None)
+    quant = header.quantization
     if quant and quant not in name:
         name = f"{name} {quant}"
     return store.add(

@@ -25,11 +25,19 @@ def library_dir() -> Path:
 
 
 def _ggml() -> ctypes.CDLL | None:
-    names = {"win32": "ggml.dll", "darwin": "libggml.dylib"}
-    path = library_dir() / names.get(sys.platform, "libggml.so")
-    if not path.exists():
-        return None
-    return ctypes.CDLL(str(path), mode=getattr(ctypes, "RTLD_GLOBAL", 0))
+    """The libggml that libllama is linked against (its SONAME), not a copy of it.
+
+    The wheel holds libggml.so, .so.0 and .so.0.x as separate files rather
+    than links; opening the wrong one would load a second registry.
+    """
+    candidates = {"win32": ["ggml.dll"], "darwin": ["libggml.0.dylib", "libggml.dylib"]}.get(
+        sys.platform, ["libggml.so.0", "libggml.so"]
+    )
+    for name in candidates:
+        path = library_dir() / name
+        if path.exists():
+            return ctypes.CDLL(str(path), mode=getattr(ctypes, "RTLD_GLOBAL", 0))
+    return None
 
 
 @lru_cache(maxsize=1)
@@ -37,6 +45,9 @@ def ensure_backends_loaded() -> int:
     """Make sure at least one compute device is registered; return the device count."""
     import llama_cpp  # noqa: F401  (loads libllama and its ggml libraries first)
 
+    from engines.llama.native_log import NATIVE_LOG
+
+    NATIVE_LOG.install()  # ggml reports which CPU variant it picked: keep that off stderr
     lib = _ggml()
     if lib is None:
         return -1

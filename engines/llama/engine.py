@@ -10,6 +10,7 @@ figures the user sees (time to first token, decode rate, context used).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -32,7 +33,7 @@ from engines.api import (
 )
 from engines.errors import EngineError, ErrorKind
 from engines.llama.context_fit import fit_conversation, reply_reserve
-from engines.llama.native_log import NativeLog
+from engines.llama.native_log import NATIVE_LOG
 from engines.llama.preflight import check_model_file, check_memory_for_context
 from engines.llama.templates import ChatTemplate, choose_template
 
@@ -54,7 +55,7 @@ class LlamaCppEngine:
         self._info: ModelInfo | None = None
         self._cancel: CancelFlag | None = None
         self._abort_callback = None  # keep the ctypes callback alive while the context lives
-        self._native_log = NativeLog()
+        self._native_log = NATIVE_LOG
 
     # ---- load ------------------------------------------------------------
 
@@ -79,14 +80,15 @@ class LlamaCppEngine:
         emit(ProgressEvent("load", f"Loading {path.name}…", 0.1))
         self._native_log.clear()
         try:
-            llm = llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=spec.context_length,
-                n_threads=threads,
-                n_threads_batch=threads,
-                n_gpu_layers=gpu_layers,
-                verbose=False,
-            )
+            with tolerate_broken_templates():
+                llm = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_ctx=spec.context_length,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    n_gpu_layers=gpu_layers,
+                    verbose=False,
+                )
         except (ValueError, RuntimeError, OSError) as exc:
             raise self._load_failure(header, exc) from None
         self._llm = llm
@@ -96,7 +98,8 @@ class LlamaCppEngine:
             path=str(path),
             architecture=header.architecture or "unknown",
             name=header.name or path.stem,
-            context_length=llm.n_ctx(),
+            # llama.cpp may round the context up; llama-cpp-python's buffers use what we asked for.
+            context_length=min(spec.context_length, llm.n_ctx()),
             trained_context_length=header.context_length or 0,
             threads=threads,
             gpu_layers=gpu_layers if gpu_layers >= 0 else (header.block_count or 0) + 1,
@@ -272,6 +275,39 @@ class LlamaCppEngine:
             dropped_messages=dropped,
             sampling=sampling,
         )
+
+
+@contextlib.contextmanager
+def tolerate_broken_templates():
+    """Let ``Llama()`` load a file whose chat template does not parse.
+
+    llama-cpp-python compiles every template in the metadata inside its
+    constructor, and a syntax error there aborts the load of an otherwise
+    fine model. We render templates ourselves (see templates.py, which falls
+    back by architecture), so while constructing we swap in a formatter that
+    defers the error to the moment it is used, which for us is never.
+    """
+    from llama_cpp import llama_chat_format as fmt
+
+    original = fmt.Jinja2ChatFormatter
+
+    class Deferred(original):
+        def __init__(self, *args, **kwargs):
+            try:
+                super().__init__(*args, **kwargs)
+            except Exception as exc:
+                self._broken = exc
+
+        def __call__(self, *args, **kwargs):
+            if hasattr(self, "_broken"):
+                raise self._broken
+            return super().__call__(*args, **kwargs)
+
+    fmt.Jinja2ChatFormatter = Deferred
+    try:
+        yield
+    finally:
+        fmt.Jinja2ChatFormatter = original
 
 
 def _ttft(t_start: float, t_first: float | None) -> float | None:

@@ -55,3 +55,7 @@ class NativeLog:
             if "error" in lowered or "failed" in lowered or "invalid" in lowered:
                 return line.split(":", 1)[-1].strip() if ":" in line else line.strip()
         return ""
+
+
+# llama_log_set is process-wide, so the capture is too.
+NATIVE_LOG = NativeLog()

@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 
 from engines.errors import EngineError, ErrorKind
-from engines.gguf import GGUFError, GGUFTruncatedError, NotGGUFError, read_gguf_header
+from engines.gguf import GGUFError, GGUFTruncatedError, GGUFUnsupportedError, NotGGUFError, read_gguf_header
 from engines.library.fit import RAM_RESERVE, estimate_text_memory, gb, largest_context_that_fits
 
 
@@ -28,12 +28,17 @@ def check_model_file(path: Path):
         raise EngineError(ErrorKind.MODEL_FILE, f"{path.name}: {exc}") from None
     except GGUFTruncatedError as exc:
         raise EngineError(ErrorKind.MODEL_FILE, f"{path.name} is incomplete. {exc}") from None
+    except GGUFUnsupportedError as exc:
+        raise EngineError(ErrorKind.UNSUPPORTED, f"{path.name}: {exc}") from None
     except GGUFError as exc:
         raise EngineError(ErrorKind.MODEL_FILE, f"{path.name} is damaged: {exc}") from None
     except OSError as exc:
         raise EngineError(ErrorKind.MODEL_FILE, f"Cannot read {path}: {exc.strerror or exc}") from None
     if not header.architecture:
         raise EngineError(ErrorKind.MODEL_FILE, f"{path.name} does not say which architecture it is (no general.architecture).")
+    if header.duplicate_tokens:
+        # llama.cpp aborts the whole process on a vocabulary with repeated entries.
+        raise EngineError(ErrorKind.MODEL_FILE, f"{path.name} is damaged: its vocabulary lists some tokens twice.")
     if not header.tensors:
         raise EngineError(ErrorKind.MODEL_FILE, f"{path.name} holds no weights: it is not a model file.")
     return header

@@ -49,32 +49,27 @@ if ! ls "$DEST"/*.whl >/dev/null 2>&1; then
     echo "Building llama-cpp-python $VERSION with portable CPU dispatch (about 10 minutes on 2 cores)..."
     WORK=$(mktemp -d)
     trap 'rm -rf "$WORK"' EXIT
-    mkdir -p "$WORK/wheel"
-    "$PYTHON" -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-python==$VERSION" -d "$WORK/src"
-    tar -xzf "$WORK"/src/llama_cpp_python-*.tar.gz -C "$WORK/src"
-    SRC=$(echo "$WORK"/src/llama_cpp_python-*/)
-    # llama-cpp-python installs only the plain ggml-cpu target; install the per-CPU
-    # variants too, except sapphirerapids, whose AMX kernels crash on some CPUs.
-    "$PYTHON" - "$SRC/CMakeLists.txt" <<'PY'
-import sys, pathlib
-path = pathlib.Path(sys.argv[1])
-text = path.read_text()
-anchor = "    llama_cpp_python_install_target(ggml-cpu)\n"
-variants = ["x64", "sse42", "sandybridge", "ivybridge", "piledriver", "haswell", "skylakex",
-            "cannonlake", "cascadelake", "icelake", "cooperlake", "zen4", "alderlake"]
-extra = "".join(f"    llama_cpp_python_install_target(ggml-cpu-{v})\n" for v in variants)
-assert anchor in text, "llama-cpp-python's CMakeLists.txt changed: update build_wheel.sh"
-path.write_text(text.replace(anchor, anchor + extra, 1))
-PY
-    CMAKE_ARGS="$ARGS" CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} \
-        "$PYTHON" -m pip wheel --quiet --no-cache-dir --no-deps "$SRC" -w "$WORK/wheel"
-    if "$PYTHON" -m zipfile -l "$WORK"/wheel/*.whl | grep -q 'ggml-cpu-sapphirerapids'; then
-        echo "error: the AMX (sapphirerapids) CPU variant ended up in the wheel" >&2
-        exit 1
+    mkdir -p "$WORK/wheel" "$WORK/unpacked" "$WORK/repacked"
+    if [ -n "${LLAMA_PREBUILT_WHEEL:-}" ]; then
+        cp "$LLAMA_PREBUILT_WHEEL" "$WORK/wheel/"   # a wheel built with exactly these flags
+    else
+        "$PYTHON" -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-python==$VERSION" -d "$WORK/src"
+        CMAKE_ARGS="$ARGS" CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} \
+            "$PYTHON" -m pip wheel --quiet --no-cache-dir --no-deps "$WORK"/src/llama_cpp_python-*.tar.gz -w "$WORK/wheel"
     fi
-    "$PYTHON" -m zipfile -l "$WORK"/wheel/*.whl | grep -q 'libggml-cpu-haswell' || { echo "error: no CPU variants in the wheel" >&2; exit 1; }
+    # ggml installs its CPU variants into a top-level bin/ folder of site-packages,
+    # plus headers and CMake files nobody needs. Move the variants beside libggml
+    # (llama_cpp/lib), drop the AMX one, drop the rest.
+    "$PYTHON" -m pip install --quiet wheel
+    "$PYTHON" -m wheel unpack "$WORK"/wheel/*.whl -d "$WORK/unpacked"
+    ROOT=$(echo "$WORK"/unpacked/*/)
+    mv "$ROOT"/bin/libggml-cpu-*.so "$ROOT/llama_cpp/lib/"
+    rm -f "$ROOT"/llama_cpp/lib/libggml-cpu-sapphirerapids*
+    rm -rf "$ROOT/bin" "$ROOT/include" "$ROOT/lib"
+    ls "$ROOT"/llama_cpp/lib/libggml-cpu-haswell.so >/dev/null   # the variants are there
+    "$PYTHON" -m wheel pack "$ROOT" -d "$WORK/repacked"
     mkdir -p "$DEST"
-    cp "$WORK"/wheel/*.whl "$DEST/"
+    cp "$WORK"/repacked/*.whl "$DEST/"
 fi
 
 "$PYTHON" -m pip install --quiet --no-deps --force-reinstall "$DEST"/*.whl
