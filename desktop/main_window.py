@@ -6,13 +6,24 @@ Dropping a .gguf file anywhere on the window imports it.
 from __future__ import annotations
 
 from PySide6.QtCore import QSize, Qt
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QListWidget, QMainWindow, QStackedWidget, QVBoxLayout, QWidget
+from PySide6.QtGui import QIcon
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from desktop.pages.chat_controller import ChatController
 from desktop.pages.chat_page import ChatPage
 from desktop.pages.placeholder_page import PlaceholderPage
 from desktop.pages.settings_page import SettingsPage
 from engines.workspace import Workspace
+from resources import icon_path
 
 PAGES = ("Chat", "Images", "Models", "Settings")
 
@@ -42,8 +53,9 @@ class MainWindow(QMainWindow):
         side_layout.addWidget(title)
         self.nav = QListWidget()
         self.nav.setObjectName("SidebarList")
-        for label, icon in zip(PAGES, ("💬", "🖼", "📦", "⚙")):
-            self.nav.addItem(f"{icon}   {label}")
+        self.nav.setIconSize(QSize(20, 20))
+        for label in PAGES:
+            self.nav.addItem(QListWidgetItem(QIcon(str(icon_path(f"{label.lower()}.svg"))), label))
         side_layout.addWidget(self.nav, 1)
         privacy = QLabel("Offline · private")
         privacy.setObjectName("Muted")

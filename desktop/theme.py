@@ -83,6 +83,8 @@ def style_sheet(c: Colors) -> str:
     QListWidget#ConversationList::item:selected {{ background: {c.sidebar_selected}; color: {c.text}; }}
     QPlainTextEdit#Composer {{ border: 1px solid {c.border}; border-radius: 10px; padding: 8px; background: {c.base}; }}
     QPlainTextEdit#Composer:focus {{ border: 1px solid {c.accent}; }}
+    QLineEdit {{ border: 1px solid {c.border}; border-radius: 6px; padding: 5px 8px; background: {c.base}; }}
+    QLineEdit:focus {{ border: 1px solid {c.accent}; }}
     QPushButton {{ padding: 6px 12px; border-radius: 6px; border: 1px solid {c.border}; background: {c.base}; }}
     QPushButton:hover {{ background: {c.alt}; }}
     QPushButton:disabled {{ color: {c.muted}; }}

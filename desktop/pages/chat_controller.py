@@ -64,8 +64,11 @@ class ChatController(QObject):
         self.current_id = conversation_id
         self.messages_changed.emit(conversation_id or 0)
 
-    def new_conversation(self) -> int:
-        conversation = self.store.create_conversation(model_id=self.workspace.settings.last_model_id)
+    def new_conversation(self, sampling=None, system_prompt: str = "") -> int:
+        """A new chat, starting from the settings currently shown in the panel."""
+        conversation = self.store.create_conversation(
+            model_id=self.workspace.settings.last_model_id, system_prompt=system_prompt, sampling=sampling
+        )
         self.current_id = conversation.id
         self.conversations_changed.emit()
         self.messages_changed.emit(conversation.id)
@@ -127,8 +130,11 @@ class ChatController(QObject):
 
     # ---- sending ---------------------------------------------------------
 
-    def send(self, text: str) -> bool:
-        """Save the user's message, then ask the worker for a reply."""
+    def send(self, text: str, sampling=None, system_prompt: str = "") -> bool:
+        """Save the user's message, then ask the worker for a reply.
+
+        ``sampling`` and ``system_prompt`` seed a chat created by this message.
+        """
         if self.streaming or not text.strip():
             return False
         model = self.current_model()
@@ -136,7 +142,7 @@ class ChatController(QObject):
             self.banner.emit("Add a model first: use “Add model file…” or drop a .gguf file onto the window.")
             return False
         if self.current_id is None:
-            self.new_conversation()
+            self.new_conversation(sampling, system_prompt)
         self.store.set_conversation_model(self.current_id, model.id)
         self.store.add_message(self.current_id, "user", text)
         self.conversations_changed.emit()

@@ -61,6 +61,7 @@ class ChatPage(QWidget):
         super().__init__(parent)
         self.controller = controller
         self._editing = False
+        self._idle_status = ""
         splitter = QSplitter(Qt.Horizontal)
         splitter.setChildrenCollapsible(False)
         layout = QHBoxLayout(self)
@@ -105,13 +106,10 @@ class ChatPage(QWidget):
         self.edit_button = QPushButton("✎  Edit last message")
         self.cancel_edit_button = QPushButton("Cancel edit")
         self.cancel_edit_button.hide()
-        self.template_label = QLabel()
-        self.template_label.setObjectName("Muted")
         actions.addWidget(self.regenerate_button)
         actions.addWidget(self.edit_button)
         actions.addWidget(self.cancel_edit_button)
         actions.addStretch(1)
-        actions.addWidget(self.template_label)
         center_layout.addLayout(actions)
         splitter.addWidget(center)
 
@@ -150,7 +148,7 @@ class ChatPage(QWidget):
         c.messages_changed.connect(self._render_messages)
         c.stream_text.connect(self._render_stream)
         c.streaming_changed.connect(self._streaming_changed)
-        c.status.connect(self.status_line.setText)
+        c.status.connect(self._set_status)
         c.stats.connect(lambda e: self.status_line.setText(format_stats(e)))
         c.banner.connect(self._show_banner)
         c.model_info.connect(self._model_loaded)
@@ -168,7 +166,7 @@ class ChatPage(QWidget):
 
     def _new_chat(self) -> None:
         self._end_edit()
-        self.controller.new_conversation()
+        self.controller.new_conversation(self.panel.sampling())
         self.composer.setFocus()
 
     def _select(self, conversation_id: int) -> None:
@@ -246,7 +244,10 @@ class ChatPage(QWidget):
     def _submit(self, text: str) -> None:
         if not text.strip():
             return
-        accepted = self.controller.edit_and_resend(text) if self._editing else self.controller.send(text)
+        if self._editing:
+            accepted = self.controller.edit_and_resend(text)
+        else:
+            accepted = self.controller.send(text, self.panel.sampling(), self.panel.system_prompt.toPlainText())
         if accepted:
             self.composer.clear()
             self._end_edit()
@@ -307,8 +308,17 @@ class ChatPage(QWidget):
 
     def _model_loaded(self, info) -> None:
         self.panel.set_gpu_offload(info.gpu_offload_supported)
-        origin = "from the model file" if info.template_source == "gguf" else "fallback by architecture"
-        self.template_label.setText(f"Chat format: {info.template} ({origin}) · context {info.context_length:,}")
+        origin = "the model's own" if info.template_source == "gguf" else "picked by architecture: the file has none"
+        self._idle_status = f"{info.name} · {info.template} format · {info.context_length:,}-token context · {info.threads} threads"
+        self.status_line.setToolTip(
+            f"Chat format: {info.template} ({origin}). GPU offload: "
+            + ("available" if info.gpu_offload_supported else "not available in this llama.cpp build")
+        )
+        if not self.controller.streaming:
+            self.status_line.setText(self._idle_status)
+
+    def _set_status(self, text: str) -> None:
+        self.status_line.setText(text or self._idle_status)
 
     def _sampling_changed(self, sampling) -> None:
         if self.controller.current_id:

@@ -22,8 +22,14 @@ class SettingsPage(QWidget):
     def __init__(self, workspace: Workspace, parent=None) -> None:
         super().__init__(parent)
         self.workspace = workspace
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(24, 16, 24, 16)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(24, 16, 24, 16)
+        column = QWidget()
+        column.setMaximumWidth(760)
+        outer.addWidget(column)
+        outer.addStretch(1)
+        layout = QVBoxLayout(column)
+        layout.setContentsMargins(0, 0, 0, 0)
         title = QLabel("Settings")
         title.setObjectName("PageTitle")
         layout.addWidget(title)
@@ -54,6 +60,7 @@ class SettingsPage(QWidget):
         for label, folder in (("Data", paths.data), ("Models", paths.models), ("Logs", paths.logs)):
             button = QPushButton(str(folder))
             button.setToolTip("Open in the file manager")
+            button.setStyleSheet("text-align: left; padding-left: 10px;")
             button.clicked.connect(lambda _=False, f=folder: QDesktopServices.openUrl(QUrl.fromLocalFile(str(f))))
             files_form.addRow(label, button)
         note = QLabel("Set ATELIER_HOME before starting Atelier to keep everything in one folder (portable installs).")
@@ -61,7 +68,6 @@ class SettingsPage(QWidget):
         note.setWordWrap(True)
         files_form.addRow(note)
         layout.addWidget(files)
-        layout.addStretch(1)
 
     def _theme_changed(self) -> None:
         self.workspace.settings.theme = self.theme.currentData()

@@ -33,6 +33,7 @@ def _double(low: float, high: float, step: float, decimals: int = 2) -> QDoubleS
     box.setRange(low, high)
     box.setSingleStep(step)
     box.setDecimals(decimals)
+    box.setMinimumWidth(72)  # an explicit minimum beats the range-based size hint
     return box
 
 
@@ -43,7 +44,16 @@ def _int(low: int, high: int, step: int = 1, special: str | None = None) -> QSpi
     box.setGroupSeparatorShown(True)
     if special:
         box.setSpecialValueText(special)
+    box.setMinimumWidth(72)
     return box
+
+
+def _form(parent) -> QFormLayout:
+    form = QFormLayout(parent)
+    form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+    form.setRowWrapPolicy(QFormLayout.DontWrapRows)
+    form.setLabelAlignment(Qt.AlignLeft | Qt.AlignVCenter)
+    return form
 
 
 class ChatSettingsPanel(QScrollArea):
@@ -58,8 +68,9 @@ class ChatSettingsPanel(QScrollArea):
         super().__init__(parent)
         self.setObjectName("PanelScroll")
         self.setWidgetResizable(True)
-        self.setMinimumWidth(280)
-        self.setMaximumWidth(340)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.setMinimumWidth(310)
+        self.setMaximumWidth(380)
         body = QFrame()
         body.setObjectName("Panel")
         self.setWidget(body)
@@ -88,7 +99,7 @@ class ChatSettingsPanel(QScrollArea):
         layout.addWidget(model_box)
 
         load_box = QGroupBox("Load settings (this model)")
-        load_form = QFormLayout(load_box)
+        load_form = _form(load_box)
         self.context = _int(256, 1_048_576, 1024)
         self.threads = _int(0, 256, 1, special="Auto (physical cores)")
         self.gpu_layers = _int(-1, 1000, 1, special="All")
@@ -115,7 +126,7 @@ class ChatSettingsPanel(QScrollArea):
         layout.addWidget(system_box)
 
         sampling_box = QGroupBox("Sampling (this chat)")
-        form = QFormLayout(sampling_box)
+        form = _form(sampling_box)
         self.temperature = _double(0.0, 5.0, 0.05)
         self.top_p = _double(0.01, 1.0, 0.01)
         self.top_k = _int(0, 1000, 1, special="Off")

@@ -15,8 +15,13 @@ class Composer(QPlainTextEdit):
         self.setObjectName("Composer")
         self.setPlaceholderText("Message the model…  (Enter to send, Shift+Enter for a new line)")
         self.setTabChangesFocus(True)
-        self.setMinimumHeight(56)
-        self.setMaximumHeight(160)
+        self.textChanged.connect(self._fit_height)
+        self._fit_height()
+
+    def _fit_height(self) -> None:
+        """Grow with the text, from about two lines up to about eight."""
+        lines = max(2, min(8, int(self.document().size().height())))
+        self.setFixedHeight(lines * self.fontMetrics().lineSpacing() + 28)
 
     def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 (Qt naming)
         if event.key() in (Qt.Key_Return, Qt.Key_Enter) and not (event.modifiers() & Qt.ShiftModifier):

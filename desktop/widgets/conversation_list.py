@@ -45,6 +45,8 @@ class ConversationList(QFrame):
         layout.addWidget(self.search)
         self.list = QListWidget()
         self.list.setObjectName("ConversationList")
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.list.setTextElideMode(Qt.ElideRight)
         self.list.setContextMenuPolicy(Qt.CustomContextMenu)
         self.list.customContextMenuRequested.connect(self._menu)
         self.list.currentItemChanged.connect(self._current_changed)

@@ -262,6 +262,8 @@ class LlamaCppEngine:
             self._cancel = None
         if cancel.is_set():
             finish = "cancelled"
+        # llama-cpp-python samples one token past max_tokens before it notices the limit.
+        sampled = min(sampled, max_tokens)
         return TextResult(
             text="".join(text_parts),
             finish_reason=finish,
