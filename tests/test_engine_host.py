@@ -161,3 +161,22 @@ def _alive(pid):
             return f.read().split()[2] != "Z"
     except OSError:
         return False
+
+
+def test_stop_during_a_long_prompt_aborts_inside_llama_cpp(host, gemma_path):
+    """The abort callback stops prompt processing itself, not just the token loop."""
+    host.load("llama_cpp", TextLoadSpec(str(gemma_path), context_length=8192))
+    text = "The quick brown fox jumps over the lazy dog. " * 500  # ~5,000 tokens
+    request = TextRequest((ChatMessage("user", text),), SamplingParams(max_tokens=16, seed=1))
+    started = time.perf_counter()
+    timer = threading.Timer(0.3, host.cancel)
+    timer.start()
+    events = list(host.generate(request))
+    elapsed = time.perf_counter() - started
+    timer.join()
+    result = events[-1].result
+    assert result.finish_reason == "cancelled" and result.completion_tokens == 0
+    assert elapsed < 0.3 + 0.5, f"took {elapsed:.2f} s to stop"
+    # the model is still usable, and a fresh request re-evaluates the prompt cleanly
+    again = list(host.generate(TextRequest((ChatMessage("user", "hi"),), SamplingParams(max_tokens=3, seed=1))))
+    assert isinstance(again[-1], FinishedEvent) and again[-1].result.finish_reason != "cancelled"

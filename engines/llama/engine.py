@@ -133,7 +133,13 @@ class LlamaCppEngine:
         )
 
     def _install_abort_callback(self) -> None:
-        """Let llama.cpp stop mid-graph (long prompts) when the cancel flag is set."""
+        """Build the callback that lets llama.cpp stop mid-graph when the cancel flag is set.
+
+        ggml calls it between graph nodes: hundreds of times per token. That
+        is what makes a long prompt stoppable at once, but during decoding it
+        would cost several percent of speed, and the per-token check is fast
+        enough there. So it is armed only while the prompt is processed.
+        """
         import llama_cpp
 
         def should_abort(_data) -> bool:
@@ -141,7 +147,12 @@ class LlamaCppEngine:
             return bool(flag is not None and flag.is_set())
 
         self._abort_callback = llama_cpp.ggml_abort_callback(should_abort)
-        llama_cpp.llama_set_abort_callback(self._llm.ctx, self._abort_callback, ctypes.c_void_p(0))
+
+    def _arm_abort(self, armed: bool) -> None:
+        import llama_cpp
+
+        callback = self._abort_callback if armed else llama_cpp.ggml_abort_callback()
+        llama_cpp.llama_set_abort_callback(self._llm.ctx, callback, ctypes.c_void_p(0))
 
     def unload(self) -> None:
         if self._llm is not None:
@@ -217,6 +228,7 @@ class LlamaCppEngine:
             return cancel.is_set()
 
         self._cancel = cancel
+        self._arm_abort(True)
         text_parts: list[str] = []
         finish = "stop"
         t_start = time.perf_counter()
@@ -246,6 +258,7 @@ class LlamaCppEngine:
                 if piece:
                     if t_first is None:
                         t_first = now
+                        self._arm_abort(False)
                     t_last = now
                     text_parts.append(piece)
                     emit(TokenEvent(piece))
@@ -259,6 +272,7 @@ class LlamaCppEngine:
                 raise EngineError(ErrorKind.INTERNAL, f"llama.cpp failed while generating: {exc}") from None
         finally:
             stream.close()
+            self._arm_abort(False)
             self._cancel = None
         if cancel.is_set():
             finish = "cancelled"
