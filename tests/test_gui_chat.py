@@ -152,3 +152,20 @@ def test_model_picker_lists_installed_models_and_demo_note(window):
     combo = window.chat_page.panel.model_combo
     names = [combo.itemText(i) for i in range(combo.count())]
     assert "Fake model" in names and any("Gemma 3 270M" in n for n in names)
+
+
+def test_context_overflow_asks_then_drops_the_oldest_turns_with_a_notice(qtbot, window, monkeypatch):
+    asked = []
+    monkeypatch.setattr(window.chat_page, "_ask_overflow", lambda cid: asked.append(cid))
+    window.chat_controller.overflow_question.disconnect()
+    window.chat_controller.overflow_question.connect(window.chat_page._ask_overflow)
+    window.host.overflow_unless_dropping = True
+    send(qtbot, window, "a very long chat")
+    assert asked == [window.chat_controller.current_id]
+    assert [m.role for m in window.chat_controller.messages()] == ["user"]  # no empty reply left behind
+    with qtbot.waitSignal(window.chat_controller.streaming_changed, timeout=5000):
+        window.chat_controller.resolve_overflow(drop_oldest=True)
+    qtbot.waitUntil(lambda: not window.chat_controller.streaming, timeout=5000)
+    reply = window.chat_controller.messages()[-1]
+    assert reply.status == "complete" and "oldest 2 message" in (reply.notice or "")
+    assert "oldest 2 message" in window.chat_page.view.toPlainText()

@@ -43,6 +43,9 @@ def gather() -> dict:
             }
         )
     report["engines"] = engines
+    from engines.library.accelerators import probe_accelerators
+
+    report["accelerators"] = probe_accelerators().to_dict()
     report["llama_cpp"] = llama_build_info()
     report["paths"] = {
         "data": str(workspace.paths.data),
@@ -80,6 +83,18 @@ def run_doctor(args) -> int:
     for engine in report["engines"]:
         status = f"available ({engine['version']})" if engine["available"] else f"unavailable: {engine['reason']}"
         lines.append(f"  {engine['display_name']:<12} {engine['kind']:<6} {status}")
+    acc = report["accelerators"]
+    torch_info = acc["torch"]
+    if torch_info["installed"]:
+        where = "CUDA" if torch_info["cuda"] else "MPS" if torch_info["mps"] else "CPU"
+        bf16 = ", bf16 on CPU" if torch_info["cpu_bf16"] else ""
+        lines.append(f"PyTorch:  {torch_info['version']} on {where}{bf16}")
+    else:
+        lines.append("PyTorch:  not installed (needed for image generation)")
+    if acc["onnxruntime_version"]:
+        lines.append(f"ONNX Runtime: {acc['onnxruntime_version']}, providers: {', '.join(acc['onnxruntime_providers'])}")
+    else:
+        lines.append("ONNX Runtime: not installed")
     build = report["llama_cpp"]
     if "error" not in build:
         variants = f", CPU variants: {len(build['cpu_variants'])}" if build["cpu_variants"] else ""

@@ -1,68 +1,226 @@
-"""How much memory a GGUF model needs at a given context, and whether it fits.
+"""Will this model run here? One estimate, used before download and before load.
 
-One estimate, used both before a download and before a load:
-weights + KV cache at the chosen context + compute buffers + runtime
-overhead, checked against memory that is *free* now, keeping a reserve.
-The breakdown is kept so the verdict can be explained in plain words.
+For a GGUF model the need is the sum of:
+  weights (tensor bytes from the header or the catalog)
++ KV cache  = Σ layers × KV heads × (key + value length) × element size × context
++ buffers   = activations of one micro-batch + attention scratch + output logits
++ overhead  = the engine-host process itself (Python, llama.cpp runtime)
+It is judged against memory that is *free now*, keeping a reserve, and the
+layers are split between VRAM and RAM when a usable GPU is present. Every
+verdict carries the arithmetic in plain words, and a suggestion when the
+model does not fit. The buffer and overhead constants were calibrated on
+Gemma 3 270M against peak RSS (benchmarks/bench_fit.py reports the error).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Literal, Sequence
 
 GiB = 1024**3
-RUNTIME_OVERHEAD = 96 * 1024**2  # llama.cpp + Python host process, measured order of magnitude
-RAM_RESERVE = int(1.0 * GiB)  # kept free for the OS and the app itself
-F16 = 2
+MiB = 1024**2
+PROCESS_OVERHEAD = 64 * MiB  # Python + llama.cpp runtime in the engine host, measured
+N_UBATCH = 512  # llama.cpp's default micro-batch
+OUTPUT_ROWS = 32  # logits rows and sampler scratch kept per vocabulary entry
+VRAM_RESERVE = 512 * MiB
+
+Verdict = Literal["gpu_full", "gpu_partial", "cpu_only", "wont_fit"]
+
+
+def ram_reserve(total_bytes: int) -> int:
+    """Kept free for the OS and the app: 10% of RAM, at least 0.75 GiB, at most 2 GiB."""
+    return int(min(2 * GiB, max(0.75 * GiB, 0.10 * total_bytes)))
+
+
+def gb(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if abs(n) < 1e9 else f"{n / 1e9:.1f} GB"
 
 
 @dataclass(frozen=True)
-class TextMemoryEstimate:
+class ModelShape:
+    """The numbers the estimate needs, from a GGUF header or a catalog entry."""
+
+    weights_bytes: int
+    block_count: int
+    embedding_length: int
+    feed_forward_length: int
+    head_count: int
+    kv_heads_per_layer: tuple[int, ...]
+    key_length: int
+    value_length: int
+    vocab_size: int
+    layer_bytes: tuple[int, ...] = ()  # per block; empty: spread evenly
+    trained_context: int | None = None
+
+    @classmethod
+    def from_header(cls, header) -> "ModelShape":
+        layers = header.block_count or 0
+        per_layer = header.layer_tensor_bytes()
+        ff = header.arch_value("feed_forward_length")
+        ff = max(ff) if isinstance(ff, list) and ff else ff
+        return cls(
+            weights_bytes=int(header.tensor_data_bytes),
+            block_count=layers,
+            embedding_length=header.embedding_length or 0,
+            feed_forward_length=int(ff or 4 * (header.embedding_length or 0)),
+            head_count=header.head_count or 0,
+            kv_heads_per_layer=tuple(header.head_count_kv_per_layer or [0] * layers),
+            key_length=header.key_length or 0,
+            value_length=header.value_length or 0,
+            vocab_size=header.vocab_size or 32000,
+            layer_bytes=tuple(per_layer.get(i, 0) for i in range(layers)),
+            trained_context=header.context_length,
+        )
+
+    @property
+    def non_layer_bytes(self) -> int:
+        return max(0, self.weights_bytes - sum(self.layer_bytes)) if self.layer_bytes else self.weights_bytes // 20
+
+    def bytes_of_layer(self, index: int) -> int:
+        if self.layer_bytes:
+            return self.layer_bytes[index]
+        return (self.weights_bytes - self.non_layer_bytes) // max(1, self.block_count)
+
+    def kv_bytes_per_token(self, element_bytes: float = 2.0) -> float:
+        return sum(h * (self.key_length + self.value_length) for h in self.kv_heads_per_layer) * element_bytes
+
+
+@dataclass(frozen=True)
+class MemoryNeed:
     weights_bytes: int
     kv_cache_bytes: int
     buffers_bytes: int
     overhead_bytes: int
-    context_length: int
+    context_length: int = 0
 
     @property
     def total_bytes(self) -> int:
         return self.weights_bytes + self.kv_cache_bytes + self.buffers_bytes + self.overhead_bytes
 
-
-def kv_cache_bytes(header, context_length: int, bytes_per_element: int = F16) -> int:
-    """KV cache = Σ layers × kv heads × (key + value length) × element size × context."""
-    heads = header.head_count_kv_per_layer or []
-    per_token = sum(h * ((header.key_length or 0) + (header.value_length or 0)) for h in heads)
-    return per_token * bytes_per_element * context_length
-
-
-def compute_buffer_bytes(header, context_length: int, n_ubatch: int = 512) -> int:
-    """llama.cpp reserves its graph for a full micro-batch of logits and activations."""
-    batch = min(n_ubatch, context_length)
-    vocab = header.vocab_size or 32000
-    embd = header.embedding_length or 4096
-    return vocab * batch * 4 + embd * batch * 4 * 8
+    def sentence(self) -> str:
+        parts = [f"{gb(self.weights_bytes)} weights"]
+        if self.context_length:
+            parts.append(f"{gb(self.kv_cache_bytes)} context cache at {self.context_length:,} tokens")
+        elif self.kv_cache_bytes:
+            parts.append(f"{gb(self.kv_cache_bytes)} activations")
+        parts.append(f"{gb(self.buffers_bytes + self.overhead_bytes)} buffers")
+        return " + ".join(parts) + f" = {gb(self.total_bytes)}"
 
 
-def estimate_text_memory(header, context_length: int) -> TextMemoryEstimate:
-    return TextMemoryEstimate(
-        weights_bytes=int(header.tensor_data_bytes),
-        kv_cache_bytes=kv_cache_bytes(header, context_length),
-        buffers_bytes=compute_buffer_bytes(header, context_length),
-        overhead_bytes=RUNTIME_OVERHEAD,
+@dataclass(frozen=True)
+class FitVerdict:
+    verdict: Verdict
+    label: str
+    explanation: str
+    need: MemoryNeed
+    gpu_layers: int = 0
+    total_layers: int = 0
+    ram_free_bytes: int = 0
+    vram_free_bytes: int = 0
+    suggestions: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def fits(self) -> bool:
+        return self.verdict != "wont_fit"
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["need"]["total_bytes"] = self.need.total_bytes
+        data["total_bytes"] = self.need.total_bytes
+        return data
+
+
+def estimate_text(shape: ModelShape, context_length: int, cache_element_bytes: float = 2.0) -> MemoryNeed:
+    """Weights + KV cache + compute buffers + process overhead for one loaded model."""
+    batch = min(N_UBATCH, context_length)
+    activations = batch * (shape.embedding_length + shape.feed_forward_length) * 4 * 8
+    attention = batch * min(context_length, 4096) * shape.head_count * 4
+    logits = shape.vocab_size * 4 * OUTPUT_ROWS
+    return MemoryNeed(
+        weights_bytes=shape.weights_bytes,
+        kv_cache_bytes=int(shape.kv_bytes_per_token(cache_element_bytes) * context_length),
+        buffers_bytes=activations + attention + logits,
+        overhead_bytes=PROCESS_OVERHEAD,
         context_length=context_length,
     )
 
 
-def largest_context_that_fits(header, available_bytes: int, start: int) -> int:
-    """The longest power-of-two context (≥ 512) whose estimate fits, or 0."""
-    context = start
+@dataclass(frozen=True)
+class Resources:
+    """Free memory right now, and the GPU llama.cpp could use (if any)."""
+
+    ram_total: int
+    ram_free: int
+    gpu_name: str | None = None
+    vram_free: int = 0
+    unified_memory: bool = False
+
+    @classmethod
+    def from_report(cls, report, gpu_offload: bool) -> "Resources":
+        gpu = next((g for g in report.gpus if g.free_bytes or g.unified_memory), None) if gpu_offload else None
+        if gpu is None:
+            return cls(report.memory.total_bytes, report.memory.available_bytes)
+        vram = report.memory.available_bytes if gpu.unified_memory else (gpu.free_bytes or 0)
+        return cls(report.memory.total_bytes, report.memory.available_bytes, gpu.name, vram, gpu.unified_memory)
+
+
+def judge_text_fit(shape: ModelShape, context_length: int, resources: Resources) -> FitVerdict:
+    need = estimate_text(shape, context_length)
+    ram_budget = max(0, resources.ram_free - ram_reserve(resources.ram_total))
+    ram_words = f"you have {gb(resources.ram_free)} free memory"
+    layers = shape.block_count
+    kv_per_layer = need.kv_cache_bytes / max(1, layers)
+    if resources.gpu_name and not resources.unified_memory:
+        vram_budget = max(0, resources.vram_free - VRAM_RESERVE)
+        fixed_gpu = shape.non_layer_bytes + need.buffers_bytes
+        on_gpu, used = 0, fixed_gpu
+        while on_gpu < layers and used + shape.bytes_of_layer(on_gpu) + kv_per_layer <= vram_budget:
+            used += shape.bytes_of_layer(on_gpu) + kv_per_layer
+            on_gpu += 1
+        if on_gpu == 0:
+            used = 0
+        ram_part = need.total_bytes - used
+        gpu_words = f"{gb(resources.vram_free)} free on the {resources.gpu_name}"
+        if on_gpu == layers and ram_part <= ram_budget:
+            return FitVerdict("gpu_full", "Runs fully on GPU", f"{need.sentence()}; all {layers} layers fit in the {gpu_words}.",
+                              need, on_gpu, layers, resources.ram_free, resources.vram_free)
+        if on_gpu > 0 and ram_part <= ram_budget:
+            return FitVerdict(
+                "gpu_partial", f"Partly on GPU ({on_gpu} of {layers} layers)",
+                f"{need.sentence()}; {on_gpu} of {layers} layers ({gb(used)}) fit in the {gpu_words}, "
+                f"the rest ({gb(ram_part)}) runs from RAM ({gb(resources.ram_free)} free).",
+                need, on_gpu, layers, resources.ram_free, resources.vram_free)
+    elif resources.gpu_name and resources.unified_memory:
+        if need.total_bytes <= ram_budget:
+            return FitVerdict("gpu_full", "Runs fully on GPU",
+                              f"{need.sentence()}; the {resources.gpu_name} shares the {gb(resources.ram_free)} of free memory.",
+                              need, layers, layers, resources.ram_free, resources.vram_free)
+    no_gpu = "" if resources.gpu_name else " and no supported GPU"
+    if need.total_bytes <= ram_budget:
+        return FitVerdict("cpu_only", "CPU only", f"{need.sentence()}; {ram_words}{no_gpu}.", need, 0, layers,
+                          resources.ram_free, resources.vram_free)
+    shorter = longest_context_that_fits(shape, ram_budget + (resources.vram_free if resources.gpu_name else 0), context_length)
+    suggestions = []
+    if shorter:
+        suggestions.append(f"A context of {shorter:,} tokens would fit.")
+    suggestions.append("A smaller quantization or a smaller model would need less memory.")
+    return FitVerdict(
+        "wont_fit", "Won't fit",
+        f"{need.sentence()}; {ram_words}{no_gpu}, and {gb(ram_reserve(resources.ram_total))} is kept free for the system.",
+        need, 0, layers, resources.ram_free, resources.vram_free, tuple(suggestions))
+
+
+def longest_context_that_fits(shape: ModelShape, budget: int, start: int) -> int:
+    """The longest power-of-two context (≥ 512) whose estimate fits in ``budget``, or 0."""
+    context = 1 << max(9, (max(start, 2) - 1).bit_length() - 1)
     while context >= 512:
-        if estimate_text_memory(header, context).total_bytes <= available_bytes:
+        if estimate_text(shape, context).total_bytes <= budget:
             return context
         context //= 2
     return 0
 
 
-def gb(n: int) -> str:
-    return f"{n / 1e9:.1f} GB"
+def suggest_smaller(alternatives: Sequence[tuple[str, ModelShape]], context_length: int, resources: Resources) -> list[str]:
+    """Names of the alternatives (e.g. other quantizations) that would fit, smallest need last."""
+    fitting = [(name, judge_text_fit(shape, context_length, resources)) for name, shape in alternatives]
+    return [f"{name} would fit ({v.label.lower()})." for name, v in fitting if v.fits]

@@ -75,7 +75,7 @@ class LlamaCppEngine:
         gpu_layers = spec.gpu_layers if spec.gpu_layers is not None else (-1 if offload else 0)
         if not offload:
             gpu_layers = 0
-        check_memory_for_context(header, spec.context_length, gpu_layers=gpu_layers)
+        check_memory_for_context(header, spec.context_length, gpu_offload=offload and gpu_layers != 0)
         threads = spec.threads or default_threads()
         emit(ProgressEvent("load", f"Loading {path.name}…", 0.1))
         self._native_log.clear()

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import psutil
-
 from engines.errors import EngineError, ErrorKind
 from engines.gguf import GGUFError, GGUFTruncatedError, GGUFUnsupportedError, NotGGUFError, read_gguf_header
-from engines.library.fit import RAM_RESERVE, estimate_text_memory, gb, largest_context_that_fits
+from engines.library.fit import ModelShape, Resources, judge_text_fit
 
 
 def check_model_file(path: Path):
@@ -44,20 +42,15 @@ def check_model_file(path: Path):
     return header
 
 
-def check_memory_for_context(header, context_length: int, gpu_layers: int = 0) -> None:
-    """Refuse a context that cannot fit in free memory, and suggest one that does."""
-    if gpu_layers != 0:
-        return  # the GPU split is judged by the fit estimator of the model library
-    estimate = estimate_text_memory(header, context_length)
-    available = psutil.virtual_memory().available - RAM_RESERVE
-    if estimate.total_bytes <= available:
-        return
-    suggestion = largest_context_that_fits(header, available, context_length // 2)
-    hint = f" A context of {suggestion:,} tokens would fit." if suggestion else " Close other programs or pick a smaller model."
-    raise EngineError(
-        ErrorKind.MEMORY,
-        f"A context of {context_length:,} tokens needs about {gb(estimate.total_bytes)} "
-        f"({gb(estimate.weights_bytes)} weights + {gb(estimate.kv_cache_bytes)} context cache + "
-        f"{gb(estimate.buffers_bytes + estimate.overhead_bytes)} buffers), but only {gb(max(0, available))} "
-        f"of memory is free.{hint}",
-    )
+def check_memory_for_context(header, context_length: int, gpu_offload: bool = False):
+    """Refuse a context that cannot fit in free memory, saying why and what would fit."""
+    from engines.library.hardware import probe
+
+    verdict = judge_text_fit(ModelShape.from_header(header), context_length, Resources.from_report(probe(), gpu_offload))
+    if not verdict.fits:
+        hint = " ".join(verdict.suggestions)
+        raise EngineError(
+            ErrorKind.MEMORY,
+            f"Not enough memory for a context of {context_length:,} tokens: {verdict.explanation} {hint}".strip(),
+        )
+    return verdict
