@@ -6,16 +6,19 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks import bench_chat_decode, bench_startup
+from benchmarks import bench_chat_decode, bench_fit, bench_startup
 
 
 def main() -> int:
-    results = {}
-    for name, module in (("startup", bench_startup), ("chat_decode", bench_chat_decode)):
+    out = Path(__file__).resolve().parent / "results" / "latest.json"
+    results = json.loads(out.read_text()) if out.exists() else {}
+    only = set(sys.argv[1:])
+    for name, module in (("startup", bench_startup), ("chat_decode", bench_chat_decode), ("fit", bench_fit)):
+        if only and name not in only:
+            continue
         print(f"== {name}", flush=True)
         results[name] = module.run()
         print(json.dumps(results[name], indent=2), flush=True)
-    out = Path(__file__).resolve().parent / "results" / "latest.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print(f"saved {out}")
