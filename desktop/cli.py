@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--json", action="store_true", help="print one JSON line with the reply and its figures")
     chat.add_argument("--drop-oldest", action="store_true", help="(with a long --system) drop what does not fit instead of stopping")
 
+    from desktop.commands.library import add_parser as add_models_parser
+
+    add_models_parser(sub)
+
     doctor = sub.add_parser("doctor", help="describe this machine and the engines available")
     doctor.add_argument("--json", action="store_true")
     return parser
@@ -63,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
             from desktop.commands.chat import run_chat
 
             return run_chat(args)
+        if args.command == "models":
+            from desktop.commands.library import run_models
+
+            return run_models(args)
         if args.command == "doctor":
             from desktop.commands.doctor import run_doctor
 
@@ -75,6 +83,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: one line for the user, the traceback in the log
+        log_file = _log_unexpected()
+        print(f"error: unexpected {type(exc).__name__}: {exc} (details in {log_file})", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _log_unexpected() -> str:
+    import traceback
+
+    from engines.paths import app_paths
+
+    path = app_paths().logs / "cli.log"
+    with open(path, "a", encoding="utf-8") as log:
+        log.write(traceback.format_exc() + "\n")
+    return str(path)
 
 
 def print_json(data: dict) -> None:

@@ -1,0 +1,154 @@
+"""``atelier models …``: list, check, pull, import and remove models from a terminal."""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+from desktop.cli import EXIT_BAD_INPUT, EXIT_FAILED, CliError, print_json
+from engines.errors import EngineError
+from engines.library.download.transfer import human_size
+from engines.library.service import ModelLibrary
+from engines.workspace import open_workspace
+
+
+def add_parser(sub) -> None:
+    models = sub.add_parser("models", help="the model library: list, check, pull, import, remove")
+    verbs = models.add_subparsers(dest="verb", required=True)
+    listing = verbs.add_parser("list", help="installed models (or the catalog) with a verdict for this machine")
+    listing.add_argument("--catalog", action="store_true", help="list the catalog instead of what is installed")
+    listing.add_argument("--json", action="store_true")
+    check = verbs.add_parser("check", help="will this model run here? the verdict and its arithmetic")
+    check.add_argument("model", help="a .gguf path, an installed id or a catalog id")
+    check.add_argument("--ctx", type=int, help="context length in tokens (default: 4096)")
+    check.add_argument("--json", action="store_true")
+    pull = verbs.add_parser("pull", help="download a model (resumes, verifies SHA-256)")
+    pull.add_argument("source", help="a catalog id, a URL, or a Hugging Face repo (owner/name) with --file")
+    pull.add_argument("--file", help="the file inside the repo")
+    pull.add_argument("--sha256", help="the expected SHA-256 (otherwise the Hub's is used when it has one)")
+    pull.add_argument("--anyway", action="store_true", help="download even if it won't fit on this machine")
+    pull.add_argument("--json", action="store_true")
+    imp = verbs.add_parser("import", help="add a local .gguf file to the library (it stays where it is)")
+    imp.add_argument("path")
+    rm = verbs.add_parser("remove", help="remove a model from the library")
+    rm.add_argument("id")
+
+
+def run_models(args) -> int:
+    library = ModelLibrary(open_workspace())
+    try:
+        return {"list": _list, "check": _check, "pull": _pull, "import": _import, "remove": _remove}[args.verb](library, args)
+    except EngineError as exc:
+        code = EXIT_FAILED if exc.kind in ("network", "crashed", "internal", "disk_full") else EXIT_BAD_INPUT
+        raise CliError(exc.message, code) from None
+    finally:
+        library.shutdown()
+
+
+def _list(library: ModelLibrary, args) -> int:
+    rows = []
+    if args.catalog:
+        if library.catalog.error:
+            raise CliError(library.catalog.error)
+        for entry in library.catalog.entries:
+            verdict = library.verdict_for_entry(entry)
+            rows.append({"id": entry.id, "name": entry.name, "kind": entry.kind, "size_bytes": entry.total_size,
+                         "quantization": entry.quantization, "license": entry.license, "gated": entry.gated,
+                         "verdict": verdict.verdict, "label": verdict.label, "total_bytes": verdict.need.total_bytes})
+    else:
+        library.scan_models_folder()
+        for model in library.models.all():
+            try:
+                verdict = library.verdict_for_installed(model)
+                label, code, total = verdict.label, verdict.verdict, verdict.need.total_bytes
+            except EngineError as exc:
+                label, code, total = f"unusable: {exc.message}", "unknown", None
+            rows.append({"id": model.id, "name": model.name, "engine": model.engine, "format": model.format,
+                         "size_bytes": model.size_bytes, "path": model.path, "source": model.source,
+                         "verdict": code, "label": label, "total_bytes": total})
+    if args.json:
+        print_json({"models": rows})
+        return 0
+    if not rows:
+        print("No models installed. Try 'atelier models list --catalog'.")
+    for row in rows:
+        print(f"{row['id']:<42} {human_size(row['size_bytes']):>9}  {row['label']}")
+    return 0
+
+
+def _check(library: ModelLibrary, args) -> int:
+    entry = library.catalog.get(args.model)
+    installed = library.models.get(args.model)
+    if entry is not None:
+        verdict = library.verdict_for_entry(entry, args.ctx)
+    elif installed is not None:
+        verdict = library.verdict_for_installed(installed, args.ctx)
+    else:
+        verdict = library.verdict_for_file(args.model, args.ctx)
+    if args.json:
+        print_json(verdict.to_dict())
+        return 0
+    print(f"{verdict.label}: {verdict.explanation}")
+    for suggestion in verdict.suggestions:
+        print(f"  • {suggestion}")
+    return 0
+
+
+def _pull(library: ModelLibrary, args) -> int:
+    job = library.pull(args.source, args.file, args.sha256, anyway=args.anyway)
+    done = threading.Event()
+    queue = library.queue()
+
+    def changed(job_id, current) -> None:
+        if job_id == job.id and (current is None or current.finished):
+            done.set()
+
+    unsubscribe = queue.subscribe(changed)
+    tty = sys.stderr.isatty() and not args.json
+    try:
+        while not done.wait(0.2):
+            current = queue.get(job.id)
+            if tty and current is not None:
+                _bar(current)
+    except KeyboardInterrupt:
+        queue.pause(job.id)
+        print("\nerror: paused; run the same command again to resume", file=sys.stderr)
+        return 130
+    finally:
+        unsubscribe()
+    final = queue.get(job.id)
+    if tty:
+        sys.stderr.write("\n")
+    if final is None or final.state != "completed":
+        raise CliError((final.error if final else None) or "the download did not finish", EXIT_FAILED)
+    if args.json:
+        print_json({"id": final.model_id, "name": final.name, "target": final.target, "bytes": final.bytes_done, "state": final.state})
+    else:
+        print(f"Installed {final.name} ({human_size(final.bytes_done)}).")
+    return 0
+
+
+def _bar(job) -> None:
+    total = job.bytes_total or 0
+    share = job.bytes_done / total if total else 0.0
+    filled = int(30 * share)
+    eta = f"{int(job.eta_s)}s left" if job.eta_s else ""
+    line = f"\r{job.name[:30]:<30} [{'#' * filled}{'.' * (30 - filled)}] {share * 100:5.1f}% " \
+           f"{human_size(job.bytes_done)}/{human_size(total) if total else '?'} {human_size(job.speed_bps)}/s {eta}   "
+    sys.stderr.write(line)
+    sys.stderr.flush()
+
+
+def _import(library: ModelLibrary, args) -> int:
+    from engines.library.importer import import_gguf
+
+    model = import_gguf(args.path, library.models)
+    print(f"Added {model.name} as '{model.id}'.")
+    return 0
+
+
+def _remove(library: ModelLibrary, args) -> int:
+    print(library.remove(args.id))
+    return 0
+
+

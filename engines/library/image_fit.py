@@ -1,0 +1,51 @@
+"""Will this image model run here? Weights at the run dtype plus activations.
+
+Diffusion needs the pipeline's weights in memory at the dtype it runs in
+(fp16 files are widened to fp32 on a CPU without bf16) plus the
+activations of one denoising step and of the VAE decode, which grow with
+the image's pixel count. The activation constants are calibrated against
+the tiny pipeline and the SD 1.5-architecture benchmark.
+"""
+
+from __future__ import annotations
+
+from engines.library.fit import FitVerdict, MemoryNeed, gb, ram_reserve
+
+TORCH_OVERHEAD = 450 * 1024**2  # torch + diffusers + transformers imported in the engine host
+VAE_BYTES_PER_PIXEL = 128 * 4 * 6  # widest VAE decoder block, fp32, a few live tensors
+UNET_BYTES_PER_LATENT = 2 * 320 * 4 * 30  # guidance doubles the batch; ~30 live feature maps
+
+
+def run_dtype_factor(file_dtype: str, report) -> float:
+    """Bytes per weight when running, relative to the file's."""
+    if report.gpus and not report.gpus[0].unified_memory:
+        return 1.0 if file_dtype in ("fp16", "bf16") else 0.5  # GPU runs fp16
+    features = set(report.cpu.features)
+    cpu_bf16 = "AMX-BF16" in features or "AVX-512 BF16" in features
+    if file_dtype in ("fp16", "bf16"):
+        return 1.0 if cpu_bf16 else 2.0
+    return 1.0
+
+
+def estimate_image(weights_bytes: int, size: int, report, file_dtype: str = "fp16", batch: int = 1) -> MemoryNeed:
+    weights = int(weights_bytes * run_dtype_factor(file_dtype, report))
+    latent = (size // 8) ** 2
+    activations = batch * (size * size * VAE_BYTES_PER_PIXEL + latent * UNET_BYTES_PER_LATENT)
+    return MemoryNeed(weights, activations, 0, TORCH_OVERHEAD)
+
+
+def judge_image_fit(weights_bytes: int, size: int, report, file_dtype: str = "fp16") -> FitVerdict:
+    need = estimate_image(weights_bytes, size, report, file_dtype)
+    free = report.memory.available_bytes
+    budget = max(0, free - ram_reserve(report.memory.total_bytes))
+    sentence = f"{gb(need.weights_bytes)} weights + {gb(need.kv_cache_bytes)} activations at {size}×{size} + {gb(need.overhead_bytes)} runtime = {gb(need.total_bytes)}"
+    gpu = next((g for g in report.gpus if g.free_bytes), None)
+    if gpu is not None and not gpu.unified_memory and need.total_bytes - need.overhead_bytes <= gpu.free_bytes - 512 * 1024**2:
+        return FitVerdict("gpu_full", "Runs fully on GPU", f"{sentence}; it fits in the {gb(gpu.free_bytes)} free on the {gpu.name}.",
+                          need, 1, 1, free, gpu.free_bytes)
+    if need.total_bytes <= budget:
+        where = "" if gpu is None else f" (the {gpu.name} has too little free memory)"
+        return FitVerdict("cpu_only", "CPU only", f"{sentence}; you have {gb(free)} free memory{where}. Expect seconds per step.",
+                          need, 0, 1, free, gpu.free_bytes if gpu else 0)
+    return FitVerdict("wont_fit", "Won't fit", f"{sentence}; you have {gb(free)} free memory.", need, 0, 1, free, 0,
+                      ("A smaller image size or a smaller model would need less memory.",))

@@ -1,0 +1,251 @@
+"""The model library as the front ends see it: catalog, installed models,
+verdicts for this machine, and downloads.
+
+One object ties the parts together so that the GUI and the CLI apply the
+same rules: a download that will not fit needs an explicit "anyway", a
+download larger than the free disk is refused up front, and every finished
+download is registered in the installed-model store.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlparse
+
+from engines.errors import EngineError, ErrorKind
+from engines.library.catalog import Catalog, CatalogEntry, load_catalog
+from engines.library.download.queue import DownloadJob, DownloadQueue
+from engines.library.download.transfer import FileSpec, check_disk_space, safe_relpath
+from engines.library.fit import FitVerdict, ModelShape, Resources, judge_text_fit
+from engines.library.hardware import HardwareReport, probe
+from engines.library.image_fit import judge_image_fit
+from engines.library.installed import InstalledModel, InstalledModels
+from engines.workspace import Workspace
+
+log = logging.getLogger(__name__)
+DEFAULT_CONTEXT = 4096
+
+
+@dataclass(frozen=True)
+class UnknownFile:
+    """Something in the models folder that is not a model Atelier can run, and why."""
+
+    path: str
+    reason: str
+
+
+def shape_from_catalog(entry: CatalogEntry) -> ModelShape:
+    """The estimate's inputs from catalog numbers, before anything is downloaded.
+
+    llama-cpp-python keeps a full-size cache for sliding-window layers too, so
+    every layer counts at the full context here, as it does after loading.
+    """
+    arch = entry.arch
+    return ModelShape(
+        weights_bytes=entry.total_size,
+        block_count=arch.block_count,
+        embedding_length=arch.embedding_length,
+        feed_forward_length=4 * arch.embedding_length,
+        head_count=arch.head_count,
+        kv_heads_per_layer=(arch.head_count_kv,) * arch.block_count,
+        key_length=arch.key_length,
+        value_length=arch.value_length,
+        vocab_size=arch.vocab_size,
+        trained_context=entry.context_length,
+    )
+
+
+class ModelLibrary:
+    def __init__(self, workspace: Workspace, catalog: Catalog | None = None) -> None:
+        self.workspace = workspace
+        self._catalog = catalog
+        self._report: HardwareReport | None = None
+        self._queue: DownloadQueue | None = None
+
+    # ---- facts -----------------------------------------------------------
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            self._catalog = load_catalog()
+        return self._catalog
+
+    @property
+    def models(self) -> InstalledModels:
+        return self.workspace.models
+
+    def hardware(self, refresh: bool = False) -> HardwareReport:
+        if self._report is None or refresh:
+            self._report = probe(self.workspace.paths.models, refresh=refresh)
+        return self._report
+
+    def resources(self, refresh: bool = False) -> Resources:
+        from engines.library.accelerators import llama_gpu_backends
+
+        return Resources.from_report(self.hardware(refresh), gpu_offload=bool(llama_gpu_backends()))
+
+    # ---- verdicts --------------------------------------------------------
+
+    def verdict_for_entry(self, entry: CatalogEntry, context_length: int | None = None) -> FitVerdict:
+        if entry.kind == "image":
+            return judge_image_fit(entry.total_size, entry.image.default_size, self.hardware(), file_dtype=entry.image.dtype)
+        context = context_length or min(DEFAULT_CONTEXT, entry.context_length)
+        verdict = judge_text_fit(shape_from_catalog(entry), context, self.resources())
+        if verdict.fits:
+            return verdict
+        smaller = [
+            sibling.name
+            for sibling in self.catalog.siblings(entry)
+            if sibling.total_size < entry.total_size and judge_text_fit(shape_from_catalog(sibling), context, self.resources()).fits
+        ]
+        if smaller:
+            extra = (f"{smaller[-1]} would fit.",)
+            return FitVerdict(**{**verdict.__dict__, "suggestions": extra + verdict.suggestions})
+        return verdict
+
+    def verdict_for_file(self, path: str | Path, context_length: int | None = None) -> FitVerdict:
+        from engines.llama.preflight import check_model_file
+
+        path = Path(path)
+        if path.is_dir():
+            size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+            return judge_image_fit(size, 512, self.hardware())
+        header = check_model_file(path)
+        context = context_length or min(DEFAULT_CONTEXT, header.context_length or DEFAULT_CONTEXT)
+        return judge_text_fit(ModelShape.from_header(header), context, self.resources())
+
+    def verdict_for_installed(self, model: InstalledModel, context_length: int | None = None) -> FitVerdict:
+        if model.source == "demo":
+            from engines.library.demo import materialize
+
+            materialize(model)  # the demo file is unpacked on first use
+        if context_length is None and model.format == "gguf":
+            context_length = self.workspace.settings.prefs_for(model.id).context_length
+        return self.verdict_for_file(model.path, context_length)
+
+    # ---- installed models ------------------------------------------------
+
+    def scan_models_folder(self) -> list[UnknownFile]:
+        """Register models dropped into the models folder by hand; return what is not a model."""
+        from engines.llama.preflight import check_model_file
+
+        root = self.workspace.paths.models
+        known = {str(Path(m.path).resolve()) for m in self.models.all()}
+        unknown: list[UnknownFile] = []
+        for item in sorted(root.iterdir()) if root.exists() else []:
+            if item.name.startswith(".") or item.name.endswith((".part", ".json")) or str(item.resolve()) in known:
+                continue
+            if item.is_file() and item.suffix.lower() == ".gguf":
+                try:
+                    header = check_model_file(item)
+                except EngineError as exc:
+                    unknown.append(UnknownFile(str(item), exc.message))
+                    continue
+                self.models.add(InstalledModel(
+                    self.models.unique_id("folder", item.stem), header.name or item.stem, str(item),
+                    item.stat().st_size, "llama_cpp", "gguf", "folder",
+                    description=f"{header.architecture} model found in the models folder"))
+            elif item.is_dir() and (item / "model_index.json").exists():
+                self._register_image_folder(item, "folder")
+            else:
+                unknown.append(UnknownFile(str(item), "not a GGUF file or a diffusers/ONNX model folder"))
+        return unknown
+
+    def _register_image_folder(self, folder: Path, source: str, model_id: str | None = None, name: str | None = None) -> InstalledModel:
+        onnx = (folder / "unet" / "model.onnx").exists()
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        return self.models.add(InstalledModel(
+            model_id or self.models.unique_id("folder", folder.name), name or folder.name, str(folder), size,
+            "diffusers", "onnx" if onnx else "diffusers", source,
+            description="ONNX Runtime image model" if onnx else "diffusers image model"))
+
+    def remove(self, model_id: str) -> str:
+        """Forget a model; delete its files only when Atelier put them in its own models folder."""
+        model = self.models.get(model_id)
+        if model is None:
+            raise EngineError(ErrorKind.BAD_INPUT, f"No installed model has the id '{model_id}'.")
+        path = Path(model.path)
+        root = self.workspace.paths.models.resolve()
+        inside = path.resolve().is_relative_to(root) if path.exists() else False
+        if inside:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        self.models.remove(model_id)
+        if inside:
+            return f"Removed {model.name} and deleted {path}."
+        return f"Removed {model.name} from the library; the file stays where it is ({path})."
+
+    # ---- downloads -------------------------------------------------------
+
+    def queue(self) -> DownloadQueue:
+        if self._queue is None:
+            queue = DownloadQueue(
+                self.workspace.paths.data / "downloads.json",
+                self.workspace.paths.models,
+                on_complete=self._register_download,
+            )
+            queue.start()
+            self._queue = queue
+        return self._queue
+
+    def plan_download(self, source: str, file: str | None = None, sha256: str | None = None):
+        """Turn an id, a URL or ``owner/repo`` + file into (model id, name, files, target, entry)."""
+        entry = self.catalog.get(source)
+        if entry is not None:
+            files = [FileSpec(entry.url(f), f.path, f.size, f.sha256) for f in entry.files]
+            if entry.format == "gguf" and len(files) == 1:
+                return entry.id, entry.name, files, PurePosixPath(files[0].relpath).name, entry
+            return entry.id, entry.name, files, entry.id, entry
+        if source.startswith(("http://", "https://")):
+            name = PurePosixPath(unquote(urlparse(source).path)).name
+            safe_relpath(name)
+            return f"url/{name}", name, [FileSpec(source, name, None, sha256)], name, None
+        if source.count("/") == 1 and file:
+            from engines.library.network import hub_endpoint
+
+            safe_relpath(file)
+            url = f"{hub_endpoint()}/{source}/resolve/main/{file}"
+            name = PurePosixPath(file).name
+            return f"{source}/{name}", name, [FileSpec(url, name, None, sha256)], name, None
+        raise EngineError(
+            ErrorKind.BAD_INPUT,
+            f"'{source}' is not a catalog id, a URL, or a Hugging Face repo with --file. "
+            "See 'atelier models list --catalog'.",
+        )
+
+    def pull(self, source: str, file: str | None = None, sha256: str | None = None, anyway: bool = False) -> DownloadJob:
+        model_id, name, files, target, entry = self.plan_download(source, file, sha256)
+        for job in self.queue().jobs():
+            if job.model_id == model_id and not job.finished:
+                return self.queue().resume(job.id) if job.state == "paused" else job
+        if self.models.get(model_id) is not None or (self.workspace.paths.models / target).exists():
+            raise EngineError(ErrorKind.BAD_INPUT, f"{name} is already installed.")
+        known = [f.size for f in files if f.size]
+        if len(known) == len(files):
+            check_disk_space(self.workspace.paths.models, sum(known))
+        if entry is not None and not anyway:
+            verdict = self.verdict_for_entry(entry)
+            if not verdict.fits:
+                raise EngineError(
+                    "wont_fit",
+                    f"{entry.name} won't fit on this machine: {verdict.explanation} "
+                    + " ".join(verdict.suggestions)
+                    + " Download it anyway if you know better.",
+                )
+        return self.queue().add(model_id, name, files, str(target))
+
+    def _register_download(self, job: DownloadJob) -> None:
+        path = self.workspace.paths.models / safe_relpath(job.target)
+        entry = self.catalog.get(job.model_id)
+        if job.is_folder:
+            self._register_image_folder(path, "download", job.model_id, job.name)
+            return
+        self.models.add(InstalledModel(
+            job.model_id, job.name, str(path), path.stat().st_size, "llama_cpp", "gguf", "download",
+            sha256=job.files[0].sha256, description=entry.description if entry else f"Downloaded from {job.files[0].url}"))
+
+    def shutdown(self) -> None:
+        if self._queue is not None:
+            self._queue.shutdown(wait=False)
