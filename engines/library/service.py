@@ -194,7 +194,9 @@ class ModelLibrary:
         """Turn an id, a URL or ``owner/repo`` + file into (model id, name, files, target, entry)."""
         entry = self.catalog.get(source)
         if entry is not None:
-            files = [FileSpec(entry.url(f), f.path, f.size, f.sha256) for f in entry.files]
+            # Catalog sizes are estimates for the fit check; the server's size and the
+            # Hub's LFS SHA-256 are what the download is verified against.
+            files = [FileSpec(entry.url(f), f.path, None, f.sha256) for f in entry.files]
             if entry.format == "gguf" and len(files) == 1:
                 return entry.id, entry.name, files, PurePosixPath(files[0].relpath).name, entry
             return entry.id, entry.name, files, entry.id, entry
@@ -222,9 +224,9 @@ class ModelLibrary:
                 return self.queue().resume(job.id) if job.state == "paused" else job
         if self.models.get(model_id) is not None or (self.workspace.paths.models / target).exists():
             raise EngineError(ErrorKind.BAD_INPUT, f"{name} is already installed.")
-        known = [f.size for f in files if f.size]
-        if len(known) == len(files):
-            check_disk_space(self.workspace.paths.models, sum(known))
+        expected = entry.total_size if entry is not None else sum(f.size or 0 for f in files)
+        if expected:
+            check_disk_space(self.workspace.paths.models, expected)
         if entry is not None and not anyway:
             verdict = self.verdict_for_entry(entry)
             if not verdict.fits:

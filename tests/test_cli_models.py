@@ -1,0 +1,74 @@
+"""`atelier models …` as a user runs it, including a kill -9 in the middle of a pull."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+from pathlib import Path
+
+from tests.fixtures.http_server import http_server, sha256  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def atelier(*args, timeout=120, **kw):
+    return subprocess.run([sys.executable, "-m", "desktop", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def test_list_check_import_remove(tiny_gguf):
+    listed = json.loads(atelier("models", "list", "--catalog", "--json").stdout)["models"]
+    assert len(listed) >= 20 and all(row["label"] for row in listed)
+    check = json.loads(atelier("models", "check", "qwen2.5-1.5b-instruct-q4_k_m", "--ctx", "8192", "--json").stdout)
+    assert check["total_bytes"] == check["need"]["total_bytes"] > check["need"]["weights_bytes"]
+    imported = atelier("models", "import", str(tiny_gguf))
+    assert imported.returncode == 0 and "Added" in imported.stdout
+    installed = json.loads(atelier("models", "list", "--json").stdout)["models"]
+    tiny = next(m for m in installed if m["path"] == str(tiny_gguf))
+    assert tiny["verdict"] == "cpu_only"
+    removed = atelier("models", "remove", tiny["id"])
+    assert removed.returncode == 0 and tiny_gguf.exists()
+
+
+def test_check_a_bad_file_is_one_error_line(tmp_path):
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"GGUF" + b"\xff" * 64)
+    run = atelier("models", "check", str(junk))
+    assert run.returncode == 2 and run.stderr.startswith("error: ") and len(run.stderr.splitlines()) == 1
+
+
+def test_pull_survives_kill_9_and_verifies_its_hash(http_server, atelier_home):
+    data = os.urandom(3 * 1024 * 1024)
+    http_server.add("/files/model.gguf", data, rate=600_000)
+    url = http_server.url("/files/model.gguf")
+    args = [sys.executable, "-m", "desktop", "models", "pull", url, "--sha256", sha256(data)]
+    first = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    staging = atelier_home / "data" / "models" / ".staging"
+    try:
+        assert http_server.wait_for(lambda: any(p.stat().st_size > 400_000 for p in staging.rglob("*.part")), 30)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert not (atelier_home / "data" / "models" / "model.gguf").exists()  # nothing half-installed
+    second = atelier("models", "pull", url, "--sha256", sha256(data), "--json")
+    assert second.returncode == 0, second.stderr
+    resumed = [r for r in http_server.ranges("/files/model.gguf") if r and not r.startswith("bytes=0-")]
+    assert resumed, http_server.ranges("/files/model.gguf")
+    installed = atelier_home / "data" / "models" / "model.gguf"
+    assert sha256(installed.read_bytes()) == sha256(data)
+    assert json.loads(second.stdout)["state"] == "completed"
+
+
+def test_pull_with_a_wrong_checksum_installs_nothing(http_server, atelier_home):
+    http_server.add("/files/bad.gguf", b"x" * 100_000)
+    run = atelier("models", "pull", http_server.url("/files/bad.gguf"), "--sha256", "0" * 64)
+    assert run.returncode != 0 and "SHA-256" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert not (atelier_home / "data" / "models" / "bad.gguf").exists()
+
+
+def test_pull_404_is_a_clear_error(http_server):
+    run = atelier("models", "pull", http_server.url("/nope.gguf"))
+    assert run.returncode != 0 and "error:" in run.stderr and "Traceback" not in run.stderr
+
+
