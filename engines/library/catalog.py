@@ -135,8 +135,8 @@ class GGUFArch(_Strict):
         return self.block_count // self.sliding_window_pattern
 
     def kv_bytes_per_token(self, bytes_per_element: int = 2) -> int:
-        """KV-cache bytes one token costs in one layer-complete pass (f16 by default),
-        counting every layer: the figure for contexts within the sliding window."""
+        """KV-cache bytes per token over all layers (f16 by default), ignoring
+        sliding windows: exact while the context fits within the window."""
         return self.block_count * self.head_count_kv * (self.key_length + self.value_length) * bytes_per_element
 
     def kv_cache_bytes(self, context_length: int, bytes_per_element: int = 2) -> int:
@@ -202,7 +202,8 @@ class CatalogEntry(_Strict):
         if len(set(paths)) != len(paths):
             raise ValueError("the same file is listed twice")
         if _ENGINE_FOR_FORMAT[self.format] != self.engine:
-            raise ValueError(f"format {self.format!r} is run by {_ENGINE_FOR_FORMAT[self.format]!r}, not {self.engine!r}")
+            expected = _ENGINE_FOR_FORMAT[self.format]
+            raise ValueError(f"format {self.format!r} is run by {expected!r}, not {self.engine!r}")
         if self.kind == "chat":
             if self.format != "gguf" or self.arch is None or self.image is not None:
                 raise ValueError("a chat entry must be GGUF, with 'arch' and without 'image'")
@@ -275,12 +276,12 @@ class Catalog:
         return [e for e in self.entries if e.kind == "image"]
 
     def siblings(self, entry: CatalogEntry) -> list[CatalogEntry]:
-        """Other builds of the same weights (same kind; same repo, or same family
-        and parameter count), smallest first: what "try a smaller quantization"
-        offers."""
+        """Other builds of the same weights (same kind and format; same repo, or
+        same family and parameter count), smallest first: what "try a smaller
+        quantization" offers."""
         found = [
             e for e in self.entries
-            if e.id != entry.id and e.kind == entry.kind
+            if e.id != entry.id and e.kind == entry.kind and e.format == entry.format
             and (e.repo == entry.repo or (e.family == entry.family and e.parameters == entry.parameters))
         ]
         return sorted(found, key=lambda e: (e.total_size, e.id))
@@ -343,7 +344,7 @@ def _describe(exc: ValidationError, raw: Any) -> str:
             where += f" ({entry_id!r})"
         loc = loc[2:]
     field_path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
-    message = first["msg"]
+    message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown key (not part of the catalog schema)"
     elif first["type"] == "missing":

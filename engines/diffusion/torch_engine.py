@@ -1,0 +1,271 @@
+"""The PyTorch image engine: diffusers pipelines, kept warm between runs.
+
+It uses the diffusers pipelines themselves (from ``model_index.json``)
+rather than a hand-written loop, so every fix upstream lands here too. What
+Atelier adds: a precision and device policy that suits the machine,
+device-independent seeds, step/preview events, an immediate cancel, and
+errors a user can act on instead of tracebacks.
+
+Precision policy (``dtype="auto"``): fp16 on a GPU; on a CPU, bf16 autocast
+when the CPU computes bf16 natively (AMX or AVX-512 BF16, from
+:func:`engines.library.hardware.probe_cpu`), fp32 otherwise. Autocast
+keeps the weights in fp32 and runs the matrix products and convolutions in
+bf16, with its weight cast cached for the whole run.
+"""
+
+from __future__ import annotations
+
+import gc
+import inspect
+import logging
+import time
+
+from engines.api import CancelFlag, Emit, ProgressEvent
+from engines.diffusion.common import (
+    Cancelled,
+    DenoisedTap,
+    RunInfo,
+    StepReporter,
+    cpu_generator,
+    decode_init_image,
+    initial_latents,
+    is_out_of_memory,
+    make_image,
+    make_result,
+    make_seeds,
+    memory_error,
+    validate_request,
+)
+from engines.diffusion.model_folder import ModelFolder, inspect_model_folder
+from engines.diffusion.schedulers import make_scheduler, usable_schedulers
+from engines.diffusion.types import ImageLoadSpec, ImageModelInfo, ImageRequest, ImageResult
+from engines.errors import EngineError, ErrorKind
+
+log = logging.getLogger(__name__)
+
+# family → (text-to-image class, image-to-image class)
+_PIPELINES = {
+    "sd": ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline"),
+    "sdxl": ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"),
+}
+_TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+# Channels-last for the UNet on CPU: measured by benchmarks/bench_diffusion.py (SD 1.5 UNet, 512×512,
+# 2 cores): it made no reliable difference in fp32 and was slightly faster under bf16 autocast,
+# where oneDNN's bf16 convolutions prefer NHWC. Kept on for bf16 only.
+CHANNELS_LAST_BF16_ON_CPU = True
+BF16_CPU_FEATURES = ("AMX", "AMX-BF16", "AVX-512 BF16")
+
+
+def cpu_has_native_bf16() -> bool:
+    from engines.library.hardware import probe_cpu
+
+    return any(feature in probe_cpu().features for feature in BF16_CPU_FEATURES)
+
+
+def resolve_device(requested: str) -> str:
+    """CUDA if available, else Apple's MPS, else the CPU; an explicit choice must be available."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    if requested in ("auto", None):
+        return "cuda" if cuda else "mps" if mps else "cpu"
+    if requested == "cuda" and not cuda:
+        raise EngineError(ErrorKind.UNSUPPORTED, f"A CUDA GPU was requested, but this PyTorch ({torch.__version__}) "
+                                                 "cannot use one here. Choose 'auto' or 'cpu'.")
+    if requested == "mps" and not mps:
+        raise EngineError(ErrorKind.UNSUPPORTED, "Apple's Metal (MPS) was requested, but it is not available here. "
+                                                 "Choose 'auto' or 'cpu'.")
+    return requested
+
+
+def resolve_dtype(device: str, requested: str) -> str:
+    """The precision to run in: fp16 on GPUs, bf16 on CPUs that compute it natively, else fp32."""
+    if requested in ("auto", None):
+        if device != "cpu":
+            return "fp16"
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    if requested == "fp16" and device == "cpu":
+        raise EngineError(ErrorKind.UNSUPPORTED, "fp16 runs only on a GPU; on the CPU choose bf16 (fast on recent "
+                                                 "CPUs) or fp32.")
+    return requested
+
+
+class TorchDiffusionEngine:
+    """Stable Diffusion 1.x/2.x and SDXL through diffusers, one model at a time."""
+
+    backend = "torch"
+
+    def __init__(self) -> None:
+        self._spec: ImageLoadSpec | None = None
+        self._folder: ModelFolder | None = None
+        self._info: ImageModelInfo | None = None
+        self._run: RunInfo | None = None
+        self._txt2img = None
+        self._img2img = None
+        self._scheduler_config: dict = {}
+        self._autocast_bf16 = False
+
+    # ---- loading ---------------------------------------------------------
+
+    def load(self, spec: ImageLoadSpec, emit: Emit) -> ImageModelInfo:
+        problems = spec.validate()
+        if problems:
+            raise EngineError(ErrorKind.BAD_INPUT, "Cannot load the model: " + "; ".join(problems) + ".")
+        if self._info is not None and spec == self._spec:
+            return self._info  # already warm
+        if spec.backend == "onnx":
+            raise EngineError(ErrorKind.BAD_INPUT, "The PyTorch engine cannot run the ONNX backend.")
+        emit(ProgressEvent("load", "Checking the model folder…", 0.0))
+        folder = inspect_model_folder(spec.model_path)
+        if folder.kind != "diffusers":
+            raise EngineError(ErrorKind.UNSUPPORTED, f"{folder.path} is an ONNX model; it runs with ONNX Runtime, "
+                                                     "not PyTorch. Choose the 'auto' or 'onnx' backend.")
+        device = resolve_device(spec.device)
+        dtype = resolve_dtype(device, spec.dtype)
+        self.unload()
+        emit(ProgressEvent("load", "Starting PyTorch…", 0.05))
+        import torch
+
+        autocast = device == "cpu" and dtype == "bf16"
+        weights_dtype = torch.float32 if autocast else getattr(torch, _TORCH_DTYPES[dtype])
+        emit(ProgressEvent("load", f"Loading {folder.name} ({folder.pipeline_class}) weights…", 0.1))
+        pipe = self._from_pretrained(folder, weights_dtype)
+        emit(ProgressEvent("load", f"Moving the model to {device}…", 0.8))
+        try:
+            pipe.to(device)
+            if device == "cpu" and autocast and CHANNELS_LAST_BF16_ON_CPU:
+                pipe.unet.to(memory_format=torch.channels_last)
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise memory_error(device) from None
+            raise
+        pipe.set_progress_bar_config(disable=True)
+        self._txt2img = pipe
+        self._img2img = None  # built on first use: it shares every component, so it costs nothing to keep
+        self._scheduler_config = dict(pipe.scheduler.config)
+        self._autocast_bf16 = autocast
+        self._spec, self._folder = spec, folder
+        self._run = RunInfo("torch", device, dtype, folder.name, folder.family)
+        self._info = ImageModelInfo(
+            path=str(folder.path),
+            name=folder.name,
+            pipeline_class=folder.pipeline_class,
+            backend="torch",
+            device=device,
+            dtype=dtype,
+            native_size=folder.native_size,
+            schedulers=usable_schedulers(folder.distilled),
+        )
+        emit(ProgressEvent("load", f"{folder.name} is ready ({device}, {dtype}).", 1.0))
+        return self._info
+
+    def _from_pretrained(self, folder: ModelFolder, weights_dtype):
+        import diffusers
+
+        cls = getattr(diffusers, _PIPELINES[folder.family][0])
+        kwargs = {"local_files_only": True, "use_safetensors": True, "torch_dtype": weights_dtype}
+        if folder.variant:
+            kwargs["variant"] = folder.variant
+        if "safety_checker" in folder.components:
+            # Real SD 1.5 folders ship a 1.2 GB NSFW classifier; Atelier is a local tool and skips it.
+            kwargs.update(safety_checker=None, requires_safety_checker=False)
+        if "feature_extractor" in folder.components:
+            kwargs["feature_extractor"] = None  # only the safety checker uses it
+        try:
+            return cls.from_pretrained(str(folder.path), **kwargs)
+        except EngineError:
+            raise
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise memory_error("cpu") from None
+            log.warning("loading %s failed", folder.path, exc_info=True)
+            detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise EngineError(ErrorKind.MODEL_FILE, f"The model in {folder.path} could not be loaded: {detail}. "
+                                                    "The files may be damaged or incomplete; copy the model again.")
+
+    def _img2img_pipe(self):
+        if self._img2img is None:
+            import diffusers
+
+            cls = getattr(diffusers, _PIPELINES[self._folder.family][1])
+            accepted = set(inspect.signature(cls.__init__).parameters)
+            parts = {k: v for k, v in self._txt2img.components.items() if k in accepted}
+            if "requires_safety_checker" in accepted:
+                parts["requires_safety_checker"] = False
+            self._img2img = cls(**parts)
+            self._img2img.set_progress_bar_config(disable=True)
+        return self._img2img
+
+    # ---- generation ------------------------------------------------------
+
+    def generate(self, request: ImageRequest, emit: Emit, cancel: CancelFlag | None = None) -> ImageResult:
+        if self._txt2img is None:
+            raise EngineError(ErrorKind.BAD_INPUT, "No image model is loaded.")
+        validate_request(request, self._folder)
+        init = decode_init_image(request.init_image, request.width, request.height) if request.init_image else None
+        started = time.perf_counter()
+        reporter = StepReporter(request, emit, cancel, self._folder.family)
+        images = []
+        try:
+            for index, seed in enumerate(make_seeds(request)):
+                reporter.begin_image(index)
+                pil = self._one(request, seed, init, reporter)
+                images.append(make_image(pil, request, seed, self._run))
+        except Cancelled:
+            return make_result([], request, self._run, started, reporter, cancelled=True)
+        return make_result(images, request, self._run, started, reporter, cancelled=False)
+
+    def _one(self, request: ImageRequest, seed: int, init, reporter: StepReporter):
+        import torch
+
+        pipe = self._img2img_pipe() if init is not None else self._txt2img
+        pipe.scheduler = make_scheduler(request.scheduler, self._scheduler_config)
+        tap = DenoisedTap(pipe.scheduler)
+        generator = cpu_generator(seed)
+
+        def on_step_end(p, i, t, tensors):
+            reporter.step(i + 1, tensors["latents"], tap.x0, total=p.num_timesteps)
+            return tensors
+
+        kwargs = dict(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt or None,
+            num_inference_steps=request.steps,
+            guidance_scale=request.guidance,
+            generator=generator,
+            callback_on_step_end=on_step_end,
+            callback_on_step_end_tensor_inputs=["latents"],
+            output_type="pil",
+        )
+        if init is not None:
+            kwargs.update(image=init, strength=request.strength)
+        else:
+            scale = self._folder.vae_scale_factor
+            shape = (1, pipe.unet.config.in_channels, request.height // scale, request.width // scale)
+            latents = initial_latents(generator, shape).to(self._run.device, pipe.unet.dtype)
+            kwargs.update(width=request.width, height=request.height, latents=latents)
+        try:
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._autocast_bf16):
+                return pipe(**kwargs).images[0]
+        except Cancelled:
+            raise
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise memory_error(self._run.device) from None
+            raise
+
+    def unload(self) -> None:
+        """Drop the pipelines. The engine host ends the process to return all memory; this frees most."""
+        device = self._run.device if self._run else "cpu"
+        self._txt2img = self._img2img = None
+        self._info = self._spec = self._folder = self._run = None
+        gc.collect()
+        if device == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+    @property
+    def info(self) -> ImageModelInfo | None:
+        return self._info

@@ -1,0 +1,161 @@
+"""Requests, results and events of the image engines.
+
+Like :mod:`engines.api`, everything here is a frozen, picklable dataclass
+that crosses the pipe to the engine host unchanged, and importing this
+module is cheap (no torch, no diffusers) so the GUI can build and validate
+requests without loading an engine.
+
+A result carries the exact request that produced it plus the seed actually
+used for every image, so any image can be reproduced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Backend = Literal["auto", "torch", "onnx"]
+Device = Literal["auto", "cpu", "cuda", "mps"]
+DType = Literal["auto", "fp32", "bf16", "fp16"]
+
+# The sampler names the user sees (AUTOMATIC1111's names, so PNG metadata reads the same there).
+SCHEDULER_NAMES: tuple[str, ...] = ("Euler", "Euler a", "DPM++ 2M Karras", "DDIM", "LCM")
+MIN_SIZE, MAX_SIZE = 64, 2048
+MAX_SEED = 2**32 - 1
+MAX_BATCH = 16
+
+
+@dataclass(frozen=True)
+class ImageLoadSpec:
+    """How to load an image model. "auto" lets the engine choose what measured best here."""
+
+    model_path: str
+    backend: Backend = "auto"
+    device: Device = "auto"
+    dtype: DType = "auto"
+
+    def validate(self) -> list[str]:
+        problems = []
+        if self.backend not in ("auto", "torch", "onnx"):
+            problems.append(f"backend must be auto, torch or onnx, not {self.backend!r}")
+        if self.device not in ("auto", "cpu", "cuda", "mps"):
+            problems.append(f"device must be auto, cpu, cuda or mps, not {self.device!r}")
+        if self.dtype not in ("auto", "fp32", "bf16", "fp16"):
+            problems.append(f"precision must be auto, fp32, bf16 or fp16, not {self.dtype!r}")
+        return problems
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """One text-to-image (or, with ``init_image``, image-to-image) job of ``batch_count`` images."""
+
+    prompt: str
+    negative_prompt: str = ""
+    width: int = 512
+    height: int = 512
+    steps: int = 20
+    guidance: float = 7.0
+    scheduler: str = "Euler"
+    seed: int | None = None  # None: a fresh random seed, reported in the result
+    batch_count: int = 1  # images made one after another with seeds seed, seed+1, ...
+    init_image: bytes | None = None  # an encoded image file (PNG, JPEG, WebP...) for img2img
+    strength: float = 0.75  # img2img: how much of the init image is replaced by noise
+    preview_every: int = 1  # a PreviewEvent every N steps; 0 turns previews off
+
+    def validate(self) -> list[str]:
+        """Human-readable problems, empty when the request is usable by any model."""
+        problems = []
+        if not self.prompt or not self.prompt.strip():
+            problems.append("the prompt is empty")
+        for label, value in (("width", self.width), ("height", self.height)):
+            if not isinstance(value, int) or not MIN_SIZE <= value <= MAX_SIZE:
+                problems.append(f"{label} must be between {MIN_SIZE} and {MAX_SIZE} pixels (got {value})")
+            elif value % 8:
+                problems.append(f"{label} must be a multiple of 8 (got {value}; try {round(value / 8) * 8})")
+        if not isinstance(self.steps, int) or not 1 <= self.steps <= 150:
+            problems.append(f"steps must be between 1 and 150 (got {self.steps})")
+        if not 0.0 <= self.guidance <= 30.0:
+            problems.append(f"guidance (CFG scale) must be between 0 and 30 (got {self.guidance})")
+        if self.scheduler not in SCHEDULER_NAMES:
+            problems.append(f"unknown sampler {self.scheduler!r}; choose one of: {', '.join(SCHEDULER_NAMES)}")
+        if self.seed is not None and (not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED):
+            problems.append(f"seed must be between 0 and {MAX_SEED} (got {self.seed})")
+        if not isinstance(self.batch_count, int) or not 1 <= self.batch_count <= MAX_BATCH:
+            problems.append(f"batch count must be between 1 and {MAX_BATCH} (got {self.batch_count})")
+        if not isinstance(self.preview_every, int) or self.preview_every < 0:
+            problems.append("preview interval must be 0 (off) or a number of steps")
+        if self.init_image is not None:
+            if not 0.0 < self.strength <= 1.0:
+                problems.append(f"strength must be above 0 and at most 1 (got {self.strength})")
+            elif isinstance(self.steps, int) and 1 <= self.steps and int(self.steps * self.strength) < 1:
+                problems.append(
+                    f"with strength {self.strength} and {self.steps} steps no denoising step would run "
+                    f"(img2img runs steps × strength steps); raise the steps or the strength"
+                )
+        return problems
+
+    @property
+    def denoising_steps(self) -> int:
+        """The UNet steps one image really takes (img2img skips the first part of the schedule)."""
+        if self.init_image is None:
+            return self.steps
+        return min(int(self.steps * self.strength), self.steps)
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    png: bytes  # with the parameters in its metadata (see png_meta)
+    seed: int
+    width: int
+    height: int
+    parameters: str  # AUTOMATIC1111-style "parameters" text, as written into the PNG
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    images: tuple[GeneratedImage, ...]  # empty when cancelled: a cancelled run never passes as finished
+    request: ImageRequest
+    backend: str  # "torch" or "onnx"
+    device: str  # "cpu", "cuda", "mps", or the ONNX Runtime provider's short name
+    dtype: str  # "fp32", "bf16" (CPU autocast), "fp16"
+    model_name: str
+    seconds: float
+    seconds_per_step: float  # steady-state UNet step time (first step excluded when there are more)
+    cancelled: bool
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return tuple(image.seed for image in self.images)
+
+
+@dataclass(frozen=True)
+class ImageModelInfo:
+    """What a loaded image model turned out to be, and how it runs."""
+
+    path: str
+    name: str
+    pipeline_class: str
+    backend: str
+    device: str
+    dtype: str
+    native_size: int  # the resolution it was trained at (512 for SD 1.x, 1024 for SDXL)
+    schedulers: tuple[str, ...]  # the samplers this model can use
+
+
+# ---- events -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    step: int  # 1-based, within the current image
+    total: int  # denoising steps of the current image
+    image_index: int  # 0-based
+    batch_count: int
+    eta_s: float | None  # seconds left for the whole batch, once a step has been timed
+
+
+@dataclass(frozen=True)
+class PreviewEvent:
+    step: int
+    png: bytes  # a small PNG (latent resolution) approximating the image so far
+    image_index: int = 0
