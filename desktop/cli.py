@@ -60,6 +60,14 @@ def main(argv: list[str] | None = None) -> int:
         from desktop.app import run_gui
 
         return run_gui()
+    if argv == ["--selftest"]:
+        try:
+            from desktop.commands.selftest import run_selftest
+
+            return run_selftest()
+        except CliError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return exc.code
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -106,3 +106,10 @@ def test_doctor_json_matches_the_os():
 def test_doctor_text():
     run = atelier("doctor")
     assert run.returncode == 0 and "CPU:" in run.stdout and "llama.cpp" in run.stdout
+
+
+def test_selftest_loads_the_demo_model_and_generates():
+    run = atelier("--selftest")
+    assert run.returncode == 0, run.stderr
+    data = json.loads(run.stdout)
+    assert data["selftest"] == "ok" and data["completion_tokens"] >= 1
