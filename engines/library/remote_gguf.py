@@ -68,7 +68,7 @@ def read_remote_gguf_header(
             try:
                 return read_gguf_header_from_bytes(reader.data, reader.total, max_header_bytes=max_bytes)
             except GGUFNeedMoreData as exc:
-                have = len(reader.data)
+                have = len(reader.buffer)
                 want = min(max(exc.needed_bytes, 2 * have), max_bytes)
                 if reader.total is not None:
                     want = min(want, reader.total)
