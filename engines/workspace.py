@@ -36,4 +36,9 @@ def open_workspace(paths: AppPaths | None = None) -> Workspace:
     paths = paths or app_paths()
     models = InstalledModels(paths.data / "models.json")
     register_demo(models, paths.models)
-    return Workspace(paths=paths, settings=load_settings(paths.settings_file), models=models)
+    settings = load_settings(paths.settings_file)
+    if settings.offline:
+        from engines.library.network import set_offline
+
+        set_offline(True)  # the Settings switch; ATELIER_OFFLINE=1 works without it
+    return Workspace(paths=paths, settings=settings, models=models)

@@ -4,8 +4,21 @@ from __future__ import annotations
 
 from PySide6.QtCore import QUrl, Signal
 from PySide6.QtGui import QDesktopServices
-from PySide6.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
+from engines.errors import EngineError
+from engines.library.network import network_allowed, set_hf_token, set_offline
 from engines.workspace import Workspace
 
 _THEMES = [("Follow the system", "system"), ("Light", "light"), ("Dark", "dark")]
@@ -54,6 +67,27 @@ class SettingsPage(QWidget):
         chat_form.addRow("When a chat outgrows the context", self.overflow)
         layout.addWidget(chat)
 
+        network = QGroupBox("Network and privacy")
+        network_form = QFormLayout(network)
+        self.offline = QCheckBox("Offline mode: Atelier opens no network connection at all")
+        self.offline.setChecked(workspace.settings.offline or network_allowed() is False)
+        self.offline.toggled.connect(self._offline_changed)
+        network_form.addRow(self.offline)
+        token_row = QHBoxLayout()
+        self.token = QLineEdit()
+        self.token.setEchoMode(QLineEdit.Password)
+        self.token.setPlaceholderText("hf_…  (only for gated models; kept in the system keyring)")
+        save_token = QPushButton("Save token")
+        save_token.clicked.connect(self._save_token)
+        token_row.addWidget(self.token, 1)
+        token_row.addWidget(save_token)
+        network_form.addRow("Hugging Face token", token_row)
+        self.network_note = QLabel("")
+        self.network_note.setObjectName("Muted")
+        self.network_note.setWordWrap(True)
+        network_form.addRow(self.network_note)
+        layout.addWidget(network)
+
         files = QGroupBox("Files")
         files_form = QFormLayout(files)
         paths = workspace.paths
@@ -73,6 +107,21 @@ class SettingsPage(QWidget):
         self.workspace.settings.theme = self.theme.currentData()
         self.workspace.save_settings()
         self.theme_changed.emit(self.workspace.settings.theme)
+
+    def _offline_changed(self, offline: bool) -> None:
+        self.workspace.settings.offline = offline
+        self.workspace.save_settings()
+        set_offline(offline)
+        self.network_note.setText("Offline: catalog downloads and Hub search are off." if offline else "")
+
+    def _save_token(self) -> None:
+        try:
+            set_hf_token(self.token.text())
+        except EngineError as exc:
+            self.network_note.setText(exc.message)
+            return
+        self.token.clear()
+        self.network_note.setText("Token saved in the system keyring (an empty field forgets it).")
 
     def _overflow_changed(self) -> None:
         self.workspace.settings.overflow_policy = self.overflow.currentData()
