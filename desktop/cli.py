@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     from desktop.commands.library import add_parser as add_models_parser
 
     add_models_parser(sub)
+    from desktop.commands.image import add_parsers as add_image_parsers
+
+    add_image_parsers(sub)
 
     doctor = sub.add_parser("doctor", help="describe this machine and the engines available")
     doctor.add_argument("--json", action="store_true")
@@ -79,6 +82,14 @@ def main(argv: list[str] | None = None) -> int:
             from desktop.commands.library import run_models
 
             return run_models(args)
+        if args.command == "image":
+            from desktop.commands.image import run_image
+
+            return run_image(args)
+        if args.command == "convert":
+            from desktop.commands.image import run_convert
+
+            return run_convert(args)
         if args.command == "doctor":
             from desktop.commands.doctor import run_doctor
 
