@@ -15,8 +15,9 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile packaging/llama/build_wheel.sh
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip wheel
+	$(BIN)/python -m pip install --quiet torch==2.13.0
 	packaging/llama/build_wheel.sh $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[llama,demo,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[llama,demo,images,dev]"
 	@touch $(STAMP)
 
 run: setup
