@@ -81,9 +81,11 @@ class BrokenPlugin:
 
 
 def _builtin_plugins() -> list[EnginePlugin]:
+    from engines.diffusion.plugin import ONNX_PLUGIN as onnx
+    from engines.diffusion.plugin import PLUGIN as diffusers
     from engines.llama.plugin import PLUGIN as llama
 
-    return [llama]
+    return [llama, diffusers, onnx]
 
 
 def discover() -> dict[str, EnginePlugin | BrokenPlugin]:

@@ -82,7 +82,7 @@ def run_doctor(args) -> int:
     lines.append("Engines:")
     for engine in report["engines"]:
         status = f"available ({engine['version']})" if engine["available"] else f"unavailable: {engine['reason']}"
-        lines.append(f"  {engine['display_name']:<12} {engine['kind']:<6} {status}")
+        lines.append(f"  {engine['display_name']:<40} {engine['kind']:<6} {status}")
     acc = report["accelerators"]
     torch_info = acc["torch"]
     if torch_info["installed"]:
