@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
 
 from desktop.pages.chat_controller import ChatController
 from desktop.pages.chat_page import ChatPage
+from desktop.pages.images_page import ImagesPage
 from desktop.pages.placeholder_page import PlaceholderPage
 from desktop.pages.settings_page import SettingsPage
 from engines.workspace import Workspace
@@ -67,11 +68,7 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.stack, 1)
         self.chat_controller = controller or ChatController(workspace)
         self.chat_page = ChatPage(self.chat_controller)
-        self.images_page = PlaceholderPage(
-            "Images — coming soon",
-            "Text-to-image and image-to-image with Stable Diffusion, on PyTorch or ONNX Runtime, "
-            "running entirely on this computer.",
-        )
+        self.images_page = ImagesPage(workspace)
         self.models_page = PlaceholderPage(
             "Models — coming soon",
             "Browse a curated catalog, see whether each model fits this machine before downloading, "
@@ -103,4 +100,5 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:  # noqa: N802
         self.chat_controller.shutdown()
+        self.images_page.shutdown()
         super().closeEvent(event)

@@ -1,0 +1,34 @@
+"""The words the Images page shows while and after a run (no Qt here)."""
+
+from __future__ import annotations
+
+BACKEND_NAMES = {"torch": "PyTorch", "onnx": "ONNX Runtime"}
+
+
+def format_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s left"
+    return f"{seconds // 60} min {seconds % 60:02d} s left"
+
+
+def format_step(event) -> str:
+    """ "Step 7/20 · image 1/2 · 12 s left" for a StepEvent (the image part only for a batch)."""
+    parts = [f"Step {event.step}/{event.total}"]
+    if event.batch_count > 1:
+        parts.append(f"image {event.image_index + 1}/{event.batch_count}")
+    if event.eta_s is not None and event.step > 1:
+        parts.append(format_eta(event.eta_s))
+    return " · ".join(parts)
+
+
+def crash_message(message: str) -> str:
+    """The banner after the engine process died (its own message names the reason)."""
+    text = message.strip()
+    if text.startswith("The engine stopped"):
+        text = "The image engine stopped" + text[len("The engine stopped"):]
+    elif not text.startswith("The image engine"):
+        text = f"The image engine stopped unexpectedly: {text}"
+    return f"{text} Your images so far are saved. Press Generate to start the engine again."

@@ -1,0 +1,456 @@
+"""The Images page: controls on the left, the image in the middle, the gallery below it.
+
+Layout, wiring and run state only. The image engine runs in an engine-host
+child process driven by :class:`desktop.workers.image_worker.ImageWorker`
+on its own thread; this page never imports torch, diffusers or ONNX
+Runtime. Every finished image is saved by the worker before the page hears
+of it, so the gallery is the record of everything made.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QThread, QUrl, Signal
+from PySide6.QtGui import QDesktopServices, QGuiApplication, QImage, QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QProgressBar,
+    QSplitter,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.pages.images.controls import ImageControls, settings_from_entry
+from desktop.pages.images.engine_panel import EngineMissingPanel
+from desktop.pages.images.gallery_view import GalleryView
+from desktop.pages.images.image_view import ImageView
+from desktop.pages.images.status import BACKEND_NAMES, crash_message, format_step
+from desktop.workers.image_worker import CANCELLED, ENGINE_NAME, ImageWorker, open_gallery
+from engines.errors import EngineError, ErrorKind
+from engines.workspace import Workspace
+
+EMPTY_VIEW_TEXT = "Write a prompt and press Generate.\nYour image appears here as it forms."
+
+
+def image_engine_availability():
+    """Whether the "diffusers" image engine can run here, found without importing it."""
+    from engines.registry import Availability, discover
+
+    try:
+        plugin = discover().get(ENGINE_NAME)
+    except Exception as exc:  # a broken environment must not break the page
+        return Availability(False, f"the engine list could not be read ({exc}).")
+    if plugin is None:
+        return Availability(False, "this installation has no image engine (the 'diffusers' engine is not registered).")
+    return plugin.availability()
+
+
+class ImagesPage(QWidget):
+    _run = Signal(str, object, object)
+    _unload = Signal()
+
+    def __init__(self, workspace: Workspace, worker: ImageWorker | None = None, parent=None) -> None:
+        super().__init__(parent)
+        self.workspace = workspace
+        self.gallery = open_gallery(workspace)
+        self.running = False
+        self.engine_available = True
+        self.engine_reason = ""
+        self._shown_id = ""  # the gallery image in the view ("" for none)
+        self._run_saved: list = []  # GalleryImages of the current run
+        self._started = 0.0
+        self._closed = False
+        self._build()
+        self.worker = worker or ImageWorker(workspace)
+        self._thread = QThread()
+        self._thread.setObjectName("image-worker")
+        self.worker.moveToThread(self._thread)
+        self._wire()
+        self._thread.start()
+        self.refresh_models()
+        self.refresh_gallery()
+        self.check_engine()
+
+    # ---- layout ----------------------------------------------------------
+
+    def _build(self) -> None:
+        splitter = QSplitter(Qt.Horizontal)
+        splitter.setChildrenCollapsible(False)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(splitter)
+
+        self.controls = ImageControls()
+        splitter.addWidget(self.controls)
+
+        center = QWidget()
+        col = QVBoxLayout(center)
+        col.setContentsMargins(16, 12, 16, 12)
+        col.setSpacing(8)
+        self.title = QLabel("Images")
+        self.title.setObjectName("PageTitle")
+        col.addWidget(self.title)
+        self.banner = QLabel()
+        self.banner.setObjectName("Banner")
+        self.banner.setWordWrap(True)
+        self.banner.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.banner.hide()
+        col.addWidget(self.banner)
+
+        self.stack = QStackedWidget()
+        self.view = ImageView()
+        self.view.show_message(EMPTY_VIEW_TEXT)
+        self.stack.addWidget(self.view)
+        self.engine_panel = EngineMissingPanel()
+        self.engine_message = self.engine_panel.message
+        self.stack.addWidget(self.engine_panel)
+        col.addWidget(self.stack, 1)
+
+        self.progress = QProgressBar()
+        self.progress.setTextVisible(False)
+        self.progress.setFixedHeight(6)
+        self.progress.hide()
+        col.addWidget(self.progress)
+        info_row = QHBoxLayout()
+        self.status_line = QLabel()
+        self.status_line.setObjectName("StatusLine")
+        self.seed_line = QLabel()
+        self.seed_line.setObjectName("SeedLine")
+        self.seed_line.setTextInteractionFlags(Qt.TextSelectableByMouse | Qt.TextSelectableByKeyboard)
+        self.seed_line.setToolTip("Select the seed to copy it; “Use these settings again” restores it.")
+        info_row.addWidget(self.status_line, 1)
+        info_row.addWidget(self.seed_line)
+        col.addLayout(info_row)
+
+        self.gallery_view = GalleryView()
+        col.addWidget(self.gallery_view)
+        splitter.addWidget(center)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([340, 760])
+
+    def _wire(self) -> None:
+        c, w, g = self.controls, self.worker, self.gallery_view
+        c.generate_requested.connect(self.generate)
+        c.cancel_requested.connect(self.cancel)
+        c.add_model_requested.connect(self._choose_model_folder)
+        c.unload_requested.connect(self.unload)
+        c.init_group.problem.connect(self._show_banner)
+        self._run.connect(w.run)
+        self._unload.connect(w.unload)
+        w.loading.connect(self._on_loading)
+        w.loaded.connect(self._on_loaded)
+        w.step.connect(self._on_step)
+        w.preview.connect(self._on_preview)
+        w.saved.connect(self._on_saved)
+        w.finished.connect(self._on_finished)
+        w.failed.connect(self._on_failed)
+        w.unloaded.connect(lambda: self.status_line.setText("Image model unloaded; its memory was given back."))
+        g.selected.connect(self.show_image)
+        g.open_requested.connect(self.open_image)
+        g.copy_requested.connect(self.copy_image)
+        g.reveal_requested.connect(self.reveal_image)
+        g.delete_requested.connect(self.delete_image)
+        g.reuse_requested.connect(self.reuse_settings)
+        for keys in ("Ctrl+Return", "Ctrl+Enter"):
+            QShortcut(QKeySequence(keys), self, activated=self.generate)
+
+    # ---- engine and models ----------------------------------------------
+
+    def check_engine(self) -> bool:
+        state = image_engine_availability()
+        if state.available:
+            self.show_engine_ready()
+        else:
+            self.show_engine_missing(state.reason)
+        return state.available
+
+    def show_engine_missing(self, reason: str) -> None:
+        """The engine cannot run here: say why and disable Generate (the gallery keeps working)."""
+        self.engine_available = False
+        self.engine_reason = reason
+        self.engine_panel.set_reason(reason)
+        self.stack.setCurrentWidget(self.engine_panel)
+        self.controls.set_running(self.running, can_generate=False)
+        self.controls.generate_button.setToolTip(f"The image engine is not installed: {reason}")
+
+    def show_engine_ready(self) -> None:
+        self.engine_available = True
+        self.engine_reason = ""
+        self.stack.setCurrentWidget(self.view)
+        self.controls.set_running(self.running, can_generate=True)
+        self.controls.generate_button.setToolTip("Make the image (Ctrl+Enter)")
+
+    def refresh_models(self, selected_id: str | None = None) -> None:
+        self.controls.set_models(self.workspace.models.all(), selected_id)
+
+    def _choose_model_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Add an image model folder (diffusers or ONNX)", str(Path.home()))
+        if path:
+            self.add_model_folder(path)
+
+    def add_model_folder(self, path: str):
+        """Register a diffusers or ONNX folder as an installed model; None (and a banner) when it is not one."""
+        from engines.diffusion.model_folder import inspect_model_folder  # no torch at import
+        from engines.library.installed import InstalledModel
+
+        try:
+            folder = inspect_model_folder(path)
+        except EngineError as exc:
+            self._show_banner(f"Could not add that folder: {exc.message}")
+            return None
+        models = self.workspace.models
+        model = models.find_by_path(folder.path)
+        if model is None:
+            size = sum(f.stat().st_size for f in folder.path.rglob("*") if f.is_file())
+            family = "SDXL" if folder.family == "sdxl" else "Stable Diffusion"
+            model = models.add(InstalledModel(
+                id=models.unique_id("import", folder.name), name=folder.name, path=str(folder.path), size_bytes=size,
+                engine=ENGINE_NAME, format=folder.kind, source="import",
+                description=f"{family} ({'ONNX' if folder.kind == 'onnx' else 'diffusers'}), added from a folder",
+            ))
+        self.refresh_models(model.id)
+        self._show_banner("")
+        self.status_line.setText(f"Added {model.name}.")
+        return model
+
+    # ---- running ---------------------------------------------------------
+
+    def generate(self) -> bool:
+        """Validate the controls and start a run; problems are shown inline and nothing runs."""
+        if self.running or not self.engine_available:
+            return False
+        problems = self.controls.problems()
+        self.controls.show_problems(problems)
+        if problems:
+            return False
+        model = self.controls.current_model()
+        spec = self.controls.load_spec()
+        request = self.controls.request()
+        self.running = True
+        self._run_saved = []
+        self._started = time.monotonic()
+        self._show_banner("")
+        self.controls.set_running(True)
+        self.progress.setRange(0, 0)  # busy until the first step
+        self.progress.show()
+        self.seed_line.setText("")
+        loaded = getattr(self.worker.host, "model_info", None)
+        fresh = loaded is None or str(getattr(loaded, "path", "")) != spec.model_path
+        self.status_line.setText(f"Loading {model.name}…" if fresh else "Starting…")
+        self.worker.model_id = model.id
+        self._run.emit(model.path, spec, request)
+        return True
+
+    def cancel(self) -> None:
+        if self.running:
+            self.worker.cancel()
+            self.status_line.setText("Cancelling…")
+            self.controls.cancel_button.setEnabled(False)
+
+    def unload(self) -> None:
+        if not self.running:
+            self._unload.emit()
+
+    def _on_loading(self, message: str) -> None:
+        if self.running:
+            self.status_line.setText(message)
+
+    def _on_loaded(self, info) -> None:
+        self.controls.set_native_size(getattr(info, "native_size", None))
+
+    def _on_step(self, event) -> None:
+        if not self.running:
+            return
+        total = max(event.total, 1) * max(event.batch_count, 1)
+        self.progress.setRange(0, total)
+        self.progress.setValue(event.image_index * event.total + event.step)
+        self.status_line.setText(format_step(event))
+
+    def _on_preview(self, png: bytes) -> None:
+        if self.running:
+            self.view.show_png(png, kind="preview")
+
+    def _on_saved(self, entry) -> None:
+        self._run_saved.append(entry)
+        self.gallery_view.add_entry(entry, select=len(self._run_saved) == 1)
+        if len(self._run_saved) == 1:
+            self._display(entry)
+
+    def _on_finished(self, result) -> None:
+        self._end_run()
+        count = len(result.images)
+        backend = BACKEND_NAMES.get(result.backend, result.backend)
+        made = f"Made {count} images" if count != 1 else "Made 1 image"
+        self.status_line.setText(f"{made} in {result.seconds:.1f} s · {backend} · {result.device} · {result.dtype}")
+        if self._run_saved:
+            first = self._run_saved[0]
+            seeds = f"Seed {first.seed}" if count == 1 else f"Seed {first.seed} (batch {result.seeds[0]}–{result.seeds[-1]})"
+            self.seed_line.setText(f"{seeds}  ·  {result.seconds_per_step:.2f} s/step")
+
+    def _on_failed(self, kind: str, message: str) -> None:
+        self._end_run()
+        self._restore_view()
+        if kind == CANCELLED:
+            self.status_line.setText("Cancelled")
+            return
+        self.status_line.setText("")
+        if kind == ErrorKind.CRASHED:
+            self._show_banner(crash_message(message))
+        else:
+            self._show_banner(message)
+
+    def _end_run(self) -> None:
+        self.running = False
+        self.progress.hide()
+        self.controls.set_running(False, can_generate=self.engine_available)
+
+    def _restore_view(self) -> None:
+        if self.view.kind == "preview" or not self._shown_id:
+            entry = self.gallery.get(self._shown_id) if self._shown_id else None
+            if entry is not None:
+                self._display(entry)
+            else:
+                self.view.show_message(EMPTY_VIEW_TEXT)
+
+    # ---- gallery ---------------------------------------------------------
+
+    def refresh_gallery(self) -> None:
+        self.gallery_view.set_entries(self.gallery.list())
+
+    def show_image(self, image_id: str) -> None:
+        entry = self.gallery.get(image_id) if image_id else None
+        if entry is not None and not self.running:
+            self._display(entry)
+            made = time.strftime("%d %b %Y, %H:%M", time.localtime(entry.created_at))
+            backend = BACKEND_NAMES.get(entry.backend, entry.backend)
+            self.status_line.setText(f"{entry.model} · {backend} · made {made}")
+
+    def _display(self, entry) -> None:
+        self._shown_id = entry.id
+        self.view.show_file(entry.path)
+        guidance = f"{entry.guidance:g}"
+        self.seed_line.setText(f"Seed {entry.seed}  ·  {entry.width}×{entry.height} · {entry.steps} steps · "
+                               f"{entry.scheduler} · CFG {guidance}")
+
+    def reuse_settings(self, image_id: str) -> list[str]:
+        """Put an image's prompt, seed (fixed) and settings back into the controls."""
+        entry = self.gallery.get(image_id)
+        if entry is None:
+            return []
+        settings = settings_from_entry(entry)
+        model = self._installed_model_for(settings)
+        notes = self.controls.apply_settings(settings, model.id if model else None)
+        if model is None:
+            notes.insert(0, f"the model {settings.get('model') or 'it used'} is not installed, so the current one stays")
+        self.controls.show_problems([])
+        if notes:
+            self._show_banner("Settings restored, but " + "; ".join(notes) + ".")
+        else:
+            self._show_banner("")
+        self.status_line.setText(f"Settings of the image with seed {entry.seed} restored.")
+        return notes
+
+    def _installed_model_for(self, settings: dict):
+        models = [m for m in self.workspace.models.all() if m.format in ("diffusers", "onnx")]
+        for match in (lambda m: m.id == settings.get("model_id"),
+                      lambda m: settings.get("model_path") and Path(m.path) == Path(settings["model_path"]),
+                      lambda m: settings.get("model") in (m.name, Path(m.path).name)):
+            found = next((m for m in models if match(m)), None)
+            if found is not None:
+                return found
+        return None
+
+    def delete_image(self, image_id: str, confirm: bool = True) -> bool:
+        entry = self.gallery.get(image_id)
+        if entry is None:
+            return False
+        if confirm:
+            answer = QMessageBox.question(
+                self, "Delete image",
+                f"Delete this image (seed {entry.seed}) from the gallery and from the disk?\n\n{entry.path}",
+                QMessageBox.Yes | QMessageBox.No, QMessageBox.No,
+            )
+            if answer != QMessageBox.Yes:
+                return False
+        try:
+            self.gallery.delete(image_id)
+        except OSError as exc:
+            self._show_banner(f"Could not delete {entry.path}: {exc.strerror or exc}")
+            return False
+        self.gallery_view.remove(image_id)
+        if self._shown_id == image_id:
+            self._shown_id = ""
+            self.seed_line.setText("")
+            if not self.running:
+                self.view.show_message(EMPTY_VIEW_TEXT)
+        self.status_line.setText("Image deleted.")
+        return True
+
+    def open_image(self, image_id: str) -> None:
+        entry = self.gallery.get(image_id)
+        if entry is not None and self._exists(entry):
+            QDesktopServices.openUrl(QUrl.fromLocalFile(entry.path))
+
+    def copy_image(self, image_id: str) -> bool:
+        entry = self.gallery.get(image_id)
+        if entry is None or not self._exists(entry):
+            return False
+        image = QImage(entry.path)
+        if image.isNull():
+            self._show_banner(f"Could not read {entry.path}.")
+            return False
+        QGuiApplication.clipboard().setImage(image)
+        self.status_line.setText("Image copied to the clipboard.")
+        return True
+
+    def reveal_image(self, image_id: str) -> None:
+        entry = self.gallery.get(image_id)
+        if entry is None or not self._exists(entry):
+            return
+        try:
+            if sys.platform == "darwin":
+                subprocess.Popen(["open", "-R", entry.path])
+                return
+            if sys.platform == "win32":
+                subprocess.Popen(["explorer", "/select,", entry.path])
+                return
+        except OSError:
+            pass
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(Path(entry.path).parent)))
+
+    def _exists(self, entry) -> bool:
+        if entry.exists:
+            return True
+        self._show_banner(f"The image file is missing: {entry.path}. Delete it from the gallery to tidy up.")
+        return False
+
+    # ---- misc ------------------------------------------------------------
+
+    def _show_banner(self, text: str) -> None:
+        self.banner.setText(text)
+        self.banner.setVisible(bool(text))
+
+    def showEvent(self, event) -> None:  # noqa: N802
+        super().showEvent(event)
+        if not self.running:
+            self.refresh_models()  # the Models page may have added one
+
+    def shutdown(self) -> None:
+        """Stop any run, the worker thread and the engine process. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.running:
+            self.worker.cancel()
+        self._thread.quit()
+        self._thread.wait(15000)
+        self.worker.shutdown()  # the thread is done: safe to call directly
+        self.gallery.close()

@@ -1,0 +1,173 @@
+"""Runs image generations on a worker thread and saves every image at once.
+
+The worker owns the image engine host (torch, diffusers and ONNX Runtime
+live only in that child process) and lives in its own QThread; it talks to
+the GUI only through queued signals. Stop is not a signal (a queued signal
+would wait behind the busy generation loop): the GUI calls
+:meth:`ImageWorker.cancel`, which sets the engine host's shared flag.
+
+Each finished image is written to the gallery here, in the worker thread,
+the moment the result arrives and before the GUI hears of it, so an image
+is never lost because the window closed or crashed. Live previews are
+thinned to about ten a second so painting never falls behind a fast GPU.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Signal, Slot
+
+from engines.api import FinishedEvent, ProgressEvent
+from engines.diffusion.types import ImageLoadSpec, ImageRequest, PreviewEvent, StepEvent
+from engines.errors import EngineCrashed, EngineError, ErrorKind
+from engines.images.gallery import Gallery
+
+ENGINE_NAME = "diffusers"
+PREVIEW_INTERVAL_S = 0.1  # at most ~10 previews a second reach the GUI
+CANCELLED = "cancelled"  # the ``kind`` of failed() when the user stopped the run
+SAVE_FAILED = "save_failed"  # the ``kind`` of failed() when an image could not be written
+
+
+def open_gallery(workspace) -> Gallery:
+    """The gallery of ``workspace``: PNGs under ``<data>/images``, rows in the app database."""
+    return Gallery(workspace.paths.database, workspace.paths.data / "images")
+
+
+def request_record(request: ImageRequest, spec: ImageLoadSpec | None = None, model_id: str | None = None) -> dict:
+    """The request as JSON data for the gallery (the init image itself is not stored).
+
+    Besides the request fields it records which model folder and backend
+    choice produced the image, so "use these settings again" can restore them.
+    """
+    data = asdict(request)
+    data.pop("init_image", None)
+    data["img2img"] = request.init_image is not None
+    if spec is not None:
+        data["model_path"] = spec.model_path
+        data["backend_choice"] = spec.backend
+    if model_id:
+        data["model_id"] = model_id
+    return data
+
+
+class ImageWorker(QObject):
+    loading = Signal(str)  # a status line while the model loads
+    loaded = Signal(object)  # ImageModelInfo, once the model is ready
+    step = Signal(object)  # StepEvent
+    preview = Signal(bytes)  # a small PNG of the image so far
+    saved = Signal(object)  # GalleryImage, already on disk and in the database
+    finished = Signal(object)  # ImageResult of a completed (not cancelled) run
+    failed = Signal(str, str)  # kind (ErrorKind value, CANCELLED or SAVE_FAILED), message for the user
+    unloaded = Signal()
+
+    def __init__(self, workspace, host=None, gallery_factory=None) -> None:
+        super().__init__()
+        if host is None:
+            from engines.host import EngineHost
+
+            host = EngineHost(workspace.engine_log("image"), role="image")
+        self._workspace = workspace
+        self._host = host
+        self._gallery_factory = gallery_factory or (lambda: open_gallery(workspace))
+        self._gallery: Gallery | None = None
+        self._cancelled = threading.Event()
+        self.model_id: str | None = None  # set by the page: the installed model's id, stored with each image
+
+    @property
+    def host(self):
+        return self._host
+
+    def cancel(self) -> None:
+        """Called from the GUI thread: sets the flag the engine checks at every step."""
+        self._cancelled.set()
+        self._host.cancel()
+
+    @Slot(str, object, object)
+    def run(self, model_path: str, spec: ImageLoadSpec, request: ImageRequest) -> None:
+        """Load ``model_path`` (if it is not loaded already), make the images and save them."""
+        self._cancelled.clear()
+        if not spec.model_path:
+            spec = ImageLoadSpec(model_path, spec.backend, spec.device, spec.dtype)
+        try:
+            result = self._generate(model_path, spec, request)
+        except EngineCrashed as exc:
+            self.failed.emit(ErrorKind.CRASHED, exc.message)
+            return
+        except EngineError as exc:
+            self.failed.emit(exc.kind, exc.message)
+            return
+        except Exception as exc:  # a bug: say so in words, never a traceback
+            self.failed.emit(ErrorKind.INTERNAL, f"The image run failed unexpectedly ({type(exc).__name__}: {exc}).")
+            return
+        if result is None and not self._cancelled.is_set():
+            self.failed.emit(ErrorKind.INTERNAL, "The image engine ended the run without a result.")
+            return
+        if result is None or result.cancelled:
+            self.failed.emit(CANCELLED, "Cancelled")
+            return
+        try:
+            self._save(result, spec)
+        except Exception as exc:  # disk full, folder not writable, database locked...
+            detail = getattr(exc, "strerror", None) or str(exc)
+            self.failed.emit(SAVE_FAILED, f"The image could not be saved to {self._images_dir()}: {detail}")
+            return
+        self.finished.emit(result)
+
+    def _generate(self, model_path: str, spec: ImageLoadSpec, request: ImageRequest):
+        info = getattr(self._host, "model_info", None)
+        if info is None or str(getattr(info, "path", "")) != str(spec.model_path):
+            self.loading.emit(f"Loading {Path(model_path).name}…")
+
+        def on_load_event(event) -> None:
+            if isinstance(event, ProgressEvent):
+                self.loading.emit(event.message)
+
+        info = self._host.load(ENGINE_NAME, spec, on_load_event)
+        self.loaded.emit(info)
+        if self._cancelled.is_set():
+            return None
+        last_preview = 0.0
+        result = None
+        for event in self._host.generate(request):
+            if self._cancelled.is_set():
+                self._host.cancel()  # a cancel that came before generate() reset the host's flag
+            if isinstance(event, StepEvent):
+                self.step.emit(event)
+            elif isinstance(event, PreviewEvent):
+                now = time.monotonic()
+                if now - last_preview >= PREVIEW_INTERVAL_S:
+                    last_preview = now
+                    self.preview.emit(event.png)
+            elif isinstance(event, FinishedEvent):
+                result = event.result
+        return result
+
+    def _save(self, result, spec: ImageLoadSpec) -> None:
+        if self._gallery is None:
+            self._gallery = self._gallery_factory()  # SQLite connection opened in this thread
+        record = request_record(result.request, spec, self.model_id)
+        for image in result.images:
+            entry = self._gallery.save(image.png, record, seed=image.seed, width=image.width, height=image.height,
+                                       model=result.model_name, backend=result.backend)
+            self.saved.emit(entry)
+
+    def _images_dir(self) -> Path:
+        return self._workspace.paths.data / "images"
+
+    @Slot()
+    def unload(self) -> None:
+        """Stop the engine process: this gives the model's memory back in full."""
+        self._host.close()
+        self.unloaded.emit()
+
+    @Slot()
+    def shutdown(self) -> None:
+        self._cancelled.set()
+        self._host.close()
+        if self._gallery is not None:
+            self._gallery.close()
+            self._gallery = None
