@@ -18,6 +18,7 @@ if str(ROOT) not in sys.path:
 import pytest  # noqa: E402
 
 from tests.fixtures.gemma import gemma_path  # noqa: E402,F401  (session fixture)
+from tests.fixtures.http_server import http_server  # noqa: E402,F401  (a real server on 127.0.0.1)
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ import sys
 
 from pathlib import Path
 
-from tests.fixtures.http_server import http_server, sha256  # noqa: F401
+from tests.fixtures.http_server import sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,10 +19,10 @@ from engines.library import network
 from engines.library.download import FileSpec
 from engines.library.download.queue import DownloadQueue
 from engines.library.network import OfflineError
-from tests.fixtures.http_server import http_server, sha256  # noqa: F401  (fixture)
+from tests.fixtures.http_server import sha256
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = {"stall_timeout": 0.5, "backoff": (0.01,), "max_attempts": 3}
+FAST = {"stall_timeout": 10, "backoff": (0.01,), "max_attempts": 3}  # stalls have their own test
 
 
 def blob(size: int, seed: int = 1) -> bytes:
@@ -115,8 +115,8 @@ def test_pause_keeps_the_part_and_resume_continues_from_it(http_server, queues):
     part = part_of(queues.models, job.id, "m.gguf")
     assert http_server.wait_for(lambda: part.exists() and part.stat().st_size == 600_000)
     assert queue.pause(job.id).state == "paused"
+    assert http_server.wait_for(lambda: not queue._runs)  # the worker let go at once, though the server holds
     hold.release.set()
-    assert http_server.wait_for(lambda: not queue._runs)  # the worker let go of the part
     assert part.stat().st_size == 600_000 and queue.get(job.id).state == "paused"
 
     queue.resume(job.id)
@@ -135,8 +135,8 @@ def test_cancel_deletes_the_partial_files_and_retry_starts_over(http_server, que
     part = part_of(queues.models, job.id, "m.gguf")
     assert http_server.wait_for(lambda: part.exists() and part.stat().st_size == 300_000)
     assert queue.cancel(job.id).state == "cancelled"
-    hold.release.set()
     assert http_server.wait_for(lambda: not part.parent.exists())
+    hold.release.set()
     assert not (queues.models / "m.gguf").exists()
     with pytest.raises(EngineError):
         queue.remove(queue.add("hf/other", "Other", [spec], "other.gguf").id)  # still queued: cannot remove
@@ -247,6 +247,7 @@ time.sleep(120)
 """
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 def test_a_download_killed_with_sigkill_resumes_in_a_new_queue(http_server, queues, tmp_path):
     data = blob(3_000_000)
     spec = serve(http_server, "/big.gguf", data)

@@ -9,7 +9,7 @@ from engines.library.catalog import load_catalog
 from engines.library.hardware import CpuInfo, HardwareReport, MemoryInfo
 from engines.library.service import ModelLibrary
 from engines.workspace import open_workspace
-from tests.fixtures.http_server import http_server, sha256  # noqa: F401
+from tests.fixtures.http_server import sha256
 
 
 def tiny_catalog(tmp_path, gguf_bytes: bytes, size: int | None = None) -> object:

@@ -10,12 +10,16 @@ retries: the downloader retries itself, resuming from what is on disk).
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
+import re
+import socket
 import threading
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from engines.errors import EngineError, ErrorKind
@@ -31,6 +35,13 @@ USER_AGENT = "Atelier/0.1"
 MAX_REDIRECTS = 10  # the Hub redirects once or twice (resolve → CDN); ten means a loop
 KEYRING_SERVICE = "atelier"
 KEYRING_USER = "huggingface"
+
+# What a dropped, reset or stalled connection raises, while connecting or mid-body.
+CONNECTION_ERRORS = (
+    requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+    urllib3.exceptions.HTTPError, http.client.HTTPException, ConnectionError, TimeoutError,
+)  # fmt: skip
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 _lock = threading.Lock()
 _offline = False  # set from the Settings switch through set_offline()
@@ -159,3 +170,24 @@ def token_for(url: str) -> str | None:
     if host and host == urlsplit(hub_endpoint()).hostname:
         return hf_token()
     return None
+
+
+def cut_connection(response: requests.Response | None) -> None:
+    """Shut a streaming response's socket from another thread: a read blocked on it returns now.
+
+    The plain socket is shut, even under TLS, so the TLS object is left
+    alone for the reading thread; timeouts alone would keep a pause
+    waiting for a stalled server.
+    """
+    sock = getattr(getattr(getattr(response, "raw", None), "connection", None), "sock", None)
+    if sock is not None:
+        try:
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def sha256_from_etag(etag: str | None) -> str | None:
+    """The SHA-256 an ETag holds, if it holds one (the Hub's do for LFS files)."""
+    value = (etag or "").strip().removeprefix("W/").strip('"').lower()
+    return value if _SHA256.match(value) else None

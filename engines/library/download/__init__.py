@@ -5,6 +5,7 @@ runs jobs of one or many files with bounded concurrency and installs each
 job as one unit. Import from here.
 """
 
+from engines.library.download.queue import DownloadJob, DownloadQueue
 from engines.library.download.transfer import (
     DISK_FULL,
     GATED,
@@ -14,6 +15,7 @@ from engines.library.download.transfer import (
     FileSpec,
     check_disk_space,
     download_file,
+    human_size,
     safe_relpath,
 )
 
@@ -23,8 +25,11 @@ __all__ = [
     "NETWORK",
     "NOT_FOUND",
     "DownloadCancelled",
+    "DownloadJob",
+    "DownloadQueue",
     "FileSpec",
     "check_disk_space",
     "download_file",
+    "human_size",
     "safe_relpath",
 ]

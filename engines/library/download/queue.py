@@ -9,6 +9,7 @@ queue reloads it and running jobs resume from their ``.part`` files.
 Threads: each running job has its own worker thread (at most
 ``max_parallel``). Subscribers and ``on_complete`` are called from those
 threads, never under the queue's lock; a GUI must marshal to its own thread.
+One queue per state file: two would overwrite each other's view of it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -220,7 +222,8 @@ class DownloadQueue:
                 job = self._jobs.get(job_id)
                 if job is not None and job.state == RUNNING:
                     changed.append(self._set(replace(job, state=QUEUED, speed_bps=0.0, eta_s=None)))
-            self._save()
+            if changed:
+                self._save()
         self._emit(changed)
         if wait:
             for _, run in runs:
@@ -279,8 +282,10 @@ class DownloadQueue:
         return started
 
     def _emit(self, jobs: list[DownloadJob], removed: str | None = None) -> None:
+        """Tell listeners, with each job as it is *now*: threads may deliver out of order."""
         listeners = self._listeners
-        events = [(job.id, job) for job in jobs] + ([(removed, None)] if removed else [])
+        with self._lock:
+            events = [(job.id, self._jobs.get(job.id)) for job in jobs] + ([(removed, None)] if removed else [])
         for job_id, job in events:
             for callback in listeners:
                 try:
@@ -333,11 +338,6 @@ class DownloadQueue:
             self._save()
             changed += self._pump()
         self._emit(changed)
-        if outcome and outcome[0] == COMPLETED and self._on_complete is not None:
-            try:
-                self._on_complete(job)
-            except Exception:  # noqa: BLE001 - the file is installed; registering it is the caller's job
-                log.exception("on_complete failed for download %s", job_id)
 
     def _install(self, job_id: str, run: _Run, staging: Path) -> DownloadJob:
         """Rename the finished staging file or folder into place, as one step (lock held)."""
@@ -359,6 +359,13 @@ class DownloadQueue:
                 os.rename(staging / safe_relpath(job.files[0].relpath), target)
                 shutil.rmtree(staging, ignore_errors=True)
             size = sum(run.done.values())
+            if self._on_complete is not None:
+                # Registered before the job reads "completed", so whoever sees that state
+                # (a waiting CLI, the GUI) also finds the model in the library.
+                try:
+                    self._on_complete(job)
+                except Exception:  # noqa: BLE001 - the file is installed; registering it is the caller's job
+                    log.exception("on_complete failed for download %s", job_id)
             job = self._set(replace(job, state=COMPLETED, bytes_done=size, bytes_total=size, speed_bps=0.0, eta_s=0.0, error=None))
             self._save()
         self._emit([job])
@@ -421,15 +428,25 @@ class DownloadQueue:
         return jobs
 
     def _save(self) -> None:
-        """Write the state file atomically (lock held): a crash leaves the old or the new one."""
-        self._file.parent.mkdir(parents=True, exist_ok=True)
+        """Write the state file atomically (lock held): a crash leaves the old or the new one.
+
+        Best effort: when it cannot be written (a full disk), downloads go on
+        from memory and the next state change tries again.
+        """
         payload = {"version": 1, "jobs": [asdict(job) for job in sorted(self._jobs.values(), key=lambda j: j.created_at)]}
-        tmp = self._file.with_name(self._file.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._file)
+        tmp = None
+        try:
+            self._file.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=self._file.name + ".", suffix=".tmp", dir=self._file.parent)
+            with open(fd, "w", encoding="utf-8") as f:
+                json.dump(payload, f, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self._file)
+        except OSError:
+            log.exception("could not save the download queue to %s", self._file)
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
 
 
 def _bytes_on_disk(job: DownloadJob, staging: Path) -> int:

@@ -11,42 +11,33 @@ part: a broken model file must never look installed.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
-import http.client
 import json
+import logging
 import os
+import queue
 import re
 import shutil
-import socket
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
 from urllib.parse import urlsplit
 
 import requests
-import urllib3
 
 from engines.errors import EngineError, ErrorKind
-from engines.library.network import make_session, require_network
+from engines.library.network import CONNECTION_ERRORS, cut_connection, make_session, require_network, sha256_from_etag
+
+log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
+WRITE_BEHIND = 64 << 20  # start writing each 64 MiB to disk as it is done: the final fsync stays short
 CONNECT_TIMEOUT = 15.0
 MAX_RESTARTS = 3  # the server changed the file this often during one call: give up
 NETWORK, DISK_FULL, GATED, NOT_FOUND = "network", "disk_full", "gated", "not_found"  # ErrorKinds
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-# What a dropped, reset or stalled connection raises, at connect time or mid-body.
-_DROPS = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-    urllib3.exceptions.HTTPError,
-    http.client.HTTPException,
-    ConnectionError,
-    TimeoutError,
-)
 Progress = Callable[[int, "int | None"], None]
 
 
@@ -66,11 +57,11 @@ class FileSpec:
 
 def human_size(n: float) -> str:
     """Bytes as people read them in messages ("1.2 GB")."""
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
+    for unit in ("bytes", "KB", "MB"):
+        if abs(n) < 1000:
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1000
-    return f"{n:.1f} GB"  # pragma: no cover
+    return f"{n:.1f} GB"
 
 
 def safe_relpath(relpath: str) -> PurePosixPath:
@@ -136,6 +127,10 @@ def download_file(
     job = _Transfer(spec, Path(dest), session, progress, cancel, stall_timeout, max_attempts, tuple(backoff), token)
     try:
         return job.run()
+    except requests.RequestException as exc:  # a bad URL and the like: retrying cannot help
+        raise EngineError(NETWORK, f"Could not download {job.name} from {spec.url}: {exc}") from exc
+    except OSError as exc:  # the disk: full, read-only, no permission (sidecar, part, rename)
+        raise job.disk_error(exc) from exc
     finally:
         if own:
             session.close()
@@ -144,9 +139,9 @@ def download_file(
 class _Retry(Exception):
     """This attempt failed in a way worth retrying (drop, stall, 5xx)."""
 
-    def __init__(self, reason: str, status: int | None = None) -> None:
+    def __init__(self, reason: str, status: int | None = None, reached: bool = True) -> None:
         super().__init__(reason)
-        self.status = status
+        self.status, self.reached = status, reached
 
 
 class _Restart(Exception):
@@ -205,14 +200,18 @@ class _Transfer:
     def _after_failure(self, retry: _Retry, had: int) -> None:
         if self.cancel.is_set():
             raise DownloadCancelled(self.name)
-        self.failures = 1 if self._part_size() > had else self.failures + 1  # progress resets the count
+        have = self._part_size()
+        self.failures = 1 if have > had else self.failures + 1  # progress resets the count
+        log.info("%s: attempt failed (%d in a row): %s", self.spec.url, self.failures, retry)
         if self.failures >= self.max_attempts:
-            kept = f"{human_size(self._part_size())} of {self.name} are kept and will resume."
+            kept = f"; the partial download ({human_size(have)} of {self.name}) is kept and will resume." if have else "."
             if retry.status:
-                msg = f"{self.host} answered HTTP {retry.status} {self.failures} times in a row; try again later. {kept}"
+                what = f"{self.host} answered HTTP {retry.status} {self.failures} times in a row; try again later"
+            elif not retry.reached:
+                what = f"Could not reach {self.host} after {self.failures} attempts; check the internet connection"
             else:
-                msg = f"The connection to {self.host} dropped {self.failures} times; the partial download is kept and will resume ({kept})"
-            raise EngineError(NETWORK, msg)
+                what = f"The connection to {self.host} dropped {self.failures} times"
+            raise EngineError(NETWORK, what + kept)
         delay = self.backoff[min(self.failures - 1, len(self.backoff) - 1)] if self.backoff else 0
         if delay and self.cancel.wait(delay):
             raise DownloadCancelled(self.name)
@@ -222,13 +221,7 @@ class _Transfer:
         while not self.done.is_set():
             if self.cancel.wait(0.1):
                 resp = self.current
-                conn = getattr(getattr(resp, "raw", None), "connection", None)
-                sock = getattr(conn, "sock", None)
-                if sock is not None:
-                    try:
-                        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain socket, even under TLS
-                    except OSError:
-                        pass
+                cut_connection(resp)
                 if resp is not None or self.done.wait(0.1):
                     return
 
@@ -250,8 +243,8 @@ class _Transfer:
             raise EngineError(NETWORK, f"The address of {self.name} redirects in a loop; the link is wrong or the server misconfigured: {self.spec.url}") from None
         except requests.exceptions.SSLError as exc:
             raise EngineError(NETWORK, f"The secure connection to {self.host} could not be verified, so nothing was downloaded: {exc}") from None
-        except _DROPS as exc:
-            raise _Retry(str(exc)) from None
+        except CONNECTION_ERRORS as exc:
+            raise _Retry(str(exc), reached=False) from None
         self.current = resp
         try:
             offset = self._accept(resp, offset)
@@ -289,7 +282,7 @@ class _Transfer:
             offset, total = 0, length
         chain = [*resp.history, resp]
         linked = next((r.headers["X-Linked-ETag"] for r in chain if "X-Linked-ETag" in r.headers), None)
-        server_sha = _sha_from(linked or chain[0].headers.get("ETag"))
+        server_sha = sha256_from_etag(linked or chain[0].headers.get("ETag"))
         total = total or _int(next((r.headers["X-Linked-Size"] for r in chain if "X-Linked-Size" in r.headers), None))
         etag = resp.headers.get("ETag")
         if offset and (
@@ -318,14 +311,15 @@ class _Transfer:
         if offset == 0 or self.hasher is None or self.hashed != offset:
             self._rehash(offset)
         fd = os.open(self.part, flags, 0o644)
-        done, total, hasher, read1 = offset, self.meta.get("size"), self.hasher, resp.raw.read1
+        done, total, read1 = offset, self.meta.get("size"), resp.raw.read1
+        hasher = _HashThread(self.hasher, fd, offset)
         try:
             os.lseek(fd, offset, os.SEEK_SET)
             os.ftruncate(fd, offset)  # a previous ENOSPC may have left a torn tail
             while not self.cancel.is_set():
                 try:
                     chunk = read1(CHUNK, decode_content=False)
-                except _DROPS as exc:
+                except CONNECTION_ERRORS as exc:
                     raise _Retry(str(exc)) from None
                 if not chunk:
                     break
@@ -335,12 +329,13 @@ class _Transfer:
                         written += os.write(fd, memoryview(chunk)[written:])
                 except OSError as exc:
                     self.hasher = None
-                    raise self._disk_error(exc) from exc
+                    raise self.disk_error(exc) from exc
                 hasher.update(chunk)
                 done += len(chunk)
                 self.hashed = done
                 self.progress(done, total)
         finally:
+            hasher.close()  # afterwards self.hasher covers exactly the bytes written
             os.close(fd)
         if self.cancel.is_set():
             raise DownloadCancelled(self.name)
@@ -363,9 +358,7 @@ class _Transfer:
             raise EngineError(ErrorKind.MODEL_FILE, f"The download of {self.name} is corrupt: expected SHA-256 {expected[:12]}…, got {got[:12]}…. Nothing was installed.")
         fd = os.open(self.part, os.O_RDWR | getattr(os, "O_BINARY", 0))
         try:
-            os.fsync(fd)
-        except OSError as exc:
-            raise self._disk_error(exc) from exc
+            os.fsync(fd)  # the bytes are on disk before the name says the file is there
         finally:
             os.close(fd)
         os.replace(self.part, self.dest)
@@ -373,7 +366,7 @@ class _Transfer:
         _fsync_dir(self.dest.parent)
         return self.dest
 
-    def _disk_error(self, exc: OSError) -> EngineError:
+    def disk_error(self, exc: OSError) -> EngineError:
         if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
             total = self.meta.get("size")
             of = f" of {human_size(total)}" if total else ""
@@ -429,6 +422,53 @@ class _Transfer:
             return 0
 
 
+class _HashThread:
+    """Feeds a SHA-256 on its own thread, so hashing overlaps the network and the disk.
+
+    hashlib releases the GIL on large buffers, as do recv and write: in
+    one thread the three costs add up, here the slowest one sets the pace.
+    Chunks are immutable bytes, so handing them over needs no copy. The
+    same thread starts the writeback of every 64 MiB written (fd stays
+    open until :meth:`close` has joined it).
+    """
+
+    def __init__(self, hasher, fd: int, offset: int) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._room = threading.Semaphore(16)  # at most 16 chunks (16 MiB) waiting
+        self._thread = threading.Thread(target=self._run, args=(hasher, fd, offset), name="sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self, hasher, fd: int, offset: int) -> None:
+        done = flushed = offset
+        while (chunk := self._queue.get()) is not None:
+            hasher.update(chunk)
+            self._room.release()
+            done += len(chunk)
+            if done - flushed >= WRITE_BEHIND:
+                _write_behind(fd, flushed, done - flushed)
+                flushed = done
+
+    def update(self, chunk: bytes) -> None:
+        self._room.acquire()
+        self._queue.put(chunk)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+
+def _write_behind(fd: int, offset: int, length: int) -> None:
+    """Start writeback of a just-written range without waiting for it (Linux).
+
+    POSIX_FADV_DONTNEED on dirty pages kicks off their writeback and leaves
+    them cached; without it a fast download ends with seconds of fsync, and
+    many GB of dirty pages crowd everything else out of memory.
+    """
+    if hasattr(os, "posix_fadvise"):
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+
 def _int(value) -> int | None:
     try:
         return int(value) if value is not None else None
@@ -436,21 +476,11 @@ def _int(value) -> int | None:
         return None
 
 
-def _sha_from(etag: str | None) -> str | None:
-    """The SHA-256 in an ETag, when it holds one (the Hub's ETag for LFS files does)."""
-    value = (etag or "").strip().removeprefix("W/").strip('"').lower()
-    return value if _SHA256.match(value) else None
-
-
 def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); harmless where unsupported."""
-    try:
+    """Make the rename itself durable (POSIX); harmless where unsupported (Windows)."""
+    with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
