@@ -5,7 +5,7 @@ Dropping a .gguf file anywhere on the window imports it.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSize, Qt
+from PySide6.QtCore import QSize, Qt, QTimer
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import (
     QHBoxLayout,
@@ -21,7 +21,6 @@ from PySide6.QtWidgets import (
 from desktop.pages.chat_controller import ChatController
 from desktop.pages.chat_page import ChatPage
 from desktop.pages.images_page import ImagesPage
-from desktop.pages.placeholder_page import PlaceholderPage
 from desktop.pages.settings_page import SettingsPage
 from engines.workspace import Workspace
 from resources import icon_path
@@ -69,17 +68,40 @@ class MainWindow(QMainWindow):
         self.chat_controller = controller or ChatController(workspace)
         self.chat_page = ChatPage(self.chat_controller)
         self.images_page = ImagesPage(workspace)
-        self.models_page = PlaceholderPage(
-            "Models — coming soon",
-            "Browse a curated catalog, see whether each model fits this machine before downloading, "
-            "and download with resume and verification. For now, use “Add model file…” on the Chat page "
-            "or drop a .gguf file onto this window.",
-        )
+        # The Models page (catalog, Hub, downloads) pulls in requests, huggingface_hub and
+        # numpy: it is built right after the window is shown, or on first visit.
+        self.models_page = None
+        self._models_slot = QWidget()
         self.settings_page = SettingsPage(workspace)
-        for page in (self.chat_page, self.images_page, self.models_page, self.settings_page):
+        for page in (self.chat_page, self.images_page, self._models_slot, self.settings_page):
             self.stack.addWidget(page)
-        self.nav.currentRowChanged.connect(self.stack.setCurrentIndex)
+        self.nav.currentRowChanged.connect(self._navigate)
         self.nav.setCurrentRow(0)
+        QTimer.singleShot(0, self.ensure_models_page)
+
+    def _navigate(self, row: int) -> None:
+        if PAGES[row] == "Models":
+            self.ensure_models_page()
+        self.stack.setCurrentIndex(row)
+
+    def ensure_models_page(self):
+        """Build the Models page once; its download queue resumes unfinished downloads."""
+        if self.models_page is None:
+            from desktop.pages.models_page import ModelsPage
+            from engines.library.service import ModelLibrary
+
+            self.models_page = ModelsPage(ModelLibrary(self.workspace))
+            self.models_page.model_installed.connect(lambda _id: self._models_changed())
+            self.models_page.model_removed.connect(lambda _id: self._models_changed())
+            index = self.stack.indexOf(self._models_slot)
+            self.stack.insertWidget(index, self.models_page)
+            self.stack.removeWidget(self._models_slot)
+            self._models_slot.deleteLater()
+        return self.models_page
+
+    def _models_changed(self) -> None:
+        self.chat_page.refresh_models()
+        self.images_page.refresh_models(None)
 
     def show_page(self, name: str) -> None:
         self.nav.setCurrentRow(PAGES.index(name))
@@ -101,4 +123,6 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event) -> None:  # noqa: N802
         self.chat_controller.shutdown()
         self.images_page.shutdown()
+        if self.models_page is not None:
+            self.models_page.shutdown()
         super().closeEvent(event)

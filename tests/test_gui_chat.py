@@ -169,3 +169,11 @@ def test_context_overflow_asks_then_drops_the_oldest_turns_with_a_notice(qtbot, 
     reply = window.chat_controller.messages()[-1]
     assert reply.status == "complete" and "oldest 2 message" in (reply.notice or "")
     assert "oldest 2 message" in window.chat_page.view.toPlainText()
+
+
+def test_models_page_is_built_after_the_window_shows_and_on_first_visit(qtbot, window):
+    qtbot.waitUntil(lambda: window.models_page is not None, timeout=5000)
+    window.show_page("Models")
+    assert window.stack.currentWidget() is window.models_page
+    window.show_page("Images")
+    assert window.stack.currentWidget() is window.images_page

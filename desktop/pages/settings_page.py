@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from PySide6.QtCore import QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
@@ -18,7 +20,6 @@ from PySide6.QtWidgets import (
 )
 
 from engines.errors import EngineError
-from engines.library.network import network_allowed, set_hf_token, set_offline
 from engines.workspace import Workspace
 
 _THEMES = [("Follow the system", "system"), ("Light", "light"), ("Dark", "dark")]
@@ -70,7 +71,8 @@ class SettingsPage(QWidget):
         network = QGroupBox("Network and privacy")
         network_form = QFormLayout(network)
         self.offline = QCheckBox("Offline mode: Atelier opens no network connection at all")
-        self.offline.setChecked(workspace.settings.offline or network_allowed() is False)
+        env_offline = os.environ.get("ATELIER_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+        self.offline.setChecked(workspace.settings.offline or env_offline)
         self.offline.toggled.connect(self._offline_changed)
         network_form.addRow(self.offline)
         token_row = QHBoxLayout()
@@ -109,12 +111,16 @@ class SettingsPage(QWidget):
         self.theme_changed.emit(self.workspace.settings.theme)
 
     def _offline_changed(self, offline: bool) -> None:
+        from engines.library.network import set_offline  # requests is imported only when needed
+
         self.workspace.settings.offline = offline
         self.workspace.save_settings()
         set_offline(offline)
         self.network_note.setText("Offline: catalog downloads and Hub search are off." if offline else "")
 
     def _save_token(self) -> None:
+        from engines.library.network import set_hf_token
+
         try:
             set_hf_token(self.token.text())
         except EngineError as exc:

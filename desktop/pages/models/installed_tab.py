@@ -1,0 +1,261 @@
+"""The Installed tab: models on this machine, files that are not models, remove / reveal / add.
+
+Scanning the models folder and judging each model (which reads its GGUF
+header, and unpacks the demo model the first time) run on the library's
+one-thread pool; the table fills in as results arrive.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QThreadPool, QUrl, Qt, Signal
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.pages.models.table_models import ITEM_ROLE, InstalledTableModel
+from desktop.pages.models.verdict_view import fmt_size
+from desktop.workers.background import BackgroundTask, run_in_background
+from engines.errors import EngineError
+from engines.library.installed import InstalledModel
+from engines.library.service import ModelLibrary, UnknownFile
+
+
+def deletes_files(library: ModelLibrary, model: InstalledModel) -> bool:
+    """Whether removing *model* deletes its files (only inside Atelier's models folder)."""
+    path = Path(model.path)
+    return path.exists() and path.resolve().is_relative_to(library.workspace.paths.models.resolve())
+
+
+class InstalledTab(QWidget):
+    model_added = Signal(str)  # model id ("Add model file…")
+    model_removed = Signal(str)
+    models_changed = Signal()  # after every refresh: the catalog's "Installed" marks follow
+
+    def __init__(self, library: ModelLibrary, pool: QThreadPool, parent=None) -> None:
+        super().__init__(parent)
+        self.library = library
+        self.pool = pool
+        self._tasks: list[BackgroundTask] = []
+        self.loaded = False  # True after the first scan has finished
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 12, 0, 0)
+        layout.setSpacing(8)
+
+        toolbar = QHBoxLayout()
+        self.add_button = QPushButton("Add model file…")
+        self.add_button.setObjectName("Primary")
+        self.add_button.clicked.connect(self.choose_file)
+        self.remove_button = QPushButton("Remove…")
+        self.remove_button.clicked.connect(self.remove_selected)
+        self.reveal_button = QPushButton("Reveal in folder")
+        self.reveal_button.clicked.connect(self.reveal_selected)
+        for button in (self.add_button, self.remove_button, self.reveal_button):
+            toolbar.addWidget(button)
+        toolbar.addStretch(1)
+        self.summary = QLabel()
+        self.summary.setObjectName("Muted")
+        toolbar.addWidget(self.summary)
+        layout.addLayout(toolbar)
+
+        self.banner = QLabel()
+        self.banner.setObjectName("Banner")
+        self.banner.setWordWrap(True)
+        self.banner.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.banner.hide()
+        layout.addWidget(self.banner)
+
+        self.model = InstalledTableModel(self)
+        self.table = QTableView()
+        self.table.setModel(self.model)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.setAlternatingRowColors(True)
+        self.table.setShowGrid(False)
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.ElideMiddle)
+        self.table.verticalHeader().hide()
+        self.table.verticalHeader().setDefaultSectionSize(30)
+        header = self.table.horizontalHeader()
+        header.setHighlightSections(False)
+        header.setDefaultAlignment(Qt.AlignLeft | Qt.AlignVCenter)
+        header.setSectionResizeMode(QHeaderView.Interactive)
+        header.setSectionResizeMode(InstalledTableModel.PATH, QHeaderView.Stretch)
+        self.table.selectionModel().currentRowChanged.connect(lambda *_: self._update_buttons())
+        self.table.doubleClicked.connect(lambda _i: self.reveal_selected())
+        layout.addWidget(self.table, 1)
+
+        self.status = QLabel()
+        self.status.setObjectName("StatusLine")
+        self.status.setWordWrap(True)
+        layout.addWidget(self.status)
+        self._update_buttons()
+
+    # ---- refresh ---------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Scan the models folder, list everything, then judge each model (all off the GUI thread)."""
+        for task in self._tasks:
+            task.cancel()
+        library = self.library
+
+        def scan():
+            unknown = library.scan_models_folder()
+            models = library.models.all()
+            missing = {m.id for m in models if m.source != "demo" and not Path(m.path).exists()}
+            sizes = {u.path: Path(u.path).stat().st_size for u in unknown if Path(u.path).is_file()}
+            return models, unknown, missing, sizes
+
+        if not self.loaded:
+            self.summary.setText("Looking in the models folder…")
+        self._tasks = [run_in_background(scan, self._listed, self._failed, pool=self.pool)]
+
+    def _listed(self, result) -> None:
+        models, unknown, missing, sizes = result
+        selected = self.selected()
+        old = self.model.verdicts
+        self.model.set_rows(models, unknown, missing, sizes)
+        self.model.set_verdicts({m.id: old[m.id] for m in models if m.id in old})
+        self._fit_columns()
+        self.loaded = True
+        total = sum(m.size_bytes for m in models)
+        noun = "model" if len(models) == 1 else "models"
+        self.summary.setText(f"{len(models)} {noun} · {fmt_size(total)}")
+        if selected is not None:
+            self._select_item(selected)
+        self._update_buttons()
+        self.models_changed.emit()
+        self.refresh_verdicts(models, missing)
+
+    def refresh_verdicts(self, models: list[InstalledModel] | None = None, missing: set[str] | None = None) -> None:
+        models = models if models is not None else [r for r in self.model.rows if isinstance(r, InstalledModel)]
+        missing = missing if missing is not None else self.model.missing
+        library = self.library
+
+        def judge():
+            verdicts = {}
+            for m in models:
+                if m.id in missing:
+                    verdicts[m.id] = f"The model file is missing: {m.path}"
+                    continue
+                try:
+                    verdicts[m.id] = library.verdict_for_installed(m)
+                except EngineError as exc:
+                    verdicts[m.id] = exc.message
+            return verdicts
+
+        def judged(verdicts) -> None:
+            self.model.set_verdicts(verdicts)
+            self._fit_columns()
+
+        self._tasks.append(run_in_background(judge, judged, self._failed, pool=self.pool))
+
+    def _fit_columns(self) -> None:
+        for column in range(self.model.columnCount() - 1):  # the last one (Path) stretches
+            self.table.resizeColumnToContents(column)
+            width = min(self.table.columnWidth(column) + 14, 340)
+            self.table.setColumnWidth(column, width)
+
+    def _failed(self, error) -> None:
+        self.show_error(error.message if isinstance(error, EngineError) else str(error))
+        if not self.loaded:
+            self.summary.clear()
+
+    def show_error(self, message: str) -> None:
+        self.banner.setText(message)
+        self.banner.setVisible(bool(message))
+
+    # ---- selection -------------------------------------------------------
+
+    def selected(self) -> InstalledModel | UnknownFile | None:
+        index = self.table.selectionModel().currentIndex()
+        return index.data(ITEM_ROLE) if index.isValid() else None
+
+    def select_model(self, model_id: str) -> bool:
+        return self._select_item(next((r for r in self.model.rows if isinstance(r, InstalledModel) and r.id == model_id), None))
+
+    def _select_item(self, item) -> bool:
+        key = getattr(item, "id", None) or getattr(item, "path", None)
+        for row, candidate in enumerate(self.model.rows):
+            if key is not None and (getattr(candidate, "id", None) or candidate.path) == key:
+                self.table.selectRow(row)
+                return True
+        return False
+
+    def _update_buttons(self) -> None:
+        item = self.selected()
+        self.remove_button.setEnabled(isinstance(item, InstalledModel))
+        self.reveal_button.setEnabled(item is not None)
+
+    # ---- actions ---------------------------------------------------------
+
+    def remove_selected(self) -> None:
+        model = self.selected()
+        if not isinstance(model, InstalledModel):
+            return
+        if deletes_files(self.library, model):
+            detail = f"Its files are in Atelier's models folder and will be deleted:\n{model.path}"
+        else:
+            detail = f"Atelier will forget it; the file stays where it is:\n{model.path}"
+        answer = QMessageBox.question(self, "Remove model", f"Remove {model.name}?\n\n{detail}",
+                                      QMessageBox.Yes | QMessageBox.Cancel, QMessageBox.Cancel)
+        if answer != QMessageBox.Yes:
+            return
+        try:
+            message = self.library.remove(model.id)
+        except EngineError as exc:
+            self.show_error(exc.message)
+            return
+        self.show_error("")
+        self.status.setText(message)
+        self.model_removed.emit(model.id)
+        self.refresh()
+
+    def reveal_selected(self) -> None:
+        item = self.selected()
+        if item is None:
+            return
+        path = Path(item.path)
+        folder = path if path.is_dir() else path.parent
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
+
+    def choose_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Add a GGUF model file", str(Path.home()), "GGUF models (*.gguf)")
+        if path:
+            self.import_file(path)
+
+    def import_file(self, path: str) -> None:
+        """Check the file's header and register it (off the GUI thread)."""
+        from engines.library.importer import import_gguf
+
+        self.status.setText(f"Reading {Path(path).name}…")
+        store = self.library.models
+
+        def added(model: InstalledModel) -> None:
+            self.show_error("")
+            self.status.setText(f"Added {model.name}. The file stays where it is: {model.path}")
+            self.model_added.emit(model.id)
+            self.refresh()
+
+        def failed(error) -> None:
+            self.status.clear()
+            self._failed(error)
+
+        self._tasks.append(run_in_background(lambda: import_gguf(path, store), added, failed, pool=self.pool))
+
+    def shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._tasks.clear()

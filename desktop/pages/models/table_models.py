@@ -1,0 +1,243 @@
+"""Qt table models for the catalog and the installed models (display only, no logic)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
+from PySide6.QtGui import QPalette
+from PySide6.QtWidgets import QApplication
+
+from desktop.pages.models.verdict_view import dot_icon, fmt_size
+from engines.library.catalog import CatalogEntry
+from engines.library.fit import FitVerdict
+from engines.library.installed import InstalledModel
+from engines.library.service import UnknownFile
+
+# Roles as plain ints: data() runs for every visible cell on every repaint.
+DISPLAY = int(Qt.ItemDataRole.DisplayRole.value)
+DECORATION = int(Qt.ItemDataRole.DecorationRole.value)
+TOOLTIP = int(Qt.ItemDataRole.ToolTipRole.value)
+FOREGROUND = int(Qt.ItemDataRole.ForegroundRole.value)
+ALIGNMENT = int(Qt.ItemDataRole.TextAlignmentRole.value)
+ITEM_ROLE = int(Qt.ItemDataRole.UserRole.value) + 1  # the CatalogEntry / InstalledModel / UnknownFile of a row
+SORT_ROLE = int(Qt.ItemDataRole.UserRole.value) + 2
+RIGHT = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+KINDS = {"chat": "Chat", "image": "Image"}
+ENGINES = {"llama_cpp": "llama.cpp", "diffusers": "Diffusers", "onnx": "ONNX Runtime"}
+FORMATS = {"gguf": "GGUF", "diffusers": "Diffusers", "onnx": "ONNX"}
+SOURCES = {"demo": "Built-in demo", "import": "Added file", "download": "Downloaded", "folder": "Models folder"}
+_VERDICT_ORDER = {"gpu_full": 0, "gpu_partial": 1, "cpu_only": 2, "wont_fit": 3}
+
+
+def _muted():
+    return QApplication.palette().color(QPalette.Disabled, QPalette.Text)
+
+
+class CatalogTableModel(QAbstractTableModel):
+    COLUMNS = ("Name", "Kind", "Size", "Quantization", "License", "Fits this machine")
+    NAME, KIND, SIZE, QUANT, LICENSE, VERDICT = range(6)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.entries: list[CatalogEntry] = []
+        self.verdicts: dict[str, FitVerdict] = {}
+        self.installed: set[str] = set()
+
+    def set_entries(self, entries: list[CatalogEntry]) -> None:
+        self.beginResetModel()
+        self.entries = list(entries)
+        self.endResetModel()
+
+    def set_verdicts(self, verdicts: dict[str, FitVerdict]) -> None:
+        self.verdicts = dict(verdicts)
+        self._changed(self.VERDICT)
+
+    def set_installed(self, ids: set[str]) -> None:
+        self.installed = set(ids)
+        self._changed(self.NAME)
+
+    def _changed(self, column: int) -> None:
+        if self.entries:
+            self.dataChanged.emit(self.index(0, column), self.index(len(self.entries) - 1, column))
+
+    def rowCount(self, parent=QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(self.entries)
+
+    def columnCount(self, parent=QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(self.COLUMNS)
+
+    def headerData(self, section, orientation, role=DISPLAY):  # noqa: N802
+        if orientation == Qt.Orientation.Horizontal and role == DISPLAY:
+            return self.COLUMNS[section]
+        return None
+
+    def data(self, index: QModelIndex, role=DISPLAY):
+        if not index.isValid():
+            return None
+        entry = self.entries[index.row()]
+        column = index.column()
+        verdict = self.verdicts.get(entry.id)
+        if role == ITEM_ROLE:
+            return entry
+        if role == DISPLAY:
+            if column == self.NAME:
+                return entry.name + ("  ✓" if entry.id in self.installed else "")
+            if column == self.KIND:
+                return KINDS[entry.kind]
+            if column == self.SIZE:
+                return fmt_size(entry.total_size)
+            if column == self.QUANT:
+                return entry.quantization
+            if column == self.LICENSE:
+                return entry.license + ("  · gated" if entry.gated else "")
+            if column == self.VERDICT:
+                return verdict.label if verdict else "Checking…"
+        if role == SORT_ROLE:
+            if column == self.SIZE:
+                return entry.total_size
+            if column == self.VERDICT:
+                return (_VERDICT_ORDER.get(verdict.verdict, 9) if verdict else 9, entry.total_size)
+            return str(self.data(index, DISPLAY)).lower()
+        if role == DECORATION and column == self.VERDICT:
+            return dot_icon(verdict.verdict if verdict else None)
+        if role == TOOLTIP:
+            if column == self.VERDICT and verdict:
+                return verdict.explanation
+            if column == self.LICENSE and entry.gated:
+                return "Gated: accept the licence on the model's Hugging Face page and add your token in Settings."
+            if column == self.NAME and entry.id in self.installed:
+                return "Installed"
+        if role == FOREGROUND and column == self.VERDICT and not verdict:
+            return _muted()
+        if role == ALIGNMENT and column == self.SIZE:
+            return RIGHT
+        return None
+
+
+class CatalogFilter(QSortFilterProxyModel):
+    """Text (name, family, repo, description) and kind ("" for all) filters."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.text = ""
+        self.kind = ""
+        self.setSortRole(SORT_ROLE)
+
+    def set_text(self, text: str) -> None:
+        self.text = text.strip().lower()
+        self.invalidate()
+
+    def set_kind(self, kind: str) -> None:
+        self.kind = kind
+        self.invalidate()
+
+    def lessThan(self, left, right) -> bool:  # noqa: N802
+        a, b = left.data(SORT_ROLE), right.data(SORT_ROLE)
+        try:
+            return a < b
+        except TypeError:
+            return str(a) < str(b)
+
+    def filterAcceptsRow(self, row: int, parent) -> bool:  # noqa: N802
+        entry: CatalogEntry = self.sourceModel().entries[row]
+        if self.kind and entry.kind != self.kind:
+            return False
+        if not self.text:
+            return True
+        haystack = " ".join((entry.name, entry.family, entry.repo, entry.quantization, entry.description, *entry.tags)).lower()
+        return all(word in haystack for word in self.text.split())
+
+
+class InstalledTableModel(QAbstractTableModel):
+    """Installed models, then the files in the models folder that are not models (greyed)."""
+
+    COLUMNS = ("Name", "Size", "Engine", "Format", "Source", "Fits this machine", "Path")
+    NAME, SIZE, ENGINE, FORMAT, SOURCE, VERDICT, PATH = range(7)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.rows: list[InstalledModel | UnknownFile] = []
+        self.verdicts: dict[str, FitVerdict | str] = {}  # model id -> verdict, or why there is none
+        self.missing: set[str] = set()  # ids whose file is gone
+        self.sizes: dict[str, int] = {}  # unknown file path -> bytes
+
+    def set_rows(self, models: list[InstalledModel], unknown: list[UnknownFile],
+                 missing: set[str] | None = None, sizes: dict[str, int] | None = None) -> None:
+        """*missing* and *sizes* are found off the GUI thread (they touch the disk)."""
+        self.beginResetModel()
+        self.rows = [*sorted(models, key=lambda m: m.name.lower()), *unknown]
+        self.missing = set(missing or ())
+        self.sizes = dict(sizes or {})
+        self.endResetModel()
+
+    def set_verdicts(self, verdicts: dict[str, FitVerdict | str]) -> None:
+        self.verdicts = dict(verdicts)
+        if self.rows:
+            self.dataChanged.emit(self.index(0, self.VERDICT), self.index(len(self.rows) - 1, self.VERDICT))
+
+    def rowCount(self, parent=QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent=QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(self.COLUMNS)
+
+    def headerData(self, section, orientation, role=DISPLAY):  # noqa: N802
+        if orientation == Qt.Orientation.Horizontal and role == DISPLAY:
+            return self.COLUMNS[section]
+        return None
+
+    def data(self, index: QModelIndex, role=DISPLAY):
+        if not index.isValid():
+            return None
+        item = self.rows[index.row()]
+        column = index.column()
+        if role == ITEM_ROLE:
+            return item
+        if isinstance(item, UnknownFile):
+            return self._unknown(item, column, role)
+        verdict = self.verdicts.get(item.id)
+        if role == DISPLAY:
+            if column == self.VERDICT:
+                if verdict is None:
+                    return "Checking…"
+                return verdict.label if isinstance(verdict, FitVerdict) else "Cannot check"
+            return {
+                self.NAME: item.name + ("  (file missing)" if item.id in self.missing else ""),
+                self.SIZE: fmt_size(item.size_bytes),
+                self.ENGINE: ENGINES.get(item.engine, item.engine),
+                self.FORMAT: FORMATS.get(item.format, item.format),
+                self.SOURCE: SOURCES.get(item.source, item.source),
+                self.PATH: item.path,
+            }.get(column)
+        if role == DECORATION and column == self.VERDICT:
+            return dot_icon(verdict.verdict if isinstance(verdict, FitVerdict) else None)
+        if role == TOOLTIP:
+            if column == self.VERDICT and verdict is not None:
+                return verdict.explanation if isinstance(verdict, FitVerdict) else verdict
+            if column in (self.NAME, self.PATH):
+                return f"{item.description}\n{item.path}" if item.description else item.path
+        if role == FOREGROUND and column == self.VERDICT and not isinstance(verdict, FitVerdict):
+            return _muted()
+        if role == ALIGNMENT and column == self.SIZE:
+            return RIGHT
+        return None
+
+    def _unknown(self, item: UnknownFile, column: int, role):
+        if role == DISPLAY:
+            if column == self.NAME:
+                return Path(item.path).name
+            if column == self.VERDICT:
+                return item.reason
+            if column == self.PATH:
+                return item.path
+            if column == self.SOURCE:
+                return "Not a model"
+            if column == self.SIZE:
+                return fmt_size(self.sizes[item.path]) if item.path in self.sizes else ""
+            return ""
+        if role == FOREGROUND:
+            return _muted()
+        if role == TOOLTIP:
+            return f"Not a model Atelier can run: {item.reason}\n{item.path}"
+        return None

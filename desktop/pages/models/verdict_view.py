@@ -1,0 +1,132 @@
+"""How a fit verdict looks: a coloured dot, a bold label, the arithmetic, the advice.
+
+Also the small formatting helpers every tab of the Models page shares, and
+the one question the page asks before a download that will not fit.
+"""
+
+from __future__ import annotations
+
+import html
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
+from PySide6.QtWidgets import QLabel, QMessageBox, QVBoxLayout, QWidget
+
+from engines.library.fit import FitVerdict
+
+VERDICT_COLORS = {
+    "gpu_full": "#2f9e5b",  # green
+    "gpu_partial": "#1a9a9a",  # teal
+    "cpu_only": "#6a7f9a",  # blue-grey
+    "wont_fit": "#d64545",  # red
+}
+PENDING_COLOR = "#b0b0b8"
+_icons: dict[str, QIcon] = {}
+
+
+def dot_icon(verdict: str | None, size: int = 10) -> QIcon:
+    """A filled circle in the verdict's colour (grey while unknown)."""
+    color = VERDICT_COLORS.get(verdict or "", PENDING_COLOR)
+    if color not in _icons:
+        scale = 2  # drawn at 2x so it stays round on high-DPI screens
+        pixmap = QPixmap(size * scale, size * scale)
+        pixmap.setDevicePixelRatio(scale)
+        pixmap.fill(Qt.transparent)
+        painter = QPainter(pixmap)
+        painter.setRenderHint(QPainter.Antialiasing)
+        painter.setPen(Qt.NoPen)
+        painter.setBrush(QColor(color))
+        painter.drawEllipse(1, 1, size - 2, size - 2)
+        painter.end()
+        icon = QIcon(pixmap)
+        icon.addPixmap(pixmap, QIcon.Selected)  # keep the colour on a selected row
+        _icons[color] = icon
+    return _icons[color]
+
+
+def dot_html(verdict: str | None) -> str:
+    return f'<span style="color:{VERDICT_COLORS.get(verdict or "", PENDING_COLOR)}">●</span>'
+
+
+def fmt_size(n: int | float | None) -> str:
+    if n is None:
+        return "—"
+    if n < 1000:
+        return f"{int(n)} bytes"
+    if n < 1e6:
+        return f"{n / 1e3:.0f} KB"
+    if n < 1e9:
+        return f"{n / 1e6:.0f} MB"
+    return f"{n / 1e9:.1f} GB"
+
+
+def fmt_parameters(n: int) -> str:
+    if n >= 1e9:
+        value = f"{n / 1e9:.1f}".removesuffix(".0")
+        return f"{value} B parameters"
+    return f"{n / 1e6:.0f} M parameters"
+
+
+def fmt_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def fmt_speed(bps: float) -> str:
+    return f"{bps / 1e6:.1f} MB/s" if bps > 0 else "—"
+
+
+class VerdictView(QWidget):
+    """The verdict in words: "● CPU only" in bold, the arithmetic, suggestions as bullets."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(4)
+        self.label = QLabel()
+        self.label.setTextFormat(Qt.RichText)
+        self.explanation = QLabel()
+        self.explanation.setWordWrap(True)
+        self.explanation.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.suggestions = QLabel()
+        self.suggestions.setWordWrap(True)
+        self.suggestions.setTextFormat(Qt.RichText)
+        for widget in (self.label, self.explanation, self.suggestions):
+            layout.addWidget(widget)
+        self.set_verdict(None)
+
+    def set_verdict(self, verdict: FitVerdict | None, pending: str = "Checking whether it fits…") -> None:
+        if verdict is None:
+            self.label.setText(f"{dot_html(None)} <b>{html.escape(pending, quote=False)}</b>")
+            self.explanation.clear()
+            self.explanation.hide()
+            self.suggestions.hide()
+            return
+        self.label.setText(f"{dot_html(verdict.verdict)} <b>{html.escape(verdict.label, quote=False)}</b>")
+        self.explanation.setText(verdict.explanation)
+        self.explanation.show()
+        if verdict.suggestions:
+            items = "".join(f"<li>{html.escape(s, quote=False)}</li>" for s in verdict.suggestions)
+            self.suggestions.setText(f"<ul style='margin-left:-20px'>{items}</ul>")
+            self.suggestions.show()
+        else:
+            self.suggestions.clear()
+            self.suggestions.hide()
+
+
+def confirm_download_anyway(parent: QWidget, name: str, message: str) -> bool:
+    """Ask before downloading a model that will not fit; True for "Download anyway"."""
+    box = QMessageBox(QMessageBox.Warning, f"{name} won't fit", message, parent=parent)
+    box.setInformativeText("It would be slow or fail to load on this machine.")
+    anyway = box.addButton("Download anyway", QMessageBox.AcceptRole)
+    cancel = box.addButton("Cancel", QMessageBox.RejectRole)
+    box.setDefaultButton(cancel)
+    box.exec()
+    return box.clickedButton() is anyway
