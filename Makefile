@@ -38,3 +38,18 @@ lint-imports: setup
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
+
+# Packaging (see packaging/README-install.md). Linux builds here; Windows and macOS in CI
+# (.github/workflows/package.yml).
+#   make package         dist/atelier/ (PyInstaller), dist/atelier_<version>_amd64.deb, the AppImage
+#   make package-smoke   self-test and window of the bundle outside the venv, the .deb in a clean Debian 12
+PYINSTALLER_VERSION := 6.22.0
+
+.PHONY: package package-smoke
+
+package: setup
+	$(BIN)/pip install --quiet pyinstaller==$(PYINSTALLER_VERSION)
+	packaging/linux/build.sh $(BIN)/python
+
+package-smoke:
+	packaging/linux/smoke.sh

@@ -45,7 +45,7 @@ class MainWindow(QMainWindow):
 
         sidebar = QWidget()
         sidebar.setObjectName("Sidebar")
-        sidebar.setFixedWidth(168)
+        sidebar.setFixedWidth(176)
         side_layout = QVBoxLayout(sidebar)
         side_layout.setContentsMargins(0, 0, 0, 8)
         title = QLabel("Atelier")
@@ -57,7 +57,7 @@ class MainWindow(QMainWindow):
         for label in PAGES:
             self.nav.addItem(QListWidgetItem(QIcon(str(icon_path(f"{label.lower()}.svg"))), label))
         side_layout.addWidget(self.nav, 1)
-        privacy = QLabel("Offline · private")
+        privacy = QLabel("Private · runs on this computer")
         privacy.setObjectName("Muted")
         privacy.setContentsMargins(18, 0, 0, 0)
         side_layout.addWidget(privacy)

@@ -21,8 +21,17 @@ from engines.api import CancelFlag, Emit
 from engines.diffusion.model_folder import ModelFolder
 from engines.diffusion.png_meta import encode_png, format_parameters
 from engines.diffusion.preview import preview_png
-from engines.diffusion.schedulers import scheduler_problems
-from engines.diffusion.types import MAX_SEED, SCHEDULER_NAMES, GeneratedImage, ImageRequest, ImageResult, PreviewEvent, StepEvent
+from engines.diffusion.schedulers import scheduler_problems, usable_schedulers
+from engines.diffusion.types import (
+    MAX_SEED,
+    SCHEDULER_NAMES,
+    GeneratedImage,
+    ImageModelInfo,
+    ImageRequest,
+    ImageResult,
+    PreviewEvent,
+    StepEvent,
+)
 from engines.errors import EngineError, ErrorKind
 
 
@@ -43,8 +52,9 @@ def validate_request(request: ImageRequest, folder: ModelFolder, size_multiple: 
     if size_multiple and size_multiple > 8:
         for label, value in (("width", request.width), ("height", request.height)):
             if isinstance(value, int) and value % 8 == 0 and value % size_multiple:
+                nearest = max(1, round(value / size_multiple)) * size_multiple
                 problems.append(f"with the ONNX version of this model, {label} must be a multiple of "
-                                f"{size_multiple} (got {value}; try {max(1, round(value / size_multiple)) * size_multiple})")
+                                f"{size_multiple} (got {value}; try {nearest})")
     if problems:
         raise EngineError(ErrorKind.BAD_INPUT, "Cannot make this image: " + "; ".join(problems) + ".")
 
@@ -175,6 +185,19 @@ class RunInfo:
     family: str
 
 
+def make_info(folder: ModelFolder, backend: str, device: str, dtype: str) -> ImageModelInfo:
+    return ImageModelInfo(
+        path=str(folder.path),
+        name=folder.name,
+        pipeline_class=folder.pipeline_class,
+        backend=backend,
+        device=device,
+        dtype=dtype,
+        native_size=folder.native_size,
+        schedulers=usable_schedulers(folder.distilled),
+    )
+
+
 def make_image(pil_image, request: ImageRequest, seed: int, run: RunInfo) -> GeneratedImage:
     extra = {"seed": seed, "model": run.model_name, "backend": run.backend, "device": run.device,
              "dtype": run.dtype}
@@ -200,6 +223,24 @@ def make_result(images: list[GeneratedImage], request: ImageRequest, run: RunInf
         seconds_per_step=round(reporter.seconds_per_step, 5),
         cancelled=cancelled,
     )
+
+
+def run_batch(request: ImageRequest, emit: Emit, cancel: CancelFlag | None, run: RunInfo, make_one) -> ImageResult:
+    """Make ``batch_count`` images with consecutive seeds; ``make_one(seed, reporter)`` returns a PIL image.
+
+    A cancel (raised from a step) ends the whole batch, and the result then
+    carries no images at all, not even the ones finished before it.
+    """
+    started = time.perf_counter()
+    reporter = StepReporter(request, emit, cancel, run.family)
+    images = []
+    try:
+        for index, seed in enumerate(make_seeds(request)):
+            reporter.begin_image(index)
+            images.append(make_image(make_one(seed, reporter), request, seed, run))
+    except Cancelled:
+        return make_result([], request, run, started, reporter, cancelled=True)
+    return make_result(images, request, run, started, reporter, cancelled=False)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

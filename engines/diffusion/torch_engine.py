@@ -18,7 +18,6 @@ from __future__ import annotations
 import gc
 import inspect
 import logging
-import time
 
 from engines.api import CancelFlag, Emit, ProgressEvent
 from engines.diffusion.common import (
@@ -30,14 +29,13 @@ from engines.diffusion.common import (
     decode_init_image,
     initial_latents,
     is_out_of_memory,
-    make_image,
-    make_result,
-    make_seeds,
+    make_info,
     memory_error,
+    run_batch,
     validate_request,
 )
 from engines.diffusion.model_folder import ModelFolder, inspect_model_folder
-from engines.diffusion.schedulers import make_scheduler, usable_schedulers
+from engines.diffusion.schedulers import make_scheduler
 from engines.diffusion.types import ImageLoadSpec, ImageModelInfo, ImageRequest, ImageResult
 from engines.errors import EngineError, ErrorKind
 
@@ -49,10 +47,9 @@ _PIPELINES = {
     "sdxl": ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"),
 }
 _TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-# Channels-last for the UNet on CPU: measured by benchmarks/bench_diffusion.py (SD 1.5 UNet, 512×512,
-# 2 cores): it made no reliable difference in fp32 and was slightly faster under bf16 autocast,
-# where oneDNN's bf16 convolutions prefer NHWC. Kept on for bf16 only.
-CHANNELS_LAST_BF16_ON_CPU = True
+# Channels-last (NHWC) UNet on CPU, per precision. Measured with benchmarks/bench_diffusion.py
+# (SD 1.5 UNet, 512×512, CFG, 2-core AMD EPYC): see the module docstring for the figures.
+CHANNELS_LAST_ON_CPU = {"fp32": False, "bf16": True}
 BF16_CPU_FEATURES = ("AMX", "AMX-BF16", "AVX-512 BF16")
 
 
@@ -89,6 +86,43 @@ def resolve_dtype(device: str, requested: str) -> str:
         raise EngineError(ErrorKind.UNSUPPORTED, "fp16 runs only on a GPU; on the CPU choose bf16 (fast on recent "
                                                  "CPUs) or fp32.")
     return requested
+
+
+def quiet_progress_bars() -> None:
+    """Turn off diffusers' and transformers' tqdm bars: the host logs stderr, and bars only clutter it."""
+    import diffusers.utils.logging
+    import transformers.utils.logging
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def load_pipeline(folder: ModelFolder, weights_dtype):
+    """The text-to-image pipeline of a diffusers folder, without the safety checker; errors in words."""
+    import diffusers
+
+    cls = getattr(diffusers, _PIPELINES[folder.family][0])
+    # ``dtype`` is diffusers 0.42's name for the older ``torch_dtype`` (which now warns).
+    kwargs = {"local_files_only": True, "use_safetensors": True, "dtype": weights_dtype}
+    if folder.variant:
+        kwargs["variant"] = folder.variant
+    if "safety_checker" in folder.components:
+        # Real SD 1.5 folders ship a 1.2 GB NSFW classifier; Atelier is a local tool and skips it.
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    if "feature_extractor" in folder.components:
+        kwargs["feature_extractor"] = None  # only the safety checker uses it
+    quiet_progress_bars()
+    try:
+        return cls.from_pretrained(str(folder.path), **kwargs)
+    except EngineError:
+        raise
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            raise memory_error("cpu") from None
+        log.warning("loading %s failed", folder.path, exc_info=True)
+        detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise EngineError(ErrorKind.MODEL_FILE, f"The model in {folder.path} could not be loaded: {detail}. "
+                                                "The files may be damaged or incomplete; copy the model again.")
 
 
 class TorchDiffusionEngine:
@@ -130,11 +164,11 @@ class TorchDiffusionEngine:
         autocast = device == "cpu" and dtype == "bf16"
         weights_dtype = torch.float32 if autocast else getattr(torch, _TORCH_DTYPES[dtype])
         emit(ProgressEvent("load", f"Loading {folder.name} ({folder.pipeline_class}) weights…", 0.1))
-        pipe = self._from_pretrained(folder, weights_dtype)
+        pipe = load_pipeline(folder, weights_dtype)
         emit(ProgressEvent("load", f"Moving the model to {device}…", 0.8))
         try:
             pipe.to(device)
-            if device == "cpu" and autocast and CHANNELS_LAST_BF16_ON_CPU:
+            if device == "cpu" and CHANNELS_LAST_ON_CPU.get(dtype, False):
                 pipe.unet.to(memory_format=torch.channels_last)
         except Exception as exc:
             if is_out_of_memory(exc):
@@ -147,42 +181,9 @@ class TorchDiffusionEngine:
         self._autocast_bf16 = autocast
         self._spec, self._folder = spec, folder
         self._run = RunInfo("torch", device, dtype, folder.name, folder.family)
-        self._info = ImageModelInfo(
-            path=str(folder.path),
-            name=folder.name,
-            pipeline_class=folder.pipeline_class,
-            backend="torch",
-            device=device,
-            dtype=dtype,
-            native_size=folder.native_size,
-            schedulers=usable_schedulers(folder.distilled),
-        )
+        self._info = make_info(folder, "torch", device, dtype)
         emit(ProgressEvent("load", f"{folder.name} is ready ({device}, {dtype}).", 1.0))
         return self._info
-
-    def _from_pretrained(self, folder: ModelFolder, weights_dtype):
-        import diffusers
-
-        cls = getattr(diffusers, _PIPELINES[folder.family][0])
-        kwargs = {"local_files_only": True, "use_safetensors": True, "torch_dtype": weights_dtype}
-        if folder.variant:
-            kwargs["variant"] = folder.variant
-        if "safety_checker" in folder.components:
-            # Real SD 1.5 folders ship a 1.2 GB NSFW classifier; Atelier is a local tool and skips it.
-            kwargs.update(safety_checker=None, requires_safety_checker=False)
-        if "feature_extractor" in folder.components:
-            kwargs["feature_extractor"] = None  # only the safety checker uses it
-        try:
-            return cls.from_pretrained(str(folder.path), **kwargs)
-        except EngineError:
-            raise
-        except Exception as exc:
-            if is_out_of_memory(exc):
-                raise memory_error("cpu") from None
-            log.warning("loading %s failed", folder.path, exc_info=True)
-            detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            raise EngineError(ErrorKind.MODEL_FILE, f"The model in {folder.path} could not be loaded: {detail}. "
-                                                    "The files may be damaged or incomplete; copy the model again.")
 
     def _img2img_pipe(self):
         if self._img2img is None:
@@ -204,17 +205,8 @@ class TorchDiffusionEngine:
             raise EngineError(ErrorKind.BAD_INPUT, "No image model is loaded.")
         validate_request(request, self._folder)
         init = decode_init_image(request.init_image, request.width, request.height) if request.init_image else None
-        started = time.perf_counter()
-        reporter = StepReporter(request, emit, cancel, self._folder.family)
-        images = []
-        try:
-            for index, seed in enumerate(make_seeds(request)):
-                reporter.begin_image(index)
-                pil = self._one(request, seed, init, reporter)
-                images.append(make_image(pil, request, seed, self._run))
-        except Cancelled:
-            return make_result([], request, self._run, started, reporter, cancelled=True)
-        return make_result(images, request, self._run, started, reporter, cancelled=False)
+        return run_batch(request, emit, cancel, self._run,
+                         lambda seed, reporter: self._one(request, seed, init, reporter))
 
     def _one(self, request: ImageRequest, seed: int, init, reporter: StepReporter):
         import torch

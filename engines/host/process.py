@@ -1,6 +1,8 @@
 """The child side of the engine host: a loop that serves one engine.
 
-It runs in a spawned process. Native output (llama.cpp's asserts, crash
+It runs in a spawned process (:func:`host_main`) or, under another Python
+interpreter, in a process started by :mod:`engines.host.standalone`; both
+run the same :func:`serve` loop. Native output (llama.cpp's asserts, crash
 messages) is redirected into a log file that the parent reads when the
 process dies, so a crash can be explained in words.
 """
@@ -34,9 +36,23 @@ def _redirect_output(log_path: str) -> None:
 
 
 def host_main(conn, cancel, log_path: str) -> None:
-    """Serve requests from ``conn`` until told to stop or the parent goes away."""
+    """The spawned host: serve requests from ``conn`` until told to stop or the parent goes away.
+
+    ``cancel`` is the ``multiprocessing.Event`` the parent shares; it clears
+    it before every request, so every request sees the same flag.
+    """
     _redirect_output(log_path)
-    log.info("engine host %d started", os.getpid())
+    serve(conn, lambda _request_id: cancel, log_path)
+
+
+def serve(conn, cancel_for, log_path: str) -> None:
+    """The serve loop both hosts share (the spawned one and :mod:`engines.host.standalone`).
+
+    ``cancel_for(request_id)`` gives the flag the engine polls for that
+    request: the shared event in the spawned host, a per-request flag set by
+    the cancel connection in the standalone one.
+    """
+    log.info("engine host %d started (Python %s)", os.getpid(), sys.version.split()[0])
     conn.send(Ready(os.getpid()))
     engine = None
     while True:
@@ -69,7 +85,7 @@ def host_main(conn, cancel, log_path: str) -> None:
                 def emit(event, _rid=request_id):
                     conn.send(Event(_rid, event))
 
-                result = engine.generate(message.request, emit, cancel)
+                result = engine.generate(message.request, emit, cancel_for(request_id))
                 conn.send(Done(request_id, result))
             elif isinstance(message, Unload):
                 if engine is not None:
