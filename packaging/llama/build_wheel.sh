@@ -26,7 +26,8 @@ BASE_ARGS="-DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON \
 # Extra flags for GPU builds, e.g. LLAMA_EXTRA_CMAKE_ARGS="-DGGML_CUDA=ON" (see README).
 ARGS="$BASE_ARGS ${LLAMA_EXTRA_CMAKE_ARGS:-}"
 CACHE_ROOT=${ATELIER_WHEEL_CACHE:-$HOME/.cache/atelier-build/wheels}
-KEY=$(printf '%s|%s|%s|%s' "$VERSION" "$ARGS" "$SCRIPT_REVISION" "$("$PYTHON" -c 'import sys; print(sys.version_info[:2])')" | sha256sum | cut -c1-16)
+sha256() { if command -v sha256sum >/dev/null; then sha256sum; else shasum -a 256; fi; }  # macOS: shasum
+KEY=$(printf '%s|%s|%s|%s' "$VERSION" "$ARGS" "$SCRIPT_REVISION" "$("$PYTHON" -c 'import sys; print(sys.version_info[:2])')" | sha256 | cut -c1-16)
 DEST="$CACHE_ROOT/llama-cpp-python-$VERSION-$KEY"
 
 installed_key() {
@@ -54,19 +55,22 @@ if ! ls "$DEST"/*.whl >/dev/null 2>&1; then
         cp "$LLAMA_PREBUILT_WHEEL" "$WORK/wheel/"   # a wheel built with exactly these flags
     else
         "$PYTHON" -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-python==$VERSION" -d "$WORK/src"
-        CMAKE_ARGS="$ARGS" CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} \
+        CMAKE_ARGS="$ARGS" CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || sysctl -n hw.ncpu)} \
             "$PYTHON" -m pip wheel --quiet --no-cache-dir --no-deps "$WORK"/src/llama_cpp_python-*.tar.gz -w "$WORK/wheel"
     fi
-    # ggml installs its CPU variants into a top-level bin/ folder of site-packages,
-    # plus headers and CMake files nobody needs. Move the variants beside libggml
-    # (llama_cpp/lib), drop the AMX one, drop the rest.
+    # ggml installs its backend modules (the CPU variants; Metal, BLAS or CUDA when
+    # enabled) into a top-level bin/ folder of site-packages, plus headers and CMake
+    # files nobody needs. Move the modules beside libggml (llama_cpp/lib), drop the
+    # AMX variant, drop the rest. (Backend modules are named .so on macOS too.)
     "$PYTHON" -m pip install --quiet wheel
     "$PYTHON" -m wheel unpack "$WORK"/wheel/*.whl -d "$WORK/unpacked"
     ROOT=$(echo "$WORK"/unpacked/*/)
-    mv "$ROOT"/bin/libggml-cpu-*.so "$ROOT/llama_cpp/lib/"
+    for module in "$ROOT"/bin/libggml-*.so; do
+        case "$(basename "$module")" in libggml-base*) ;; *) mv "$module" "$ROOT/llama_cpp/lib/" ;; esac
+    done
     rm -f "$ROOT"/llama_cpp/lib/libggml-cpu-sapphirerapids*
-    rm -rf "$ROOT/bin" "$ROOT/include" "$ROOT/lib"
-    ls "$ROOT"/llama_cpp/lib/libggml-cpu-haswell.so >/dev/null   # the variants are there
+    rm -rf "${ROOT:?}/bin" "${ROOT:?}/include" "${ROOT:?}/lib"
+    ls "$ROOT"/llama_cpp/lib/libggml-cpu-*.so >/dev/null   # the variants are there (x86: x64...zen4, Apple: apple_m1...)
     "$PYTHON" -m wheel pack "$ROOT" -d "$WORK/repacked"
     mkdir -p "$DEST"
     cp "$WORK"/repacked/*.whl "$DEST/"
