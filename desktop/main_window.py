@@ -57,9 +57,10 @@ class MainWindow(QMainWindow):
         for label in PAGES:
             self.nav.addItem(QListWidgetItem(QIcon(str(icon_path(f"{label.lower()}.svg"))), label))
         side_layout.addWidget(self.nav, 1)
-        privacy = QLabel("Private · runs on this computer")
+        privacy = QLabel("Private: everything runs on this computer")
+        privacy.setWordWrap(True)
         privacy.setObjectName("Muted")
-        privacy.setContentsMargins(18, 0, 0, 0)
+        privacy.setContentsMargins(18, 0, 12, 0)
         side_layout.addWidget(privacy)
         layout.addWidget(sidebar)
 

@@ -13,6 +13,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import logging
+import sys
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -49,6 +50,8 @@ class EnginePlugin:
                 found = False
             if not found:
                 hint = f" {self.install_hint}" if self.install_hint else ""
+                if getattr(sys, "frozen", False) and self.kind == "image":
+                    hint = " Install it from the Images page (“Install image engine”)."
                 return Availability(False, f"the Python package '{module}' is not installed.{hint}")
         version = None
         if self.distribution:

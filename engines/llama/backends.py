@@ -58,6 +58,9 @@ def ensure_backends_loaded() -> int:
         lib.ggml_backend_load_all_from_path(str(library_dir()).encode())
         count = lib.ggml_backend_dev_count()
         log.info("loaded %d llama.cpp backend device(s) from %s", count, library_dir())
+        for line in NATIVE_LOG.text().splitlines():
+            if "load_backend" in line:
+                log.info("%s", line.strip())  # which CPU variant ggml picked for this processor
     return int(count)
 
 

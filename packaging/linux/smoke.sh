@@ -5,7 +5,8 @@
 #
 #   a. dist/atelier/atelier --selftest under `env -i` (nothing of the venv on PATH or
 #      PYTHONPATH), ATELIER_HOME on a path with spaces and non-ASCII letters; the
-#      llama.cpp CPU variant that was picked; no AVX-512/AMX code outside the variants.
+#      llama.cpp CPU variant that was picked; no AVX-512/AMX code outside the variants;
+#      the same self-test through the AppDir's AppRun and the .AppImage when built.
 #   b. the window under Xvfb: time from process start until it is shown (median of 5),
 #      a screenshot in dist/screenshot.png, the window's WM_CLASS against the .desktop.
 #   c. the .deb in a clean Debian 12 root (packaging/linux/chroot_smoke.sh), when this
@@ -83,6 +84,20 @@ second=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.2f", e - s }
 grep -q '"selftest": "ok"' "$WORK/selftest2.json" || fail "the second self-test did not say ok"
 tps=$(python3 -c "import json,sys; print(round(json.load(open(sys.argv[1]))['tokens_per_second'], 1))" "$WORK/selftest2.json")
 report "self-test:     ${first} s first run (writes the 253 MB demo model), ${second} s after; ${tps} tokens/s"
+
+APPDIR="$ROOT/build/appimage/Atelier.AppDir"
+if [ -x "$APPDIR/AppRun" ]; then
+    "${CLEAN[@]}" ATELIER_HOME="$APP_HOME" "$APPDIR/AppRun" --selftest > "$WORK/appdir.json" \
+        && grep -q '"selftest": "ok"' "$WORK/appdir.json" || fail "AppRun --selftest in $APPDIR"
+    report "appdir:        AppRun --selftest ok ($APPDIR)"
+fi
+for image in "$DIST"/Atelier-*.AppImage; do
+    [ -e "$image" ] || continue
+    # Extract-and-run: no FUSE needed (containers, CI).
+    "${CLEAN[@]}" APPIMAGE_EXTRACT_AND_RUN=1 TMPDIR="$WORK" ATELIER_HOME="$APP_HOME" "$image" --selftest > "$WORK/appimage.json" \
+        && grep -q '"selftest": "ok"' "$WORK/appimage.json" || fail "$(basename "$image") --selftest"
+    report "appimage:      $(basename "$image") --selftest ok"
+done
 
 echo "=== b. the window under Xvfb"
 for display in $(seq 90 120); do [ -e "/tmp/.X11-unix/X$display" ] || [ -e "/tmp/.X$display-lock" ] || break; done
