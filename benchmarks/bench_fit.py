@@ -48,4 +48,34 @@ def run() -> dict:
             "measured_peak_rss_mb": round(measured / 1e6, 1),
             "error_pct": round(100 * (estimate - measured) / measured, 1),
         })
+    rows.append(_tiny_diffusion_row())
     return {"model": path.name, "rows": rows}
+
+
+def _tiny_diffusion_row() -> dict:
+    """The image estimate against an engine host running the tiny random-weight pipeline."""
+    from engines.api import FinishedEvent
+    from engines.diffusion.types import ImageLoadSpec, ImageRequest
+    from engines.host import EngineHost
+    from engines.library.hardware import probe
+    from engines.library.image_fit import PipelineShape, estimate_image
+    from tests.fixtures.tiny_sd import build_tiny_sd
+
+    folder = build_tiny_sd(Path(tempfile.mkdtemp()) / "tiny-sd")
+    size = 256
+    host = EngineHost(Path(tempfile.mkdtemp()) / "fit-image.log", role="image")
+    try:
+        host.load("diffusers", ImageLoadSpec(str(folder), backend="torch", dtype="fp32"))
+        request = ImageRequest(prompt="a lighthouse", width=size, height=size, steps=4, seed=1, preview_every=0)
+        next(e for e in host.generate(request) if isinstance(e, FinishedEvent))
+        measured = peak_rss(host.pid)
+    finally:
+        host.close()
+    weights = sum(p.stat().st_size for p in folder.rglob("*.safetensors"))
+    estimate = estimate_image(weights, size, probe(), file_dtype="fp32", shape=PipelineShape.from_folder(folder)).total_bytes
+    return {
+        "context": f"tiny SD pipeline, {size}x{size}, torch fp32",
+        "estimate_mb": round(estimate / 1e6, 1),
+        "measured_peak_rss_mb": round(measured / 1e6, 1),
+        "error_pct": round(100 * (estimate - measured) / measured, 1),
+    }

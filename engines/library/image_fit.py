@@ -3,17 +3,46 @@
 Diffusion needs the pipeline's weights in memory at the dtype it runs in
 (fp16 files are widened to fp32 on a CPU without bf16) plus the
 activations of one denoising step and of the VAE decode, which grow with
-the image's pixel count. The activation constants are calibrated against
-the tiny pipeline and the SD 1.5-architecture benchmark.
+the image's pixel count. Activations scale with the pipeline's channel
+widths (read from its configs) and the pixel count; the live-map counts
+were calibrated against the tiny pipeline and the SD 1.5-architecture
+benchmark (benchmarks/bench_fit.py reports the error).
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
 from engines.library.fit import FitVerdict, MemoryNeed, gb, ram_reserve
 
 TORCH_OVERHEAD = 450 * 1024**2  # torch + diffusers + transformers imported in the engine host
-VAE_BYTES_PER_PIXEL = 128 * 4 * 6  # widest VAE decoder block, fp32, a few live tensors
-UNET_BYTES_PER_LATENT = 2 * 320 * 4 * 30  # guidance doubles the batch; ~30 live feature maps
+VAE_LIVE_MAPS = 6  # full-resolution feature maps alive at once in the VAE decoder
+UNET_LIVE_MAPS = 30  # feature maps alive at once in one UNet step
+
+
+@dataclass(frozen=True)
+class PipelineShape:
+    """The widths that set activation memory: the UNet's first block, the VAE's last."""
+
+    unet_channels: int = 320
+    vae_channels: int = 128
+    vae_scale: int = 8
+
+    @classmethod
+    def from_folder(cls, folder: Path) -> "PipelineShape":
+        """Read the configs of a diffusers folder; SD defaults for anything missing."""
+        def config(name: str) -> dict:
+            try:
+                return json.loads((folder / name / "config.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return {}
+
+        unet, vae = config("unet"), config("vae") or config("vae_decoder")
+        vae_blocks = vae.get("block_out_channels") or [128, 256, 512, 512]
+        unet_blocks = unet.get("block_out_channels") or [320]
+        return cls(int(unet_blocks[0]), int(vae_blocks[0]), 2 ** (len(vae_blocks) - 1))
 
 
 def run_dtype_factor(file_dtype: str, report) -> float:
@@ -27,15 +56,19 @@ def run_dtype_factor(file_dtype: str, report) -> float:
     return 1.0
 
 
-def estimate_image(weights_bytes: int, size: int, report, file_dtype: str = "fp16", batch: int = 1) -> MemoryNeed:
+def estimate_image(weights_bytes: int, size: int, report, file_dtype: str = "fp16", batch: int = 1,
+                   shape: PipelineShape = PipelineShape()) -> MemoryNeed:
+    """Weights at the run dtype + activations at ``size``² (fp32) + the torch runtime."""
     weights = int(weights_bytes * run_dtype_factor(file_dtype, report))
-    latent = (size // 8) ** 2
-    activations = batch * (size * size * VAE_BYTES_PER_PIXEL + latent * UNET_BYTES_PER_LATENT)
-    return MemoryNeed(weights, activations, 0, TORCH_OVERHEAD)
+    latent = (size // shape.vae_scale) ** 2
+    vae = size * size * shape.vae_channels * 4 * VAE_LIVE_MAPS
+    unet = latent * 2 * shape.unet_channels * 4 * UNET_LIVE_MAPS  # guidance doubles the batch
+    return MemoryNeed(weights, batch * (vae + unet), 0, TORCH_OVERHEAD)
 
 
-def judge_image_fit(weights_bytes: int, size: int, report, file_dtype: str = "fp16") -> FitVerdict:
-    need = estimate_image(weights_bytes, size, report, file_dtype)
+def judge_image_fit(weights_bytes: int, size: int, report, file_dtype: str = "fp16",
+                    shape: PipelineShape = PipelineShape()) -> FitVerdict:
+    need = estimate_image(weights_bytes, size, report, file_dtype, shape=shape)
     free = report.memory.available_bytes
     budget = max(0, free - ram_reserve(report.memory.total_bytes))
     sentence = f"{gb(need.weights_bytes)} weights + {gb(need.kv_cache_bytes)} activations at {size}×{size} + {gb(need.overhead_bytes)} runtime = {gb(need.total_bytes)}"

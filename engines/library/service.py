@@ -21,7 +21,7 @@ from engines.library.download.queue import DownloadJob, DownloadQueue
 from engines.library.download.transfer import FileSpec, check_disk_space, safe_relpath
 from engines.library.fit import FitVerdict, ModelShape, Resources, judge_text_fit
 from engines.library.hardware import HardwareReport, probe
-from engines.library.image_fit import judge_image_fit
+from engines.library.image_fit import PipelineShape, judge_image_fit
 from engines.library.installed import InstalledModel, InstalledModels
 from engines.workspace import Workspace
 
@@ -111,8 +111,9 @@ class ModelLibrary:
 
         path = Path(path)
         if path.is_dir():
-            size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-            return judge_image_fit(size, 512, self.hardware())
+            weights = sum(p.stat().st_size for p in path.rglob("*") if p.suffix in (".safetensors", ".onnx", ".onnx_data"))
+            dtype = "fp16" if any(".fp16." in p.name for p in path.rglob("*.safetensors")) else "fp32"
+            return judge_image_fit(weights, 512, self.hardware(), file_dtype=dtype, shape=PipelineShape.from_folder(path))
         header = check_model_file(path)
         context = context_length or min(DEFAULT_CONTEXT, header.context_length or DEFAULT_CONTEXT)
         return judge_text_fit(ModelShape.from_header(header), context, self.resources())
