@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.pages.images.controls import ImageControls, settings_from_entry
-from desktop.pages.images.engine_panel import EngineMissingPanel
+from desktop.pages.images.engine_panel import EngineEnvLine, EngineMissingPanel
 from desktop.pages.images.gallery_view import GalleryView
 from desktop.pages.images.image_view import ImageView
 from desktop.pages.images.status import BACKEND_NAMES, crash_message, format_step
@@ -56,10 +56,17 @@ def image_engine_availability():
 class ImagesPage(QWidget):
     _run = Signal(str, object, object)
     _unload = Signal()
+    _reset_host = Signal()
 
-    def __init__(self, workspace: Workspace, worker: ImageWorker | None = None, parent=None) -> None:
+    def __init__(self, workspace: Workspace, worker: ImageWorker | None = None, parent=None, engine_env=None) -> None:
         super().__init__(parent)
         self.workspace = workspace
+        if engine_env is None:
+            from engines.envs import ImageEngineEnv, image_engine_root
+
+            engine_env = ImageEngineEnv(image_engine_root(workspace.paths))
+        self.engine_env = engine_env  # the private image engine (engines.envs), installed on demand
+        self._pending_remove = False
         self.gallery = open_gallery(workspace)
         self.running = False
         self.engine_available = True
@@ -110,6 +117,7 @@ class ImagesPage(QWidget):
         self.view.show_message(EMPTY_VIEW_TEXT)
         self.stack.addWidget(self.view)
         self.engine_panel = EngineMissingPanel()
+        self.engine_panel.set_env(self.engine_env)
         self.engine_message = self.engine_panel.message
         self.stack.addWidget(self.engine_panel)
         col.addWidget(self.stack, 1)
@@ -129,6 +137,8 @@ class ImagesPage(QWidget):
         info_row.addWidget(self.status_line, 1)
         info_row.addWidget(self.seed_line)
         col.addLayout(info_row)
+        self.engine_line = EngineEnvLine()
+        col.addWidget(self.engine_line)
 
         self.gallery_view = GalleryView()
         col.addWidget(self.gallery_view)
@@ -153,6 +163,13 @@ class ImagesPage(QWidget):
         w.finished.connect(self._on_finished)
         w.failed.connect(self._on_failed)
         w.unloaded.connect(lambda: self.status_line.setText("Image model unloaded; its memory was given back."))
+        self._reset_host.connect(w.reset_host)
+        w.host_reset.connect(self._on_host_reset)
+        p = self.engine_panel
+        p.installed.connect(self._on_engine_installed)
+        p.removed.connect(self._on_engine_removed)
+        p.remove_failed.connect(self._on_engine_remove_failed)
+        self.engine_line.remove_requested.connect(self.remove_engine)
         g.selected.connect(self.show_image)
         g.open_requested.connect(self.open_image)
         g.copy_requested.connect(self.copy_image)
@@ -165,12 +182,71 @@ class ImagesPage(QWidget):
     # ---- engine and models ----------------------------------------------
 
     def check_engine(self) -> bool:
+        """Ready when this interpreter has the engine, or when the private one is installed."""
         state = image_engine_availability()
         if state.available:
+            self.engine_line.hide()
             self.show_engine_ready()
-        else:
-            self.show_engine_missing(state.reason)
-        return state.available
+            return True
+        env = self._engine_env_status()
+        if env is not None and env.state == "ready":
+            self.engine_line.show_status(env)
+            self.show_engine_ready()
+            return True
+        self.engine_line.hide()
+        self.show_engine_missing(state.reason)
+        self.engine_panel.show_status(env)
+        return False
+
+    def _engine_env_status(self):
+        try:
+            return self.engine_env.status()
+        except Exception as exc:  # noqa: BLE001 - a broken state file must not break the page
+            self._show_banner(f"Could not read the image engine's state: {exc}")
+            return None
+
+    def _on_engine_installed(self, status) -> None:
+        self._reset_host.emit()  # the next run starts the host under the new engine's Python
+        self.check_engine()
+        self.status_line.setText("Image engine installed. Choose a model and press Generate.")
+
+    def remove_engine(self, confirm: bool = True) -> bool:
+        """Delete the private image engine (after stopping its process); the page offers the install again."""
+        if self.running or self._pending_remove:
+            return False
+        if confirm:
+            answer = QMessageBox.question(
+                self, "Remove image engine",
+                "Remove Atelier's image engine (PyTorch, diffusers, ONNX Runtime) and give its disk space back? "
+                "Your images and models stay. You can install it again later.",
+                QMessageBox.Yes | QMessageBox.No, QMessageBox.No,
+            )
+            if answer != QMessageBox.Yes:
+                return False
+        self._pending_remove = True
+        self.engine_line.remove_button.setEnabled(False)
+        self.status_line.setText("Removing the image engine…")
+        self._reset_host.emit()  # its process must be gone before its files are
+        return True
+
+    def _on_host_reset(self) -> None:
+        if self._pending_remove and not self.engine_panel.remove_engine():
+            self._on_engine_remove_failed("another install or removal is still running")
+
+    def _on_engine_removed(self, freed: int) -> None:
+        from engines.envs.plan import format_size
+
+        self._pending_remove = False
+        self.engine_line.remove_button.setEnabled(True)
+        self.check_engine()
+        self.status_line.setText(f"Image engine removed: {format_size(freed)} given back.")
+
+    def _on_engine_remove_failed(self, message: str) -> None:
+        self._pending_remove = False
+        self.engine_line.remove_button.setEnabled(True)
+        self.status_line.setText("")
+        self._show_banner(f"Could not remove the image engine: {message}")
+        self.check_engine()
 
     def show_engine_missing(self, reason: str) -> None:
         """The engine cannot run here: say why and disable Generate (the gallery keeps working)."""
@@ -448,6 +524,7 @@ class ImagesPage(QWidget):
         if self._closed:
             return
         self._closed = True
+        self.engine_panel.shutdown()
         if self.running:
             self.worker.cancel()
         self._thread.quit()

@@ -10,6 +10,11 @@ Each finished image is written to the gallery here, in the worker thread,
 the moment the result arrives and before the GUI hears of it, so an image
 is never lost because the window closed or crashed. Live previews are
 thinned to about ten a second so painting never falls behind a fast GPU.
+
+The engine host runs under this interpreter, or under the private image
+engine's Python when one is installed (:func:`engines.envs.image_host_launch`).
+It is made on first use, and :meth:`ImageWorker.reset_host` drops it after
+the private engine was installed or removed, so the next run uses the new one.
 """
 
 from __future__ import annotations
@@ -63,14 +68,12 @@ class ImageWorker(QObject):
     finished = Signal(object)  # ImageResult of a completed (not cancelled) run
     failed = Signal(str, str)  # kind (ErrorKind value, CANCELLED or SAVE_FAILED), message for the user
     unloaded = Signal()
+    host_reset = Signal()  # the host was stopped and dropped (after reset_host)
 
     def __init__(self, workspace, host=None, gallery_factory=None) -> None:
         super().__init__()
-        if host is None:
-            from engines.host import EngineHost
-
-            host = EngineHost(workspace.engine_log("image"), role="image")
         self._workspace = workspace
+        self._injected = host is not None
         self._host = host
         self._gallery_factory = gallery_factory or (lambda: open_gallery(workspace))
         self._gallery: Gallery | None = None
@@ -79,12 +82,31 @@ class ImageWorker(QObject):
 
     @property
     def host(self):
+        if self._host is None:
+            self._host = self._make_host()
         return self._host
+
+    def _make_host(self):
+        from engines.envs import image_host_launch
+        from engines.host import EngineHost
+
+        launch = image_host_launch(self._workspace) or {}  # {} : this interpreter
+        return EngineHost(self._workspace.engine_log("image"), role="image", **launch)
 
     def cancel(self) -> None:
         """Called from the GUI thread: sets the flag the engine checks at every step."""
         self._cancelled.set()
-        self._host.cancel()
+        if self._host is not None:
+            self._host.cancel()
+
+    @Slot()
+    def reset_host(self) -> None:
+        """Stop the engine process and forget it: the next run starts one with the current engine."""
+        if self._host is not None:
+            self._host.close()
+            if not self._injected:
+                self._host = None
+        self.host_reset.emit()
 
     @Slot(str, object, object)
     def run(self, model_path: str, spec: ImageLoadSpec, request: ImageRequest) -> None:
@@ -118,7 +140,7 @@ class ImageWorker(QObject):
         self.finished.emit(result)
 
     def _generate(self, model_path: str, spec: ImageLoadSpec, request: ImageRequest):
-        info = getattr(self._host, "model_info", None)
+        info = getattr(self.host, "model_info", None)
         if info is None or str(getattr(info, "path", "")) != str(spec.model_path):
             self.loading.emit(f"Loading {Path(model_path).name}…")
 
@@ -126,15 +148,15 @@ class ImageWorker(QObject):
             if isinstance(event, ProgressEvent):
                 self.loading.emit(event.message)
 
-        info = self._host.load(ENGINE_NAME, spec, on_load_event)
+        info = self.host.load(ENGINE_NAME, spec, on_load_event)
         self.loaded.emit(info)
         if self._cancelled.is_set():
             return None
         last_preview = 0.0
         result = None
-        for event in self._host.generate(request):
+        for event in self.host.generate(request):
             if self._cancelled.is_set():
-                self._host.cancel()  # a cancel that came before generate() reset the host's flag
+                self.host.cancel()  # a cancel that came before generate() reset the host's flag
             if isinstance(event, StepEvent):
                 self.step.emit(event)
             elif isinstance(event, PreviewEvent):
@@ -161,13 +183,15 @@ class ImageWorker(QObject):
     @Slot()
     def unload(self) -> None:
         """Stop the engine process: this gives the model's memory back in full."""
-        self._host.close()
+        if self._host is not None:
+            self._host.close()
         self.unloaded.emit()
 
     @Slot()
     def shutdown(self) -> None:
         self._cancelled.set()
-        self._host.close()
+        if self._host is not None:
+            self._host.close()
         if self._gallery is not None:
             self._gallery.close()
             self._gallery = None

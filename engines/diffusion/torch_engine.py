@@ -261,3 +261,8 @@ class TorchDiffusionEngine:
     @property
     def info(self) -> ImageModelInfo | None:
         return self._info
+
+    @property
+    def pipeline(self):
+        """The loaded text-to-image diffusers pipeline (for benchmarks and tools), or None."""
+        return self._txt2img

@@ -147,11 +147,8 @@ class ImageEngineEnv:
             why = ("The last install was cancelled before it finished." if state == "cancelled"
                    else f"The last install failed: {data.get('error') or 'no reason was recorded'}")
             return EnvStatus("broken" if exists else "not_installed", **common, resumable=exists, reason=why)
-        if state == "damaged":
-            return EnvStatus("broken", **common, reason=f"The image engine is damaged: {data.get('error')}. "
-                                                        "Repair it to install it again.")
-        if state == "ready":
-            problem = quick_problem(self.env_dir)
+        if state in ("ready", "damaged"):
+            problem = quick_problem(self.env_dir) or (data.get("error") if state == "damaged" else "")
             if problem:
                 return EnvStatus("broken", **common, reason=f"The image engine is damaged: {problem}. "
                                                             "Repair it to install it again.")

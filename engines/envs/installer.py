@@ -49,8 +49,11 @@ CANCELLED = "cancelled"
 BUSY = "busy"
 BROKEN = "broken"
 
-_PROBE = ("import sys, json, venv, ensurepip; print(json.dumps({'version': list(sys.version_info[:3]), "
-          "'executable': sys.executable, 'frozen': bool(getattr(sys, 'frozen', False))}))")
+# A venv's Python answers with the interpreter it was made from, so the new environment never
+# depends on another environment that may be deleted.
+_PROBE = ("import sys, json, venv, ensurepip; base = getattr(sys, '_base_executable', '') "
+          "if sys.prefix != sys.base_prefix else ''; print(json.dumps({'version': list(sys.version_info[:3]), "
+          "'executable': base or sys.executable, 'frozen': bool(getattr(sys, 'frozen', False))}))")
 
 
 @dataclass(frozen=True)
