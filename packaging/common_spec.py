@@ -177,6 +177,11 @@ def analysis_options() -> dict:
         datas += collect_data_files(name, include_py_files=False)
     for dist in METADATA:
         datas += copy_metadata(dist)
+    # The image engine runs under its own Python (installed on demand), which cannot
+    # import from this bundle's PYZ archive: ship engines/ as plain source beside it
+    # (engines.host.standalone.engines_source_root looks in <bundle>/engines-src).
+    for source in sorted((ROOT / "engines").rglob("*.py")):
+        datas.append((str(source), str(Path("engines-src") / source.parent.relative_to(ROOT))))
 
     # ctypes-loaded libraries must keep llama_cpp/lib as their folder: backends.py
     # and llama_cpp itself look for them next to llama_cpp/__init__.py.

@@ -75,7 +75,10 @@ def run_image(args) -> int:
         raise CliError("--out must name a .png file")
     workspace = open_workspace()
     spec = ImageLoadSpec(str(_resolve(args.model)), backend=args.backend, dtype=args.precision)
-    host = EngineHost(workspace.engine_log("cli-image"), role="cli-image")
+    from engines.envs import image_host_launch
+
+    launch = image_host_launch(workspace) or {}  # the private image engine, when installed
+    host = EngineHost(workspace.engine_log("cli-image"), role="cli-image", **launch)
     tty = sys.stderr.isatty() and not args.json
     try:
         info = host.load("diffusers", spec)
