@@ -46,6 +46,16 @@ def gather() -> dict:
     from engines.library.accelerators import probe_accelerators
 
     report["accelerators"] = probe_accelerators().to_dict()
+    from engines.envs import ImageEngineEnv, image_engine_root
+
+    status = ImageEngineEnv(image_engine_root(workspace.paths)).status()
+    report["image_engine"] = {
+        "state": status.state,
+        "python": str(status.python) if status.python else None,
+        "size_bytes": status.size_bytes,
+        "torch_variant": status.torch_variant,
+        "reason": status.reason,
+    }
     report["llama_cpp"] = llama_build_info()
     report["paths"] = {
         "data": str(workspace.paths.data),
@@ -95,6 +105,8 @@ def run_doctor(args) -> int:
         lines.append(f"ONNX Runtime: {acc['onnxruntime_version']}, providers: {', '.join(acc['onnxruntime_providers'])}")
     else:
         lines.append("ONNX Runtime: not installed")
+    image = report["image_engine"]
+    lines.append(f"Image engine: {image['state'].replace('_', ' ')}" + (f" ({image['reason']})" if image["reason"] else ""))
     build = report["llama_cpp"]
     if "error" not in build:
         variants = f", CPU variants: {len(build['cpu_variants'])}" if build["cpu_variants"] else ""
