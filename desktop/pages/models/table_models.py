@@ -34,7 +34,27 @@ def _muted():
     return QApplication.palette().color(QPalette.Disabled, QPalette.Text)
 
 
-class CatalogTableModel(QAbstractTableModel):
+class _ListTableModel(QAbstractTableModel):
+    """A read-only table over a Python list: counts and headers; subclasses give ``data``."""
+
+    COLUMNS: tuple[str, ...] = ()
+
+    def _items(self) -> list:
+        raise NotImplementedError
+
+    def rowCount(self, parent=QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(self._items())
+
+    def columnCount(self, parent=QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(self.COLUMNS)
+
+    def headerData(self, section, orientation, role=DISPLAY):  # noqa: N802
+        if orientation == Qt.Orientation.Horizontal and role == DISPLAY:
+            return self.COLUMNS[section]
+        return None
+
+
+class CatalogTableModel(_ListTableModel):
     COLUMNS = ("Name", "Kind", "Size", "Quantization", "License", "Fits this machine")
     NAME, KIND, SIZE, QUANT, LICENSE, VERDICT = range(6)
 
@@ -61,16 +81,8 @@ class CatalogTableModel(QAbstractTableModel):
         if self.entries:
             self.dataChanged.emit(self.index(0, column), self.index(len(self.entries) - 1, column))
 
-    def rowCount(self, parent=QModelIndex()) -> int:  # noqa: N802
-        return 0 if parent.isValid() else len(self.entries)
-
-    def columnCount(self, parent=QModelIndex()) -> int:  # noqa: N802
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def headerData(self, section, orientation, role=DISPLAY):  # noqa: N802
-        if orientation == Qt.Orientation.Horizontal and role == DISPLAY:
-            return self.COLUMNS[section]
-        return None
+    def _items(self) -> list:
+        return self.entries
 
     def data(self, index: QModelIndex, role=DISPLAY):
         if not index.isValid():
@@ -149,7 +161,7 @@ class CatalogFilter(QSortFilterProxyModel):
         return all(word in haystack for word in self.text.split())
 
 
-class InstalledTableModel(QAbstractTableModel):
+class InstalledTableModel(_ListTableModel):
     """Installed models, then the files in the models folder that are not models (greyed)."""
 
     COLUMNS = ("Name", "Size", "Engine", "Format", "Source", "Fits this machine", "Path")
@@ -176,16 +188,8 @@ class InstalledTableModel(QAbstractTableModel):
         if self.rows:
             self.dataChanged.emit(self.index(0, self.VERDICT), self.index(len(self.rows) - 1, self.VERDICT))
 
-    def rowCount(self, parent=QModelIndex()) -> int:  # noqa: N802
-        return 0 if parent.isValid() else len(self.rows)
-
-    def columnCount(self, parent=QModelIndex()) -> int:  # noqa: N802
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def headerData(self, section, orientation, role=DISPLAY):  # noqa: N802
-        if orientation == Qt.Orientation.Horizontal and role == DISPLAY:
-            return self.COLUMNS[section]
-        return None
+    def _items(self) -> list:
+        return self.rows
 
     def data(self, index: QModelIndex, role=DISPLAY):
         if not index.isValid():
