@@ -7,7 +7,7 @@ import sys
 from desktop.cli import EXIT_BAD_INPUT, EXIT_FAILED, CliError, print_json
 from desktop.commands.models import resolve_model_path
 from engines.api import ChatMessage, FinishedEvent, NoticeEvent, SamplingParams, TextLoadSpec, TextRequest, TokenEvent
-from engines.errors import EngineCrashed, EngineError, ErrorKind
+from engines.errors import EngineError, ErrorKind
 from engines.host import EngineHost
 from engines.workspace import open_workspace
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from PySide6.QtCore import QObject, QThread, Signal
 
 from engines.api import TextLoadSpec
-from engines.chat.store import ChatStore, StoredMessage
+from engines.chat.store import StoredMessage
 from engines.errors import ErrorKind
 from engines.host import EngineHost
 from engines.library.installed import InstalledModel

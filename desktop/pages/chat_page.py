@@ -25,6 +25,7 @@ from desktop.pages.chat_controller import ChatController
 from desktop.widgets.chat_settings_panel import ChatSettingsPanel
 from desktop.widgets.composer import Composer
 from desktop.widgets.conversation_list import ConversationList
+from desktop.widgets.labels import banner_label
 from engines.chat.export import export_json, export_markdown, suggested_filename, write_export
 from engines.errors import EngineError
 
@@ -77,10 +78,7 @@ class ChatPage(QWidget):
         self.title = QLabel("New chat")
         self.title.setObjectName("PageTitle")
         center_layout.addWidget(self.title)
-        self.banner = QLabel()
-        self.banner.setObjectName("Banner")
-        self.banner.setWordWrap(True)
-        self.banner.hide()
+        self.banner = banner_label()
         center_layout.addWidget(self.banner)
         self.view = MessageView()
         self.view.setObjectName("MessageView")

@@ -33,6 +33,7 @@ from desktop.pages.images.engine_panel import EngineEnvLine, EngineMissingPanel
 from desktop.pages.images.gallery_view import GalleryView
 from desktop.pages.images.image_view import ImageView
 from desktop.pages.images.status import BACKEND_NAMES, crash_message, format_step
+from desktop.widgets.labels import banner_label
 from desktop.workers.image_worker import CANCELLED, ENGINE_NAME, ImageWorker, open_gallery
 from engines.errors import EngineError, ErrorKind
 from engines.workspace import Workspace
@@ -105,11 +106,7 @@ class ImagesPage(QWidget):
         self.title = QLabel("Images")
         self.title.setObjectName("PageTitle")
         col.addWidget(self.title)
-        self.banner = QLabel()
-        self.banner.setObjectName("Banner")
-        self.banner.setWordWrap(True)
-        self.banner.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.banner.hide()
+        self.banner = banner_label()
         col.addWidget(self.banner)
 
         self.stack = QStackedWidget()

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from engines.api import (
     CancelFlag,
-    ChatMessage,
     Emit,
     ModelInfo,
     NoticeEvent,

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 from desktop.pages.models.hub_search import HubSearchPanel
 from desktop.pages.models.table_models import ITEM_ROLE, KINDS, CatalogFilter, CatalogTableModel
 from desktop.pages.models.verdict_view import VerdictView, confirm_download_anyway, fmt_parameters, fmt_size
+from desktop.widgets.labels import banner_label
 from engines.errors import EngineError
 from engines.library.catalog import CatalogEntry
 from engines.library.download.queue import DownloadJob
@@ -190,11 +191,7 @@ class CatalogTab(QWidget):
         toolbar.addWidget(self.hub.search_button)
         layout.addLayout(toolbar)
 
-        self.banner = QLabel()
-        self.banner.setObjectName("Banner")
-        self.banner.setWordWrap(True)
-        self.banner.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.banner.hide()
+        self.banner = banner_label()
         layout.addWidget(self.banner)
         layout.addWidget(self.hub.message)
         layout.addWidget(self.hub.info)

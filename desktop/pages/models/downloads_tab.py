@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.pages.models.verdict_view import fmt_eta, fmt_size, fmt_speed
+from desktop.widgets.labels import banner_label
 from engines.errors import EngineError
 from engines.library.download.queue import DownloadJob, DownloadQueue
 
@@ -168,10 +169,7 @@ class DownloadsTab(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 12, 0, 0)
         layout.setSpacing(8)
-        self.banner = QLabel()
-        self.banner.setObjectName("Banner")
-        self.banner.setWordWrap(True)
-        self.banner.hide()
+        self.banner = banner_label()
         layout.addWidget(self.banner)
         self.empty = QLabel("No downloads. Pick a model in the Catalog tab, or search Hugging Face there.")
         self.empty.setObjectName("Muted")

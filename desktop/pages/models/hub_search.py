@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.pages.models.verdict_view import confirm_download_anyway, dot_icon, fmt_size
+from desktop.widgets.labels import banner_label
 from desktop.workers.background import BackgroundTask, run_in_background
 from engines.errors import EngineError
 from engines.library import hub_search, network, remote_gguf
@@ -103,11 +104,7 @@ class HubSearchPanel(QObject):
         self.query.returnPressed.connect(self.search)
         self.search_button = QPushButton("Search")
         self.search_button.clicked.connect(self.search)
-        self.message = QLabel()  # failures, as a Banner
-        self.message.setObjectName("Banner")
-        self.message.setWordWrap(True)
-        self.message.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.message.hide()
+        self.message = banner_label()  # failures, as a Banner
         self.info = QLabel()  # progress and results, muted
         self.info.setObjectName("Muted")
         self.info.setWordWrap(True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QThreadPool, QUrl, Qt, Signal
+from PySide6.QtCore import Qt, QThreadPool, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 
 from desktop.pages.models.table_models import ITEM_ROLE, InstalledTableModel
 from desktop.pages.models.verdict_view import fmt_size
+from desktop.widgets.labels import banner_label
 from desktop.workers.background import BackgroundTask, run_in_background
 from engines.errors import EngineError
 from engines.library.installed import InstalledModel
@@ -69,11 +70,7 @@ class InstalledTab(QWidget):
         toolbar.addWidget(self.summary)
         layout.addLayout(toolbar)
 
-        self.banner = QLabel()
-        self.banner.setObjectName("Banner")
-        self.banner.setWordWrap(True)
-        self.banner.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.banner.hide()
+        self.banner = banner_label()
         layout.addWidget(self.banner)
 
         self.model = InstalledTableModel(self)
