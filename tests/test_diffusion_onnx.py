@@ -65,7 +65,8 @@ def test_converter_writes_the_optimum_layout(tiny_sd_onnx):
     assert not list(tiny_sd_onnx.parent.glob("*.tmp-*"))  # renamed into place, nothing left behind
 
 
-def test_converter_refuses_an_existing_folder_and_cleans_up_on_failure(tiny_sd, tiny_sd_onnx, tmp_path, monkeypatch):
+def test_converter_refuses_an_existing_folder_and_cleans_up_on_failure(tiny_sd, tiny_sd_onnx, tmp_path,
+                                                                      monkeypatch):
     from engines.diffusion import convert
 
     with pytest.raises(EngineError, match="already exists"):
@@ -187,6 +188,12 @@ def test_auto_backend_uses_an_onnx_copy_beside_the_model(tiny_sd, tiny_sd_onnx, 
     monkeypatch.setattr(auto, "_cpu_bf16", lambda: False)
     assert auto.choose_backend(model, spec) == "onnx"
     assert auto.choose_backend(model, ImageLoadSpec(str(model), dtype="bf16")) == "torch"
+    monkeypatch.setattr(auto, "_cpu_bf16", lambda: True)
+    assert auto.choose_backend(model, spec) == "torch"  # bf16 PyTorch measured faster than ONNX Runtime
+    monkeypatch.setattr(auto, "_cpu_bf16", lambda: False)
+    monkeypatch.setattr(auto, "_onnx_fits", lambda copy: False)
+    assert auto.choose_backend(model, spec) == "torch"  # ONNX Runtime needs ~2.6× the model in RAM
+    monkeypatch.setattr(auto, "_onnx_fits", lambda copy: True)
     monkeypatch.setattr(auto, "_torch_has_gpu", lambda: True)
     assert auto.choose_backend(model, spec) == "torch"
     monkeypatch.setattr(auto, "_torch_has_gpu", lambda: False)

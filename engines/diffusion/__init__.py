@@ -1,0 +1,7 @@
+"""Image engines: Stable Diffusion 1.x/2.x and SDXL on PyTorch (diffusers), SD 1.x/2.x on ONNX Runtime.
+
+Import-cheap entry points: :mod:`.types` (requests, results, events),
+:mod:`.model_folder` (recognise a folder), :mod:`.png_meta` (parameters in
+PNGs) and :mod:`.plugin` (registry entries). torch, diffusers and
+onnxruntime are imported only when an engine loads a model.
+"""

@@ -1,18 +1,31 @@
 """Which backend runs a model when the user leaves it on "auto".
 
 * An ONNX folder runs on ONNX Runtime (PyTorch cannot run it).
-* A diffusers folder runs on PyTorch, unless Atelier's converter has put an
-  ONNX copy beside it (``<folder>-onnx``), ONNX Runtime is installed, and the
-  model would run on the CPU in fp32 anyway: then the ONNX copy, because
-  ONNX Runtime measured faster than PyTorch eager on the CPU here:
+* A diffusers folder runs on PyTorch, unless all of these hold, in which
+  case its ONNX copy runs:
 
-  - tiny test model (64×64, 4 steps, 2-core AMD EPYC): about 25 ms per UNet step
-    for ONNX Runtime against 40 ms for PyTorch fp32 (0.45 s against 0.65 s per image);
-  - SD 1.5 architecture at 512×512 with guidance (``benchmarks/bench_diffusion.py``):
-    see ``CPU_MEASUREMENTS`` below.
+  - Atelier's converter has put an ONNX copy beside it (``<folder>-onnx``)
+    and ONNX Runtime is installed;
+  - the model would run on the CPU in fp32 anyway: no GPU for PyTorch, no
+    explicit bf16/fp16 (the ONNX copy is fp32), and a CPU without native bf16;
+  - there is memory for it: ONNX Runtime peaked at 2.6× the ONNX folder's size.
 
-  On a GPU PyTorch runs fp16 and stays the choice; an explicit bf16/fp16
-  request also means PyTorch, since the ONNX copy is stored in fp32.
+Measured with ``benchmarks/bench_diffusion.py`` (SD 1.5 architecture,
+512×512, guidance 7, 3 steps, 2-core AMD EPYC with AVX-512 BF16, quiet
+machine), seconds per UNet step / whole image / peak RSS:
+
+  ============================  ========  =======  ========
+  PyTorch fp32                    8.4 s    43.8 s   5.4 GB
+  PyTorch bf16 autocast           4.3 s    17.3 s   5.0 GB
+  ONNX Runtime fp32 (CPU EP)      4.8 s    27.0 s  11.1 GB
+  ============================  ========  =======  ========
+
+So ONNX Runtime is 1.8× faster than PyTorch fp32 per step and is the
+choice on CPUs without native bf16, but where the CPU has it PyTorch bf16 is
+faster still (1.1× per step, 1.6× per image) at less than half the memory.
+On the tiny test model (64×64, 4 steps) ONNX Runtime was also faster: 23 ms
+per step against 36 ms for PyTorch fp32 and 34 ms for bf16 (118 against 229 ms
+per image).
 """
 
 from __future__ import annotations
@@ -25,10 +38,14 @@ from engines.diffusion.model_folder import ModelFolder, inspect_model_folder
 from engines.diffusion.types import ImageLoadSpec
 from engines.errors import EngineError, ErrorKind
 
-# Seconds per UNet step, SD 1.5 architecture, 512×512, CFG (batch 2), 2-core AMD EPYC with AVX-512 BF16.
-CPU_MEASUREMENTS = {"torch_fp32": None, "torch_bf16": None, "onnx_fp32": None}
+# Seconds per UNet step (see the table above): the figures behind the policy.
+CPU_MEASUREMENTS = {"torch_fp32": 8.45, "torch_bf16": 4.27, "onnx_fp32": 4.78}
 # Whether ONNX Runtime (fp32) beats PyTorch bf16 autocast on CPUs that compute bf16 natively.
-ONNX_BEATS_BF16_ON_CPU = False
+ONNX_BEATS_BF16_ON_CPU = CPU_MEASUREMENTS["onnx_fp32"] < CPU_MEASUREMENTS["torch_bf16"]
+# ONNX Runtime's peak RSS over the ONNX folder's size: 11.1 GB for 4.27 GB (SD 1.5 at 512×512). It holds
+# the weights, pre-packed copies of them and the full attention matrices (the exported graph has no
+# memory-efficient attention), where PyTorch needs about 1.2× the weights.
+ONNX_PEAK_RSS_FACTOR = 2.6
 
 
 def onnx_copy_of(folder: str | Path) -> Path | None:
@@ -53,6 +70,14 @@ def _torch_has_gpu() -> bool:
     return torch.cuda.is_available() or bool(mps and mps.is_available())
 
 
+def _onnx_fits(copy: Path) -> bool:
+    """Whether ONNX Runtime's peak for this model fits in the memory available now."""
+    import psutil
+
+    size = sum(p.stat().st_size for p in copy.rglob("*") if p.is_file() and ".onnx" in p.name)
+    return psutil.virtual_memory().available > size * ONNX_PEAK_RSS_FACTOR
+
+
 def _cpu_bf16() -> bool:
     from engines.diffusion.torch_engine import cpu_has_native_bf16
 
@@ -60,7 +85,7 @@ def _cpu_bf16() -> bool:
 
 
 def choose_backend(folder: ModelFolder | str | Path, spec: ImageLoadSpec) -> str:
-    """"torch" or "onnx" for this folder and spec; EngineError when the explicit choice cannot work."""
+    """Pick "torch" or "onnx" for this folder and spec; EngineError when an explicit choice cannot work."""
     if not isinstance(folder, ModelFolder):
         folder = inspect_model_folder(folder)
     if folder.kind == "onnx":
@@ -91,4 +116,4 @@ def choose_backend(folder: ModelFolder | str | Path, spec: ImageLoadSpec) -> str
         return "torch"
     if spec.dtype == "auto" and _cpu_bf16() and not ONNX_BEATS_BF16_ON_CPU:
         return "torch"
-    return "onnx"
+    return "onnx" if _onnx_fits(copy) else "torch"
