@@ -85,6 +85,9 @@ def style_sheet(c: Colors) -> str:
     QPlainTextEdit#Composer:focus {{ border: 1px solid {c.accent}; }}
     QLineEdit {{ border: 1px solid {c.border}; border-radius: 6px; padding: 5px 8px; background: {c.base}; }}
     QLineEdit:focus {{ border: 1px solid {c.accent}; }}
+    QCheckBox::indicator {{ width: 14px; height: 14px; border: 1px solid {c.muted}; border-radius: 3px; background: {c.base}; }}
+    QCheckBox::indicator:checked {{ background: {c.accent}; border: 1px solid {c.accent}; }}
+    QCheckBox::indicator:disabled {{ border: 1px solid {c.border}; }}
     QPushButton {{ padding: 6px 12px; border-radius: 6px; border: 1px solid {c.border}; background: {c.base}; }}
     QPushButton:hover {{ background: {c.alt}; }}
     QPushButton:disabled {{ color: {c.muted}; }}
