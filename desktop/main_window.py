@@ -78,7 +78,7 @@ class MainWindow(QMainWindow):
             self.stack.addWidget(page)
         self.nav.currentRowChanged.connect(self._navigate)
         self.nav.setCurrentRow(0)
-        QTimer.singleShot(0, self.ensure_models_page)
+        QTimer.singleShot(400, self.ensure_models_page)  # after the first paint
 
     def _navigate(self, row: int) -> None:
         if PAGES[row] == "Models":
