@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml Makefile packaging/llama/build_wheel.sh
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	packaging/llama/build_wheel.sh $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[llama,demo,images,dev]"
+	@QT_QPA_PLATFORM=offscreen $(BIN)/python -c "from PySide6.QtWidgets import QApplication; QApplication([])" \
+		|| { echo "Qt cannot start: install its system libraries, e.g. on Debian/Ubuntu:"; \
+		     echo "  sudo apt-get install libegl1 libgl1 libglib2.0-0 libdbus-1-3 libfontconfig1 libfreetype6 libxkbcommon0 libxkbcommon-x11-0 libxcb-cursor0"; \
+		     exit 1; }
 	@touch $(STAMP)
 
 run: setup
