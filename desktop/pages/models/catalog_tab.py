@@ -10,24 +10,21 @@ import html
 
 from PySide6.QtCore import QItemSelectionModel, Qt, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QComboBox,
     QFormLayout,
     QFrame,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
     QPushButton,
     QScrollArea,
     QSplitter,
-    QTableView,
     QVBoxLayout,
     QWidget,
 )
 
 from desktop.pages.models.hub_search import HubSearchPanel
-from desktop.pages.models.table_models import ITEM_ROLE, KINDS, CatalogFilter, CatalogTableModel
+from desktop.pages.models.table_models import ITEM_ROLE, KINDS, CatalogFilter, CatalogTableModel, list_table_view
 from desktop.pages.models.verdict_view import VerdictView, confirm_download_anyway, fmt_parameters, fmt_size
 from desktop.widgets.labels import banner_label
 from engines.errors import EngineError
@@ -199,23 +196,10 @@ class CatalogTab(QWidget):
         self.model = CatalogTableModel(self)
         self.proxy = CatalogFilter(self)
         self.proxy.setSourceModel(self.model)
-        self.table = QTableView()
-        self.table.setModel(self.proxy)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table = list_table_view(self.proxy, CatalogTableModel.NAME)
         self.table.setSortingEnabled(True)
         self.table.sortByColumn(-1, Qt.AscendingOrder)  # catalog order until the user sorts
-        self.table.setAlternatingRowColors(True)
-        self.table.setShowGrid(False)
-        self.table.setWordWrap(False)
-        self.table.verticalHeader().hide()
-        self.table.verticalHeader().setDefaultSectionSize(30)
         header = self.table.horizontalHeader()
-        header.setHighlightSections(False)
-        header.setDefaultAlignment(Qt.AlignLeft | Qt.AlignVCenter)
-        header.setSectionResizeMode(QHeaderView.Interactive)
-        header.setSectionResizeMode(CatalogTableModel.NAME, QHeaderView.Stretch)
         header.setMinimumSectionSize(60)
 
         self.details = EntryDetails()

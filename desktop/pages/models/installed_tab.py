@@ -12,19 +12,16 @@ from pathlib import Path
 from PySide6.QtCore import Qt, QThreadPool, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QFileDialog,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QMessageBox,
     QPushButton,
-    QTableView,
     QVBoxLayout,
     QWidget,
 )
 
-from desktop.pages.models.table_models import ITEM_ROLE, InstalledTableModel
+from desktop.pages.models.table_models import ITEM_ROLE, InstalledTableModel, list_table_view
 from desktop.pages.models.verdict_view import fmt_size
 from desktop.widgets.labels import banner_label
 from desktop.workers.background import BackgroundTask, run_in_background
@@ -74,22 +71,8 @@ class InstalledTab(QWidget):
         layout.addWidget(self.banner)
 
         self.model = InstalledTableModel(self)
-        self.table = QTableView()
-        self.table.setModel(self.model)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
-        self.table.setAlternatingRowColors(True)
-        self.table.setShowGrid(False)
-        self.table.setWordWrap(False)
+        self.table = list_table_view(self.model, InstalledTableModel.PATH)
         self.table.setTextElideMode(Qt.ElideMiddle)
-        self.table.verticalHeader().hide()
-        self.table.verticalHeader().setDefaultSectionSize(30)
-        header = self.table.horizontalHeader()
-        header.setHighlightSections(False)
-        header.setDefaultAlignment(Qt.AlignLeft | Qt.AlignVCenter)
-        header.setSectionResizeMode(QHeaderView.Interactive)
-        header.setSectionResizeMode(InstalledTableModel.PATH, QHeaderView.Stretch)
         self.table.selectionModel().currentRowChanged.connect(lambda *_: self._update_buttons())
         self.table.doubleClicked.connect(lambda _i: self.reveal_selected())
         layout.addWidget(self.table, 1)

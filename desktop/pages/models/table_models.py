@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
 from PySide6.QtGui import QPalette
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QAbstractItemView, QApplication, QHeaderView, QTableView
 
 from desktop.pages.models.verdict_view import dot_icon, fmt_size
 from engines.library.catalog import CatalogEntry
@@ -245,3 +245,23 @@ class InstalledTableModel(_ListTableModel):
         if role == TOOLTIP:
             return f"Not a model Atelier can run: {item.reason}\n{item.path}"
         return None
+
+
+def list_table_view(model, stretch_column: int) -> QTableView:
+    """A read-only, row-selecting table styled like the rest of the Models page."""
+    table = QTableView()
+    table.setModel(model)
+    table.setSelectionBehavior(QAbstractItemView.SelectRows)
+    table.setSelectionMode(QAbstractItemView.SingleSelection)
+    table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+    table.setAlternatingRowColors(True)
+    table.setShowGrid(False)
+    table.setWordWrap(False)
+    table.verticalHeader().hide()
+    table.verticalHeader().setDefaultSectionSize(30)
+    header = table.horizontalHeader()
+    header.setHighlightSections(False)
+    header.setDefaultAlignment(Qt.AlignLeft | Qt.AlignVCenter)
+    header.setSectionResizeMode(QHeaderView.Interactive)
+    header.setSectionResizeMode(stretch_column, QHeaderView.Stretch)
+    return table
