@@ -162,8 +162,8 @@ def test_img2img_resizes_the_init_image_and_runs_strength_steps(engine):
     assert "Denoising strength: 0.5" in result.images[0].parameters
 
 
-def test_bf16_autocast_matches_fp32(engine, tiny_sd):
-    """bf16 autocast vs fp32: measured PSNR ≈ 48 dB (mean |diff| ≈ 0.7/255) for Euler on this model.
+def test_bf16_matches_fp32(engine, tiny_sd):
+    """bf16 weights vs fp32: measured PSNR ≈ 48 dB (mean |diff| ≈ 0.7/255) for Euler on this model.
 
     40 dB is the usual "no visible difference" line for 8-bit images, and
     leaves room for other CPUs' bf16 kernels without hiding a real bug (a

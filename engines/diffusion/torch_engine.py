@@ -6,14 +6,14 @@ Atelier adds: a precision and device policy that suits the machine,
 device-independent seeds, step/preview events, an immediate cancel, and
 errors a user can act on instead of tracebacks.
 
-Precision policy (``dtype="auto"``): fp16 on a GPU; on a CPU, bf16 autocast
+Precision policy (``dtype="auto"``): fp16 on a GPU; on a CPU, bf16 weights
 when the CPU computes bf16 natively (AMX or AVX-512 BF16, from
-:func:`engines.library.hardware.probe_cpu`), fp32 otherwise. Autocast
-keeps the weights in fp32 and runs the matrix products and convolutions in
-bf16, with its weight cast cached for the whole run. On the 2-core AMD EPYC
-(AVX-512 BF16) here, SD 1.5 at 512×512 with guidance: 4.3 s per step in bf16
-against 8.4 s in fp32, peak RSS 5.0 against 5.4 GB, and on the tiny test
-model a PSNR of about 48 dB against fp32 (see the tests).
+:func:`engines.library.hardware.probe_cpu`), fp32 otherwise. On the CPU the
+UNet also gets :mod:`engines.diffusion.cpu_speedups` (weights pre-packed for
+oneDNN, sliced attention in bf16). bf16 weights beat autocast, which keeps
+fp32 weights and re-casts them on every call. The figures are in the README
+(``benchmarks/bench_diffusion.py``); on the tiny test model bf16 stays
+within a PSNR of 40 dB of fp32 (see the tests).
 """
 
 from __future__ import annotations
@@ -50,11 +50,6 @@ _PIPELINES = {
     "sdxl": ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"),
 }
 _TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-# Channels-last (NHWC) UNet on CPU, per precision: off. Measured by benchmarks/bench_diffusion.py (SD 1.5
-# UNet, 512×512, CFG, 2-core AMD EPYC): interleaved with the contiguous UNet in one process it changed a step
-# by -5%..+10% in fp32 and -1%..-7% in bf16 (no reliable gain), and it raised peak RSS by about 2.2 GB
-# (fp32 5.4 → 7.7 GB, bf16 5.0 → 7.1 GB), apparently from oneDNN's reordered weight copies.
-CHANNELS_LAST_ON_CPU = {"fp32": False, "bf16": False}
 BF16_CPU_FEATURES = ("AMX", "AMX-BF16", "AVX-512 BF16")
 
 
@@ -143,7 +138,6 @@ class TorchDiffusionEngine:
         self._txt2img = None
         self._img2img = None
         self._scheduler_config: dict = {}
-        self._autocast_bf16 = False
 
     # ---- loading ---------------------------------------------------------
 
@@ -166,15 +160,16 @@ class TorchDiffusionEngine:
         emit(ProgressEvent("load", "Starting PyTorch…", 0.05))
         import torch
 
-        autocast = device == "cpu" and dtype == "bf16"
-        weights_dtype = torch.float32 if autocast else getattr(torch, _TORCH_DTYPES[dtype])
+        weights_dtype = getattr(torch, _TORCH_DTYPES[dtype])
         emit(ProgressEvent("load", f"Loading {folder.name} ({folder.pipeline_class}) weights…", 0.1))
         pipe = load_pipeline(folder, weights_dtype)
         emit(ProgressEvent("load", f"Moving the model to {device}…", 0.8))
         try:
             pipe.to(device)
-            if device == "cpu" and CHANNELS_LAST_ON_CPU.get(dtype, False):
-                pipe.unet.to(memory_format=torch.channels_last)
+            if device == "cpu" and spec.cpu_speedups:
+                from engines.diffusion.cpu_speedups import speed_up_for_cpu
+
+                speed_up_for_cpu(pipe, dtype)
         except Exception as exc:
             if is_out_of_memory(exc):
                 raise memory_error(device) from None
@@ -183,7 +178,6 @@ class TorchDiffusionEngine:
         self._txt2img = pipe
         self._img2img = None  # built on first use: it shares every component, so it costs nothing to keep
         self._scheduler_config = dict(pipe.scheduler.config)
-        self._autocast_bf16 = autocast
         self._spec, self._folder = spec, folder
         self._run = RunInfo("torch", device, dtype, folder.name, folder.family)
         self._info = make_info(folder, "torch", device, dtype)
@@ -243,7 +237,7 @@ class TorchDiffusionEngine:
             latents = initial_latents(generator, shape).to(self._run.device, pipe.unet.dtype)
             kwargs.update(width=request.width, height=request.height, latents=latents)
         try:
-            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._autocast_bf16):
+            with torch.inference_mode():
                 return pipe(**kwargs).images[0]
         except Cancelled:
             raise

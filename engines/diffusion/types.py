@@ -33,6 +33,8 @@ class ImageLoadSpec:
     backend: Backend = "auto"
     device: Device = "auto"
     dtype: DType = "auto"
+    # Pre-packed weights and sliced attention on the CPU (engines.diffusion.cpu_speedups); off only to compare.
+    cpu_speedups: bool = True
 
     def validate(self) -> list[str]:
         problems = []
@@ -117,7 +119,7 @@ class ImageResult:
     request: ImageRequest
     backend: str  # "torch" or "onnx"
     device: str  # "cpu", "cuda", "mps", or the ONNX Runtime provider's short name
-    dtype: str  # "fp32", "bf16" (CPU autocast), "fp16"
+    dtype: str  # "fp32", "bf16", "fp16"
     model_name: str
     seconds: float
     seconds_per_step: float  # steady-state UNet step time (first step excluded when there are more)
