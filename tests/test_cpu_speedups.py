@@ -118,3 +118,28 @@ def test_engine_with_and_without_speedups_gives_the_same_image(tiny_sd, dtype): 
     else:  # bf16 results depend on the order of summation; the same 40 dB line as bf16 against fp32
         psnr = 10 * np.log10(255**2 / float((diff**2).mean())) if diff.any() else 99.0
         assert psnr > 40.0 and diff.mean() < 1.0
+
+
+def test_sliced_attention_is_installed_only_over_the_stock_processor():
+    from diffusers.models.attention_processor import Attention, AttnProcessor
+
+    class Model(torch.nn.Module):
+        """Stands in for a diffusers model: has attn_processors / set_attn_processor via Attention children."""
+
+        def __init__(self):
+            super().__init__()
+            self.a = Attention(query_dim=8, heads=1, dim_head=8)
+            self.b = Attention(query_dim=8, heads=1, dim_head=8, processor=AttnProcessor())
+
+        @property
+        def attn_processors(self):
+            return {"a.processor": self.a.processor, "b.processor": self.b.processor}
+
+        def set_attn_processor(self, processors):
+            self.a.set_processor(processors.pop("a.processor"))
+            self.b.set_processor(processors.pop("b.processor"))
+
+    model = Model()
+    assert cpu_speedups.use_sliced_attention(model) == 1
+    assert isinstance(model.a.processor, cpu_speedups.SlicedAttnProcessor)
+    assert type(model.b.processor) is AttnProcessor  # somebody's own processor is left alone
