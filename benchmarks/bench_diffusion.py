@@ -237,20 +237,44 @@ def _atelier(engine_kind: str, dtype: str, speedups: bool) -> tuple[float, float
     return load, result.seconds_per_step, result.seconds
 
 
+def _estimate_mb(engine_kind: str, dtype: str) -> float:
+    """What the fit estimate (engines.library.image_fit) says this case needs."""
+    from engines.library.hardware import probe
+    from engines.library.image_fit import PipelineShape, estimate_image, folder_weights
+
+    folder = ONNX_MODEL if engine_kind == "onnx" else MODEL
+    weights, file_dtype = folder_weights(folder)
+    need = estimate_image(weights, SIZE, probe(), file_dtype=file_dtype, shape=PipelineShape.from_folder(MODEL),
+                          run_dtype=dtype)
+    return round(need.total_bytes / 1e6)
+
+
 def run_case(name: str) -> dict:
     if name.startswith("paired_"):
         return paired(name.removeprefix("paired_"))
+    from benchmarks.memory_probe import PeakAnonSampler
+
     engine_kind, dtype, speedups, _env = CASES[name]
     load_before = os.getloadavg()[0]
-    load, per_step, total = _atelier(engine_kind, dtype, speedups)
-    return {
+    with PeakAnonSampler() as anon:
+        load, per_step, total = _atelier(engine_kind, dtype, speedups)
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    estimate = _estimate_mb(engine_kind, dtype)
+    figures = {
         "seconds_per_step": round(per_step, 3),
         "image_seconds": round(total, 2),
         "load_seconds": round(load, 2),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        # VmHWM counts the safetensors pages that are only mapped while loading; see benchmarks/memory_probe.py.
+        "peak_rss_mb": round(peak_rss / 1e6),
+        "peak_anon_mb": round(anon.peak_bytes / 1e6) if anon.peak_bytes else None,
+        "estimate_mb": estimate,
         "loadavg_before": round(load_before, 2),
         "loadavg_after": round(os.getloadavg()[0], 2),
     }
+    if anon.peak_bytes:
+        figures["estimate_error_vs_anon_pct"] = round(100 * (estimate * 1e6 - anon.peak_bytes) / anon.peak_bytes, 1)
+    figures["estimate_error_vs_rss_pct"] = round(100 * (estimate * 1e6 - peak_rss) / peak_rss, 1)
+    return figures
 
 
 def _in_subprocess(name: str) -> dict:
