@@ -84,7 +84,7 @@ def test_packed_layers_are_exact_and_drop_the_plain_weight(dtype):
     assert (packed.float() - stock.float()).abs().max().item() <= tolerance
     assert other_shape.shape == (1, 16, 10, 4)
     assert all(type(m).__name__.startswith("Packed") for m in (model[0], model[2], model[4]))
-    assert model[0]._weight is None and model[0]._packed is not None  # one copy of the weights, not two
+    assert not hasattr(model[0], "weight") and model[0].packed_weight.is_mkldnn  # one copy of the weights
 
 
 @needs_onednn

@@ -169,6 +169,7 @@ class TorchDiffusionEngine:
             if device == "cpu" and spec.cpu_speedups:
                 from engines.diffusion.cpu_speedups import speed_up_for_cpu
 
+                emit(ProgressEvent("load", "Preparing the weights for this CPU…", 0.85))
                 speed_up_for_cpu(pipe, dtype)
         except Exception as exc:
             if is_out_of_memory(exc):
@@ -193,6 +194,8 @@ class TorchDiffusionEngine:
             parts = {k: v for k, v in self._txt2img.components.items() if k in accepted}
             if "requires_safety_checker" in accepted:
                 parts["requires_safety_checker"] = False
+            if "force_zeros_for_empty_prompt" in accepted:  # SDXL: a config value, not a component
+                parts["force_zeros_for_empty_prompt"] = self._txt2img.config.force_zeros_for_empty_prompt
             self._img2img = cls(**parts)
             self._img2img.set_progress_bar_config(disable=True)
         return self._img2img
