@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Literal, Protocol, Union, runtime_checkable
 
+from engines.kv_cache import DEFAULT_CACHE_TYPE, cache_type_problem
+
 Role = Literal["system", "user", "assistant"]
 OverflowPolicy = Literal["stop", "drop_oldest"]
 
@@ -61,6 +63,17 @@ class TextLoadSpec:
     context_length: int = 4096
     threads: int | None = None  # default: physical cores
     gpu_layers: int | None = None  # default: all layers when the build can offload, else 0
+    cache_type: str = DEFAULT_CACHE_TYPE  # the context (KV) cache: "f16", "q8_0" or "q4_0" (engines/kv_cache.py)
+
+    def validate(self) -> list[str]:
+        """Human-readable problems, empty when the spec is usable."""
+        problems = []
+        if self.context_length < 64:
+            problems.append("the context length must be at least 64 tokens")
+        cache_problem = cache_type_problem(self.cache_type)
+        if cache_problem:
+            problems.append(cache_problem)
+        return problems
 
 
 @dataclass(frozen=True)
@@ -98,6 +111,9 @@ class ModelInfo:
     template: str  # name of the chat format in use
     template_source: str  # "gguf" (the file's own) or "fallback" (picked by architecture)
     gpu_offload_supported: bool
+    cache_type: str = DEFAULT_CACHE_TYPE  # the context cache's element type
+    flash_attention: bool = False  # on whenever the cache is quantized: llama.cpp needs it for a quantized V cache
+    kv_cache_bytes: int | None = None  # the cache size llama.cpp reported, when it did
 
 
 @dataclass(frozen=True)

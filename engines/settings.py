@@ -3,6 +3,8 @@
 Stored as JSON in the config folder. ``schema_version`` plus a list of
 migrations lets later versions change the shape without losing anything;
 a file that cannot be read is set aside (never deleted) and defaults used.
+A new field with a default (such as ``LoadPrefs.cache_type``) needs no
+migration: files written before it simply get the default.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from engines.kv_cache import CACHE_TYPES, DEFAULT_CACHE_TYPE, CacheType
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
@@ -26,6 +30,20 @@ class LoadPrefs(BaseModel):
     context_length: int = Field(4096, ge=64, le=1_048_576)
     threads: int | None = Field(None, ge=1, le=1024)
     gpu_layers: int | None = Field(None, ge=-1, le=100_000)
+    cache_type: CacheType = DEFAULT_CACHE_TYPE  # the context (KV) cache's element type
+
+    @field_validator("cache_type", mode="before")
+    @classmethod
+    def _unknown_cache_type_is_f16(cls, value):
+        """An unknown cache type (hand-edited, or from a newer version) falls back to f16.
+
+        Failing validation here would set the whole settings file aside and
+        lose every other preference for one value.
+        """
+        if value not in CACHE_TYPES:
+            log.warning("unknown context cache type %r in the settings; using %s", value, DEFAULT_CACHE_TYPE)
+            return DEFAULT_CACHE_TYPE
+        return value
 
 
 class Settings(BaseModel):

@@ -21,7 +21,7 @@ def test_kv_cache_follows_jans_formula():
 def test_cpu_only_machine_explains_itself():
     verdict = judge_text_fit(llama_8b_q4(), 4096, Resources(ram_total=32 * GiB, ram_free=20 * GiB))
     assert verdict.verdict == "cpu_only" and verdict.label == "CPU only"
-    assert "weights +" in verdict.explanation and "context cache at 4,096 tokens" in verdict.explanation
+    assert "weights +" in verdict.explanation and "context cache (f16) at 4,096 tokens" in verdict.explanation
     assert "no supported GPU" in verdict.explanation
 
 

@@ -133,3 +133,38 @@ def test_broken_gguf_template_falls_back(tmp_path):
     engine, info = load(path)
     assert info.template_source == "fallback"
     engine.unload()
+
+
+def test_gemma_with_a_q8_0_cache_generates_and_its_cache_is_about_half(gemma_path):
+    """Real llama.cpp: the q8_0 cache it allocates is 34/64 of the f16 one, and the model still answers."""
+    engine, f16 = load(gemma_path, ctx=1024)
+    engine.unload()
+    assert f16.cache_type == "f16" and not f16.flash_attention and f16.kv_cache_bytes
+    progress = []
+    engine = LlamaCppEngine()
+    q8 = engine.load(TextLoadSpec(str(gemma_path), context_length=1024, cache_type="q8_0"), progress.append)
+    assert q8.cache_type == "q8_0" and q8.flash_attention
+    assert any("q8_0 context cache (flash attention on)" in e.message for e in progress)
+    assert "K (q8_0)" in engine._native_log.text() and "V (q8_0)" in engine._native_log.text()
+    assert abs(q8.kv_cache_bytes / f16.kv_cache_bytes - 34 / 64) < 0.02
+    result, _ = ask(engine, "Name three colors.", max_tokens=8, seed=7, temperature=0.2)
+    assert result.completion_tokens > 0 and result.text.strip()
+    engine.unload()
+
+
+def test_a_cache_type_llama_cpp_refuses_is_one_clear_sentence(tiny_gguf):
+    """The tiny model's heads are 16 wide: llama.cpp cannot split them into q8_0's blocks of 32."""
+    with pytest.raises(EngineError) as info:
+        load(tiny_gguf, cache_type="q8_0")
+    message = info.value.message
+    assert info.value.kind == ErrorKind.UNSUPPORTED and "\n" not in message
+    assert "q8_0 context cache" in message and "n_embd_head_k=16" in message and "Choose the f16" in message
+    engine, ok = load(tiny_gguf)  # f16 still loads
+    assert ok.cache_type == "f16"
+    engine.unload()
+
+
+def test_an_unknown_cache_type_is_bad_input(tiny_gguf):
+    with pytest.raises(EngineError) as info:
+        load(tiny_gguf, cache_type="q5_1")
+    assert info.value.kind == ErrorKind.BAD_INPUT and "f16, q8_0, q4_0" in info.value.message

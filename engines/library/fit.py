@@ -3,6 +3,7 @@
 For a GGUF model the need is the sum of:
   weights (tensor bytes from the header or the catalog)
 + KV cache  = Σ layers × KV heads × (key + value length) × element size × context
+              (element size from the chosen cache type: engines/kv_cache.py)
 + buffers   = activations of one micro-batch + attention scratch + output logits
 + overhead  = the engine-host process itself (Python, llama.cpp runtime)
 It is judged against memory that is *free now*, keeping a reserve, and the
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Sequence
+
+from engines.kv_cache import CACHE_TYPES, DEFAULT_CACHE_TYPE, element_bytes, smaller_cache_types
 
 GiB = 1024**3
 MiB = 1024**2
@@ -92,6 +95,7 @@ class MemoryNeed:
     buffers_bytes: int
     overhead_bytes: int
     context_length: int = 0
+    cache_type: str = DEFAULT_CACHE_TYPE
 
     @property
     def total_bytes(self) -> int:
@@ -100,7 +104,7 @@ class MemoryNeed:
     def sentence(self) -> str:
         parts = [f"{gb(self.weights_bytes)} weights"]
         if self.context_length:
-            parts.append(f"{gb(self.kv_cache_bytes)} context cache at {self.context_length:,} tokens")
+            parts.append(f"{gb(self.kv_cache_bytes)} context cache ({self.cache_type}) at {self.context_length:,} tokens")
         elif self.kv_cache_bytes:
             parts.append(f"{gb(self.kv_cache_bytes)} activations")
         parts.append(f"{gb(self.buffers_bytes + self.overhead_bytes)} buffers")
@@ -127,21 +131,27 @@ class FitVerdict:
         data = asdict(self)
         data["need"]["total_bytes"] = self.need.total_bytes
         data["total_bytes"] = self.need.total_bytes
+        data["cache_type"] = self.need.cache_type
         return data
 
 
-def estimate_text(shape: ModelShape, context_length: int, cache_element_bytes: float = 2.0) -> MemoryNeed:
-    """Weights + KV cache + compute buffers + process overhead for one loaded model."""
+def estimate_text(shape: ModelShape, context_length: int, cache_type: str = DEFAULT_CACHE_TYPE) -> MemoryNeed:
+    """Weights + KV cache + compute buffers + process overhead for one loaded model.
+
+    ``cache_type`` ("f16", "q8_0", "q4_0") sets the bytes per cached element;
+    only the cache shrinks with it, the compute buffers stay as they are.
+    """
     batch = min(N_UBATCH, context_length)
     activations = batch * (shape.embedding_length + shape.feed_forward_length) * 4 * 8
     attention = batch * min(context_length, 4096) * shape.head_count * 4
     logits = shape.vocab_size * 4 * OUTPUT_ROWS
     return MemoryNeed(
         weights_bytes=shape.weights_bytes,
-        kv_cache_bytes=int(shape.kv_bytes_per_token(cache_element_bytes) * context_length),
+        kv_cache_bytes=int(shape.kv_bytes_per_token(element_bytes(cache_type)) * context_length),
         buffers_bytes=activations + attention + logits,
         overhead_bytes=PROCESS_OVERHEAD,
         context_length=context_length,
+        cache_type=cache_type,
     )
 
 
@@ -164,8 +174,9 @@ class Resources:
         return cls(report.memory.total_bytes, report.memory.available_bytes, gpu.name, vram, gpu.unified_memory)
 
 
-def judge_text_fit(shape: ModelShape, context_length: int, resources: Resources) -> FitVerdict:
-    need = estimate_text(shape, context_length)
+def judge_text_fit(shape: ModelShape, context_length: int, resources: Resources,
+                   cache_type: str = DEFAULT_CACHE_TYPE) -> FitVerdict:
+    need = estimate_text(shape, context_length, cache_type)
     ram_budget = max(0, resources.ram_free - ram_reserve(resources.ram_total))
     ram_words = f"you have {gb(resources.ram_free)} free memory"
     layers = shape.block_count
@@ -199,10 +210,14 @@ def judge_text_fit(shape: ModelShape, context_length: int, resources: Resources)
     if need.total_bytes <= ram_budget:
         return FitVerdict("cpu_only", "CPU only", f"{need.sentence()}; {ram_words}{no_gpu}.", need, 0, layers,
                           resources.ram_free, resources.vram_free)
-    shorter = longest_context_that_fits(shape, ram_budget + (resources.vram_free if resources.gpu_name else 0), context_length)
+    budget = ram_budget + (resources.vram_free if resources.gpu_name else 0)
+    shorter = longest_context_that_fits(shape, budget, context_length, cache_type)
     suggestions = []
     if shorter:
         suggestions.append(f"A context of {shorter:,} tokens would fit.")
+    cache = smaller_cache_that_fits(shape, budget, context_length, cache_type)
+    if cache:
+        suggestions.append(f"A {cache} context cache ({CACHE_TYPES[cache].description}) would fit {context_length:,} tokens.")
     suggestions.append("A smaller quantization or a smaller model would need less memory.")
     return FitVerdict(
         "wont_fit", "Won't fit",
@@ -210,17 +225,30 @@ def judge_text_fit(shape: ModelShape, context_length: int, resources: Resources)
         need, 0, layers, resources.ram_free, resources.vram_free, tuple(suggestions))
 
 
-def longest_context_that_fits(shape: ModelShape, budget: int, start: int) -> int:
+def longest_context_that_fits(shape: ModelShape, budget: int, start: int, cache_type: str = DEFAULT_CACHE_TYPE) -> int:
     """The longest power-of-two context (≥ 512) whose estimate fits in ``budget``, or 0."""
     context = 1 << max(9, (max(start, 2) - 1).bit_length() - 1)
     while context >= 512:
-        if estimate_text(shape, context).total_bytes <= budget:
+        if estimate_text(shape, context, cache_type).total_bytes <= budget:
             return context
         context //= 2
     return 0
 
 
-def suggest_smaller(alternatives: Sequence[tuple[str, ModelShape]], context_length: int, resources: Resources) -> list[str]:
+def smaller_cache_that_fits(shape: ModelShape, budget: int, context_length: int, cache_type: str = DEFAULT_CACHE_TYPE) -> str | None:
+    """The least-compressed cache type, smaller than ``cache_type``, that fits ``context_length`` in ``budget``.
+
+    Least-compressed first because q8_0 costs almost no quality while q4_0
+    costs some: the user should hear about the gentler option when it is enough.
+    """
+    for candidate in smaller_cache_types(cache_type):
+        if estimate_text(shape, context_length, candidate).total_bytes <= budget:
+            return candidate
+    return None
+
+
+def suggest_smaller(alternatives: Sequence[tuple[str, ModelShape]], context_length: int, resources: Resources,
+                    cache_type: str = DEFAULT_CACHE_TYPE) -> list[str]:
     """Names of the alternatives (e.g. other quantizations) that would fit, smallest need last."""
-    fitting = [(name, judge_text_fit(shape, context_length, resources)) for name, shape in alternatives]
+    fitting = [(name, judge_text_fit(shape, context_length, resources, cache_type)) for name, shape in alternatives]
     return [f"{name} would fit ({v.label.lower()})." for name, v in fitting if v.fits]

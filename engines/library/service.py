@@ -16,12 +16,13 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
 from engines.errors import EngineError, ErrorKind
+from engines.kv_cache import DEFAULT_CACHE_TYPE
 from engines.library.catalog import Catalog, CatalogEntry, load_catalog
 from engines.library.download.queue import DownloadJob, DownloadQueue
 from engines.library.download.transfer import FileSpec, check_disk_space, safe_relpath
 from engines.library.fit import FitVerdict, ModelShape, Resources, judge_text_fit
 from engines.library.hardware import HardwareReport, probe
-from engines.library.image_fit import PipelineShape, judge_image_fit
+from engines.library.image_fit import PipelineShape, folder_weights, judge_image_fit
 from engines.library.installed import InstalledModel, InstalledModels
 from engines.workspace import Workspace
 
@@ -89,43 +90,51 @@ class ModelLibrary:
 
     # ---- verdicts --------------------------------------------------------
 
-    def verdict_for_entry(self, entry: CatalogEntry, context_length: int | None = None) -> FitVerdict:
+    def verdict_for_entry(self, entry: CatalogEntry, context_length: int | None = None,
+                          cache_type: str | None = None) -> FitVerdict:
         if entry.kind == "image":
             return judge_image_fit(entry.total_size, entry.image.default_size, self.hardware(), file_dtype=entry.image.dtype)
         context = context_length or min(DEFAULT_CONTEXT, entry.context_length)
-        verdict = judge_text_fit(shape_from_catalog(entry), context, self.resources())
+        cache = cache_type or DEFAULT_CACHE_TYPE
+        verdict = judge_text_fit(shape_from_catalog(entry), context, self.resources(), cache)
         if verdict.fits:
             return verdict
         smaller = [
             sibling.name
             for sibling in self.catalog.siblings(entry)
-            if sibling.total_size < entry.total_size and judge_text_fit(shape_from_catalog(sibling), context, self.resources()).fits
+            if sibling.total_size < entry.total_size
+            and judge_text_fit(shape_from_catalog(sibling), context, self.resources(), cache).fits
         ]
         if smaller:
             extra = (f"{smaller[-1]} would fit.",)
             return FitVerdict(**{**verdict.__dict__, "suggestions": extra + verdict.suggestions})
         return verdict
 
-    def verdict_for_file(self, path: str | Path, context_length: int | None = None) -> FitVerdict:
+    def verdict_for_file(self, path: str | Path, context_length: int | None = None,
+                         cache_type: str | None = None) -> FitVerdict:
         from engines.llama.preflight import check_model_file
 
         path = Path(path)
         if path.is_dir():
-            weights = sum(p.stat().st_size for p in path.rglob("*") if p.suffix in (".safetensors", ".onnx", ".onnx_data"))
-            dtype = "fp16" if any(".fp16." in p.name for p in path.rglob("*.safetensors")) else "fp32"
-            return judge_image_fit(weights, 512, self.hardware(), file_dtype=dtype, shape=PipelineShape.from_folder(path))
+            weights, dtype = folder_weights(path)  # each loaded component once; SDXL's second text encoder too
+            shape = PipelineShape.from_folder(path)
+            return judge_image_fit(weights, shape.native_size, self.hardware(), file_dtype=dtype, shape=shape)
         header = check_model_file(path)
         context = context_length or min(DEFAULT_CONTEXT, header.context_length or DEFAULT_CONTEXT)
-        return judge_text_fit(ModelShape.from_header(header), context, self.resources())
+        return judge_text_fit(ModelShape.from_header(header), context, self.resources(), cache_type or DEFAULT_CACHE_TYPE)
 
-    def verdict_for_installed(self, model: InstalledModel, context_length: int | None = None) -> FitVerdict:
+    def verdict_for_installed(self, model: InstalledModel, context_length: int | None = None,
+                              cache_type: str | None = None) -> FitVerdict:
+        """The verdict with the model's saved load settings, unless a context or cache type is given."""
         if model.source == "demo":
             from engines.library.demo import materialize
 
             materialize(model)  # the demo file is unpacked on first use
-        if context_length is None and model.format == "gguf":
-            context_length = self.workspace.settings.prefs_for(model.id).context_length
-        return self.verdict_for_file(model.path, context_length)
+        if model.format == "gguf":
+            prefs = self.workspace.settings.prefs_for(model.id)
+            context_length = context_length if context_length is not None else prefs.context_length
+            cache_type = cache_type or prefs.cache_type
+        return self.verdict_for_file(model.path, context_length, cache_type)
 
     # ---- installed models ------------------------------------------------
 

@@ -31,6 +31,8 @@ from engines.api import (
     TokenEvent,
 )
 from engines.errors import EngineError, ErrorKind
+from engines.kv_cache import cache_type_info
+from engines.llama.cache_options import cache_refusal, llama_cache_kwargs, read_cache_report
 from engines.llama.context_fit import fit_conversation, reply_reserve
 from engines.llama.native_log import NATIVE_LOG
 from engines.llama.preflight import check_model_file, check_memory_for_context
@@ -62,8 +64,10 @@ class LlamaCppEngine:
         path = Path(spec.model_path)
         emit(ProgressEvent("load", f"Checking {path.name}…", 0.0))
         header = check_model_file(path)
-        if spec.context_length < 64:
-            raise EngineError(ErrorKind.BAD_INPUT, "The context length must be at least 64 tokens.")
+        problems = spec.validate()
+        if problems:
+            raise EngineError(ErrorKind.BAD_INPUT, "; ".join(problems).capitalize() + ".")
+        cache = cache_type_info(spec.cache_type)
         import llama_cpp
 
         from engines.llama.backends import ensure_backends_loaded
@@ -74,9 +78,12 @@ class LlamaCppEngine:
         gpu_layers = spec.gpu_layers if spec.gpu_layers is not None else (-1 if offload else 0)
         if not offload:
             gpu_layers = 0
-        check_memory_for_context(header, spec.context_length, gpu_offload=offload and gpu_layers != 0)
+        check_memory_for_context(header, spec.context_length, gpu_offload=offload and gpu_layers != 0, cache_type=cache.name)
         threads = spec.threads or default_threads()
-        emit(ProgressEvent("load", f"Loading {path.name}…", 0.1))
+        cache_kwargs = llama_cache_kwargs(cache.name)
+        flash = bool(cache_kwargs.get("flash_attn"))
+        with_cache = f" with a {cache.name} context cache (flash attention on)" if cache.quantized else ""
+        emit(ProgressEvent("load", f"Loading {path.name}{with_cache}…", 0.1))
         self._native_log.clear()
         try:
             with tolerate_broken_templates():
@@ -87,9 +94,11 @@ class LlamaCppEngine:
                     n_threads_batch=threads,
                     n_gpu_layers=gpu_layers,
                     verbose=False,
+                    **cache_kwargs,
                 )
         except (ValueError, RuntimeError, OSError) as exc:
-            raise self._load_failure(header, exc) from None
+            raise self._load_failure(header, exc, cache.name) from None
+        report = read_cache_report(self._native_log.text())
         self._llm = llm
         self._install_abort_callback()
         self._template = choose_template(llm.metadata or {}, header.architecture, header.tokens)
@@ -105,14 +114,24 @@ class LlamaCppEngine:
             template=self._template.name,
             template_source=self._template.source,
             gpu_offload_supported=offload,
+            cache_type=cache.name,
+            flash_attention=flash,
+            kv_cache_bytes=report.total_bytes if report else None,
         )
         emit(ProgressEvent("load", f"Loaded {self._info.name}", 1.0))
         log.info("loaded %s: %s", path, self._info)
         return self._info
 
-    def _load_failure(self, header, exc: Exception) -> EngineError:
+    def _load_failure(self, header, exc: Exception, cache_type: str) -> EngineError:
         lines = self._native_log.text()
         arch = header.architecture or "unknown"
+        refusal = cache_refusal(lines) if cache_type_info(cache_type).quantized else None
+        if refusal:
+            return EngineError(
+                ErrorKind.UNSUPPORTED,
+                f"llama.cpp cannot use a {cache_type} context cache with this {arch} model ({refusal}). "
+                "Choose the f16 context cache.",
+            )
         if "unknown model architecture" in lines:
             return EngineError(
                 ErrorKind.UNSUPPORTED,

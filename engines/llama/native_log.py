@@ -3,7 +3,10 @@
 llama.cpp explains load failures ("unknown model architecture: 'x'",
 "failed to allocate ...") only in its log. We route that log to Python
 through ``llama_log_set`` so the engine can turn it into a sentence for
-the user, and keep the last lines in memory.
+the user, and keep the last lines in memory. Debug lines are not kept:
+llama.cpp prints hundreds of them per context (one per graph input), and
+they would push out the lines that matter, such as the KV cache size or
+the error that explains a failed load.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import ctypes
 import logging
 
 log = logging.getLogger("llama.cpp")
+GGML_LOG_LEVEL_DEBUG = 1
+GGML_LOG_LEVEL_CONT = 5  # continues the previous message, at its level
 
 
 class NativeLog:
@@ -20,6 +25,7 @@ class NativeLog:
         self._lines: collections.deque[str] = collections.deque(maxlen=keep)
         self._partial = ""
         self._callback = None
+        self._last_level = 0
 
     def install(self) -> None:
         if self._callback is not None:
@@ -27,6 +33,11 @@ class NativeLog:
         import llama_cpp
 
         def on_log(level, text, _user_data) -> None:
+            if level == GGML_LOG_LEVEL_CONT:
+                level = self._last_level
+            self._last_level = level
+            if level == GGML_LOG_LEVEL_DEBUG:
+                return
             try:
                 chunk = text.decode("utf-8", errors="replace") if text else ""
             except Exception:

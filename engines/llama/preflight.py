@@ -11,6 +11,7 @@ from pathlib import Path
 
 from engines.errors import EngineError, ErrorKind
 from engines.gguf import GGUFError, GGUFTruncatedError, GGUFUnsupportedError, NotGGUFError, read_gguf_header
+from engines.kv_cache import DEFAULT_CACHE_TYPE
 from engines.library.fit import ModelShape, Resources, judge_text_fit
 
 
@@ -42,11 +43,16 @@ def check_model_file(path: Path):
     return header
 
 
-def check_memory_for_context(header, context_length: int, gpu_offload: bool = False):
-    """Refuse a context that cannot fit in free memory, saying why and what would fit."""
+def check_memory_for_context(header, context_length: int, gpu_offload: bool = False, cache_type: str = DEFAULT_CACHE_TYPE):
+    """Refuse a context that cannot fit in free memory, saying why and what would fit.
+
+    ``cache_type`` is the context cache the model will be loaded with, so a
+    q8_0 cache that makes a long context fit is let through.
+    """
     from engines.library.hardware import probe
 
-    verdict = judge_text_fit(ModelShape.from_header(header), context_length, Resources.from_report(probe(), gpu_offload))
+    resources = Resources.from_report(probe(), gpu_offload)
+    verdict = judge_text_fit(ModelShape.from_header(header), context_length, resources, cache_type)
     if not verdict.fits:
         hint = " ".join(verdict.suggestions)
         raise EngineError(
