@@ -7,6 +7,14 @@ the image's pixel count. Activations scale with the pipeline's channel
 widths (read from its configs) and the pixel count; the live-map counts
 were calibrated against the tiny pipeline and the SD 1.5-architecture
 benchmark (benchmarks/bench_fit.py reports the error).
+
+For a model folder on disk, :func:`folder_weights` counts what an engine
+actually loads, not every file in the folder: SDXL base as downloaded holds
+its UNet twice (fp32 and an ``.fp16`` variant, 10 + 5 GB) and often a
+single-file checkpoint beside it, which summing every file would count
+three times, while both of SDXL's text encoders must be counted.
+:class:`PipelineShape` also gives the size the model was trained at, where
+its activations are judged (1024² for SDXL, not 512²).
 """
 
 from __future__ import annotations
@@ -20,15 +28,19 @@ from engines.library.fit import FitVerdict, MemoryNeed, gb, ram_reserve
 TORCH_OVERHEAD = 450 * 1024**2  # torch + diffusers + transformers imported in the engine host
 VAE_LIVE_MAPS = 6  # full-resolution feature maps alive at once in the VAE decoder
 UNET_LIVE_MAPS = 30  # feature maps alive at once in one UNet step
+# The components the image engines load (never the safety checker, which they skip): SDXL has two text encoders.
+WEIGHT_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
+_SAFETENSORS_DTYPES = {"F16": "fp16", "BF16": "bf16", "F32": "fp32"}
 
 
 @dataclass(frozen=True)
 class PipelineShape:
-    """The widths that set activation memory: the UNet's first block, the VAE's last."""
+    """The widths that set activation memory (the UNet's first block, the VAE's last) and the trained size."""
 
     unet_channels: int = 320
     vae_channels: int = 128
     vae_scale: int = 8
+    native_size: int = 512  # pixels: the UNet's sample size × the VAE's scale
 
     @classmethod
     def from_folder(cls, folder: Path) -> "PipelineShape":
@@ -42,7 +54,46 @@ class PipelineShape:
         unet, vae = config("unet"), config("vae") or config("vae_decoder")
         vae_blocks = vae.get("block_out_channels") or [128, 256, 512, 512]
         unet_blocks = unet.get("block_out_channels") or [320]
-        return cls(int(unet_blocks[0]), int(vae_blocks[0]), 2 ** (len(vae_blocks) - 1))
+        scale = 2 ** (len(vae_blocks) - 1)
+        sample_size = unet.get("sample_size")
+        native = int(sample_size) * scale if isinstance(sample_size, int) and sample_size > 0 else 512
+        return cls(int(unet_blocks[0]), int(vae_blocks[0]), scale, native)
+
+
+def _stored_dtype(path: Path) -> str | None:
+    """The dtype of the first tensor in a .safetensors file, from its JSON header alone."""
+    try:
+        with open(path, "rb") as f:
+            length = int.from_bytes(f.read(8), "little")
+            if not 0 < length <= 100 * 1024**2:
+                return None
+            header = json.loads(f.read(length))
+    except (OSError, ValueError):
+        return None
+    tensors = (v for k, v in header.items() if k != "__metadata__" and isinstance(v, dict))
+    return _SAFETENSORS_DTYPES.get(next(tensors, {}).get("dtype"))
+
+
+def folder_weights(folder: Path) -> tuple[int, str]:
+    """Bytes of weights an image engine loads from a diffusers or ONNX folder, and the dtype they are stored in.
+
+    In a diffusers folder each loaded component counts once: its plain
+    ``*.safetensors`` files, or its ``.fp16`` variant when that is all there
+    is (as the engine loads them). The dtype is the UNet's, read from its
+    file header, so fp16 weights under a plain name count as fp16. An ONNX
+    folder holds one graph per component, all of which load.
+    """
+    if (folder / "unet" / "model.onnx").is_file():
+        graphs = [p for p in folder.rglob("*") if p.is_file() and p.suffix in (".onnx", ".onnx_data")]
+        return sum(p.stat().st_size for p in graphs), "fp32"
+    total, dtype = 0, "fp32"
+    for component in WEIGHT_COMPONENTS:
+        files = sorted((folder / component).glob("*.safetensors")) if (folder / component).is_dir() else []
+        files = [p for p in files if ".fp16." not in p.name] or files
+        total += sum(p.stat().st_size for p in files)
+        if component == "unet" and files:
+            dtype = _stored_dtype(files[0]) or ("fp16" if ".fp16." in files[0].name else "fp32")
+    return total, dtype
 
 
 def run_dtype_factor(file_dtype: str, report) -> float:
