@@ -16,6 +16,11 @@ Two layouts are recognised:
   :mod:`engines.diffusion.convert` writes: ``text_encoder/model.onnx``,
   ``unet/model.onnx``, ``vae_decoder/model.onnx`` (``vae_encoder/`` for
   img2img), ``tokenizer/`` and ``scheduler/``.
+
+SDXL *refiners* (no first text encoder, an aesthetic score in the UNet's
+conditioning) only finish images that a base model started; neither engine
+runs them, and they are refused here by name rather than failing halfway
+through a first image with a shape error.
 """
 
 from __future__ import annotations
@@ -200,6 +205,9 @@ def inspect_model_folder(path: str | Path) -> ModelFolder:
     if not (folder / "unet").is_dir():
         raise _bad(f"{folder} has no UNet (the unet/ folder is missing), so it cannot make images. "
                    "Copy the complete model folder.")
+    family = TORCH_PIPELINES[pipeline_class]
+    if family == "sdxl":
+        _refuse_refiner(folder, index)
     variants = set()
     for component in WEIGHT_COMPONENTS:
         entry = index.get(component)
@@ -208,7 +216,6 @@ def inspect_model_folder(path: str | Path) -> ModelFolder:
     unet_config = _optional_json(folder / "unet" / "config.json", "UNet config")
     vae_config = _optional_json(folder / "vae" / "config.json", "VAE config")
     scale = _vae_scale(vae_config)
-    family = TORCH_PIPELINES[pipeline_class]
     safety = index.get("safety_checker")
     return ModelFolder(
         path=folder,
@@ -225,6 +232,16 @@ def inspect_model_folder(path: str | Path) -> ModelFolder:
         scheduler_config=scheduler_config,
         has_safety_checker=isinstance(safety, list) and bool(safety) and safety[0] is not None,
     )
+
+
+def _refuse_refiner(folder: Path, index: dict) -> None:
+    """SDXL refiners condition on an aesthetic score and have no first text encoder; no engine runs them."""
+    first_encoder = index.get("text_encoder")
+    no_first_encoder = isinstance(first_encoder, list) and (not first_encoder or first_encoder[0] is None)
+    if index.get("requires_aesthetics_score") or no_first_encoder:
+        raise _bad(f"{folder.name} is an SDXL refiner: it only finishes images that an SDXL base model started, "
+                   "and Atelier runs base models only. Choose the base model (for example "
+                   "stable-diffusion-xl-base-1.0) instead.", ErrorKind.UNSUPPORTED)
 
 
 def _inspect_onnx(folder: Path, index: dict, pipeline_class: str, scheduler_config: dict) -> ModelFolder:

@@ -125,6 +125,22 @@ def load_pipeline(folder: ModelFolder, weights_dtype):
                                                 "The files may be damaged or incomplete; copy the model again.")
 
 
+def no_vae_upcast(pipe) -> None:
+    """Keep a bf16 VAE whose layers :mod:`cpu_speedups` packed in bf16 when SDXL img2img encodes.
+
+    ``StableDiffusionXLImg2ImgPipeline`` moves the VAE to fp32 around the
+    encoder whenever its config says ``force_upcast`` (SDXL's does, against
+    fp16 overflow). A packed layer keeps its weight outside ``parameters()``,
+    so ``.to()`` casts only its bias, and oneDNN then fails on fp32
+    activations against the bf16 weight ("could not create a primitive
+    descriptor for the inner product"). bf16 has fp32's exponent range, so
+    the upcast protects nothing there and is switched off.
+    """
+    vae = getattr(pipe, "vae", None)
+    if vae is not None and getattr(vae.config, "force_upcast", False):
+        vae.register_to_config(force_upcast=False)
+
+
 class TorchDiffusionEngine:
     """Stable Diffusion 1.x/2.x and SDXL through diffusers, one model at a time."""
 
@@ -171,6 +187,8 @@ class TorchDiffusionEngine:
 
                 emit(ProgressEvent("load", "Preparing the weights for this CPU…", 0.85))
                 speed_up_for_cpu(pipe, dtype)
+                if dtype == "bf16":
+                    no_vae_upcast(pipe)
         except Exception as exc:
             if is_out_of_memory(exc):
                 raise memory_error(device) from None
