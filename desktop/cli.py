@@ -23,6 +23,9 @@ class CliError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from engines.kv_cache import CACHE_TYPES, DEFAULT_CACHE_TYPE
+
+    cache_help = ", ".join(f"{name} ({info.description})" for name, info in CACHE_TYPES.items())
     parser = argparse.ArgumentParser(prog="atelier", description="Atelier: a private, offline AI studio.")
     sub = parser.add_subparsers(dest="command")
 
@@ -38,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--repeat-penalty", type=float, default=1.1)
     chat.add_argument("--seed", type=int)
     chat.add_argument("--ctx", type=int, default=4096, help="context length in tokens")
+    chat.add_argument("--cache-type", choices=list(CACHE_TYPES), default=DEFAULT_CACHE_TYPE,
+                      help=f"the context cache: {cache_help}; a quantized cache turns on flash attention")
     chat.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
     chat.add_argument("--gpu-layers", type=int, help="layers to offload to the GPU (default: all when possible)")
     chat.add_argument("--raw", action="store_true", help="complete the prompt as it is, without the chat template")

@@ -113,3 +113,19 @@ def test_selftest_loads_the_demo_model_and_generates():
     assert run.returncode == 0, run.stderr
     data = json.loads(run.stdout)
     assert data["selftest"] == "ok" and data["completion_tokens"] >= 1
+
+
+def test_chat_with_a_q8_0_cache_on_gemma(gemma_path):
+    run = atelier("chat", "--model", str(gemma_path), "--prompt", "Name three colors.", "--json",
+                  "--max-tokens", "6", "--seed", "1", "--ctx", "512", "--cache-type", "q8_0")
+    assert run.returncode == 0, run.stderr
+    data = json.loads(run.stdout)
+    assert data["cache_type"] == "q8_0" and data["flash_attention"] is True
+    assert data["kv_cache_bytes"] > 0 and data["completion_tokens"] > 0
+
+
+def test_a_refused_cache_type_is_one_error_line(tiny_gguf):
+    run = atelier("chat", "--model", str(tiny_gguf), "--prompt", "hi", "--cache-type", "q4_0")
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "q4_0 context cache" in lines[0], run.stderr

@@ -72,3 +72,19 @@ def test_pull_404_is_a_clear_error(http_server):
     assert run.returncode != 0 and "error:" in run.stderr and "Traceback" not in run.stderr
 
 
+
+
+def test_check_with_a_q8_0_cache_needs_less(gemma_path):
+    def check(*extra):
+        run = atelier("models", "check", str(gemma_path), "--ctx", "8192", *extra)
+        assert run.returncode == 0, run.stderr
+        return run.stdout
+
+    f16 = json.loads(check("--json"))
+    q8 = json.loads(check("--cache-type", "q8_0", "--json"))
+    assert f16["cache_type"] == "f16" and q8["cache_type"] == q8["need"]["cache_type"] == "q8_0"
+    assert q8["need"]["kv_cache_bytes"] == int(f16["need"]["kv_cache_bytes"] / 2 * 34 / 32)
+    assert q8["total_bytes"] == f16["total_bytes"] - (f16["need"]["kv_cache_bytes"] - q8["need"]["kv_cache_bytes"])
+    assert "context cache (q8_0) at 8,192 tokens" in check("--cache-type", "q8_0")
+    bad = atelier("models", "check", str(gemma_path), "--cache-type", "q5_1")
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr

@@ -177,3 +177,26 @@ def test_models_page_is_built_after_the_window_shows_and_on_first_visit(qtbot, w
     assert window.stack.currentWidget() is window.models_page
     window.show_page("Images")
     assert window.stack.currentWidget() is window.images_page
+
+
+def test_context_cache_choice_is_saved_per_model_and_used_for_the_next_load(qtbot, window):
+    from engines.settings import LoadPrefs
+
+    panel = window.chat_page.panel
+    combo = panel.cache_type
+    assert [combo.itemData(i) for i in range(combo.count())] == ["f16", "q8_0", "q4_0"]
+    assert "half the memory" in combo.itemText(1) and "a quarter of the memory" in combo.itemText(2)
+    assert combo.currentData() == "f16"
+    with qtbot.waitSignal(panel.load_prefs_changed) as changed:
+        combo.setCurrentIndex(combo.findData("q8_0"))
+    assert changed.args[0].cache_type == "q8_0"
+    assert open_workspace().settings.prefs_for("local/fake").cache_type == "q8_0"  # persisted for this model
+    assert open_workspace().settings.prefs_for("demo").cache_type == "f16"
+    send(qtbot, window, "hello")
+    assert window.host.loads[-1].cache_type == "q8_0"
+    assert "q8_0 cache" in window.chat_page.status_line.text()
+    assert "flash attention on" in window.chat_page.status_line.toolTip()
+    # showing saved prefs sets the combo without writing anything back
+    with qtbot.assertNotEmitted(panel.load_prefs_changed):
+        panel.set_load_prefs(LoadPrefs(cache_type="q4_0"))
+    assert combo.currentData() == "q4_0" and panel.load_prefs().cache_type == "q4_0"

@@ -43,7 +43,8 @@ def run_chat(args) -> int:
         model_path = resolve_model_path(workspace, args.model)
     except Exception as exc:  # the demo package failed to assemble its file
         raise CliError(f"cannot prepare the model: {exc}", EXIT_FAILED) from None
-    spec = TextLoadSpec(str(model_path), context_length=args.ctx, threads=args.threads, gpu_layers=args.gpu_layers)
+    spec = TextLoadSpec(str(model_path), context_length=args.ctx, threads=args.threads, gpu_layers=args.gpu_layers,
+                        cache_type=args.cache_type)
     host = EngineHost(workspace.engine_log("cli"), role="cli")
     try:
         loaded = host.load("llama_cpp", spec)
@@ -68,6 +69,9 @@ def run_chat(args) -> int:
         data = result.to_dict()
         data["model"] = str(model_path)
         data["template_source"] = "none" if args.raw else loaded.template_source
+        data["cache_type"] = loaded.cache_type
+        data["flash_attention"] = loaded.flash_attention
+        data["kv_cache_bytes"] = loaded.kv_cache_bytes
         print_json(data)
     else:
         sys.stdout.write("\n")

@@ -7,6 +7,7 @@ import threading
 
 from desktop.cli import EXIT_BAD_INPUT, EXIT_FAILED, CliError, print_json
 from engines.errors import EngineError
+from engines.kv_cache import CACHE_TYPES
 from engines.library.download.transfer import human_size
 from engines.library.service import ModelLibrary
 from engines.workspace import open_workspace
@@ -21,6 +22,8 @@ def add_parser(sub) -> None:
     check = verbs.add_parser("check", help="will this model run here? the verdict and its arithmetic")
     check.add_argument("model", help="a .gguf path, an installed id or a catalog id")
     check.add_argument("--ctx", type=int, help="context length in tokens (default: 4096)")
+    check.add_argument("--cache-type", choices=list(CACHE_TYPES),
+                       help="the context cache type (default: f16, or the model's saved setting)")
     check.add_argument("--json", action="store_true")
     pull = verbs.add_parser("pull", help="download a model (resumes, verifies SHA-256)")
     pull.add_argument("source", help="a catalog id, a URL, or a Hugging Face repo (owner/name) with --file")
@@ -79,12 +82,14 @@ def _list(library: ModelLibrary, args) -> int:
 def _check(library: ModelLibrary, args) -> int:
     entry = library.catalog.get(args.model)
     installed = library.models.get(args.model)
+    if args.ctx is not None and args.ctx < 64:
+        raise CliError("--ctx must be at least 64")
     if entry is not None:
-        verdict = library.verdict_for_entry(entry, args.ctx)
+        verdict = library.verdict_for_entry(entry, args.ctx, args.cache_type)
     elif installed is not None:
-        verdict = library.verdict_for_installed(installed, args.ctx)
+        verdict = library.verdict_for_installed(installed, args.ctx, args.cache_type)
     else:
-        verdict = library.verdict_for_file(args.model, args.ctx)
+        verdict = library.verdict_for_file(args.model, args.ctx, args.cache_type)
     if args.json:
         print_json(verdict.to_dict())
         return 0

@@ -115,7 +115,7 @@ class ChatController(QObject):
 
     def load_spec(self, model: InstalledModel) -> TextLoadSpec:
         prefs = self.workspace.settings.prefs_for(model.id)
-        return TextLoadSpec(model.path, prefs.context_length, prefs.threads, prefs.gpu_layers)
+        return TextLoadSpec(model.path, prefs.context_length, prefs.threads, prefs.gpu_layers, prefs.cache_type)
 
     def set_load_prefs(self, prefs) -> None:
         model = self.current_model()

@@ -57,6 +57,13 @@ def format_stats(event) -> str:
     return " · ".join(parts)
 
 
+def _cache_words(info) -> str:
+    """The loaded model's context cache for the status tooltip: type, real size, flash attention."""
+    size = f", {info.kv_cache_bytes / 2**20:,.1f} MiB" if info.kv_cache_bytes else ""
+    flash = "; flash attention on (llama.cpp needs it for a quantized cache)" if info.flash_attention else ""
+    return f"{info.cache_type}{size}{flash}"
+
+
 class ChatPage(QWidget):
     def __init__(self, controller: ChatController, parent=None) -> None:
         super().__init__(parent)
@@ -307,10 +314,12 @@ class ChatPage(QWidget):
     def _model_loaded(self, info) -> None:
         self.panel.set_gpu_offload(info.gpu_offload_supported)
         origin = "the model's own" if info.template_source == "gguf" else "picked by architecture: the file has none"
-        self._idle_status = f"{info.name} · {info.template} format · {info.context_length:,}-token context · {info.threads} threads"
+        self._idle_status = (f"{info.name} · {info.template} format · {info.context_length:,}-token context "
+                             f"({info.cache_type} cache) · {info.threads} threads")
         self.status_line.setToolTip(
             f"Chat format: {info.template} ({origin}). GPU offload: "
             + ("available" if info.gpu_offload_supported else "not available in this llama.cpp build")
+            + f". Context cache: {_cache_words(info)}."
         )
         if not self.controller.streaming:
             self.status_line.setText(self._idle_status)

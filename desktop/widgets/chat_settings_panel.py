@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from engines.api import SamplingParams
+from engines.kv_cache import CACHE_TYPES, DEFAULT_CACHE_TYPE
 from engines.settings import LoadPrefs
 
 
@@ -105,7 +106,16 @@ class ChatSettingsPanel(QScrollArea):
         self.gpu_layers = _int(-1, 1000, 1, special="All")
         self.gpu_layers.setEnabled(False)
         self.gpu_layers.setToolTip("This llama.cpp build cannot offload to a GPU.")
+        self.cache_type = QComboBox()
+        for name, info in CACHE_TYPES.items():
+            self.cache_type.addItem(f"{name} ({info.description})", name)
+        self.cache_type.setToolTip(
+            "How the context (keys and values) is stored. q8_0 halves its memory with almost no loss, "
+            "q4_0 quarters it; both turn on flash attention, which llama.cpp needs for them."
+        )
+        self.cache_type.currentIndexChanged.connect(self._emit_load_prefs)
         load_form.addRow("Context length", self.context)
+        load_form.addRow("Context cache", self.cache_type)
         load_form.addRow("CPU threads", self.threads)
         load_form.addRow("GPU layers", self.gpu_layers)
         for box in (self.context, self.threads, self.gpu_layers):
@@ -195,6 +205,7 @@ class ChatSettingsPanel(QScrollArea):
         self.context.setValue(prefs.context_length)
         self.threads.setValue(prefs.threads or 0)
         self.gpu_layers.setValue(-1 if prefs.gpu_layers is None else prefs.gpu_layers)
+        self.cache_type.setCurrentIndex(max(0, self.cache_type.findData(prefs.cache_type)))
         self._updating = False
 
     def load_prefs(self) -> LoadPrefs:
@@ -203,9 +214,10 @@ class ChatSettingsPanel(QScrollArea):
             context_length=self.context.value(),
             threads=self.threads.value() or None,
             gpu_layers=None if gpu < 0 else gpu,
+            cache_type=self.cache_type.currentData() or DEFAULT_CACHE_TYPE,
         )
 
-    def _emit_load_prefs(self) -> None:
+    def _emit_load_prefs(self, *_args) -> None:
         if not self._updating:
             self.load_prefs_changed.emit(self.load_prefs())
 
