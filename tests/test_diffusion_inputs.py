@@ -112,17 +112,19 @@ def test_damaged_config_is_a_model_file_error_not_a_traceback(tiny_sd, tmp_path)
     assert err.kind == ErrorKind.MODEL_FILE and "config" in err.message
 
 
-def test_onnx_folders_incomplete_or_sdxl(tmp_path):
+def test_onnx_folders_incomplete_sd_or_sdxl(tmp_path):
     folder = write_index(tmp_path / "half-onnx", "OnnxStableDiffusionPipeline")
     (folder / "unet").mkdir()
     (folder / "unet" / "model.onnx").write_bytes(b"x")
     err = error_of(inspect_model_folder, folder)
     assert "incomplete" in err.message and "text_encoder/model.onnx" in err.message
+    assert "text_encoder_2" not in err.message
     xl = write_index(tmp_path / "xl-onnx", "ORTStableDiffusionXLPipeline")
     (xl / "unet").mkdir()
     (xl / "unet" / "model.onnx").write_bytes(b"x")
     err = error_of(inspect_model_folder, xl)
-    assert err.kind == ErrorKind.UNSUPPORTED and "SDXL" in err.message
+    assert err.kind == ErrorKind.MODEL_FILE and "incomplete" in err.message
+    assert "text_encoder_2/model.onnx" in err.message and "tokenizer_2/" in err.message
 
 
 def test_the_tiny_folder_is_recognised(tiny_sd):

@@ -1,4 +1,4 @@
-"""Image engines: Stable Diffusion 1.x/2.x and SDXL on PyTorch (diffusers), SD 1.x/2.x on ONNX Runtime.
+"""Image engines: Stable Diffusion 1.x/2.x and SDXL, on PyTorch (diffusers) or ONNX Runtime.
 
 Import-cheap entry points: :mod:`.types` (requests, results, events),
 :mod:`.model_folder` (recognise a folder), :mod:`.png_meta` (parameters in

@@ -10,6 +10,10 @@
     explicit bf16/fp16 (the ONNX copy is fp32), and a CPU without native bf16;
   - there is memory for it: ONNX Runtime peaked at 2.6× the ONNX folder's size.
 
+  The same rules apply to SDXL (its ONNX copy runs since the converter
+  learned SDXL). They were measured on SD 1.5 only; the memory rule is
+  what keeps a 10 GB fp32 SDXL copy off machines that cannot hold it.
+
 Measured with ``benchmarks/bench_diffusion.py`` (SD 1.5 architecture,
 512×512, guidance 7, 3 steps, 2-core AMD EPYC with AVX-512 BF16, quiet
 machine), seconds per UNet step / whole image / peak RSS:
@@ -108,7 +112,7 @@ def choose_backend(folder: ModelFolder | str | Path, spec: ImageLoadSpec) -> str
             raise EngineError(ErrorKind.UNAVAILABLE, "ONNX Runtime is not installed. Install the 'onnxruntime' "
                                                      "package, or choose the 'torch' backend.")
         return "onnx"
-    if copy is None or not onnxruntime_installed() or folder.family != "sd":
+    if copy is None or not onnxruntime_installed():
         return "torch"
     if spec.dtype in ("bf16", "fp16") or spec.device in ("cuda", "mps"):
         return "torch"

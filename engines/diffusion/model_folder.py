@@ -15,7 +15,8 @@ Two layouts are recognised:
 * **onnx**: the layout that ``optimum`` exports and that
   :mod:`engines.diffusion.convert` writes: ``text_encoder/model.onnx``,
   ``unet/model.onnx``, ``vae_decoder/model.onnx`` (``vae_encoder/`` for
-  img2img), ``tokenizer/`` and ``scheduler/``.
+  img2img), ``tokenizer/`` and ``scheduler/``; SDXL adds
+  ``text_encoder_2/model.onnx`` and ``tokenizer_2/``.
 
 SDXL *refiners* (no first text encoder, an aesthetic score in the UNet's
 conditioning) only finish images that a base model started; neither engine
@@ -39,7 +40,9 @@ TORCH_PIPELINES = {
     "StableDiffusionXLPipeline": "sdxl",
     "StableDiffusionXLImg2ImgPipeline": "sdxl",
 }
-# optimum keeps the source pipeline's class name; diffusers' own exporter writes the Onnx* names.
+# ``optimum-cli export onnx`` keeps the source pipeline's class name, optimum's ORT pipelines save their
+# own (ORT*) names, diffusers' old exporter wrote the Onnx* names; Atelier's converter writes either of the
+# last two.
 ONNX_PIPELINES = {
     "OnnxStableDiffusionPipeline": "sd",
     "OnnxStableDiffusionImg2ImgPipeline": "sd",
@@ -47,10 +50,14 @@ ONNX_PIPELINES = {
     "ORTStableDiffusionImg2ImgPipeline": "sd",
     "StableDiffusionPipeline": "sd",
     "StableDiffusionImg2ImgPipeline": "sd",
+    "ORTStableDiffusionXLPipeline": "sdxl",
+    "ORTStableDiffusionXLImg2ImgPipeline": "sdxl",
+    "StableDiffusionXLPipeline": "sdxl",
+    "StableDiffusionXLImg2ImgPipeline": "sdxl",
 }
 SUPPORTED_TEXT = (
     "Stable Diffusion 1.x/2.x (StableDiffusionPipeline, StableDiffusionImg2ImgPipeline) and "
-    "SDXL (StableDiffusionXLPipeline, StableDiffusionXLImg2ImgPipeline; PyTorch only)"
+    "SDXL base models (StableDiffusionXLPipeline, StableDiffusionXLImg2ImgPipeline), as diffusers or ONNX folders"
 )
 PICKLED_MESSAGE = (
     "Atelier never loads pickled weights (.bin/.ckpt) because they can run code; use a .safetensors version"
@@ -58,6 +65,7 @@ PICKLED_MESSAGE = (
 WEIGHT_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 PICKLED_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 ONNX_REQUIRED = ("text_encoder/model.onnx", "unet/model.onnx", "vae_decoder/model.onnx")
+ONNX_SDXL_REQUIRED = ("text_encoder_2/model.onnx",)
 _DISTILLED_NAME = re.compile(r"(lcm|turbo)", re.IGNORECASE)
 
 
@@ -245,14 +253,16 @@ def _refuse_refiner(folder: Path, index: dict) -> None:
 
 
 def _inspect_onnx(folder: Path, index: dict, pipeline_class: str, scheduler_config: dict) -> ModelFolder:
-    if "XL" in pipeline_class or (folder / "text_encoder_2").is_dir():
-        raise _bad(f"{folder} is an SDXL model in ONNX format, which Atelier does not run. Use the diffusers "
-                   "(PyTorch) version of the model instead.", ErrorKind.UNSUPPORTED)
     if pipeline_class and pipeline_class not in ONNX_PIPELINES:
         raise _bad(f"{folder} holds a {pipeline_class} pipeline, which Atelier does not run. "
                    f"Supported: {SUPPORTED_TEXT}.", ErrorKind.UNSUPPORTED)
-    missing = [p for p in ONNX_REQUIRED if not (folder / p).is_file()]
-    missing += [p + "/" for p in ("tokenizer", "scheduler") if not (folder / p).is_dir()]
+    family = ONNX_PIPELINES.get(pipeline_class) or ("sdxl" if (folder / "text_encoder_2").is_dir() else "sd")
+    if family == "sdxl":
+        _refuse_refiner(folder, index)
+    required = ONNX_REQUIRED + (ONNX_SDXL_REQUIRED if family == "sdxl" else ())
+    tokenizers = ("tokenizer", "tokenizer_2") if family == "sdxl" else ("tokenizer",)
+    missing = [p for p in required if not (folder / p).is_file()]
+    missing += [p + "/" for p in (*tokenizers, "scheduler") if not (folder / p).is_dir()]
     if missing:
         raise _bad(f"The ONNX model in {folder} is incomplete: {', '.join(missing)} missing. "
                    "Convert or copy the model again.")
@@ -262,12 +272,13 @@ def _inspect_onnx(folder: Path, index: dict, pipeline_class: str, scheduler_conf
     return ModelFolder(
         path=folder,
         kind="onnx",
-        pipeline_class=pipeline_class or "OnnxStableDiffusionPipeline",
+        pipeline_class=pipeline_class or ("ORTStableDiffusionXLPipeline" if family == "sdxl"
+                                          else "OnnxStableDiffusionPipeline"),
         name=folder.name,
-        family="sd",
+        family=family,
         distilled=is_distilled(folder.name, scheduler_config, unet_config),
         vae_scale_factor=scale,
-        native_size=int(unet_config.get("sample_size") or 64) * scale,
+        native_size=int(unet_config.get("sample_size") or (128 if family == "sdxl" else 64)) * scale,
         size_multiple=scale * _unet_up_factor(unet_config),
         components=index,
         scheduler_config=scheduler_config,

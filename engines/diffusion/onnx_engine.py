@@ -1,4 +1,4 @@
-"""The ONNX Runtime image engine: Stable Diffusion 1.x/2.x from an ONNX folder.
+"""The ONNX Runtime image engine: Stable Diffusion 1.x/2.x and SDXL from an ONNX folder.
 
 diffusers' ``OnnxStableDiffusionPipeline`` is deprecated (removed in
 0.43), breaks with the Euler scheduler on numpy inputs and assumes a VAE
@@ -7,7 +7,9 @@ diffusers PyTorch pipelines step for step: the same diffusers scheduler
 (on torch tensors), the same seeded CPU ``torch.Generator`` consumed in the
 same order (initial noise; for img2img the VAE sample, then the noise), the
 same classifier-free guidance and the same image pre- and post-processing.
-That is why one seed gives the same image on both backends.
+That is why one seed gives the same image on both backends. What differs
+between SD 1.x/2.x and SDXL is only what the UNet is conditioned on, which
+:mod:`engines.diffusion.onnx_text` builds from the prompt.
 
 ONNX Runtime picks the best execution provider it has: CUDA, DirectML
 (Windows GPUs), CoreML (Apple), else the CPU.
@@ -35,6 +37,7 @@ from engines.diffusion.common import (
     validate_request,
 )
 from engines.diffusion.model_folder import ModelFolder, inspect_model_folder
+from engines.diffusion.onnx_text import ORT_TYPES, text_conditioning
 from engines.diffusion.schedulers import extra_step_kwargs, make_scheduler
 from engines.diffusion.types import ImageLoadSpec, ImageModelInfo, ImageRequest, ImageResult
 from engines.errors import EngineError, ErrorKind
@@ -49,8 +52,11 @@ PROVIDERS = (
     ("CPUExecutionProvider", "cpu"),
 )
 _REQUESTED = {"cuda": ("CUDAExecutionProvider",), "mps": ("CoreMLExecutionProvider",), "cpu": ("CPUExecutionProvider",)}
-_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-              "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+# The graphs each family opens at load, with the progress fraction shown while each opens.
+_SESSIONS = {
+    "sd": ((0.1, "text_encoder"), (0.3, "unet"), (0.85, "vae_decoder")),
+    "sdxl": ((0.1, "text_encoder"), (0.2, "text_encoder_2"), (0.35, "unet"), (0.85, "vae_decoder")),
+}
 
 
 def choose_provider(requested: str = "auto", available: list[str] | None = None) -> tuple[str, str]:
@@ -69,7 +75,7 @@ def choose_provider(requested: str = "auto", available: list[str] | None = None)
 
 
 class OnnxDiffusionEngine:
-    """Stable Diffusion 1.x/2.x through ONNX Runtime, one model at a time."""
+    """Stable Diffusion 1.x/2.x and SDXL through ONNX Runtime, one model at a time."""
 
     backend = "onnx"
 
@@ -111,7 +117,7 @@ class OnnxDiffusionEngine:
         quiet_progress_bars()
         self._provider = provider
         sessions = {}
-        for fraction, name in ((0.1, "text_encoder"), (0.3, "unet"), (0.85, "vae_decoder")):
+        for fraction, name in _SESSIONS[folder.family]:
             emit(ProgressEvent("load", f"Opening {name} with ONNX Runtime ({provider})…", fraction))
             sessions[name] = self._session(onnxruntime, folder.path / name / "model.onnx", provider)
         dtype = "fp16" if sessions["unet"].get_inputs()[0].type == "tensor(float16)" else "fp32"
@@ -141,16 +147,11 @@ class OnnxDiffusionEngine:
                                                     "may be damaged or incomplete; convert or copy the model again.")
 
     def _prepare(self, folder: ModelFolder, sessions: dict) -> None:
-        """Tokenizer, scheduler config, VAE settings and the input types the graphs declare."""
+        """Text conditioning, scheduler config, VAE settings and the inputs the UNet graph declares."""
         from diffusers import EulerDiscreteScheduler
         from diffusers.image_processor import VaeImageProcessor
-        from transformers import CLIPTokenizer
 
-        try:
-            self._tokenizer = CLIPTokenizer.from_pretrained(str(folder.path / "tokenizer"), model_max_length=77)
-        except Exception as exc:
-            raise EngineError(ErrorKind.MODEL_FILE, f"The tokenizer in {folder.path / 'tokenizer'} could not be "
-                                                    f"read ({exc}).")
+        self._text = text_conditioning(folder, sessions)
         self._scheduler_config = dict(folder.scheduler_config) or dict(EulerDiscreteScheduler().config)
         vae = {}
         config_path = folder.path / "vae_decoder" / "config.json"
@@ -160,12 +161,29 @@ class OnnxDiffusionEngine:
             vae = json.loads(config_path.read_text(encoding="utf-8"))
         self._scaling = float(vae.get("scaling_factor", 0.18215))
         self._latent_channels = int(vae.get("latent_channels", 4))
+        # Some SDXL-architecture VAEs (Playground v2.5) normalise latents per channel; the SDXL pipelines
+        # honour that, the SD 1.x/2.x ones do not.
+        mean, std = vae.get("latents_mean"), vae.get("latents_std")
+        self._latents_stats = None
+        if folder.family == "sdxl" and mean is not None and std is not None:
+            import torch
+
+            self._latents_stats = (torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1))
         self._image_processor = VaeImageProcessor(vae_scale_factor=folder.vae_scale_factor)
-        text_input = sessions["text_encoder"].get_inputs()[0]
-        self._ids_name, self._ids_dtype = text_input.name, _ORT_TYPES.get(text_input.type, np.int64)
-        unet_inputs = {i.name: i.type for i in sessions["unet"].get_inputs()}
-        self._float = _ORT_TYPES.get(unet_inputs.get("sample", "tensor(float)"), np.float32)
-        self._timestep_dtype = _ORT_TYPES.get(unet_inputs.get("timestep", "tensor(float)"), np.float32)
+        unet_inputs = {i.name: i for i in sessions["unet"].get_inputs()}
+        expected = {"sample", "timestep", *self._text.input_names}
+        if set(unet_inputs) != expected:
+            unknown, absent = sorted(set(unet_inputs) - expected), sorted(expected - set(unet_inputs))
+            detail = "; ".join(filter(None, (f"it also takes {', '.join(unknown)}" if unknown else "",
+                                             f"it lacks {', '.join(absent)}" if absent else "")))
+            raise EngineError(ErrorKind.UNSUPPORTED,
+                              f"The UNet in {folder.path} is not one the ONNX engine can drive as "
+                              f"{'an SDXL' if folder.family == 'sdxl' else 'a Stable Diffusion'} model ({detail}). "
+                              "Use the PyTorch version of the model.")
+        self._unet_types = {name: ORT_TYPES.get(i.type, np.float32) for name, i in unet_inputs.items()}
+        self._float = self._unet_types["sample"]
+        # optimum's newer exports take one scalar timestep for the whole batch; older ones one per sample.
+        self._scalar_timestep = len(unet_inputs["timestep"].shape or ()) == 0
         self._sessions = sessions
 
     def _vae_encoder(self):
@@ -192,10 +210,9 @@ class OnnxDiffusionEngine:
         return run_batch(request, emit, cancel, self._run,
                          lambda seed, reporter: self._one(request, seed, init, reporter))
 
-    def _encode_text(self, text: str) -> np.ndarray:
-        ids = self._tokenizer([text], padding="max_length", max_length=self._tokenizer.model_max_length,
-                              truncation=True, return_tensors="np").input_ids
-        return self._sessions["text_encoder"].run(None, {self._ids_name: ids.astype(self._ids_dtype)})[0]
+    def _timestep(self, t, batch: int) -> np.ndarray:
+        dtype = self._unet_types["timestep"]
+        return np.array(t.item(), dtype=dtype) if self._scalar_timestep else np.full((batch,), t.item(), dtype=dtype)
 
     def _initial(self, request: ImageRequest, scheduler, generator, init):
         """Starting latents and the timesteps to run, exactly as the diffusers pipelines make them."""
@@ -204,6 +221,8 @@ class OnnxDiffusionEngine:
         scheduler.set_timesteps(request.steps)
         scale = self._folder.vae_scale_factor
         if init is None:
+            if self._folder.family == "sdxl" and hasattr(scheduler, "set_begin_index"):
+                scheduler.set_begin_index(0)  # as StableDiffusionXLPipeline does (the SD one does not)
             shape = (1, self._latent_channels, request.height // scale, request.width // scale)
             return initial_latents(generator, shape) * scheduler.init_noise_sigma, scheduler.timesteps
         from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
@@ -217,7 +236,11 @@ class OnnxDiffusionEngine:
         encoded = torch.from_numpy(self._vae_encoder().run(None, {"sample": pixels})[0]).float()
         if encoded.shape[1] == 2 * self._latent_channels:  # mean and log-variance: sample like the pipeline
             encoded = DiagonalGaussianDistribution(encoded).sample(generator)
-        init_latents = encoded * self._scaling
+        if self._latents_stats is not None:
+            mean, std = self._latents_stats
+            init_latents = (encoded - mean) * self._scaling / std
+        else:
+            init_latents = encoded * self._scaling
         noise = torch.randn(init_latents.shape, generator=generator, dtype=torch.float32)
         return scheduler.add_noise(init_latents, noise, timesteps[:1]), timesteps
 
@@ -227,9 +250,8 @@ class OnnxDiffusionEngine:
         scheduler = make_scheduler(request.scheduler, self._scheduler_config)
         generator = cpu_generator(seed)
         guided = request.guidance > 1.0  # the diffusers pipelines skip the unconditional pass at ≤ 1
-        embeds = self._encode_text(request.prompt)
-        if guided:
-            embeds = np.concatenate([self._encode_text(request.negative_prompt), embeds])
+        conditioning = {name: value.astype(self._unet_types[name])
+                        for name, value in self._text(request, guided).items()}
         latents, timesteps = self._initial(request, scheduler, generator, init)
         step_kwargs = extra_step_kwargs(scheduler, generator)
         unet = self._sessions["unet"]
@@ -239,8 +261,8 @@ class OnnxDiffusionEngine:
                 model_input = scheduler.scale_model_input(model_input, t)
                 noise = unet.run(None, {
                     "sample": model_input.numpy().astype(self._float),
-                    "timestep": np.full((model_input.shape[0],), t.item(), dtype=self._timestep_dtype),
-                    "encoder_hidden_states": embeds.astype(self._float),
+                    "timestep": self._timestep(t, model_input.shape[0]),
+                    **conditioning,
                 })[0]
                 noise = torch.from_numpy(noise).float()
                 if guided:
@@ -250,12 +272,19 @@ class OnnxDiffusionEngine:
                 latents = output[0]
                 reporter.step(i + 1, latents, denoised_of(output), total=len(timesteps))
             decoded = self._sessions["vae_decoder"].run(
-                None, {"latent_sample": (latents / self._scaling).numpy().astype(self._float)})[0]
+                None, {"latent_sample": self._unscale(latents).numpy().astype(self._float)})[0]
         except Exception as exc:
             if is_out_of_memory(exc):
                 raise memory_error(self._run.device) from None
             raise
         return self._image_processor.postprocess(torch.from_numpy(decoded).float(), output_type="pil")[0]
+
+    def _unscale(self, latents):
+        """Latents as the VAE decoder takes them: undo the scaling (and the SDXL normalisation, if any)."""
+        if self._latents_stats is not None:
+            mean, std = self._latents_stats
+            return latents * std / self._scaling + mean
+        return latents / self._scaling
 
     def unload(self) -> None:
         self._sessions = {}

@@ -1,0 +1,150 @@
+"""Prompts → the UNet's text inputs on ONNX Runtime, for SD 1.x/2.x and SDXL.
+
+The UNet of SD 1.x/2.x takes one tensor from the prompt: the CLIP text
+encoder's last hidden state (``encoder_hidden_states``). SDXL's takes
+three: the penultimate hidden states of its two text encoders side by side
+(``encoder_hidden_states``), the second encoder's pooled projection
+(``text_embeds``) and six numbers saying what size the picture is and where
+it was cropped (``time_ids``). Each class here turns a request into exactly
+the inputs its UNet needs, the unconditional half first when
+classifier-free guidance is on, so that
+:mod:`engines.diffusion.onnx_engine` runs one denoising loop for both.
+
+The maths is diffusers' (0.42) ``StableDiffusionPipeline.encode_prompt``
+and ``StableDiffusionXLPipeline.encode_prompt`` / ``_get_add_time_ids``,
+which the PyTorch engine runs: following them step for step is what makes
+one seed give the same image on both backends. Encoder outputs are found by
+the names optimum gives them (``last_hidden_state``, ``hidden_states.N``,
+``text_embeds``), which Atelier's converter uses too, so optimum's exports
+run as well as Atelier's own.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from engines.diffusion.types import ImageRequest
+from engines.errors import EngineError, ErrorKind
+
+ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+             "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+_HIDDEN_STATE = re.compile(r"hidden_states\.(\d+)")
+
+
+def load_tokenizer(folder: Path):
+    """The CLIP tokenizer in ``folder``, always with CLIP's 77-token window."""
+    from transformers import CLIPTokenizer
+
+    try:
+        # transformers 5 ignores vocab/merges passed to the constructor; from_pretrained reads them.
+        return CLIPTokenizer.from_pretrained(str(folder), model_max_length=77)
+    except Exception as exc:
+        raise EngineError(ErrorKind.MODEL_FILE, f"The tokenizer in {folder} could not be read ({exc}).")
+
+
+class TextEncoder:
+    """A tokenizer and its ONNX text encoder: a prompt → the encoder outputs asked for, by name."""
+
+    def __init__(self, tokenizer, session, where: str) -> None:
+        self.tokenizer = tokenizer
+        self.session = session
+        self.where = where  # "text_encoder_2/model.onnx", for messages
+        ids = session.get_inputs()[0]
+        self._ids_name, self._ids_type = ids.name, ORT_TYPES.get(ids.type, np.int64)
+        self.outputs = [output.name for output in session.get_outputs()]
+
+    def encode(self, text: str, names: list[str]) -> list[np.ndarray]:
+        """Pad or truncate to the tokenizer's window, as the pipelines do, and run the encoder."""
+        ids = self.tokenizer([text], padding="max_length", max_length=self.tokenizer.model_max_length,
+                             truncation=True, return_tensors="np").input_ids
+        results = self.session.run(names, {self._ids_name: ids.astype(self._ids_type)})
+        return [np.asarray(result, dtype=np.float32) for result in results]
+
+    def last_hidden_state(self) -> str:
+        return "last_hidden_state" if "last_hidden_state" in self.outputs else self.outputs[0]
+
+    def penultimate_hidden_state(self) -> str:
+        """The output SDXL conditions on: ``hidden_states[-2]``, before the final layer norm."""
+        layers = sorted(int(m.group(1)) for m in map(_HIDDEN_STATE.fullmatch, self.outputs) if m)
+        if len(layers) < 2:
+            raise EngineError(ErrorKind.MODEL_FILE,
+                              f"{self.where} does not output its hidden states (hidden_states.0, …), which an "
+                              "SDXL model is conditioned on. Convert the model again with Atelier "
+                              "(atelier convert onnx).")
+        return f"hidden_states.{layers[-2]}"
+
+
+class SdText:
+    """SD 1.x/2.x: the text encoder's last hidden state."""
+
+    input_names = ("encoder_hidden_states",)
+
+    def __init__(self, encoder: TextEncoder) -> None:
+        self._encoder = encoder
+        self._output = encoder.last_hidden_state()
+
+    def _encode(self, text: str) -> np.ndarray:
+        return self._encoder.encode(text, [self._output])[0]
+
+    def __call__(self, request: ImageRequest, guided: bool) -> dict[str, np.ndarray]:
+        embeds = self._encode(request.prompt)
+        if guided:  # the pipeline encodes an empty negative prompt as "" too
+            embeds = np.concatenate([self._encode(request.negative_prompt), embeds])
+        return {"encoder_hidden_states": embeds}
+
+
+def add_time_ids(width: int, height: int) -> np.ndarray:
+    """SDXL's size conditioning: original size, crop top-left, target size, each as (height, width).
+
+    Atelier asks for the picture at the size it generates, uncropped, which
+    is what the diffusers pipelines assume when not told otherwise:
+    original = target = (height, width), crop = (0, 0).
+    """
+    return np.array([[height, width, 0, 0, height, width]], dtype=np.float32)
+
+
+class SdxlText:
+    """SDXL: both encoders' penultimate hidden states side by side, the pooled projection and the size ids."""
+
+    input_names = ("encoder_hidden_states", "text_embeds", "time_ids")
+
+    def __init__(self, first: TextEncoder, second: TextEncoder, force_zeros_for_empty_prompt: bool) -> None:
+        if "text_embeds" not in second.outputs:
+            raise EngineError(ErrorKind.MODEL_FILE,
+                              f"{second.where} does not output text_embeds (the pooled prompt an SDXL UNet needs). "
+                              "Convert the model again with Atelier (atelier convert onnx).")
+        self._first, self._second = first, second
+        self._layers = (first.penultimate_hidden_state(), second.penultimate_hidden_state())
+        self._force_zeros = force_zeros_for_empty_prompt
+
+    def _encode(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        (hidden_1,) = self._first.encode(text, [self._layers[0]])
+        hidden_2, pooled = self._second.encode(text, [self._layers[1], "text_embeds"])
+        return np.concatenate([hidden_1, hidden_2], axis=-1), pooled
+
+    def __call__(self, request: ImageRequest, guided: bool) -> dict[str, np.ndarray]:
+        embeds, pooled = self._encode(request.prompt)
+        time_ids = add_time_ids(request.width, request.height)
+        if guided:
+            if not request.negative_prompt and self._force_zeros:
+                # SDXL was trained to read "no negative prompt" as all-zero embeddings, not as "" encoded.
+                negative, negative_pooled = np.zeros_like(embeds), np.zeros_like(pooled)
+            else:
+                negative, negative_pooled = self._encode(request.negative_prompt)
+            embeds = np.concatenate([negative, embeds])
+            pooled = np.concatenate([negative_pooled, pooled])
+            time_ids = np.concatenate([time_ids, time_ids])
+        return {"encoder_hidden_states": embeds, "text_embeds": pooled, "time_ids": time_ids}
+
+
+def text_conditioning(folder, sessions: dict) -> SdText | SdxlText:
+    """The conditioning for an inspected ONNX ``folder`` whose text-encoder sessions are open."""
+    first = TextEncoder(load_tokenizer(folder.path / "tokenizer"), sessions["text_encoder"], "text_encoder/model.onnx")
+    if folder.family != "sdxl":
+        return SdText(first)
+    second = TextEncoder(load_tokenizer(folder.path / "tokenizer_2"), sessions["text_encoder_2"],
+                         "text_encoder_2/model.onnx")
+    return SdxlText(first, second, bool(folder.components.get("force_zeros_for_empty_prompt", True)))
