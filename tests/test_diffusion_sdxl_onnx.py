@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from engines.diffusion.png_meta import read_png_parameters
 from engines.diffusion.types import ImageLoadSpec, ImageRequest, PreviewEvent, StepEvent
 from engines.errors import EngineError, ErrorKind
 from tests.fixtures.tiny_sd import (  # noqa: F401  (fixtures)
@@ -21,6 +25,7 @@ from tests.fixtures.tiny_sd import (  # noqa: F401  (fixtures)
 )
 from tests.fixtures.tiny_sdxl import tiny_sdxl, tiny_sdxl_onnx  # noqa: F401  (session fixtures)
 
+ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("onnxruntime")
 pytestmark = [
     pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning", "ignore::DeprecationWarning"),
@@ -198,3 +203,22 @@ def test_text_encoders_without_hidden_states_are_refused_in_words(tiny_sdxl_onnx
     with pytest.raises(EngineError) as err:
         OnnxDiffusionEngine().load(ImageLoadSpec(str(mixed)), EventLog())
     assert err.value.kind == ErrorKind.MODEL_FILE and "hidden states" in err.value.message
+
+
+def test_cli_converts_sdxl_and_makes_an_image_with_onnx_runtime(tiny_sdxl, tmp_path):
+    def atelier(*args):
+        return subprocess.run([sys.executable, "-m", "desktop", *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=300)
+
+    dst = tmp_path / "sdxl-onnx"
+    run = atelier("convert", "onnx", str(tiny_sdxl), str(dst))
+    assert run.returncode == 0, run.stderr
+    assert (dst / "text_encoder_2" / "model.onnx").is_file() and (dst / "tokenizer_2").is_dir()
+    out = tmp_path / "x.png"
+    run = atelier("image", "--model", str(dst), "--prompt", "a red lighthouse", "--steps", "3", "--width", "64",
+                  "--height", "64", "--seed", "42", "--backend", "onnx", "--out", str(out), "--json")
+    assert run.returncode == 0, run.stderr
+    data = json.loads(run.stdout)
+    assert data["backend"] == "onnx" and data["model"] == "sdxl-onnx" and data["images"][0]["seed"] == 42
+    meta = read_png_parameters(out)
+    assert meta["prompt"] == "a red lighthouse" and meta["atelier"]["backend"] == "onnx"
