@@ -162,3 +162,16 @@ def test_packed_geglu_matches_diffusers_geglu(dtype):
     # fp32: the same sums; bf16: the fused multiply rounds once instead of twice (bf16 keeps 8 bits: 0.4%).
     error = (packed.float() - stock.float()).abs().max().item() / stock.float().abs().max().item()
     assert error < (1e-5 if dtype == torch.float32 else 1e-2)
+
+
+@needs_onednn
+def test_packed_layers_survive_a_dtype_cast_of_their_model():
+    """SDXL's img2img up-casts the VAE to fp32 around its encoder; packed bf16 layers must still run."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.Flatten(2), torch.nn.Linear(16, 4))
+    model = model.eval().to(torch.bfloat16)
+    cpu_speedups.pack_weights(model)
+    model.to(torch.float32)  # casts the biases; the packed weights stay bf16
+    with torch.inference_mode():
+        out = model(torch.randn(1, 4, 4, 4))
+    assert out.shape == (1, 8, 4)

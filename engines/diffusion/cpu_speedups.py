@@ -57,6 +57,17 @@ def onednn_packing_available() -> bool:
 _PACKING_HINT_SIZE = 64
 
 
+def _as_weight_dtype(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+    """The input in the packed weight's dtype.
+
+    ``module.to(dtype)`` casts parameters but cannot re-pack a oneDNN weight,
+    so a pipeline that up-casts a packed model (SDXL's VAE does, around its
+    encoder) would hand fp32 inputs to bf16 weights, which oneDNN refuses.
+    The layer then computes in the dtype it was packed in.
+    """
+    return x if x.dtype == packed.dtype else x.to(packed.dtype)
+
+
 class PackedConv2d(nn.Module):
     """``nn.Conv2d`` for inference with its weight packed for oneDNN once, when it is built."""
 
@@ -73,6 +84,7 @@ class PackedConv2d(nn.Module):
                 conv.weight.detach(), self.padding, self.stride, self.dilation, self.groups, hint)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = _as_weight_dtype(x, self.packed_weight)
         return torch.ops.mkldnn._convolution_pointwise(
             x, self.packed_weight, self.bias, self.padding, self.stride, self.dilation, self.groups, "none", [], "")
 
@@ -89,6 +101,7 @@ class PackedLinear(nn.Module):
             self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), 4096)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = _as_weight_dtype(x, self.packed_weight)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
 
 
@@ -114,6 +127,7 @@ class PackedGEGLU(nn.Module):
         self.gate_bias = None if bias is None else nn.Parameter(bias.detach()[half:].clone(), requires_grad=False)
 
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        hidden_states = _as_weight_dtype(hidden_states, self.gate_weight)
         gate = torch.ops.mkldnn._linear_pointwise(hidden_states, self.gate_weight, self.gate_bias, "gelu", [], "none")
         return torch.ops.mkldnn._linear_pointwise(hidden_states, gate, self.value_weight, self.value_bias, "mul")
 

@@ -1,7 +1,9 @@
 """Will this image model run here? Weights at the run dtype plus activations.
 
 Diffusion needs the pipeline's weights in memory at the dtype it runs in
-(fp16 files are widened to fp32 on a CPU without bf16) plus the
+(fp16 on a GPU; bf16 on a CPU that computes it natively, where an fp32
+file is narrowed as it loads; fp32 on other CPUs, where fp16 files are
+widened) plus the
 activations of one denoising step and of the VAE decode, which grow with
 the image's pixel count. Activations scale with the pipeline's channel
 widths (read from its configs) and the pixel count; the live-map counts
@@ -96,21 +98,27 @@ def folder_weights(folder: Path) -> tuple[int, str]:
     return total, dtype
 
 
-def run_dtype_factor(file_dtype: str, report) -> float:
-    """Bytes per weight when running, relative to the file's."""
+_BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "bf16": 2}
+
+
+def default_run_dtype(report) -> str:
+    """The precision the PyTorch engine picks on "auto" (engines.diffusion.torch_engine.resolve_dtype)."""
     if report.gpus and not report.gpus[0].unified_memory:
-        return 1.0 if file_dtype in ("fp16", "bf16") else 0.5  # GPU runs fp16
+        return "fp16"
     features = set(report.cpu.features)
-    cpu_bf16 = "AMX-BF16" in features or "AVX-512 BF16" in features
-    if file_dtype in ("fp16", "bf16"):
-        return 1.0 if cpu_bf16 else 2.0
-    return 1.0
+    return "bf16" if "AMX-BF16" in features or "AVX-512 BF16" in features else "fp32"
+
+
+def run_dtype_factor(file_dtype: str, report, run_dtype: str | None = None) -> float:
+    """Bytes per weight when running, relative to the file's."""
+    run = run_dtype or default_run_dtype(report)
+    return _BYTES_PER_WEIGHT.get(run, 4) / _BYTES_PER_WEIGHT.get(file_dtype, 4)
 
 
 def estimate_image(weights_bytes: int, size: int, report, file_dtype: str = "fp16", batch: int = 1,
-                   shape: PipelineShape = PipelineShape()) -> MemoryNeed:
+                   shape: PipelineShape = PipelineShape(), run_dtype: str | None = None) -> MemoryNeed:
     """Weights at the run dtype + activations at ``size``² (fp32) + the torch runtime."""
-    weights = int(weights_bytes * run_dtype_factor(file_dtype, report))
+    weights = int(weights_bytes * run_dtype_factor(file_dtype, report, run_dtype))
     latent = (size // shape.vae_scale) ** 2
     vae = size * size * shape.vae_channels * 4 * VAE_LIVE_MAPS
     unet = latent * 2 * shape.unet_channels * 4 * UNET_LIVE_MAPS  # guidance doubles the batch
