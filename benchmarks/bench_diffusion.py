@@ -245,7 +245,7 @@ def _estimate_mb(engine_kind: str, dtype: str) -> float:
     folder = ONNX_MODEL if engine_kind == "onnx" else MODEL
     weights, file_dtype = folder_weights(folder)
     need = estimate_image(weights, SIZE, probe(), file_dtype=file_dtype, shape=PipelineShape.from_folder(MODEL),
-                          run_dtype=dtype)
+                          run_dtype=dtype, runtime=engine_kind)
     return round(need.total_bytes / 1e6)
 
 

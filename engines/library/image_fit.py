@@ -28,6 +28,7 @@ from pathlib import Path
 from engines.library.fit import FitVerdict, MemoryNeed, gb, ram_reserve
 
 TORCH_OVERHEAD = 450 * 1024**2  # torch + diffusers + transformers imported in the engine host
+ONNX_WEIGHT_COPIES = 2  # ONNX Runtime: the initializers as stored, plus the copies its CPU kernels pre-pack
 VAE_LIVE_MAPS = 6  # full-resolution feature maps alive at once in the VAE decoder
 UNET_LIVE_MAPS = 30  # feature maps alive at once in one UNet step
 # The components the image engines load (never the safety checker, which they skip): SDXL has two text encoders.
@@ -43,6 +44,9 @@ class PipelineShape:
     vae_channels: int = 128
     vae_scale: int = 8
     native_size: int = 512  # pixels: the UNet's sample size × the VAE's scale
+    # The UNet's highest-resolution self-attention: its level (0 = full latent size; SDXL starts at 1) and heads.
+    first_attention_level: int = 0
+    first_attention_heads: int = 8
 
     @classmethod
     def from_folder(cls, folder: Path) -> "PipelineShape":
@@ -59,7 +63,23 @@ class PipelineShape:
         scale = 2 ** (len(vae_blocks) - 1)
         sample_size = unet.get("sample_size")
         native = int(sample_size) * scale if isinstance(sample_size, int) and sample_size > 0 else 512
-        return cls(int(unet_blocks[0]), int(vae_blocks[0]), scale, native)
+        level, heads = _first_attention(unet)
+        return cls(int(unet_blocks[0]), int(vae_blocks[0]), scale, native, level, heads)
+
+
+def _first_attention(unet: dict) -> tuple[int, int]:
+    """(level, heads) of the UNet's first attention block; SD 1.x defaults when the config is unusual.
+
+    diffusers' UNet configs name the head count ``attention_head_dim`` (a
+    historical slip it keeps for compatibility) unless ``num_attention_heads``
+    is set; either may be one number or one per level.
+    """
+    kinds = unet.get("down_block_types") or ["CrossAttnDownBlock2D"]
+    level = next((i for i, kind in enumerate(kinds) if "Attn" in str(kind)), 0)
+    heads = unet.get("num_attention_heads") or unet.get("attention_head_dim") or 8
+    if isinstance(heads, list):
+        heads = heads[min(level, len(heads) - 1)] if heads else 8
+    return level, int(heads) if isinstance(heads, int) and heads > 0 else 8
 
 
 def _stored_dtype(path: Path) -> str | None:
@@ -116,18 +136,31 @@ def run_dtype_factor(file_dtype: str, report, run_dtype: str | None = None) -> f
 
 
 def estimate_image(weights_bytes: int, size: int, report, file_dtype: str = "fp16", batch: int = 1,
-                   shape: PipelineShape = PipelineShape(), run_dtype: str | None = None) -> MemoryNeed:
-    """Weights at the run dtype + activations at ``size``² (fp32) + the torch runtime."""
-    weights = int(weights_bytes * run_dtype_factor(file_dtype, report, run_dtype))
+                   shape: PipelineShape = PipelineShape(), run_dtype: str | None = None,
+                   runtime: str = "torch") -> MemoryNeed:
+    """Weights at the run dtype + activations at ``size``² (fp32) + the runtime.
+
+    ``runtime="onnx"``: ONNX Runtime keeps the graph's weights as stored plus
+    its own pre-packed copies of them, and the exported graph computes
+    attention in full, so the top level's score and probability matrices
+    (batch 2 × heads × tokens² in fp32) are alive at once. For SD 1.5 at
+    512×512 that is 2 × 4.3 GB + 2.1 GB + activations: 12.3 GB estimated,
+    11.3 GB measured (benchmarks/bench_diffusion.py).
+    """
     latent = (size // shape.vae_scale) ** 2
     vae = size * size * shape.vae_channels * 4 * VAE_LIVE_MAPS
     unet = latent * 2 * shape.unet_channels * 4 * UNET_LIVE_MAPS  # guidance doubles the batch
+    if runtime == "onnx":
+        tokens = latent // 4**shape.first_attention_level
+        attention = 2 * shape.first_attention_heads * tokens * tokens * 4 * 2
+        return MemoryNeed(weights_bytes * ONNX_WEIGHT_COPIES, batch * (vae + unet + attention), 0, TORCH_OVERHEAD)
+    weights = int(weights_bytes * run_dtype_factor(file_dtype, report, run_dtype))
     return MemoryNeed(weights, batch * (vae + unet), 0, TORCH_OVERHEAD)
 
 
 def judge_image_fit(weights_bytes: int, size: int, report, file_dtype: str = "fp16",
-                    shape: PipelineShape = PipelineShape()) -> FitVerdict:
-    need = estimate_image(weights_bytes, size, report, file_dtype, shape=shape)
+                    shape: PipelineShape = PipelineShape(), runtime: str = "torch") -> FitVerdict:
+    need = estimate_image(weights_bytes, size, report, file_dtype, shape=shape, runtime=runtime)
     free = report.memory.available_bytes
     budget = max(0, free - ram_reserve(report.memory.total_bytes))
     sentence = f"{gb(need.weights_bytes)} weights + {gb(need.kv_cache_bytes)} activations at {size}×{size} + {gb(need.overhead_bytes)} runtime = {gb(need.total_bytes)}"

@@ -93,7 +93,8 @@ class ModelLibrary:
     def verdict_for_entry(self, entry: CatalogEntry, context_length: int | None = None,
                           cache_type: str | None = None) -> FitVerdict:
         if entry.kind == "image":
-            return judge_image_fit(entry.total_size, entry.image.default_size, self.hardware(), file_dtype=entry.image.dtype)
+            return judge_image_fit(entry.total_size, entry.image.default_size, self.hardware(),
+                                   file_dtype=entry.image.dtype, runtime="onnx" if entry.format == "onnx" else "torch")
         context = context_length or min(DEFAULT_CONTEXT, entry.context_length)
         cache = cache_type or DEFAULT_CACHE_TYPE
         verdict = judge_text_fit(shape_from_catalog(entry), context, self.resources(), cache)
@@ -118,7 +119,9 @@ class ModelLibrary:
         if path.is_dir():
             weights, dtype = folder_weights(path)  # each loaded component once; SDXL's second text encoder too
             shape = PipelineShape.from_folder(path)
-            return judge_image_fit(weights, shape.native_size, self.hardware(), file_dtype=dtype, shape=shape)
+            runtime = "onnx" if (path / "unet" / "model.onnx").is_file() else "torch"
+            return judge_image_fit(weights, shape.native_size, self.hardware(), file_dtype=dtype, shape=shape,
+                                   runtime=runtime)
         header = check_model_file(path)
         context = context_length or min(DEFAULT_CONTEXT, header.context_length or DEFAULT_CONTEXT)
         return judge_text_fit(ModelShape.from_header(header), context, self.resources(), cache_type or DEFAULT_CACHE_TYPE)
