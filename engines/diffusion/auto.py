@@ -15,18 +15,20 @@
   what keeps a 10 GB fp32 SDXL copy off machines that cannot hold it.
 
 Measured with ``benchmarks/bench_diffusion.py`` (SD 1.5 architecture,
-512×512, guidance 7, 3 steps, 2-core AMD EPYC with AVX-512 BF16, quiet
-machine), seconds per UNet step / whole image / peak RSS:
+512×512, guidance 7, 3 steps, 2-core AMD EPYC with AVX-512 BF16), seconds
+per UNet step / whole image / peak anonymous memory, PyTorch with Atelier's
+CPU speed-ups (engines/diffusion/cpu_speedups.py):
 
   ============================  ========  =======  ========
-  PyTorch fp32                    8.4 s    43.8 s   5.4 GB
-  PyTorch bf16 autocast           4.3 s    17.3 s   5.0 GB
-  ONNX Runtime fp32 (CPU EP)      4.8 s    27.0 s  11.1 GB
+  PyTorch fp32                    6.8 s    31.4 s   5.4 GB
+  PyTorch bf16                    2.9 s    14.7 s   3.8 GB
+  ONNX Runtime fp32 (CPU EP)      5.4 s    30.4 s  11.3 GB
   ============================  ========  =======  ========
 
-So ONNX Runtime is 1.8× faster than PyTorch fp32 per step and is the
-choice on CPUs without native bf16, but where the CPU has it PyTorch bf16 is
-faster still (1.1× per step, 1.6× per image) at less than half the memory.
+So ONNX Runtime is 1.26× faster than PyTorch fp32 per step (at twice the
+memory) and is the choice on CPUs without native bf16 when RAM allows, but
+where the CPU has bf16 PyTorch is far faster (1.9× per step, 2.1× per image)
+at a third of the memory.
 On the tiny test model (64×64, 4 steps) ONNX Runtime was also faster: 23 ms
 per step against 36 ms for PyTorch fp32 and 34 ms for bf16 (118 against 229 ms
 per image).
@@ -43,8 +45,8 @@ from engines.diffusion.types import ImageLoadSpec
 from engines.errors import EngineError, ErrorKind
 
 # Seconds per UNet step (see the table above): the figures behind the policy.
-CPU_MEASUREMENTS = {"torch_fp32": 8.45, "torch_bf16": 4.27, "onnx_fp32": 4.78}
-# Whether ONNX Runtime (fp32) beats PyTorch bf16 autocast on CPUs that compute bf16 natively.
+CPU_MEASUREMENTS = {"torch_fp32": 6.83, "torch_bf16": 2.87, "onnx_fp32": 5.44}
+# Whether ONNX Runtime (fp32) beats PyTorch bf16 on CPUs that compute bf16 natively.
 ONNX_BEATS_BF16_ON_CPU = CPU_MEASUREMENTS["onnx_fp32"] < CPU_MEASUREMENTS["torch_bf16"]
 # ONNX Runtime's peak RSS over the ONNX folder's size: 11.1 GB for 4.27 GB (SD 1.5 at 512×512). It holds
 # the weights, pre-packed copies of them and the full attention matrices (the exported graph has no
