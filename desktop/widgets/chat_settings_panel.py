@@ -107,6 +107,10 @@ class ChatSettingsPanel(QScrollArea):
         self.gpu_layers.setEnabled(False)
         self.gpu_layers.setToolTip("This llama.cpp build cannot offload to a GPU.")
         self.cache_type = QComboBox()
+        # Its longest label ("q4_0 (a quarter of the memory)") would otherwise widen the whole panel past the
+        # window's edge; the popup still shows the labels in full.
+        self.cache_type.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.cache_type.setMinimumContentsLength(10)
         for name, info in CACHE_TYPES.items():
             self.cache_type.addItem(f"{name} ({info.description})", name)
         self.cache_type.setToolTip(
