@@ -175,3 +175,22 @@ def test_packed_layers_survive_a_dtype_cast_of_their_model():
     with torch.inference_mode():
         out = model(torch.randn(1, 4, 4, 4))
     assert out.shape == (1, 8, 4)
+
+
+def test_packing_is_only_used_on_x86_64(monkeypatch):
+    monkeypatch.setattr(cpu_speedups.platform, "machine", lambda: "arm64")
+    assert not cpu_speedups.onednn_packing_available()
+
+
+def test_a_failing_speed_up_leaves_a_working_engine(tiny_sd, monkeypatch):  # noqa: F811
+    from engines.diffusion.torch_engine import TorchDiffusionEngine
+
+    def refuse(pipe, dtype):
+        raise RuntimeError("could not create a primitive descriptor")
+
+    monkeypatch.setattr(cpu_speedups, "speed_up_for_cpu", refuse)
+    engine = TorchDiffusionEngine()
+    engine.load(ImageLoadSpec(str(tiny_sd), backend="torch", device="cpu", dtype="fp32"), lambda e: None)
+    result = engine.generate(ImageRequest("a red fox", width=64, height=64, steps=2, seed=1), lambda e: None)
+    assert len(result.images) == 1
+    engine.unload()

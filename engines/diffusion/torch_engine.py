@@ -186,7 +186,13 @@ class TorchDiffusionEngine:
                 from engines.diffusion.cpu_speedups import speed_up_for_cpu
 
                 emit(ProgressEvent("load", "Preparing the weights for this CPU…", 0.85))
-                speed_up_for_cpu(pipe, dtype)
+                try:
+                    speed_up_for_cpu(pipe, dtype)
+                except RuntimeError as exc:  # an unusual oneDNN build: layers swapped so far are complete
+                    if is_out_of_memory(exc):
+                        raise
+                    log.warning("CPU speed-ups stopped part-way; the remaining layers run as diffusers ships them",
+                                exc_info=True)
                 if dtype == "bf16":
                     no_vae_upcast(pipe)
         except Exception as exc:
