@@ -1,0 +1,55 @@
+"""Atomic, durable replacement of a whole file.
+
+The new bytes go to a uniquely named temporary file beside the target
+(two processes never share it), which is fsynced, renamed over the target,
+and then the folder is fsynced so that the rename itself survives a power
+cut. A failure at any point removes the temporary file and leaves the
+target as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from os import PathLike
+from pathlib import Path
+
+
+def fsync_folder(folder: str | PathLike[str]) -> None:
+    """Make a rename inside ``folder`` durable (POSIX); a no-op where folders cannot be opened (Windows)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_bytes(path: str | PathLike[str], data: bytes) -> Path:
+    """Replace ``path`` with ``data``: all of it or nothing, durable once this returns.
+
+    The temporary name starts with a dot and ends in ``.tmp``, so folder
+    scans skip it. Its mode follows the umask like any new file (not
+    mkstemp's 0600), because exports and images are the user's files.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name[:200]}.{secrets.token_hex(6)}.tmp"
+    try:
+        with open(tmp, "xb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_folder(target.parent)
+    return target
+
+
+def atomic_write_text(path: str | PathLike[str], text: str) -> Path:
+    """:func:`atomic_write_bytes` for UTF-8 text, written with ``\\n`` line ends as given."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
