@@ -14,6 +14,7 @@ from engines.diffusion.model_folder import PICKLED_MESSAGE, inspect_model_folder
 from engines.diffusion.types import ImageLoadSpec, ImageRequest
 from engines.errors import EngineError, ErrorKind
 from tests.fixtures.tiny_sd import EventLog, one_torch_thread, tiny_sd  # noqa: F401  (fixtures)
+from tests.fixtures.bad_images import header_only_png
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning", "ignore::DeprecationWarning"),
@@ -152,6 +153,7 @@ def test_the_tiny_folder_is_recognised(tiny_sd):
         ({"batch_count": 17}, "batch count"),
         ({"init_image": b"x", "strength": 0.0}, "strength must be above 0"),
         ({"init_image": b"x", "strength": 0.1, "steps": 5}, "no denoising step would run"),
+        ({"init_image": b""}, "the init image is empty (0 bytes)"),
     ],
 )
 def test_request_validation(overrides, expected):
@@ -184,6 +186,10 @@ def engine(tiny_sd):
         ({"seed": 2**32}, "seed must be between 0 and 4294967295"),
         ({"init_image": b"this is not an image"}, "The init image could not be read"),
         ({"scheduler": "LCM"}, "only works with LCM or Turbo models"),
+        # b"" is an (empty) init image, never "no init image": refused, not run as txt2img
+        ({"init_image": b""}, "Cannot make this image: the init image is empty (0 bytes)."),
+        ({"init_image": header_only_png(9000, 8000)},
+         "The init image is 9000×8000 pixels (72 megapixels); Atelier takes at most 64 megapixels."),
     ],
 )
 def test_bad_requests_are_refused_by_the_engine(engine, overrides, expected):

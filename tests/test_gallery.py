@@ -1,6 +1,12 @@
-"""The gallery index: saved before anything else, listed newest first, deleted with its file."""
+"""The gallery: the file first (whole, or not at all), then its row; listed newest first, deleted with its file."""
 
-from engines.images.gallery import Gallery
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from engines.diffusion.types import ImageRequest
+from engines.images.gallery import Gallery, NotIndexed, request_record, write_image_file
 from engines.paths import app_paths
 
 
@@ -33,3 +39,36 @@ def test_gallery_shares_the_database_with_chats():
     reopened = ChatStore(paths.database)
     assert reopened.list_conversations()[0].title == "hello"
     assert len(Gallery(paths.database, paths.data / "images").list()) == 1
+
+
+def test_the_file_is_written_whole_and_first(tmp_path):
+    paths = app_paths()
+    gallery = Gallery(paths.database, paths.data / "images")
+    entry = gallery.save(b"\x89PNG whole", {"prompt": "x"}, seed=5, width=8, height=8, model="m", backend="torch")
+    folder = paths.data / "images"
+    assert [p.name for p in folder.rglob("*") if p.is_file()] == [Path(entry.path).name]  # no temporary left
+    assert Path(entry.path).name.endswith(f"-5-{entry.id}.png")
+    gallery._db.execute("PRAGMA query_only = ON")  # the database now refuses every write
+    with pytest.raises(NotIndexed) as err:
+        gallery.save(b"\x89PNG kept", {"prompt": "y"}, seed=6, width=8, height=8, model="m", backend="torch")
+    assert err.value.path.read_bytes() == b"\x89PNG kept"  # the image is kept; only its row is missing
+    assert str(err.value) == (f"{err.value.path} was saved, but the gallery index could not be updated "
+                              "(attempt to write a readonly database)")
+    assert [e.id for e in gallery.list()] == [entry.id]
+    gallery.close()
+
+
+def test_a_corrupt_database_is_refused_at_open_and_images_still_have_a_home(tmp_path):
+    database = tmp_path / "atelier.sqlite3"
+    database.write_bytes(b"this is not a database" * 2000)
+    with pytest.raises(sqlite3.DatabaseError, match="file is not a database"):
+        Gallery(database, tmp_path / "images")
+    path = write_image_file(tmp_path / "images", b"\x89PNG alone", seed=9)
+    assert path.read_bytes() == b"\x89PNG alone" and path.parent.parent == tmp_path / "images"
+
+
+def test_request_record_keeps_what_reuse_needs_and_never_the_init_image():
+    record = request_record(ImageRequest("a fox", init_image=b"\x89PNG...", seed=3), "/models/sd", "onnx", "import/sd")
+    assert "init_image" not in record and record["img2img"] is True
+    assert (record["model_path"], record["backend_choice"], record["model_id"]) == ("/models/sd", "onnx", "import/sd")
+    assert record["prompt"] == "a fox" and record["seed"] == 3

@@ -1,8 +1,8 @@
 """What the PyTorch and ONNX Runtime engines share.
 
 Both engines must behave identically from the outside: the same request
-validation, seeds, initial noise, step/preview/cancel events, init-image
-handling, PNG metadata and result. Keeping that here means a fix to one
+validation, seeds, initial noise, step/preview/image-done/cancel events,
+init-image handling, PNG metadata and result. Keeping that here means a fix to one
 is a fix to both, and it is what makes the same seed give the same image on
 either backend: the initial latents always come from a seeded *CPU*
 ``torch.Generator`` in fp32, whatever device or dtype runs the model.
@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 from engines.api import CancelFlag, Emit
+from engines.diffusion.init_image import INIT_IMAGE_FORMATS, READ_HINT, check_init_image
 from engines.diffusion.model_folder import ModelFolder
 from engines.diffusion.png_meta import encode_png, format_parameters
 from engines.diffusion.preview import preview_png
@@ -26,6 +27,7 @@ from engines.diffusion.types import (
     MAX_SEED,
     SCHEDULER_NAMES,
     GeneratedImage,
+    ImageDoneEvent,
     ImageModelInfo,
     ImageRequest,
     ImageResult,
@@ -79,21 +81,37 @@ def initial_latents(generator, shape: tuple[int, ...]):
 
 
 def decode_init_image(data: bytes, width: int, height: int):
-    """The img2img source as an RGB PIL image of exactly width×height, or a clear BAD_INPUT error."""
+    """The img2img source as an RGB PIL image of exactly width×height, or a clear BAD_INPUT error.
+
+    The header is checked first (:func:`check_init_image`: format, bytes and
+    pixel count), so a decompression bomb is refused before it is decoded.
+    """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    check_init_image(data)
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=INIT_IMAGE_FORMATS) as image:
             image.load()
             image = ImageOps.exif_transpose(image).convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise EngineError(
             ErrorKind.BAD_INPUT,
-            f"The init image could not be read ({type(exc).__name__}: {exc}). Use a PNG, JPEG or WebP file.",
+            f"The init image could not be read ({type(exc).__name__}: {exc}). {READ_HINT}",
         )
     if image.size != (width, height):
         image = image.resize((width, height), Image.Resampling.LANCZOS)
     return image
+
+
+def request_init_image(request: ImageRequest):
+    """The request's init image decoded at its size, or None for text-to-image.
+
+    ``None`` alone means txt2img: an empty ``init_image`` is refused by
+    validation, never taken for "no init image".
+    """
+    if request.init_image is None:
+        return None
+    return decode_init_image(request.init_image, request.width, request.height)
 
 
 def denoised_of(step_output):
@@ -213,7 +231,7 @@ def make_image(pil_image, request: ImageRequest, seed: int, run: RunInfo) -> Gen
 def make_result(images: list[GeneratedImage], request: ImageRequest, run: RunInfo, started: float,
                 reporter: StepReporter, cancelled: bool) -> ImageResult:
     return ImageResult(
-        images=() if cancelled else tuple(images),
+        images=tuple(images),
         request=request,
         backend=run.backend,
         device=run.device,
@@ -228,8 +246,10 @@ def make_result(images: list[GeneratedImage], request: ImageRequest, run: RunInf
 def run_batch(request: ImageRequest, emit: Emit, cancel: CancelFlag | None, run: RunInfo, make_one) -> ImageResult:
     """Make ``batch_count`` images with consecutive seeds; ``make_one(seed, reporter)`` returns a PIL image.
 
-    A cancel (raised from a step) ends the whole batch, and the result then
-    carries no images at all, not even the ones finished before it.
+    Each image is emitted as an :class:`ImageDoneEvent` the moment it is
+    finished, so the front ends save it before the next one starts. A cancel
+    (raised from a step) drops only the image in progress: the result keeps
+    the ones finished before it, with ``cancelled`` set.
     """
     started = time.perf_counter()
     reporter = StepReporter(request, emit, cancel, run.family)
@@ -237,9 +257,11 @@ def run_batch(request: ImageRequest, emit: Emit, cancel: CancelFlag | None, run:
     try:
         for index, seed in enumerate(make_seeds(request)):
             reporter.begin_image(index)
-            images.append(make_image(make_one(seed, reporter), request, seed, run))
+            image = make_image(make_one(seed, reporter), request, seed, run)
+            images.append(image)
+            emit(ImageDoneEvent(image, index, request.batch_count))
     except Cancelled:
-        return make_result([], request, run, started, reporter, cancelled=True)
+        return make_result(images, request, run, started, reporter, cancelled=True)
     return make_result(images, request, run, started, reporter, cancelled=False)
 
 

@@ -23,6 +23,10 @@ SCHEDULER_NAMES: tuple[str, ...] = ("Euler", "Euler a", "DPM++ 2M Karras", "DDIM
 MIN_SIZE, MAX_SIZE = 64, 2048
 MAX_SEED = 2**32 - 1
 MAX_BATCH = 16
+# Init images: a photo from any camera fits (a 50 MP JPEG is ~25 MB); a decompression bomb or /dev/zero does not.
+# Decoding 64 MP as RGB takes ~200 MB, the most an img2img source that is resized to 2048 px at most should cost.
+MAX_INIT_IMAGE_BYTES = 64 * 1024 * 1024
+MAX_INIT_IMAGE_PIXELS = 64_000_000
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,11 @@ class ImageRequest:
         if not isinstance(self.preview_every, int) or self.preview_every < 0:
             problems.append("preview interval must be 0 (off) or a number of steps")
         if self.init_image is not None:
+            # b"" is an init image too (an empty file): refused here, never silently treated as txt2img.
+            if not isinstance(self.init_image, bytes) or not self.init_image:
+                problems.append("the init image is empty (0 bytes)")
+            elif len(self.init_image) > MAX_INIT_IMAGE_BYTES:
+                problems.append(f"the init image is larger than {MAX_INIT_IMAGE_BYTES // 2**20} MB")
             if not 0.0 < self.strength <= 1.0:
                 problems.append(f"strength must be above 0 and at most 1 (got {self.strength})")
             elif isinstance(self.steps, int) and 1 <= self.steps and int(self.steps * self.strength) < 1:
@@ -115,7 +124,10 @@ class GeneratedImage:
 
 @dataclass(frozen=True)
 class ImageResult:
-    images: tuple[GeneratedImage, ...]  # empty when cancelled: a cancelled run never passes as finished
+    # Every finished image, in order. A cancelled run holds the images finished before the cancel (each
+    # already sent as an ImageDoneEvent), never the one it interrupted: a half-denoised image never passes
+    # as finished.
+    images: tuple[GeneratedImage, ...]
     request: ImageRequest
     backend: str  # "torch" or "onnx"
     device: str  # "cpu", "cuda", "mps", or the ONNX Runtime provider's short name
@@ -154,6 +166,19 @@ class StepEvent:
     image_index: int  # 0-based
     batch_count: int
     eta_s: float | None  # seconds left for the whole batch, once a step has been timed
+
+
+@dataclass(frozen=True)
+class ImageDoneEvent:
+    """One image of the batch is finished: front ends save it at once, before the next one starts.
+
+    This is what makes a cancel, a Ctrl-C or a crashed engine keep every
+    image made so far: nothing waits for the end of the batch.
+    """
+
+    image: GeneratedImage
+    image_index: int  # 0-based, within the batch
+    batch_count: int
 
 
 @dataclass(frozen=True)

@@ -1,23 +1,27 @@
 """The gallery: generated PNGs on disk, indexed in the app's SQLite database.
 
 Every finished image is written to ``<data>/images/<yyyy-mm-dd>/`` the
-moment it arrives from the engine, before anything else runs, and then
-indexed. The PNG itself carries its parameters (see
-``engines.diffusion.png_meta``), so "use these settings again" works even
-for a file whose index row was lost. The gallery keeps its own schema
-version in a table of its own, beside the chat tables in the same file.
+moment the engine reports it (an ``ImageDoneEvent``), before the next one
+starts, and then indexed. The file comes first and is durable on its own:
+the PNG carries its parameters (see ``engines.diffusion.png_meta``), so
+"use these settings again" works even for a file whose index row was lost,
+and a database that cannot be written (corrupt, full disk) costs the index
+row, never the image (:func:`write_image_file` works without a database).
+The gallery's one table lives beside the chat tables in the app database;
+``CREATE TABLE IF NOT EXISTS`` is its whole schema management so far.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from engines.storage import atomic_write_bytes
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS gallery_images (
@@ -38,6 +42,15 @@ SCHEMA = (
     )""",
     "CREATE INDEX IF NOT EXISTS gallery_created ON gallery_images(created_at DESC)",
 )
+
+
+class NotIndexed(OSError):
+    """The PNG was written to ``path``, but the database would not take its row."""
+
+    def __init__(self, path: Path, cause: BaseException) -> None:
+        super().__init__(f"{path} was saved, but the gallery index could not be updated ({cause})")
+        self.path = Path(path)
+        self.cause = cause
 
 
 @dataclass(frozen=True)
@@ -62,44 +75,80 @@ class GalleryImage:
         return Path(self.path).exists()
 
 
+def request_record(request, model_path: str | None = None, backend_choice: str | None = None,
+                   model_id: str | None = None) -> dict:
+    """An ``ImageRequest`` as the JSON data a gallery row keeps (the init image itself is not stored).
+
+    Besides the request fields it records which model folder and backend
+    choice produced the image, so "use these settings again" can restore them.
+    """
+    data = asdict(request)
+    data.pop("init_image", None)
+    data["img2img"] = request.init_image is not None
+    if model_path:
+        data["model_path"] = str(model_path)
+    if backend_choice:
+        data["backend_choice"] = backend_choice
+    if model_id:
+        data["model_id"] = model_id
+    return data
+
+
+def write_image_file(images_dir: Path, png: bytes, seed: int, image_id: str | None = None,
+                     when: float | None = None) -> Path:
+    """Write one PNG into the gallery folder (atomic, fsynced) and return its path; no database involved.
+
+    Named ``<yyyy-mm-dd>/<hhmmss>-<seed>-<id>.png`` so files sort by time
+    and never collide.
+    """
+    now = time.time() if when is None else when
+    image_id = image_id or uuid.uuid4().hex[:12]
+    folder = Path(images_dir) / time.strftime("%Y-%m-%d", time.localtime(now))
+    path = folder / f"{time.strftime('%H%M%S', time.localtime(now))}-{seed}-{image_id}.png"
+    return atomic_write_bytes(path, png)
+
+
 class Gallery:
     def __init__(self, db_path: Path, images_dir: Path) -> None:
         self._images = Path(images_dir)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(db_path), check_same_thread=False, timeout=10)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        with self._db:
-            for statement in SCHEMA:
-                self._db.execute(statement)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            with self._db:
+                for statement in SCHEMA:
+                    self._db.execute(statement)
+        except sqlite3.Error:  # not a database, read-only, full disk: the caller decides what to say
+            self._db.close()
+            raise
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     def save(self, png: bytes, request: dict, *, seed: int, width: int, height: int, model: str, backend: str) -> GalleryImage:
-        """Write the PNG (fsynced, atomic) and index it; returns the new entry."""
+        """Write the PNG (fsynced, atomic), then index it; returns the new entry.
+
+        When indexing fails the file stays where it is (the error says so
+        through :class:`NotIndexed`), because the image matters more than its row.
+        """
         image_id = uuid.uuid4().hex[:12]
         now = time.time()
-        folder = self._images / time.strftime("%Y-%m-%d", time.localtime(now))
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{time.strftime('%H%M%S', time.localtime(now))}-{seed}-{image_id}.png"
-        tmp = path.with_suffix(".png.tmp")
-        with open(tmp, "wb") as handle:
-            handle.write(png)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        path = write_image_file(self._images, png, seed, image_id, now)
         record = dict(request, seed=seed)
         entry = GalleryImage(
             image_id, str(path), now, request.get("prompt", ""), request.get("negative_prompt", ""), seed, width, height,
             int(request.get("steps", 0)), float(request.get("guidance", 0)), request.get("scheduler", ""), model, backend, record,
         )
-        with self._lock, self._db:
-            self._db.execute(
-                "INSERT INTO gallery_images VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (entry.id, entry.path, entry.created_at, entry.prompt, entry.negative_prompt, seed, width, height,
-                 entry.steps, entry.guidance, entry.scheduler, model, backend, json.dumps(record)),
-            )
+        try:
+            with self._lock, self._db:
+                self._db.execute(
+                    "INSERT INTO gallery_images VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (entry.id, entry.path, entry.created_at, entry.prompt, entry.negative_prompt, seed, width, height,
+                     entry.steps, entry.guidance, entry.scheduler, model, backend, json.dumps(record)),
+                )
+        except sqlite3.Error as exc:
+            raise NotIndexed(path, exc) from exc
         return entry
 
     def list(self, limit: int = 500) -> list[GalleryImage]:
