@@ -27,12 +27,12 @@ from engines.diffusion.common import (
     RunInfo,
     StepReporter,
     cpu_generator,
-    decode_init_image,
     denoised_of,
     initial_latents,
     is_out_of_memory,
     make_info,
     memory_error,
+    request_init_image,
     run_batch,
     validate_request,
 )
@@ -204,7 +204,7 @@ class OnnxDiffusionEngine:
         if not self._sessions:
             raise EngineError(ErrorKind.BAD_INPUT, "No image model is loaded.")
         validate_request(request, self._folder, size_multiple=self._folder.size_multiple)
-        init = decode_init_image(request.init_image, request.width, request.height) if request.init_image else None
+        init = request_init_image(request)
         if init is not None:
             self._vae_encoder()
         return run_batch(request, emit, cancel, self._run,

@@ -29,11 +29,11 @@ from engines.diffusion.common import (
     RunInfo,
     StepReporter,
     cpu_generator,
-    decode_init_image,
     initial_latents,
     is_out_of_memory,
     make_info,
     memory_error,
+    request_init_image,
     run_batch,
     validate_request,
 )
@@ -230,7 +230,7 @@ class TorchDiffusionEngine:
         if self._txt2img is None:
             raise EngineError(ErrorKind.BAD_INPUT, "No image model is loaded.")
         validate_request(request, self._folder)
-        init = decode_init_image(request.init_image, request.width, request.height) if request.init_image else None
+        init = request_init_image(request)
         return run_batch(request, emit, cancel, self._run,
                          lambda seed, reporter: self._one(request, seed, init, reporter))
 
