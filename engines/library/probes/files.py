@@ -1,0 +1,107 @@
+"""Looking at a path without ever blocking on it.
+
+A FIFO named ``x.gguf`` makes a plain ``open()`` wait for a writer for ever
+(defect D7), a device file can be read for ever, and a symbolic-link loop
+makes ``Path.resolve()`` raise (D24). Probes therefore stat first, open
+only regular files, open them non-blocking in case the file was swapped
+between the stat and the open, and read a bounded number of bytes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+class Unreadable(Exception):
+    """The path cannot be looked at; ``message`` says why, for a person."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def what_it_is(mode: int) -> str:
+    """'a FIFO (named pipe)', 'a socket'...: what a non-regular, non-folder path is."""
+    return next((words for test, words in _KINDS if test(mode)), "not a regular file")
+
+
+def stat_path(path: Path) -> os.stat_result:
+    """``os.stat`` (following links) with a sentence for each way it fails."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise Unreadable(f"{path} is a symbolic link to something that does not exist.") from None
+        raise Unreadable(f"{path} does not exist.") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise Unreadable(f"{path} is a symbolic link loop (it points back to itself).") from None
+        raise Unreadable(f"{path} cannot be read: {exc.strerror or exc}.") from None
+
+
+def read_prefix(path: Path, size: int) -> bytes:
+    """Up to ``size`` bytes from the start of a regular file; never blocks on a FIFO or device."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as exc:
+        raise Unreadable(f"{path.name} cannot be read: {exc.strerror or exc}.") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise Unreadable(f"{path.name} is not a regular file (it is {what_it_is(mode)}).")
+        chunks, left = [], size
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise Unreadable(f"{path.name} cannot be read: {exc.strerror or exc}.") from None
+    finally:
+        os.close(fd)
+
+
+def real_path(path: str | Path) -> str:
+    """The canonical path, for comparing records; a link loop gives the path as it is, never an error."""
+    return os.path.realpath(os.path.expanduser(str(path)))
+
+
+def folder_size(folder: Path) -> int:
+    """Bytes of the regular files under ``folder``, without following linked folders (no loops)."""
+    total = 0
+    for root, _dirs, files in os.walk(folder, followlinks=False):
+        for name in files:
+            try:
+                st = os.stat(os.path.join(root, name))
+            except OSError:
+                continue  # a dangling link or a loop: counts for nothing
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
+    return total
+
+
+def irregular_files(folder: Path) -> list[str]:
+    """Files under ``folder`` (relative paths) that are FIFOs, sockets or devices: never to be opened."""
+    found = []
+    for root, _dirs, files in os.walk(folder, followlinks=False):
+        for name in files:
+            full = os.path.join(root, name)
+            try:
+                mode = os.stat(full).st_mode
+            except OSError:
+                continue
+            if not stat.S_ISREG(mode):
+                found.append(f"{os.path.relpath(full, folder)} ({what_it_is(mode)})")
+    return found
