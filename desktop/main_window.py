@@ -1,6 +1,6 @@
 """The main window: a sidebar of pages and the page stack.
 
-Dropping a .gguf file anywhere on the window imports it.
+Dropping a .gguf file or a model folder anywhere on the window imports it.
 """
 
 from __future__ import annotations
@@ -110,15 +110,22 @@ class MainWindow(QMainWindow):
     # ---- drag and drop ---------------------------------------------------
 
     def dragEnterEvent(self, event) -> None:  # noqa: N802
-        if any(url.toLocalFile().lower().endswith(".gguf") for url in event.mimeData().urls()):
+        if any(url.isLocalFile() for url in event.mimeData().urls()):  # files and folders: the probe decides
             event.acceptProposedAction()
 
     def dropEvent(self, event) -> None:  # noqa: N802
+        """A .gguf becomes the chat model; anything else (an image-model folder, a LoRA...) goes to the Models
+        page, which identifies it off the GUI thread and says what it is."""
         for url in event.mimeData().urls():
             path = url.toLocalFile()
             if path.lower().endswith(".gguf"):
                 self.show_page("Chat")
                 self.chat_page.import_model(path)
+            elif path:
+                self.show_page("Models")
+                page = self.ensure_models_page()
+                page.tabs.setCurrentWidget(page.installed_tab)
+                page.installed_tab.import_file(path)
         event.acceptProposedAction()
 
     def closeEvent(self, event) -> None:  # noqa: N802

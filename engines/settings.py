@@ -2,30 +2,39 @@
 
 Stored as JSON in the config folder. ``schema_version`` plus a list of
 migrations lets later versions change the shape without losing anything;
-a file that cannot be read is set aside (never deleted) and defaults used.
+a file that cannot be read (torn, not an object, wrong types) is set aside
+(never deleted), defaults are used, and :func:`read_settings` says so.
 A new field with a default (such as ``LoadPrefs.cache_type``) needs no
 migration: files written before it simply get the default.
+
+Fields this version does not know (written by a newer one) are kept, and
+so is a newer ``schema_version``. Saving is a read-modify-write under the
+file's lock that merges with what is on disk now: a setting changed by
+another process since this one loaded the file survives, unless this
+process changed that same setting.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from engines.kv_cache import CACHE_TYPES, DEFAULT_CACHE_TYPE, CacheType
+from engines.storage import atomic_write_text, read_state, state_lock
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
+WHAT = "The settings file"
 
 
 class LoadPrefs(BaseModel):
     """Per-model load settings the user chose (None: let the engine decide)."""
+
+    model_config = ConfigDict(extra="allow")  # fields from a newer version are kept
 
     context_length: int = Field(4096, ge=64, le=1_048_576)
     threads: int | None = Field(None, ge=1, le=1024)
@@ -46,13 +55,58 @@ class LoadPrefs(BaseModel):
         return value
 
 
+class ImagePrefs(BaseModel):
+    """What the Images page showed last (prompt, size, sampling, seed mode, backend, model), restored at start."""
+
+    model_id: str | None = None
+    backend: Literal["auto", "torch", "onnx"] = "auto"
+    prompt: str = ""
+    negative_prompt: str = ""
+    width: int = Field(512, ge=64, le=2048)
+    height: int = Field(512, ge=64, le=2048)
+    steps: int = Field(20, ge=1, le=150)
+    guidance: float = Field(7.0, ge=0.0, le=30.0)
+    sampler: str = "Euler"  # checked against the samplers when applied: a name from a newer version is skipped
+    random_seed: bool = True
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _bad_values_fall_back(cls, data, handler):
+        """A bad value (hand-edited, or from a newer version) falls back to its default; the others are kept.
+
+        As for ``LoadPrefs.cache_type``: failing validation would set the
+        whole settings file aside for one stale field.
+        """
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            if not isinstance(data, dict):
+                log.warning("image settings are not an object (%r); using the defaults", type(data).__name__)
+                return handler({})
+            bad = {error["loc"][0] for error in exc.errors() if error["loc"]}
+            log.warning("unusable image settings %s; using their defaults", sorted(map(str, bad)))
+            return handler({key: value for key, value in data.items() if key not in bad})
+
+
 class Settings(BaseModel):
-    schema_version: int = SCHEMA_VERSION
+    model_config = ConfigDict(extra="allow")  # fields from a newer version are kept
+
+    schema_version: int = Field(SCHEMA_VERSION, ge=1)
     theme: Literal["system", "light", "dark"] = "system"
     last_model_id: str | None = None
     overflow_policy: Literal["ask", "drop_oldest", "stop"] = "ask"
     offline: bool = False
+    advanced_controls: bool = False  # simple mode hides expert controls until the user asks (desktop/widgets/expert.py)
+    first_run_done: bool = False  # the first-run dialog was shown (desktop/first_run.py)
     load_prefs: dict[str, LoadPrefs] = Field(default_factory=dict)
+    images: ImagePrefs = Field(default_factory=ImagePrefs)
+
+    # The file as this process last read or wrote it: saving merges against it.
+    _on_disk: dict = PrivateAttr(default_factory=dict)
+
+    def __eq__(self, other: object) -> bool:  # the settings, not where they were read from
+        return isinstance(other, Settings) and self.model_dump() == other.model_dump()
 
     def prefs_for(self, model_id: str) -> LoadPrefs:
         return self.load_prefs.get(model_id, LoadPrefs())
@@ -62,30 +116,83 @@ class Settings(BaseModel):
 MIGRATIONS: dict[int, callable] = {}
 
 
+def read_settings(path: Path) -> tuple[Settings, str | None]:
+    """The settings in *path*, and a message for the user when the file had to be set aside."""
+    loaded: list[Settings] = []
+
+    def check(raw: dict) -> None:  # raises ValueError (pydantic's included) or TypeError
+        loaded.append(_validate(raw))
+
+    state = read_state(path, WHAT, check)
+    if not loaded:
+        return Settings(), state.problem
+    settings = loaded[-1]
+    settings._on_disk = settings.model_dump(mode="json")
+    return settings, state.problem
+
+
 def load_settings(path: Path) -> Settings:
-    if not path.exists():
-        return Settings()
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        version = int(raw.get("schema_version", 1))
-        while version < SCHEMA_VERSION:
-            raw = MIGRATIONS[version](raw)
-            version += 1
-            raw["schema_version"] = version
-        return Settings.model_validate(raw)
-    except (OSError, ValueError, ValidationError, KeyError) as exc:
-        backup = path.with_name(f"{path.stem}.unreadable-{int(time.time())}{path.suffix}")
-        log.warning("settings file %s is unreadable (%s); keeping it as %s and using defaults", path, exc, backup)
-        try:
-            path.replace(backup)
-        except OSError:
-            pass
-        return Settings()
+    return read_settings(path)[0]
 
 
 def save_settings(path: Path, settings: Settings) -> None:
-    """Write atomically, so a crash mid-write never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(settings.model_dump_json(indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    """Merge *settings* into the file as it is now and write it atomically, under its lock."""
+    ours = settings.model_dump(mode="json")
+    with state_lock(path):
+        state = read_state(path, WHAT)
+        if not state.writable:
+            raise OSError(state.problem)
+        merged = _merge_object(settings._on_disk, ours, state.data)
+        merged["schema_version"] = max(ours["schema_version"], _int_or(state.data.get("schema_version"), 1))
+        atomic_write_text(path, json.dumps(merged, indent=2, ensure_ascii=False))
+    settings._on_disk = ours
+
+
+def _validate(raw: dict) -> Settings:
+    version = raw.get("schema_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"its schema_version is {json.dumps(version)}, not a positive whole number")
+    while version < SCHEMA_VERSION:
+        raw = MIGRATIONS[version](raw)
+        version += 1
+        raw["schema_version"] = version
+    if version > SCHEMA_VERSION:
+        log.info("settings written by a newer Atelier (schema %d); unknown fields are kept", version)
+    return Settings.model_validate(raw)
+
+
+def _merge_object(base: dict, ours: dict, theirs: dict) -> dict:
+    """Three-way merge of one JSON object: our changes since *base* win, the rest stays as in *theirs*.
+
+    A field absent from *ours* is never taken as deleted (a newer version's
+    field this one does not know), and ``load_prefs`` is merged per model.
+    """
+    merged = dict(theirs)
+    for key, value in ours.items():
+        if key in theirs and key in base and base[key] == value:
+            continue  # unchanged here: another process's value stands
+        if key == "load_prefs" and isinstance(value, dict):
+            merged[key] = _merge_prefs(_dict(base.get(key)), value, _dict(theirs.get(key)))
+        elif isinstance(value, dict) and isinstance(theirs.get(key), dict):  # a nested object, such as images
+            merged[key] = _merge_object(_dict(base.get(key)), value, theirs[key])
+        else:
+            merged[key] = value
+    return merged
+
+
+def _merge_prefs(base: dict, ours: dict, theirs: dict) -> dict:
+    """``load_prefs`` is a mapping: a model's entry removed here is removed, the others merge as objects."""
+    merged = {key: value for key, value in theirs.items() if not (key in base and key not in ours)}
+    for key, value in ours.items():
+        if key in theirs and key in base and base[key] == value:
+            continue
+        merged[key] = _merge_object(_dict(base.get(key)), value, _dict(theirs.get(key)))
+    return merged
+
+
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _int_or(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engines.errors import EngineError
 from engines.library.demo import register_demo
 from engines.library.installed import InstalledModels
 from engines.paths import AppPaths, app_paths
-from engines.settings import Settings, load_settings, save_settings
+from engines.settings import Settings, read_settings, save_settings
 
 
 @dataclass
@@ -19,6 +20,12 @@ class Workspace:
     paths: AppPaths
     settings: Settings
     models: InstalledModels
+    settings_problem: str | None = None  # the settings file was unreadable and set aside
+
+    @property
+    def problems(self) -> list[str]:
+        """What is wrong with the state files (set aside, records refused), for the GUI and the CLI to show."""
+        return [problem for problem in (self.settings_problem, self.models.problem) if problem]
 
     def save_settings(self) -> None:
         save_settings(self.paths.settings_file, self.settings)
@@ -35,10 +42,13 @@ class Workspace:
 def open_workspace(paths: AppPaths | None = None) -> Workspace:
     paths = paths or app_paths()
     models = InstalledModels(paths.data / "models.json")
-    register_demo(models, paths.models)
-    settings = load_settings(paths.settings_file)
+    try:
+        register_demo(models, paths.models)
+    except EngineError:  # the model list cannot be changed; models.problem says why
+        pass
+    settings, settings_problem = read_settings(paths.settings_file)
     if settings.offline:
         from engines.library.network import set_offline
 
         set_offline(True)  # the Settings switch; ATELIER_OFFLINE=1 works without it
-    return Workspace(paths=paths, settings=settings, models=models)
+    return Workspace(paths=paths, settings=settings, models=models, settings_problem=settings_problem)

@@ -8,6 +8,8 @@ import sys
 
 from pathlib import Path
 
+import pytest
+
 from tests.fixtures.http_server import sha256
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,8 +40,12 @@ def test_check_a_bad_file_is_one_error_line(tmp_path):
     assert run.returncode == 2 and run.stderr.startswith("error: ") and len(run.stderr.splitlines()) == 1
 
 
-def test_pull_survives_kill_9_and_verifies_its_hash(http_server, atelier_home):
-    data = os.urandom(3 * 1024 * 1024)
+def test_pull_survives_kill_9_and_verifies_its_hash(http_server, atelier_home, tmp_path):
+    from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
+
+    # A real GGUF (about 3 MB): a finished download is identified before it is installed.
+    data = write_tiny_llama_gguf(tmp_path / "model.gguf", n_layers=1, n_embd=256, n_ff=512).read_bytes()
+    assert len(data) > 2_000_000
     http_server.add("/files/model.gguf", data, rate=600_000)
     url = http_server.url("/files/model.gguf")
     args = [sys.executable, "-m", "desktop", "models", "pull", url, "--sha256", sha256(data)]
@@ -88,3 +94,85 @@ def test_check_with_a_q8_0_cache_needs_less(gemma_path):
     assert "context cache (q8_0) at 8,192 tokens" in check("--cache-type", "q8_0")
     bad = atelier("models", "check", str(gemma_path), "--cache-type", "q5_1")
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+# ---- one resolver, one probe registry: what issue 9 found ----------------------------------
+
+
+@pytest.fixture
+def demo_unpacked(gemma_path, atelier_home):
+    """The demo's file, which is unpacked on first use, linked from the test cache: no test assembles 253 MB."""
+    models = atelier_home / "data" / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    (models / "gemma-3-270m-q4_k_m.gguf").symlink_to(gemma_path)
+    return models
+
+
+@pytest.mark.slow
+def test_models_check_takes_the_same_ids_as_chat(demo_unpacked):
+    run = atelier("models", "check", "demo", "--json")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["verdict"] in ("cpu_only", "gpu_full", "gpu_partial")
+    unknown = atelier("models", "check", "demmo")
+    assert unknown.returncode == 2
+    assert unknown.stderr == ("error: No installed model, catalog model or file is called 'demmo'. "
+                              "Did you mean demo/gemma-3-270m-q4_k_m?\n")
+
+
+@pytest.mark.slow
+def test_import_a_diffusers_folder_as_the_gui_does_then_remove_it_by_prefix(tmp_path, demo_unpacked):
+    from tests.fixtures.stripped_models import write_diffusers_folder
+
+    folder = write_diffusers_folder(tmp_path / "dream-xl", "sdxl")
+    imported = atelier("models", "import", str(folder), "--json")
+    assert imported.returncode == 0, imported.stderr
+    record = json.loads(imported.stdout)
+    assert (record["id"], record["kind"], record["format"], record["engine"]) == (
+        "local/dream-xl", "image", "diffusers", "diffusers")
+    listed = {m["id"]: m for m in json.loads(atelier("models", "list", "--json").stdout)["models"]}
+    assert listed["local/dream-xl"]["kind"] == "image" and listed["demo/gemma-3-270m-q4_k_m"]["kind"] == "chat"
+    chat = atelier("chat", "--model", "dream-xl", "--prompt", "hi")
+    assert chat.returncode == 2
+    assert chat.stderr == "error: 'local/dream-xl' is an image model, but this needs a chat model.\n"
+    removed = atelier("models", "remove", "dream")
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stdout == f"Removed dream-xl from the library; the file stays where it is ({folder}).\n"
+    assert folder.is_dir()
+
+
+@pytest.mark.slow
+def test_import_refuses_what_no_engine_runs_and_never_blocks(tmp_path):
+    from tests.fixtures.stripped_models import write_kohya_lora
+
+    lora = atelier("models", "import", str(write_kohya_lora(tmp_path / "style.safetensors", "sd1")))
+    assert lora.returncode == 2
+    assert lora.stderr == "error: style.safetensors is a LoRA for SD 1.x (kohya layout): Atelier cannot use LoRAs yet.\n"
+    fifo = tmp_path / "x.gguf"
+    os.mkfifo(fifo)
+    for args in (("models", "import", str(fifo)), ("models", "check", str(fifo)),
+                 ("chat", "--model", str(fifo), "--prompt", "hi")):
+        run = atelier(*args)
+        assert run.returncode == 2, args
+        assert run.stderr == "error: x.gguf is not a regular file (it is a FIFO (named pipe)).\n", args
+
+
+def test_terminal_escapes_in_a_model_name_never_reach_the_terminal(tmp_path):
+    from tests.fixtures.stripped_models import write_gguf
+
+    evil = write_gguf(tmp_path / "evil.gguf", "llama", name="Evil\x1b]0;PWNED\x07\x1b[2J\r\nfake line")
+    run = atelier("models", "import", str(evil))
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "Added Evil fake line (chat model) as 'local/evil'.\n"
+
+
+def test_a_symlink_loop_in_the_models_folder_is_listed_not_fatal(demo_unpacked):
+    models = demo_unpacked
+    (models / "a.gguf").symlink_to(models / "b.gguf")
+    (models / "b.gguf").symlink_to(models / "a.gguf")
+    run = atelier("models", "list", "--json")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["not_models"] == [
+        {"path": str(models / name), "reason": f"{models / name} is a symbolic link loop (it points back to itself)."}
+        for name in ("a.gguf", "b.gguf")]
+    text = atelier("models", "list")
+    assert text.returncode == 0 and "In the models folder but not models (2):" in text.stdout

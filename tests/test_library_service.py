@@ -1,6 +1,7 @@
 """The model library service: verdicts, pull rules, registration and removal."""
 
 import json
+import os
 
 import pytest
 
@@ -97,9 +98,142 @@ def test_hand_dropped_files_are_found_or_explained(tiny_gguf):
 
 
 def test_removing_an_imported_model_keeps_the_users_file(tiny_gguf):
-    from engines.library.importer import import_gguf
+    from engines.library.importer import import_model
 
     library = ModelLibrary(open_workspace())
-    model = import_gguf(tiny_gguf, library.models)
+    model = import_model(tiny_gguf, library.models)
     message = library.remove(model.id)
     assert "stays where it is" in message and tiny_gguf.exists()
+
+
+# ---- every way in goes through the probe registry ------------------------------------------
+
+
+def test_the_models_folder_scan_registers_by_kind_and_explains_the_rest(tmp_path):
+    from tests.fixtures import stripped_models as stripped
+
+    workspace = open_workspace()
+    models = workspace.paths.models
+    stripped.write_diffusers_folder(models / "my-sdxl", "sdxl")
+    stripped.write_bert_embedding(models / "minilm.gguf")
+    stripped.write_kohya_lora(models / "style.safetensors", "sdxl")
+    (models / "a.gguf").symlink_to(models / "b.gguf")  # D24: a symbolic-link loop must not break the scan
+    (models / "b.gguf").symlink_to(models / "a.gguf")
+    library = ModelLibrary(workspace)
+    unknown = {os.path.basename(u.path): u.reason for u in library.scan_models_folder()}
+    assert unknown == {
+        "a.gguf": f"{models / 'a.gguf'} is a symbolic link loop (it points back to itself).",
+        "b.gguf": f"{models / 'b.gguf'} is a symbolic link loop (it points back to itself).",
+        "style.safetensors": "style.safetensors is a LoRA for SDXL (kohya layout): Atelier cannot use LoRAs yet.",
+    }
+    image = library.models.get("folder/my-sdxl")
+    assert (image.kind, image.format, image.engine, image.base, image.source) == (
+        "image", "diffusers", "diffusers", "sdxl", "folder")
+    assert image.description == "SDXL image model (diffusers), found in the models folder"
+    embedding = library.models.get("folder/minilm")
+    assert (embedding.kind, embedding.engine, embedding.name) == ("embedding", "llama_cpp", "all-MiniLM-L6-v2")
+    assert library.scan_models_folder() and len(library.models.all()) == 3  # the demo, plus two; nothing twice
+    assert [m.id for m in library.models.runnable("image")] == ["folder/my-sdxl"]
+    assert "folder/minilm" not in [m.id for m in library.models.runnable("chat")]
+
+
+def test_import_takes_a_gguf_or_an_image_folder_and_refuses_the_rest(tmp_path, tiny_gguf):
+    from engines.library.importer import import_model
+    from tests.fixtures import stripped_models as stripped
+
+    store = open_workspace().models
+    chat = import_model(tiny_gguf, store)
+    assert (chat.id, chat.kind, chat.source, chat.name) == ("local/tiny-llama", "chat", "import", "Tiny Test Llama F32")
+    assert chat.description == f"Llama chat model, added from {tiny_gguf.parent}"
+    assert import_model(str(tiny_gguf), store) == chat  # the same file twice keeps one record
+    onnx = import_model(stripped.write_onnx_folder(tmp_path / "turbo-onnx", "sd1"), store)
+    assert (onnx.id, onnx.kind, onnx.format, onnx.engine) == ("local/turbo-onnx", "image", "onnx", "diffusers")
+    with pytest.raises(EngineError) as lora:
+        import_model(stripped.write_peft_lora(tmp_path / "x.safetensors", "sd1"), store)
+    assert (lora.value.kind, lora.value.message) == (
+        "unsupported", "x.safetensors is a LoRA for SD 1.x (peft layout): Atelier cannot use LoRAs yet.")
+    fifo = tmp_path / "pipe.gguf"
+    os.mkfifo(fifo)
+    with pytest.raises(EngineError) as pipe:
+        import_model(fifo, store)
+    assert pipe.value.message == "pipe.gguf is not a regular file (it is a FIFO (named pipe))."
+    assert {m.id for m in store.runnable("chat")} >= {"local/tiny-llama"}
+    assert [m.id for m in store.runnable("image")] == ["local/turbo-onnx"]
+
+
+def test_register_path_is_what_a_finished_download_uses(tmp_path):
+    from tests.fixtures import stripped_models as stripped
+
+    library = ModelLibrary(open_workspace())
+    folder = stripped.write_diffusers_folder(library.workspace.paths.models / "sd-x", "sd2")
+    model = library.register_path(folder, "download", "hf/sd-x", "SD X")
+    assert (model.id, model.name, model.kind, model.base, model.source) == ("hf/sd-x", "SD X", "image", "sd2", "download")
+    page = library.workspace.paths.models / "model.gguf"
+    page.write_text("<!DOCTYPE html><html>Not found</html>")
+    with pytest.raises(EngineError) as info:
+        library.register_path(page, "download", "url/model.gguf")
+    assert info.value.message.startswith("model.gguf: This is not a GGUF model file (it starts with b'<!DO'). "
+                                         "It looks like a web page")
+    assert library.models.get("url/model.gguf") is None
+
+
+def test_verdict_for_a_path_follows_what_the_probe_found(tmp_path, tiny_gguf):
+    from tests.fixtures import stripped_models as stripped
+
+    library = ModelLibrary(open_workspace())
+    assert library.verdict_for_file(tiny_gguf).verdict == "cpu_only"
+    fifo = tmp_path / "x.gguf"
+    os.mkfifo(fifo)
+    with pytest.raises(EngineError, match=r"^x.gguf is not a regular file \(it is a FIFO \(named pipe\)\).$"):
+        library.verdict_for_file(fifo)
+    with pytest.raises(EngineError, match=r"^up.safetensors is an ESRGAN 4× upscaler \(RRDBNet, 3 blocks\): "
+                                          r"Atelier cannot use upscalers yet.$"):
+        library.verdict_for_file(stripped.write_esrgan(tmp_path / "up.safetensors"))
+
+
+# ---- one resolver for --model and ids ---------------------------------------------------
+
+
+def test_the_resolver_takes_ids_prefixes_paths_and_catalog_ids(tmp_path, tiny_gguf):
+    from engines.library.importer import import_model
+    from engines.library.resolve import resolve_model
+    from tests.fixtures import stripped_models as stripped
+
+    workspace = open_workspace()
+    store = workspace.models
+    chat = import_model(tiny_gguf, store)
+    image = import_model(stripped.write_diffusers_folder(tmp_path / "tiny-dream", "sd1"), store)
+    catalog = load_catalog()
+    assert resolve_model("local/tiny-llama", store, catalog).installed == chat
+    assert resolve_model("demo", store, catalog).installed.id == "demo/gemma-3-270m-q4_k_m"
+    assert resolve_model("tiny-d", store, catalog).installed == image  # a prefix of the id's last part
+    assert resolve_model(str(tiny_gguf), store, catalog).installed == chat  # an installed model's path
+    other = write_tiny_llama_gguf_copy(tiny_gguf, tmp_path / "other.gguf")
+    assert resolve_model(str(other), store, catalog).path == other and resolve_model(str(other), store).installed is None
+    entry = resolve_model("qwen2.5-1.5b-instruct-q4_k_m", store, catalog)
+    assert entry.entry.id == "qwen2.5-1.5b-instruct-q4_k_m" and entry.installed is None
+    with pytest.raises(EngineError) as not_downloaded:
+        entry.local_path()
+    assert not_downloaded.value.message == (
+        f"{entry.entry.name} is in the catalog but not downloaded yet. "
+        "Get it with 'atelier models pull qwen2.5-1.5b-instruct-q4_k_m'.")
+    with pytest.raises(EngineError) as ambiguous:
+        resolve_model("local", store, catalog)
+    assert ambiguous.value.message == ("'local' matches 2 installed models: local/tiny-llama, local/tiny-dream. "
+                                       "Give more of the id.")
+    assert resolve_model("local", store, catalog, kind="image").installed == image  # the command's kind decides
+    with pytest.raises(EngineError) as unknown:
+        resolve_model("tiny-lama", store, catalog)
+    assert unknown.value.message == "No installed model, catalog model or file is called 'tiny-lama'. " \
+                                    "Did you mean local/tiny-llama, local/tiny-dream?"
+    with pytest.raises(EngineError) as wrong_kind:
+        resolve_model("local/tiny-dream", store, catalog, kind="chat")
+    assert wrong_kind.value.message == "'local/tiny-dream' is an image model, but this needs a chat model."
+    with pytest.raises(EngineError) as missing:
+        resolve_model("/nonexistent/model.gguf", store, catalog)
+    assert missing.value.message == "The model file or folder does not exist: /nonexistent/model.gguf."
+
+
+def write_tiny_llama_gguf_copy(source, target):
+    target.write_bytes(source.read_bytes())
+    return target

@@ -40,7 +40,7 @@ def run_chat(args) -> int:
 
     workspace = open_workspace()
     try:
-        model_path = resolve_model_path(workspace, args.model)
+        model_path = resolve_model_path(workspace, args.model, kind="chat")
     except Exception as exc:  # the demo package failed to assemble its file
         raise CliError(f"cannot prepare the model: {exc}", EXIT_FAILED) from None
     spec = TextLoadSpec(str(model_path), context_length=args.ctx, threads=args.threads, gpu_layers=args.gpu_layers,

@@ -43,10 +43,14 @@ def add_parsers(sub) -> None:
 
 
 def _resolve(model: str) -> Path:
+    """The model folder for ``--model``: the one resolver (``engines.library.resolve``), as every command."""
+    from engines.library.resolve import resolve_model
     from engines.workspace import open_workspace
 
-    installed = open_workspace().models.get(model)
-    return Path(installed.path) if installed is not None else Path(model).expanduser()
+    try:
+        return resolve_model(model, open_workspace().models, kind="image").local_path()
+    except EngineError as exc:
+        raise CliError(exc.message, EXIT_FAILED if exc.kind in _FAILURES else EXIT_BAD_INPUT) from None
 
 
 def run_image(args) -> int:

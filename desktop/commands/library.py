@@ -6,6 +6,7 @@ import sys
 import threading
 
 from desktop.cli import EXIT_BAD_INPUT, EXIT_FAILED, CliError, print_json
+from desktop.commands.models import resolve
 from engines.errors import EngineError
 from engines.kv_cache import CACHE_TYPES
 from engines.library.download.transfer import human_size
@@ -20,7 +21,7 @@ def add_parser(sub) -> None:
     listing.add_argument("--catalog", action="store_true", help="list the catalog instead of what is installed")
     listing.add_argument("--json", action="store_true")
     check = verbs.add_parser("check", help="will this model run here? the verdict and its arithmetic")
-    check.add_argument("model", help="a .gguf path, an installed id or a catalog id")
+    check.add_argument("model", help="an installed id (or a unique prefix: demo), a catalog id, or a path")
     check.add_argument("--ctx", type=int, help="context length in tokens (default: 4096)")
     check.add_argument("--cache-type", choices=list(CACHE_TYPES),
                        help="the context cache type (default: f16, or the model's saved setting)")
@@ -31,10 +32,11 @@ def add_parser(sub) -> None:
     pull.add_argument("--sha256", help="the expected SHA-256 (otherwise the Hub's is used when it has one)")
     pull.add_argument("--anyway", action="store_true", help="download even if it won't fit on this machine")
     pull.add_argument("--json", action="store_true")
-    imp = verbs.add_parser("import", help="add a local .gguf file to the library (it stays where it is)")
+    imp = verbs.add_parser("import", help="add a .gguf file or a diffusers/ONNX model folder (it stays where it is)")
     imp.add_argument("path")
+    imp.add_argument("--json", action="store_true")
     rm = verbs.add_parser("remove", help="remove a model from the library")
-    rm.add_argument("id")
+    rm.add_argument("id", help="an installed id (or a unique prefix), or the model's path")
 
 
 def run_models(args) -> int:
@@ -59,37 +61,43 @@ def _list(library: ModelLibrary, args) -> int:
                          "quantization": entry.quantization, "license": entry.license, "gated": entry.gated,
                          "verdict": verdict.verdict, "label": verdict.label, "total_bytes": verdict.need.total_bytes})
     else:
-        library.scan_models_folder()
+        unknown = library.scan_models_folder()
         for model in library.models.all():
             try:
                 verdict = library.verdict_for_installed(model)
                 label, code, total = verdict.label, verdict.verdict, verdict.need.total_bytes
             except EngineError as exc:
                 label, code, total = f"unusable: {exc.message}", "unknown", None
-            rows.append({"id": model.id, "name": model.name, "engine": model.engine, "format": model.format,
-                         "size_bytes": model.size_bytes, "path": model.path, "source": model.source,
-                         "verdict": code, "label": label, "total_bytes": total})
+            rows.append({"id": model.id, "name": model.name, "kind": model.kind, "engine": model.engine,
+                         "format": model.format, "size_bytes": model.size_bytes, "path": model.path,
+                         "source": model.source, "verdict": code, "label": label, "total_bytes": total})
     if args.json:
-        print_json({"models": rows})
+        data = {"models": rows}
+        if not args.catalog:
+            data["not_models"] = [{"path": u.path, "reason": u.reason} for u in unknown]
+        print_json(data)
         return 0
     if not rows:
         print("No models installed. Try 'atelier models list --catalog'.")
     for row in rows:
         print(f"{row['id']:<42} {human_size(row['size_bytes']):>9}  {row['label']}")
+    if not args.catalog and unknown:
+        print(f"\nIn the models folder but not models ({len(unknown)}):")
+        for item in unknown:
+            print(f"  {item.reason}")
     return 0
 
 
 def _check(library: ModelLibrary, args) -> int:
-    entry = library.catalog.get(args.model)
-    installed = library.models.get(args.model)
     if args.ctx is not None and args.ctx < 64:
         raise CliError("--ctx must be at least 64")
-    if entry is not None:
-        verdict = library.verdict_for_entry(entry, args.ctx, args.cache_type)
-    elif installed is not None:
-        verdict = library.verdict_for_installed(installed, args.ctx, args.cache_type)
+    found = resolve(library, args.model)
+    if found.installed is not None:
+        verdict = library.verdict_for_installed(found.installed, args.ctx, args.cache_type)
+    elif found.entry is not None:
+        verdict = library.verdict_for_entry(found.entry, args.ctx, args.cache_type)
     else:
-        verdict = library.verdict_for_file(args.model, args.ctx, args.cache_type)
+        verdict = library.verdict_for_file(found.path, args.ctx, args.cache_type)
     if args.json:
         print_json(verdict.to_dict())
         return 0
@@ -145,15 +153,21 @@ def _bar(job) -> None:
 
 
 def _import(library: ModelLibrary, args) -> int:
-    from engines.library.importer import import_gguf
+    from engines.library.importer import import_model
 
-    model = import_gguf(args.path, library.models)
-    print(f"Added {model.name} as '{model.id}'.")
+    model = import_model(args.path, library.models)
+    if args.json:
+        print_json({"id": model.id, "name": model.name, "kind": model.kind, "format": model.format,
+                    "engine": model.engine, "path": model.path, "size_bytes": model.size_bytes})
+    else:
+        print(f"Added {model.name} ({model.kind} model) as '{model.id}'.")
     return 0
 
 
 def _remove(library: ModelLibrary, args) -> int:
-    print(library.remove(args.id))
+    found = resolve(library, args.id)
+    if found.installed is None:
+        what = f"{found.entry.name} is in the catalog but" if found.entry is not None else f"{found.path} is"
+        raise CliError(f"{what} not in the library, so there is nothing to remove.")
+    print(library.remove(found.installed.id))
     return 0
-
-

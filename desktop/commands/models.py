@@ -1,19 +1,28 @@
-"""Resolving what the user typed after ``--model``: an installed id or a path."""
+"""What the user typed after ``--model`` (or as a model id), for every command.
+
+A thin front for :func:`engines.library.resolve.resolve_model`, the one
+resolver: ``atelier chat``, ``atelier image`` and ``atelier models
+check/remove`` accept the same ids, prefixes (``demo``) and paths, and
+refuse the same way.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from engines.library.demo import materialize
+from engines.library.resolve import ResolvedModel, resolve_model
 from engines.workspace import Workspace
 
 
-def resolve_model_path(workspace: Workspace, text: str) -> Path:
-    """An installed model id (or a unique prefix, e.g. 'demo'), else a file path."""
-    models = workspace.models.all()
-    exact = [m for m in models if m.id == text]
-    prefixed = [m for m in models if m.id.startswith(text) or m.id.split("/")[0] == text]
-    match = exact or (prefixed if len(prefixed) == 1 else [])
-    if match and not Path(text).exists():
-        return materialize(match[0])
-    return Path(text).expanduser()
+def resolve_model_path(workspace: Workspace, text: str, kind: str | None = None) -> Path:
+    """The file or folder to load for ``text`` (the demo is unpacked on first use).
+
+    Raises EngineError (bad input) for an unknown or ambiguous id, a catalog
+    model that is not downloaded, or a model of another ``kind`` than asked.
+    """
+    return resolve_model(text, workspace.models, kind=kind).local_path()
+
+
+def resolve(library, text: str, kind: str | None = None) -> ResolvedModel:
+    """``text`` resolved against a model library's installed models and catalog."""
+    return resolve_model(text, library.models, library.catalog if not library.catalog.error else None, kind=kind)

@@ -94,7 +94,7 @@ class ChatController(QObject):
     # ---- models ----------------------------------------------------------
 
     def models(self) -> list[InstalledModel]:
-        return self.workspace.models.all()
+        return self.workspace.models.runnable("chat")  # the chat picker offers chat models only
 
     def current_model(self) -> InstalledModel | None:
         model_id = None
@@ -102,7 +102,7 @@ class ChatController(QObject):
             model_id = self.store.get_conversation(self.current_id).model_id
         model_id = model_id or self.workspace.settings.last_model_id
         model = self.workspace.models.get(model_id) if model_id else None
-        if model is None:
+        if model is None or model.kind != "chat":
             models = self.models()
             model = models[0] if models else None
         return model

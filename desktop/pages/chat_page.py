@@ -341,12 +341,18 @@ class ChatPage(QWidget):
             self.import_model(path)
 
     def import_model(self, path: str) -> None:
-        from engines.library.importer import import_gguf
+        from engines.library.importer import import_model
 
         try:
-            model = import_gguf(path, self.controller.workspace.models)
+            model = import_model(path, self.controller.workspace.models)
         except EngineError as exc:
             self._show_banner(f"Could not add that model: {exc.message}")
+            return
+        if model.kind != "chat":  # recorded for the page that runs it, not offered here
+            from engines.library.resolve import KIND_WORDS
+
+            self._show_banner(f"Added {model.name}: it is {KIND_WORDS.get(model.kind, model.kind)}, "
+                              "not a chat model, so this list does not offer it.")
             return
         self.controller.choose_model(model.id)
         self.refresh_models()

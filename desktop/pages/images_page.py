@@ -262,7 +262,7 @@ class ImagesPage(QWidget):
         self.controls.generate_button.setToolTip("Make the image (Ctrl+Enter)")
 
     def refresh_models(self, selected_id: str | None = None) -> None:
-        self.controls.set_models(self.workspace.models.all(), selected_id)
+        self.controls.set_models(self.workspace.models.runnable("image"), selected_id)
 
     def _choose_model_folder(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Add an image model folder (diffusers or ONNX)", str(Path.home()))
@@ -271,24 +271,17 @@ class ImagesPage(QWidget):
 
     def add_model_folder(self, path: str):
         """Register a diffusers or ONNX folder as an installed model; None (and a banner) when it is not one."""
-        from engines.diffusion.model_folder import inspect_model_folder  # no torch at import
-        from engines.library.installed import InstalledModel
+        from engines.library.importer import import_model  # the probe registry, as every way in; no torch
 
         try:
-            folder = inspect_model_folder(path)
+            model = import_model(path, self.workspace.models)
         except EngineError as exc:
             self._show_banner(f"Could not add that folder: {exc.message}")
             return None
-        models = self.workspace.models
-        model = models.find_by_path(folder.path)
-        if model is None:
-            size = sum(f.stat().st_size for f in folder.path.rglob("*") if f.is_file())
-            family = "SDXL" if folder.family == "sdxl" else "Stable Diffusion"
-            model = models.add(InstalledModel(
-                id=models.unique_id("import", folder.name), name=folder.name, path=str(folder.path), size_bytes=size,
-                engine=ENGINE_NAME, format=folder.kind, source="import",
-                description=f"{family} ({'ONNX' if folder.kind == 'onnx' else 'diffusers'}), added from a folder",
-            ))
+        if model.kind != "image":
+            self._show_banner(f"{model.name} is not an image model; it was added to the library for the page that "
+                              "runs it.")
+            return None
         self.refresh_models(model.id)
         self._show_banner("")
         self.status_line.setText(f"Added {model.name}.")
@@ -432,7 +425,7 @@ class ImagesPage(QWidget):
         return notes
 
     def _installed_model_for(self, settings: dict):
-        models = [m for m in self.workspace.models.all() if m.format in ("diffusers", "onnx")]
+        models = self.workspace.models.runnable("image")
         for match in (lambda m: m.id == settings.get("model_id"),
                       lambda m: settings.get("model_path") and Path(m.path) == Path(settings["model_path"]),
                       lambda m: settings.get("model") in (m.name, Path(m.path).name)):

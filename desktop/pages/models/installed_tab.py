@@ -217,8 +217,8 @@ class InstalledTab(QWidget):
             self.import_file(path)
 
     def import_file(self, path: str) -> None:
-        """Check the file's header and register it (off the GUI thread)."""
-        from engines.library.importer import import_gguf
+        """Identify the file or folder and register it (off the GUI thread): what "Add model file…" and drops use."""
+        from engines.library.importer import import_model
 
         self.status.setText(f"Reading {Path(path).name}…")
         store = self.library.models
@@ -233,7 +233,7 @@ class InstalledTab(QWidget):
             self.status.clear()
             self._failed(error)
 
-        self._tasks.append(run_in_background(lambda: import_gguf(path, store), added, failed, pool=self.pool))
+        self._tasks.append(run_in_background(lambda: import_model(path, store), added, failed, pool=self.pool))
 
     def shutdown(self) -> None:
         for task in self._tasks:
