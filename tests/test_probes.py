@@ -168,8 +168,11 @@ def test_a_truncated_safetensors_is_recognised_as_damaged(tmp_path):
 def test_a_text_file_and_a_web_page(tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("hello world")
-    assert identify(notes).reason == ("notes.txt is not a model file (it starts with b'hell'). Atelier adds GGUF "
-                                      "models (.gguf files) and diffusers or ONNX image-model folders.")
+    assert identify(notes).reason == ("notes.txt is not a GGUF file or a diffusers/ONNX model folder "
+                                      "(it starts with b'hell').")
+    empty = tmp_path / "empty.dat"
+    empty.write_bytes(b"")
+    assert identify(empty).reason == "empty.dat is not a GGUF file or a diffusers/ONNX model folder: it is empty."
     page = tmp_path / "model"
     page.write_text("<html><body>404</body></html>")
     assert "It looks like a web page or XML, not a model: the download probably failed." in identify(page).reason

@@ -41,6 +41,8 @@ def run_chat(args) -> int:
     workspace = open_workspace()
     try:
         model_path = resolve_model_path(workspace, args.model, kind="chat")
+    except EngineError as exc:  # an unknown id, a model of another kind, a file that is not a model
+        raise CliError(exc.message, EXIT_FAILED if exc.kind in _FAILURE_KINDS else EXIT_BAD_INPUT) from None
     except Exception as exc:  # the demo package failed to assemble its file
         raise CliError(f"cannot prepare the model: {exc}", EXIT_FAILED) from None
     spec = TextLoadSpec(str(model_path), context_length=args.ctx, threads=args.threads, gpu_layers=args.gpu_layers,

@@ -116,4 +116,4 @@ def _describe(candidate: Candidate) -> str:
     except Unreadable as exc:
         return exc.message
     looks = NotGGUFError.for_prefix(prefix).message.removeprefix("This is not a GGUF model file")
-    return f"{name} is not a model file{looks} {SUPPORTED_WORDS}."
+    return f"{name} is not a GGUF file or a diffusers/ONNX model folder{looks}"
