@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from engines.envs import EnvStatus, InstallProgress, make_plan
-from engines.envs.installer import CANCELLED, PIP_FAILED
+from engines.envs.installer import CANCELLED, INSTALL_FAILED
 from engines.errors import EngineError
-from engines.library.hardware import CpuInfo, HardwareReport, MemoryInfo
+from engines.library.hardware import CpuInfo, GpuInfo, HardwareReport, MemoryInfo
 from engines.registry import Availability
 from engines.workspace import open_workspace
 from tests.fixtures.fake_image_host import FakeImageHost
@@ -32,8 +32,10 @@ def cpu_report() -> HardwareReport:
 class FakeEnv:
     """ImageEngineEnv's interface with scripted installs: ``gate`` holds an install until set."""
 
-    def __init__(self, state: str = "not_installed", reason: str = "", resumable: bool = False) -> None:
+    def __init__(self, state: str = "not_installed", reason: str = "", resumable: bool = False,
+                 hardware: HardwareReport | None = None) -> None:
         self.state, self.reason, self.resumable = state, reason, resumable
+        self.hardware = hardware or cpu_report()
         self.fail_next: EngineError | None = None
         self.gate = threading.Event()
         self.gate.set()
@@ -46,8 +48,8 @@ class FakeEnv:
                              versions={"torch": "2.13.0+cpu"})
         return EnvStatus(self.state, None, reason=self.reason, resumable=self.resumable)
 
-    def plan(self, hardware=None, wheel_dir=None, **_probes):
-        return make_plan(hardware or cpu_report(), wheel_dir=wheel_dir)
+    def plan(self, hardware=None, wheel_dir=None, backend=None):
+        return make_plan(hardware or self.hardware, wheel_dir=wheel_dir, backend=backend)
 
     def install(self, plan, progress, cancel):
         return self._run("install", plan, progress, cancel)
@@ -65,6 +67,7 @@ class FakeEnv:
                 raise EngineError(CANCELLED, "The install was cancelled. Resume it later, or remove it.")
         if self.fail_next is not None:
             error, self.fail_next = self.fail_next, None
+            self.last_error = error.message
             self.state, self.reason = "not_installed", f"The last install failed: {error.message}"
             raise error
         progress(InstallProgress("packages", "Installing 44 packages", 0.9, 0, 44))
@@ -104,8 +107,9 @@ def test_panel_shows_the_plan_and_its_sizes(qtbot, engine_missing, tmp_path):
         panel = page.engine_panel
         assert panel.isVisible() and panel.install_box.isVisible()
         assert page.engine_message.text() == f"The image engine is not installed: {REASON}"
-        assert panel.plan_label.text() == ("PyTorch 2.13 (CPU) + diffusers + ONNX Runtime: about 1.4 GB on disk, "
+        assert panel.plan_label.text() == ("PyTorch 2.13 (CPU) + diffusers + ONNX Runtime: about 1.3 GB on disk, "
                                            "300 MB to download")
+        assert not panel.cpu_only_box.isVisible()  # the CPU build is the plan already
         assert "no supported GPU" in panel.variant_label.text()
         assert panel.install_button.text() == "Install image engine" and panel.install_button.isEnabled()
         assert panel.wheels_button.isVisible() and not panel.progress_bar.isVisible()
@@ -142,6 +146,47 @@ def test_install_shows_progress_then_the_engine_is_ready(qtbot, engine_missing, 
         page.shutdown()
 
 
+def test_an_nvidia_machine_can_choose_the_cpu_build(qtbot, engine_missing):
+    gpu = GpuInfo("NVIDIA GeForce RTX 4090", "NVIDIA", 24 * GB, 20 * GB, "570.86.10", "nvml")
+    env = FakeEnv(hardware=HardwareReport("Linux 6.1", "3.11.7", CpuInfo("Test CPU", "x86_64", 4, 8, []),
+                                          MemoryInfo(16 * GB, 8 * GB), [gpu]))
+    env.gate.clear()
+    page = make_page(qtbot, env)
+    try:
+        panel = page.engine_panel
+        assert panel.plan_label.text() == ("PyTorch 2.13 (NVIDIA CUDA) + diffusers + ONNX Runtime: about 7.0 GB on "
+                                           "disk, 3.5 GB to download")
+        assert panel.variant_label.text().startswith("Chosen for this computer: NVIDIA GeForce RTX 4090: uv picks "
+                                                     "the CUDA build of PyTorch that its NVIDIA driver 570.86.10")
+        assert panel.cpu_only_box.isVisible() and not panel.cpu_only_box.isChecked()
+        panel.cpu_only_box.setChecked(True)
+        assert panel.plan_label.text() == ("PyTorch 2.13 (CPU) + diffusers + ONNX Runtime: about 1.3 GB on disk, "
+                                           "300 MB to download")
+        assert panel.start_install()
+        qtbot.waitUntil(lambda: bool(env.plans), timeout=5000)
+        assert not panel.cpu_only_box.isEnabled()  # no change of mind halfway
+        assert (env.plans[0].kind, env.plans[0].torch_backend) == ("cpu", "cpu")
+        assert "onnxruntime==1.31.1" in env.plans[0].packages
+        env.gate.set()
+        qtbot.waitUntil(lambda: page.view.isVisible(), timeout=5000)
+    finally:
+        page.shutdown()
+
+
+def test_install_progress_shows_the_bytes(qtbot, engine_missing):
+    page = make_page(qtbot, FakeEnv())
+    try:
+        panel = page.engine_panel
+        panel.running = True
+        panel._on_progress(InstallProgress("install", "Downloading torch (191.8 MiB)…", 0.4,
+                                           bytes_done=540 * 2**20, bytes_total=int(1.3 * GB)))
+        assert panel.step_label.text() == "Downloading torch (191.8 MiB)… · 540 MB of about 1.3 GB"
+        assert panel.progress_bar.value() == 400
+        panel.running = False
+    finally:
+        page.shutdown()
+
+
 def test_cancel_then_resume(qtbot, engine_missing):
     env = FakeEnv()
     env.gate.clear()
@@ -166,14 +211,16 @@ def test_cancel_then_resume(qtbot, engine_missing):
 
 def test_failure_shows_the_error_and_retry(qtbot, engine_missing):
     env = FakeEnv()
-    env.fail_next = EngineError(PIP_FAILED, "Installing PyTorch 2.13 (CPU) failed: No matching distribution found "
-                                            "for torch==2.13.0")
+    env.fail_next = EngineError(INSTALL_FAILED, "Installing PyTorch 2.13 (CPU) failed: Could not reach the package "
+                                                "index (Request failed after 3 retries in 9.5s: failed to lookup "
+                                                "address information: Name or service not known). Check the "
+                                                "internet connection, or install from a folder of wheels.")
     page = make_page(qtbot, env)
     try:
         panel = page.engine_panel
         panel.install_button.click()
         qtbot.waitUntil(lambda: panel.error_label.isVisible(), timeout=5000)
-        assert "No matching distribution found for torch==2.13.0" in panel.error_label.text()
+        assert panel.error_label.text() == env.last_error
         assert panel.install_button.text() == "Retry" and panel.install_button.isEnabled()
         assert not page.controls.generate_button.isEnabled() and page.engine_panel.isVisible()
         panel.install_button.click()

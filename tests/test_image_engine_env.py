@@ -1,13 +1,16 @@
-"""The image engine on demand: install plans, the private environment, and the host under another Python.
+"""The image engine on demand: install plans, uv's output, install.json, and the host under another Python.
 
 Fast tests cover the plan per hardware, the state machine of install.json,
-pip's output, the error messages, and the engine host under a foreign
-interpreter (this one, passed explicitly, so the Popen path runs in every
-suite). The ``engine_install`` tests do a real install into a temporary
-data folder whose path has spaces and non-ASCII letters (about 3-4 minutes:
-torch 2.13.0 from /opt/wheels, the rest from the package index); they are
-left out of the default run by pyproject's addopts: run them with
-``pytest -m engine_install``.
+the commands given to uv, uv's output and errors in words, and the engine
+host under a foreign interpreter (this one, passed explicitly, so the Popen
+path runs in every suite). tests/test_image_engine_uv.py runs the whole
+installer with the real uv on tiny stand-in wheels. The ``engine_install``
+tests do a real install of torch 2.13.0, diffusers and ONNX Runtime into a
+temporary data folder whose path has spaces and non-ASCII letters, from a
+folder of the real wheels (``pip download`` fills it once: torch from
+/opt/wheels, the rest from the package index, so uv itself never resolves
+torch online); they are left out of the default run by pyproject's addopts:
+run them with ``pytest -m engine_install``.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ from pathlib import Path
 
 import pytest
 
-from engines.api import ChatMessage, FinishedEvent, SamplingParams, TextLoadSpec, TextRequest, TokenEvent
+from engines.api import ChatMessage, FinishedEvent, SamplingParams, TextLoadSpec, TextRequest
 from engines.envs import ImageEngineEnv, InstallPlan, engines_source_root, image_engine_root, make_plan
-from engines.envs.installer import NO_PYTHON, NO_SPACE, PipProgress, StateFile, find_base_python, pip_error
-from engines.envs.plan import INDEX_ENV, PACKAGES, TORCH_VERSION
+from engines.envs.installer import NO_PYTHON, NO_SPACE, StateFile, find_base_python, tree_size
+from engines.envs.plan import BACKEND_ENV, PACKAGES, TORCH_VERSION, WHEELS_ENV
+from engines.envs.uv import UvProgress, parse_resolution, uv_binary, uv_error
 from engines.errors import EngineCrashed, EngineError, ErrorKind
 from engines.host import EngineHost
 from engines.host.standalone import RequestCancels
@@ -48,63 +52,68 @@ def nvidia(driver: str) -> GpuInfo:
 
 
 @pytest.fixture(autouse=True)
-def default_index(monkeypatch, request):
+def default_backend(monkeypatch, request):
     if request.node.get_closest_marker("engine_install"):
         return  # the real install sets its own (module-wide) environment
-    monkeypatch.delenv(INDEX_ENV, raising=False)
-    monkeypatch.delenv("ATELIER_ENGINE_WHEELS", raising=False)
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
+    monkeypatch.delenv(WHEELS_ENV, raising=False)
 
 
 # ---- plans -----------------------------------------------------------------------------
 
 
 def test_cpu_only_gets_the_cpu_build():
-    plan = make_plan(report(), rocm_version=None)
-    assert plan.variant == "cpu" and plan.label == "PyTorch 2.13 (CPU)"
-    assert plan.index_url == "https://download.pytorch.org/whl/cpu"
+    plan = make_plan(report())
+    assert plan.kind == "cpu" and plan.label == "PyTorch 2.13 (CPU)" and plan.torch_backend == "auto"
     assert plan.packages[0] == f"torch=={TORCH_VERSION}" and "onnxruntime==1.31.1" in plan.packages
-    assert plan.summary() == ("PyTorch 2.13 (CPU) + diffusers + ONNX Runtime: about 1.4 GB on disk, "
+    assert plan.reason == "no supported GPU found: PyTorch runs on the CPU."
+    assert plan.summary() == ("PyTorch 2.13 (CPU) + diffusers + ONNX Runtime: about 1.3 GB on disk, "
                               "300 MB to download")
 
 
-@pytest.mark.parametrize("driver, variant", [("550.54.15", "cu124"), ("565.57.01", "cu126"), ("570.86.10", "cu128"),
-                                             ("535.183.01", "cu121"), ("525.60.13", "cu118")])
-def test_nvidia_driver_picks_the_newest_cuda_it_supports(driver, variant):
-    plan = make_plan(report(gpus=[nvidia(driver)]))
-    assert plan.variant == variant
-    assert plan.index_url == f"https://download.pytorch.org/whl/{variant}"
+def test_nvidia_leaves_the_cuda_build_to_uv():
+    plan = make_plan(report(gpus=[nvidia("550.54.15")]))
+    assert plan.kind == "cuda" and plan.torch_backend == "auto" and plan.label == "PyTorch 2.13 (NVIDIA CUDA)"
     assert "onnxruntime-gpu==1.31.1" in plan.packages and "onnxruntime==1.31.1" not in plan.packages
-    assert plan.disk_bytes_estimate > 5 * 2**30 and f"driver {driver}" in plan.reason
+    assert plan.reason == ("NVIDIA GeForce RTX 4090: uv picks the CUDA build of PyTorch that its NVIDIA driver "
+                           "550.54.15 supports (the CPU build if the driver is too old for all of them).")
+    assert plan.disk_bytes_estimate > 5 * 2**30
+    # The user can always take the CPU build instead: the small download, plain onnxruntime.
+    cpu = plan.with_wheel_dir("/wheels").cpu_only()
+    assert cpu.kind == "cpu" and cpu.torch_backend == "cpu" and cpu.wheel_dir == "/wheels"
+    assert "onnxruntime==1.31.1" in cpu.packages and cpu.download_bytes_estimate < plan.download_bytes_estimate
+    assert cpu.reason.startswith("the CPU build was chosen")
 
 
-def test_nvml_cuda_version_wins_over_the_driver_table():
-    assert make_plan(report(gpus=[nvidia("550.54.15")]), cuda_version=(12, 8)).variant == "cu128"
-
-
-def test_an_old_nvidia_driver_falls_back_to_cpu_and_says_why():
-    plan = make_plan(report(gpus=[nvidia("470.256.02")]))
-    assert plan.variant == "cpu" and "too old" in plan.reason and "Update the NVIDIA driver" in plan.reason
-
-
-def test_macos_arm64_uses_pypi_and_mps():
+def test_macos_arm64_uses_the_apple_gpu():
     plan = make_plan(report("Darwin 24.1.0", "arm64", [GpuInfo("Apple silicon GPU", "Apple", 1, None, None, "mps",
                                                                True)]))
-    assert plan.variant == "mps" and plan.index_url is None and "Apple GPU" in plan.label
+    assert plan.kind == "mps" and plan.torch_backend == "auto" and "Apple GPU" in plan.label
 
 
-def test_amd_rocm_on_linux():
-    plan = make_plan(report(), rocm_version=(6, 4))
-    assert plan.variant == "rocm6.4" and plan.index_url.endswith("/whl/rocm6.4") and "ROCm" in plan.label
+def test_backend_setting(monkeypatch):
+    monkeypatch.setenv(BACKEND_ENV, "cpu")
+    plan = make_plan(report(gpus=[nvidia("570.86.10")]))
+    assert (plan.kind, plan.torch_backend) == ("cpu", "cpu") and "onnxruntime==1.31.1" in plan.packages
+    monkeypatch.setenv(BACKEND_ENV, "cu126")
+    plan = make_plan(report())
+    assert (plan.kind, plan.torch_backend) == ("cuda", "cu126") and "cu126 was asked for" in plan.reason
+    monkeypatch.setenv(BACKEND_ENV, "index")  # no PyTorch index: torch like any other package
+    plan = make_plan(report())
+    assert (plan.kind, plan.torch_backend) == ("cpu", None) and "no PyTorch index" in plan.reason
+    assert make_plan(report(), backend="auto").torch_backend == "auto"  # an explicit choice wins
 
 
-def test_index_override_and_wheel_folder(monkeypatch, tmp_path):
-    monkeypatch.setenv(INDEX_ENV, "pypi")
-    assert make_plan(report()).index_url is None
-    monkeypatch.setenv(INDEX_ENV, "https://mirror.example/whl/cpu")
-    assert make_plan(report()).index_url == "https://mirror.example/whl/cpu"
+def test_wheel_folder_and_install_json_round_trip(monkeypatch, tmp_path):
     plan = make_plan(report(), wheel_dir=tmp_path)
-    assert plan.wheel_dir == str(tmp_path) and "nothing to download" in plan.summary()
+    assert plan.wheel_dir == str(tmp_path) and plan.summary().endswith("nothing to download (from the folder of wheels)")
     assert InstallPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
+    monkeypatch.setenv(WHEELS_ENV, str(tmp_path))
+    assert make_plan(report()).wheel_dir == str(tmp_path)
+    # install.json written by the pip-based installer (before uv) still reads.
+    old = {"variant": "cu124", "packages": ["torch==2.6.0"], "download_bytes_estimate": 1, "disk_bytes_estimate": 2,
+           "index_url": "https://download.pytorch.org/whl/cu124", "label": "PyTorch 2.6 (CUDA 12.4)"}
+    assert InstallPlan.from_dict(old).kind == "cuda" and InstallPlan.from_dict(old).packages == ("torch==2.6.0",)
 
 
 def test_pins_match_the_images_extra():
@@ -117,6 +126,17 @@ def test_pins_match_the_images_extra():
         name = package.split("==")[0].split(">=")[0].lower()
         if name in pinned:
             assert pinned[name] == package, (pinned[name], package)
+
+
+def test_uv_is_a_pinned_dependency_with_its_binary():
+    import tomllib
+
+    from engines.envs.uv import UV_VERSION
+
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    assert f"uv=={UV_VERSION}" in dependencies
+    run = subprocess.run([uv_binary(), "--version"], capture_output=True, text=True, check=True)
+    assert run.stdout.startswith(f"uv {UV_VERSION} ")
 
 
 # ---- status from install.json ----------------------------------------------------------
@@ -138,9 +158,11 @@ def test_states_from_files(tmp_path):
     state = StateFile(root / "install.json")
     plan = make_plan(report())
     # An install whose process is gone (app closed or killed) is broken and resumable.
-    state.write({"state": "installing", "pid": 999_999_999, "plan": plan.to_dict(), "step": "torch"})
+    state.write({"state": "installing", "pid": 999_999_999, "plan": plan.to_dict(), "step": "resolve"})
     status = env.status()
-    assert status.state == "broken" and status.resumable and "interrupted while installing PyTorch" in status.reason
+    assert status.state == "broken" and status.resumable and status.reason == (
+        "The last install was interrupted while choosing the PyTorch build (the app closed or was stopped). "
+        "Resume it, or start over.")
     assert status.plan == plan
     # A failure before anything was made: not installed, with the reason.
     state.write({"state": "failed", "error": "No Python was found.", "plan": plan.to_dict()})
@@ -161,7 +183,9 @@ def test_install_refuses_without_space_offline_or_python(tmp_path, monkeypatch):
     monkeypatch.setattr(env, "free_bytes", lambda: 200 * 2**20)
     with pytest.raises(EngineError) as info:
         env.install(plan)
-    assert info.value.kind == NO_SPACE and "1.7 GB" in info.value.message and "200 MB is free" in info.value.message
+    assert info.value.kind == NO_SPACE and info.value.message == (
+        f"Not enough disk space for the image engine: it needs about 1.3 GB on the drive of {env.root}, and "
+        "200 MB is free. Free some space and try again.")
     monkeypatch.setenv("ATELIER_OFFLINE", "1")
     with pytest.raises(EngineError) as info:
         env.install(plan)
@@ -172,58 +196,80 @@ def test_install_refuses_without_space_offline_or_python(tmp_path, monkeypatch):
     assert env.status().state == "not_installed"  # nothing was started
     monkeypatch.setenv("ATELIER_ENGINE_PYTHON", str(tmp_path / "no-python"))
     with pytest.raises(EngineError) as info:
-        find_base_python(tmp_path / "uv", allow_download=False)
-    assert info.value.kind == NO_PYTHON and "ATELIER_ENGINE_PYTHON" in info.value.message
+        find_base_python(uv_binary(), dict(os.environ), allow_download=False)
+    assert info.value.kind == NO_PYTHON and info.value.message.startswith(
+        f"ATELIER_ENGINE_PYTHON is set to {tmp_path / 'no-python'}, which is not a usable Python 3.10+: ")
 
 
 def test_base_python_is_never_a_venv(monkeypatch):
     monkeypatch.setenv("ATELIER_ENGINE_PYTHON", sys.executable)
-    found = find_base_python(Path("/nonexistent"), allow_download=False)
+    found = find_base_python(uv_binary(), dict(os.environ), allow_download=False)
     assert found.source == "ATELIER_ENGINE_PYTHON" and found.version >= (3, 10)
     if sys.prefix != sys.base_prefix:  # this venv's Python is replaced by the one it was made from
         assert not found.path.startswith(sys.prefix)
 
 
+def test_uv_finds_a_system_python_outside_any_venv(monkeypatch, tmp_path):
+    monkeypatch.delenv("ATELIER_ENGINE_PYTHON", raising=False)
+    monkeypatch.setenv("VIRTUAL_ENV", sys.prefix)  # as when started from an activated venv
+    env = dict(os.environ, UV_PYTHON_INSTALL_DIR=str(tmp_path / "python"))
+    found = find_base_python(uv_binary(), env, allow_download=False)
+    assert found.source == "system" and (3, 10) <= found.version[:2] < (3, 14)
+    assert not found.path.startswith(sys.prefix) or sys.prefix == sys.base_prefix
+
+
 def fake_installer(monkeypatch, env):
-    """Record the commands an install runs, making the venv's python when the venv is created."""
+    """Record the commands an install runs, making the venv's python when uv creates the venv."""
     import engines.envs.image_engine as image_engine
     from engines.envs.installer import BasePython, RunResult
 
     commands = []
 
-    def run(command, on_line, cancel, env=None, cwd=None, on_start=None, keep=400):
+    def run(command, on_line, cancel, env=None, cwd=None, on_start=None, keep=400, on_tick=None, tick_s=0.5):
         commands.append(command)
-        if command[1:3] == ["-m", "venv"]:
-            python = Path(command[3]) / "bin" / "python"
+        lines = ["Resolved 10 packages in 3ms"]
+        if command[1] == "venv":
+            venv = Path(command[-1])
+            python = venv / "bin" / "python"
             python.parent.mkdir(parents=True)
             python.write_text("#!/bin/sh\n")
             python.chmod(0o755)
             for module in ("torch", "diffusers", "transformers", "onnxruntime"):
-                package = Path(command[3]) / "lib" / "python3.11" / "site-packages" / module
+                package = venv / "lib" / "python3.11" / "site-packages" / module
                 package.mkdir(parents=True)
                 (package / "__init__.py").write_text("")
-        on_line("Successfully installed x-1")
-        return RunResult(0, ["Successfully installed x-1"])
+        elif "--dry-run" in command:
+            lines += ["Would install 10 packages", " + diffusers==0.42.1", " + torch==2.13.0+cu128"]
+        else:
+            lines += ["Prepared 10 packages in 9ms", "Installed 10 packages in 2ms"]
+        for line in lines:
+            on_line(line)
+        return RunResult(0, lines)
 
     monkeypatch.setattr(image_engine, "run_streaming", run)
     monkeypatch.setattr(image_engine, "find_base_python", lambda *a, **k: BasePython("/usr/bin/python3.11",
-                                                                                     (3, 11, 2), "PATH"))
-    monkeypatch.setattr(image_engine, "import_check", lambda *a: ({"torch": "2.6.0+cu124", "cuda": "12.4"}, ""))
+                                                                                     (3, 11, 2), "system"))
+    monkeypatch.setattr(image_engine, "import_check", lambda *a: ({"torch": "2.13.0+cu128", "cuda": "12.8"}, ""))
     monkeypatch.setattr(env, "free_bytes", lambda: 100 * 2**30)
     return commands
 
 
-def test_install_commands_per_plan(tmp_path, monkeypatch):
+def test_uv_commands_per_plan(tmp_path, monkeypatch):
     env = ImageEngineEnv(tmp_path / "image", use_host=False)
     commands = fake_installer(monkeypatch, env)
-    status = env.install(make_plan(report(gpus=[nvidia("550.54.15")])))
-    assert status.state == "ready" and status.torch_variant == "cu124"
-    venv, upgrade, torch, rest = commands
-    assert venv == ["/usr/bin/python3.11", "-m", "venv", str(env.env_dir)]
-    assert upgrade[-2:] == ["--upgrade", "pip>=24.1"]
-    assert torch[-3:] == ["--index-url", "https://download.pytorch.org/whl/cu124", "torch==2.6.0"]
-    assert "onnxruntime-gpu==1.31.1" in rest and "--index-url" not in rest and "--no-index" not in rest
-    # A folder of wheels: no index at all, for every step.
+    steps = []
+    status = env.install(make_plan(report(gpus=[nvidia("570.86.10")])), steps.append)
+    assert status.state == "ready" and status.torch_variant == "cu128"
+    venv, resolve, install = commands
+    uv = uv_binary()
+    assert venv == [uv, "venv", "--color", "never", "--no-project", "--python", "/usr/bin/python3.11", str(env.env_dir)]
+    python = str(env.python)
+    assert resolve[:9] == [uv, "pip", "install", "--color", "never", "--python", python, "--torch-backend", "auto"]
+    assert resolve[9] == "--dry-run" and install == resolve[:9] + resolve[10:]
+    assert "onnxruntime-gpu==1.31.1" in install and "--no-index" not in install
+    assert "uv chose PyTorch 2.13.0+cu128 for this computer (2 packages to install)" in [s.message for s in steps]
+    assert StateFile(env.root / "install.json").read()["torch_build"] == "cu128"
+    # A folder of wheels: offline, no index, no torch backend (the folder decides), for every uv step.
     commands.clear()
     env.remove()
     wheels = tmp_path / "wheels"
@@ -231,48 +277,95 @@ def test_install_commands_per_plan(tmp_path, monkeypatch):
     monkeypatch.setenv("ATELIER_OFFLINE", "1")  # offline mode allows a folder of wheels
     env.install(make_plan(report(), wheel_dir=wheels))
     for command in commands[1:]:
-        assert command[command.index("--no-index") + 1:command.index("--no-index") + 3] == ["--find-links",
-                                                                                            str(wheels)]
-    assert "--index-url" not in commands[2]
+        assert command[7:11] == ["--offline", "--no-index", "--find-links", str(wheels)]
+        assert "--torch-backend" not in command
 
 
-PIP_LOG = """\
-Collecting torch==2.13.0
-  Downloading torch-2.13.0%2Bcpu-cp311-cp311-manylinux_2_28_x86_64.whl (191.8 MB)
-Progress 0 of 191800000
-Progress 95900000 of 191800000
-Progress 191800000 of 191800000
-Collecting filelock (from torch==2.13.0)
-  Using cached filelock-4.2.11-py3-none-any.whl (222 kB)
-Requirement already satisfied: typing-extensions>=4.10.0 in ./env/lib/python3.11/site-packages
-Installing collected packages: filelock, torch
-Successfully installed filelock-4.2.11 torch-2.13.0+cpu
+# ---- uv's output and errors (lines as uv 0.13.9 wrote them here) --------------------------
+
+UV_INSTALL = """\
+Using Python 3.11.7 environment at: env
+Resolved 54 packages in 1.21s
+Downloading onnxruntime (22.7MiB)
+Downloading torch (191.8MiB)
+ Downloaded onnxruntime
+ Downloaded torch
+Prepared 54 packages in 19.80s
+Installed 54 packages in 410ms
+ + accelerate==1.15.0
+ + torch==2.13.0+cpu
 """
 
 
-def test_pip_output_becomes_progress():
-    tracker = PipProgress(200_000_000, 10)
+def test_uv_output_and_cache_size_become_progress():
+    tracker = UvProgress(expected_bytes=1000 * 2**20)
     seen = []
-    for line in PIP_LOG.splitlines():
+    for line in UV_INSTALL.splitlines():
         if tracker.feed(line):
-            seen.append((tracker.message, round(tracker.fraction, 2), tracker.packages_done, tracker.packages_total))
-    assert seen[1][0] == "Downloading torch-2.13.0%2Bcpu-cp311-cp311-manylinux_2_28_x86_64.whl (191.8 MB)"
-    fractions = [s[1] for s in seen]
-    assert fractions == sorted(fractions) and fractions[-1] == 1.0
-    halfway = seen[3]  # "Progress 95900000 of 191800000": half of the estimate, 80 % weight
-    assert halfway[0].startswith("Downloading torch") and 0.35 <= halfway[1] <= 0.45
-    assert tracker.bytes_seen >= 191_800_000
-    assert ("Installing 2 packages (PyTorch is large: this takes a while)", 0.85, 0, 2) in seen
-    assert seen[-1][2:] == (2, 2)
+            seen.append((tracker.message, round(tracker.fraction, 3), tracker.bytes_done))
+        if line.startswith("Downloading torch"):
+            tracker.set_cache_bytes(500 * 2**20)  # half of the unpacked size is in uv's cache
+            seen.append((tracker.message, round(tracker.fraction, 3), tracker.bytes_done))
+    assert seen == [
+        ("Unpacking 54 packages…", 0.02, 0),
+        ("Downloading onnxruntime (22.7 MiB)…", 0.02, 0),
+        ("Downloading onnxruntime (22.7 MiB), torch (191.8 MiB)…", 0.02, 0),
+        ("Downloading onnxruntime (22.7 MiB), torch (191.8 MiB)…", 0.46, 500 * 2**20),
+        ("Downloading torch (191.8 MiB)…", 0.46, 500 * 2**20),
+        ("Unpacking 54 packages…", 0.46, 500 * 2**20),
+        ("Installing 54 packages into the environment (PyTorch is large: this takes a moment)…", 0.9, 1000 * 2**20),
+        ("Installed 54 packages", 1.0, 1000 * 2**20),
+    ]
+    # A resumed install starts where the cache of the interrupted one stands, and never goes back.
+    resumed = UvProgress(expected_bytes=1000, cache_bytes_at_start=600)
+    resumed.feed("Resolved 54 packages in 0.2s")
+    assert resumed.fraction == pytest.approx(0.02 + 0.88 * 0.6)
+    resumed.set_cache_bytes(100)
+    assert resumed.bytes_done == 600 and resumed.fraction == pytest.approx(0.02 + 0.88 * 0.6)
 
 
-def test_pip_errors_in_words():
-    lines = ["Collecting torch==9.9", "ERROR: Could not find a version that satisfies the requirement torch==9.9 "
-             "(from versions: 2.13.0)", "ERROR: No matching distribution found for torch==9.9"]
-    assert "from versions: 2.13.0" in pip_error(lines) and "No matching distribution" in pip_error(lines)
-    assert "lacks a package" in pip_error(lines, wheel_dir="/w")
-    full = ["ERROR: Could not install packages due to an OSError: [Errno 28] No space left on device"]
-    assert pip_error(full).startswith("The disk is full")
+def test_dry_run_names_the_torch_build():
+    lines = ["Resolved 3 packages in 1ms", "Would install 3 packages", " + filelock==4.3.1",
+             " + torch==2.13.0+cu128", " + typing-extensions==4.16.0"]
+    resolution = parse_resolution(lines)
+    assert resolution.torch_version == "2.13.0+cu128" and resolution.changes == 3
+    assert parse_resolution(["Audited 10 packages in 2ms"]).torch_version is None
+
+
+def test_uv_errors_in_words():
+    missing = ["Using Python 3.11.7 environment at: v5", "error: No solution found when resolving dependencies",
+               "  cause: Because six was not found in the provided package locations and you require six, we can "
+               "conclude that your requirements are unsatisfiable."]
+    assert uv_error(missing, wheel_dir="/w") == (
+        "The folder of wheels /w lacks a package: No solution found when resolving dependencies: Because six was "
+        "not found in the provided package locations and you require six, we can conclude that your requirements "
+        "are unsatisfiable.")
+    offline = ["error: Request failed after 3 retries in 9.5s",
+               "  cause: Failed to fetch: http://no-such-host.invalid/simple/six/",
+               "  cause: error sending request for url (http://no-such-host.invalid/simple/six/)",
+               "  cause: client error (Connect)", "  cause: dns error", "  cause: error resolving DNS",
+               "  cause: failed to lookup address information: Name or service not known"]
+    assert uv_error(offline) == (
+        "Could not reach the package index (Request failed after 3 retries in 9.5s: failed to lookup address "
+        "information: Name or service not known). Check the internet connection, or install from a folder of "
+        "wheels.")
+    full = ["Resolved 1 package in 1ms", "error: Failed to download `torch==2.13.0+cpu`",
+            "  cause: Failed to extract archive: /w/torch-2.13.0+cpu-py3-none-any.whl",
+            "  cause: I/O operation failed during extraction",
+            "  cause: failed to write to file `/d/cache/.tmpmqn4Yp/torch/_weights.bin`: No space left on device "
+            "(os error 28)"]
+    assert uv_error(full) == (
+        "The disk is full: uv could not write the packages (Failed to download `torch==2.13.0+cpu`: failed to write "
+        "to file `/d/cache/.tmpmqn4Yp/torch/_weights.bin`: No space left on device (os error 28)).")
+    assert uv_error([]) == "uv stopped without saying why"
+
+
+def test_tree_size_counts_hard_links_once(tmp_path):
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "env").mkdir()
+    (tmp_path / "cache" / "lib.so").write_bytes(os.urandom(256 * 1024))
+    os.link(tmp_path / "cache" / "lib.so", tmp_path / "env" / "lib.so")  # as uv links the environment to its cache
+    assert tree_size(tmp_path) == tree_size(tmp_path / "env") == tree_size(tmp_path / "cache") >= 256 * 1024
 
 
 # ---- the engine host under another interpreter (this one, passed explicitly) -------------
@@ -301,6 +394,7 @@ def long_request(seed=5) -> TextRequest:
                        SamplingParams(max_tokens=2000, temperature=1.0, min_p=0.0, seed=seed))
 
 
+@pytest.mark.slow
 def test_foreign_host_loads_generates_cancels_and_survives_a_kill(foreign_host, tiny_gguf):
     spec = TextLoadSpec(str(tiny_gguf), context_length=2048)
     info = foreign_host.load("llama_cpp", spec)
@@ -308,19 +402,13 @@ def test_foreign_host_loads_generates_cancels_and_survives_a_kill(foreign_host, 
     first_pid = foreign_host.pid
     events = list(foreign_host.generate(TextRequest((ChatMessage("user", "hi"),), SamplingParams(max_tokens=4, seed=1))))
     assert isinstance(events[-1], FinishedEvent) and events[-1].result.text
-    # Cancel from another thread: the cancel line stops it within half a second. (The random tiny model
+    # Cancel from another thread: the cancel line stops it before its 2,000 tokens. (The random tiny model
     # streams few TokenEvents: most of its tokens are not valid UTF-8 text, so a timer cancels.)
-    cancelled_at = []
-
-    def cancel():
-        cancelled_at.append(time.perf_counter())
-        foreign_host.cancel()
-
-    timer = threading.Timer(0.3, cancel)
+    timer = threading.Timer(0.3, foreign_host.cancel)
     timer.start()
     events = list(foreign_host.generate(long_request()))
-    elapsed = time.perf_counter() - cancelled_at[0]
-    assert events[-1].result.finish_reason == "cancelled" and elapsed < 0.5, (events[-1].result.finish_reason, elapsed)
+    timer.join()
+    assert events[-1].result.finish_reason == "cancelled", events[-1].result
     # The cancel did not leak into the next request.
     events = list(foreign_host.generate(TextRequest((ChatMessage("user", "hi"),), SamplingParams(max_tokens=4, seed=1))))
     assert events[-1].result.finish_reason == "length"
@@ -362,14 +450,35 @@ def base_python_311() -> str:
 
 
 @pytest.fixture(scope="module")
-def install_env(tmp_path_factory):
-    """ATELIER_ENGINE_PYTHON=<base python3.11>, ATELIER_TORCH_INDEX_URL=pypi (torch 2.13.0 from /opt/wheels)."""
-    saved = {k: os.environ.get(k) for k in ("ATELIER_ENGINE_PYTHON", INDEX_ENV, "ATELIER_OFFLINE")}
-    os.environ["ATELIER_ENGINE_PYTHON"] = base_python_311()
-    os.environ[INDEX_ENV] = "pypi"
+def real_wheels(tmp_path_factory) -> Path:
+    """The real wheels of the image engine, fetched once by pip (torch 2.13.0+cpu from /opt/wheels here)."""
+    folder = tmp_path_factory.mktemp("real-wheels")
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "-d", str(folder), f"torch=={TORCH_VERSION}",
+                    *PACKAGES], check=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def install_env(tmp_path_factory, real_wheels):
+    """The engine under an odd data folder, installed from a package index on 127.0.0.1 serving the real wheels.
+
+    ATELIER_ENGINE_PYTHON is the base python3.11, and ATELIER_TORCH_BACKEND=index: uv sees only this index
+    (UV_DEFAULT_INDEX), so it never resolves torch online.
+    """
+    from tests.fixtures.fake_wheels import WheelIndex
+
+    index = WheelIndex(real_wheels)
+    names = ("ATELIER_ENGINE_PYTHON", BACKEND_ENV, WHEELS_ENV, "ATELIER_OFFLINE", "UV_DEFAULT_INDEX")
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ.update(ATELIER_ENGINE_PYTHON=base_python_311(), UV_DEFAULT_INDEX=index.url)
+    os.environ[BACKEND_ENV] = "index"
+    os.environ.pop(WHEELS_ENV, None)
     os.environ.pop("ATELIER_OFFLINE", None)
     root = tmp_path_factory.mktemp("engine").joinpath(*ODD) / "data" / "engines" / "image"
-    yield ImageEngineEnv(root, use_host=False)
+    env = ImageEngineEnv(root, use_host=False)
+    env.index = index
+    yield env
+    index.close()
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
@@ -390,38 +499,48 @@ env.install(env.plan())
 @pytest.mark.slow
 @pytest.mark.engine_install
 def test_real_install_interrupted_cancelled_resumed(install_env):
-    env = install_env
+    import psutil
+
+    env, index = install_env, install_env.index
     plan = env.plan()
-    assert plan.index_url is None and plan.variant == "cpu"
-    # 1. The app is killed (kill -9) while pip installs torch: found as interrupted on the next start.
+    assert plan.torch_backend is None and plan.kind == "cpu"
+    # 1. The app is killed (kill -9) while uv downloads torch (slowed to ~20 MB/s): found as interrupted
+    #    on the next start.
+    index.throttle_bytes_per_s = 20 * 2**20
     app = subprocess.Popen([sys.executable, "-c", _INSTALL_SCRIPT.format(root=str(ROOT), env_root=str(env.root))])
-    state = StateFile(env.root / "install.json")
-    deadline = time.monotonic() + 300
-    while state.read().get("step") != "torch" and time.monotonic() < deadline and app.poll() is None:
+    assert index.torch_started.wait(600) and app.poll() is None
+    while tree_size(env.root / "cache") < 100 * 2**20 and app.poll() is None:  # the small packages are unpacked
         time.sleep(0.2)
-    assert state.read().get("step") == "torch", state.read()
-    time.sleep(2)
     app.send_signal(signal.SIGKILL)
     app.wait()
+    state = StateFile(env.root / "install.json").read()
+    assert state["step"] == "install" and state["torch_version"] == "2.13.0+cpu"
+    orphan = state["worker_pid"]  # uv runs in its own process group: it outlives the app
+    assert psutil.pid_exists(orphan)
     status = env.status()
-    assert status.state == "broken" and status.resumable and "interrupted" in status.reason, status
-    # 2. Resumed, then cancelled from the GUI's Cancel while the other packages install.
+    assert status.state == "broken" and status.resumable, status
+    assert status.reason == ("The last install was interrupted while installing PyTorch, diffusers and ONNX Runtime "
+                             "(the app closed or was stopped). Resume it, or start over.")
+    # 2. Resumed (the orphaned uv is stopped first), then cancelled from the GUI's Cancel mid-download.
     cancel = threading.Event()
     steps = []
 
     def progress(p):
         steps.append(p)
-        if p.step == "packages" and p.packages_done >= 3:  # pip is resolving the other packages
+        if p.message.startswith("Downloading torch"):
             cancel.set()
 
-    started = time.monotonic()
     with pytest.raises(EngineError) as info:
         env.install(plan, progress, cancel)
-    assert info.value.kind == "cancelled" and time.monotonic() - started < 240
-    assert any("Reusing the environment" in s.message for s in steps)
+    assert info.value.kind == ErrorKind.CANCELLED
+    assert not psutil.pid_exists(orphan) or psutil.Process(orphan).status() == psutil.STATUS_ZOMBIE
+    assert "Reusing the environment of the earlier install" in [s.message for s in steps]
+    kept = [s.bytes_done for s in steps if s.step == "install"][0]
+    assert kept > 50 * 2**20  # what uv had unpacked before the kill is still in its cache
     status = env.status()
     assert status.state == "broken" and status.resumable and "cancelled" in status.reason
-    # 3. Resumed again: pip keeps what is there, and the engine ends ready.
+    # 3. Resumed again at full speed: uv keeps what is there, and the engine ends ready.
+    index.throttle_bytes_per_s = 0
     steps.clear()
     started = time.monotonic()
     status = env.install(plan, steps.append)
@@ -429,9 +548,10 @@ def test_real_install_interrupted_cancelled_resumed(install_env):
     assert status.state == "ready", status
     assert status.versions["torch"].startswith("2.13.0") and status.versions["diffusers"] == "0.42.1"
     assert status.torch_variant == "cpu" and status.size_bytes > 500 * 2**20
+    assert index.torch_requests == 3 and not (env.root / "cache").exists()
     fractions = [s.fraction for s in steps if s.fraction is not None]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
-    print(f"\nresume took {took:.0f} s; environment {status.size_bytes / 2**30:.2f} GB")
+    print(f"\nresume took {took:.0f} s; environment {status.size_bytes / 2**30:.2f} GiB")
     assert env.check().state == "ready"
 
 
@@ -480,9 +600,12 @@ def test_real_env_damage_is_found_and_repaired_then_removed(install_env):
     assert env.status().state == "broken"  # remembered until repaired
     env.python.unlink()
     assert "Python" in env.status().reason
+    started = time.monotonic()  # a repair is a whole install: new environment, nothing cached
     assert env.repair(progress=lambda _p: None).state == "ready"
+    took = time.monotonic() - started
     assert env.check().state == "ready"
     size = env.status().size_bytes
+    print(f"\nfull install (repair) from the index on 127.0.0.1 took {took:.0f} s; {size / 2**30:.2f} GiB on disk")
     freed = env.remove()
     assert freed >= size * 0.9 and not env.root.exists()
     assert env.status().state == "not_installed"

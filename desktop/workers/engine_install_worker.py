@@ -3,7 +3,7 @@
 The work itself is :class:`engines.envs.ImageEngineEnv`'s; this is the
 thread and the signals. Cancel is not a signal (it would wait behind the
 running install): the GUI calls :meth:`EngineInstallWorker.cancel`, which
-sets the event the installer polls and stops pip.
+sets the event the installer polls and stops uv.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class EngineInstallWorker(QObject):
         return self._env
 
     def cancel(self) -> None:
-        """Called from the GUI thread: stops pip (and everything it started) within seconds."""
+        """Called from the GUI thread: stops uv (and everything it started) within seconds."""
         self._cancel.set()
 
     @Slot(object)

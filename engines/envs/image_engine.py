@@ -5,17 +5,21 @@ virtual environment under ``<data>/engines/image``::
 
     env/            the virtual environment (its own Python, built on a base Python)
     python/         uv's private CPython, when uv provided the base Python
-    install.json    the last install: state, plan, times, error, versions, size
-    install.log     pip's full output
+    cache/          uv's cache for this install: what was downloaded and unpacked so far
+    install.json    the last install: state, plan, the build uv chose, times, error, versions, size
+    install.log     uv's full output
 
 An install finds a base Python (:func:`engines.envs.installer.find_base_python`),
-creates the environment, upgrades pip, installs the PyTorch build the plan
-chose (:mod:`engines.envs.plan`), then the rest, and imports everything with
-the new Python before it says "ready". Every step is recorded in
-``install.json`` first, so a failed, cancelled or killed install is found
-on the next start as "broken" and can be resumed (pip skips what is there)
-or started over; a damaged environment is found by :meth:`ImageEngineEnv.check`
-and fixed by :meth:`ImageEngineEnv.repair`.
+creates the environment with ``uv venv``, asks uv which PyTorch build it
+will install (a dry run: the build is shown and recorded), installs
+everything with one ``uv pip install`` (:mod:`engines.envs.uv`), and
+imports it all with the new Python before it says "ready". Every step is
+recorded in ``install.json`` first, so a failed, cancelled or killed
+install is found on the next start as "broken" and can be resumed (uv
+reuses what its cache already holds) or started over. Once the engine is
+ready the cache is deleted: the environment's files were hard links into
+it, so they stay, and the disk holds one copy. A damaged environment is
+found by :meth:`ImageEngineEnv.check` and fixed by :meth:`ImageEngineEnv.repair`.
 
 A development checkout whose interpreter already has torch and diffusers
 (``make run``) uses that interpreter: the state is "host_has_it" and
@@ -29,6 +33,7 @@ import importlib.util
 import logging
 import os
 import re
+import shlex
 import shutil
 import sys
 import threading
@@ -37,12 +42,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
-from engines.envs.health import env_python, import_check, quick_problem
+from engines.envs.health import clean_env, env_python, import_check, quick_problem
 from engines.envs.installer import (
-    BUSY, CANCELLED, NO_SPACE, PIP_FAILED, BROKEN, PipProgress, StateFile, find_base_python, now_iso, pip_error,
-    process_alive, process_start_time, remove_tree, run_streaming, tree_size,
+    BROKEN, BUSY, CANCELLED, INSTALL_FAILED, NO_SPACE, StateFile, find_base_python, now_iso, process_alive,
+    process_start_time, remove_tree, run_streaming, tree_size,
 )  # fmt: skip
 from engines.envs.plan import InstallPlan, format_size, make_plan
+from engines.envs.uv import (
+    UvProgress, install_command, parse_resolution, torch_build, uv_binary, uv_env, uv_error, venv_command,
+)  # fmt: skip
 from engines.errors import EngineError, ErrorKind
 
 log = logging.getLogger(__name__)
@@ -50,9 +58,11 @@ log = logging.getLogger(__name__)
 ENV_MODE = "ATELIER_IMAGE_ENGINE_ENV"  # "private": ignore torch in this interpreter (test the install from a checkout)
 State = Literal["not_installed", "installing", "ready", "broken", "host_has_it"]
 # Where each step sits on the overall progress bar.
-STEPS = {"python": (0.0, 0.02), "venv": (0.02, 0.05), "pip": (0.05, 0.07), "torch": (0.07, 0.70),
-         "packages": (0.70, 0.95), "verify": (0.95, 1.0)}
-TORCH_SHARE = {"cpu": 0.65, "mps": 0.3, "cuda": 0.85, "rocm": 0.95}  # of the download, for the progress bar
+STEPS = {"python": (0.0, 0.02), "venv": (0.02, 0.04), "resolve": (0.04, 0.07), "install": (0.07, 0.95),
+         "verify": (0.95, 1.0)}
+STEP_WORDS = {"python": "looking for a Python", "venv": "creating the environment",
+              "resolve": "choosing the PyTorch build", "install": "installing PyTorch, diffusers and ONNX Runtime",
+              "verify": "checking the engine"}
 
 _active_lock = threading.Lock()
 _active: set[str] = set()  # roots with an operation running in this process
@@ -65,14 +75,14 @@ class EnvStatus:
     size_bytes: int = 0
     torch_variant: str | None = None
     reason: str = ""  # why it is not ready, in words
-    resumable: bool = False  # an unfinished install that running pip again can complete
+    resumable: bool = False  # an unfinished install that running uv again can complete
     plan: InstallPlan | None = None  # the plan of the last install
     versions: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class InstallProgress:
-    step: str  # "python", "venv", "pip", "torch", "packages", "verify", "done"
+    step: str  # "python", "venv", "resolve", "install", "verify", "done"
     message: str
     fraction: float | None  # 0..1 over the whole install; None: no idea yet
     packages_done: int = 0
@@ -110,7 +120,8 @@ class ImageEngineEnv:
     def __init__(self, root: Path, use_host: bool | None = None) -> None:
         self.root = Path(root)
         self.env_dir = self.root / "env"
-        self.uv_dir = self.root / "python"
+        self.python_dir = self.root / "python"
+        self.cache_dir = self.root / "cache"
         self.log_path = self.root / "install.log"
         self._state = StateFile(self.root / "install.json")
         self._use_host = use_host
@@ -134,14 +145,15 @@ class ImageEngineEnv:
         versions = data.get("versions") or {}
         exists = self.env_dir.exists()
         common = dict(python=self.python if self.python.exists() else None, size_bytes=int(data.get("size_bytes") or 0),
-                      torch_variant=_variant_of(versions, plan.variant if plan else None), plan=plan, versions=versions)
+                      torch_variant=_variant_of(versions, data.get("torch_build") or (plan.kind if plan else None)),
+                      plan=plan, versions=versions)
         state = data.get("state")
         if state == "installing":
             ours = data.get("pid") == os.getpid()
             if (ours and self._busy()) or (not ours and process_alive(data.get("pid"), data.get("pid_started"))):
                 return EnvStatus("installing", **common, reason="The image engine is being installed.")
             return EnvStatus("broken", **common, resumable=True,
-                             reason=f"The last install was interrupted while {self._step_words(data.get('step'))} "
+                             reason=f"The last install was interrupted while {STEP_WORDS.get(data.get('step') or '', 'installing')} "
                                     "(the app closed or was stopped). Resume it, or start over.")
         if state in ("failed", "cancelled"):
             why = ("The last install was cancelled before it finished." if state == "cancelled"
@@ -174,13 +186,14 @@ class ImageEngineEnv:
             self._state.update(state="ready", error=None, versions=versions)
         return self.status()
 
-    def plan(self, hardware=None, wheel_dir: str | os.PathLike | None = None, **probes) -> InstallPlan:
-        """What an install would do on *hardware* (probed when None)."""
+    def plan(self, hardware=None, wheel_dir: str | os.PathLike | None = None, backend: str | None = None
+             ) -> InstallPlan:
+        """What an install would do on *hardware* (probed when None); see :func:`engines.envs.plan.make_plan`."""
         if hardware is None:
             from engines.library.hardware import probe
 
             hardware = probe()
-        return make_plan(hardware, wheel_dir=wheel_dir, **probes)
+        return make_plan(hardware, wheel_dir=wheel_dir, backend=backend)
 
     def host_launch(self) -> dict | None:
         """``EngineHost`` arguments for the image host: None to run it in this interpreter."""
@@ -204,17 +217,19 @@ class ImageEngineEnv:
 
     def repair(self, plan: InstallPlan | None = None, progress: Callable[[InstallProgress], None] | None = None,
                cancel: threading.Event | None = None) -> EnvStatus:
-        """Delete the environment and install it again (the last plan unless *plan* is given)."""
+        """Delete the environment (and uv's cache, whose files it shares) and install again (the last plan unless
+        *plan* is given)."""
         with self._exclusive():
             plan = plan or self.status().plan or self.plan()
             remove_tree(self.env_dir)
+            remove_tree(self.cache_dir)
             return self._install(plan, progress or (lambda _p: None), cancel or threading.Event())
 
     def remove(self) -> int:
         """Delete the environment and everything under the root; the bytes given back."""
         with self._exclusive():
             before = tree_size(self.root)
-            for path in (self.env_dir, self.uv_dir):
+            for path in (self.env_dir, self.cache_dir, self.python_dir):
                 remove_tree(path)
             self._state.remove()
             remove_tree(self.root)
@@ -232,43 +247,50 @@ class ImageEngineEnv:
 
             require_network("installing the image engine")
         self._check_disk(plan)
+        uv = uv_binary()
         self.root.mkdir(parents=True, exist_ok=True)
         self._state.write({"state": "installing", "pid": os.getpid(), "pid_started": process_start_time(os.getpid()),
                            "plan": plan.to_dict(), "started_at": now_iso(), "finished_at": None, "error": None,
                            "step": "python"})
-        with open(self.log_path, "a", encoding="utf-8") as logfile:
+        with InstallLog(self.log_path) as logfile:
             logfile.write(f"\n==== install {now_iso()}: {plan.summary()}\n")
             try:
-                python = self._make_venv(plan, progress, cancel, logfile)
-                self._pip_steps(python, plan, progress, cancel, logfile)
+                python = self._make_venv(uv, plan, progress, cancel, logfile)
+                self._resolve(uv, python, plan, progress, cancel, logfile)
+                self._install_packages(uv, python, plan, progress, cancel, logfile)
                 self._step("verify", progress, "Checking that the engine loads…", 0.0)
                 from engines.host.standalone import engines_source_root
 
                 versions, reason = import_check(self.env_dir, engines_source_root())
                 if versions is None:
                     raise EngineError(BROKEN, f"The packages installed, but the engine does not load: {reason}")
+                remove_tree(self.cache_dir)  # the environment holds the files now (hard links or copies)
                 size = tree_size(self.root)
                 self._state.update(state="ready", finished_at=now_iso(), error=None, versions=versions,
-                                   size_bytes=size, torch_variant=_variant_of(versions, plan.variant))
+                                   size_bytes=size, torch_variant=_variant_of(versions, plan.kind))
                 progress(InstallProgress("done", f"Installed: {format_size(size)}", 1.0))
                 logfile.write(f"==== ready {now_iso()}: {versions}\n")
                 return self.status()
             except EngineError as exc:
                 cancelled = cancel.is_set()
                 message = "The install was cancelled." if cancelled else exc.message
-                self._state.update(state="cancelled" if cancelled else "failed", finished_at=now_iso(),
-                                   error=None if cancelled else message)
+                self._record_end(state="cancelled" if cancelled else "failed", error=None if cancelled else message)
                 logfile.write(f"==== {'cancelled' if cancelled else 'failed'} {now_iso()}: {message}\n")
                 if cancelled:
                     raise EngineError(CANCELLED, "The install was cancelled. Resume it later, or remove it.") from exc
                 raise
             except Exception as exc:
-                self._state.update(state="failed", finished_at=now_iso(), error=f"{type(exc).__name__}: {exc}")
+                self._record_end(state="failed", error=f"{type(exc).__name__}: {exc}")
                 logfile.write(f"==== failed {now_iso()}: {exc!r}\n")
                 raise EngineError(ErrorKind.INTERNAL, f"The install failed unexpectedly ({type(exc).__name__}: "
                                                       f"{exc}). Details are in {self.log_path}.") from exc
 
-    def _make_venv(self, plan, progress, cancel, logfile) -> Path:
+    def _uv_env(self, plan: InstallPlan) -> dict[str, str]:
+        from engines.library.network import network_allowed
+
+        return uv_env(clean_env(), self.cache_dir, self.python_dir, offline=bool(plan.wheel_dir) or not network_allowed())
+
+    def _make_venv(self, uv: str, plan, progress, cancel, logfile) -> Path:
         python = self.python
         if python.exists() and not quick_problem(self.env_dir).startswith(("its Python", "the Python")):
             if self._python_runs(python):
@@ -278,54 +300,66 @@ class ImageEngineEnv:
         self._step("python", progress, "Looking for a Python to build the engine on…", 0.0)
         from engines.library.network import network_allowed
 
-        base = find_base_python(self.uv_dir, network_allowed() and not plan.wheel_dir,
+        base = find_base_python(uv, self._uv_env(plan), network_allowed() and not plan.wheel_dir,
                                 lambda m: logfile.write(m + "\n"))
         logfile.write(f"base Python: {base.path} ({'.'.join(map(str, base.version))}, from {base.source})\n")
         self._state.update(step="venv", base_python=base.path)
         self._step("venv", progress, f"Creating the environment with Python {base.version[0]}.{base.version[1]}…", 0.0)
-        result = self._run([base.path, "-m", "venv", str(self.env_dir)], logfile, cancel)
+        result = self._run(venv_command(uv, base.path, self.env_dir), plan, logfile, cancel)
         if result.returncode != 0 or not python.exists():
             self._raise_if_cancelled(cancel)
-            last = (result.lines or ["no output"])[-1]
-            raise EngineError(BROKEN, f"Could not create the environment with {base.path}: {last}")
+            raise EngineError(BROKEN, f"Could not create the environment with {base.path}: {uv_error(result.lines)}")
         return python
 
-    def _pip_steps(self, python: Path, plan: InstallPlan, progress, cancel, logfile) -> None:
-        self._state.update(step="pip")
-        self._step("pip", progress, "Updating pip…", 0.0)
-        pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input"]
-        source = ["--no-index", "--find-links", plan.wheel_dir] if plan.wheel_dir else []
-        if self._pip_version(python) < (24, 1):
-            self._run(pip + source + ["--progress-bar", "off", "--upgrade", "pip>=24.1"], logfile, cancel)
-            self._raise_if_cancelled(cancel)  # an old pip still works: only its progress is coarser
-        bar = "raw" if self._pip_version(python) >= (24, 1) else "off"
-        share = TORCH_SHARE.get(plan.kind, 0.7)
-        torch_source = source or (["--index-url", plan.index_url] if plan.index_url else [])
-        for step, packages, source_args, share_of_bytes, count in (
-            ("torch", [plan.torch_requirement], torch_source, share, 10),
-            ("packages", list(plan.other_packages), source, 1 - share, 45),
-        ):
-            self._state.update(step=step)
-            tracker = PipProgress(int(plan.download_bytes_estimate * share_of_bytes), count)
-            title = plan.label if step == "torch" else "diffusers, transformers and ONNX Runtime"
-            self._step(step, progress, f"Installing {title}…", 0.0)
+    def _resolve(self, uv: str, python: Path, plan: InstallPlan, progress, cancel, logfile) -> None:
+        """Ask uv what it will install (no download): the PyTorch build it chose is shown and recorded."""
+        self._state.update(step="resolve")
+        self._step("resolve", progress, "Choosing the PyTorch build for this computer…", 0.0)
+        output: list[str] = []
+        result = self._run(install_command(uv, python, plan, dry_run=True), plan, logfile, cancel, output.append)
+        self._raise_if_cancelled(cancel)
+        if result.returncode != 0:
+            raise EngineError(INSTALL_FAILED, f"Installing {plan.label} failed: {uv_error(result.lines, plan.wheel_dir)}")
+        resolution = parse_resolution(output)
+        if resolution.torch_version is None:
+            self._step("resolve", progress, "PyTorch is already installed; installing the rest…", 1.0)
+            return
+        build = torch_build(resolution.torch_version)
+        self._state.update(torch_build=build or None, torch_version=resolution.torch_version)
+        self._step("resolve", progress, f"uv chose PyTorch {resolution.torch_version} for this computer "
+                                        f"({resolution.changes} packages to install)", 1.0)
 
-            def on_line(line: str, _t=tracker, _s=step) -> None:
-                if _t.feed(line):
-                    self._step(_s, progress, _t.message, _t.fraction, _t)
+    def _install_packages(self, uv: str, python: Path, plan: InstallPlan, progress, cancel, logfile) -> None:
+        self._state.update(step="install")
+        tracker = UvProgress(plan.disk_bytes_estimate, tree_size(self.cache_dir))
+        self._step("install", progress, tracker.message, 0.0, tracker)
 
-            result = self._run(pip + ["--progress-bar", bar] + source_args + packages, logfile, cancel, on_line)
-            self._raise_if_cancelled(cancel)
-            if result.returncode != 0:
-                raise EngineError(PIP_FAILED, f"Installing {title} failed: {pip_error(result.lines, plan.wheel_dir)}")
+        def on_line(line: str) -> None:
+            if tracker.feed(line):
+                self._step("install", progress, tracker.message, tracker.fraction, tracker)
+
+        def on_tick() -> None:  # uv unpacks into its cache as the bytes arrive: its size is the progress
+            if tracker.packages_total and not tracker.prepared:
+                tracker.set_cache_bytes(tree_size(self.cache_dir))
+                self._step("install", progress, tracker.message, tracker.fraction, tracker)
+
+        result = self._run(install_command(uv, python, plan), plan, logfile, cancel, on_line, on_tick)
+        self._raise_if_cancelled(cancel)
+        if result.returncode != 0:
+            raise EngineError(INSTALL_FAILED, f"Installing {plan.label} failed: {uv_error(result.lines, plan.wheel_dir)}")
 
     # ---- helpers -----------------------------------------------------------------------
 
-    def _run(self, command, logfile, cancel, on_line: Callable[[str], None] | None = None):
-        from engines.envs.health import clean_env
+    def _record_end(self, **changes) -> None:
+        """Record how a failed install ended; a disk too full even for install.json must not hide its error."""
+        try:
+            self._state.update(finished_at=now_iso(), **changes)
+        except OSError as exc:
+            log.warning("could not record the end of the install in %s: %s", self._state.path, exc)
 
-        logfile.write("$ " + " ".join(command) + "\n")
-        logfile.flush()
+    def _run(self, command, plan, logfile, cancel, on_line: Callable[[str], None] | None = None,
+             on_tick: Callable[[], None] | None = None):
+        logfile.write("$ " + shlex.join(command) + "\n")
 
         def line(text: str) -> None:
             logfile.write(text + "\n")
@@ -335,29 +369,18 @@ class ImageEngineEnv:
         def started(proc) -> None:
             self._state.update(worker_pid=proc.pid, worker_started=process_start_time(proc.pid))
 
-        env = clean_env()
-        env["PIP_NO_INPUT"] = "1"
-        return run_streaming(command, line, cancel, env=env, cwd=str(self.root), on_start=started)
+        return run_streaming(command, line, cancel, env=self._uv_env(plan), cwd=str(self.root), on_start=started,
+                             on_tick=on_tick)
 
     @staticmethod
     def _python_runs(python: Path) -> bool:
         import subprocess
 
-        from engines.envs.health import clean_env
-
         try:
-            return subprocess.run([str(python), "-c", "import pip"], capture_output=True, timeout=120,
+            return subprocess.run([str(python), "-c", "import sys"], capture_output=True, timeout=120,
                                   env=clean_env()).returncode == 0
         except (OSError, subprocess.TimeoutExpired):
             return False
-
-    def _pip_version(self, python: Path) -> tuple[int, ...]:
-        from engines.envs.health import site_packages
-
-        packages = site_packages(self.env_dir)
-        found = sorted(packages.glob("pip-*.dist-info")) if packages else []
-        match = re.match(r"pip-([\d.]+)\.dist-info", found[-1].name) if found else None
-        return tuple(int(p) for p in match.group(1).split(".") if p) if match else (0,)
 
     @staticmethod
     def _raise_if_cancelled(cancel: threading.Event) -> None:
@@ -365,20 +388,14 @@ class ImageEngineEnv:
             raise EngineError(CANCELLED, "The install was cancelled.")
 
     @staticmethod
-    def _step(step: str, progress, message: str, within: float | None, tracker: PipProgress | None = None) -> None:
+    def _step(step: str, progress, message: str, within: float | None, tracker: UvProgress | None = None) -> None:
         low, high = STEPS[step]
         fraction = None if within is None else low + (high - low) * min(max(within, 0.0), 1.0)
         if tracker is None:
             progress(InstallProgress(step, message, fraction))
         else:
-            progress(InstallProgress(step, message, fraction, tracker.packages_done, tracker.packages_total,
-                                     tracker.bytes_seen, tracker.expected_bytes))
-
-    @staticmethod
-    def _step_words(step: str | None) -> str:
-        return {"python": "looking for a Python", "venv": "creating the environment", "pip": "updating pip",
-                "torch": "installing PyTorch", "packages": "installing diffusers and ONNX Runtime",
-                "verify": "checking the engine"}.get(step or "", "installing")
+            progress(InstallProgress(step, message, fraction, bytes_done=tracker.bytes_done,
+                                     bytes_total=tracker.expected_bytes))
 
     def free_bytes(self) -> int:
         target = self.root
@@ -387,10 +404,9 @@ class ImageEngineEnv:
         return shutil.disk_usage(target).free
 
     def _check_disk(self, plan: InstallPlan) -> None:
-        have = tree_size(self.env_dir) if self.env_dir.exists() else 0
+        """uv unpacks while it downloads and links from its cache: the disk needs the unpacked size once."""
+        have = tree_size(self.root) if self.root.exists() else 0
         need = max(plan.disk_bytes_estimate - have, 0)
-        if not plan.wheel_dir and need:
-            need += plan.download_bytes_estimate  # pip keeps the wheels while it unpacks them
         free = self.free_bytes()
         if need > free:
             raise EngineError(NO_SPACE, f"Not enough disk space for the image engine: it needs about "
@@ -422,7 +438,7 @@ class ImageEngineEnv:
 
     @staticmethod
     def _stop_orphan(data: dict) -> None:
-        """A pip left running by an app that died mid-install: stop it (and its helpers) before starting again."""
+        """A uv left running by an app that died mid-install: stop it (and its helpers) before starting again."""
         pid = data.get("worker_pid")
         if not pid or not process_alive(pid, data.get("worker_started")):
             return
@@ -443,6 +459,36 @@ class ImageEngineEnv:
             try:
                 item.kill()
             except psutil.Error:
+                pass
+
+
+class InstallLog:
+    """``install.log``, appended line by line; a full disk loses log lines, never the install's own error."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = None
+
+    def __enter__(self) -> "InstallLog":
+        try:
+            self._file = open(self.path, "a", encoding="utf-8")
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.path, exc)
+        return self
+
+    def write(self, text: str) -> None:
+        if self._file is not None:
+            try:
+                self._file.write(text)
+                self._file.flush()
+            except OSError:
+                pass
+
+    def __exit__(self, *_exc) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
                 pass
 
 

@@ -1,19 +1,16 @@
-"""The moving parts of an install: a base Python, a virtual environment, pip with progress.
+"""The moving parts of an install: a base Python, running a command with cancel, the state file.
 
 * :func:`find_base_python` finds the interpreter the environment is built
   on. A frozen app's ``sys.executable`` is the app itself, so it never
-  qualifies. In order: ``ATELIER_ENGINE_PYTHON``; ``uv python find`` /
-  ``uv python install`` when ``uv`` is there (and the network may be used);
-  ``python3.11``, ``python3.12``, ``python3.13``, ``python3.10``,
-  ``python3`` on PATH.
+  qualifies. In order: ``ATELIER_ENGINE_PYTHON``; ``uv python find`` (a
+  Python on the system, or one uv downloaded into the engine's folder
+  earlier); ``uv python install`` when the network may be used.
 * :func:`run_streaming` runs a command, hands every output line to a
-  callback, and stops it (its whole process group) when the cancel event
-  is set.
-* :class:`PipProgress` turns pip's output into progress: packages seen and
-  installed, ``Downloading … (N MB)``, and the byte counts pip prints with
-  ``--progress-bar raw``.
+  callback (and calls a tick about twice a second, for progress that is
+  measured rather than printed), and stops it (its whole process group)
+  when the cancel event is set.
 * :class:`StateFile` is ``install.json``: what the last install did and
-  whether it finished, written atomically, so an interrupted install is
+  whether it finished, replaced atomically, so an interrupted install is
   recognised on the next start.
 """
 
@@ -22,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import re
 import shutil
 import signal
 import subprocess
@@ -34,24 +30,27 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from engines.errors import EngineError
+from engines.errors import EngineError, ErrorKind
+from engines.storage import atomic_write_text
 
 PYTHON_ENV = "ATELIER_ENGINE_PYTHON"
 MIN_PYTHON = (3, 10)
-PATH_CANDIDATES = ("python3.11", "python3.12", "python3.13", "python3.10", "python3", "python")
-UV_PYTHON = "3.11"
+PYTHON_REQUEST = ">=3.10,<3.14"  # what torch 2.13 and the pinned packages have wheels for
+UV_PYTHON = "3.11"  # what uv downloads when the system has none
 
-# Error kinds of the installer (EngineError.kind); offline mode raises engines.library.network.OFFLINE.
-NO_PYTHON = "no_python"
-NO_SPACE = "disk_space"
-PIP_FAILED = "pip_failed"
-CANCELLED = "cancelled"
-BUSY = "busy"
-BROKEN = "broken"
+# Error kinds of the installer (short names for engines.errors.ErrorKind members); offline mode
+# raises ErrorKind.OFFLINE.
+NO_PYTHON = ErrorKind.NO_PYTHON
+NO_SPACE = ErrorKind.DISK_SPACE
+INSTALL_FAILED = ErrorKind.INSTALL_FAILED
+CANCELLED = ErrorKind.CANCELLED
+BUSY = ErrorKind.BUSY
+BROKEN = ErrorKind.BROKEN
 
 # A venv's Python answers with the interpreter it was made from, so the new environment never
-# depends on another environment that may be deleted.
-_PROBE = ("import sys, json, venv, ensurepip; base = getattr(sys, '_base_executable', '') "
+# depends on another environment that may be deleted. (uv makes the environment: the base Python
+# needs no venv or ensurepip module, so Debian's python3 without python3-venv works.)
+_PROBE = ("import sys, json; base = getattr(sys, '_base_executable', '') "
           "if sys.prefix != sys.base_prefix else ''; print(json.dumps({'version': list(sys.version_info[:3]), "
           "'executable': base or sys.executable, 'frozen': bool(getattr(sys, 'frozen', False))}))")
 
@@ -60,7 +59,7 @@ _PROBE = ("import sys, json, venv, ensurepip; base = getattr(sys, '_base_executa
 class BasePython:
     path: str
     version: tuple[int, int, int]
-    source: str  # "ATELIER_ENGINE_PYTHON", "uv", "PATH"
+    source: str  # "ATELIER_ENGINE_PYTHON", "system" (found by uv), "uv" (downloaded by uv)
 
 
 def _probe_python(path: str, timeout: float = 30.0) -> tuple[BasePython | None, str]:
@@ -73,8 +72,6 @@ def _probe_python(path: str, timeout: float = 30.0) -> tuple[BasePython | None, 
         return None, f"{path} could not be run ({exc})"
     if run.returncode != 0:
         last = (run.stderr.strip().splitlines() or ["no output"])[-1]
-        if "ensurepip" in run.stderr or "venv" in run.stderr:
-            return None, f"{path} lacks the venv module ({last}); on Debian/Ubuntu install python3-venv"
         return None, f"{path} failed: {last}"
     try:
         info = json.loads(run.stdout.strip().splitlines()[-1])
@@ -97,42 +94,28 @@ def _is_this_app(path: str) -> bool:
         return False
 
 
-def _uv_binary() -> str | None:
-    found = shutil.which("uv")
-    if found:
-        return found
+def _uv_python(uv: str, env: dict[str, str], command: list[str], log: Callable[[str], None]) -> str | None:
+    """Run ``uv python find|install``; the interpreter path that ``find`` printed, or None."""
     try:
-        from uv import find_uv_bin  # the "uv" package from PyPI, when the app ships it
-
-        return find_uv_bin()
-    except Exception:  # noqa: BLE001 - not shipped, or shipped without its binary
+        run = subprocess.run([uv, "python", *command], capture_output=True, text=True, timeout=900, env=env,
+                             encoding="utf-8", errors="replace", stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log(f"uv python {' '.join(command)}: {exc}")
         return None
+    if run.returncode != 0:
+        log(f"uv python {' '.join(command)} failed: {(run.stderr.strip().splitlines() or [''])[-1]}")
+        return None
+    lines = run.stdout.strip().splitlines()
+    return lines[-1].strip() if command[0] == "find" and lines else ""
 
 
-def _uv_python(uv: str, install_dir: Path, allow_download: bool, log: Callable[[str], None]) -> str | None:
-    env = dict(os.environ)
-    env["UV_PYTHON_INSTALL_DIR"] = str(install_dir)
-    commands = [[uv, "python", "find", UV_PYTHON]]
-    if allow_download:
-        commands += [[uv, "python", "install", UV_PYTHON], [uv, "python", "find", UV_PYTHON]]
-    for command in commands:
-        try:
-            run = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env,
-                                 encoding="utf-8", errors="replace")
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            log(f"{' '.join(command[1:])}: {exc}")
-            continue
-        if run.returncode == 0 and command[2] == "find" and run.stdout.strip():
-            return run.stdout.strip().splitlines()[-1]
-        if run.returncode != 0:
-            log(f"uv {' '.join(command[1:])} failed: {(run.stderr.strip().splitlines() or [''])[-1]}")
-    return None
+def find_base_python(uv: str, uv_env: dict[str, str], allow_download: bool,
+                     log: Callable[[str], None] = lambda _m: None) -> BasePython:
+    """The interpreter to build the environment on (see the module docstring), or EngineError(NO_PYTHON).
 
-
-def find_base_python(uv_install_dir: Path, allow_download: bool, log: Callable[[str], None] = lambda _m: None
-                     ) -> BasePython:
-    """The interpreter to build the environment on (see the module docstring), or EngineError(NO_PYTHON)."""
-    rejected: list[str] = []
+    *uv_env* names the engine's own folder for downloaded Pythons (``UV_PYTHON_INSTALL_DIR``), where
+    ``uv python find`` looks too, so a Python uv downloaded for an earlier install is found again.
+    """
     explicit = os.environ.get(PYTHON_ENV, "").strip()
     if explicit:
         found, why = _probe_python(explicit)
@@ -140,29 +123,27 @@ def find_base_python(uv_install_dir: Path, allow_download: bool, log: Callable[[
             return BasePython(found.path, found.version, PYTHON_ENV)
         raise EngineError(NO_PYTHON, f"{PYTHON_ENV} is set to {explicit}, which is not a usable Python "
                                      f"{MIN_PYTHON[0]}.{MIN_PYTHON[1]}+: {why or 'it is this app itself'}.")
-    uv = _uv_binary()
-    if uv:
-        path = _uv_python(uv, uv_install_dir, allow_download, log)
-        if path:
-            found, why = _probe_python(path)
-            if found is not None and not _is_this_app(found.path):
-                return BasePython(found.path, found.version, "uv")
-            rejected.append(why)
-    seen: set[str] = set()
-    for name in PATH_CANDIDATES:
-        path = shutil.which(name)
-        if not path or path in seen or _is_this_app(path):
+    rejected: list[str] = []
+    attempts = [("system", ["find", "--system", "--no-project", PYTHON_REQUEST])]
+    if allow_download:
+        attempts.append(("uv", ["install", UV_PYTHON]))
+        attempts.append(("uv", ["find", "--system", "--no-project", UV_PYTHON]))
+    for source, command in attempts:
+        path = _uv_python(uv, uv_env, command, log)
+        if not path:
             continue
-        seen.add(path)
         found, why = _probe_python(path)
         if found is not None and not _is_this_app(found.path):
-            return BasePython(found.path, found.version, "PATH")
+            return BasePython(found.path, found.version, source)
         rejected.append(why)
     detail = f" (tried: {'; '.join(r for r in rejected if r)})" if any(rejected) else ""
+    download = ("" if allow_download else
+                " Atelier can download one itself when it may use the internet (offline mode is on, or the "
+                "install uses a folder of wheels).")
     raise EngineError(
         NO_PYTHON,
-        "No Python to build the image engine with was found. Install Python 3.11 (from python.org, or on "
-        "Debian/Ubuntu: sudo apt install python3.11 python3.11-venv), or install 'uv', or set "
+        "No Python 3.10–3.13 to build the image engine with was found." + download + " Install Python 3.11 "
+        "(from python.org, or on Debian/Ubuntu: sudo apt install python3.11), or set "
         f"{PYTHON_ENV} to a Python 3.10–3.13 interpreter, then try again{detail}.",
     )
 
@@ -179,13 +160,17 @@ class RunResult:
 
 def run_streaming(command: list[str], on_line: Callable[[str], None], cancel: threading.Event | None,
                   env: dict[str, str] | None = None, cwd: str | None = None,
-                  on_start: Callable[[subprocess.Popen], None] | None = None, keep: int = 400) -> RunResult:
-    """Run *command*, feeding each output line (stdout and stderr) to *on_line*; stop it on *cancel*."""
+                  on_start: Callable[[subprocess.Popen], None] | None = None, keep: int = 400,
+                  on_tick: Callable[[], None] | None = None, tick_s: float = 0.5) -> RunResult:
+    """Run *command*, feeding each output line (stdout and stderr) to *on_line*; stop it on *cancel*.
+
+    *on_tick*, when given, is called every *tick_s* seconds while the command runs (measured progress).
+    """
     popen_kwargs: dict = {}
     if sys.platform == "win32":
         popen_kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
     else:
-        popen_kwargs["start_new_session"] = True  # its own group: a cancel stops pip's helpers too
+        popen_kwargs["start_new_session"] = True  # its own group: a cancel stops uv's helpers too
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             env=env, cwd=cwd, text=True, encoding="utf-8", errors="replace", bufsize=1,
                             **popen_kwargs)
@@ -202,6 +187,7 @@ def run_streaming(command: list[str], on_line: Callable[[str], None], cancel: th
     reader.start()
     tail: list[str] = []
     cancelled = False
+    next_tick = time.monotonic() + tick_s
     while True:
         try:
             line = lines.get(timeout=0.1)
@@ -216,6 +202,9 @@ def run_streaming(command: list[str], on_line: Callable[[str], None], cancel: th
         if cancel is not None and cancel.is_set() and not cancelled:
             cancelled = True
             stop_process_tree(proc)
+        if on_tick is not None and not cancelled and time.monotonic() >= next_tick:
+            next_tick = time.monotonic() + tick_s
+            on_tick()
     proc.wait()
     reader.join(1.0)
     return RunResult(proc.returncode, tail, cancelled)
@@ -242,143 +231,6 @@ def stop_process_tree(proc: subprocess.Popen, grace: float = 5.0) -> None:
                 os.killpg(proc.pid, signal.SIGKILL)
         except OSError:
             pass
-
-
-# ---- pip's output ----------------------------------------------------------------------
-
-_UNITS = {"B": 1, "kB": 1000, "KB": 1000, "MB": 1000**2, "GB": 1000**3}
-_COLLECTING = re.compile(r"^Collecting (\S+)")
-_DOWNLOADING = re.compile(r"^\s*Downloading (\S+)(?: \(([\d.]+) (B|kB|KB|MB|GB)\))?")
-_CACHED = re.compile(r"^\s*Using cached (\S+)")
-_PROCESSING = re.compile(r"^\s*Processing (\S+)")
-_RAW = re.compile(r"^Progress (\d+) of (\d+)")
-_INSTALLING = re.compile(r"^Installing collected packages: (.*)")
-_SUCCESS = re.compile(r"^Successfully installed (.*)")
-_SATISFIED = re.compile(r"^Requirement already satisfied: (\S+)")
-
-
-def _basename(location: str) -> str:
-    return location.rstrip("/").rsplit("/", 1)[-1].split("#", 1)[0]
-
-
-class PipProgress:
-    """Progress of one ``pip install`` run, from its output lines.
-
-    ``fraction`` runs from 0 to 1: downloads take the first 80 % (bytes
-    against the estimate, or packages against the expected count when pip
-    prints no sizes), installing the rest.
-    """
-
-    def __init__(self, expected_bytes: int, expected_packages: int) -> None:
-        self.expected_bytes = max(expected_bytes, 1)
-        self.expected_packages = max(expected_packages, 1)
-        self.collected: list[str] = []
-        self.satisfied = 0
-        self.bytes_done = 0  # finished downloads
-        self.current_bytes = 0  # the download in progress (raw progress bar)
-        self.current_size = 0
-        self.installing: list[str] = []
-        self.installed = False
-        self.errors: list[str] = []
-        self.message = "Starting pip…"
-        self._fraction = 0.0
-
-    @property
-    def packages_total(self) -> int:
-        return len(self.installing) if self.installing else len(self.collected) + self.satisfied
-
-    @property
-    def packages_done(self) -> int:
-        if self.installed:
-            return self.packages_total
-        if self.installing:
-            return 0
-        return max(len(self.collected) - 1, 0) + self.satisfied
-
-    @property
-    def bytes_seen(self) -> int:
-        return self.bytes_done + self.current_bytes
-
-    @property
-    def fraction(self) -> float:
-        if self.installed:
-            value = 1.0
-        elif self.installing:
-            value = 0.85
-        else:
-            by_bytes = self.bytes_seen / self.expected_bytes
-            by_count = (len(self.collected) + self.satisfied) / self.expected_packages
-            value = 0.8 * min(max(by_bytes, by_count), 1.0)
-        self._fraction = max(self._fraction, value)  # never goes back
-        return self._fraction
-
-    def _finish_download(self) -> None:
-        self.bytes_done += max(self.current_size, self.current_bytes)
-        self.current_bytes = self.current_size = 0
-
-    def feed(self, line: str) -> bool:
-        """Take one line; True when it changed what the user should see."""
-        if m := _RAW.match(line):
-            self.current_bytes = int(m.group(1))
-            self.current_size = max(self.current_size, int(m.group(2)))
-            return True
-        if m := _COLLECTING.match(line):
-            self._finish_download()
-            self.collected.append(m.group(1))
-            self.message = f"Resolving {m.group(1)}"
-            return True
-        if m := _DOWNLOADING.match(line):
-            self._finish_download()
-            name = _basename(m.group(1))
-            if m.group(2):
-                self.current_size = int(float(m.group(2)) * _UNITS[m.group(3)])
-                self.message = f"Downloading {name} ({m.group(2)} {m.group(3)})"
-            else:
-                self.message = f"Downloading {name}"
-            return True
-        if m := _CACHED.match(line):
-            self._finish_download()
-            self.message = f"Using the cached {_basename(m.group(1))}"
-            return True
-        if m := _PROCESSING.match(line):
-            self._finish_download()
-            self.message = f"Unpacking {_basename(m.group(1))}"
-            return True
-        if m := _SATISFIED.match(line):
-            self.satisfied += 1
-            self.message = f"Already installed: {m.group(1)}"
-            return True
-        if m := _INSTALLING.match(line):
-            self._finish_download()
-            self.installing = [p.strip() for p in m.group(1).split(",") if p.strip()]
-            big = " (PyTorch is large: this takes a while)" if "torch" in self.installing else ""
-            self.message = f"Installing {len(self.installing)} packages{big}"
-            return True
-        if _SUCCESS.match(line):
-            self.installed = True
-            self.message = "Installed"
-            return True
-        if line.startswith("ERROR:"):
-            self.errors.append(line)
-        return False
-
-
-def pip_error(lines: list[str], wheel_dir: str | None = None) -> str:
-    """The last meaningful error of a failed pip run, in words."""
-    errors = [line for line in lines if line.startswith("ERROR:")]
-    text = ""
-    if errors:
-        text = errors[-1][len("ERROR:"):].strip()
-        if text.startswith("No matching distribution") and len(errors) > 1:
-            text = errors[-2][len("ERROR:"):].strip() + " " + text
-    else:
-        meaningful = [line.strip() for line in lines if line.strip() and not line.startswith(("WARNING", "  "))]
-        text = meaningful[-1] if meaningful else "pip stopped without saying why"
-    if "No space left on device" in text or "Errno 28" in text:
-        return f"The disk is full: pip could not write the packages ({text[:300]})."
-    if wheel_dir and ("No matching distribution" in text or "Could not find a version" in text):
-        return f"The folder of wheels {wheel_dir} lacks a package: {text[:400]}"
-    return text[:500]
 
 
 # ---- install.json ----------------------------------------------------------------------
@@ -408,7 +260,12 @@ def process_alive(pid: int | None, started: float | None) -> bool:
 
 
 class StateFile:
-    """``install.json``: read leniently, written atomically (a crash leaves the old or the new one)."""
+    """``install.json``: read leniently, replaced atomically and durably (a crash leaves the old or the new one).
+
+    Only the process that holds the install (``ImageEngineEnv._exclusive``) writes it, so it needs
+    no cross-process lock; a damaged file reads as "no install recorded", and the folder it
+    describes is then found as an unfinished install.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -421,10 +278,7 @@ class StateFile:
         return data if isinstance(data, dict) else {}
 
     def write(self, data: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, json.dumps(data, indent=2, ensure_ascii=False))
 
     def update(self, **changes) -> dict:
         data = self.read()
@@ -440,8 +294,12 @@ class StateFile:
 
 
 def tree_size(path: Path) -> int:
-    """Bytes *path* takes on disk (allocated blocks where the OS reports them), symlinks not followed."""
+    """Bytes *path* takes on disk (allocated blocks where the OS reports them), symlinks not followed.
+
+    A file with several hard links (uv links the environment's files to its cache) counts once.
+    """
     total = 0
+    seen: set[tuple[int, int]] = set()
     stack = [path]
     while stack:
         current = stack.pop()
@@ -457,6 +315,10 @@ def tree_size(path: Path) -> int:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
+            if st.st_nlink > 1:
+                if (st.st_dev, st.st_ino) in seen:
+                    continue
+                seen.add((st.st_dev, st.st_ino))
             blocks = getattr(st, "st_blocks", None)
             total += blocks * 512 if blocks is not None else st.st_size
     return total
@@ -485,11 +347,3 @@ def remove_tree(path: Path) -> None:
         raise EngineError(BROKEN, f"Some files in {path} could not be deleted (in use, or not yours). Close "
                                   "anything that uses the image engine and try again.")
 
-
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()

@@ -2,9 +2,10 @@
 
 :class:`EngineMissingPanel` says why (a banner), and when a private image
 engine can be installed (:mod:`engines.envs`) it offers it: the plan with
-its sizes, an optional folder of wheels, Install, a progress bar with the
-current step and Cancel, and after a failure the error with Retry. An
-interrupted install offers Resume and Start over; a damaged one Repair.
+its sizes, an optional folder of wheels, the CPU build instead of a GPU one
+(much smaller), Install, a progress bar with the current step and Cancel,
+and after a failure the error with Retry. An interrupted install offers
+Resume and Start over; a damaged one Repair.
 :class:`EngineEnvLine` is the small line under the image when a private
 engine is in use, with "Remove image engine (frees X GB)".
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
+    QCheckBox,
     QFileDialog,
     QFrame,
     QHBoxLayout,
@@ -114,6 +116,16 @@ class EngineMissingPanel(QFrame):
         self.wheels_label = _label(selectable=True)
         self.wheels_label.hide()
         col.addWidget(self.wheels_label)
+        cpu_row = QHBoxLayout()
+        cpu_row.addStretch(1)
+        self.cpu_only_box = QCheckBox("Install the CPU build instead (a much smaller download)")
+        self.cpu_only_box.setToolTip("PyTorch without GPU support: slower images, but a fraction of the download "
+                                     "and disk space, and it works with any driver.")
+        self.cpu_only_box.toggled.connect(lambda _on: self._refresh_plan())
+        self.cpu_only_box.hide()
+        cpu_row.addWidget(self.cpu_only_box)
+        cpu_row.addStretch(1)
+        col.addLayout(cpu_row)
         self.error_label = _label(name="Banner", selectable=True)
         self.error_label.hide()
         col.addWidget(self.error_label)
@@ -173,6 +185,7 @@ class EngineMissingPanel(QFrame):
         busy = status.state == "installing"
         self.install_button.setEnabled(not busy)
         self.wheels_button.setEnabled(not busy)
+        self.cpu_only_box.setEnabled(not busy)
         self.start_over_button.setVisible(status.state == "broken" and status.resumable)
         if busy:
             self.install_button.setText("Installing elsewhere…")
@@ -191,7 +204,8 @@ class EngineMissingPanel(QFrame):
             except Exception as exc:  # noqa: BLE001 - a probe failure must not break the page
                 self._set_error(f"Could not work out what to install: {exc}")
                 return
-        plan = self.plan.with_wheel_dir(self.wheel_dir) if hasattr(self.plan, "with_wheel_dir") else self.plan
+        self.cpu_only_box.setVisible(self.plan.kind != "cpu")
+        plan = self._chosen(self.plan)
         self.plan_label.setText(plan.summary())
         self.variant_label.setText(f"Chosen for this computer: {plan.reason}" if plan.reason else "")
         self.variant_label.setVisible(bool(plan.reason))
@@ -204,7 +218,12 @@ class EngineMissingPanel(QFrame):
             self._refresh_plan()
         if self.plan is None:
             return None
-        return self.plan.with_wheel_dir(self.wheel_dir) if hasattr(self.plan, "with_wheel_dir") else self.plan
+        return self._chosen(self.plan)
+
+    def _chosen(self, plan):
+        """*plan* with the folder of wheels and the user's CPU-build choice applied."""
+        plan = plan.with_wheel_dir(self.wheel_dir)
+        return plan.cpu_only() if self.cpu_only_box.isChecked() else plan
 
     def _set_error(self, text: str) -> None:
         self.error_label.setText(text)
@@ -244,6 +263,7 @@ class EngineMissingPanel(QFrame):
         self.start_over_button.hide()
         self.wheels_button.setEnabled(False)
         self.wheels_clear.setEnabled(False)
+        self.cpu_only_box.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.cancel_button.show()
         self.progress_bar.setRange(0, 0)  # busy until the first step reports
@@ -296,6 +316,8 @@ class EngineMissingPanel(QFrame):
         detail = progress.message
         if progress.packages_total:
             detail += f" · {progress.packages_done}/{progress.packages_total} packages"
+        elif progress.bytes_total:
+            detail += f" · {format_size(progress.bytes_done)} of about {format_size(progress.bytes_total)}"
         self.step_label.setText(detail)
 
     def _on_finished(self, status) -> None:
@@ -306,6 +328,7 @@ class EngineMissingPanel(QFrame):
         self.cancel_button.hide()
         self.wheels_button.setEnabled(True)
         self.wheels_clear.setEnabled(True)
+        self.cpu_only_box.setEnabled(True)
         self.install_button.setEnabled(True)
         self.step_label.setText(f"Installed ({format_size(status.size_bytes)})." if status.size_bytes else "Installed.")
         self.installed.emit(status)
