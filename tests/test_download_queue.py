@@ -18,6 +18,7 @@ from engines.errors import EngineError
 from engines.library import network
 from engines.library.download import FileSpec
 from engines.library.download.queue import DownloadQueue
+from engines.library.download.verify import check_download
 from engines.library.network import OfflineError
 from tests.fixtures.http_server import sha256
 
@@ -36,6 +37,7 @@ def queues(tmp_path):
 
     def make(**kwargs) -> DownloadQueue:
         kwargs.setdefault("transfer_options", FAST)
+        kwargs.setdefault("check", None)  # random bytes stand in for models here; the check has its own tests
         queue = DownloadQueue(tmp_path / "downloads.json", tmp_path / "models", **kwargs)
         made.append(queue)
         return queue
@@ -239,6 +241,7 @@ import sys, time
 from pathlib import Path
 from engines.library.download import FileSpec
 from engines.library.download.queue import DownloadQueue
+from engines.library.download.verify import check_download
 state, models, url, size, digest = sys.argv[1:]
 queue = DownloadQueue(Path(state), Path(models), max_parallel=1)
 queue.add("hf/big", "Big", [FileSpec(url, "big.gguf", size=int(size), sha256=digest)], "big.gguf")
@@ -311,3 +314,159 @@ def test_offline_mode_queues_nothing_and_opens_no_connection(http_server, queues
         network.set_offline(False)
     queue.resume(job.id)
     wait_state(queue, job.id, "completed")
+
+
+# ---- what arrived must be the model it claims to be (D20) ----------------------------------
+
+
+@pytest.fixture
+def tiny_model(tmp_path_factory) -> bytes:
+    from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
+
+    return write_tiny_llama_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf").read_bytes()
+
+
+@pytest.mark.parametrize(("body", "error"), [
+    (b"<html><body>Please log in</body></html>",
+     "The download of model-h.gguf is not a GGUF model (it looks like an HTML page). Nothing was installed."),
+    (b'{"error": "rate limited"}',
+     "The download of model-h.gguf is not a GGUF model (it looks like a JSON document). Nothing was installed."),
+    ("truncated",
+     "The download of model-h.gguf is not a GGUF model: model-h.gguf is incomplete. The file is truncated: it ends "
+     "after 500 bytes, inside its header (while reading metadata entry #11), which needs at least 504 bytes. Download "
+     "it again. Nothing was installed."),
+])
+def test_a_download_that_is_not_the_model_it_claims_is_never_installed(http_server, queues, tiny_model, body, error):
+    body = tiny_model[:500] if body == "truncated" else body  # all the server promised: its length was a lie
+    http_server.add("/model-h.gguf", body)
+    queue = queues(check=check_download)
+    queue.start()
+    job = queue.add("url/model-h.gguf", "model-h.gguf", [FileSpec(http_server.url("/model-h.gguf"), "model-h.gguf")], "model-h.gguf")
+    job = wait_state(queue, job.id, "failed")
+    assert job.error == error and job.bytes_done == 0
+    assert not (queues.models / "model-h.gguf").exists()
+    assert not (queues.models / ".staging" / job.id).exists()  # the bytes were garbage: a retry starts over
+
+    http_server.add("/model-h.gguf", tiny_model)  # the server is fixed
+    queue.retry(job.id)
+    wait_state(queue, job.id, "completed")
+    assert (queues.models / "model-h.gguf").read_bytes() == tiny_model
+
+
+def test_a_lora_is_named_for_what_it_is_and_not_installed(http_server, queues, tmp_path):
+    from tests.fixtures.stripped_models import write_kohya_lora
+
+    data = write_kohya_lora(tmp_path / "style.safetensors", "sd1").read_bytes()
+    queue = queues(check=check_download)
+    queue.start()
+    job = queue.add("url/style.safetensors", "style.safetensors", [serve(http_server, "/style.safetensors", data)], "style.safetensors")
+    job = wait_state(queue, job.id, "failed")
+    assert job.error == ("style.safetensors is a LoRA for SD 1.x (kohya layout): Atelier cannot use LoRAs yet. "
+                         "Nothing was installed.")
+    assert not (queues.models / "style.safetensors").exists()
+
+
+# ---- a state file that lies or is damaged (D6, D23) ------------------------------------------
+
+
+def crafted(job_id: str, url: str, state: str = "queued", target: str = "zz", relpath: str = "a.txt") -> dict:
+    return {"id": job_id, "model_id": "m", "name": "n", "target": target, "state": state, "created_at": 1,
+            "files": [{"url": url, "relpath": relpath}]}
+
+
+@pytest.fixture
+def victim(tmp_path) -> Path:
+    folder = tmp_path / "victim"
+    (folder / "photos").mkdir(parents=True)
+    (folder / "thesis.docx").write_text("precious")
+    (folder / "photos" / "cat.jpg").write_text("precious")
+    return folder
+
+
+def intact(folder: Path) -> bool:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) == ["photos", "photos/cat.jpg", "thesis.docx"]
+
+
+def test_job_ids_and_paths_from_the_state_file_cannot_leave_atelier_s_folders(http_server, queues, victim):
+    http_server.add("/x", b"<html>")
+    url = http_server.url("/x")
+    (queues.models / ".staging").mkdir(parents=True)
+    records = [
+        crafted("../../victim", url),  # .staging/../../victim is the victim folder
+        crafted("okid", url, target="../../victim"),
+        crafted("okid2", url, relpath="../../../victim/thesis.docx"),
+        crafted("okid3", url, relpath="evil\x1b]0;title\x07.txt"),
+    ]
+    queues.state_file.write_text(json.dumps({"version": 1, "jobs": records}))
+    queue = queues()
+    queue.start()
+    queue.sync()
+    assert queue.jobs() == [] and http_server.seen == []
+    (problem,) = queue.problems
+    assert problem.startswith(
+        "4 download(s) in downloads.json were refused and are not run (they stay in the file as they are): "
+        "download '../../victim': id: Refusing the download id '../../victim': an id must be a plain name of letters, "
+        "digits, - and _, so that it cannot reach outside Atelier's folders.; download 'okid': target: Refusing the "
+        "file name '../../victim': it would be written outside the models folder.; ")
+    for action in (queue.remove, queue.cancel, queue.pause, queue.retry):
+        with pytest.raises(EngineError) as err:
+            action("../../victim")
+        assert err.value.message == "There is no download with id ../../victim."
+    job = queue.add("hf/fine", "Fine", [FileSpec(url, "fine.txt")], "fine.txt")  # the file is rewritten...
+    wait_state(queue, job.id, "completed")
+    assert json.loads(queues.state_file.read_text())["jobs"][1:] == records  # ...keeping what it refused, as it was
+    assert intact(victim)
+
+
+def test_a_staging_folder_that_is_a_symlink_is_never_used_or_deleted(http_server, queues, victim):
+    http_server.add("/x", b"data")
+    (queues.models / ".staging").mkdir(parents=True)
+    (queues.models / ".staging" / "abc123").symlink_to(victim)
+    queues.state_file.write_text(json.dumps({"jobs": [crafted("abc123", http_server.url("/x"), state="failed")]}))
+    queue = queues()
+    queue.start()
+    assert queue.cancel("abc123").state == "cancelled"
+    queue.retry("abc123")
+    job = wait_state(queue, "abc123", "failed")
+    assert job.error == (f"{queues.models / '.staging' / 'abc123'} is a symbolic link; Atelier only downloads into "
+                         "its own folders, so it refuses to use it.")
+    queue.remove("abc123")
+    assert intact(victim) and http_server.seen == []
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    ('{"jobs": 5}', 'its "jobs" is 5, not a list'),
+    ("{", "it is not valid JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+])
+def test_a_damaged_download_list_is_set_aside_and_its_partial_files_listed(http_server, queues, content, reason):
+    queues.state_file.write_text(content)
+    orphan = queues.models / ".staging" / "0123abcd"
+    orphan.mkdir(parents=True)
+    (orphan / "m.gguf.part").write_bytes(b"x" * 1500)
+    queue = queues()
+    (kept,) = queues.state_file.parent.glob("downloads.unreadable-*.json")
+    assert kept.read_text() == content
+    assert queue.problems == [
+        f"The download list (downloads.json) could not be read ({reason}). It was kept as {kept} and a new one was started.",
+        f"1 partial download(s) (1.5 KB) in {queues.models / '.staging'} belong to no download in the list: 0123abcd. "
+        "They are kept; delete them to free the space.",
+    ]
+    queue.start()
+    job = queue.add("hf/m", "Model", [serve(http_server, "/m.gguf", blob(1000))], "m.gguf")  # the queue still works
+    wait_state(queue, job.id, "completed")
+    assert (orphan / "m.gguf.part").stat().st_size == 1500 and kept.read_text() == content
+
+
+def test_fields_of_a_newer_version_survive_in_the_download_list(http_server, queues):
+    spec = serve(http_server, "/m.gguf", blob(1000))
+    record = {**crafted("abc123", spec.url, state="paused", target="m.gguf", relpath="m.gguf"), "priority": 3}
+    record["files"][0]["mirror"] = "https://mirror.example/m.gguf"
+    queues.state_file.write_text(json.dumps({"version": 2, "scheduler": {"night_only": True}, "jobs": [record]}))
+    queue = queues()
+    queue.start()
+    queue.resume("abc123")
+    wait_state(queue, "abc123", "completed")
+    saved = json.loads(queues.state_file.read_text())
+    assert saved["version"] == 2 and saved["scheduler"] == {"night_only": True}
+    (job,) = saved["jobs"]
+    assert job["priority"] == 3 and job["files"][0]["mirror"] == "https://mirror.example/m.gguf" and job["state"] == "completed"

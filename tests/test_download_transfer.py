@@ -357,3 +357,76 @@ def test_an_unwritable_folder_is_a_clear_error(http_server, tmp_path):
     with pytest.raises(EngineError) as err:
         download_file(spec_for(http_server, "/m.gguf"), tmp_path / "file" / "m.gguf", **FAST)
     assert "file" in err.value.message
+
+
+# ---- hostile names (D19, D22) and unreachable redirect targets (D27) ---------------------
+
+
+@pytest.mark.parametrize(("bad", "shown"), [
+    ("evil\nname\x1b[31mRED.gguf", "evil\\nname\\x1b[31mRED.gguf"),
+    ("a\rb.gguf", "a\\rb.gguf"),
+    ("title\x1b]0;PWNED\x07.gguf", "title\\x1b]0;PWNED\\x07.gguf"),
+    ("c1\x9bcontrol.gguf", "c1\\x9bcontrol.gguf"),
+    ("bidi\u202efdp.gguf", "bidi\\u202efdp.gguf"),
+    ("del\x7f.gguf", "del\\x7f.gguf"),
+])
+def test_file_names_with_control_characters_are_refused_and_shown_escaped(bad, shown):
+    with pytest.raises(EngineError) as err:
+        safe_relpath(bad)
+    assert err.value.kind == "bad_input"
+    assert err.value.message == f"Refusing the file name '{shown}': it contains control characters (such as a line break or a terminal escape)."
+
+
+def test_a_file_name_too_long_for_the_file_system_is_refused_with_its_length():
+    name = "m" * 295 + ".gguf"
+    with pytest.raises(EngineError) as err:
+        safe_relpath(f"folder/{name}")
+    assert err.value.message == f"Refusing the file name '{'m' * 60}…': it is 300 bytes long, and a downloaded file's name may have at most 245."
+    assert str(safe_relpath("é" * 120 + ".gguf")).endswith(".gguf")  # 245 bytes: "<name>.part.json" still fits in 255
+    with pytest.raises(EngineError):
+        safe_relpath("é" * 123)  # 246 bytes, though 123 characters: counted in bytes
+
+
+def closed_port() -> int:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    return port
+
+
+def test_a_redirect_to_a_host_that_refuses_fails_at_once_naming_that_host(http_server, tmp_path):
+    port = closed_port()
+    http_server.redirect("/resolve/m.gguf", f"http://127.0.0.1:{port}/m.gguf")
+    with pytest.raises(EngineError) as err:
+        download_file(FileSpec(http_server.url("/resolve/m.gguf"), "m.gguf"), tmp_path / "m.gguf", **FAST)
+    assert err.value.kind == "network"
+    assert err.value.message == (
+        f"Could not download m.gguf: 127.0.0.1 redirected it to 127.0.0.1:{port}, which cannot be reached (it refused "
+        f"the connection). The link may be wrong; nothing was downloaded. (http://127.0.0.1:{port}/m.gguf)")
+    assert len([s for s in http_server.seen if s.path == "/resolve/m.gguf"]) == 1  # not retried
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_redirect_to_a_name_that_does_not_resolve_fails_at_once(http_server, tmp_path, monkeypatch):
+    real = socket.getaddrinfo
+
+    def resolve(host, *args, **kwargs):
+        if host == "cdn.example.invalid":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    http_server.redirect("/resolve/m.gguf", "http://cdn.example.invalid/m.gguf")
+    with pytest.raises(EngineError) as err:
+        download_file(FileSpec(http_server.url("/resolve/m.gguf"), "m.gguf"), tmp_path / "m.gguf", **FAST)
+    assert err.value.message.startswith("Could not download m.gguf: 127.0.0.1 redirected it to cdn.example.invalid, "
+                                        "which cannot be reached (its name does not resolve).")
+    assert len(http_server.seen) == 1
+
+
+def test_the_first_host_refusing_is_still_retried(tmp_path):
+    port = closed_port()
+    with pytest.raises(EngineError) as err:
+        download_file(FileSpec(f"http://127.0.0.1:{port}/m.gguf", "m.gguf"), tmp_path / "m.gguf", **FAST)
+    assert err.value.message == "Could not reach 127.0.0.1 after 4 attempts; check the internet connection."

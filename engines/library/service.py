@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlparse
 from engines.errors import EngineError, ErrorKind
 from engines.kv_cache import DEFAULT_CACHE_TYPE
 from engines.library.catalog import Catalog, CatalogEntry, load_catalog
-from engines.library.download.queue import DownloadJob, DownloadQueue
+from engines.library.download.queue import FAILED, PAUSED, DownloadJob, DownloadQueue
 from engines.library.download.transfer import FileSpec, check_disk_space, safe_relpath
 from engines.library.fit import FitVerdict, ModelShape, Resources, judge_text_fit
 from engines.library.hardware import HardwareReport, probe
@@ -242,12 +242,23 @@ class ModelLibrary:
         )
 
     def pull(self, source: str, file: str | None = None, sha256: str | None = None, anyway: bool = False) -> DownloadJob:
+        """Start downloading a model, or return the job already downloading it (here or in another process).
+
+        As ``ollama pull`` does, a second pull of a model that is on its way
+        follows that download, wherever it runs, and a pull of one that
+        failed resumes it from its partial files.
+        """
         model_id, name, files, target, entry = self.plan_download(source, file, sha256)
-        for job in self.queue().jobs():
+        queue = self.queue()
+        queue.sync()  # another process may have started it a moment ago
+        for job in queue.jobs():
             if job.model_id == model_id and not job.finished:
-                return self.queue().resume(job.id) if job.state == "paused" else job
+                return queue.resume(job.id) if job.state == PAUSED else job
         if self.models.get(model_id) is not None or (self.workspace.paths.models / target).exists():
             raise EngineError(ErrorKind.BAD_INPUT, f"{name} is already installed.")
+        failed = [j for j in queue.jobs() if j.model_id == model_id and j.state == FAILED and j.files == tuple(files)]
+        if failed:
+            return queue.retry(failed[-1].id)
         expected = entry.total_size if entry is not None else sum(f.size or 0 for f in files)
         if expected:
             check_disk_space(self.workspace.paths.models, expected)
@@ -255,22 +266,20 @@ class ModelLibrary:
             verdict = self.verdict_for_entry(entry)
             if not verdict.fits:
                 raise EngineError(
-                    "wont_fit",
+                    ErrorKind.WONT_FIT,
                     f"{entry.name} won't fit on this machine: {verdict.explanation} "
                     + " ".join(verdict.suggestions)
                     + " Download it anyway if you know better.",
                 )
-        return self.queue().add(model_id, name, files, str(target))
+        job = queue.add(model_id, name, files, str(target), follow=True)  # follow: another process was quicker
+        return queue.resume(job.id) if job.state == PAUSED else job
 
     def _register_download(self, job: DownloadJob) -> None:
-        path = self.workspace.paths.models / safe_relpath(job.target)
+        """Record a finished download for what the probe registry finds it is (a .safetensors file is no GGUF)."""
         entry = self.catalog.get(job.model_id)
-        if job.is_folder:
-            self._register_image_folder(path, "download", job.model_id, job.name)
-            return
-        self.models.add(InstalledModel(
-            job.model_id, job.name, str(path), path.stat().st_size, "llama_cpp", "gguf", "download",
-            sha256=job.files[0].sha256, description=entry.description if entry else f"Downloaded from {job.files[0].url}"))
+        self.register_path(self.workspace.paths.models / safe_relpath(job.target), "download", job.model_id, job.name,
+                           description=entry.description if entry else None,
+                           sha256=None if job.is_folder else job.files[0].sha256)
 
     def shutdown(self) -> None:
         if self._queue is not None:

@@ -121,7 +121,8 @@ def split_valid(items: Iterable[Any], model: type[BaseModel], what: str) -> tupl
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first.get("loc", ())) or "record"
             label = item.get("id") if isinstance(item.get("id"), str) else f"#{index + 1}"
-            reasons.append(f"{what} {label!r}: {where}: {first.get('msg', 'invalid')}")
+            message = str(first.get("msg", "invalid")).removeprefix("Value error, ")  # our own validators' sentences
+            reasons.append(f"{what} {label!r}: {where}: {message}")
     return valid, invalid, reasons
 
 

@@ -1,83 +1,90 @@
-"""The download queue: persistent jobs of one or many files, installed as one unit.
+"""The download queue: persistent jobs of one or many files, installed as one unit, shared by processes.
 
 A job downloads into ``<models>/.staging/<job id>/`` and is renamed into
-place only when every file is complete and verified, so the models folder
-never holds half a model. The queue's state is one JSON file rewritten
-atomically on every state change: after a restart, or a kill -9, a new
-queue reloads it and running jobs resume from their ``.part`` files.
+place only when every file is complete, verified and found to be the model
+it claims to be, so the models folder never holds half a model or a web
+page. After a restart, or a kill -9, a new queue reloads the state file and
+running jobs resume from their ``.part`` files.
 
-Threads: each running job has its own worker thread (at most
-``max_parallel``). Subscribers and ``on_complete`` are called from those
-threads, never under the queue's lock; a GUI must marshal to its own thread.
-One queue per state file: two would overwrite each other's view of it.
+Several processes share one queue (the GUI, a ``models pull`` in a
+terminal). ``downloads.json`` is the truth (see :mod:`.state`); each
+change is a read-modify-write under its lock. A process runs a job only
+while it holds the job's lock file (``.staging/<id>.lock``, an OS lock
+released even by kill -9), and records itself as the job's ``owner``:
+
+- the others show that job, follow its progress from the state file (a
+  poller thread re-reads it when it changes) and never take it over; a
+  second ``pull`` of the same model follows it to the end (defect D5);
+- a "running" job whose lock is free lost its process: it is queued again
+  and resumes from its partial files.
+
+Threads: each running job has its own worker thread; at most
+``max_parallel`` jobs run at once across all processes. Subscribers and
+``on_complete`` are called from worker or poller threads, never under the
+queue's lock; a GUI must marshal to its own thread.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import os
+import secrets
 import shutil
-import tempfile
 import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from engines.errors import EngineError, ErrorKind
+from engines.library.download.jobs import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    FINISHED,
+    PAUSED,
+    QUEUED,
+    RUNNING,
+    STAGING,
+    DownloadJob,
+    check_target,
+)
+from engines.library.download.staging import StagingArea, folder_size, keep_only
+from engines.library.download.state import Snapshot, StateFile
 from engines.library.download.transfer import (
     DownloadCancelled,
     FileSpec,
     check_disk_space,
     download_file,
+    human_size,
+    printable,
     safe_relpath,
 )
+from engines.library.download.verify import DownloadRejected, check_download
 from engines.library.network import OfflineError, make_session, require_network, token_for
+from engines.storage import LockTimeout, state_lock
 
 log = logging.getLogger(__name__)
 
-QUEUED, RUNNING, PAUSED, FAILED, COMPLETED, CANCELLED = "queued", "running", "paused", "failed", "completed", "cancelled"
-FINISHED = (FAILED, COMPLETED, CANCELLED)
-STAGING = ".staging"
+__all__ = ["CANCELLED", "COMPLETED", "FAILED", "FINISHED", "PAUSED", "QUEUED", "RUNNING", "STAGING",
+           "DownloadJob", "DownloadQueue"]
+
 SPEED_WINDOW_S = 3.0
 NOTIFY_EVERY_S = 0.2  # progress notifications per job; state changes are always sent
+POLL_S = 0.5  # how often a started queue saves its progress and looks for other processes' changes
 
 Listener = Callable[[str, "DownloadJob | None"], None]
-
-
-@dataclass(frozen=True)
-class DownloadJob:
-    """One model to download: a single file (installed as *target*) or several (a folder)."""
-
-    id: str
-    model_id: str
-    name: str
-    files: tuple[FileSpec, ...]
-    target: str  # relative to the models folder: the file, or the folder of a multi-file job
-    state: str = QUEUED
-    bytes_done: int = 0
-    bytes_total: int | None = None
-    speed_bps: float = 0.0
-    eta_s: float | None = None
-    error: str | None = None
-    created_at: float = 0.0
-
-    @property
-    def is_folder(self) -> bool:
-        return len(self.files) > 1
-
-    @property
-    def finished(self) -> bool:
-        return self.state in FINISHED
+Check = Callable[[DownloadJob, Path], None]
 
 
 @dataclass
 class _Run:
-    """A running job's live state, owned by its worker thread."""
+    """A job this process runs: its worker's live state, and the job's lock."""
 
+    hold: object  # the held lock file (released when the worker is done)
     cancel: threading.Event = field(default_factory=threading.Event)
     discard: bool = False  # cancelled for good: delete the partial files on exit
     done: dict[int, int] = field(default_factory=dict)
@@ -88,10 +95,11 @@ class _Run:
 
 
 class DownloadQueue:
-    """Jobs, their worker threads and the state file.
+    """Jobs, this process's worker threads, and the shared state file.
 
     *transfer_options* go to :func:`download_file` (``stall_timeout``,
-    ``max_attempts``, ``backoff``); tests use them to fail fast.
+    ``max_attempts``, ``backoff``); tests use them to fail fast. *check*
+    judges each finished download before it is installed (None: no check).
     """
 
     def __init__(
@@ -103,18 +111,34 @@ class DownloadQueue:
         on_complete: Callable[[DownloadJob], None] | None = None,
         session_factory=make_session,
         transfer_options: dict | None = None,
+        check: Check | None = check_download,
     ) -> None:
-        self._file = Path(state_file)
+        self._state = StateFile(Path(state_file))
         self._models = Path(models_dir)
+        self._staging = StagingArea(self._models)
         self._max_parallel = max(1, max_parallel)
         self._on_complete = on_complete
         self._session_factory = session_factory
         self._transfer_options = dict(transfer_options or {})
+        self._check = check
+        self._token = f"{os.getpid()}:{secrets.token_hex(6)}"
         self._lock = threading.RLock()
-        self._jobs: dict[str, DownloadJob] = self._load()
+        self._jobs: dict[str, DownloadJob] = {}
+        self._snapshot = Snapshot()
+        self._dirty: set[str] = set()  # changed here, not yet in the file
+        self._removed: set[str] = set()  # removed here, not yet from the file
+        self._seen: tuple | None = None  # the file's signature when last read or written
         self._runs: dict[str, _Run] = {}
         self._listeners: list[Listener] = []
         self._started = False
+        self._set_aside: str | None = None
+        self._stop_polling = threading.Event()
+        self._poller: threading.Thread | None = None
+        with self._lock, self._shared(strict=False) as shared:
+            if shared:
+                self._refresh(initial=True)
+                self._save()
+            self._orphans = self._staging.orphans(self._known_ids())
 
     # -- public API -------------------------------------------------------------
 
@@ -126,12 +150,37 @@ class DownloadQueue:
         with self._lock:
             return self._jobs.get(job_id)
 
+    def runs_elsewhere(self, job_id: str) -> bool:
+        """Whether another process runs this job (this one shows and follows it, and must not touch it)."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            return job is not None and job.state == RUNNING and job_id not in self._runs
+
+    @property
+    def problems(self) -> list[str]:
+        """What is wrong with the state file or the staging folder, for the GUI and the CLI to show."""
+        with self._lock:
+            problems = [self._set_aside] if self._set_aside else []
+            reasons = self._snapshot.reasons
+            if reasons:
+                problems.append(
+                    f"{len(reasons)} download(s) in {self._state.path.name} were refused and are not run (they stay "
+                    f"in the file as they are): {'; '.join(reasons[:3])}{' …' if len(reasons) > 3 else ''}.")
+            orphans = [path for path in self._orphans if path.exists()]
+            if orphans:
+                size = sum(folder_size(path) for path in orphans)
+                problems.append(
+                    f"{len(orphans)} partial download(s) ({human_size(size)}) in {orphans[0].parent} belong to no "
+                    f"download in the list: {', '.join(printable(p.name) for p in orphans[:3])}"
+                    f"{' …' if len(orphans) > 3 else ''}. They are kept; delete them to free the space.")
+            return problems
+
     def subscribe(self, callback: Listener) -> Callable[[], None]:
         """Call ``callback(job_id, job)`` on every change (job None: removed); returns an unsubscribe.
 
-        Called from worker threads (and from the caller's thread for its
-        own actions), outside the queue's lock: it may call back into the
-        queue, but a GUI must hand the update over to its own thread.
+        Called from worker and poller threads (and from the caller's thread
+        for its own actions), outside the queue's lock: it may call back into
+        the queue, but a GUI must hand the update over to its own thread.
         """
         with self._lock:
             self._listeners = [*self._listeners, callback]
@@ -142,7 +191,8 @@ class DownloadQueue:
 
         return unsubscribe
 
-    def add(self, model_id: str, name: str, files: Iterable[FileSpec], target: str) -> DownloadJob:
+    def add(self, model_id: str, name: str, files: Iterable[FileSpec], target: str, *, follow: bool = False) -> DownloadJob:
+        """Queue a new job; with *follow*, an unfinished job for the same target is returned instead."""
         require_network(f"downloading {name}")
         files = tuple(files)
         if not files:
@@ -150,9 +200,8 @@ class DownloadQueue:
         rels = [safe_relpath(spec.relpath) for spec in files]
         if len(set(rels)) != len(rels):
             raise EngineError(ErrorKind.BAD_INPUT, f"{name} lists the same file twice.")
-        path = self._models / safe_relpath(target)
-        if safe_relpath(target).parts[0] == STAGING:
-            raise EngineError(ErrorKind.BAD_INPUT, f"Cannot download {name} into '{target}': that folder is Atelier's own.")
+        target = check_target(target)
+        path = self._models / target
         if path.exists() or path.is_symlink():
             raise EngineError(ErrorKind.BAD_INPUT, f"Cannot download {name}: '{target}' already exists in the models folder.")
         sizes = [spec.size for spec in files]
@@ -161,18 +210,19 @@ class DownloadQueue:
             model_id=model_id,
             name=name,
             files=files,
-            target=str(safe_relpath(target)),
+            target=target,
             bytes_total=None if None in sizes else sum(sizes),
             created_at=time.time(),
         )
-        with self._lock:
-            if any(j.target == job.target and not j.finished for j in self._jobs.values()):
+        with self._transaction() as changed:
+            existing = next((j for j in self._jobs.values() if j.target == job.target and not j.finished), None)
+            if existing is not None:
+                if follow:
+                    return existing
                 raise EngineError(ErrorKind.BAD_INPUT, f"'{target}' is already being downloaded.")
-            self._jobs[job.id] = job
-            self._save()
-            changed = [job, *self._pump()]
-        self._emit(changed)
-        return job
+            self._put(job)
+            changed.append(job.id)
+        return self.get(job.id) or job
 
     def pause(self, job_id: str) -> DownloadJob:
         """Stop a queued or running job, keeping its partial files."""
@@ -193,57 +243,175 @@ class DownloadQueue:
 
     def remove(self, job_id: str) -> DownloadJob:
         """Forget a finished job (and the partial files of a failed one)."""
-        with self._lock:
+        with self._transaction() as changed:
             job = self._require(job_id)
             if not job.finished:
                 raise EngineError(ErrorKind.BAD_INPUT, f"{job.name} is still {job.state}: cancel it before removing it.")
             del self._jobs[job_id]
+            self._dirty.discard(job_id)
+            self._removed.add(job_id)
             if job_id not in self._runs:
-                shutil.rmtree(self._staging(job_id), ignore_errors=True)
-            self._save()
-        self._emit([], removed=job_id)
+                self._staging.discard(job_id, running_here=False, forget_lock=True)
+            changed.append(job_id)
         return job
 
     def start(self) -> None:
-        """Start running queued jobs (those reloaded from the state file too)."""
-        with self._lock:
+        """Run queued jobs (those reloaded from the state file too), and follow other processes' changes."""
+        with self._transaction(strict=False):
             self._started = True
-            changed = self._pump()
-        self._emit(changed)
+        with self._lock:
+            if self._poller is None:
+                self._stop_polling.clear()
+                self._poller = threading.Thread(target=self._poll, name="download-queue poller", daemon=True)
+                self._poller.start()
+
+    def sync(self) -> None:
+        """Share this process's progress, and catch up with other processes' changes and jobs whose process died.
+
+        The poller calls it every ``POLL_S``; it reads the state file only when
+        it changed or something may need it, and writes only what changed here.
+        """
+        with self._lock:
+            moved = self._latest_progress()
+            quiet = (
+                not self._dirty
+                and self._state.signature() == self._seen
+                and not (self._started and any(j.state == QUEUED for j in self._jobs.values()))
+                and not any(j.state == RUNNING and j.id not in self._runs for j in self._jobs.values())
+            )
+        if not quiet:
+            with self._transaction(strict=False) as changed:
+                changed += moved
+        elif moved:
+            self._emit(moved)
 
     def shutdown(self, wait: bool = True, timeout: float | None = None) -> None:
         """Stop every worker; running jobs are saved as queued and resume next start."""
-        with self._lock:
+        self._stop_polling.set()
+        poller, self._poller = self._poller, None
+        with self._transaction(strict=False) as changed:
             self._started = False
             runs = list(self._runs.items())
-            changed = []
             for job_id, run in runs:
                 run.cancel.set()
                 job = self._jobs.get(job_id)
                 if job is not None and job.state == RUNNING:
-                    changed.append(self._set(replace(job, state=QUEUED, speed_bps=0.0, eta_s=None)))
-            if changed:
-                self._save()
-        self._emit(changed)
+                    self._put(replace(job, state=QUEUED, owner=None, speed_bps=0.0, eta_s=None))
+                    changed.append(job_id)
         if wait:
             for _, run in runs:
                 if run.thread is not None and run.thread is not threading.current_thread():
                     run.thread.join(timeout)
+            if poller is not None and poller is not threading.current_thread():
+                poller.join(timeout)
 
-    # -- state ------------------------------------------------------------------
+    # -- state --------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _shared(self, strict: bool = True) -> Iterator[bool]:
+        """Hold the state file's lock; yields False when it could not be had and *strict* is off."""
+        stack = contextlib.ExitStack()
+        try:
+            stack.enter_context(state_lock(self._state.path))
+        except LockTimeout as exc:
+            if strict:
+                raise EngineError(ErrorKind.BUSY, str(exc)) from None
+            log.info("download queue: %s", exc)
+            yield False
+            return
+        with stack:
+            yield True
+
+    @contextlib.contextmanager
+    def _transaction(self, strict: bool = True) -> Iterator[list[str]]:
+        """One change: catch up with the file, change, start what may start, save; then tell listeners.
+
+        Yields the list of changed job ids to add to. Without the file's lock
+        (non-strict callers: workers, the poller) the change is made in
+        memory and saved by the next transaction that gets it.
+        """
+        changed: list[str] = []
+        with self._lock:
+            with self._shared(strict) as shared:
+                if shared:
+                    changed += self._refresh()
+                yield changed
+                changed += self._pump()
+                if shared:
+                    self._save()
+        self._emit(changed)
+
+    def _refresh(self, initial: bool = False) -> list[str]:
+        """Take the file's view of every job this process is not changing; find jobs whose process died."""
+        snapshot = self._state.read()
+        self._snapshot = snapshot
+        self._seen = self._state.signature()
+        if snapshot.problem:
+            self._set_aside = snapshot.problem
+            self._dirty |= set(self._jobs)  # the file was damaged: what this process knows is written back
+        jobs: dict[str, DownloadJob] = {}
+        for job_id, job in snapshot.jobs.items():
+            if job_id in self._removed:
+                continue
+            if (job_id in self._runs or job_id in self._dirty) and job_id in self._jobs:
+                jobs[job_id] = self._jobs[job_id]
+                continue
+            orphaned = job.state == RUNNING and job_id not in self._runs and not self._staging.held_elsewhere(job_id)
+            if orphaned:
+                log.info("download %s: its process is gone; queued again", job_id)
+                job = replace(job, state=QUEUED, owner=None, speed_bps=0.0, eta_s=None)
+                self._dirty.add(job_id)
+            if (initial or orphaned) and not job.finished and job.state != RUNNING:
+                job = replace(job, speed_bps=0.0, eta_s=None, bytes_done=self._staging.bytes_on_disk(job))
+            jobs[job_id] = job
+        for job_id in (self._runs.keys() | self._dirty) - jobs.keys():
+            if job_id in self._jobs:
+                jobs[job_id] = self._jobs[job_id]
+        changed = [job_id for job_id, job in jobs.items() if self._jobs.get(job_id) != job]
+        changed += [job_id for job_id in self._jobs if job_id not in jobs]
+        self._jobs = jobs
+        return changed
+
+    def _save(self) -> None:
+        """Write the state file if this process changed something (lock held).
+
+        Best effort: when it cannot be written (a full disk), downloads go on
+        from memory and the next change tries again. Logged without a
+        traceback: a CLI without logging set up would print it (D12).
+        """
+        if not (self._dirty or self._removed):
+            return
+        if not self._snapshot.writable:
+            return  # the damaged file is still in place: writing would destroy it
+        try:
+            self._state.write(self._jobs.values(), self._snapshot)
+        except OSError as exc:
+            log.info("could not save the download queue to %s: %s", self._state.path, exc)
+            return
+        self._dirty.clear()
+        self._removed.clear()
+        self._seen = self._state.signature()
+
+    def _put(self, job: DownloadJob) -> DownloadJob:
+        self._jobs[job.id] = job
+        self._dirty.add(job.id)
+        return job
 
     def _require(self, job_id: str) -> DownloadJob:
         with self._lock:
             job = self._jobs.get(job_id)
         if job is None:
-            raise EngineError(ErrorKind.BAD_INPUT, f"There is no download with id {job_id}.")
+            raise EngineError(ErrorKind.BAD_INPUT, f"There is no download with id {printable(str(job_id))}.")
         return job
 
     def _change(self, job_id: str, allowed: tuple[str, ...], state: str, verb: str, stop: bool = False, discard: bool = False) -> DownloadJob:
-        with self._lock:
+        with self._transaction() as changed:
             job = self._require(job_id)
             if job.state == state:
                 return job
+            if job.state == RUNNING and job_id not in self._runs:
+                raise EngineError(ErrorKind.BUSY, f"{job.name} is being downloaded by another Atelier process "
+                                  f"(pid {job.owner_pid}); it cannot be {verb} from here.")
             if job.state not in allowed:
                 raise EngineError(ErrorKind.BAD_INPUT, f"{job.name} is {job.state}: it cannot be {verb}.")
             run = self._runs.get(job_id)
@@ -251,58 +419,69 @@ class DownloadQueue:
                 run.cancel.set()
                 run.discard = run.discard or discard
             elif discard:
-                shutil.rmtree(self._staging(job_id), ignore_errors=True)
+                self._staging.discard(job_id, running_here=False)
             bytes_done = 0 if discard else job.bytes_done
-            job = self._set(replace(job, state=state, error=None, speed_bps=0.0, eta_s=None, bytes_done=bytes_done))
-            self._save()
-            changed = [job, *self._pump()]
-        self._emit(changed)
-        return job
+            self._put(replace(job, state=state, error=None, speed_bps=0.0, eta_s=None, bytes_done=bytes_done, owner=None))
+            changed.append(job_id)
+        return self.get(job_id) or job
 
-    def _set(self, job: DownloadJob) -> DownloadJob:
-        self._jobs[job.id] = job
-        return job
-
-    def _pump(self) -> list[DownloadJob]:
-        """Start queued jobs while fewer than max_parallel workers live (lock held)."""
+    def _pump(self) -> list[str]:
+        """Start queued jobs while fewer than max_parallel run, here and elsewhere (lock held)."""
         if not self._started:
             return []
+        busy = len(self._runs) + sum(1 for j in self._jobs.values() if j.state == RUNNING and j.id not in self._runs)
         started = []
         for job in sorted(self._jobs.values(), key=lambda j: j.created_at):
-            if len(self._runs) >= self._max_parallel:
+            if busy >= self._max_parallel:
                 break
             if job.state != QUEUED or job.id in self._runs:  # a paused worker may still be stopping
                 continue
-            run = self._runs[job.id] = _Run()
-            started.append(self._set(replace(job, state=RUNNING, error=None)))
+            hold = self._staging.hold(job.id)
+            if hold is None:
+                continue  # another process is still letting go of it
+            run = self._runs[job.id] = _Run(hold)
+            self._put(replace(job, state=RUNNING, error=None, owner=self._token))
+            started.append(job.id)
+            busy += 1
             run.thread = threading.Thread(target=self._work, args=(job.id, run), name=f"download {job.name}", daemon=True)
             run.thread.start()
-        if started:
-            self._save()
         return started
 
-    def _emit(self, jobs: list[DownloadJob], removed: str | None = None) -> None:
+    def _known_ids(self) -> set:
+        """The ids of every job in the file, refused ones included (their partial files are not orphans)."""
+        refused = {item.get("id") for item in self._snapshot.invalid if isinstance(item, dict)}
+        return set(self._jobs) | refused
+
+    def _emit(self, job_ids: list[str]) -> None:
         """Tell listeners, with each job as it is *now*: threads may deliver out of order."""
-        listeners = self._listeners
         with self._lock:
-            events = [(job.id, self._jobs.get(job.id)) for job in jobs] + ([(removed, None)] if removed else [])
+            listeners = self._listeners
+            events = [(job_id, self._jobs.get(job_id)) for job_id in dict.fromkeys(job_ids)]
         for job_id, job in events:
             for callback in listeners:
                 try:
                     callback(job_id, job)
-                except Exception:  # noqa: BLE001 - a broken listener must not stop downloads
-                    log.exception("download listener failed")
+                except Exception as exc:  # noqa: BLE001 - a broken listener must not stop downloads
+                    log.error("download listener failed: %r", exc, exc_info=_traceback_to_log())
+
+    def _poll(self) -> None:
+        while not self._stop_polling.wait(POLL_S):
+            try:
+                self.sync()
+            except Exception as exc:  # noqa: BLE001 - keep following; the next round tries again
+                log.warning("download queue: could not read %s: %r", self._state.path, exc)
 
     # -- the worker ---------------------------------------------------------------
 
     def _work(self, job_id: str, run: _Run) -> None:
         job = self.get(job_id)
         outcome: tuple[str, str | None] | None = None
+        rejected = False
         session = None
         try:
             if job is None:
                 raise DownloadCancelled(job_id)  # cancelled and removed before this thread ran
-            staging = self._staging(job_id)
+            staging = self._staging.folder(job_id)
             staging.mkdir(parents=True, exist_ok=True)
             self._check_space(job, staging)
             for index, spec in enumerate(job.files):
@@ -313,68 +492,73 @@ class DownloadQueue:
                     options = {"token": token_for(spec.url), **self._transfer_options}
                     download_file(spec, dest, session=session, progress=progress, cancel=run.cancel, **options)
                 run.done[index] = dest.stat().st_size
-            job = self._install(job_id, run, staging)
+            if self._check is not None:
+                self._check(job, staging if job.is_folder else staging / safe_relpath(job.files[0].relpath))
+            self._install(job_id, run, staging)
             outcome = (COMPLETED, None)
         except DownloadCancelled:
             pass  # whoever set the event already set the state
         except OfflineError as exc:
             outcome = (PAUSED, exc.message)
+        except DownloadRejected as exc:
+            outcome, rejected = (FAILED, exc.message), True
         except EngineError as exc:
             outcome = (FAILED, exc.message)
         except Exception as exc:  # noqa: BLE001 - report, never kill the thread silently
-            log.exception("download %s failed", job_id)
+            log.error("download %s failed: %r", job_id, exc, exc_info=_traceback_to_log())
             outcome = (FAILED, f"The download stopped on an unexpected error: {exc}")
         finally:
             if session is not None:
                 session.close()
-        with self._lock:
-            del self._runs[job_id]
-            changed = []
+        with self._transaction(strict=False) as changed:  # the outcome reaches the file first...
             current = self._jobs.get(job_id)
-            if run.discard:
-                shutil.rmtree(self._staging(job_id), ignore_errors=True)
-            elif current is not None and current.state == RUNNING and outcome and outcome[0] != COMPLETED:
-                changed.append(self._set(replace(current, state=outcome[0], error=outcome[1], speed_bps=0.0, eta_s=None, bytes_done=sum(run.done.values()))))
-            self._save()
-            changed += self._pump()
-        self._emit(changed)
+            if run.discard or rejected:
+                self._staging.discard(job_id, running_here=True)
+            if current is not None and current.state == RUNNING and outcome and outcome[0] != COMPLETED:
+                done = 0 if rejected else sum(run.done.values())
+                current = self._put(replace(current, state=outcome[0], error=outcome[1], speed_bps=0.0, eta_s=None,
+                                            bytes_done=done, owner=None))
+                changed.append(job_id)
+        with self._lock:  # ...then the lock says that nobody runs the job
+            del self._runs[job_id]
+            if current is None or current.state == CANCELLED:
+                self._staging.forget_lock(job_id)
+            run.hold.release()
+        with self._transaction(strict=False):  # start what may start now (this job again, if resumed meanwhile)
+            pass
 
-    def _install(self, job_id: str, run: _Run, staging: Path) -> DownloadJob:
-        """Rename the finished staging file or folder into place, as one step (lock held)."""
-        with self._lock:
+    def _install(self, job_id: str, run: _Run, staging: Path) -> None:
+        """Rename the finished staging file or folder into place, as one step."""
+        with self._transaction(strict=False) as changed:
             job = self._jobs.get(job_id)
             if job is None or job.state != RUNNING or run.cancel.is_set():
                 raise DownloadCancelled(job_id)
-            target = self._models / safe_relpath(job.target)
+            target = self._models / check_target(job.target)
             if target.exists() or target.is_symlink():
                 raise EngineError(ErrorKind.BAD_INPUT, f"Cannot install {job.name}: '{job.target}' already exists in the models folder. The download is kept; move that away and retry.")
             target.parent.mkdir(parents=True, exist_ok=True)
             if job.is_folder:
-                wanted = {staging / safe_relpath(spec.relpath) for spec in job.files}
-                for path in list(staging.rglob("*")):
-                    if path.is_file() and path not in wanted:
-                        path.unlink()  # leftovers of an interrupted write (sidecar temp files)
+                keep_only(staging, {staging / safe_relpath(spec.relpath) for spec in job.files})
                 os.rename(staging, target)
             else:
                 os.rename(staging / safe_relpath(job.files[0].relpath), target)
                 shutil.rmtree(staging, ignore_errors=True)
+            self._staging.forget_lock(job_id)  # safe under the state file's lock: nobody probes it before "completed"
             size = sum(run.done.values())
             if self._on_complete is not None:
                 # Registered before the job reads "completed", so whoever sees that state
-                # (a waiting CLI, the GUI) also finds the model in the library.
+                # (a waiting CLI, the GUI, another process) also finds the model in the library.
                 try:
                     self._on_complete(job)
-                except Exception:  # noqa: BLE001 - the file is installed; registering it is the caller's job
-                    log.exception("on_complete failed for download %s", job_id)
-            job = self._set(replace(job, state=COMPLETED, bytes_done=size, bytes_total=size, speed_bps=0.0, eta_s=0.0, error=None))
-            self._save()
-        self._emit([job])
-        return job
+                except Exception as exc:  # noqa: BLE001 - the file is installed; registering it is the caller's job
+                    log.error("registering download %s failed: %r", job_id, exc, exc_info=_traceback_to_log())
+            self._put(replace(job, state=COMPLETED, bytes_done=size, bytes_total=size, speed_bps=0.0, eta_s=0.0, error=None, owner=None))
+            changed.append(job_id)
 
     def _check_space(self, job: DownloadJob, staging: Path) -> None:
         if any(spec.size is None for spec in job.files):
             return  # unknown sizes: the write itself reports a full disk
-        needed = sum(spec.size for spec in job.files) - _bytes_on_disk(job, staging)
+        needed = sum(spec.size for spec in job.files) - self._staging.bytes_on_disk(job)
         if needed > 0:
             check_disk_space(staging, needed)
 
@@ -399,66 +583,23 @@ class DownloadQueue:
             sizes = [spec.size if spec.size is not None else run.totals.get(i) for i, spec in enumerate(job.files)]
             bytes_total = None if None in sizes else sum(sizes)
             eta = (bytes_total - bytes_done) / speed if speed > 0 and bytes_total is not None else None
-            job = self._set(replace(job, bytes_done=bytes_done, bytes_total=bytes_total, speed_bps=speed, eta_s=eta))
-        self._emit([job])
+            self._put(replace(job, bytes_done=bytes_done, bytes_total=bytes_total, speed_bps=speed, eta_s=eta))
+        self._emit([job_id])  # the poller writes it to the state file, for the processes that follow the job
+
+    def _latest_progress(self) -> list[str]:
+        """Fold in the bytes written since the last notification, which a stalled transfer never sends (lock held)."""
+        moved = []
+        for job_id, run in self._runs.items():
+            job = self._jobs.get(job_id)
+            done = sum(run.done.values())
+            if job is not None and job.state == RUNNING and done != job.bytes_done:
+                self._put(replace(job, bytes_done=done))
+                moved.append(job_id)
+        return moved
 
     # -- files ----------------------------------------------------------------------
 
-    def _staging(self, job_id: str) -> Path:
-        return self._models / STAGING / job_id
 
-    def _load(self) -> dict[str, DownloadJob]:
-        try:
-            raw = json.loads(self._file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        jobs = {}
-        for item in raw.get("jobs", []) if isinstance(raw, dict) else []:
-            try:
-                job = DownloadJob(**{**item, "files": tuple(FileSpec(**spec) for spec in item["files"])})
-            except (TypeError, KeyError):
-                continue
-            if job.state not in (QUEUED, RUNNING, PAUSED, *FINISHED):
-                continue
-            if job.state == RUNNING:  # the app stopped (or was killed) mid-download
-                job = replace(job, state=QUEUED)
-            if not job.finished:
-                job = replace(job, speed_bps=0.0, eta_s=None, bytes_done=_bytes_on_disk(job, self._staging(job.id)))
-            jobs[job.id] = job
-        return jobs
-
-    def _save(self) -> None:
-        """Write the state file atomically (lock held): a crash leaves the old or the new one.
-
-        Best effort: when it cannot be written (a full disk), downloads go on
-        from memory and the next state change tries again.
-        """
-        payload = {"version": 1, "jobs": [asdict(job) for job in sorted(self._jobs.values(), key=lambda j: j.created_at)]}
-        tmp = None
-        try:
-            self._file.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=self._file.name + ".", suffix=".tmp", dir=self._file.parent)
-            with open(fd, "w", encoding="utf-8") as f:
-                json.dump(payload, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self._file)
-        except OSError:
-            log.exception("could not save the download queue to %s", self._file)
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
-
-
-def _bytes_on_disk(job: DownloadJob, staging: Path) -> int:
-    """What a job already has in its staging folder: finished files and ``.part`` files."""
-    total = 0
-    for spec in job.files:
-        try:
-            dest = staging / safe_relpath(spec.relpath)
-        except EngineError:
-            continue
-        for path in (dest, dest.with_name(dest.name + ".part")):
-            if path.is_file():
-                total += path.stat().st_size
-                break
-    return total
+def _traceback_to_log() -> bool:
+    """Tracebacks go to a configured log file, never to a bare stderr (a CLI without logging set up: D12)."""
+    return bool(logging.getLogger().handlers)

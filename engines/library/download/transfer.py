@@ -30,6 +30,8 @@ import requests
 
 from engines.errors import EngineError, ErrorKind
 from engines.library.network import CONNECTION_ERRORS, cut_connection, make_session, require_network, sha256_from_etag
+from engines.library.probes.names import strip_controls
+from engines.storage import atomic_write_text, fsync_folder
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,10 @@ CHUNK = 1 << 20
 WRITE_BEHIND = 32 << 20
 CONNECT_TIMEOUT = 15.0
 MAX_RESTARTS = 3  # the server changed the file this often during one call: give up
-NETWORK, DISK_FULL, GATED, NOT_FOUND = "network", "disk_full", "gated", "not_found"  # ErrorKinds
+# The longest name a downloaded file may have: file systems allow 255 bytes, and the
+# download writes "<name>.part.json" beside it.
+MAX_NAME_BYTES = 255 - len(".part.json")
+NETWORK, DISK_FULL, GATED, NOT_FOUND = ErrorKind.NETWORK, ErrorKind.DISK_FULL, ErrorKind.GATED, ErrorKind.NOT_FOUND
 Progress = Callable[[int, "int | None"], None]
 
 
@@ -69,10 +74,13 @@ def human_size(n: float) -> str:
 
 
 def safe_relpath(relpath: str) -> PurePosixPath:
-    """*relpath* as a path that cannot leave the folder it is joined to.
+    """*relpath* as a path that cannot leave the folder it is joined to, nor fool a terminal.
 
-    File names come from a server or a catalog; ``../../.bashrc`` must not
-    become a write outside the models folder, on any OS.
+    File names come from a server, a catalog or a state file; ``../../.bashrc``
+    must not become a write outside the models folder, on any OS. Control
+    characters (ESC, CR, LF, the rest of C0 and C1, bidirectional overrides)
+    are refused too: printed, they would rewrite the user's terminal. A name
+    too long for the file system is refused with its length, up front.
     """
     parts = relpath.split("/") if isinstance(relpath, str) else [""]
     if (
@@ -83,9 +91,28 @@ def safe_relpath(relpath: str) -> PurePosixPath:
         or re.match(r"^[A-Za-z]:", relpath)
         or any(part in ("", ".", "..") or ":" in part for part in parts)
     ):
-        shown = str(relpath).replace("\x00", "\\0")
+        shown = printable(str(relpath))
         raise EngineError(ErrorKind.BAD_INPUT, f"Refusing the file name '{shown}': it would be written outside the models folder.")
+    if strip_controls(relpath) != relpath:
+        raise EngineError(
+            ErrorKind.BAD_INPUT,
+            f"Refusing the file name '{printable(relpath)}': it contains control characters (such as a line "
+            "break or a terminal escape).",
+        )
+    for part in parts:
+        size = len(part.encode("utf-8"))
+        if size > MAX_NAME_BYTES:
+            raise EngineError(
+                ErrorKind.BAD_INPUT,
+                f"Refusing the file name '{part[:60]}…': it is {size} bytes long, and a downloaded file's name "
+                f"may have at most {MAX_NAME_BYTES}.",
+            )
     return PurePosixPath(*parts)
+
+
+def printable(text: str) -> str:
+    """*text* with each control character written as an escape (``\\x1b``), safe to show anywhere."""
+    return "".join(ch if strip_controls(ch) == ch else ascii(ch)[1:-1] for ch in text)
 
 
 def check_disk_space(folder: Path, needed_bytes: int, margin: int | None = None) -> None:
@@ -248,6 +275,7 @@ class _Transfer:
         except requests.exceptions.SSLError as exc:
             raise EngineError(NETWORK, f"The secure connection to {self.host} could not be verified, so nothing was downloaded: {exc}") from None
         except CONNECTION_ERRORS as exc:
+            self._fail_fast_on_redirect_target(exc)
             raise _Retry(str(exc), reached=False) from None
         self.current = resp
         try:
@@ -256,6 +284,22 @@ class _Transfer:
         finally:
             self.current = None
             resp.close()
+
+    def _fail_fast_on_redirect_target(self, exc: Exception) -> None:
+        """A redirect to a host that does not resolve or refuses: say so now, naming that host (D27).
+
+        Retrying cannot fix a wrong link, and the user must hear which host
+        failed, not the one that redirected. Timeouts and resets still retry.
+        """
+        url = getattr(getattr(exc, "request", None), "url", None) or ""
+        target = urlsplit(url).netloc
+        if not target or target == urlsplit(self.spec.url).netloc or isinstance(exc, requests.Timeout):
+            return
+        raise EngineError(
+            NETWORK,
+            f"Could not download {self.name}: {self.host} redirected it to {printable(target)}, which cannot be "
+            f"reached ({_why_unreachable(exc)}). The link may be wrong; nothing was downloaded. ({printable(url)})",
+        )
 
     def _accept(self, resp: requests.Response, offset: int) -> int:
         """Check the answer and the file's identity; return the offset the body starts at."""
@@ -367,7 +411,7 @@ class _Transfer:
             os.close(fd)
         os.replace(self.part, self.dest)
         self.sidecar.unlink(missing_ok=True)
-        _fsync_dir(self.dest.parent)
+        fsync_folder(self.dest.parent)
         return self.dest
 
     def disk_error(self, exc: OSError) -> EngineError:
@@ -410,9 +454,7 @@ class _Transfer:
             self.meta = meta
 
     def _save_sidecar(self) -> None:
-        tmp = self.sidecar.with_name(self.sidecar.name + ".tmp")
-        tmp.write_text(json.dumps(self.meta), encoding="utf-8")
-        os.replace(tmp, self.sidecar)
+        atomic_write_text(self.sidecar, json.dumps(self.meta))
 
     def _discard(self) -> None:
         self.part.unlink(missing_ok=True)
@@ -480,11 +522,12 @@ def _int(value) -> int | None:
         return None
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); harmless where unsupported (Windows)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+def _why_unreachable(exc: Exception) -> str:
+    """A few words on why a connection failed, from requests' long chained message."""
+    text = str(exc)
+    if any(sign in text for sign in ("NameResolution", "Name or service not known", "nodename nor servname",
+                                     "getaddrinfo failed", "No address associated", "Temporary failure in name")):
+        return "its name does not resolve"
+    if "refused" in text.lower():
+        return "it refused the connection"
+    return "the connection failed"
