@@ -8,7 +8,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.atelier-setup
 
-.PHONY: setup run test test-fast bench lint-imports clean
+.PHONY: setup run test test-fast bench lint-imports clean check-qt
+
+# The system libraries Qt needs for a real window on a minimal Debian 12 / Ubuntu (the README's list;
+# checked in a debootstrap root). Headless tests need fewer (offscreen), a desktop has them all.
+QT_APT_PACKAGES := libegl1 libgl1 libglib2.0-0 libdbus-1-3 libfontconfig1 libfreetype6 libx11-6 libx11-xcb1 \
+	libxkbcommon0 libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 \
+	libxcb-randr0 libxcb-render0 libxcb-render-util0 libxcb-shape0 libxcb-shm0 libxcb-sync1 \
+	libxcb-util1 libxcb-xfixes0 libxcb-xkb1 libxcb-glx0
 
 setup: $(STAMP)
 
@@ -18,11 +25,23 @@ $(STAMP): pyproject.toml Makefile packaging/llama/build_wheel.sh
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	packaging/llama/build_wheel.sh $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[llama,demo,images,dev]"
-	@QT_QPA_PLATFORM=offscreen $(BIN)/python -c "from PySide6.QtWidgets import QApplication; QApplication([])" \
-		|| { echo "Qt cannot start: install its system libraries, e.g. on Debian/Ubuntu:"; \
-		     echo "  sudo apt-get install libegl1 libgl1 libglib2.0-0 libdbus-1-3 libfontconfig1 libfreetype6 libxkbcommon0 libxkbcommon-x11-0 libxcb-cursor0"; \
-		     exit 1; }
+	@$(MAKE) --no-print-directory check-qt
 	@touch $(STAMP)
+
+# Can Qt start here? With a display (DISPLAY set), the real X11 platform, which needs the most
+# libraries: desktop.launcher_check names any that is missing (Qt's own message names the wrong
+# one), then a QApplication opens on that display. Without one, the offscreen platform the tests use.
+check-qt:
+	@if [ -n "$$DISPLAY" ]; then \
+		$(BIN)/python -m desktop.launcher_check \
+		&& QT_QPA_PLATFORM=xcb $(BIN)/python -c "from PySide6.QtWidgets import QApplication; QApplication([])" \
+		|| { echo "Qt cannot open a window on DISPLAY=$$DISPLAY. On Debian/Ubuntu, its system libraries are:"; \
+		     echo "  sudo apt-get install $(QT_APT_PACKAGES)"; exit 1; }; \
+	else \
+		QT_QPA_PLATFORM=offscreen $(BIN)/python -c "from PySide6.QtWidgets import QApplication; QApplication([])" \
+		|| { echo "Qt cannot start. On Debian/Ubuntu, its system libraries are:"; \
+		     echo "  sudo apt-get install $(QT_APT_PACKAGES)"; exit 1; }; \
+	fi
 
 run: setup
 	$(BIN)/atelier

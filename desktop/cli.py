@@ -1,32 +1,44 @@
 """The ``atelier`` command: the GUI with no arguments, headless commands otherwise.
 
-Bad input exits with code 2 and one ``error:`` line on stderr; a crashed
-engine exits with code 1 and one line. Nothing here imports Qt unless the
-GUI is asked for.
+Every command, ``--selftest`` included, runs under one guard that keeps the
+contract of :mod:`desktop.cli_contract`: one ``error:`` line and exit 2 for
+bad input, exit 1 for a failure, 130 for Ctrl-C, a quiet end when the
+reader of stdout goes away (``| head``), and never a traceback (it goes to
+``cli.log`` when the log folder can take it). Nothing here imports Qt
+unless the GUI is asked for. This module imports the commands; the commands
+import only ``cli_contract`` and ``cli_output``, never this module.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
+import os
 import sys
+from typing import Callable
 
-EXIT_BAD_INPUT = 2
-EXIT_FAILED = 1
+from desktop.cli_contract import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, CliError, exit_code_for
+from desktop.cli_output import clean, print_error
+from engines.errors import EngineError
+
+# Options that name files or folders: any bytes are a valid name on Linux, so they may hold
+# undecodable bytes. Every other text option must be valid UTF-8 (it becomes a prompt, an id, a URL).
+_PATH_OPTIONS = frozenset({"model", "path", "src", "dst", "out", "init_image"})
 
 
-class CliError(Exception):
-    def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
-        super().__init__(message)
-        self.code = code
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one ``error:`` line and exit 2, like every other bad input."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise CliError(f"{message} (see '{self.prog} --help')", EXIT_BAD_INPUT)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from engines.kv_cache import CACHE_TYPES, DEFAULT_CACHE_TYPE
 
     cache_help = ", ".join(f"{name} ({info.description})" for name, info in CACHE_TYPES.items())
-    parser = argparse.ArgumentParser(prog="atelier", description="Atelier: a private, offline AI studio.")
+    parser = _Parser(prog="atelier", description="Atelier: a private, offline AI studio. "
+                     "With no arguments, opens the window; '--selftest' checks the install.")
     sub = parser.add_subparsers(dest="command")
 
     chat = sub.add_parser("chat", help="chat with a GGUF model and stream the reply to stdout")
@@ -65,67 +77,180 @@ def main(argv: list[str] | None = None) -> int:
     multiprocessing.freeze_support()
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
-        from desktop.app import run_gui
-
-        return run_gui()
+        return _run_gui()
+    _never_fail_on_unprintable_text()
     if argv == ["--selftest"]:
-        try:
-            from desktop.commands.selftest import run_selftest
+        return _guarded(_selftest)
+    return _guarded(lambda: _dispatch(argv))
 
-            return run_selftest()
-        except CliError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return exc.code
+
+def _run_gui() -> int:
+    from desktop.app import run_gui  # first: its start-up clock includes creating the application
+    from desktop.gui_start import create_application
+
+    create_application(sys.argv)  # a missing system library is named in words, not in Qt's misleading ones
+    return run_gui()
+
+
+def _selftest() -> int:
+    _require_profile()
+    from desktop.commands.selftest import run_selftest
+
+    return run_selftest()
+
+
+def _dispatch(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:
+        raise CliError(f"no command given (see '{parser.prog} --help')")
+    _require_utf8_text(args)
+    _require_profile()
+    if args.command == "chat":
+        from desktop.commands.chat import run_chat
+
+        return run_chat(args)
+    if args.command == "models":
+        from desktop.commands.library import run_models
+
+        return run_models(args)
+    if args.command == "image":
+        from desktop.commands.image import run_image
+
+        return run_image(args)
+    if args.command == "convert":
+        from desktop.commands.image import run_convert
+
+        return run_convert(args)
+    from desktop.commands.doctor import run_doctor
+
+    return run_doctor(args)
+
+
+def _guarded(command: Callable[[], int]) -> int:
+    """Run a command under the contract; whatever it raises becomes one line and an exit code."""
     try:
-        if args.command == "chat":
-            from desktop.commands.chat import run_chat
-
-            return run_chat(args)
-        if args.command == "models":
-            from desktop.commands.library import run_models
-
-            return run_models(args)
-        if args.command == "image":
-            from desktop.commands.image import run_image
-
-            return run_image(args)
-        if args.command == "convert":
-            from desktop.commands.image import run_convert
-
-            return run_convert(args)
-        if args.command == "doctor":
-            from desktop.commands.doctor import run_doctor
-
-            return run_doctor(args)
-        parser.print_help()
-        return EXIT_BAD_INPUT
+        code = command()
+        sys.stdout.flush()  # a reader that went away shows up here, not in the interpreter's exit
+        return code
     except CliError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print_error(str(exc))
         return exc.code
+    except EngineError as exc:  # a command let one through: its kind still decides the exit code
+        print_error(exc.message)
+        return exit_code_for(exc.kind)
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # a bug: one line for the user, the traceback in the log
-        log_file = _log_unexpected()
-        print(f"error: unexpected {type(exc).__name__}: {exc} (details in {log_file})", file=sys.stderr)
-        return EXIT_FAILED
+        print_error("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError as exc:
+        if _stdout_reader_gone():
+            return _end_like_a_unix_tool()
+        return _failed(exc)
+    except Exception as exc:  # OSError (a folder we cannot write, a file that vanished) or a bug
+        return _failed(exc)
 
 
-def _log_unexpected() -> str:
-    import traceback
+def _failed(exc: BaseException) -> int:
+    """One line for the user; the traceback goes to the log when the log can be written."""
+    log_file = _log_traceback()
+    where = f" (details in {log_file})" if log_file else ""
+    if isinstance(exc, OSError) and exc.strerror:
+        names = " -> ".join(str(name) for name in (exc.filename, exc.filename2) if name is not None)
+        print_error(f"{names + ': ' if names else ''}{exc.strerror}{where}")  # as Unix tools say it: "path: reason"
+    else:
+        print_error(f"unexpected {type(exc).__name__}: {exc}{where}")
+    return EXIT_FAILED
 
-    from engines.paths import app_paths
 
-    path = app_paths().logs / "cli.log"
-    with open(path, "a", encoding="utf-8") as log:
-        log.write(traceback.format_exc() + "\n")
-    return str(path)
+def _log_traceback() -> str | None:
+    """Append the current traceback to ``logs/cli.log``. Best effort: the profile may be what failed."""
+    try:
+        import traceback
+
+        from engines.paths import app_paths
+
+        path = app_paths().logs / "cli.log"
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(traceback.format_exc() + "\n")
+        return str(path)
+    except Exception:  # an unusable ATELIER_HOME or log folder: the one line is all we can give
+        return None
 
 
-def print_json(data: dict) -> None:
-    print(json.dumps(data, ensure_ascii=False), flush=True)
+def _require_profile() -> None:
+    """Create the profile's folders now, so an unusable one is one clear line, not an error deep in a command.
+
+    With ``ATELIER_HOME`` set, the user chose the folder: a bad one is bad input (2). Without it,
+    the system's own folders failed: that is a failure (1).
+    """
+    from engines.paths import HOME_ENV, app_paths
+
+    try:
+        app_paths()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        folder = exc.filename if exc.filename is not None else "?"
+        home = os.environ.get(HOME_ENV)
+        if home:
+            raise CliError(f"cannot use {HOME_ENV}={home} for Atelier's files: {folder}: {reason}; "
+                           f"set {HOME_ENV} to a folder you can write to", EXIT_BAD_INPUT) from None
+        raise CliError(f"cannot create Atelier's folder {folder}: {reason}; set {HOME_ENV} to a folder "
+                       "you can write to", EXIT_FAILED) from None
+
+
+def _require_utf8_text(args: argparse.Namespace) -> None:
+    """Text options must be UTF-8; on Linux, Python keeps undecodable argv bytes as lone surrogates."""
+    for name, value in vars(args).items():
+        if not isinstance(value, str) or name in _PATH_OPTIONS:
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            byte = ord(value[exc.start]) - 0xDC00 if 0xDC80 <= ord(value[exc.start]) <= 0xDCFF else None
+            what = f"byte 0x{byte:02x}" if byte is not None else f"character {clean(value[exc.start])}"
+            raise CliError(f"--{name.replace('_', '-')} is not valid UTF-8 text ({what} at position "
+                           f"{exc.start}); pass UTF-8 text") from None
+
+
+def _never_fail_on_unprintable_text() -> None:
+    """A terminal or pipe whose encoding cannot show a character gets an escape, never an exception."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):  # replaced, detached or closed streams
+            pass
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe (or socket) whose reading end was closed, as after ``| head``."""
+    try:
+        import select
+
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), 0)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows) or no real stdout: trust the error
+        return True
+
+
+def _end_like_a_unix_tool() -> int:
+    """The reader of stdout is gone: end at once, quietly, the way ``cat`` does (killed by SIGPIPE).
+
+    The command's own clean-up (the engine host's shutdown) already ran while the error rose.
+    Pointing stdout at /dev/null first keeps the interpreter from a second failed flush on the way
+    out. The shell then sees 141 (128 + SIGPIPE), exactly as for any other tool in a pipe.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):
+        pass
+    import signal
+
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGPIPE)
+    return EXIT_FAILED  # Windows has no SIGPIPE: a plain failure code, still without a message
 
 
 if __name__ == "__main__":

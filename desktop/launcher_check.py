@@ -1,24 +1,35 @@
-"""Before the window opens: are the system libraries the bundled Qt needs there?
+"""Which system library keeps Qt from starting, named with its Debian/Ubuntu package.
 
-The bundle ships Qt, but Qt's platform plugins link system libraries
+PySide6 ships Qt, but Qt's platform plugins link system libraries
 (libxcb-*, libxkbcommon, libGL, libEGL, fontconfig...) that a desktop
 normally has and a minimal system may not. When one is missing, Qt prints
-"Could not load the Qt platform plugin "xcb"" and aborts, which tells the
-user nothing. This check runs first, from the bundle's entry script, and
-instead names each missing library and the Debian/Ubuntu package that
-provides it.
+"Could not load the Qt platform plugin "xcb"" and aborts, often naming the
+wrong library ("xcb-cursor0 or libxcb-cursor0 is needed"), which tells the
+user nothing. :func:`check` loads the platform plugin Qt would use and, when
+that fails, names each missing library and the package that provides it.
 
-Cost: when everything is there it loads the platform plugin once with
-``dlopen``; Qt then finds it already in memory, so the window does not open
-any later. The slow path (``ldd``) runs only when that load fails.
+Who runs it:
 
-Run it by hand with ``python launcher_check.py BUNDLE_DIR`` (exit code 0
-when nothing is missing).
+* the GUI's start (``desktop.gui_start``), for the ``atelier`` console
+  script of a virtualenv and the packaged app alike, once Qt has failed to
+  start, so a working start pays nothing;
+* ``make setup`` (``python -m desktop.launcher_check``), when a display is set;
+* the packaging scripts (``unbundle.py`` and ``chroot_smoke.sh`` read
+  :data:`DEBIAN_PACKAGES`).
+
+It lives in the app package so they all share this one copy, and it
+imports only the standard library: packaging runs it with a system Python.
+The slow path (``ldd``) runs only when loading the plugin fails.
+
+Run it by hand with ``python -m desktop.launcher_check [QT_PARENT_DIR]``
+(exit code 0 when nothing is missing; by default it checks the PySide6 of
+the Python that runs it, or the bundle's in the frozen app).
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import os
 import re
 import shutil
@@ -178,9 +189,11 @@ def _system_env() -> dict:
     return env
 
 
-def show(text: str) -> None:
+def show(text: str, dialog: bool = True) -> None:
     """Print it; when no terminal is watching (started from the menu), also show a dialog."""
     print(text, file=sys.stderr, flush=True)
+    if not dialog:
+        return
     if sys.stderr is not None and hasattr(sys.stderr, "isatty") and sys.stderr.isatty():
         return
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
@@ -200,16 +213,38 @@ def show(text: str) -> None:
                 continue
 
 
-def check(bundle: Path | None = None) -> int:
-    """0 when Qt can start (or the check does not apply); 1 after telling the user what is missing."""
+def qt_parent() -> Path | None:
+    """The folder that holds ``PySide6/Qt`` for this process, found without importing PySide6.
+
+    In the frozen app, the bundle's own folder; in a virtualenv, its site-packages.
+    """
+    if getattr(sys, "frozen", False):
+        return Path(getattr(sys, "_MEIPASS", Path(sys.executable).parent))
+    try:
+        spec = importlib.util.find_spec("PySide6")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))).parent
+
+
+def check(bundle: Path | None = None, platforms: list[str] | None = None, dialog: bool = True) -> int:
+    """0 when Qt can start (or the check does not apply); 1 after telling the user what is missing.
+
+    ``dialog=False`` only prints (a build tool or a person at a terminal ran it).
+    """
     if os.environ.get("ATELIER_SKIP_LIBRARY_CHECK"):
         return 0
     if bundle is None:
-        bundle = Path(getattr(sys, "_MEIPASS", Path(sys.executable).parent))
+        bundle = qt_parent()
+        if bundle is None:
+            return 0
     qt = qt_dir(Path(bundle))
     if qt is None:
-        return 0  # not a bundle with its own Qt: nothing to check
-    platforms = [name for name in candidate_platforms() if _plugin(qt, name) is not None]
+        return 0  # not a folder with its own Qt: nothing to check
+    names = candidate_platforms() if platforms is None else platforms
+    platforms = [name for name in names if _plugin(qt, name) is not None]
     if not platforms:
         return 0  # a platform we do not ship (or a typo): let Qt say so
     errors: dict[str, str] = {}
@@ -222,11 +257,12 @@ def check(bundle: Path | None = None) -> int:
     name = "xcb" if "xcb" in errors and os.environ.get("DISPLAY") else platforms[0]
     missing = missing_libraries(_plugin(qt, name), errors[name])
     if not missing:
-        show(f"Atelier cannot start its window: the Qt platform plugin '{name}' failed to load:\n  {errors[name]}")
+        show(f"Atelier cannot start its window: the Qt platform plugin '{name}' failed to load:\n  {errors[name]}",
+             dialog)
     else:
-        show(message(missing))
+        show(message(missing), dialog)
     return 1
 
 
 if __name__ == "__main__":
-    sys.exit(check(Path(sys.argv[1]) if len(sys.argv) > 1 else None))
+    sys.exit(check(Path(sys.argv[1]) if len(sys.argv) > 1 else None, dialog=False))

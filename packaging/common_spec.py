@@ -117,7 +117,7 @@ QT_LIBRARY_EXCLUDES = ["Pdf", "EglFSDeviceIntegration", "EglFsKmsSupport", "Qml"
 
 # System libraries the bundle must take from the user's system, never from the
 # build machine (Linux): their configuration files or drivers belong to the system.
-# They are in the .deb's Depends and checked by launcher_check.py.
+# They are in the .deb's Depends and checked by desktop/launcher_check.py.
 SYSTEM_LIBRARIES = ["libfontconfig.so", "libfreetype.so", "libGL.so", "libEGL.so", "libGLX.so",
                     "libGLdispatch.so", "libOpenGL.so", "libdrm.so", "libgbm.so", "libwayland-"]
 

@@ -3,19 +3,41 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
-from desktop.cli import EXIT_BAD_INPUT, EXIT_FAILED, CliError, print_json
+from desktop.cli_contract import EXIT_FAILED, CliError
+from desktop.cli_output import model_text_filter, print_json, print_note
 from desktop.commands.models import resolve_model_path
 from engines.api import ChatMessage, FinishedEvent, NoticeEvent, SamplingParams, TextLoadSpec, TextRequest, TokenEvent
-from engines.errors import EngineError, ErrorKind
+from engines.errors import EngineError
 from engines.host import EngineHost
-from engines.workspace import open_workspace
+from engines.library.demo import DEMO_ID
+from engines.workspace import Workspace, open_workspace
 
-_FAILURE_KINDS = {ErrorKind.CRASHED, ErrorKind.INTERNAL}
+# Said whenever the demo is used for a chat: it is a base model, so it continues the prompt instead
+# of answering it, which reads as nonsense to anyone expecting an assistant (issue 9).
+DEMO_NOTE = ("the demo model (Gemma 3 270M) is a small base model for trying Atelier out: it continues "
+             "text rather than following instructions. For real answers, install an instruction-tuned "
+             "model: 'atelier models list --catalog' lists them, 'atelier models pull ID' downloads one.")
 
 
-def run_chat(args) -> int:
-    prompt = args.prompt if args.prompt is not None else (sys.stdin.read() if sys.stdin is not None else "")
+def read_prompt(args) -> str:
+    """``--prompt``, else stdin, which must be UTF-8 (read as bytes, so no locale can mangle it)."""
+    if args.prompt is not None:
+        return args.prompt
+    if sys.stdin is None:
+        return ""
+    if sys.stdin.isatty():
+        print("Type the prompt, then Ctrl-D on a new line:", file=sys.stderr, flush=True)
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8", "surrogateescape")
+    try:
+        return data.decode("utf-8-sig")  # a BOM, as Windows editors write it, is not part of the prompt
+    except UnicodeDecodeError as exc:
+        raise CliError(f"the text on stdin is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                       "convert it first, e.g. with 'iconv -f latin1 -t utf-8'") from None
+
+
+def build_request(args, prompt: str) -> TextRequest:
     if not prompt.strip():
         raise CliError("the prompt is empty: pass --prompt TEXT or pipe the text on stdin")
     sampling = SamplingParams(
@@ -37,34 +59,53 @@ def run_chat(args) -> int:
         raise CliError("; ".join(problems))
     if args.ctx < 64:
         raise CliError("--ctx must be at least 64")
+    return request
 
+
+def is_demo(workspace: Workspace, model_path: Path) -> bool:
+    """Whether ``model_path`` is the bundled demo's file, however the user named it (id, prefix or path)."""
+    demo = workspace.models.get(DEMO_ID)
+    if demo is None:
+        return False
+    try:
+        return Path(demo.path).resolve() == model_path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: not the demo, and the load says what is wrong
+        return False
+
+
+def run_chat(args) -> int:
+    request = build_request(args, read_prompt(args))
     workspace = open_workspace()
     try:
         model_path = resolve_model_path(workspace, args.model, kind="chat")
-    except EngineError as exc:  # an unknown id, a model of another kind, a file that is not a model
-        raise CliError(exc.message, EXIT_FAILED if exc.kind in _FAILURE_KINDS else EXIT_BAD_INPUT) from None
+    except EngineError as exc:
+        raise CliError.from_engine(exc) from None
     except Exception as exc:  # the demo package failed to assemble its file
         raise CliError(f"cannot prepare the model: {exc}", EXIT_FAILED) from None
+    # A base model is what --raw asks for; in chat mode the user expects an assistant, so say what they have.
+    note = DEMO_NOTE if not args.raw and is_demo(workspace, model_path) else None
+    if note and not args.json:
+        print_note(note)
     spec = TextLoadSpec(str(model_path), context_length=args.ctx, threads=args.threads, gpu_layers=args.gpu_layers,
                         cache_type=args.cache_type)
+    show = model_text_filter(sys.stdout)
     host = EngineHost(workspace.engine_log("cli"), role="cli")
     try:
         loaded = host.load("llama_cpp", spec)
         result = None
         for event in host.generate(request):
             if isinstance(event, TokenEvent) and not args.json:
-                sys.stdout.write(event.text)
+                sys.stdout.write(show(event.text))
                 sys.stdout.flush()
             elif isinstance(event, NoticeEvent):
-                print(f"note: {event.message}", file=sys.stderr)
+                print_note(event.message)
             elif isinstance(event, FinishedEvent):
                 result = event.result
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, BrokenPipeError):  # Ctrl-C, or the reader of stdout went away (| head)
         host.cancel()
         raise
     except EngineError as exc:
-        code = EXIT_FAILED if exc.kind in _FAILURE_KINDS else EXIT_BAD_INPUT
-        raise CliError(exc.message, code) from None
+        raise CliError.from_engine(exc) from None
     finally:
         host.close()
     if args.json:
@@ -74,6 +115,8 @@ def run_chat(args) -> int:
         data["cache_type"] = loaded.cache_type
         data["flash_attention"] = loaded.flash_attention
         data["kv_cache_bytes"] = loaded.kv_cache_bytes
+        if note:
+            data["note"] = note
         print_json(data)
     else:
         sys.stdout.write("\n")

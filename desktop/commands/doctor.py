@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from desktop.cli import print_json
+from desktop.cli_output import clean, print_json
 from engines.library.hardware import probe
 from engines.registry import discover
 from engines.workspace import open_workspace
+
+
+# ONNX Runtime providers that onnxruntime lists but Atelier never selects, and why they are left out:
+# listing them would suggest that Atelier can send work somewhere, which it never does.
+UNUSED_PROVIDERS = {
+    # A cloud provider built into the standard wheels: it runs nothing locally and does nothing
+    # unless configured with an endpoint and a key. Atelier never configures it.
+    "AzureExecutionProvider",
+}
 
 
 def llama_build_info() -> dict:
@@ -45,7 +54,9 @@ def gather() -> dict:
     report["engines"] = engines
     from engines.library.accelerators import probe_accelerators
 
-    report["accelerators"] = probe_accelerators().to_dict()
+    accelerators = probe_accelerators().to_dict()
+    accelerators["onnxruntime_providers"] = [p for p in accelerators["onnxruntime_providers"] if p not in UNUSED_PROVIDERS]
+    report["accelerators"] = accelerators
     from engines.envs import ImageEngineEnv, image_engine_root
 
     status = ImageEngineEnv(image_engine_root(workspace.paths)).status()
@@ -111,5 +122,5 @@ def run_doctor(args) -> int:
     if "error" not in build:
         variants = f", CPU variants: {len(build['cpu_variants'])}" if build["cpu_variants"] else ""
         lines.append(f"llama.cpp: GPU offload {'yes' if build['gpu_offload'] else 'no'}{variants}")
-    print("\n".join(lines))
+    print("\n".join(clean(line) for line in lines))  # names and reasons come from drivers, files and packages
     return 0

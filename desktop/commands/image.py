@@ -10,10 +10,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from desktop.cli import EXIT_BAD_INPUT, EXIT_FAILED, CliError, print_json
-from engines.errors import EngineError, ErrorKind
-
-_FAILURES = {ErrorKind.CRASHED, ErrorKind.INTERNAL, ErrorKind.UNAVAILABLE}
+from desktop.cli_contract import CliError
+from desktop.cli_output import clean, print_json
+from engines.errors import EngineError
 
 
 def add_parsers(sub) -> None:
@@ -50,7 +49,7 @@ def _resolve(model: str) -> Path:
     try:
         return resolve_model(model, open_workspace().models, kind="image").local_path()
     except EngineError as exc:
-        raise CliError(exc.message, EXIT_FAILED if exc.kind in _FAILURES else EXIT_BAD_INPUT) from None
+        raise CliError.from_engine(exc) from None
 
 
 def run_image(args) -> int:
@@ -95,7 +94,7 @@ def run_image(args) -> int:
             elif isinstance(event, FinishedEvent):
                 result = event.result
     except EngineError as exc:
-        raise CliError(exc.message, EXIT_FAILED if exc.kind in _FAILURES else EXIT_BAD_INPUT) from None
+        raise CliError.from_engine(exc) from None
     finally:
         host.close()
         if tty:
@@ -121,7 +120,7 @@ def run_image(args) -> int:
         })
     else:
         for item in written:
-            print(f"{item['path']}  (seed {item['seed']})")
+            print(f"{clean(item['path'])}  (seed {item['seed']})")
     return 0
 
 
@@ -140,6 +139,6 @@ def run_convert(args) -> int:
     try:
         convert_to_onnx(Path(args.src).expanduser(), Path(args.dst).expanduser())
     except EngineError as exc:
-        raise CliError(exc.message, EXIT_FAILED if exc.kind in _FAILURES else EXIT_BAD_INPUT) from None
-    print(f"Wrote an ONNX Runtime model to {args.dst}")
+        raise CliError.from_engine(exc) from None
+    print(f"Wrote an ONNX Runtime model to {clean(args.dst)}")
     return 0

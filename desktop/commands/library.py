@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 import threading
 
-from desktop.cli import EXIT_BAD_INPUT, EXIT_FAILED, CliError, print_json
+from desktop.cli_contract import EXIT_FAILED, CliError
+from desktop.cli_output import clean, print_json
 from desktop.commands.models import resolve
 from engines.errors import EngineError
 from engines.kv_cache import CACHE_TYPES
@@ -44,8 +45,7 @@ def run_models(args) -> int:
     try:
         return {"list": _list, "check": _check, "pull": _pull, "import": _import, "remove": _remove}[args.verb](library, args)
     except EngineError as exc:
-        code = EXIT_FAILED if exc.kind in ("network", "crashed", "internal", "disk_full") else EXIT_BAD_INPUT
-        raise CliError(exc.message, code) from None
+        raise CliError.from_engine(exc) from None
     finally:
         library.shutdown()
 
@@ -80,11 +80,11 @@ def _list(library: ModelLibrary, args) -> int:
     if not rows:
         print("No models installed. Try 'atelier models list --catalog'.")
     for row in rows:
-        print(f"{row['id']:<42} {human_size(row['size_bytes']):>9}  {row['label']}")
+        print(f"{clean(row['id']):<42} {human_size(row['size_bytes']):>9}  {clean(row['label'])}")
     if not args.catalog and unknown:
         print(f"\nIn the models folder but not models ({len(unknown)}):")
         for item in unknown:
-            print(f"  {item.reason}")
+            print(f"  {clean(item.reason)}")
     return 0
 
 
@@ -101,9 +101,9 @@ def _check(library: ModelLibrary, args) -> int:
     if args.json:
         print_json(verdict.to_dict())
         return 0
-    print(f"{verdict.label}: {verdict.explanation}")
+    print(f"{clean(verdict.label)}: {clean(verdict.explanation)}")
     for suggestion in verdict.suggestions:
-        print(f"  • {suggestion}")
+        print(f"  • {clean(suggestion)}")
     return 0
 
 
@@ -137,7 +137,7 @@ def _pull(library: ModelLibrary, args) -> int:
     if args.json:
         print_json({"id": final.model_id, "name": final.name, "target": final.target, "bytes": final.bytes_done, "state": final.state})
     else:
-        print(f"Installed {final.name} ({human_size(final.bytes_done)}).")
+        print(f"Installed {clean(final.name)} ({human_size(final.bytes_done)}).")
     return 0
 
 
@@ -146,7 +146,7 @@ def _bar(job) -> None:
     share = job.bytes_done / total if total else 0.0
     filled = int(30 * share)
     eta = f"{int(job.eta_s)}s left" if job.eta_s else ""
-    line = f"\r{job.name[:30]:<30} [{'#' * filled}{'.' * (30 - filled)}] {share * 100:5.1f}% " \
+    line = f"\r{clean(job.name)[:30]:<30} [{'#' * filled}{'.' * (30 - filled)}] {share * 100:5.1f}% " \
            f"{human_size(job.bytes_done)}/{human_size(total) if total else '?'} {human_size(job.speed_bps)}/s {eta}   "
     sys.stderr.write(line)
     sys.stderr.flush()
@@ -160,7 +160,7 @@ def _import(library: ModelLibrary, args) -> int:
         print_json({"id": model.id, "name": model.name, "kind": model.kind, "format": model.format,
                     "engine": model.engine, "path": model.path, "size_bytes": model.size_bytes})
     else:
-        print(f"Added {model.name} ({model.kind} model) as '{model.id}'.")
+        print(f"Added {clean(model.name)} ({model.kind} model) as '{clean(model.id)}'.")
     return 0
 
 
@@ -169,5 +169,5 @@ def _remove(library: ModelLibrary, args) -> int:
     if found.installed is None:
         what = f"{found.entry.name} is in the catalog but" if found.entry is not None else f"{found.path} is"
         raise CliError(f"{what} not in the library, so there is nothing to remove.")
-    print(library.remove(found.installed.id))
+    print(clean(library.remove(found.installed.id)))
     return 0

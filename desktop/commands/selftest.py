@@ -8,11 +8,11 @@ Python is on the path.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 
-from desktop.cli import EXIT_FAILED, CliError
+from desktop.cli_contract import EXIT_FAILED, CliError
+from desktop.cli_output import print_json
 from engines.api import FinishedEvent, SamplingParams, TextLoadSpec, TextRequest
 from engines.errors import EngineError
 from engines.host import EngineHost
@@ -32,13 +32,13 @@ def run_selftest() -> int:
         info = host.load("llama_cpp", TextLoadSpec(str(path), context_length=512))
         request = TextRequest(raw_prompt="The three primary colors are", sampling=SamplingParams(max_tokens=8, seed=1, temperature=0.0))
         result = next(e.result for e in host.generate(request) if isinstance(e, FinishedEvent))
-    except EngineError as exc:
+    except EngineError as exc:  # whatever its kind, a self-test that cannot run is a failed install (1)
         raise CliError(f"self-test failed: {exc.message}", EXIT_FAILED) from None
     finally:
         host.close()
     if result.completion_tokens < 1:
         raise CliError("self-test failed: the model generated nothing", EXIT_FAILED)
-    print(json.dumps({
+    print_json({
         "selftest": "ok",
         "model": info.name,
         "architecture": info.architecture,
@@ -48,5 +48,5 @@ def run_selftest() -> int:
         "seconds": round(time.perf_counter() - started, 2),
         "python": sys.version.split()[0],
         "frozen": bool(getattr(sys, "frozen", False)),
-    }), flush=True)
+    })
     return 0

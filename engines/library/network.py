@@ -26,7 +26,7 @@ from engines.errors import EngineError, ErrorKind
 
 log = logging.getLogger(__name__)
 
-OFFLINE = "offline"  # ErrorKind for "offline mode forbids this"
+OFFLINE = ErrorKind.OFFLINE  # "offline mode forbids this"
 OFFLINE_ENV = "ATELIER_OFFLINE"
 ENDPOINT_ENV = "HF_ENDPOINT"
 TOKEN_ENV = "HF_TOKEN"

@@ -29,9 +29,9 @@ from engines.library import network
 
 __all__ = ["DEFAULT_FIRST_BYTES", "DEFAULT_MAX_BYTES", "GATED", "NETWORK", "NOT_FOUND", "read_remote_gguf_header"]
 
-# Error kinds beyond engines.errors.ErrorKind, with the values the downloader uses,
+# The kinds the downloader uses too (short names for engines.errors.ErrorKind members),
 # so the GUI treats "no connection", "needs a token" and "no such file" alike everywhere.
-NETWORK, GATED, NOT_FOUND = "network", "gated", "not_found"
+NETWORK, GATED, NOT_FOUND = ErrorKind.NETWORK, ErrorKind.GATED, ErrorKind.NOT_FOUND
 
 MiB = 1024 * 1024
 DEFAULT_FIRST_BYTES = 4 * MiB

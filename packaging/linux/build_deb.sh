@@ -23,7 +23,7 @@ ARCH=$(dpkg --print-architecture 2>/dev/null || echo amd64)
 STAGE="$ROOT/build/deb/atelier_${VERSION}_${ARCH}"
 DEB="$DIST/atelier_${VERSION}_${ARCH}.deb"
 
-# The system libraries the bundled Qt links (see launcher_check.py for the sonames),
+# The system libraries the bundled Qt links (see desktop/launcher_check.py for the sonames),
 # plus fonts: Qt renders no text without a fontconfig configuration and one font.
 # The bundle's own copies of these are removed below, so the system's copies (with
 # their security updates) are the ones loaded; the AppImage keeps its copies.

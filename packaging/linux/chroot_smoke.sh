@@ -100,7 +100,7 @@ depends=$(dpkg-deb -f "$DEB" Depends)
 echo "    sonames missing on a bare $SUITE: $(tr '\n' ' ' < "$R/tmp/missing.txt")"
 uncovered=()
 while read -r soname; do
-    package=$(python3 -c "import sys; sys.path.insert(0, '$HERE'); import launcher_check as l; print(l.DEBIAN_PACKAGES.get('$soname', ''))")
+    package=$(python3 -c "import sys; sys.path.insert(0, '$ROOT'); from desktop import launcher_check as l; print(l.DEBIAN_PACKAGES.get('$soname', ''))")
     if [ -z "$package" ] || ! grep -qw -- "$package" <<<"$depends"; then uncovered+=("$soname${package:+ ($package)}"); fi
 done < "$R/tmp/missing.txt"
 # libgtk-3 only feeds an optional Qt theme plugin if one is ever shipped; anything else must be covered.

@@ -20,9 +20,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent.parent))
 
 from common_spec import _elf_needed  # noqa: E402
-from launcher_check import DEBIAN_PACKAGES  # noqa: E402
+from desktop.launcher_check import DEBIAN_PACKAGES  # noqa: E402  (standard library only)
 
 # Always kept even when their package is listed: the bundle's Python and C++ runtime.
 KEEP = ("libpython", "libstdc++", "libgcc_s")

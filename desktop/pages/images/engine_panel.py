@@ -33,8 +33,9 @@ from PySide6.QtWidgets import (
 
 from desktop.workers.engine_install_worker import EngineInstallWorker, start_install_thread
 from engines.envs.plan import format_size
+from engines.errors import ErrorKind
 
-CANCELLED_KIND = "cancelled"
+CANCELLED_KIND = ErrorKind.CANCELLED
 
 
 def _label(text: str = "", name: str = "Muted", selectable: bool = False) -> QLabel:
@@ -348,7 +349,7 @@ class EngineMissingPanel(QFrame):
             self.install_button.setText("Resume install" if status is not None and status.resumable
                                         else "Install image engine")
         else:
-            if kind == "offline":
+            if kind == ErrorKind.OFFLINE:
                 message += " Or install from a folder of wheels."
             self._set_error(message)
             if status is None or status.state != "broken" or status.resumable:

@@ -27,13 +27,13 @@ from desktop.pages.models.hub_search import HubSearchPanel
 from desktop.pages.models.table_models import ITEM_ROLE, KINDS, CatalogFilter, CatalogTableModel, list_table_view
 from desktop.pages.models.verdict_view import VerdictView, confirm_download_anyway, fmt_parameters, fmt_size
 from desktop.widgets.labels import banner_label
-from engines.errors import EngineError
+from engines.errors import EngineError, ErrorKind
 from engines.library.catalog import CatalogEntry
 from engines.library.download.queue import DownloadJob
 from engines.library.fit import FitVerdict
 from engines.library.service import ModelLibrary
 
-WONT_FIT = "wont_fit"
+WONT_FIT = ErrorKind.WONT_FIT
 
 
 class EntryDetails(QFrame):
