@@ -172,7 +172,7 @@ def test_a_symlink_loop_in_the_models_folder_is_listed_not_fatal(demo_unpacked):
     run = atelier("models", "list", "--json")
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["not_models"] == [
-        {"path": str(models / name), "reason": f"{models / name} is a symbolic link loop (it points back to itself)."}
+        {"path": str(models / name), "reason": f"{name} is a symbolic link loop (it points back to itself)."}
         for name in ("a.gguf", "b.gguf")]
     text = atelier("models", "list")
     assert text.returncode == 0 and "In the models folder but not models (2):" in text.stdout

@@ -41,12 +41,12 @@ def stat_path(path: Path) -> os.stat_result:
         return os.stat(path)
     except FileNotFoundError:
         if os.path.islink(path):
-            raise Unreadable(f"{path} is a symbolic link to something that does not exist.") from None
-        raise Unreadable(f"{path} does not exist.") from None
+            raise Unreadable(f"{path.name} is a symbolic link to something that does not exist.") from None
+        raise Unreadable(f"{path} does not exist.") from None  # the whole path: its name alone would not help
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise Unreadable(f"{path} is a symbolic link loop (it points back to itself).") from None
-        raise Unreadable(f"{path} cannot be read: {exc.strerror or exc}.") from None
+            raise Unreadable(f"{path.name} is a symbolic link loop (it points back to itself).") from None
+        raise Unreadable(f"{path.name} cannot be read: {exc.strerror or exc}.") from None
 
 
 def read_prefix(path: Path, size: int) -> bytes:
