@@ -169,8 +169,10 @@ class Candidate:
         from engines.errors import EngineError
         from engines.library.probes.files import irregular_files
 
-        odd = irregular_files(self.path)
-        if odd:  # inspecting would open them, and a FIFO blocks for ever
+        # Only a folder with a model index is read further (so a dropped home folder is not walked), and
+        # then not if it holds a FIFO or a device: inspecting would open them, and a FIFO blocks for ever.
+        odd = irregular_files(self.path) if (self.path / "model_index.json").is_file() else []
+        if odd:
             raise NotAMatch(f"{self.path.name} holds files that are not regular files: {', '.join(odd[:3])}.", True)
         try:
             return inspect_model_folder(self.path)

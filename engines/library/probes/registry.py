@@ -80,10 +80,8 @@ def unknown(path: Path, looks_like: str, reason: str, size: int = 0) -> ProbedMo
 
 
 def _size(candidate: Candidate) -> int:
-    try:
-        return candidate.size_bytes
-    except OSError:
-        return 0
+    """A file's size; 0 for a folder that is not a model (walking a dropped home folder could take minutes)."""
+    return 0 if candidate.is_dir else candidate.size_bytes
 
 
 def _looks_like(candidate: Candidate) -> str:
