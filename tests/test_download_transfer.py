@@ -14,7 +14,7 @@ import pytest
 
 from engines.errors import EngineError
 from engines.library import network
-from engines.library.download import DownloadCancelled, FileSpec, check_disk_space, download_file, safe_relpath
+from engines.library.download import DownloadCancelled, FileSpec, check_disk_space, download_file, human_size, safe_relpath
 from engines.library.network import OfflineError
 from tests.fixtures.http_server import sha256
 
@@ -430,3 +430,30 @@ def test_the_first_host_refusing_is_still_retried(tmp_path):
     with pytest.raises(EngineError) as err:
         download_file(FileSpec(f"http://127.0.0.1:{port}/m.gguf", "m.gguf"), tmp_path / "m.gguf", **FAST)
     assert err.value.message == "Could not reach 127.0.0.1 after 4 attempts; check the internet connection."
+
+
+def test_a_full_disk_during_a_pull_prints_one_clean_line_and_resumes(http_server, tiny_disk, tmp_path):
+    """D12: the message and the kept part are right, and nothing else reaches stderr (no logging traceback)."""
+    import os
+    import sys
+
+    from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
+
+    data = write_tiny_llama_gguf(tmp_path / "model.gguf", n_layers=1, n_embd=256, n_ff=512).read_bytes()
+    http_server.add("/files/model.gguf", data)
+    env = {k: v for k, v in os.environ.items() if k != "ATELIER_OFFLINE"}
+    env["ATELIER_HOME"] = str(tiny_disk / "home")
+    pull = [sys.executable, "-m", "desktop", "models", "pull", http_server.url("/files/model.gguf")]
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run(pull, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    part = next((tiny_disk / "home" / "data" / "models" / ".staging").glob("*/model.gguf.part"))
+    kept = part.stat().st_size
+    assert run.returncode == 1 and run.stdout == ""
+    assert run.stderr == (f"error: The disk is full: {human_size(kept)} of {human_size(len(data))} of model.gguf were "
+                          "downloaded and kept; free some space and resume.\n")
+
+    subprocess.run(["mount", "-o", "remount,size=8m", str(tiny_disk)], check=True)
+    again = subprocess.run(pull, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert (tiny_disk / "home" / "data" / "models" / "model.gguf").read_bytes() == data
+    assert http_server.ranges("/files/model.gguf")[-1] == f"bytes={kept}-"

@@ -267,8 +267,11 @@ def test_add_model_file_refuses_a_bad_file_in_the_banner(qtbot, page, tmp_path, 
 # ---- downloads -----------------------------------------------------------------
 
 
-def test_downloads_show_progress_pause_resume_and_completion(qtbot, page, library, http_server):
-    data = blob(4_000_000)
+def test_downloads_show_progress_pause_resume_and_completion(qtbot, page, library, http_server, tmp_path):
+    from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
+
+    # A real model (about 3 MB): a finished download is identified before it is installed.
+    data = write_tiny_llama_gguf(tmp_path / "little.gguf", n_layers=1, n_embd=256, n_ff=512).read_bytes()
     http_server.add("/files/little-model.gguf", data)
     hold = http_server.fault("/files/little-model.gguf", hold_after=2_000_000)
     job = library.pull(http_server.url("/files/little-model.gguf"))

@@ -42,6 +42,7 @@ def add_parser(sub) -> None:
 
 def run_models(args) -> int:
     library = ModelLibrary(open_workspace())
+    _warn(library.workspace.problems)  # a state file set aside, records refused: said, never silent
     try:
         return {"list": _list, "check": _check, "pull": _pull, "import": _import, "remove": _remove}[args.verb](library, args)
     except EngineError as exc:
@@ -111,9 +112,10 @@ def _pull(library: ModelLibrary, args) -> int:
     job = library.pull(args.source, args.file, args.sha256, anyway=args.anyway)
     done = threading.Event()
     queue = library.queue()
+    _warn(queue.problems)
 
-    def changed(job_id, current) -> None:
-        if job_id == job.id and (current is None or current.finished):
+    def changed(job_id, current) -> None:  # "paused": by another process this one follows
+        if job_id == job.id and (current is None or current.finished or current.state == "paused"):
             done.set()
 
     unsubscribe = queue.subscribe(changed)
@@ -124,6 +126,9 @@ def _pull(library: ModelLibrary, args) -> int:
             if tty and current is not None:
                 _bar(current)
     except KeyboardInterrupt:
+        if queue.runs_elsewhere(job.id):  # following another process's download: leave it alone
+            print("\nerror: interrupted; the download goes on in the other Atelier process", file=sys.stderr)
+            return 130
         queue.pause(job.id)
         print("\nerror: paused; run the same command again to resume", file=sys.stderr)
         return 130
@@ -132,6 +137,9 @@ def _pull(library: ModelLibrary, args) -> int:
     final = queue.get(job.id)
     if tty:
         sys.stderr.write("\n")
+    if final is not None and final.state == "paused":
+        why = f": {final.error.rstrip('.')}" if final.error else " in another Atelier window"
+        raise CliError(f"{clean(final.name)} was paused{clean(why)}; run the same command again to resume.", EXIT_FAILED)
     if final is None or final.state != "completed":
         raise CliError((final.error if final else None) or "the download did not finish", EXIT_FAILED)
     if args.json:
@@ -139,6 +147,11 @@ def _pull(library: ModelLibrary, args) -> int:
     else:
         print(f"Installed {clean(final.name)} ({human_size(final.bytes_done)}).")
     return 0
+
+
+def _warn(problems: list[str]) -> None:
+    for problem in problems:
+        print(f"warning: {clean(problem)}", file=sys.stderr)
 
 
 def _bar(job) -> None:

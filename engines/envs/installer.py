@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from engines.errors import EngineError, ErrorKind
-from engines.storage import atomic_write_text
+from engines.storage import atomic_write_text, state_lock
 
 PYTHON_ENV = "ATELIER_ENGINE_PYTHON"
 MIN_PYTHON = (3, 10)
@@ -262,9 +262,11 @@ def process_alive(pid: int | None, started: float | None) -> bool:
 class StateFile:
     """``install.json``: read leniently, replaced atomically and durably (a crash leaves the old or the new one).
 
-    Only the process that holds the install (``ImageEngineEnv._exclusive``) writes it, so it needs
-    no cross-process lock; a damaged file reads as "no install recorded", and the folder it
-    describes is then found as an unfinished install.
+    The process that holds the install (``ImageEngineEnv._exclusive``) writes it; its
+    read-modify-write still runs under the file's ``state_lock``, as every state file's does, so
+    a repair or a status check in another process never interleaves with it. A damaged file
+    reads as "no install recorded", and the folder it describes is then found as an unfinished
+    install.
     """
 
     def __init__(self, path: Path) -> None:
@@ -281,9 +283,10 @@ class StateFile:
         atomic_write_text(self.path, json.dumps(data, indent=2, ensure_ascii=False))
 
     def update(self, **changes) -> dict:
-        data = self.read()
-        data.update(changes)
-        self.write(data)
+        with state_lock(self.path):
+            data = self.read()
+            data.update(changes)
+            self.write(data)
         return data
 
     def remove(self) -> None:

@@ -65,7 +65,7 @@ class QueueBridge(QObject):
 class JobRow(QFrame):
     action = Signal(str, str)  # verb, job id
 
-    def __init__(self, job: DownloadJob, parent=None) -> None:
+    def __init__(self, job: DownloadJob, parent=None, elsewhere: bool = False) -> None:
         super().__init__(parent)
         self.setObjectName("DownloadRow")
         self.setStyleSheet("QFrame#DownloadRow { border: 1px solid palette(mid); border-radius: 8px;"
@@ -113,13 +113,14 @@ class JobRow(QFrame):
         self.pause_button, self.resume_button = self.buttons["pause"], self.buttons["resume"]
         self.retry_button, self.cancel_button, self.remove_button = (self.buttons[v] for v in ("retry", "cancel", "remove"))
         grid.addLayout(buttons, 0, 2, 3, 1, Qt.AlignVCenter)
-        self.update_job(job)
+        self.update_job(job, elsewhere)
 
-    def update_job(self, job: DownloadJob) -> None:
+    def update_job(self, job: DownloadJob, elsewhere: bool = False) -> None:
+        """Show *job*; *elsewhere*: another Atelier process runs it, so it is shown, followed, never controlled."""
         self.job = job
         self.name.setText(job.name)
         self.state.setText(STATE_WORDS.get(job.state, job.state))
-        allowed = ACTIONS.get(job.state, ())
+        allowed = () if elsewhere else ACTIONS.get(job.state, ())
         for verb, button in self.buttons.items():
             button.setVisible(verb in allowed)
         if job.bytes_total:
@@ -141,6 +142,8 @@ class JobRow(QFrame):
                 parts.append(f"{fmt_eta(job.eta_s)} left")
         elif job.state == "completed":
             parts.append("installed")
+        if elsewhere:
+            parts.append("in another Atelier window or command")
         self.detail.setText(" · ".join(p for p in parts if p and p != "—"))
         self.detail.setVisible(bool(self.detail.text()))
         self.error.setText(job.error or "")
@@ -197,6 +200,9 @@ class DownloadsTab(QWidget):
         for job in queue.jobs():  # jobs reloaded from the state file, or added before the page
             self._apply(job.id, job)
         self._update_count()
+        if queue.problems:  # a damaged download list set aside, refused jobs, orphaned partial files
+            self.banner.setText(" ".join(queue.problems))
+            self.banner.show()
 
     # ---- queue events ----------------------------------------------------
 
@@ -231,12 +237,12 @@ class DownloadsTab(QWidget):
                 row.setParent(None)
                 row.deleteLater()
         elif row is None:
-            row = JobRow(job)
+            row = JobRow(job, elsewhere=self.queue.runs_elsewhere(job_id))
             row.action.connect(self._act)
             self.rows[job_id] = row
             self.list_layout.insertWidget(0, row)  # newest first
         else:
-            row.update_job(job)
+            row.update_job(job, self.queue.runs_elsewhere(job_id))
         self.empty.setVisible(not self.rows)
 
     def _update_count(self) -> None:
