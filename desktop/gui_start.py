@@ -10,6 +10,10 @@ is really missing and names it with its Debian/Ubuntu package, instead of
 Qt's text. When no library is missing (no display, say), Qt's own messages
 are printed as they were, since then they are right.
 
+The same goes for Qt's own libraries, which link system ones as well
+(libEGL, fontconfig, glib): when importing PySide6 fails, the check names
+what is missing.
+
 This runs for the ``atelier`` console script of a virtualenv and for the
 packaged app alike. It costs nothing when Qt starts: the library check
 (``dlopen``, and ``ldd`` when that fails) runs only after Qt has failed,
@@ -46,8 +50,11 @@ def _explain_and_exit(held: list[str]) -> None:
 
 def create_application(argv: list[str]):
     """The QApplication (the existing one if there is one), or the end of the process with a clear reason."""
-    from PySide6.QtCore import QtMsgType, qInstallMessageHandler
-    from PySide6.QtWidgets import QApplication
+    try:
+        from PySide6.QtCore import QtMsgType, qInstallMessageHandler
+        from PySide6.QtWidgets import QApplication
+    except ImportError as exc:  # Qt's own libraries link system ones too (libEGL, fontconfig, glib...)
+        _explain_and_exit([f"Qt cannot be loaded: {exc}"])
 
     existing = QApplication.instance()
     if existing is not None:

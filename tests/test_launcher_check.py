@@ -13,6 +13,7 @@ import ast
 import errno
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -54,6 +55,17 @@ def test_the_console_script_names_the_missing_library_instead_of_qt(pyside_witho
     run = run_atelier(env=x11_env(PYTHONPATH=str(pyside_without_xcb_library)))
     assert run.returncode == 1
     assert run.stderr.decode() == f"Atelier needs the system library {MISSING}, which is not installed.\n"
+
+
+def test_make_setup_names_the_missing_library_when_a_display_is_set(pyside_without_xcb_library):
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    run = subprocess.run(["make", "--no-print-directory", "check-qt", f"BIN={Path(sys.executable).parent}"], cwd=ROOT,
+                         capture_output=True, env=x11_env(PYTHONPATH=str(pyside_without_xcb_library)), timeout=600)
+    assert run.returncode != 0
+    out = run.stdout.decode().splitlines()
+    assert run.stderr.decode().startswith(f"Atelier needs the system library {MISSING}, which is not installed.\n")
+    assert out[0] == "On Debian/Ubuntu, Qt's system libraries are:" and "libxcb-icccm4 libxcb-image0" in out[1]
 
 
 def test_qts_own_words_stay_when_no_library_is_missing():
