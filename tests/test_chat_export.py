@@ -125,8 +125,8 @@ def test_write_export_is_atomic_and_replaces(tmp_path: Path) -> None:
 def test_write_export_failure_leaves_old_file(tmp_path: Path) -> None:
     target = tmp_path / "chat.json"
     write_export(target, "old")
-    with pytest.raises(TypeError):
-        write_export(target, None)  # type: ignore[arg-type]
+    with pytest.raises(UnicodeEncodeError):
+        write_export(target, "half \ud800 of a surrogate pair")
     assert target.read_text(encoding="utf-8") == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["chat.json"]
 

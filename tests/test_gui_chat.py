@@ -1,6 +1,7 @@
 """The Chat page under pytest-qt: send, stream, stop, regenerate, switch, restart."""
 
 import pytest
+from PySide6.QtCore import QTimer
 
 from engines.library.installed import InstalledModel
 from engines.workspace import open_workspace
@@ -18,9 +19,12 @@ def workspace(tmp_path):
 
 
 @pytest.fixture
-def window(qtbot, workspace):
+def window(qtbot, workspace, monkeypatch):
     from desktop.main_window import MainWindow
     from desktop.pages.chat_controller import ChatController
+
+    # The Models page has tests of its own; building it here would only add its work to every chat test.
+    monkeypatch.setattr(MainWindow, "ensure_models_page", lambda self: None)
 
     host = FakeHost()
     controller = ChatController(workspace, host=host)
@@ -171,7 +175,12 @@ def test_context_overflow_asks_then_drops_the_oldest_turns_with_a_notice(qtbot, 
     assert "oldest 2 message" in window.chat_page.view.toPlainText()
 
 
-def test_models_page_is_built_after_the_window_shows_and_on_first_visit(qtbot, window):
+def test_models_page_is_built_after_the_window_shows_and_on_first_visit(qtbot, window, monkeypatch):
+    from desktop.main_window import MainWindow
+
+    monkeypatch.undo()
+    window.ensure_models_page = MainWindow.ensure_models_page.__get__(window)
+    QTimer.singleShot(0, window.ensure_models_page)
     qtbot.waitUntil(lambda: window.models_page is not None, timeout=5000)
     window.show_page("Models")
     assert window.stack.currentWidget() is window.models_page

@@ -16,7 +16,7 @@ from PySide6.QtGui import QColor, QDesktopServices, QGuiApplication, QPalette, Q
 from PySide6.QtWidgets import QFrame, QTextBrowser, QTextEdit, QWidget
 
 from desktop.chat.render import (
-    MessageDisplay, RenderedMessage, Theme, parse_copy_href, render_empty_state, render_message,
+    MessageDisplay, RenderedMessage, Theme, parse_copy_href, parse_version_href, render_empty_state, render_message,
 )
 
 __all__ = ["MessageView"]
@@ -27,9 +27,11 @@ _MAX_COALESCE_MS = 500  # a coalesced streaming update waits at most this long
 
 
 class MessageView(QTextBrowser):
-    """Shows a conversation; emits ``copied(text)`` after a code block's Copy link."""
+    """Shows a conversation; emits ``copied(text)`` after a code block's Copy link,
+    ``version_requested(key, step)`` after a reply's ‹ or › link."""
 
     copied = Signal(str)
+    version_requested = Signal(str, int)  # message key, -1 or +1
 
     def __init__(self, parent: QWidget | None = None, *, dark: bool = False) -> None:
         super().__init__(parent)
@@ -176,7 +178,7 @@ class MessageView(QTextBrowser):
         self._pending = None
 
     def _render(self, msg: MessageDisplay) -> RenderedMessage:
-        key = (msg.key, msg.role, msg.content, msg.status, msg.notice, msg.meta)
+        key = (msg.key, msg.role, msg.content, msg.status, msg.notice, msg.meta, msg.version, msg.versions)
         hit = self._cache.get(key)
         if hit is None:
             if len(self._cache) >= _CACHE_LIMIT:
@@ -215,7 +217,12 @@ class MessageView(QTextBrowser):
             self.verticalScrollBar().setValue(high)
 
     def _on_anchor_clicked(self, url: QUrl) -> None:
-        target = parse_copy_href(url.toString(QUrl.ComponentFormattingOption.FullyEncoded))
+        href = url.toString(QUrl.ComponentFormattingOption.FullyEncoded)
+        version = parse_version_href(href)
+        if version is not None:
+            self.version_requested.emit(*version)
+            return
+        target = parse_copy_href(href)
         if target is not None:
             key, index = target
             blocks = self._code.get(key, [])

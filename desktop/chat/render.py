@@ -23,7 +23,8 @@ from pygments.token import Token
 from pygments.util import ClassNotFound
 
 __all__ = ["MessageDisplay", "RenderedMessage", "Theme", "render_message", "render_markdown",
-           "render_empty_state", "copy_href", "parse_copy_href", "split_chunks", "STREAM_CURSOR"]
+           "render_empty_state", "copy_href", "parse_copy_href", "version_href", "parse_version_href",
+           "split_chunks", "STREAM_CURSOR"]
 
 STREAM_CURSOR = "\u258d"  # ▍
 MONO = "'JetBrains Mono','Cascadia Code','SF Mono',Menlo,Consolas,'DejaVu Sans Mono',monospace"
@@ -42,6 +43,8 @@ class MessageDisplay:
     status: str = "complete"  # "streaming" | "interrupted" | "cancelled" | "error"
     notice: str | None = None
     meta: str = ""  # small grey line, e.g. "Gemma 3 270M · 34.1 tok/s"
+    version: int = 1  # which of the reply's versions is shown (Regenerate adds versions)
+    versions: int = 1
 
 
 _LIGHT = dict(
@@ -99,6 +102,17 @@ def parse_copy_href(href: str) -> tuple[str, int] | None:
     """``copy:KEY:N`` -> ``(KEY, N)``; ``None`` for anything else."""
     key, sep, index = href[5:].rpartition(":") if href.startswith("copy:") else ("", "", "")
     return (unquote(key), int(index)) if sep and index.isdigit() else None
+
+
+def version_href(message_key: str, step: int) -> str:
+    """The anchor target of a reply's ‹ (step -1) or › (step +1) version link."""
+    return f"version:{quote(message_key, safe='')}:{'next' if step > 0 else 'prev'}"
+
+
+def parse_version_href(href: str) -> tuple[str, int] | None:
+    """``version:KEY:prev|next`` -> ``(KEY, -1|+1)``; ``None`` for anything else."""
+    key, sep, step = href[8:].rpartition(":") if href.startswith("version:") else ("", "", "")
+    return (unquote(key), 1 if step == "next" else -1) if sep and step in ("prev", "next") else None
 
 
 # --------------------------------------------------------------- highlighting
@@ -321,6 +335,18 @@ def _small(text: str, color: str, top: int = 4) -> str:
             f'color:{color};">{escape(text, quote=False)}</p>')
 
 
+def _versions(msg: MessageDisplay, t: Theme) -> str:
+    """‹ 2/3 ›: the arrows are links where there is a version to go to, plain grey text at either end."""
+    def arrow(symbol: str, step: int, enabled: bool) -> str:
+        if not enabled:
+            return f'<span style="color:{t.border};">{symbol}</span>'
+        return (f'<a href="{version_href(msg.key, step)}" style="color:{t.link}; '
+                f'text-decoration:none;">{symbol}</a>')
+    return (f'<p style="margin-top:4px; margin-bottom:0px; font-size:small; color:{t.muted};">'
+            f'{arrow("‹", -1, msg.version > 1)}&nbsp;{msg.version}/{msg.versions}&nbsp;'
+            f'{arrow("›", 1, msg.version < msg.versions)}</p>')
+
+
 def render_message(msg: MessageDisplay, theme: Theme) -> RenderedMessage:
     """Render one message to a self-contained HTML fragment (a one-cell table)."""
     t = theme
@@ -331,6 +357,8 @@ def render_message(msg: MessageDisplay, theme: Theme) -> RenderedMessage:
     elif not body and msg.role == "assistant" and msg.status == "complete":
         body = _small("(empty reply)", t.muted, top=0)
     parts = [body.rstrip("\n")]
+    if msg.versions > 1 and msg.status != "streaming":
+        parts.append(_versions(msg, t))
     if msg.meta:
         parts.append(_small(msg.meta, t.muted))
     if msg.notice:

@@ -1,19 +1,26 @@
 """The Chat page: conversation list, message view, composer and settings panel.
 
 Layout and wiring only; the controller holds the state and the logic.
+Every slot that reads the chat history shows a failure (a damaged page, a
+full disk) in the banner or in the view, never raises it out of Qt: a chat
+that cannot be read says so instead of showing the previous chat's
+messages under its title.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QLabel,
     QMessageBox,
     QPushButton,
+    QSizePolicy,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -25,12 +32,16 @@ from desktop.pages.chat_controller import ChatController
 from desktop.widgets.chat_settings_panel import ChatSettingsPanel
 from desktop.widgets.composer import Composer
 from desktop.widgets.conversation_list import ConversationList
+from desktop.widgets.history_notice import HistoryNotice
 from desktop.widgets.labels import banner_label
+from desktop.workers.background import run_in_background, serial_pool
+from engines.api import SamplingParams
+from engines.chat.errors import ChatNotFound, ChatStoreError
 from engines.chat.export import export_json, export_markdown, suggested_filename, write_export
 from engines.errors import EngineError
 
 
-def _meta_for(message, model_name: str) -> str:
+def _meta_for(message) -> str:
     stats = message.stats or {}
     parts = []
     if message.role == "assistant" and stats:
@@ -64,12 +75,25 @@ def _cache_words(info) -> str:
     return f"{info.cache_type}{size}{flash}"
 
 
+def _shows_store_errors(method):
+    """A slot whose chat-history failure goes to the banner instead of out of Qt's event loop."""
+    @functools.wraps(method)
+    def slot(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except ChatStoreError as exc:
+            self._show_banner(str(exc))
+    return slot
+
+
 class ChatPage(QWidget):
     def __init__(self, controller: ChatController, parent=None) -> None:
         super().__init__(parent)
         self.controller = controller
         self._editing = False
         self._idle_status = ""
+        self._import_pool = serial_pool("model-import")
+        self._imports: list = []
         splitter = QSplitter(Qt.Horizontal)
         splitter.setChildrenCollapsible(False)
         layout = QHBoxLayout(self)
@@ -80,11 +104,15 @@ class ChatPage(QWidget):
         splitter.addWidget(self.conversations)
 
         center = QWidget()
+        center.setMinimumWidth(300)
         center_layout = QVBoxLayout(center)
         center_layout.setContentsMargins(16, 12, 16, 12)
         self.title = QLabel("New chat")
         self.title.setObjectName("PageTitle")
+        self.title.setWordWrap(True)
         center_layout.addWidget(self.title)
+        self.history_notice = HistoryNotice()
+        center_layout.addWidget(self.history_notice)
         self.banner = banner_label()
         center_layout.addWidget(self.banner)
         self.view = MessageView()
@@ -92,6 +120,8 @@ class ChatPage(QWidget):
         center_layout.addWidget(self.view, 1)
         self.status_line = QLabel()
         self.status_line.setObjectName("StatusLine")
+        self.status_line.setWordWrap(True)
+        self.status_line.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)  # wraps rather than widening the page
         center_layout.addWidget(self.status_line)
         self.composer = Composer()
         compose_row = QHBoxLayout()
@@ -99,7 +129,9 @@ class ChatPage(QWidget):
         buttons = QVBoxLayout()
         self.send_button = QPushButton("Send")
         self.send_button.setObjectName("Primary")
+        self.send_button.setToolTip("Send (Enter; Shift+Enter for a new line)")
         self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Stop the reply (Esc); what was written so far is kept")
         self.stop_button.hide()
         buttons.addWidget(self.send_button)
         buttons.addWidget(self.stop_button)
@@ -108,8 +140,11 @@ class ChatPage(QWidget):
         center_layout.addLayout(compose_row)
         actions = QHBoxLayout()
         self.regenerate_button = QPushButton("↻  Regenerate")
-        self.edit_button = QPushButton("✎  Edit last message")
+        self.regenerate_button.setToolTip("Write the last reply again; the earlier versions stay (‹ › under the reply)")
+        self.edit_button = QPushButton("✎  Edit last")
+        self.edit_button.setToolTip("Edit your last message and send it again")
         self.cancel_edit_button = QPushButton("Cancel edit")
+        self.cancel_edit_button.setToolTip("Leave your last message as it was (Esc)")
         self.cancel_edit_button.hide()
         actions.addWidget(self.regenerate_button)
         actions.addWidget(self.edit_button)
@@ -123,31 +158,43 @@ class ChatPage(QWidget):
         splitter.setStretchFactor(1, 1)
         splitter.setSizes([230, 720, 300])
 
+        self._shortcuts()
         self._wire()
+        problem = controller.history_problem
+        if problem is not None:
+            self.history_notice.show_notice(problem.message, problem.recoverable)
         self.refresh_models()
         self.refresh_conversations(select_first=True)
 
     # ---- wiring ----------------------------------------------------------
+
+    def _shortcuts(self) -> None:
+        # WindowShortcut on this page: active while the page is the one shown, wherever the focus is.
+        for key, slot in ((QKeySequence(Qt.Key.Key_Escape), self._escape),
+                          (QKeySequence(QKeySequence.StandardKey.Find), self.focus_search)):
+            QShortcut(key, self, slot, context=Qt.ShortcutContext.WindowShortcut)
 
     def _wire(self) -> None:
         c = self.controller
         self.composer.submitted.connect(self._submit)
         self.send_button.clicked.connect(lambda: self._submit(self.composer.toPlainText()))
         self.stop_button.clicked.connect(c.stop)
-        self.regenerate_button.clicked.connect(c.regenerate)
+        self.regenerate_button.clicked.connect(self._regenerate)
         self.edit_button.clicked.connect(self._begin_edit)
         self.cancel_edit_button.clicked.connect(self._end_edit)
-        self.conversations.new_requested.connect(self._new_chat)
+        self.conversations.new_requested.connect(self.new_chat)
         self.conversations.selected.connect(self._select)
         self.conversations.rename_requested.connect(c.rename)
         self.conversations.delete_requested.connect(c.delete)
         self.conversations.export_requested.connect(self._export)
         self.conversations.search_changed.connect(lambda _t: self.refresh_conversations())
+        self.view.version_requested.connect(self._flip_version)
+        self.history_notice.recover_requested.connect(c.recover_history)
         self.panel.model_changed.connect(self._model_changed)
         self.panel.add_model_requested.connect(self._add_model_file)
         self.panel.unload_requested.connect(c.unload)
-        self.panel.sampling_changed.connect(self._sampling_changed)
-        self.panel.system_prompt_changed.connect(self._system_changed)
+        self.panel.sampling_changed.connect(lambda sampling: c.save_chat_settings(sampling=sampling))
+        self.panel.system_prompt_changed.connect(lambda text: c.save_chat_settings(system_prompt=text))
         self.panel.load_prefs_changed.connect(c.set_load_prefs)
         c.conversations_changed.connect(self.refresh_conversations)
         c.messages_changed.connect(self._render_messages)
@@ -156,88 +203,145 @@ class ChatPage(QWidget):
         c.status.connect(self._set_status)
         c.stats.connect(lambda e: self.status_line.setText(format_stats(e)))
         c.banner.connect(self._show_banner)
+        c.history_notice.connect(self.history_notice.show_notice)
         c.model_info.connect(self._model_loaded)
         c.overflow_question.connect(self._ask_overflow)
 
     # ---- conversations ---------------------------------------------------
 
+    @_shows_store_errors
     def refresh_conversations(self, select_first: bool = False) -> None:
-        conversations = self.controller.conversations(self.conversations.search.text())
-        if select_first and self.controller.current_id is None and conversations:
-            self.controller.current_id = conversations[0].id
-        self.conversations.set_conversations(conversations, self.controller.current_id)
+        c = self.controller
+        search = self.conversations.search.text()
+        try:
+            conversations = c.conversations(search)
+        except ChatStoreError as exc:
+            if not search.strip():
+                raise
+            conversations = c.store.list_conversations(search, titles_only=True)
+            self._show_banner(f"Only chat titles were searched: {exc}")
+        if select_first and c.current_id is None and conversations:
+            c.current_id = conversations[0].id
+        self.conversations.set_conversations(conversations, c.current_id)
         self._load_chat_settings()
-        self._render_messages(self.controller.current_id or 0)
+        self._render_messages(c.current_id or 0)
 
-    def _new_chat(self) -> None:
+    def new_chat(self) -> None:
+        """Ctrl+N and the New chat button: an empty chat, saved with its first message."""
         self._end_edit()
-        self.controller.new_conversation(self.panel.sampling())
+        self._forget_transient_messages()
+        self.controller.start_new_chat()
         self.composer.setFocus()
+
+    def focus_search(self) -> None:
+        self.conversations.search.setFocus()
+        self.conversations.search.selectAll()
+
+    def _escape(self) -> None:
+        if self.controller.streaming:
+            self.controller.stop()
+        elif self._editing:
+            self._end_edit()
 
     def _select(self, conversation_id: int) -> None:
         self._end_edit()
+        self._forget_transient_messages()
         self.controller.select(conversation_id)
         self._load_chat_settings()
 
+    def _forget_transient_messages(self) -> None:
+        """'Stopped.', 'Exported to…' and a failed action's banner belong to the chat they were about."""
+        self._show_banner("")
+        self._set_status("")
+
+    @_shows_store_errors
     def _load_chat_settings(self) -> None:
         c = self.controller
         if c.current_id:
-            conversation = c.store.get_conversation(c.current_id)
-            self.title.setText(conversation.title)
-            self.panel.set_system_prompt(conversation.system_prompt)
-            self.panel.set_sampling(c.store.get_sampling(c.current_id))
-        else:
+            try:
+                conversation = c.conversation(c.current_id)
+            except ChatNotFound:
+                c.current_id = None
+            else:
+                self.title.setText(conversation.title)
+                self.panel.set_system_prompt(conversation.system_prompt)
+                self.panel.set_sampling(conversation.sampling or SamplingParams())
+        if not c.current_id:
             self.title.setText("New chat")
         model = c.current_model()
         self.panel.set_models(c.models(), model.id if model else None)
         self._show_model_note(model)
 
+    @_shows_store_errors
     def _export(self, conversation_id: int, kind: str) -> None:
-        store = self.controller.store
-        conversation = store.get_conversation(conversation_id)
+        c = self.controller
+        conversation = c.conversation(conversation_id)
         name = suggested_filename(conversation, kind)
         filters = "Markdown (*.md)" if kind == "md" else "JSON (*.json)"
         path, _ = QFileDialog.getSaveFileName(self, "Export chat", str(Path.home() / name), filters)
         if not path:
             return
-        messages = store.messages(conversation_id)
+        messages = c.store.messages(conversation_id)
         text = export_markdown(conversation, messages) if kind == "md" else export_json(conversation, messages)
         try:
             write_export(path, text)
         except OSError as exc:
             self._show_banner(f"Could not export the chat: {exc.strerror or exc}")
             return
-        self.status_line.setText(f"Exported to {path}")
+        if conversation_id == c.current_id:
+            self.status_line.setText(f"Exported to {path}")
 
     # ---- messages --------------------------------------------------------
 
     def _displays(self) -> list[MessageDisplay]:
-        model = self.controller.current_model()
-        name = model.name if model else ""
+        c = self.controller
         return [
-            MessageDisplay(str(m.id), m.role, m.content, m.status, m.notice, _meta_for(m, name))
-            for m in self.controller.messages()
-            if not (m.status == "streaming" and self.controller.streaming)
+            MessageDisplay(str(m.id), m.role, m.content, m.status, m.notice, _meta_for(m), m.version, m.versions)
+            for m in c.messages()
+            if not (c.streaming and (m.status == "streaming" or m.id == c.regenerating_id))
         ]
 
     def _render_messages(self, conversation_id: int) -> None:
-        if conversation_id != (self.controller.current_id or 0):
+        c = self.controller
+        if conversation_id != (c.current_id or 0):
             return
-        displays = self._displays()
-        if self.controller.current_id:
-            self.title.setText(self.controller.store.get_conversation(self.controller.current_id).title)
-        if not displays and not self.controller.streaming:
-            model = self.controller.current_model()
-            hint = f"You are chatting with {model.name}." if model else "Add a model to start."
-            self.view.show_empty("Start a conversation", f"{hint} Everything stays on this computer.")
+        if not c.current_id:
+            self.title.setText("New chat")
+            self._show_empty_chat()
+            return
+        try:
+            self.title.setText(c.conversation(c.current_id).title)
+        except ChatNotFound:
+            c.current_id = None
+            self._show_empty_chat()
+            return
+        except ChatStoreError:
+            self.title.setText("This chat cannot be read")
+        try:
+            displays = self._displays()
+        except ChatStoreError as exc:
+            self.view.show_empty("This chat cannot be read", f"{exc}\nYour other chats are not affected.")
+            return
+        if not displays and not c.streaming:
+            self._show_empty_chat()
             return
         self.view.set_messages(displays)
-        if self.controller.streaming and self.controller._stream_conversation == conversation_id:
-            self.view.update_last(MessageDisplay("streaming", "assistant", "", "streaming"))
+        if c.streaming and c._stream_conversation == conversation_id:
+            self.view.update_last(MessageDisplay("streaming", "assistant", "".join(c._stream_parts), "streaming"))
+
+    def _show_empty_chat(self) -> None:
+        """The welcome of an empty chat names the model the picker shows now, never an earlier one."""
+        model = self.controller.current_model()
+        hint = f"You are chatting with {model.name}." if model else "Add a model to start."
+        self.view.show_empty("Start a conversation", f"{hint} Everything stays on this computer.")
 
     def _render_stream(self, conversation_id: int, text: str) -> None:
         if conversation_id == self.controller.current_id:
             self.view.update_last(MessageDisplay("streaming", "assistant", text, "streaming"))
+
+    def _flip_version(self, key: str, step: int) -> None:
+        if key.isdigit():
+            self.controller.show_version(int(key), step)
 
     def _streaming_changed(self, streaming: bool) -> None:
         self.send_button.setVisible(not streaming)
@@ -255,11 +359,15 @@ class ChatPage(QWidget):
             accepted = self.controller.send(text, self.panel.sampling(), self.panel.system_prompt.toPlainText())
         if accepted:
             self.composer.clear()
-            self._end_edit()
+            self._end_edit(keep_text=True)
+
+    def _regenerate(self) -> None:
+        self._end_edit()
+        self.controller.regenerate()
 
     def _begin_edit(self) -> None:
         last = self.controller.last_user_message()
-        if last is None:
+        if last is None or self.controller.streaming:
             return
         self._editing = True
         self.composer.setPlainText(last.content)
@@ -267,8 +375,8 @@ class ChatPage(QWidget):
         self.cancel_edit_button.show()
         self.send_button.setText("Resend")
 
-    def _end_edit(self) -> None:
-        if self._editing:
+    def _end_edit(self, keep_text: bool = False) -> None:
+        if self._editing and not keep_text:
             self.composer.clear()
         self._editing = False
         self.cancel_edit_button.hide()
@@ -286,8 +394,8 @@ class ChatPage(QWidget):
             "Drop the oldest turns for this reply (the system prompt and your last message are kept), "
             "or stop here. You can also load the model with a longer context in the panel on the right."
         )
-        drop = box.addButton("Drop oldest turns", QMessageBox.AcceptRole)
-        box.addButton("Stop", QMessageBox.RejectRole)
+        drop = box.addButton("Drop oldest turns", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton("Stop", QMessageBox.ButtonRole.RejectRole)
         box.exec()
         self.controller.resolve_overflow(box.clickedButton() is drop)
 
@@ -310,6 +418,7 @@ class ChatPage(QWidget):
     def _model_changed(self, model_id: str) -> None:
         self.controller.choose_model(model_id)
         self.refresh_models()
+        self._render_messages(self.controller.current_id or 0)
 
     def _model_loaded(self, info) -> None:
         self.panel.set_gpu_offload(info.gpu_offload_supported)
@@ -327,34 +436,41 @@ class ChatPage(QWidget):
     def _set_status(self, text: str) -> None:
         self.status_line.setText(text or self._idle_status)
 
-    def _sampling_changed(self, sampling) -> None:
-        if self.controller.current_id:
-            self.controller.store.set_sampling(self.controller.current_id, sampling)
-
-    def _system_changed(self, text: str) -> None:
-        if self.controller.current_id:
-            self.controller.store.set_system_prompt(self.controller.current_id, text)
-
     def _add_model_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Add a GGUF model", str(Path.home()), "GGUF models (*.gguf);;All files (*)")
         if path:
             self.import_model(path)
 
     def import_model(self, path: str) -> None:
+        """Add a model file on a pool thread: reading it (a FIFO, a slow disk) never freezes the window."""
         from engines.library.importer import import_model
 
-        try:
-            model = import_model(path, self.controller.workspace.models)
-        except EngineError as exc:
-            self._show_banner(f"Could not add that model: {exc.message}")
-            return
+        models = self.controller.workspace.models
+        self._show_banner("")
+        self.status_line.setText(f"Adding {Path(path).name}…")
+        task = run_in_background(lambda: import_model(path, models), on_done=self._model_added,
+                                 on_error=self._import_failed, pool=self._import_pool)
+        self._imports = [t for t in self._imports if not t.finished] + [task]
+
+    def _model_added(self, model) -> None:
         if model.kind != "chat":  # recorded for the page that runs it, not offered here
             from engines.library.resolve import KIND_WORDS
 
+            self._set_status("")
             self._show_banner(f"Added {model.name}: it is {KIND_WORDS.get(model.kind, model.kind)}, "
                               "not a chat model, so this list does not offer it.")
             return
         self.controller.choose_model(model.id)
         self.refresh_models()
-        self._show_banner("")
+        self._render_messages(self.controller.current_id or 0)
         self.status_line.setText(f"Added {model.name}.")
+
+    def _import_failed(self, error) -> None:
+        self._set_status("")
+        message = error.message if isinstance(error, EngineError) else str(error)
+        self._show_banner(f"Could not add that model: {message}")
+
+    def shutdown(self) -> None:
+        """Forget imports still running (their files are read to the end on their thread)."""
+        for task in self._imports:
+            task.cancel()

@@ -1,12 +1,20 @@
-"""The list of conversations: new, search, rename, export and delete."""
+"""The list of conversations: new, search, rename, export and delete.
+
+Every action is reachable from the keyboard (F2 renames, Del deletes the
+selected chat) as well as from the right-click menu, and the menu shows
+those keys. Deleting always asks first; nothing else here changes data,
+it only emits what the user asked for.
+"""
 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QAction, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QInputDialog,
+    QLabel,
     QLineEdit,
     QListWidget,
     QListWidgetItem,
@@ -15,6 +23,10 @@ from PySide6.QtWidgets import (
     QPushButton,
     QVBoxLayout,
 )
+
+# Built when used, not at import: a QKeySequence needs the application (and its platform) to exist.
+RENAME_KEY = "F2"
+DELETE_KEY = QKeySequence.StandardKey.Delete
 
 
 class ConversationList(QFrame):
@@ -28,18 +40,19 @@ class ConversationList(QFrame):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.setObjectName("ConversationPanel")
-        self.setMinimumWidth(200)
+        self.setMinimumWidth(180)
         self.setMaximumWidth(300)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 10, 8, 8)
         top = QHBoxLayout()
         self.new_button = QPushButton("＋  New chat")
         self.new_button.setObjectName("Primary")
+        self.new_button.setToolTip("Start a new chat (Ctrl+N)")
         self.new_button.clicked.connect(self.new_requested)
         top.addWidget(self.new_button)
         layout.addLayout(top)
         self.search = QLineEdit()
-        self.search.setPlaceholderText("Search chats")
+        self.search.setPlaceholderText("Search chats (Ctrl+F)")
         self.search.setClearButtonEnabled(True)
         self.search.textChanged.connect(self.search_changed)
         layout.addWidget(self.search)
@@ -51,6 +64,14 @@ class ConversationList(QFrame):
         self.list.customContextMenuRequested.connect(self._menu)
         self.list.currentItemChanged.connect(self._current_changed)
         layout.addWidget(self.list, 1)
+        self.empty_note = QLabel()
+        self.empty_note.setObjectName("Muted")
+        self.empty_note.setWordWrap(True)
+        self.empty_note.hide()
+        layout.addWidget(self.empty_note)
+        # WidgetShortcut: F2 and Del act on the list only while it has the focus (Del in the search box deletes text)
+        for key, slot in ((RENAME_KEY, self.rename_selected), (DELETE_KEY, self.delete_selected)):
+            QShortcut(QKeySequence(key), self.list, slot, context=Qt.ShortcutContext.WidgetShortcut)
         self._suppress = False
 
     def set_conversations(self, conversations, current_id: int | None) -> None:
@@ -59,11 +80,16 @@ class ConversationList(QFrame):
         for conversation in conversations:
             item = QListWidgetItem(conversation.title)
             item.setData(Qt.UserRole, conversation.id)
-            item.setToolTip(conversation.title)
+            item.setToolTip(f"{conversation.title}\nF2 rename · Del delete · right-click for more")
             self.list.addItem(item)
             if conversation.id == current_id:
                 self.list.setCurrentItem(item)
+        if current_id is None:
+            self.list.setCurrentItem(None)
         self._suppress = False
+        searching = bool(self.search.text().strip())
+        self.empty_note.setText("No chat matches your search." if searching else "No chats yet: your first message starts one.")
+        self.empty_note.setVisible(not conversations)
 
     def current_id(self) -> int | None:
         item = self.list.currentItem()
@@ -77,27 +103,49 @@ class ConversationList(QFrame):
         item = self.list.itemAt(pos)
         if item is None:
             return
+        menu = self.menu_for(item)
+        menu.exec(self.list.mapToGlobal(pos))
+
+    def menu_for(self, item: QListWidgetItem) -> QMenu:
+        """The right-click menu of one chat (the shortcut keys are shown beside their actions)."""
         conversation_id = int(item.data(Qt.UserRole))
+        title = item.text()
         menu = QMenu(self)
-        menu.addAction("Rename…", lambda: self.ask_rename(conversation_id, item.text()))
+        rename = QAction("Rename…", menu)
+        rename.setShortcut(QKeySequence(RENAME_KEY))
+        rename.triggered.connect(lambda: self.ask_rename(conversation_id, title))
+        menu.addAction(rename)
         menu.addAction("Export as Markdown…", lambda: self.export_requested.emit(conversation_id, "md"))
         menu.addAction("Export as JSON…", lambda: self.export_requested.emit(conversation_id, "json"))
         menu.addSeparator()
-        menu.addAction("Delete…", lambda: self.ask_delete(conversation_id, item.text()))
-        menu.exec(self.list.mapToGlobal(pos))
+        delete = QAction("Delete…", menu)
+        delete.setShortcut(QKeySequence(DELETE_KEY))
+        delete.triggered.connect(lambda: self.ask_delete(conversation_id, title))
+        menu.addAction(delete)
+        return menu
+
+    def rename_selected(self) -> None:
+        item = self.list.currentItem()
+        if item is not None:
+            self.ask_rename(int(item.data(Qt.UserRole)), item.text())
+
+    def delete_selected(self) -> None:
+        item = self.list.currentItem()
+        if item is not None:
+            self.ask_delete(int(item.data(Qt.UserRole)), item.text())
 
     def ask_rename(self, conversation_id: int, title: str) -> None:
         text, ok = QInputDialog.getText(self, "Rename chat", "New name:", text=title)
         if ok and text.strip():
-            self.rename_requested.emit(conversation_id, text.strip())
+            self.rename_requested.emit(conversation_id, " ".join(text.split()))
 
     def ask_delete(self, conversation_id: int, title: str) -> None:
-        answer = QMessageBox.question(
-            self,
-            "Delete chat",
-            f"Delete “{title}” and all its messages? This cannot be undone.",
-            QMessageBox.Delete | QMessageBox.Cancel,
-            QMessageBox.Cancel,
-        )
-        if answer == QMessageBox.Delete:
+        box = QMessageBox(QMessageBox.Icon.Warning, "Delete chat",
+                          f"Delete “{title}” and all its messages? This cannot be undone.", parent=self)
+        delete = box.addButton("Delete", QMessageBox.ButtonRole.DestructiveRole)
+        cancel = box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(cancel)
+        box.setEscapeButton(cancel)
+        box.exec()
+        if box.clickedButton() is delete:
             self.delete_requested.emit(conversation_id)

@@ -6,18 +6,31 @@ would wait behind the busy generation loop): the GUI calls
 :meth:`ChatWorker.cancel`, which sets the engine host's shared flag.
 Tokens are grouped and sent about every 30 ms, so painting never falls
 behind a fast model.
+
+``finished`` is emitted after every turn, whatever went wrong: a GUI that
+waits for it can never be left stuck in "streaming". When the window
+closes mid-reply, :meth:`ChatWorker.abandon` (any thread) kills the engine
+host, so a host that no longer answers cannot hold the close up; the turn
+then ends at once and saves the reply as interrupted.
 """
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+import threading
 import time
 
 from PySide6.QtCore import QObject, Signal, Slot
 
 from engines.api import FinishedEvent, NoticeEvent, ProgressEvent, StatsEvent, TextLoadSpec, TokenEvent
-from engines.chat.session import ChatTurn
+from engines.chat.errors import ChatStoreError
+from engines.chat.session import ChatTurn, TurnOutcome
+from engines.errors import EngineError, ErrorKind
 from engines.library.demo import materialize
 from engines.library.installed import InstalledModel
+
+log = logging.getLogger(__name__)
 
 BATCH_INTERVAL_S = 0.03
 
@@ -36,6 +49,7 @@ class ChatWorker(QObject):
         self._store_factory = store_factory
         self._store = None
         self._host = host
+        self.closing = threading.Event()  # set when the app closes: turns say so instead of blaming the engine
 
     @property
     def host(self):
@@ -45,10 +59,20 @@ class ChatWorker(QObject):
         """Called from the GUI thread: sets a flag the engine polls every token."""
         self._host.cancel()
 
-    @Slot(int, object, object, str)
-    def run_turn(self, conversation_id: int, model: InstalledModel, spec: TextLoadSpec, overflow: str) -> None:
-        if self._store is None:
-            self._store = self._store_factory()  # SQLite connection owned by this thread
+    def abandon(self) -> None:
+        """Called from the GUI thread on close: end the engine host now, even if it no longer answers."""
+        self.closing.set()
+        self._host.cancel()
+        kill = getattr(self._host, "kill", None)
+        if kill is not None:
+            try:
+                kill()
+            except OSError:
+                pass  # already gone
+
+    @Slot(int, object, object, str, object)
+    def run_turn(self, conversation_id: int, model: InstalledModel, spec: TextLoadSpec, overflow: str,
+                 regenerate_id: int | None = None) -> None:
         pending: list[str] = []
         last_emit = time.monotonic()
 
@@ -78,20 +102,31 @@ class ChatWorker(QObject):
                 self.progress.emit("Unpacking the demo model (first run only)…")
             materialize(model)
 
-        turn = ChatTurn(self._store, self._host, conversation_id, spec, overflow=overflow)
-        outcome = turn.run(on_event, prepare=prepare)
-        flush()
-        if self._host.model_info is not None:
-            self.model_loaded.emit(self._host.model_info)
-        self.finished.emit(conversation_id, outcome)
+        outcome = TurnOutcome(None, "", error=EngineError(ErrorKind.INTERNAL, "The reply could not start."))
+        try:
+            if self._store is None:
+                self._store = self._store_factory()  # a SQLite connection of this thread's own
+            turn = ChatTurn(self._store, self._host, conversation_id, spec, overflow=overflow,
+                            regenerate_id=regenerate_id, closing=self.closing)
+            outcome = turn.run(on_event, prepare=prepare)
+        except (ChatStoreError, sqlite3.Error) as exc:  # this thread's connection could not be opened
+            outcome = TurnOutcome(None, "", save_error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - the GUI must hear 'finished' whatever happened
+            log.exception("chat turn failed")
+            outcome = TurnOutcome(None, "", error=EngineError(ErrorKind.INTERNAL, f"The reply failed: {exc}"))
+        finally:
+            flush()
+            if self._host.model_info is not None:
+                self.model_loaded.emit(self._host.model_info)
+            self.finished.emit(conversation_id, outcome)
 
     @Slot()
     def unload(self) -> None:
         self._host.close()
         self.unloaded.emit()
 
-    @Slot()
     def shutdown(self) -> None:
+        """End the host and close this worker's connection; only once its thread has stopped."""
         self._host.close()
         if self._store is not None:
             self._store.close()

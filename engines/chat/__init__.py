@@ -1,5 +1,12 @@
-"""The chat history (SQLite) and its exports. Qt-free, like all of ``engines``."""
+"""The chat history (SQLite), how it is opened when damaged, and its exports. Qt-free, like all of ``engines``."""
 
+from engines.chat.errors import (
+    ChatNotFound,
+    ChatReadError,
+    ChatStoreError,
+    ChatStoreTooNew,
+    ChatWriteError,
+)
 from engines.chat.export import (
     EXPORT_FORMAT,
     EXPORT_VERSION,
@@ -9,16 +16,9 @@ from engines.chat.export import (
     suggested_filename,
     write_export,
 )
-from engines.chat.store import (
-    DEFAULT_TITLE,
-    SCHEMA_VERSION,
-    ChatNotFound,
-    ChatStore,
-    ChatStoreError,
-    Conversation,
-    StoredMessage,
-    auto_title_from,
-)
+from engines.chat.records import SCHEMA_VERSION, Conversation, StoredMessage
+from engines.chat.store import ChatStore
+from engines.chat.titles import DEFAULT_TITLE, auto_title_from
 
 __all__ = [
     "DEFAULT_TITLE",
@@ -26,8 +26,11 @@ __all__ = [
     "EXPORT_VERSION",
     "SCHEMA_VERSION",
     "ChatNotFound",
+    "ChatReadError",
     "ChatStore",
     "ChatStoreError",
+    "ChatStoreTooNew",
+    "ChatWriteError",
     "Conversation",
     "StoredMessage",
     "auto_title_from",

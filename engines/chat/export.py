@@ -24,9 +24,7 @@ keys, and a breaking change bumps ``version``::
 from __future__ import annotations
 
 import json
-import os
 import re
-import secrets
 from dataclasses import asdict
 from datetime import datetime, timezone
 from os import PathLike
@@ -34,7 +32,8 @@ from pathlib import Path
 from typing import Iterable
 
 from engines.api import SamplingParams
-from engines.chat.store import Conversation, StoredMessage
+from engines.chat.records import Conversation, StoredMessage
+from engines.storage import atomic_write_text
 
 EXPORT_FORMAT = "atelier-chat"
 EXPORT_VERSION = 1
@@ -141,25 +140,9 @@ def suggested_filename(conversation: Conversation, extension: str) -> str:
 
 
 def write_export(path: str | PathLike[str], text: str) -> Path:
-    """Write ``text`` as UTF-8 atomically: a temporary file beside ``path``, then a rename.
+    """Write ``text`` as UTF-8, all of it or nothing (``engines.storage``'s one atomic write).
 
     A crash or a full disk leaves either the old file or the new one, never
     half an export.
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # not mkstemp: its 0600 mode would stick to the export; "x" keeps the umask's mode
-    tmp_name = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
-    try:
-        with open(tmp_name, "x", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except OSError:
-            pass
-        raise
-    return target
+    return atomic_write_text(path, text)

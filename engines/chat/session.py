@@ -5,10 +5,17 @@ it is tested without a display. The user's message is already in the
 store before a turn starts; the reply row is created first and rewritten
 at least every second while tokens arrive, so a crash of the engine, of
 the app or of the machine loses at most a second of text.
+
+A turn always ends with a :class:`TurnOutcome`, whatever fails. When the
+history cannot be written (a full disk, an I/O error, a file made
+read-only), the turn stops at once and the outcome carries the reply as
+an :class:`UnsavedReply`: its text stays in memory, the caller shows it
+and saves it at the next chance (:func:`save_unsaved`).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -24,11 +31,24 @@ from engines.api import (
     TextResult,
     TokenEvent,
 )
+from engines.chat.errors import ChatNotFound, ChatStoreError
 from engines.chat.store import ChatStore
-from engines.errors import EngineError, ErrorKind
+from engines.errors import EngineCrashed, EngineError, ErrorKind
 
 SAVE_INTERVAL_S = 1.0
 _HISTORY_STATUSES = {"complete", "interrupted", "cancelled"}
+CLOSED_NOTICE = "Atelier was closed before this reply finished."
+
+
+@dataclass(frozen=True)
+class UnsavedReply:
+    """A reply whose final state could not be written; the caller keeps it and saves it later."""
+
+    reply_id: int
+    text: str
+    status: str
+    stats: dict | None
+    notice: str | None
 
 
 @dataclass(frozen=True)
@@ -37,10 +57,12 @@ class TurnOutcome:
     text: str
     result: TextResult | None = None
     error: EngineError | None = None
+    save_error: str | None = None  # the history could not be written: why, in words
+    unsaved: UnsavedReply | None = None  # the reply as it should be saved, when that failed
 
 
 def history_for(store: ChatStore, conversation_id: int) -> tuple[ChatMessage, ...]:
-    """The messages to send: system prompt first, then every usable turn."""
+    """The messages to send: system prompt first, then every usable turn (each reply as the version on show)."""
     conversation = store.get_conversation(conversation_id)
     messages: list[ChatMessage] = []
     if conversation.system_prompt.strip():
@@ -61,8 +83,32 @@ def stats_of(result: TextResult) -> dict:
     return data
 
 
+def save_unsaved(store: ChatStore, reply: UnsavedReply) -> bool:
+    """Try again to save a reply kept in memory; True once it is saved (or its chat is gone)."""
+    try:
+        store.finish_reply(reply.reply_id, reply.text, reply.status, reply.stats, reply.notice)  # type: ignore[arg-type]
+    except ChatNotFound:
+        return True  # the chat was deleted meanwhile: nothing left to save it into
+    except ChatStoreError:
+        return False
+    return True
+
+
+class _SaveFailed(Exception):
+    """The store refused the reply so far: end the turn."""
+
+
+class _ChatGone(Exception):
+    """The chat was deleted while its reply streamed: nothing is left to save into."""
+
+
 class ChatTurn:
-    """Load the model if needed, generate a reply, and keep the store current."""
+    """Load the model if needed, generate a reply, and keep the store current.
+
+    ``regenerate_id`` makes the reply a new version of that message (the
+    earlier versions stay). ``closing`` is set by the app when it closes
+    mid-reply: a reply ended by that says so instead of blaming the engine.
+    """
 
     def __init__(
         self,
@@ -73,6 +119,8 @@ class ChatTurn:
         overflow: OverflowPolicy = "stop",
         engine: str = "llama_cpp",
         save_interval: float = SAVE_INTERVAL_S,
+        regenerate_id: int | None = None,
+        closing: threading.Event | None = None,
     ) -> None:
         self.store = store
         self.host = host
@@ -81,45 +129,98 @@ class ChatTurn:
         self.overflow = overflow
         self.engine = engine
         self.save_interval = save_interval
+        self.regenerate_id = regenerate_id
+        self.closing = closing or threading.Event()
 
     def run(self, on_event: Callable[[EngineEvent], None], prepare: Callable[[], None] | None = None) -> TurnOutcome:
-        sampling = self.store.get_sampling(self.conversation_id)
-        request = TextRequest(history_for(self.store, self.conversation_id), sampling, overflow=self.overflow)
-        reply_id = self.store.begin_reply(self.conversation_id)
+        try:
+            sampling = self.store.get_sampling(self.conversation_id)
+            request = TextRequest(history_for(self.store, self.conversation_id), sampling, overflow=self.overflow)
+            if self.regenerate_id is not None:
+                reply_id = self.store.begin_new_version(self.regenerate_id)
+            else:
+                reply_id = self.store.begin_reply(self.conversation_id)
+        except ChatNotFound:
+            return TurnOutcome(None, "", save_error="This chat was deleted.")
+        except ChatStoreError as exc:
+            return TurnOutcome(None, "", save_error=str(exc))
         parts: list[str] = []
+        try:
+            return self._generate(reply_id, request, parts, on_event, prepare)
+        except _ChatGone:
+            return TurnOutcome(None, "".join(parts))
+        except _SaveFailed as failed:
+            reason = str(failed.__cause__)
+            notice = f"Stopped here: the chat history could not be saved ({reason})"
+            return self._end(reply_id, "".join(parts), "interrupted", None, notice, save_error=reason)
+        except EngineError as error:
+            return self._engine_failed(reply_id, "".join(parts), error)
+        except Exception as exc:  # noqa: BLE001 - never leave a reply stuck in 'streaming'
+            error = EngineError(ErrorKind.INTERNAL, f"Unexpected error: {exc}")
+            return self._end(reply_id, "".join(parts), "error", None, error.message, error=error)
+
+    def _generate(self, reply_id, request, parts, on_event, prepare) -> TurnOutcome:
         notice = None
         last_save = time.monotonic()
+        if prepare is not None:
+            prepare()
+        self.host.load(self.engine, self.spec, on_event)
+        events = self.host.generate(request)
         try:
-            if prepare is not None:
-                prepare()
-            self.host.load(self.engine, self.spec, on_event)
-            for event in self.host.generate(request):
+            for event in events:
                 if isinstance(event, TokenEvent):
                     parts.append(event.text)
                     now = time.monotonic()
                     if now - last_save >= self.save_interval:
-                        self.store.update_reply(reply_id, "".join(parts))
+                        try:
+                            self.store.update_reply(reply_id, "".join(parts))
+                        except ChatNotFound:
+                            raise _ChatGone() from None
+                        except ChatStoreError as exc:
+                            raise _SaveFailed() from exc
                         last_save = now
                 elif isinstance(event, NoticeEvent):
                     notice = event.message
                 elif isinstance(event, FinishedEvent):
                     result = event.result
                     status = "cancelled" if result.finish_reason == "cancelled" else "complete"
-                    self.store.finish_reply(reply_id, result.text, status, stats_of(result), notice)
                     on_event(event)
-                    return TurnOutcome(reply_id, result.text, result)
+                    return self._end(reply_id, result.text, status, stats_of(result), notice, result=result)
                 on_event(event)
-            raise EngineError(ErrorKind.INTERNAL, "The engine ended the reply without a result.")
-        except EngineError as error:
-            text = "".join(parts)
-            if not text and error.kind in (ErrorKind.CONTEXT_OVERFLOW, ErrorKind.BAD_INPUT):
-                position = self.store.get_message(reply_id).position
-                self.store.delete_messages_from(self.conversation_id, position)
-                return TurnOutcome(None, "", error=error)
-            status = "interrupted" if error.kind == ErrorKind.CRASHED else "error"
-            self.store.finish_reply(reply_id, text, status, None, error.message)
-            return TurnOutcome(reply_id, text, error=error)
-        except Exception as exc:  # never leave a reply stuck in 'streaming'
-            text = "".join(parts)
-            self.store.finish_reply(reply_id, text, "error", None, f"Unexpected error: {exc}")
-            return TurnOutcome(reply_id, text, error=EngineError(ErrorKind.INTERNAL, str(exc)))
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()  # a turn ended early stops the engine's request and drains it
+        raise EngineError(ErrorKind.INTERNAL, "The engine ended the reply without a result.")
+
+    def _engine_failed(self, reply_id: int, text: str, error: EngineError) -> TurnOutcome:
+        if not text and error.kind in (ErrorKind.CONTEXT_OVERFLOW, ErrorKind.BAD_INPUT):
+            try:  # nothing was written: leave the chat as it was before the turn
+                if self.regenerate_id is not None:
+                    self.store.drop_current_version(reply_id)
+                else:
+                    self.store.delete_messages_from(self.conversation_id, self.store.get_message(reply_id).position)
+            except ChatStoreError as exc:
+                return TurnOutcome(reply_id, "", error=error, save_error=str(exc),
+                                   unsaved=UnsavedReply(reply_id, "", "error", None, error.message))
+            except ChatNotFound:
+                pass
+            return TurnOutcome(None, "", error=error)
+        crashed = isinstance(error, EngineCrashed) or error.kind == ErrorKind.CRASHED
+        if crashed and self.closing.is_set():
+            return self._end(reply_id, text, "interrupted", None, CLOSED_NOTICE)
+        status = "interrupted" if crashed else "error"
+        return self._end(reply_id, text, status, None, error.message, error=error)
+
+    def _end(self, reply_id: int, text: str, status: str, stats: dict | None, notice: str | None, *,
+             result: TextResult | None = None, error: EngineError | None = None,
+             save_error: str | None = None) -> TurnOutcome:
+        """Save the reply's final state; when that fails too, hand the reply back unsaved. Never raises."""
+        try:
+            self.store.finish_reply(reply_id, text, status, stats, notice)  # type: ignore[arg-type]
+        except ChatNotFound:
+            pass  # the chat was deleted meanwhile
+        except ChatStoreError as exc:
+            unsaved = UnsavedReply(reply_id, text, status, stats, notice)
+            return TurnOutcome(reply_id, text, result, error, save_error or str(exc), unsaved)
+        return TurnOutcome(reply_id, text, result, error, save_error)
