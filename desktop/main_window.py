@@ -5,8 +5,8 @@ Dropping a .gguf file or a model folder anywhere on the window imports it.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSize, QTimer
-from PySide6.QtGui import QIcon
+from PySide6.QtCore import QSize, Qt, QTimer
+from PySide6.QtGui import QIcon, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -78,6 +78,8 @@ class MainWindow(QMainWindow):
             self.stack.addWidget(page)
         self.nav.currentRowChanged.connect(self._navigate)
         self.nav.setCurrentRow(0)
+        QShortcut(QKeySequence("Ctrl+N"), self, self.new_chat, context=Qt.ShortcutContext.WindowShortcut)
+        QShortcut(QKeySequence("Ctrl+Q"), self, self.close, context=Qt.ShortcutContext.WindowShortcut)
         QTimer.singleShot(400, self.ensure_models_page)  # after the first paint
 
     def _navigate(self, row: int) -> None:
@@ -107,6 +109,18 @@ class MainWindow(QMainWindow):
     def show_page(self, name: str) -> None:
         self.nav.setCurrentRow(PAGES.index(name))
 
+    def new_chat(self) -> None:
+        self.show_page("Chat")
+        self.chat_page.new_chat()
+
+    def bring_to_front(self) -> None:
+        """Another start of Atelier on this profile asked for this window (single instance)."""
+        if self.isMinimized():
+            self.showNormal()
+        self.show()
+        self.raise_()
+        self.activateWindow()
+
     # ---- drag and drop ---------------------------------------------------
 
     def dragEnterEvent(self, event) -> None:  # noqa: N802
@@ -129,6 +143,7 @@ class MainWindow(QMainWindow):
         event.acceptProposedAction()
 
     def closeEvent(self, event) -> None:  # noqa: N802
+        self.chat_page.shutdown()
         self.chat_controller.shutdown()
         self.images_page.shutdown()
         if self.models_page is not None:
