@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from engines.library.demo import DEMO_ID, register_demo
 from engines.library.installed import InstalledModel, InstalledModels
 from engines.paths import app_paths
@@ -50,3 +52,61 @@ def test_demo_model_is_registered_once_and_stays_removed(atelier_home):
     workspace.models.remove(DEMO_ID)
     assert register_demo(workspace.models, workspace.paths.models) is None
     assert open_workspace().models.get(DEMO_ID) is None
+
+
+def test_a_workspace_opens_on_damaged_state_files_and_says_so(atelier_home):
+    paths = app_paths()
+    paths.settings_file.write_text("null")
+    (paths.data / "models.json").write_text("[]")
+    workspace = open_workspace()
+    assert workspace.settings == Settings()
+    (settings_copy,) = paths.config.glob("settings.unreadable-*.json")
+    (models_copy,) = paths.data.glob("models.unreadable-*.json")
+    assert workspace.problems == [
+        f"The settings file (settings.json) could not be read (it holds null instead of an object). It was kept as "
+        f"{settings_copy} and a new one was started.",
+        f"The model list (models.json) could not be read (it holds a list instead of an object). It was kept as "
+        f"{models_copy} and a new one was started.",
+    ]
+
+
+def test_models_list_warns_about_a_set_aside_model_list_and_still_works(atelier_home):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = atelier_home / "data"
+    data.mkdir(parents=True)
+    (data / "models.json").write_text('{"models": [{"id": "local/a", "name": "A", "path": 5}]')  # torn
+    run = subprocess.run([sys.executable, "-m", "desktop", "models", "list", "--json"], cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True, timeout=120)
+    (kept,) = data.glob("models.unreadable-*.json")
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == (f"warning: The model list (models.json) could not be read (it is not valid JSON: Expecting ',' "
+                          f"delimiter: line 1 column 55 (char 54)). It was kept as {kept} and a new one was started.\n")
+    assert json.loads(run.stdout)["models"] is not None
+
+
+@pytest.mark.gui
+def test_the_installed_tab_says_the_model_list_was_set_aside(qtbot, atelier_home):
+    from desktop.pages.models_page import ModelsPage
+    from desktop.workers.background import wait_for_background
+    from engines.library.service import ModelLibrary
+
+    paths = app_paths()
+    (paths.data / "models.json").write_text("null")
+    library = ModelLibrary(open_workspace())
+    page = ModelsPage(library)
+    qtbot.addWidget(page)
+    try:
+        tab = page.installed_tab
+        tab.refresh()
+        (kept,) = paths.data.glob("models.unreadable-*.json")
+        expected = (f"The model list (models.json) could not be read (it holds null instead of an object). It was kept "
+                    f"as {kept} and a new one was started.")
+        qtbot.waitUntil(lambda: tab.banner.text() == expected, timeout=30000)
+        assert tab.banner.isVisibleTo(tab)
+    finally:
+        page.shutdown(stop_downloads=True)
+        page.wait_idle()
+        wait_for_background()

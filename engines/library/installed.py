@@ -180,7 +180,7 @@ class InstalledModels:
             for reason in reasons:
                 if reason not in self._logged:
                     self._logged.add(reason)
-                    log.warning("%s: skipping an invalid record: %s", self._file, reason)
+                    log.info("%s: skipping an invalid record: %s", self._file, reason)
         records, extras = {}, {}
         for record in valid:
             known = record.model_dump(include=set(_FIELDS))

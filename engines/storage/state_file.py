@@ -57,6 +57,9 @@ class StateRead:
 def read_state(path: str | os.PathLike[str], what: str, check: Callable[[dict], None] | None = None) -> StateRead:
     """Read the JSON object in *path*; set the file aside when it is not one.
 
+    The caller shows ``problem`` to the user; the log gets it at INFO only, because a
+    command-line run without logging set up would print a warning a second time.
+
     *what* names the file for people ("The model list"). *check* may raise
     ``ValueError`` or ``TypeError`` for an object of the wrong shape (say
     ``{"jobs": 5}``), which is treated like a torn file. The set-aside runs
@@ -74,13 +77,13 @@ def read_state(path: str | os.PathLike[str], what: str, check: Callable[[dict], 
         try:
             kept = set_aside(target)
         except OSError as exc:
-            log.warning("%s (%s) is unreadable (%s) and could not be set aside: %s", what, target, reason, exc)
+            log.info("%s (%s) is unreadable (%s) and could not be set aside: %s", what, target, reason, exc)
             problem = (
                 f"{what} ({target}) cannot be read ({reason}) and could not be moved aside "
                 f"({exc.strerror or exc}). Atelier will not change it; fix or move the file, then restart."
             )
             return StateRead({}, problem, None, writable=False)
-    log.warning("%s (%s) is unreadable (%s); kept it as %s", what, target, reason, kept.name)
+    log.info("%s (%s) is unreadable (%s); kept it as %s", what, target, reason, kept.name)
     problem = f"{what} ({target.name}) could not be read ({reason}). It was kept as {kept} and a new one was started."
     return StateRead({}, problem, kept)
 

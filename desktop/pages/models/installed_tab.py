@@ -113,6 +113,8 @@ class InstalledTab(QWidget):
         total = sum(m.size_bytes for m in models)
         noun = "model" if len(models) == 1 else "models"
         self.summary.setText(f"{len(models)} {noun} · {fmt_size(total)}")
+        if self.library.models.problem:  # models.json was set aside, or records in it were refused
+            self.show_error(self.library.models.problem)
         if selected is not None:
             self._select_item(selected)
         self._update_buttons()

@@ -469,7 +469,7 @@ class DownloadQueue:
             try:
                 self.sync()
             except Exception as exc:  # noqa: BLE001 - keep following; the next round tries again
-                log.warning("download queue: could not read %s: %r", self._state.path, exc)
+                log.info("download queue: could not read %s: %r", self._state.path, exc)
 
     # -- the worker ---------------------------------------------------------------
 
