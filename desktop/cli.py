@@ -104,7 +104,7 @@ def _dispatch(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         raise CliError(f"no command given (see '{parser.prog} --help')")
-    _require_utf8_text(args)
+    _require_utf8_text(args, parser)
     _require_profile()
     if args.command == "chat":
         from desktop.commands.chat import run_chat
@@ -198,7 +198,7 @@ def _require_profile() -> None:
                        "you can write to", EXIT_FAILED) from None
 
 
-def _require_utf8_text(args: argparse.Namespace) -> None:
+def _require_utf8_text(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """Text options must be UTF-8; on Linux, Python keeps undecodable argv bytes as lone surrogates."""
     for name, value in vars(args).items():
         if not isinstance(value, str) or name in _PATH_OPTIONS:
@@ -208,8 +208,20 @@ def _require_utf8_text(args: argparse.Namespace) -> None:
         except UnicodeEncodeError as exc:
             byte = ord(value[exc.start]) - 0xDC00 if 0xDC80 <= ord(value[exc.start]) <= 0xDCFF else None
             what = f"byte 0x{byte:02x}" if byte is not None else f"character {clean(value[exc.start])}"
-            raise CliError(f"--{name.replace('_', '-')} is not valid UTF-8 text ({what} at position "
-                           f"{exc.start}); pass UTF-8 text") from None
+            label = name.upper() if name in _positional_names(parser) else f"--{name.replace('_', '-')}"
+            raise CliError(f"{label} is not valid UTF-8 text ({what} at position {exc.start}); pass UTF-8 text") from None
+
+
+def _positional_names(parser: argparse.ArgumentParser) -> set[str]:
+    """The arguments given without an option name (``models pull SOURCE``), in every subcommand."""
+    names: set[str] = set()
+    for action in parser._actions:
+        if not action.option_strings:
+            names.add(action.dest)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                names |= _positional_names(sub)
+    return names
 
 
 def _never_fail_on_unprintable_text() -> None:

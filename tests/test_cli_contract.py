@@ -106,6 +106,8 @@ def test_invalid_utf8_in_argv_is_bad_input(env_change):
     assert_one_error_line(run, 2, "--prompt is not valid UTF-8 text (byte 0xff at position 3); pass UTF-8 text")
     run = run_atelier("chat", "--model", "demo", "--prompt", "hi", "--system", b"\xc3(", env=cli_env(**env_change))
     assert_one_error_line(run, 2, "--system is not valid UTF-8 text (byte 0xc3 at position 0); pass UTF-8 text")
+    run = run_atelier("models", "pull", b"https://example.invalid/m\xe9.gguf", env=cli_env(**env_change))
+    assert_one_error_line(run, 2, "SOURCE is not valid UTF-8 text (byte 0xe9 at position 25); pass UTF-8 text")
 
 
 def test_a_utf8_bom_on_stdin_is_not_part_of_the_prompt_and_an_empty_prompt_is_refused():
@@ -212,6 +214,22 @@ def test_chat_into_head_c_20_exits_quietly(gemma_path):
     run = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, env=cli_env(), timeout=600)
     assert len(run.stdout) == 20
     assert run.stderr.decode() == "status=141\n"  # 128 + SIGPIPE, and not a word more
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_reply_is_130_and_one_line(gemma_path):
+    proc = subprocess.Popen(
+        [atelier_script(), "chat", "--model", str(gemma_path), "--raw", "--prompt", "Once upon a time",
+         "--max-tokens", "2000", "--temperature", "1", "--min-p", "0", "--ctx", "4096"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env(), start_new_session=True)
+    try:
+        assert proc.stdout.read(1)  # the reply streams
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+        _, stderr = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and stderr == b"error: interrupted\n", stderr
 
 
 # ---- failures: exit 1 ------------------------------------------------------------
