@@ -183,6 +183,11 @@ def analysis_options() -> dict:
     for source in sorted((ROOT / "engines").rglob("*.py")):
         datas.append((str(source), str(Path("engines-src") / source.parent.relative_to(ROOT))))
 
+    # The image-engine installer runs uv (engines/envs/uv.py finds it in the bundle's own folder).
+    from uv import find_uv_bin
+
+    binaries.append((find_uv_bin(), "."))
+
     # ctypes-loaded libraries must keep llama_cpp/lib as their folder: backends.py
     # and llama_cpp itself look for them next to llama_cpp/__init__.py.
     binaries = [(src, dest) for src, dest in binaries if not os.path.basename(src).endswith((".a", ".lib"))]

@@ -106,7 +106,8 @@ def test_backend_setting(monkeypatch):
 
 def test_wheel_folder_and_install_json_round_trip(monkeypatch, tmp_path):
     plan = make_plan(report(), wheel_dir=tmp_path)
-    assert plan.wheel_dir == str(tmp_path) and plan.summary().endswith("nothing to download (from the folder of wheels)")
+    assert plan.wheel_dir == str(tmp_path)
+    assert plan.summary().endswith("nothing to download (from the folder of wheels)")
     assert InstallPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
     monkeypatch.setenv(WHEELS_ENV, str(tmp_path))
     assert make_plan(report()).wheel_dir == str(tmp_path)
@@ -400,7 +401,8 @@ def test_foreign_host_loads_generates_cancels_and_survives_a_kill(foreign_host, 
     info = foreign_host.load("llama_cpp", spec)
     assert info.architecture == "llama" and foreign_host.python == sys.executable
     first_pid = foreign_host.pid
-    events = list(foreign_host.generate(TextRequest((ChatMessage("user", "hi"),), SamplingParams(max_tokens=4, seed=1))))
+    events = list(foreign_host.generate(TextRequest((ChatMessage("user", "hi"),),
+                                                    SamplingParams(max_tokens=4, seed=1))))
     assert isinstance(events[-1], FinishedEvent) and events[-1].result.text
     # Cancel from another thread: the cancel line stops it before its 2,000 tokens. (The random tiny model
     # streams few TokenEvents: most of its tokens are not valid UTF-8 text, so a timer cancels.)
@@ -410,7 +412,8 @@ def test_foreign_host_loads_generates_cancels_and_survives_a_kill(foreign_host, 
     timer.join()
     assert events[-1].result.finish_reason == "cancelled", events[-1].result
     # The cancel did not leak into the next request.
-    events = list(foreign_host.generate(TextRequest((ChatMessage("user", "hi"),), SamplingParams(max_tokens=4, seed=1))))
+    events = list(foreign_host.generate(TextRequest((ChatMessage("user", "hi"),),
+                                                    SamplingParams(max_tokens=4, seed=1))))
     assert events[-1].result.finish_reason == "length"
     # kill -9 mid-reply: EngineCrashed with the reason, and the next request starts a fresh host.
     killer = threading.Timer(0.3, os.kill, (foreign_host.pid, signal.SIGKILL))

@@ -187,8 +187,9 @@ def test_full_disk_during_the_install_says_so(engine, tmp_path, monkeypatch):
         with pytest.raises(EngineError) as info:
             engine.install(plan)
         assert info.value.kind == INSTALL_FAILED
+        # (Which package meets the full disk first depends on uv's parallel unpacking.)
         assert info.value.message.startswith("Installing PyTorch 2.13 (CPU) failed: The disk is full: uv could not "
-                                             "write the packages (Failed to download `torch==2.13.0+cpu`: ")
+                                             "write the packages (Failed to download `")
         assert info.value.message.endswith("No space left on device (os error 28)).")
         status = engine.status()
         assert status.state == "broken" and status.resumable and "The disk is full" in status.reason

@@ -114,6 +114,12 @@ def _variant_of(versions: dict, fallback: str | None) -> str | None:
     return match.group(1) if match else fallback
 
 
+def _end_reason(state: str, error: str | None) -> str:
+    if state == "cancelled":
+        return "The last install was cancelled before it finished."
+    return f"The last install failed: {error or 'no reason was recorded'}"
+
+
 class ImageEngineEnv:
     """The private image-engine environment under *root* (see the module docstring)."""
 
@@ -125,6 +131,7 @@ class ImageEngineEnv:
         self.log_path = self.root / "install.log"
         self._state = StateFile(self.root / "install.json")
         self._use_host = use_host
+        self._unrecorded_end: str = ""  # how the last install ended, when install.json could not say it
 
     @property
     def python(self) -> Path:
@@ -152,12 +159,14 @@ class ImageEngineEnv:
             ours = data.get("pid") == os.getpid()
             if (ours and self._busy()) or (not ours and process_alive(data.get("pid"), data.get("pid_started"))):
                 return EnvStatus("installing", **common, reason="The image engine is being installed.")
+            if ours and self._unrecorded_end:
+                return EnvStatus("broken", **common, resumable=True, reason=self._unrecorded_end)
             return EnvStatus("broken", **common, resumable=True,
-                             reason=f"The last install was interrupted while {STEP_WORDS.get(data.get('step') or '', 'installing')} "
+                             reason=f"The last install was interrupted while "
+                                    f"{STEP_WORDS.get(data.get('step') or '', 'installing')} "
                                     "(the app closed or was stopped). Resume it, or start over.")
         if state in ("failed", "cancelled"):
-            why = ("The last install was cancelled before it finished." if state == "cancelled"
-                   else f"The last install failed: {data.get('error') or 'no reason was recorded'}")
+            why = _end_reason(state, data.get("error"))
             return EnvStatus("broken" if exists else "not_installed", **common, resumable=exists, reason=why)
         if state in ("ready", "damaged"):
             problem = quick_problem(self.env_dir) or (data.get("error") if state == "damaged" else "")
@@ -288,7 +297,8 @@ class ImageEngineEnv:
     def _uv_env(self, plan: InstallPlan) -> dict[str, str]:
         from engines.library.network import network_allowed
 
-        return uv_env(clean_env(), self.cache_dir, self.python_dir, offline=bool(plan.wheel_dir) or not network_allowed())
+        offline = bool(plan.wheel_dir) or not network_allowed()
+        return uv_env(clean_env(), self.cache_dir, self.python_dir, offline=offline)
 
     def _make_venv(self, uv: str, plan, progress, cancel, logfile) -> Path:
         python = self.python
@@ -304,7 +314,8 @@ class ImageEngineEnv:
                                 lambda m: logfile.write(m + "\n"))
         logfile.write(f"base Python: {base.path} ({'.'.join(map(str, base.version))}, from {base.source})\n")
         self._state.update(step="venv", base_python=base.path)
-        self._step("venv", progress, f"Creating the environment with Python {base.version[0]}.{base.version[1]}…", 0.0)
+        version = f"{base.version[0]}.{base.version[1]}"
+        self._step("venv", progress, f"Creating the environment with Python {version}…", 0.0)
         result = self._run(venv_command(uv, base.path, self.env_dir), plan, logfile, cancel)
         if result.returncode != 0 or not python.exists():
             self._raise_if_cancelled(cancel)
@@ -319,7 +330,7 @@ class ImageEngineEnv:
         result = self._run(install_command(uv, python, plan, dry_run=True), plan, logfile, cancel, output.append)
         self._raise_if_cancelled(cancel)
         if result.returncode != 0:
-            raise EngineError(INSTALL_FAILED, f"Installing {plan.label} failed: {uv_error(result.lines, plan.wheel_dir)}")
+            raise self._failed(plan, result)
         resolution = parse_resolution(output)
         if resolution.torch_version is None:
             self._step("resolve", progress, "PyTorch is already installed; installing the rest…", 1.0)
@@ -346,16 +357,22 @@ class ImageEngineEnv:
         result = self._run(install_command(uv, python, plan), plan, logfile, cancel, on_line, on_tick)
         self._raise_if_cancelled(cancel)
         if result.returncode != 0:
-            raise EngineError(INSTALL_FAILED, f"Installing {plan.label} failed: {uv_error(result.lines, plan.wheel_dir)}")
+            raise self._failed(plan, result)
 
     # ---- helpers -----------------------------------------------------------------------
 
     def _record_end(self, **changes) -> None:
-        """Record how a failed install ended; a disk too full even for install.json must not hide its error."""
+        """Record how a failed install ended; a disk too full even for install.json must not hide its error.
+
+        When the file cannot be written, this object remembers the end for :meth:`status` (the next
+        start of the app finds the install as interrupted, which it then is).
+        """
+        self._unrecorded_end = ""
         try:
             self._state.update(finished_at=now_iso(), **changes)
         except OSError as exc:
             log.warning("could not record the end of the install in %s: %s", self._state.path, exc)
+            self._unrecorded_end = _end_reason(changes["state"], changes.get("error"))
 
     def _run(self, command, plan, logfile, cancel, on_line: Callable[[str], None] | None = None,
              on_tick: Callable[[], None] | None = None):
@@ -381,6 +398,10 @@ class ImageEngineEnv:
                                   env=clean_env()).returncode == 0
         except (OSError, subprocess.TimeoutExpired):
             return False
+
+    @staticmethod
+    def _failed(plan: InstallPlan, result) -> EngineError:
+        return EngineError(INSTALL_FAILED, f"Installing {plan.label} failed: {uv_error(result.lines, plan.wheel_dir)}")
 
     @staticmethod
     def _raise_if_cancelled(cancel: threading.Event) -> None:
@@ -493,7 +514,7 @@ class InstallLog:
 
 
 def image_host_launch(workspace) -> dict | None:
-    """The image engine host's interpreter for *workspace*: ``dict(python=…, pythonpath=…)``, or None for this one."""
+    """The image engine host's interpreter for *workspace*: ``dict(python=…, pythonpath=…)``; None: this one."""
     try:
         return ImageEngineEnv(image_engine_root(workspace.paths)).host_launch()
     except Exception as exc:  # noqa: BLE001 - a broken state file must not stop the app

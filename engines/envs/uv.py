@@ -25,8 +25,10 @@ expects, that moves the bar even in the middle of a 2 GB download.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +38,11 @@ UV_VERSION = "0.13.9"  # pinned in pyproject.toml; the output lines below were r
 
 
 def uv_binary() -> str:
-    """The uv executable: the one the ``uv`` package installed beside Atelier, else one on PATH."""
+    """The uv executable: the bundle's own (a frozen app), the ``uv`` package's beside Atelier, else PATH's."""
+    if getattr(sys, "frozen", False):  # packaging/common_spec.py puts it beside the bundle's libraries
+        bundled = Path(getattr(sys, "_MEIPASS", Path(sys.executable).parent)) / ("uv.exe" if os.name == "nt" else "uv")
+        if bundled.is_file():
+            return str(bundled)
     try:
         from uv import find_uv_bin
 
@@ -53,8 +59,10 @@ def uv_binary() -> str:
 def uv_env(base: dict[str, str], cache_dir: Path, python_dir: Path, offline: bool) -> dict[str, str]:
     """*base* (the clean environment of a foreign Python) with uv's folders and no colour or prompts."""
     env = dict(base)
-    for inherited in ("VIRTUAL_ENV", "CONDA_PREFIX", "UV_SYSTEM_PYTHON", "UV_PYTHON"):
-        env.pop(inherited, None)  # the target environment is always named explicitly
+    # The target environment is always named explicitly; the environment's files must stay real files
+    # (or hard links) when the cache is deleted after the install, and the cache must be used.
+    for inherited in ("VIRTUAL_ENV", "CONDA_PREFIX", "UV_SYSTEM_PYTHON", "UV_PYTHON", "UV_LINK_MODE", "UV_NO_CACHE"):
+        env.pop(inherited, None)
     env.update(UV_CACHE_DIR=str(cache_dir), UV_PYTHON_INSTALL_DIR=str(python_dir), NO_COLOR="1")
     if offline:
         env.update(UV_OFFLINE="1", UV_PYTHON_DOWNLOADS="never")
