@@ -355,3 +355,162 @@ def test_created_in_one_thread_used_from_others(store: ChatStore) -> None:
     messages = store.messages(chat.id)
     assert len(messages) == 100
     assert [m.position for m in messages] == list(range(100))
+
+
+# ---- titles -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "title"),
+    [
+        ("# How do I *parse* JSON?", "How do I parse JSON?"),
+        ("**Bold** claim about `my_var` and __init__", "Bold claim about my_var and init"),
+        ("> quoted [link text](https://example.com) here", "quoted link text here"),
+        ("```python\nprint('hi')\n```", "print('hi')"),
+        ("- [ ] a task with ~~old~~ text", "a task with old text"),
+        ("1. first step <b>bold</b>", "first step bold"),
+        ("---\n\n## Heading ##", "Heading"),
+        ("rename my_var in snake_case", "rename my_var in snake_case"),
+        ("C# notes: 2 * 3 = 6", "C# notes: 2 * 3 = 6"),
+        ("![a diagram](x.png) explained", "a diagram explained"),
+    ],
+)
+def test_auto_titles_are_plain_words_without_markdown(text: str, title: str) -> None:
+    assert auto_title_from(text) == title
+
+
+def test_editing_the_first_question_retitles_the_chat_unless_the_user_named_it(store: ChatStore) -> None:
+    chat = store.create_conversation()
+    first = store.add_message(chat.id, "user", "# Waht is **Rust**?")
+    store.add_message(chat.id, "assistant", "A language.")
+    assert store.get_conversation(chat.id).title == "Waht is Rust?"
+    store.edit_message(first.id, "What is *Rust*?")
+    assert store.get_conversation(chat.id).title == "What is Rust?"
+    later = store.add_message(chat.id, "user", "And Go?")
+    store.edit_message(later.id, "And Zig?")
+    assert store.get_conversation(chat.id).title == "What is Rust?"  # only the first question names the chat
+    store.rename_conversation(chat.id, "Languages")
+    store.edit_message(first.id, "What is Rust, really?")
+    assert store.get_conversation(chat.id).title == "Languages"
+
+
+# ---- reply versions (Regenerate) ---------------------------------------------------------------------------
+
+
+def test_regenerate_keeps_every_version_and_history_uses_the_one_shown(store: ChatStore) -> None:
+    from engines.chat.session import history_for
+
+    chat = store.create_conversation()
+    store.add_message(chat.id, "user", "Name a colour")
+    reply = store.begin_reply(chat.id)
+    store.finish_reply(reply, "Red.", "complete", stats={"seed": 1})
+    assert store.begin_new_version(reply) == reply
+    shown = store.get_message(reply)
+    assert (shown.content, shown.status, shown.version, shown.versions) == ("", "streaming", 2, 2)
+    store.finish_reply(reply, "Blue.", "complete", stats={"seed": 2})
+    store.begin_new_version(reply)
+    store.finish_reply(reply, "Green.", "cancelled")
+    assert [(m.content, m.version, m.versions) for m in store.messages(chat.id)][1] == ("Green.", 3, 3)
+
+    flipped = store.show_version(reply, 1)
+    assert (flipped.content, flipped.status, flipped.stats, flipped.version, flipped.versions) == (
+        "Red.", "complete", {"seed": 1}, 1, 3)
+    assert [m.content for m in history_for(store, chat.id)] == ["Name a colour", "Red."]
+    assert store.show_version(reply, 3).content == "Green."
+    assert store.show_version(reply, 2).content == "Blue."
+    with pytest.raises(ChatNotFound):
+        store.show_version(reply, 4)
+    assert len(store.messages(chat.id)) == 2  # versions never become extra messages
+
+
+def test_a_regeneration_that_wrote_nothing_gives_the_earlier_version_back(store: ChatStore) -> None:
+    chat = store.create_conversation()
+    store.add_message(chat.id, "user", "Hi")
+    reply = store.begin_reply(chat.id)
+    store.finish_reply(reply, "Hello!", "complete")
+    store.begin_new_version(reply)
+    store.drop_current_version(reply)
+    back = store.get_message(reply)
+    assert (back.content, back.status, back.version, back.versions) == ("Hello!", "complete", 1, 1)
+    first_reply_ever = store.begin_reply(chat.id)
+    store.drop_current_version(first_reply_ever)  # no earlier version: the empty reply goes
+    assert [m.content for m in store.messages(chat.id)] == ["Hi", "Hello!"]
+
+
+def test_deleting_a_chat_or_the_messages_after_an_edit_removes_their_versions(store: ChatStore, db_path: Path) -> None:
+    chat = store.create_conversation()
+    store.add_message(chat.id, "user", "Hi")
+    reply = store.begin_reply(chat.id)
+    store.finish_reply(reply, "one", "complete")
+    store.begin_new_version(reply)
+    store.finish_reply(reply, "two", "complete")
+    store.delete_messages_from(chat.id, 1)
+    raw = sqlite3.connect(db_path)
+    try:
+        assert raw.execute("SELECT COUNT(*) FROM reply_versions").fetchone()[0] == 0
+    finally:
+        raw.close()
+
+
+def test_a_schema_1_history_is_migrated_with_its_chats_intact(db_path: Path) -> None:
+    from engines.chat.records import MIGRATIONS
+
+    db_path.parent.mkdir(parents=True)
+    raw = sqlite3.connect(db_path)
+    for statement in MIGRATIONS[0]:
+        raw.execute(statement)
+    raw.execute("INSERT INTO conversations (id, title, created_at, updated_at) VALUES (1, 'Old chat', 1, 1)")
+    raw.execute("INSERT INTO messages (conversation_id, position, role, content, created_at, updated_at) "
+                "VALUES (1, 0, 'user', 'hello', 1, 1), (1, 1, 'assistant', 'hi there', 1, 1)")
+    raw.execute("PRAGMA user_version = 1")
+    raw.commit()
+    raw.close()
+    with ChatStore(db_path) as store:
+        assert store.schema_version() == SCHEMA_VERSION == 2
+        user, reply = store.messages(1)
+        assert (reply.content, reply.version, reply.versions) == ("hi there", 1, 1)
+        store.begin_new_version(reply.id)
+        store.finish_reply(reply.id, "hello again", "complete")
+        assert store.show_version(reply.id, 1).content == "hi there"
+
+
+# ---- failures become sentences -------------------------------------------------------------------------------
+
+
+def test_a_full_disk_is_a_write_error_that_changes_nothing(tmp_path: Path) -> None:
+    from engines.chat import ChatWriteError
+    from tests.fixtures.tmpfs import fill, small_tmpfs
+
+    with small_tmpfs(tmp_path / "disk", "1m") as disk:
+        store = ChatStore(disk / "atelier.sqlite3")
+        chat = store.create_conversation()
+        filler = fill(disk)
+        with pytest.raises(ChatWriteError) as failed:
+            for i in range(200):
+                store.add_message(chat.id, "user", "x" * 20_000 + str(i))
+        assert str(failed.value) == (f"The disk holding your chats is full ({disk}), so the chat could not be saved. "
+                                     "Free some space; Atelier saves again as soon as it can.")
+        written = len(store.messages(chat.id))
+        filler.unlink()
+        store.add_message(chat.id, "user", "after the space came back")
+        assert [m.content for m in store.messages(chat.id)][written:] == ["after the space came back"]
+        store.close()
+
+
+def test_a_file_made_read_only_while_open_refuses_writes_with_a_sentence(db_path: Path) -> None:
+    from engines.chat import ChatWriteError
+    from tests.fixtures.tmpfs import read_only
+
+    if os.geteuid() != 0:
+        pytest.skip("an open file is made unwritable with chattr +i, which needs root (chmod leaves open files writable)")
+    store = ChatStore(db_path)
+    chat = store.create_conversation()
+    store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    companions = [p for p in db_path.parent.iterdir() if p.name.startswith(db_path.name)]
+    with read_only(*companions):
+        with pytest.raises(ChatWriteError) as failed:
+            store.add_message(chat.id, "user", "hello")
+        assert str(failed.value) == (f"The chat history ({db_path}) could not be saved: the disk reported an error "
+                                     "(disk I/O error). The disk may be failing, or the file was made read-only.")
+        assert store.list_conversations()[0].id == chat.id  # reading still works
+    store.close()

@@ -69,7 +69,8 @@ def describe(exc: BaseException, path: Path, writing: bool) -> str:
     if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
         return "The chat history is busy in another Atelier process; try again in a moment."
     if code == sqlite3.SQLITE_IOERR:
-        action = "saving" if writing else "reading"
-        return f"The disk reported an error while {action} the chat history ({path}): {exc}."
+        action = "saved" if writing else "read"
+        return (f"The chat history ({path}) could not be {action}: the disk reported an error ({exc}). "
+                "The disk may be failing, or the file was made read-only.")
     action = "saved" if writing else "read"
     return f"The chat history ({path}) could not be {action}: {exc}."
