@@ -404,7 +404,7 @@ def test_job_ids_and_paths_from_the_state_file_cannot_leave_atelier_s_folders(ht
     assert queue.jobs() == [] and http_server.seen == []
     (problem,) = queue.problems
     assert problem.startswith(
-        "4 download(s) in downloads.json were refused and are not run (they stay in the file as they are): "
+        "4 downloads in downloads.json were refused and not run (kept in the file as they are): "
         "download '../../victim': id: Refusing the download id '../../victim': an id must be a plain name of letters, "
         "digits, - and _, so that it cannot reach outside Atelier's folders.; download 'okid': target: Refusing the "
         "file name '../../victim': it would be written outside the models folder.; ")
@@ -448,7 +448,7 @@ def test_a_damaged_download_list_is_set_aside_and_its_partial_files_listed(http_
     assert kept.read_text() == content
     assert queue.problems == [
         f"The download list (downloads.json) could not be read ({reason}). It was kept as {kept} and a new one was started.",
-        f"1 partial download(s) (1.5 KB) in {queues.models / '.staging'} belong to no download in the list: 0123abcd. "
+        f"1 partial download (1.5 KB) in {queues.models / '.staging'} belongs to no download in the list: 0123abcd. "
         "They are kept; delete them to free the space.",
     ]
     queue.start()

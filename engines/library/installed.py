@@ -174,8 +174,8 @@ class InstalledModels:
         self._invalid = None
         if reasons:
             self._invalid = (
-                f"{len(reasons)} record(s) in {self._file.name} could not be read and were left in the file "
-                f"as they are: {'; '.join(reasons[:3])}{' …' if len(reasons) > 3 else ''}."
+                f"{len(reasons)} {'record' if len(reasons) == 1 else 'records'} in {self._file.name} could not be "
+                f"read and {'was' if len(reasons) == 1 else 'were'} left in the file as {'it is' if len(reasons) == 1 else 'they are'}: {'; '.join(reasons[:3])}{' …' if len(reasons) > 3 else ''}."
             )
             for reason in reasons:
                 if reason not in self._logged:

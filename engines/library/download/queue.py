@@ -164,14 +164,14 @@ class DownloadQueue:
             reasons = self._snapshot.reasons
             if reasons:
                 problems.append(
-                    f"{len(reasons)} download(s) in {self._state.path.name} were refused and are not run (they stay "
-                    f"in the file as they are): {'; '.join(reasons[:3])}{' …' if len(reasons) > 3 else ''}.")
+                    f"{_count(len(reasons), 'download')} in {self._state.path.name} {_were(len(reasons))} refused "
+                    f"and not run (kept in the file as {'it is' if len(reasons) == 1 else 'they are'}): {'; '.join(reasons[:3])}{' …' if len(reasons) > 3 else ''}.")
             orphans = [path for path in self._orphans if path.exists()]
             if orphans:
                 size = sum(folder_size(path) for path in orphans)
                 problems.append(
-                    f"{len(orphans)} partial download(s) ({human_size(size)}) in {orphans[0].parent} belong to no "
-                    f"download in the list: {', '.join(printable(p.name) for p in orphans[:3])}"
+                    f"{_count(len(orphans), 'partial download')} ({human_size(size)}) in {orphans[0].parent} "
+                    f"{'belongs' if len(orphans) == 1 else 'belong'} to no download in the list: {', '.join(printable(p.name) for p in orphans[:3])}"
                     f"{' …' if len(orphans) > 3 else ''}. They are kept; delete them to free the space.")
             return problems
 
@@ -598,6 +598,14 @@ class DownloadQueue:
         return moved
 
     # -- files ----------------------------------------------------------------------
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _were(n: int) -> str:
+    return "was" if n == 1 else "were"
 
 
 def _traceback_to_log() -> bool:
