@@ -246,23 +246,20 @@ def _stdout_reader_gone() -> bool:
 
 
 def _end_like_a_unix_tool() -> int:
-    """The reader of stdout is gone: end at once, quietly, the way ``cat`` does (killed by SIGPIPE).
+    """The reader of stdout is gone: end at once and quietly, with the status a shell shows for ``cat`` there.
 
-    The command's own clean-up (the engine host's shutdown) already ran while the error rose.
-    Pointing stdout at /dev/null first keeps the interpreter from a second failed flush on the way
-    out. The shell then sees 141 (128 + SIGPIPE), exactly as for any other tool in a pipe.
+    That status is 141, 128 + SIGPIPE. The process exits with it rather than killing itself with
+    the signal, so the interpreter still shuts down properly: multiprocessing's resource tracker
+    would otherwise complain about the engine host's semaphores on stderr. The command's own
+    clean-up (the engine host's shutdown) already ran while the error rose; pointing stdout at
+    /dev/null keeps the interpreter from a second failed flush on the way out.
     """
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
     except (AttributeError, OSError, ValueError):
         pass
-    import signal
-
-    if hasattr(signal, "SIGPIPE"):
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGPIPE)
-    return EXIT_FAILED  # Windows has no SIGPIPE: a plain failure code, still without a message
+    return 128 + 13  # SIGPIPE is 13 on every Unix; Windows has no SIGPIPE and the code still means "pipe closed"
 
 
 if __name__ == "__main__":

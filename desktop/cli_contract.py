@@ -10,7 +10,9 @@ from "something failed" without reading the message:
 * 1 (``EXIT_FAILED``): the request was right but could not be carried out
   (no network, a full disk, not enough memory, an engine missing or
   crashed, a bug); one ``error:`` line on stderr;
-* 130 (``EXIT_INTERRUPTED``): Ctrl-C, as shells report SIGINT.
+* 130 (``EXIT_INTERRUPTED``): Ctrl-C, as shells report SIGINT;
+* 141: the reader of stdout went away (``| head``); nothing is printed, and
+  the status is the one a shell shows for any tool ended by SIGPIPE there.
 
 Commands raise :class:`CliError`; ``desktop.cli`` prints it. An
 :class:`~engines.errors.EngineError` becomes a ``CliError`` through

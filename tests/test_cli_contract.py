@@ -195,7 +195,7 @@ def _run_into_a_closed_pipe(*args: str) -> subprocess.CompletedProcess:
 
 def test_a_closed_stdout_ends_the_command_quietly_like_a_unix_tool():
     run = _run_into_a_closed_pipe("models", "list", "--catalog")
-    assert run.returncode == -signal.SIGPIPE and run.stderr == b""
+    assert run.returncode == 128 + signal.SIGPIPE and run.stderr == b""
 
 
 def test_models_list_into_head_exits_quietly_through_a_real_shell():

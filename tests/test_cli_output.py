@@ -103,6 +103,6 @@ def test_no_demo_note_for_raw_completion_or_another_model(demo_home, tiny_gguf):
 
 
 def test_the_readme_says_the_demo_is_a_base_model():
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())  # wrapped lines read as one
     assert "The demo, Gemma 3 270M, is a base model for trying the app out" in text
     assert 'atelier chat --model demo --prompt "Name three colors."' not in text
