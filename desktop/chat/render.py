@@ -336,14 +336,15 @@ def _small(text: str, color: str, top: int = 4) -> str:
 
 
 def _versions(msg: MessageDisplay, t: Theme) -> str:
-    """‹ 2/3 ›: the arrows are links where there is a version to go to, plain grey text at either end."""
+    """‹ 2/3 ›: each arrow is a link where there is a version to go to, muted text at either end."""
     def arrow(symbol: str, step: int, enabled: bool) -> str:
         if not enabled:
-            return f'<span style="color:{t.border};">{symbol}</span>'
-        return (f'<a href="{version_href(msg.key, step)}" style="color:{t.link}; '
-                f'text-decoration:none;">{symbol}</a>')
-    return (f'<p style="margin-top:4px; margin-bottom:0px; font-size:small; color:{t.muted};">'
-            f'{arrow("‹", -1, msg.version > 1)}&nbsp;{msg.version}/{msg.versions}&nbsp;'
+            return f'<span style="font-size:large; color:{t.muted};">{symbol}</span>'
+        return (f'<a href="{version_href(msg.key, step)}" style="font-size:large; color:{t.link}; font-weight:600; '
+                f'text-decoration:none;">&nbsp;{symbol}&nbsp;</a>')
+    return (f'<p style="margin-top:6px; margin-bottom:0px; color:{t.muted};">'
+            f'{arrow("‹", -1, msg.version > 1)}&nbsp;&nbsp;<span style="font-size:small;">'
+            f'{msg.version}&nbsp;/&nbsp;{msg.versions}</span>&nbsp;&nbsp;'
             f'{arrow("›", 1, msg.version < msg.versions)}</p>')
 
 

@@ -32,6 +32,7 @@ from desktop.pages.chat_controller import ChatController
 from desktop.widgets.chat_settings_panel import ChatSettingsPanel
 from desktop.widgets.composer import Composer
 from desktop.widgets.conversation_list import ConversationList
+from desktop.widgets.elided_label import ElidedLabel
 from desktop.widgets.history_notice import HistoryNotice
 from desktop.widgets.labels import banner_label
 from desktop.workers.background import run_in_background, serial_pool
@@ -107,9 +108,8 @@ class ChatPage(QWidget):
         center.setMinimumWidth(300)
         center_layout = QVBoxLayout(center)
         center_layout.setContentsMargins(16, 12, 16, 12)
-        self.title = QLabel("New chat")
+        self.title = ElidedLabel("New chat")
         self.title.setObjectName("PageTitle")
-        self.title.setWordWrap(True)
         center_layout.addWidget(self.title)
         self.history_notice = HistoryNotice()
         center_layout.addWidget(self.history_notice)
@@ -156,7 +156,7 @@ class ChatPage(QWidget):
         self.panel = ChatSettingsPanel()
         splitter.addWidget(self.panel)
         splitter.setStretchFactor(1, 1)
-        splitter.setSizes([230, 720, 300])
+        splitter.setSizes([200, 720, 310])
 
         self._shortcuts()
         self._wire()
@@ -231,6 +231,7 @@ class ChatPage(QWidget):
         self._end_edit()
         self._forget_transient_messages()
         self.controller.start_new_chat()
+        self.conversations.show_current(None)
         self.composer.setFocus()
 
     def focus_search(self) -> None:
@@ -247,6 +248,7 @@ class ChatPage(QWidget):
         self._end_edit()
         self._forget_transient_messages()
         self.controller.select(conversation_id)
+        self.conversations.show_current(self.controller.current_id)
         self._load_chat_settings()
 
     def _forget_transient_messages(self) -> None:

@@ -13,7 +13,8 @@ class Composer(QPlainTextEdit):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.setObjectName("Composer")
-        self.setPlaceholderText("Message the model…  (Enter to send, Shift+Enter for a new line)")
+        self.setPlaceholderText("Message the model…")  # short: it must fit a small window
+        self.setToolTip("Enter sends · Shift+Enter adds a new line · Esc stops a reply")
         self.setTabChangesFocus(True)
         self.textChanged.connect(self._fit_height)
         self._fit_height()

@@ -91,6 +91,16 @@ class ConversationList(QFrame):
         self.empty_note.setText("No chat matches your search." if searching else "No chats yet: your first message starts one.")
         self.empty_note.setVisible(not conversations)
 
+    def show_current(self, conversation_id: int | None) -> None:
+        """Highlight the chat on show (None: a new chat, not in the list yet) without emitting ``selected``."""
+        self._suppress = True
+        match = None
+        for row in range(self.list.count()):
+            if int(self.list.item(row).data(Qt.UserRole)) == conversation_id:
+                match = self.list.item(row)
+        self.list.setCurrentItem(match)
+        self._suppress = False
+
     def current_id(self) -> int | None:
         item = self.list.currentItem()
         return None if item is None else int(item.data(Qt.UserRole))
