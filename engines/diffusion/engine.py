@@ -22,7 +22,8 @@ class DiffusionEngine:
         self._engine = None
         self._backend: str | None = None
 
-    def load(self, spec: ImageLoadSpec, emit: Emit) -> ImageModelInfo:
+    def load(self, spec: ImageLoadSpec, emit: Emit, cancel: CancelFlag | None = None) -> ImageModelInfo:
+        # ``cancel``: the engine host stops a cancelled load once it returns (engines.host.process).
         problems = spec.validate()
         if problems:
             raise EngineError(ErrorKind.BAD_INPUT, "Cannot load the model: " + "; ".join(problems) + ".")

@@ -21,6 +21,7 @@ from .header import (
     human_bytes,
 )
 from .reader import DEFAULT_MAX_HEADER_BYTES, read_gguf_header, read_gguf_header_from_bytes
+from .regular import NotARegularFileError, open_regular_file
 
 __all__ = [
     "DEFAULT_MAX_HEADER_BYTES",
@@ -31,9 +32,11 @@ __all__ = [
     "GGUFNeedMoreData",
     "GGUFTruncatedError",
     "GGUFUnsupportedError",
+    "NotARegularFileError",
     "NotGGUFError",
     "TensorInfo",
     "human_bytes",
+    "open_regular_file",
     "read_gguf_header",
     "read_gguf_header_from_bytes",
 ]

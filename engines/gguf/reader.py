@@ -24,7 +24,6 @@ from __future__ import annotations
 import io
 import os
 import struct
-from pathlib import Path
 from typing import Any, BinaryIO, Union
 
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
@@ -40,6 +39,7 @@ from .header import (
     TensorInfo,
     human_bytes,
 )
+from .regular import open_regular_file
 
 __all__ = ["DEFAULT_MAX_HEADER_BYTES", "read_gguf_header", "read_gguf_header_from_bytes"]
 
@@ -385,15 +385,16 @@ def read_gguf_header(
     of the GGUF data; its size is taken from ``fileno()`` or by seeking when
     ``file_size`` is not given, so that truncation can be detected. Raises a
     :class:`GGUFError` subclass for anything wrong with the content, and
-    ``OSError`` when the file cannot be opened or read.
+    ``OSError`` when the file cannot be opened or read:
+    :class:`~engines.gguf.regular.NotARegularFileError` for a FIFO, a device
+    or a folder, which is refused without blocking.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):  # the whole file, unlike the prefix reader
         size = memoryview(source).nbytes if file_size is None else file_size
         return read_gguf_header_from_bytes(source, size, max_header_bytes=max_header_bytes)
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        # buffering=0: _Parser already reads in 1 MiB chunks
-        with open(path, "rb", buffering=0) as f:
+        # Unbuffered (the parser reads in 1 MiB chunks), and never blocking on a FIFO or a device.
+        with open_regular_file(source) as f:
             size = os.fstat(f.fileno()).st_size if file_size is None else file_size
             return _Parser(None, f, size, max_header_bytes).parse()
     if file_size is None:

@@ -1,9 +1,10 @@
 """The small message protocol between a parent and its engine host.
 
-Parent to host: :class:`Load`, :class:`Generate`, :class:`Unload`,
-:class:`Shutdown`. Cancelling is not a message: a message would wait behind
-the busy generation loop, so the parent sets a shared ``multiprocessing``
-event instead, which the engine polls at every token.
+Parent to host: :class:`Load`, :class:`Generate`, :class:`Shutdown`. Both
+requests carry an id. Cancelling is not a message: a message would wait
+behind the busy load or generation, so the parent raises a shared
+"cancelled up to" request id instead (:mod:`engines.host.cancel`), which
+the engine polls at every token and at every step of a load.
 
 Host to parent: :class:`Ready`, :class:`Loaded`, :class:`Event`,
 :class:`Done` and :class:`Failed`. Every message is a picklable dataclass.
@@ -21,17 +22,13 @@ from typing import Any
 class Load:
     engine: str  # registry name, e.g. "llama_cpp"
     spec: Any  # the engine's load spec (TextLoadSpec for text engines)
+    request_id: int = 0
 
 
 @dataclass(frozen=True)
 class Generate:
     request_id: int
     request: Any
-
-
-@dataclass(frozen=True)
-class Unload:
-    pass
 
 
 @dataclass(frozen=True)
@@ -50,11 +47,12 @@ class Ready:
 @dataclass(frozen=True)
 class Loaded:
     info: Any
+    request_id: int = 0
 
 
 @dataclass(frozen=True)
 class Event:
-    request_id: int | None  # None for load progress
+    request_id: int | None
     event: Any
 
 

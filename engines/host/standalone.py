@@ -3,7 +3,7 @@
 The parent (:class:`engines.host.client.EngineHost` with ``python=...``)
 listens on a ``multiprocessing.connection.Listener`` and starts::
 
-    <python> -s -m engines.host.standalone <address> <log path>
+    <python> -s -m engines.host.standalone <address> <log path> <parent pid>
 
 with the listener's random authentication key written to the child's
 standard input (not on the command line, which every local user can read).
@@ -12,8 +12,10 @@ The child connects twice: the first connection carries the usual protocol
 loop as the spawned host; the second is the cancel line. The parent writes a
 request id there to cancel that request (and every earlier one), and a
 reader thread in the child turns it into the flag the engine polls, so a
-cancel never waits behind the busy generation loop. A closed cancel line
-cancels everything.
+cancel never waits behind the busy load or generation
+(:class:`~engines.host.cancel.RequestCancels`). A closed cancel line
+cancels everything. Like the spawned host, it dies with its parent
+(:mod:`engines.host.watchdog`), watched by the pid given on the command line.
 
 This module is also where :func:`engines_source_root` lives: the folder to
 put on the foreign interpreter's ``PYTHONPATH`` so it finds ``engines``.
@@ -27,8 +29,11 @@ import sys
 import threading
 from pathlib import Path
 
+from engines.host.cancel import CANCEL_ALL, RequestCancels
+
 SOURCE_ENV = "ATELIER_ENGINES_SOURCE"  # overrides where the engines/ source tree is
-CANCEL_ALL = 2**62  # the request id the parent sends to cancel everything (close)
+
+__all__ = ["CANCEL_ALL", "SOURCE_ENV", "RequestCancels", "engines_source_root", "listener_family", "main"]
 
 
 def engines_source_root() -> Path | None:
@@ -56,72 +61,20 @@ def engines_source_root() -> Path | None:
     return None
 
 
-class RequestCancels:
-    """Per-request cancel flags fed by the cancel connection.
-
-    Cancelling request *n* cancels every request up to *n*; a request that
-    starts later has its own, clear flag. So a cancel can never leak into
-    the next request, and a cancel that arrives before its request starts
-    still counts.
-    """
-
-    def __init__(self) -> None:
-        self._upto = 0
-        self._changed = threading.Condition()
-
-    def cancel(self, request_id: int) -> None:
-        with self._changed:
-            self._upto = max(self._upto, int(request_id))
-            self._changed.notify_all()
-
-    def flag(self, request_id: int | None) -> "_RequestFlag":
-        return _RequestFlag(self, request_id or 0)
-
-    def is_cancelled(self, request_id: int) -> bool:
-        return self._upto >= request_id
-
-    def wait(self, request_id: int, timeout: float | None = None) -> bool:
-        with self._changed:
-            return self._changed.wait_for(lambda: self._upto >= request_id, timeout)
-
-    def listen(self, conn) -> None:
-        """Read request ids from the cancel connection until it closes (then cancel all)."""
-        while True:
-            try:
-                request_id = conn.recv()
-            except (EOFError, OSError):
-                break
-            except Exception:  # noqa: BLE001 - a bad message must not end the line
-                continue
-            if isinstance(request_id, int):
-                self.cancel(request_id)
-        self.cancel(CANCEL_ALL)
-
-
-class _RequestFlag:
-    """The :class:`engines.api.CancelFlag` one request's engine polls."""
-
-    def __init__(self, owner: RequestCancels, request_id: int) -> None:
-        self._owner = owner
-        self._request_id = request_id
-
-    def is_set(self) -> bool:
-        return self._owner.is_cancelled(self._request_id)
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return self._owner.wait(self._request_id, timeout)
-
-
 def listener_family(address: str) -> str:
     return "AF_PIPE" if address.startswith("\\\\") else "AF_UNIX"
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2:
-        print("usage: python -m engines.host.standalone ADDRESS LOG_PATH  (authkey in hex on stdin)", file=sys.stderr)
+    if len(argv) not in (2, 3):
+        print("usage: python -m engines.host.standalone ADDRESS LOG_PATH [PARENT_PID]  (authkey in hex on stdin)",
+              file=sys.stderr)
         return 2
-    address, log_path = argv
+    address, log_path = argv[:2]
+    from engines.host.watchdog import die_with_parent
+
+    die_with_parent(int(argv[2]) if len(argv) == 3 else os.getppid())
     authkey = bytes.fromhex(sys.stdin.readline().strip())
     from multiprocessing.connection import Client
 

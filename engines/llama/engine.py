@@ -1,16 +1,17 @@
 """The llama.cpp engine: loads a GGUF file and streams chat replies.
 
 It runs inside the engine host. It leans on llama-cpp-python for the hard
-parts (``Llama``, ``create_completion(stream=True)``, the chat formatters)
-and adds what a desktop app needs around them: checks that turn a bad file
-into a sentence, a memory check before load, context fitting, a cancel
-flag polled at every token and inside llama.cpp's compute graph, and the
+parts (``Llama``, ``create_completion(stream=True)``, the named chat
+formats) and adds what a desktop app needs around them: checks that turn a
+bad file into a sentence, a memory check before load, chat templates
+rendered under a time and size budget, prompts in which message text never
+becomes control tokens, context fitting, a cancel flag polled at every step
+of a load, at every token and inside llama.cpp's compute graph, and the
 figures the user sees (time to first token, decode rate, context used).
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import logging
 import os
@@ -34,9 +35,12 @@ from engines.errors import EngineError, ErrorKind
 from engines.kv_cache import cache_type_info
 from engines.llama.cache_options import cache_refusal, llama_cache_kwargs, read_cache_report
 from engines.llama.context_fit import fit_conversation, reply_reserve
+from engines.llama.construct import abortable_model_load, skip_library_chat_templates
 from engines.llama.native_log import NATIVE_LOG
 from engines.llama.preflight import check_model_file, check_memory_for_context
-from engines.llama.templates import ChatTemplate, choose_template
+from engines.llama.prompt_tokens import PromptTokenizer
+from engines.llama.template_sandbox import TemplateBudgetError, TemplateCancelled
+from engines.llama.templates import ChatTemplate, RenderedPrompt, choose_template, fallback_template
 
 log = logging.getLogger(__name__)
 STATS_INTERVAL_S = 0.25
@@ -53,6 +57,9 @@ class LlamaCppEngine:
     def __init__(self) -> None:
         self._llm = None
         self._template: ChatTemplate | None = None
+        self._tokens: PromptTokenizer | None = None
+        self._architecture: tuple[str | None, list[str] | None] = (None, None)
+        self._pending_note: str | None = None  # why the file's template was refused, told once
         self._info: ModelInfo | None = None
         self._cancel: CancelFlag | None = None
         self._abort_callback = None  # keep the ctypes callback alive while the context lives
@@ -60,10 +67,12 @@ class LlamaCppEngine:
 
     # ---- load ------------------------------------------------------------
 
-    def load(self, spec: TextLoadSpec, emit: Emit) -> ModelInfo:
+    def load(self, spec: TextLoadSpec, emit: Emit, cancel: CancelFlag | None = None) -> ModelInfo:
+        """Load the model; ``cancel`` stops it at the next step (the header, llama.cpp's loader, the template)."""
         path = Path(spec.model_path)
         emit(ProgressEvent("load", f"Checking {path.name}…", 0.0))
         header = check_model_file(path)
+        _stop_if_cancelled(cancel, path)
         problems = spec.validate()
         if problems:
             raise EngineError(ErrorKind.BAD_INPUT, "; ".join(problems).capitalize() + ".")
@@ -83,10 +92,16 @@ class LlamaCppEngine:
         cache_kwargs = llama_cache_kwargs(cache.name)
         flash = bool(cache_kwargs.get("flash_attn"))
         with_cache = f" with a {cache.name} context cache (flash attention on)" if cache.quantized else ""
-        emit(ProgressEvent("load", f"Loading {path.name}{with_cache}…", 0.1))
+        loading = f"Loading {path.name}{with_cache}…"
+        emit(ProgressEvent("load", loading, 0.1))
+        _stop_if_cancelled(cancel, path)
         self._native_log.clear()
+
+        def on_progress(fraction: float) -> None:
+            emit(ProgressEvent("load", loading, 0.1 + 0.8 * fraction))
+
         try:
-            with tolerate_broken_templates():
+            with skip_library_chat_templates(), abortable_model_load(cancel, on_progress):
                 llm = llama_cpp.Llama(
                     model_path=str(path),
                     n_ctx=spec.context_length,
@@ -97,11 +112,21 @@ class LlamaCppEngine:
                     **cache_kwargs,
                 )
         except (ValueError, RuntimeError, OSError) as exc:
+            _stop_if_cancelled(cancel, path)  # llama.cpp's loader aborted because we asked it to
             raise self._load_failure(header, exc, cache.name) from None
         report = read_cache_report(self._native_log.text())
+        try:
+            template = choose_template(llm.metadata or {}, header.architecture, header.tokens, cancel)
+            _stop_if_cancelled(cancel, path)
+        except (TemplateCancelled, EngineError) as exc:
+            llm.close()
+            raise _load_stopped(path) if isinstance(exc, TemplateCancelled) else exc from None
         self._llm = llm
         self._install_abort_callback()
-        self._template = choose_template(llm.metadata or {}, header.architecture, header.tokens)
+        self._template = template
+        self._tokens = PromptTokenizer(llm)
+        self._architecture = (header.architecture, header.tokens)
+        self._pending_note = template.note
         self._info = ModelInfo(
             path=str(path),
             architecture=header.architecture or "unknown",
@@ -111,8 +136,8 @@ class LlamaCppEngine:
             trained_context_length=header.context_length or 0,
             threads=threads,
             gpu_layers=gpu_layers if gpu_layers >= 0 else (header.block_count or 0) + 1,
-            template=self._template.name,
-            template_source=self._template.source,
+            template=template.name,
+            template_source=template.source,
             gpu_offload_supported=offload,
             cache_type=cache.name,
             flash_attention=flash,
@@ -177,6 +202,7 @@ class LlamaCppEngine:
             self._llm.close()
         self._llm = None
         self._template = None
+        self._tokens = None
         self._info = None
 
     # ---- generate --------------------------------------------------------
@@ -191,10 +217,14 @@ class LlamaCppEngine:
         sampling = request.sampling
         seed = sampling.seed if sampling.seed is not None else random.randrange(2**32)
 
+        if self._pending_note:
+            emit(NoticeEvent(self._pending_note[0].upper() + self._pending_note[1:] + "."))
+            self._pending_note = None
         dropped = 0
         if request.raw_prompt is not None:
             template_name = "raw"
-            prompt_tokens = self._tokenize(request.raw_prompt, add_bos=True)
+            # The user writes the whole prompt in raw mode, control tokens included, on purpose.
+            prompt_tokens = self._llm.tokenize(request.raw_prompt.encode("utf-8"), add_bos=True, special=True)
             if len(prompt_tokens) + reply_reserve(sampling.max_tokens, n_ctx) > n_ctx:
                 raise EngineError(
                     ErrorKind.CONTEXT_OVERFLOW,
@@ -203,35 +233,53 @@ class LlamaCppEngine:
                 )
             stop: tuple[str, ...] = ()
         else:
+            try:
+                fitted = fit_conversation(
+                    request.messages,
+                    lambda msgs: len(self._render_tokens(msgs, emit, cancel)[0]),
+                    n_ctx,
+                    sampling.max_tokens,
+                    request.overflow,
+                )
+                prompt_tokens, stop = self._render_tokens(fitted.messages, emit, cancel)
+            except TemplateCancelled:
+                return self._cancelled_before_start(request, seed, n_ctx)
             template_name = self._template.name
-            fitted = fit_conversation(
-                request.messages,
-                lambda msgs: len(self._render_tokens(msgs)[0]),
-                n_ctx,
-                sampling.max_tokens,
-                request.overflow,
-            )
             dropped = fitted.dropped
             if dropped:
                 emit(NoticeEvent(f"The conversation was longer than the context: the oldest {dropped} message(s) were left out of this reply."))
-            prompt_tokens, stop = self._render_tokens(fitted.messages)
 
         max_tokens = max(1, min(sampling.max_tokens, n_ctx - len(prompt_tokens)))
         return self._stream(prompt_tokens, stop, max_tokens, seed, request, emit, cancel, template_name, dropped)
 
-    def _render_tokens(self, messages) -> tuple[list[int], tuple[str, ...]]:
+    def _render_tokens(self, messages, emit: Emit, cancel: CancelFlag) -> tuple[list[int], tuple[str, ...]]:
+        """The prompt's tokens and stop strings; message text never becomes control tokens."""
+        rendered = self._render(list(messages), emit, cancel)
+        tokens = self._tokens.tokenize(rendered, add_bos=not rendered.added_special)
+        return tokens, rendered.stop
+
+    def _render(self, messages, emit: Emit, cancel: CancelFlag) -> RenderedPrompt:
+        """Render with the model's template; one that goes over its budget is replaced for good."""
         try:
-            rendered = self._template.render(list(messages))
+            return self._template.render(messages, cancel)
+        except TemplateBudgetError as exc:
+            self._template = fallback_template(*self._architecture, f"the model's chat template {exc.reason}")
+            emit(NoticeEvent(self._template.note[0].upper() + self._template.note[1:] + "."))
+            return self._render(messages, emit, cancel)
+        except (TemplateCancelled, EngineError):
+            raise
         except Exception as exc:
             raise EngineError(
                 ErrorKind.BAD_INPUT,
                 f"The chat template '{self._template.name}' could not format this conversation: {exc}",
             ) from None
-        tokens = self._tokenize(rendered.prompt, add_bos=not rendered.added_special)
-        return tokens, rendered.stop
 
-    def _tokenize(self, text: str, add_bos: bool) -> list[int]:
-        return self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+    def _cancelled_before_start(self, request: TextRequest, seed: int, n_ctx: int) -> TextResult:
+        return TextResult(
+            text="", finish_reason="cancelled", prompt_tokens=0, completion_tokens=0,
+            time_to_first_token_s=None, tokens_per_second=None, context_length=n_ctx,
+            template=self._template.name, seed=seed, dropped_messages=0, sampling=request.sampling,
+        )
 
     def _stream(self, prompt_tokens, stop, max_tokens, seed, request, emit, cancel, template_name, dropped) -> TextResult:
         import llama_cpp
@@ -311,37 +359,13 @@ class LlamaCppEngine:
         )
 
 
-@contextlib.contextmanager
-def tolerate_broken_templates():
-    """Let ``Llama()`` load a file whose chat template does not parse.
+def _stop_if_cancelled(cancel: CancelFlag | None, path: Path) -> None:
+    if cancel is not None and cancel.is_set():
+        raise _load_stopped(path)
 
-    llama-cpp-python compiles every template in the metadata inside its
-    constructor, and a syntax error there aborts the load of an otherwise
-    fine model. We render templates ourselves (see templates.py, which falls
-    back by architecture), so while constructing we swap in a formatter that
-    defers the error to the moment it is used, which for us is never.
-    """
-    from llama_cpp import llama_chat_format as fmt
 
-    original = fmt.Jinja2ChatFormatter
-
-    class Deferred(original):
-        def __init__(self, *args, **kwargs):
-            try:
-                super().__init__(*args, **kwargs)
-            except Exception as exc:
-                self._broken = exc
-
-        def __call__(self, *args, **kwargs):
-            if hasattr(self, "_broken"):
-                raise self._broken
-            return super().__call__(*args, **kwargs)
-
-    fmt.Jinja2ChatFormatter = Deferred
-    try:
-        yield
-    finally:
-        fmt.Jinja2ChatFormatter = original
+def _load_stopped(path: Path) -> EngineError:
+    return EngineError(ErrorKind.CANCELLED, f"Loading {path.name} was stopped.")
 
 
 def _ttft(t_start: float, t_first: float | None) -> float | None:

@@ -10,13 +10,24 @@ from __future__ import annotations
 from pathlib import Path
 
 from engines.errors import EngineError, ErrorKind
-from engines.gguf import GGUFError, GGUFTruncatedError, GGUFUnsupportedError, NotGGUFError, read_gguf_header
+from engines.gguf import (
+    GGUFError,
+    GGUFTruncatedError,
+    GGUFUnsupportedError,
+    NotARegularFileError,
+    NotGGUFError,
+    read_gguf_header,
+)
 from engines.kv_cache import DEFAULT_CACHE_TYPE
 from engines.library.fit import ModelShape, Resources, judge_text_fit
 
 
 def check_model_file(path: Path):
-    """Return the parsed GGUF header, or raise an EngineError that says what is wrong."""
+    """Return the parsed GGUF header, or raise an EngineError that says what is wrong.
+
+    The header is read without ever blocking: a FIFO, a device or a socket
+    named like a model is refused in words (see :mod:`engines.gguf.regular`).
+    """
     if not path.exists():
         raise EngineError(ErrorKind.MODEL_FILE, f"The model file does not exist: {path}")
     if path.is_dir():
@@ -31,6 +42,8 @@ def check_model_file(path: Path):
         raise EngineError(ErrorKind.UNSUPPORTED, f"{path.name}: {exc}") from None
     except GGUFError as exc:
         raise EngineError(ErrorKind.MODEL_FILE, f"{path.name} is damaged: {exc}") from None
+    except NotARegularFileError as exc:  # a FIFO would block llama.cpp's open for ever
+        raise EngineError(ErrorKind.MODEL_FILE, exc.message) from None
     except OSError as exc:
         raise EngineError(ErrorKind.MODEL_FILE, f"Cannot read {path}: {exc.strerror or exc}") from None
     if not header.architecture:

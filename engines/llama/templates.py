@@ -1,10 +1,16 @@
 """Choosing and rendering the chat template.
 
 The model's own template (GGUF ``tokenizer.chat_template``) comes first. It
-is rendered by llama-cpp-python's ``Jinja2ChatFormatter``, which uses
-Jinja's immutable sandbox, so a hostile template cannot reach Python. When a
-file has no template, or one that fails to render, a known format is picked
-from the architecture and the vocabulary, and its name is shown to the user.
+is rendered in Jinja's immutable sandbox with a time and size budget
+(:mod:`engines.llama.template_sandbox`), so a hostile template can neither
+reach Python nor hang the load. When a file has no template, or one that
+fails to render or goes over its budget, a known format is picked from the
+architecture and the vocabulary, its name is shown to the user, and
+:attr:`ChatTemplate.note` says why.
+
+A rendered prompt also says which of its characters came from the messages
+(:attr:`RenderedPrompt.segments`), so that only the template's own markup
+can ever become control tokens (:mod:`engines.llama.prompt_tokens`).
 
 This module imports ``llama_cpp`` lazily: only the engine host calls it.
 """
@@ -12,10 +18,17 @@ This module imports ``llama_cpp`` lazily: only the engine host calls it.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from engines.api import ChatMessage
+from engines.llama.message_spans import find_message_spans
+from engines.llama.template_sandbox import (
+    RenderBudget,
+    SandboxedChatTemplate,
+    TemplateBudgetError,
+    TemplateCancelled,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,34 +49,70 @@ class RenderedPrompt:
     stop: tuple[str, ...]
     added_special: bool  # the text already carries BOS, so tokenize without adding it
     stop_token_ids: frozenset[int] = frozenset()
+    # The prompt cut into (text, from_a_message) pieces, in order; None when the template
+    # changes message text in a way that cannot be traced back (then see prompt_tokens).
+    segments: tuple[tuple[str, bool], ...] | None = None
+    messages: tuple[str, ...] = field(default=(), repr=False)  # the message texts as rendered
 
 
 @dataclass
 class ChatTemplate:
-    """A way to turn messages into a prompt, with a name the user can read."""
+    """A way to turn messages into a prompt, with a name the user can read.
+
+    ``note`` says why a fallback is in use when the file's own template was
+    refused ("the model's chat template took too long to render; using the
+    gemma format"); None otherwise.
+    """
 
     name: str
     source: str  # "gguf" or "fallback"
     _formatter: Callable[..., Any]
+    note: str | None = None
 
-    def render(self, messages: Sequence[ChatMessage]) -> RenderedPrompt:
+    def render(self, messages: Sequence[ChatMessage], cancel: Any = None) -> RenderedPrompt:
+        """Render ``messages``; raises TemplateBudgetError / TemplateCancelled for a file's template."""
         payload = [{"role": m.role, "content": m.content} for m in messages]
         if self.name in _FOLDS_SYSTEM:
             payload = fold_system_into_first_user(payload)
+        budget = RenderBudget.for_text(sum(len(m["content"]) for m in payload), cancel)
         try:
-            response = self._formatter(messages=payload)
+            prompt, stop, added_special = self._format(payload, budget)
+        except (TemplateBudgetError, TemplateCancelled):
+            raise
         except Exception:
             if not any(m["role"] == "system" for m in payload):
                 raise
             # Some templates reject a system role outright: fold it in and retry.
-            response = self._formatter(messages=fold_system_into_first_user(payload))
+            payload = fold_system_into_first_user(payload)
+            prompt, stop, added_special = self._format(payload, budget)
+        contents = [m["content"] for m in payload]
+        spans = find_message_spans(prompt, payload, lambda marked: self._format(marked, budget)[0])
+        segments = None
+        if spans is not None:
+            segments, pos = [], 0
+            for start, end in spans:
+                if start > pos:
+                    segments.append((prompt[pos:start], False))
+                segments.append((prompt[start:end], True))
+                pos = end
+            if pos < len(prompt):
+                segments.append((prompt[pos:], False))
+            segments = tuple(segments)
+        return RenderedPrompt(
+            prompt=prompt,
+            stop=tuple(s for s in stop if s),
+            added_special=added_special,
+            segments=segments,
+            messages=tuple(contents),
+        )
+
+    def _format(self, payload: list[dict], budget: RenderBudget) -> tuple[str, tuple[str, ...], bool]:
+        if isinstance(self._formatter, SandboxedChatTemplate):
+            return self._formatter.render(payload, budget), (self._formatter.eos_token,), True
+        response = self._formatter(messages=payload)
         stop = response.stop or []
         stop = (stop,) if isinstance(stop, str) else tuple(stop)
-        return RenderedPrompt(
-            prompt=response.prompt,
-            stop=tuple(s for s in stop if s),
-            added_special=bool(getattr(response, "added_special", False)),
-        )
+        return response.prompt, stop, bool(getattr(response, "added_special", False))
 
     @property
     def label(self) -> str:
@@ -106,7 +155,7 @@ def _named_formatter(name: str):
     from llama_cpp import llama_chat_format as fmt
 
     if name == "phi-3":
-        return fmt.Jinja2ChatFormatter(template=PHI3_TEMPLATE, eos_token="<|end|>", bos_token="<s>")
+        return SandboxedChatTemplate(PHI3_TEMPLATE, eos_token="<|end|>", bos_token="<s>")
     table = {
         "gemma": fmt.format_gemma,
         "llama-3": fmt.format_llama3,
@@ -125,29 +174,52 @@ _PROBE = [
 ]
 
 
-def choose_template(metadata: dict, architecture: str | None, tokens: Sequence[str] | None) -> ChatTemplate:
-    """The file's own template when it renders, else a fallback by architecture."""
+def choose_template(metadata: dict, architecture: str | None, tokens: Sequence[str] | None,
+                    cancel: Any = None) -> ChatTemplate:
+    """The file's own template when it renders within its budget, else a fallback by architecture.
+
+    Raises :class:`TemplateCancelled` when ``cancel`` is set while the
+    template compiles or renders.
+    """
     from llama_cpp import llama_chat_format as fmt
 
     source = metadata.get("tokenizer.chat_template")
+    why = None
     if isinstance(source, str) and source.strip():
         try:
-            formatter = fmt.Jinja2ChatFormatter(
-                template=source,
+            budget = RenderBudget(cancel=cancel)
+            formatter = SandboxedChatTemplate(
+                source,
                 eos_token=_token(tokens, metadata.get("tokenizer.ggml.eos_token_id")),
                 bos_token=_token(tokens, metadata.get("tokenizer.ggml.bos_token_id")),
+                budget=budget,
             )
             name = fmt.guess_chat_format_from_gguf_metadata({"tokenizer.chat_template": source}) or "model's own"
             template = ChatTemplate(name, "gguf", formatter)
-            template.render(_PROBE)
+            template.render(_PROBE, cancel)
             return template
-        except Exception as exc:  # a broken template: fall back, and say so in the log
-            log.warning("the model's chat template does not render (%s); using a fallback", exc)
+        except TemplateCancelled:
+            raise
+        except TemplateBudgetError as exc:
+            why = f"the model's chat template {exc.reason}"
+        except Exception as exc:  # noqa: BLE001 - a broken template: fall back, and say so
+            why = f"the model's chat template does not render ({type(exc).__name__}: {str(exc)[:200]})"
+    return fallback_template(architecture, tokens, why)
+
+
+def fallback_template(architecture: str | None, tokens: Sequence[str] | None, why: str | None = None) -> ChatTemplate:
+    """The known format for this architecture; ``why`` (if any) is why the file's own was refused."""
     name = fallback_format_name(architecture, tokens)
-    return ChatTemplate(name, "fallback", _named_formatter(name))
+    note = f"{why}; using the {name} format" if why else None
+    if note:
+        log.warning("%s", note)
+    return ChatTemplate(name, "fallback", _named_formatter(name), note)
 
 
 def _token(tokens: Sequence[str] | None, index: Any) -> str:
+    """The text of token ``index``; llama.cpp's metadata gives ids as strings ("2")."""
+    if isinstance(index, str) and index.strip().isdigit():
+        index = int(index)
     if tokens is None or not isinstance(index, int) or not 0 <= index < len(tokens):
         return ""
     return tokens[index]

@@ -1,0 +1,133 @@
+"""Tokenizing a rendered prompt so that only the template's markup makes control tokens.
+
+Tokenizing the whole prompt with llama.cpp's special-token parsing
+(``special=True``) turns ``<end_of_turn>\\n<start_of_turn>model`` typed in a
+message, a system prompt or a document into real control tokens: the user
+forges a turn (defect D9). Tokenizing it without parsing breaks the
+template's own markup. So the prompt is tokenized in pieces:
+
+- the template's text (:attr:`RenderedPrompt.segments` says which is which)
+  is cut at the control tokens llama.cpp finds in it;
+- everything between two control tokens, template text and message text
+  alike, is one run, tokenized with ``special=False``.
+
+That is exactly how llama.cpp itself tokenizes with ``special=True``: it
+splits the text at control tokens (honouring their lstrip/rstrip flags) and
+tokenizes each run on its own. So for a message without control-token text
+the tokens are the same as before, boundaries included; and a message that
+contains such text gets ordinary tokens for it.
+
+When the template rewrites message text beyond trimming (so segments are
+None), the whole prompt is tokenized the old way only if no message holds
+control-token text; otherwise the request is refused in words.
+"""
+
+from __future__ import annotations
+
+from engines.errors import EngineError, ErrorKind
+from engines.llama.templates import RenderedPrompt
+
+# llama.cpp's token attributes (llama.h): control and unknown tokens are parsed only with special=True.
+_ATTR_UNKNOWN = 1 << 0
+_ATTR_CONTROL = 1 << 3
+_ATTR_LSTRIP = 1 << 7
+_ATTR_RSTRIP = 1 << 8
+_SPECIAL = _ATTR_CONTROL | _ATTR_UNKNOWN
+_SPACES = " \t\n\v\f\r"  # C isspace(), which llama.cpp strips with
+_CACHE_LIMIT = 512
+
+
+class PromptTokenizer:
+    """Tokens for rendered prompts, with one llama.cpp model's vocabulary."""
+
+    def __init__(self, llm) -> None:
+        self._llm = llm
+        self._model = llm._model
+        self._markup: dict[str, tuple] = {}  # template text -> its runs and control tokens
+        self._attrs: dict[int, int] = {}
+
+    def tokenize(self, rendered: RenderedPrompt, add_bos: bool) -> list[int]:
+        if rendered.segments is None:
+            return self._tokenize_unsplit(rendered, add_bos)
+        units: list = []  # str: text of a run; int: a control token's id
+        for text, from_message in rendered.segments:
+            if from_message:
+                units.append(text)
+            else:
+                units.extend(self._split_markup(text))
+        tokens = [self._model.token_bos()] if add_bos and self._model.add_bos_token() else []
+        run: list[str] = []
+        previous = None  # the control token before the current run
+        for unit in units:
+            if isinstance(unit, str):
+                run.append(unit)
+                continue
+            tokens.extend(self._run_tokens("".join(run), previous, unit))
+            tokens.append(unit)
+            run, previous = [], unit
+        tokens.extend(self._run_tokens("".join(run), previous, None))
+        if add_bos and self._model.add_eos_token():
+            tokens.append(self._model.token_eos())
+        return tokens
+
+    def has_control_text(self, text: str) -> bool:
+        """Whether llama.cpp would read a control token in ``text`` with special parsing on."""
+        return any(self._attr(t) & _SPECIAL for t in self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    # ---- pieces ----------------------------------------------------------
+
+    def _run_tokens(self, text: str, before: int | None, after: int | None) -> list[int]:
+        """A run between two control tokens, with the whitespace they strip removed, as llama.cpp does."""
+        if before is not None and self._attr(before) & _ATTR_RSTRIP:
+            text = text.lstrip(_SPACES)
+        if after is not None and self._attr(after) & _ATTR_LSTRIP:
+            text = text.rstrip(_SPACES)
+        if not text:
+            return []
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+    def _split_markup(self, text: str) -> tuple:
+        """Template text as runs (str) and control tokens (int), in order; cached, it repeats."""
+        cached = self._markup.get(text)
+        if cached is not None:
+            return cached
+        ids = self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        units: list = []
+        pos = 0
+        for token in ids:
+            if not self._attr(token) & _SPECIAL:
+                continue
+            piece = self._model.token_get_text(token)
+            at = text.find(piece, pos)
+            if at < 0:  # llama.cpp matched what we cannot locate: keep its reading of the whole text
+                units = [text] if not any(self._attr(t) & _SPECIAL for t in ids) else list(ids)
+                break
+            if at > pos:
+                units.append(text[pos:at])
+            units.append(token)
+            pos = at + len(piece)
+        else:
+            if pos < len(text):
+                units.append(text[pos:])
+        result = tuple(units)
+        if len(self._markup) >= _CACHE_LIMIT:
+            self._markup.clear()
+        self._markup[text] = result
+        return result
+
+    def _attr(self, token: int) -> int:
+        attr = self._attrs.get(token)
+        if attr is None:
+            attr = self._attrs[token] = int(self._model.token_get_attr(token))
+        return attr
+
+    def _tokenize_unsplit(self, rendered: RenderedPrompt, add_bos: bool) -> list[int]:
+        for text in rendered.messages:
+            if self.has_control_text(text):
+                raise EngineError(
+                    ErrorKind.BAD_INPUT,
+                    "A message contains text that this model reads as its own control markup, and this "
+                    "model's chat template rewrites messages in a way that cannot keep the two apart. "
+                    "Remove the markup from the message.",
+                )
+        return self._llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=add_bos, special=True)
