@@ -30,11 +30,6 @@ class Workspace:
     def save_settings(self) -> None:
         save_settings(self.paths.settings_file, self.settings)
 
-    def open_chats(self):
-        from engines.chat.store import ChatStore
-
-        return ChatStore(self.paths.database)
-
     def engine_log(self, role: str = "text"):
         return self.paths.logs / f"engine-host-{role}.log"
 
