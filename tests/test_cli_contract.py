@@ -81,7 +81,7 @@ def test_commands_never_import_the_cli_module():
     assert not offenders, offenders
 
 
-@pytest.mark.parametrize("args", [("chat", "--help"), ("models", "list"), ("doctor", "--json")])
+@pytest.mark.parametrize("args", [("chat", "--help"), ("models", "list"), ("models", "check", "demo", "--json")])
 def test_the_cli_never_imports_qt(args):
     run = run_atelier(*args, env=cli_env(PYTHONPROFILEIMPORTTIME="1"))
     assert run.returncode == 0, error_lines(run)[-5:]
@@ -246,6 +246,7 @@ def test_not_enough_memory_is_a_failure_not_bad_input(tiny_gguf):
 # ---- doctor (item 7) ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_doctor_hides_onnxruntimes_cloud_provider():
     onnxruntime = pytest.importorskip("onnxruntime")
     if "AzureExecutionProvider" not in onnxruntime.get_available_providers():
