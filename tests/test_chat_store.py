@@ -510,7 +510,7 @@ def test_a_file_made_read_only_while_open_refuses_writes_with_a_sentence(db_path
     with read_only(*companions):
         with pytest.raises(ChatWriteError) as failed:
             store.add_message(chat.id, "user", "hello")
-        assert str(failed.value) == (f"The chat history ({db_path}) could not be saved: the disk reported an error "
-                                     "(disk I/O error). The disk may be failing, or the file was made read-only.")
+        assert str(failed.value) == (f"The chat history ({db_path}) is read-only, so nothing new can be saved. "
+                                     "Check the file's permissions.")
         assert store.list_conversations()[0].id == chat.id  # reading still works
     store.close()

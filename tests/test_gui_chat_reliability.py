@@ -271,9 +271,8 @@ def test_a_history_made_read_only_keeps_the_typed_message_and_says_why(qtbot, at
         assert not win.chat_controller.streaming
         assert page.composer.toPlainText() == "second, typed with care"
         assert page.banner.text() == (
-            f"Your message was not sent because it could not be saved. The chat history ({db}) could not be "
-            "saved: the disk reported an error (disk I/O error). The disk may be failing, or the file was made "
-            "read-only. It is still in the message box.")
+            f"Your message was not sent because it could not be saved. The chat history ({db}) is read-only, so "
+            "nothing new can be saved. Check the file's permissions. It is still in the message box.")
     send(qtbot, win, page.composer.toPlainText())
     wait_idle(qtbot, win)
     assert [m.content for m in win.chat_controller.messages() if m.role == "user"] == [

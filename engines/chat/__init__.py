@@ -3,6 +3,7 @@
 from engines.chat.errors import (
     ChatNotFound,
     ChatReadError,
+    ChatReadOnly,
     ChatStoreError,
     ChatStoreTooNew,
     ChatWriteError,
@@ -27,6 +28,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "ChatNotFound",
     "ChatReadError",
+    "ChatReadOnly",
     "ChatStore",
     "ChatStoreError",
     "ChatStoreTooNew",

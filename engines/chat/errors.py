@@ -29,6 +29,10 @@ class ChatWriteError(ChatStoreError):
     """A write failed (full disk, I/O error, read-only file): nothing was changed."""
 
 
+class ChatReadOnly(ChatWriteError):
+    """The file cannot be written at all (opened read-only, or made read-only under the app)."""
+
+
 class ChatNotFound(LookupError):
     """The conversation or message does not exist (any more)."""
 
@@ -52,6 +56,8 @@ def is_damaged(exc: BaseException) -> bool:
 
 
 def is_read_only(exc: BaseException) -> bool:
+    if isinstance(exc, ChatReadOnly):
+        return True
     return sqlite_code(exc) in READ_ONLY_CODES or "readonly database" in str(exc).lower()
 
 

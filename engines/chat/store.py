@@ -32,11 +32,13 @@ from engines.api import SamplingParams
 from engines.chat.errors import (
     ChatNotFound,
     ChatReadError,
+    ChatReadOnly,
     ChatStoreError,
     ChatStoreTooNew,
     ChatWriteError,
     describe,
 )
+from engines.chat.file_flags import any_frozen
 from engines.chat.records import (
     CONVERSATION_COLUMNS,
     FINAL_STATUSES,
@@ -98,7 +100,7 @@ class ChatStore:
         self.path = Path(db_path)
         self.read_only_reason = read_only_reason
         self._lock = threading.RLock()
-        memory = str(db_path) == MEMORY
+        memory = self._memory = str(db_path) == MEMORY
         if read_only_reason and not memory:
             self._db = _connect_read_only(self.path)
         else:
@@ -154,7 +156,10 @@ class ChatStore:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One committed transaction, under the lock; a failure changes nothing and says why."""
         if self.read_only_reason:
-            raise ChatWriteError(self.read_only_reason)
+            raise ChatReadOnly(self.read_only_reason)
+        if not self._memory and any_frozen(self.path):  # else the write could die of SIGBUS in the WAL index
+            raise ChatReadOnly(f"The chat history ({self.path}) is read-only, so nothing new can be saved. "
+                                 "Check the file's permissions.")
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
