@@ -208,7 +208,58 @@ def test_server_error_and_unreachable_hub(hub, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     with pytest.raises(EngineError) as info:
         list_gguf_files("Qwen/Qwen2.5-7B-Instruct-GGUF")
-    assert info.value.kind == NETWORK and "cannot be reached" in info.value.message
+    assert info.value.kind == NETWORK
+    assert info.value.message == (f"Could not reach Hugging Face: 127.0.0.1:{port} refused the connection. "
+                                  "Check your internet connection, or a firewall that may block it.")
+
+
+def hub_must_not_be_called(monkeypatch) -> list:
+    """Record any huggingface_hub request: a failed quick check must stop the search before one."""
+    from huggingface_hub import HfApi
+
+    calls = []
+    monkeypatch.setattr(HfApi, "list_models", lambda self, **kw: calls.append(kw) or [])
+    monkeypatch.setattr(HfApi, "model_info", lambda self, *a, **kw: calls.append(a))
+    return calls
+
+
+def test_an_unknown_host_name_fails_at_once_in_one_sentence(monkeypatch):
+    """Offline, huggingface_hub retries a failed name lookup five times (~24 s); one lookup decides instead."""
+    import socket as socket_module
+
+    calls = hub_must_not_be_called(monkeypatch)
+    lookups = []
+
+    def no_dns(host, *args, **kwargs):
+        lookups.append(host)
+        raise socket_module.gaierror(-3, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket_module, "getaddrinfo", no_dns)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example.test")
+    for call in (lambda: search_gguf("qwen"), lambda: list_gguf_files("Qwen/Qwen2.5-7B-Instruct-GGUF")):
+        with pytest.raises(EngineError) as info:
+            call()
+        assert info.value.kind == NETWORK
+        assert info.value.message == ("Could not reach Hugging Face: the name hub.example.test could not be "
+                                      "looked up. Check that this computer is connected to the internet.")
+    assert lookups == ["hub.example.test", "hub.example.test"]  # one lookup per action, no retries
+    assert calls == []
+
+
+def test_behind_a_proxy_the_request_itself_decides(hub, monkeypatch):
+    """With a proxy, the proxy resolves names: no direct lookup or connection is tried first."""
+    import socket as socket_module
+
+    def no_direct_lookup(*args, **kwargs):
+        raise AssertionError("looked a name up directly although a proxy is set")
+
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example.test")
+    monkeypatch.setenv("https_proxy", hub.endpoint)  # the fake Hub plays the proxy: it answers every path
+    monkeypatch.setenv("HTTPS_PROXY", hub.endpoint)
+    monkeypatch.setattr(socket_module, "getaddrinfo", no_direct_lookup)
+    from engines.library.reachability import check_reachable
+
+    check_reachable("https://hub.example.test")  # returns: nothing to check here
 
 
 def test_offline_mode_raises_before_any_socket(monkeypatch):

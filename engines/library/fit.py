@@ -122,10 +122,18 @@ class FitVerdict:
     ram_free_bytes: int = 0
     vram_free_bytes: int = 0
     suggestions: tuple[str, ...] = field(default_factory=tuple)
+    # The expected speed here (an engines.library.speed.SpeedEstimate), attached by
+    # engines.library.advisor once the machine's speed is known; None until then, or when it won't fit.
+    speed: object | None = None
 
     @property
     def fits(self) -> bool:
         return self.verdict != "wont_fit"
+
+    @property
+    def summary(self) -> str:
+        """"CPU only · about 18 tokens/s here": the verdict and the expected speed, in a few words."""
+        return f"{self.label} · {self.speed.words}" if self.speed is not None else self.label
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -45,6 +45,7 @@ class GpuInfo:
     driver: str | None
     backend: str  # "nvml", "cuda", "mps"
     unified_memory: bool = False
+    memory_bandwidth: float | None = None  # bytes per second at the memory's top clock (NVML), for speed estimates
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,8 @@ def _nvml_gpus() -> list[GpuInfo]:
             name = pynvml.nvmlDeviceGetName(handle)
             name = name.decode() if isinstance(name, bytes) else name
             memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            gpus.append(GpuInfo(name, "NVIDIA", int(memory.total), int(memory.free), driver, "nvml"))
+            gpus.append(GpuInfo(name, "NVIDIA", int(memory.total), int(memory.free), driver, "nvml",
+                                memory_bandwidth=_nvml_bandwidth(pynvml, handle)))
     except Exception:
         pass
     finally:
@@ -128,6 +130,16 @@ def _nvml_gpus() -> list[GpuInfo]:
         except Exception:
             pass
     return gpus
+
+
+def _nvml_bandwidth(pynvml, handle) -> float | None:
+    """Peak memory bandwidth: bus width × memory clock × 2 (double data rate), or None if NVML cannot say."""
+    try:
+        bus_bits = pynvml.nvmlDeviceGetMemoryBusWidth(handle)
+        clock_mhz = pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_MEM)
+    except Exception:  # older drivers and some virtual GPUs do not report them
+        return None
+    return float(bus_bits) / 8 * float(clock_mhz) * 1e6 * 2 if bus_bits and clock_mhz else None
 
 
 @lru_cache(maxsize=1)

@@ -8,7 +8,9 @@ groups the parts of split models (``name-00001-of-00003.gguf``) into one
 choice, and reads the quantization from each file name, since that is all a
 user has to choose between "Q4_K_M" and "Q8_0" before downloading.
 
-Both go through :func:`engines.library.network.require_network` first and
+Both go through :func:`engines.library.network.require_network` first, then
+one quick reachability check (:mod:`engines.library.reachability`: offline,
+huggingface_hub would retry a failed name lookup for ~24 s), and
 turn every ``huggingface_hub`` / HTTP failure into an :class:`EngineError`
 whose message says what to do (connect, add a token, check the name).
 ``huggingface_hub`` is imported only when a search actually runs.
@@ -25,6 +27,7 @@ from datetime import datetime
 
 from engines.errors import EngineError, ErrorKind
 from engines.library import network
+from engines.library.reachability import check_reachable
 from engines.library.remote_gguf import GATED, NETWORK, NOT_FOUND
 
 __all__ = ["HubFile", "HubRepo", "list_gguf_files", "quantization_from_name", "search_gguf"]
@@ -96,6 +99,7 @@ def search_gguf(query: str, *, limit: int = 20) -> list[HubRepo]:
     query = query.strip()
     if not query:
         return []
+    check_reachable(network.hub_endpoint())  # offline: one sentence in seconds, not 24 s of retries
     limit = max(1, min(int(limit), MAX_LIMIT))
     api = _api()
     with _hub_errors("search the Hugging Face Hub"):
@@ -107,6 +111,7 @@ def list_gguf_files(repo_id: str) -> list[HubFile]:
     """The GGUF models in *repo_id*: split parts grouped, smallest first, projectors last."""
     network.require_network("listing the files of a model on the Hugging Face Hub")
     repo_id = repo_id.strip()
+    check_reachable(network.hub_endpoint())
     api = _api()
     with _hub_errors(f"list the files of {repo_id}", repo_id=repo_id):
         info = api.model_info(repo_id, files_metadata=True)
@@ -177,6 +182,16 @@ def _repo(model) -> HubRepo:
     )
 
 
+def _is_transport_error(exc: Exception, name: str) -> bool:
+    """True when *exc* is the HTTP client's *name* error (or a subclass).
+
+    Matched by class name, not imported: huggingface_hub chooses its HTTP
+    client (httpx, now httpx2) and Atelier must not depend on that choice.
+    """
+    return any(cls.__name__ == name and cls.__module__.split(".")[0].startswith("httpx")
+               for cls in type(exc).__mro__)
+
+
 @contextmanager
 def _hub_errors(action: str, repo_id: str | None = None) -> Iterator[None]:
     """Turn huggingface_hub / HTTP failures inside the block into EngineError."""
@@ -189,7 +204,6 @@ def _hub_errors(action: str, repo_id: str | None = None) -> Iterator[None]:
 
 
 def _translate(exc: Exception, action: str, repo_id: str | None) -> EngineError:
-    import httpx2
     from huggingface_hub import errors as hf
 
     endpoint = network.hub_endpoint()
@@ -225,9 +239,9 @@ def _translate(exc: Exception, action: str, repo_id: str | None) -> EngineError:
         if status is not None and status >= 500:
             return EngineError(NETWORK, f"The Hugging Face Hub had a server error ({status}): try again later.")
         return EngineError(NETWORK, f"Could not {action}: the Hub answered {status}.")
-    if isinstance(exc, httpx2.TimeoutException):
+    if _is_transport_error(exc, "TimeoutException"):
         return EngineError(NETWORK, f"Could not {action}: {endpoint} did not answer in time.")
-    if isinstance(exc, (httpx2.TransportError, OSError)):
+    if _is_transport_error(exc, "TransportError") or isinstance(exc, OSError):
         return EngineError(NETWORK, f"Could not {action}: {endpoint} cannot be reached (check your connection).")
     if isinstance(exc, (ValueError, KeyError, TypeError)):
         log.warning("unexpected answer from %s", endpoint, exc_info=exc)

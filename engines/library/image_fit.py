@@ -47,6 +47,12 @@ class PipelineShape:
     # The UNet's highest-resolution self-attention: its level (0 = full latent size; SDXL starts at 1) and heads.
     first_attention_level: int = 0
     first_attention_heads: int = 8
+    cross_attention_dim: int = 768  # the text encoder's width: tells SD 1.x (768), 2.x (1024) and SDXL (2048) apart
+
+    @property
+    def base(self) -> str | None:
+        """"sd15", "sd21" or "sdxl" (the architectures :mod:`engines.library.image_speed` knows), else None."""
+        return {768: "sd15", 1024: "sd21", 2048: "sdxl"}.get(self.cross_attention_dim)
 
     @classmethod
     def from_folder(cls, folder: Path) -> "PipelineShape":
@@ -64,7 +70,9 @@ class PipelineShape:
         sample_size = unet.get("sample_size")
         native = int(sample_size) * scale if isinstance(sample_size, int) and sample_size > 0 else 512
         level, heads = _first_attention(unet)
-        return cls(int(unet_blocks[0]), int(vae_blocks[0]), scale, native, level, heads)
+        cross = unet.get("cross_attention_dim")
+        cross = cross if isinstance(cross, int) and cross > 0 else (768 if not unet else 0)
+        return cls(int(unet_blocks[0]), int(vae_blocks[0]), scale, native, level, heads, cross)
 
 
 def _first_attention(unet: dict) -> tuple[int, int]:
