@@ -37,6 +37,7 @@ import shlex
 import shutil
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -349,10 +350,16 @@ class ImageEngineEnv:
             if tracker.feed(line):
                 self._step("install", progress, tracker.message, tracker.fraction, tracker)
 
+        next_walk = [0.0]
+
         def on_tick() -> None:  # uv unpacks into its cache as the bytes arrive: its size is the progress
-            if tracker.packages_total and not tracker.prepared:
-                tracker.set_cache_bytes(tree_size(self.cache_dir))
-                self._step("install", progress, tracker.message, tracker.fraction, tracker)
+            if not tracker.packages_total or tracker.prepared or time.monotonic() < next_walk[0]:
+                return
+            started = time.monotonic()
+            tracker.set_cache_bytes(tree_size(self.cache_dir))
+            # Walking tens of thousands of files costs a fraction of a second: at most a tenth of the time.
+            next_walk[0] = time.monotonic() + 9 * (time.monotonic() - started)
+            self._step("install", progress, tracker.message, tracker.fraction, tracker)
 
         result = self._run(install_command(uv, python, plan), plan, logfile, cancel, on_line, on_tick)
         self._raise_if_cancelled(cancel)
