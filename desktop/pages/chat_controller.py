@@ -338,8 +338,8 @@ class ChatController(QObject):
             if last.role == "assistant" and last.content.strip() and last.id not in self._unsaved:
                 regenerate_id = last.id
             elif last.role == "assistant":  # an empty or unsaved failure is not worth keeping as a version
-                self._unsaved.pop(last.id, None)
                 self.store.delete_messages_from(self.current_id, last.position)
+                self._unsaved.pop(last.id, None)
         except ChatStoreError as exc:
             self.banner.emit(f"The reply could not be regenerated: {exc}")
             return False
@@ -402,7 +402,7 @@ class ChatController(QObject):
         self.stream_text.emit(conversation_id, "".join(self._stream_parts))
 
     def _on_finished(self, conversation_id: int, outcome) -> None:
-        model, self._turn_model = self._turn_model, None  # the model that produced this reply
+        model, self._turn_model = self._turn_model, None  # the model that produced this reply (its speed: outcome.result)
         self.streaming = False
         self._stream_parts = []
         self._stream_conversation = None

@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 BUSY_TIMEOUT_S = 10.0  # how long a write waits for another process's write to end
 MEMORY = ":memory:"
 _VERSION_COLUMNS = "content, status, created_at, updated_at, stats_json, notice"
+_ARCHIVE = f"INSERT INTO reply_versions (message_id, version, {_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 def _like_pattern(term: str) -> str:
@@ -482,9 +483,9 @@ class ChatStore:
             if role != "assistant":
                 raise ValueError("only a reply can have versions")
             status = "interrupted" if status == "streaming" else status
-            db.execute(f"INSERT INTO reply_versions (message_id, version, {_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       (message_id, version, content, status, *rest))
-            (top,) = db.execute("SELECT MAX(version) FROM reply_versions WHERE message_id = ?", (message_id,)).fetchone()
+            db.execute(_ARCHIVE, (message_id, version, content, status, *rest))
+            (top,) = db.execute("SELECT MAX(version) FROM reply_versions WHERE message_id = ?",
+                                (message_id,)).fetchone()
             db.execute("UPDATE messages SET content = '', status = 'streaming', stats_json = NULL, notice = NULL, "
                        "version = ?, created_at = ?, updated_at = ? WHERE id = ?", (top + 1, now, now, message_id))
             self._touch(db, conversation_id, now)
@@ -500,12 +501,11 @@ class ChatStore:
             if current[0] != version:
                 if current[2] == "streaming":
                     raise ValueError("a reply that is being written cannot switch versions")
-                target = db.execute(f"SELECT id, {_VERSION_COLUMNS} FROM reply_versions WHERE message_id = ? AND version = ?",
-                                    (message_id, version)).fetchone()
+                target = db.execute(f"SELECT id, {_VERSION_COLUMNS} FROM reply_versions "
+                                    "WHERE message_id = ? AND version = ?", (message_id, version)).fetchone()
                 if target is None:
                     raise ChatNotFound(f"no version {version} of message {message_id}")
-                db.execute(f"INSERT INTO reply_versions (message_id, version, {_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           (message_id, *current))
+                db.execute(_ARCHIVE, (message_id, *current))
                 self._restore_version(db, message_id, target, version)
         return self.get_message(message_id)
 
