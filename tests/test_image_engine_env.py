@@ -219,6 +219,33 @@ def test_uv_finds_a_system_python_outside_any_venv(monkeypatch, tmp_path):
     assert not found.path.startswith(sys.prefix) or sys.prefix == sys.base_prefix
 
 
+def test_without_a_system_python_uv_downloads_one(monkeypatch, tmp_path):
+    """No Python on the system: ``uv python install`` (online only), then uv's own copy is found and used."""
+    monkeypatch.delenv("ATELIER_ENGINE_PYTHON", raising=False)
+    calls = tmp_path / "calls.txt"
+    fake_uv = tmp_path / "uv"  # answers like uv on a machine with no Python 3.10-3.13
+    fake_uv.write_text(f"""#!/bin/sh
+echo "$*" >> '{calls}'
+case "$*" in
+  "python find --system --no-project >=3.10,<3.14") echo "error: No interpreter found" >&2; exit 2 ;;
+  "python install 3.11") exit 0 ;;
+  "python find --system --managed-python --no-project 3.11") echo '{sys.executable}' ;;
+  *) exit 3 ;;
+esac
+""")
+    fake_uv.chmod(0o755)
+    with pytest.raises(EngineError) as info:  # offline: no download, and the message says how to get one
+        find_base_python(str(fake_uv), dict(os.environ), allow_download=False)
+    assert info.value.kind == NO_PYTHON and info.value.message.startswith(
+        "No Python 3.10–3.13 to build the image engine with was found. Atelier can download one itself when it "
+        "may use the internet")
+    calls.unlink()
+    found = find_base_python(str(fake_uv), dict(os.environ), allow_download=True)
+    assert found.source == "uv" and found.version[:2] == sys.version_info[:2]
+    assert calls.read_text().splitlines() == ["python find --system --no-project >=3.10,<3.14", "python install 3.11",
+                                              "python find --system --managed-python --no-project 3.11"]
+
+
 def fake_installer(monkeypatch, env):
     """Record the commands an install runs, making the venv's python when uv creates the venv."""
     import engines.envs.image_engine as image_engine

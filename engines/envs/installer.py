@@ -127,7 +127,7 @@ def find_base_python(uv: str, uv_env: dict[str, str], allow_download: bool,
     attempts = [("system", ["find", "--system", "--no-project", PYTHON_REQUEST])]
     if allow_download:
         attempts.append(("uv", ["install", UV_PYTHON]))
-        attempts.append(("uv", ["find", "--system", "--no-project", UV_PYTHON]))
+        attempts.append(("uv", ["find", "--system", "--managed-python", "--no-project", UV_PYTHON]))
     for source, command in attempts:
         path = _uv_python(uv, uv_env, command, log)
         if not path:
