@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop.widgets.expert import HiddenControlsNote, mark_advanced
 from engines.api import SamplingParams
 from engines.kv_cache import CACHE_TYPES, DEFAULT_CACHE_TYPE
 from engines.settings import LoadPrefs
@@ -169,6 +170,10 @@ class ChatSettingsPanel(QScrollArea):
         self.reset_button.clicked.connect(lambda: (self.set_sampling(SamplingParams()), self._emit_sampling()))
         form.addRow(self.reset_button)
         layout.addWidget(sampling_box)
+        # Simple mode (desktop/widgets/expert.py) keeps the model, the system prompt and the temperature.
+        mark_advanced(load_box, self.top_p, self.top_k, self.min_p, self.repeat_penalty, self.max_tokens, seed_row)
+        self.hidden_note = HiddenControlsNote()
+        layout.addWidget(self.hidden_note)
         layout.addStretch(1)
         self.set_sampling(SamplingParams())
 

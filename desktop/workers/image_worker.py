@@ -30,6 +30,7 @@ from engines.api import FinishedEvent, ProgressEvent
 from engines.diffusion.types import ImageLoadSpec, ImageRequest, PreviewEvent, StepEvent
 from engines.errors import EngineCrashed, EngineError, ErrorKind
 from engines.images.gallery import Gallery
+from desktop.workers.speed_recorder import record_image_run
 
 ENGINE_NAME = "diffusers"
 PREVIEW_INTERVAL_S = 0.1  # at most ~10 previews a second reach the GUI
@@ -137,6 +138,7 @@ class ImageWorker(QObject):
             detail = getattr(exc, "strerror", None) or str(exc)
             self.failed.emit(SAVE_FAILED, f"The image could not be saved to {self._images_dir()}: {detail}")
             return
+        record_image_run(self._workspace, self.model_id, result)  # the Models page shows it beside the estimate
         self.finished.emit(result)
 
     def _generate(self, model_path: str, spec: ImageLoadSpec, request: ImageRequest):

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.pages.images.init_image import InitImageGroup
+from desktop.widgets.expert import HiddenControlsNote, mark_advanced
 from engines.diffusion.schedulers import scheduler_problems
 from engines.diffusion.types import MAX_BATCH, MAX_SEED, MAX_SIZE, MIN_SIZE, SCHEDULER_NAMES, ImageLoadSpec, ImageRequest
 
@@ -197,6 +198,10 @@ class ImageControls(QWidget):
         self.batch_spin.setToolTip("Images made one after another, with seeds seed, seed+1, …")
         form.addRow("Batch count", self.batch_spin)
         layout.addWidget(sampling_box)
+        # Simple mode (desktop/widgets/expert.py) keeps model, prompt, size, steps, guidance and batch.
+        mark_advanced(backend_row, self.sampler_combo, self.sampler_note, seed_row)
+        self.hidden_note = HiddenControlsNote()
+        layout.addWidget(self.hidden_note)
 
         # ---- img2img
         self.init_group = InitImageGroup()
