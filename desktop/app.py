@@ -47,6 +47,11 @@ def run_gui(argv: list[str] | None = None) -> int:
         return 0
     workspace = open_workspace(paths)
     apply_theme(app, workspace.settings.theme)
+    from desktop.widgets.expert import expert_mode
+    from desktop.widgets.wheel_guard import install_wheel_guard
+
+    install_wheel_guard(app)  # spin boxes and combo boxes take the mouse wheel only when focused
+    expert_mode().set_advanced(workspace.settings.advanced_controls)  # before the pages mark their expert controls
     window = MainWindow(workspace)
 
     def follow_system(_scheme=None) -> None:
@@ -60,6 +65,13 @@ def run_gui(argv: list[str] | None = None) -> int:
     app.styleHints().colorSchemeChanged.connect(follow_system)
     window.chat_page.view.set_theme(app.palette().window().color().lightness() < 128)
     window.show()
+
+    def first_run() -> None:
+        from desktop.first_run import show_first_run
+
+        show_first_run(window)  # once per profile: the recommended model for this machine, and privacy
+
+    QTimer.singleShot(700, first_run)
     instance.show_requested.connect(window.bring_to_front)
     if os.environ.get("ATELIER_REPORT_STARTUP"):
         QTimer.singleShot(0, lambda: print(f"window shown after {time.perf_counter() - _T0:.3f} s", flush=True))

@@ -22,6 +22,7 @@ from desktop.pages.chat_controller import ChatController
 from desktop.pages.chat_page import ChatPage
 from desktop.pages.images_page import ImagesPage
 from desktop.pages.settings_page import SettingsPage
+from desktop.privacy import PrivacyBadge, offline_mode_on
 from engines.workspace import Workspace
 from resources import icon_path
 
@@ -57,11 +58,9 @@ class MainWindow(QMainWindow):
         for label in PAGES:
             self.nav.addItem(QListWidgetItem(QIcon(str(icon_path(f"{label.lower()}.svg"))), label))
         side_layout.addWidget(self.nav, 1)
-        privacy = QLabel("Private: everything runs on this computer")
-        privacy.setWordWrap(True)
-        privacy.setObjectName("Muted")
-        privacy.setContentsMargins(18, 0, 12, 0)
-        side_layout.addWidget(privacy)
+        self.privacy_badge = PrivacyBadge(offline_mode_on(workspace.settings))  # says when offline mode is on
+        self.privacy_badge.setContentsMargins(18, 0, 12, 0)
+        side_layout.addWidget(self.privacy_badge)
         layout.addWidget(sidebar)
 
         self.stack = QStackedWidget()
@@ -74,6 +73,8 @@ class MainWindow(QMainWindow):
         self.models_page = None
         self._models_slot = QWidget()
         self.settings_page = SettingsPage(workspace)
+        self.settings_page.offline_changed.connect(self.privacy_badge.set_offline)
+        self.privacy_badge.clicked.connect(lambda: self.show_page("Settings"))
         for page in (self.chat_page, self.images_page, self._models_slot, self.settings_page):
             self.stack.addWidget(page)
         self.nav.currentRowChanged.connect(self._navigate)

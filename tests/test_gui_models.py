@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+import socket
 
 import pytest
 from PySide6.QtGui import QDesktopServices
@@ -329,16 +331,18 @@ def test_hub_search_offline_shows_an_inline_message(qtbot, page, monkeypatch):
     assert hub.message.isVisible() and hub.search_button.isEnabled()
 
 
-def test_hub_search_network_failure_shows_an_inline_message(qtbot, page, monkeypatch):
-    def unreachable(query, limit=20):
-        raise EngineError("network", "Could not search the Hugging Face Hub: https://huggingface.co cannot be reached.")
-
-    monkeypatch.setattr(hub_search, "search_gguf", unreachable)
+def test_hub_search_with_the_hub_unreachable_fails_at_once_in_one_sentence(qtbot, page, monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here: the connection is refused
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     hub = page.catalog_tab.hub
     hub.query.setText("qwen")
     hub.search_button.click()
-    qtbot.waitUntil(lambda: hub.message.text().startswith("Could not reach Hugging Face:"), timeout=5000)
-    assert "cannot be reached" in hub.message.text() and not hub.results.isVisible()
+    qtbot.waitUntil(lambda: hub.message.isVisible(), timeout=10000)
+    assert hub.message.text() == (f"Could not reach Hugging Face: 127.0.0.1:{port} refused the connection. "
+                                  "Check your internet connection, or a firewall that may block it.")
+    assert not hub.results.isVisible() and hub.search_button.isEnabled()
 
 
 def test_hub_search_lists_files_with_verdicts_and_downloads_one(qtbot, page, library, tiny_gguf, http_server, monkeypatch):
@@ -368,3 +372,124 @@ def test_hub_search_lists_files_with_verdicts_and_downloads_one(qtbot, page, lib
         hub.buttons["tiny-Q8_0.gguf"].click()
     assert installed.args == [f"{repo}/tiny-Q8_0.gguf"]
     assert library.models.get(installed.args[0]).size_bytes == len(data)
+
+
+# ---- speeds, recommendations, failures where they started ---------------------------
+
+
+def test_every_catalog_row_has_an_expected_speed_and_the_recommended_come_first(qtbot, page, library):
+    wait_for_verdicts(qtbot, page)
+    tab = page.catalog_tab
+    advice = page.advice
+    picks = {pick.entry_id for pick in advice.recommended.values()}
+    assert picks, "a 2-core machine with free memory gets a recommendation"
+    rows = [tab.proxy.index(r, 0).data(ITEM_ROLE).id for r in range(tab.proxy.rowCount())]
+    assert set(rows[:len(picks)]) == picks  # sorted for this machine: the recommended first
+    for row, entry_id in enumerate(rows):
+        name = tab.proxy.index(row, tab.model.NAME).data()
+        speed = tab.proxy.index(row, tab.model.SPEED).data()
+        assert name.startswith("★ ") == (entry_id in picks)
+        if advice.verdicts[entry_id].fits:
+            assert speed.startswith("≈ ") and speed.endswith(("tokens/s", "s/image", "min/image")), speed
+        else:
+            assert speed == "—"
+    chat = advice.recommended["chat"].entry_id
+    assert tab.select(chat)
+    details = tab.details
+    assert details.recommended.isVisibleTo(details)
+    assert details.recommended.text().startswith("<b>★ Recommended for this machine.</b> The most capable chat model")
+    verdict = advice.verdicts[chat]
+    assert details.verdict.label.text().endswith(f"<b>{verdict.label} · {verdict.speed.words}</b>")
+    assert details.verdict.speed.text() == f"Expected speed: {verdict.speed.basis}."
+    assert details.download_time.text().endswith("at a typical 50 Mbit/s connection (6.2 MB/s)")
+
+
+def test_a_measured_speed_shows_beside_the_estimate(qtbot, make_page, library, workspace):
+    from engines.library.advisor import Advisor
+    from engines.library.measured_speeds import record_text_speed
+
+    record_text_speed(Advisor(library).speeds_path, "qwen2.5-1.5b-instruct-q4_k_m", 21.3, 120,
+                      library.hardware().cpu.name)
+    page = make_page(library)
+    wait_for_verdicts(qtbot, page)
+    tab = page.catalog_tab
+    tab.select("qwen2.5-1.5b-instruct-q4_k_m")
+    row = next(r for r in range(tab.proxy.rowCount())
+               if tab.proxy.index(r, 0).data(ITEM_ROLE).id == "qwen2.5-1.5b-instruct-q4_k_m")
+    assert tab.proxy.index(row, tab.model.SPEED).data() == "21 tokens/s measured"
+    estimate = page.advice.verdicts["qwen2.5-1.5b-instruct-q4_k_m"].speed
+    from engines.library.speed import format_speed
+
+    expected = f"measured 21 tokens/s (estimated {format_speed(estimate.value, 'tokens/s').split()[0]})"
+    assert page.advice.comparisons["qwen2.5-1.5b-instruct-q4_k_m"] == expected
+    assert tab.details.verdict.speed.text().startswith(f"<b>M{expected[1:]}.</b><br>Expected speed: ")
+
+
+def tiny_catalog(tmp_path, data: bytes):
+    """A catalog of one chat model: the tiny GGUF, served by the test's own HTTP server."""
+    entry = {
+        "id": "tiny-chat-f32", "name": "Tiny Chat", "family": "Tiny", "kind": "chat", "engine": "llama_cpp",
+        "format": "gguf", "repo": "someone/Tiny-GGUF",
+        "files": [{"path": "tiny.gguf", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}],
+        "license": "mit", "gated": False, "parameters": 1_000_000, "quantization": "F32", "context_length": 512,
+        "description": "A tiny random model for tests.",
+        "arch": {"architecture": "llama", "block_count": 2, "embedding_length": 64, "head_count": 4,
+                 "head_count_kv": 4, "key_length": 16, "value_length": 16, "vocab_size": 32000},
+    }
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps({"schema_version": 1, "entries": [entry]}))
+    return load_catalog(path)
+
+
+def test_a_failed_catalog_download_stays_where_it_was_started_with_retry(qtbot, make_page, workspace, tmp_path,
+                                                                         tiny_gguf, http_server, monkeypatch):
+    data = tiny_gguf.read_bytes()
+    monkeypatch.setenv("HF_ENDPOINT", http_server.url(""))
+    http_server.add("/someone/Tiny-GGUF/resolve/main/tiny.gguf", data)
+    http_server.fault("/someone/Tiny-GGUF/resolve/main/tiny.gguf", status=404)  # the first try only
+    library = ModelLibrary(workspace, catalog=tiny_catalog(tmp_path, data))
+    try:
+        page = make_page(library)
+        wait_for_verdicts(qtbot, page)
+        tab = page.catalog_tab
+        assert tab.select("tiny-chat-f32")
+        tab.details.download_button.click()
+        qtbot.waitUntil(lambda: tab.details.failure.isVisible(), timeout=15000)
+        job = tab.active_jobs()["tiny-chat-f32"]
+        assert job.state == "failed"
+        assert tab.details.failure.text() == f"The download failed: {job.error}"
+        assert "was not found on the server (404)" in job.error
+        assert tab.details.download_button.text() == "Retry download" and tab.details.download_button.isEnabled()
+        assert tab.proxy.index(0, tab.model.NAME).data() == "★ Tiny Chat  · download failed"
+        with qtbot.waitSignal(page.model_installed, timeout=15000) as installed:
+            tab.details.download_button.click()
+        assert installed.args == ["tiny-chat-f32"]
+        qtbot.waitUntil(lambda: tab.details.installed_label.isVisibleTo(tab), timeout=5000)
+        assert not tab.details.failure.isVisibleTo(tab)
+        assert len(library.queue().jobs()) == 1  # the same job was retried, not a second one started
+    finally:
+        library.queue().shutdown(wait=True, timeout=5)
+
+
+def test_a_failed_hub_download_offers_retry_on_its_row(qtbot, page, library, tiny_gguf, http_server, monkeypatch):
+    repo = "someone/Tiny-Llama-GGUF"
+    data = tiny_gguf.read_bytes()
+    http_server.add(f"/{repo}/resolve/main/tiny-Q8_0.gguf", data)
+    monkeypatch.setenv("HF_ENDPOINT", http_server.url(""))
+    monkeypatch.setattr(hub_search, "search_gguf", lambda query, limit=20: [HubRepo(repo, "someone", 10, 1, False, None, ())])
+    monkeypatch.setattr(hub_search, "list_gguf_files", lambda r: [HubFile("tiny-Q8_0.gguf", len(data), None, "Q8_0")])
+    hub = page.catalog_tab.hub
+    hub.query.setText("tiny")
+    hub.search_button.click()
+    qtbot.waitUntil(lambda: hub.repo_list.count() == 1, timeout=5000)
+    hub.repo_list.setCurrentRow(0)
+    qtbot.waitUntil(lambda: "tiny-Q8_0.gguf" in hub.verdicts, timeout=10000)  # its header was read
+    http_server.fault(f"/{repo}/resolve/main/tiny-Q8_0.gguf", status=404)  # the download's first try only
+    hub.buttons["tiny-Q8_0.gguf"].click()
+    qtbot.waitUntil(lambda: hub.buttons["tiny-Q8_0.gguf"].text() == "Retry", timeout=15000)
+    assert hub.message.isVisible()
+    assert hub.message.text().startswith("tiny-Q8_0.gguf could not be downloaded: tiny-Q8_0.gguf was not found on the server (404)")
+    assert hub.message.text().endswith(" Click Retry to try again.")
+    with qtbot.waitSignal(page.model_installed, timeout=15000) as installed:
+        hub.buttons["tiny-Q8_0.gguf"].click()
+    assert installed.args == [f"{repo}/tiny-Q8_0.gguf"]

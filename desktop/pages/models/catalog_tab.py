@@ -1,161 +1,30 @@
-"""The Catalog tab: curated models with a fit verdict each, details, download; Hub search.
+"""The Catalog tab: curated models with a fit verdict and an expected speed each, details, download; Hub search.
 
-The verdicts are computed by the page (off the GUI thread) and handed in
-with :meth:`CatalogTab.set_verdicts`; until then the table says "Checking…".
+The verdicts, speeds and recommendations are computed by the page (off the
+GUI thread, :class:`engines.library.advisor.Advisor`) and handed in with
+:meth:`CatalogTab.set_advice`; until then the table says "Checking…". Once
+they arrive the table is sorted for this machine: the recommended models
+first, then those that run comfortably, then the rest.
 """
 
 from __future__ import annotations
 
-import html
-
 from PySide6.QtCore import QItemSelectionModel, Qt, Signal
-from PySide6.QtWidgets import (
-    QComboBox,
-    QFormLayout,
-    QFrame,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QPushButton,
-    QScrollArea,
-    QSplitter,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QLineEdit, QSplitter, QVBoxLayout, QWidget
 
+from desktop.pages.models.entry_details import EntryDetails, job_words
 from desktop.pages.models.hub_search import HubSearchPanel
-from desktop.pages.models.table_models import ITEM_ROLE, KINDS, CatalogFilter, CatalogTableModel, list_table_view
-from desktop.pages.models.verdict_view import VerdictView, confirm_download_anyway, fmt_parameters, fmt_size
+from desktop.pages.models.table_models import ITEM_ROLE, CatalogFilter, CatalogTableModel, list_table_view
+from desktop.pages.models.verdict_view import confirm_download_anyway
 from desktop.widgets.labels import banner_label
 from engines.errors import EngineError, ErrorKind
+from engines.library.advisor import CatalogAdvice
 from engines.library.catalog import CatalogEntry
 from engines.library.download.queue import DownloadJob
 from engines.library.fit import FitVerdict
 from engines.library.service import ModelLibrary
 
 WONT_FIT = ErrorKind.WONT_FIT
-
-
-class EntryDetails(QFrame):
-    """The right-hand pane: what the selected model is, whether it fits, and Download."""
-
-    download_clicked = Signal(object)  # CatalogEntry
-
-    def __init__(self, parent=None) -> None:
-        super().__init__(parent)
-        self.setObjectName("Panel")
-        self.entry: CatalogEntry | None = None
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        scroll = QScrollArea()
-        scroll.setObjectName("PanelScroll")
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.NoFrame)
-        outer.addWidget(scroll)
-        body = QWidget()
-        body.setObjectName("DetailsBody")
-        body.setStyleSheet("QWidget#DetailsBody { background: transparent; }")
-        scroll.setWidget(body)
-        layout = QVBoxLayout(body)
-        layout.setContentsMargins(16, 14, 16, 14)
-        layout.setSpacing(8)
-
-        self.placeholder = QLabel("Select a model to see what it is and whether it fits this machine.")
-        self.placeholder.setObjectName("Muted")
-        self.placeholder.setWordWrap(True)
-        layout.addWidget(self.placeholder)
-
-        self.content = QWidget()
-        content = QVBoxLayout(self.content)
-        content.setContentsMargins(0, 0, 0, 0)
-        content.setSpacing(8)
-        self.title = QLabel()
-        self.title.setWordWrap(True)
-        self.title.setStyleSheet("font-size: 16px; font-weight: 600;")
-        self.subtitle = QLabel()
-        self.subtitle.setObjectName("Muted")
-        self.subtitle.setWordWrap(True)
-        self.description = QLabel()
-        self.description.setWordWrap(True)
-        self.description.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        content.addWidget(self.title)
-        content.addWidget(self.subtitle)
-        content.addWidget(self.description)
-
-        facts = QFormLayout()
-        facts.setContentsMargins(0, 4, 0, 4)
-        facts.setHorizontalSpacing(12)
-        facts.setVerticalSpacing(4)
-        self.repo = QLabel()
-        self.repo.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.repo.setWordWrap(True)
-        self.parameters = QLabel()
-        self.context = QLabel()
-        self.files = QLabel()
-        self.license = QLabel()
-        self.license.setWordWrap(True)
-        for label, widget in (("Repository", self.repo), ("Size", self.parameters), ("Context", self.context),
-                              ("Files", self.files), ("License", self.license)):
-            name = QLabel(label)
-            name.setObjectName("Muted")
-            facts.addRow(name, widget)
-        content.addLayout(facts)
-
-        line = QFrame()
-        line.setFrameShape(QFrame.HLine)
-        line.setStyleSheet("color: palette(mid);")
-        content.addWidget(line)
-        self.verdict = VerdictView()
-        content.addWidget(self.verdict)
-
-        buttons = QHBoxLayout()
-        self.download_button = QPushButton("Download")
-        self.download_button.setObjectName("Primary")
-        self.download_button.clicked.connect(lambda: self.entry and self.download_clicked.emit(self.entry))
-        buttons.addWidget(self.download_button)
-        self.installed_label = QLabel("✓  Installed")
-        self.installed_label.setStyleSheet("font-weight: 600;")
-        buttons.addWidget(self.installed_label)
-        buttons.addStretch(1)
-        content.addLayout(buttons)
-        layout.addWidget(self.content)
-        layout.addStretch(1)
-        self.show_entry(None, None, False, None)
-
-    def show_entry(self, entry: CatalogEntry | None, verdict: FitVerdict | None, installed: bool, job: DownloadJob | None) -> None:
-        self.entry = entry
-        self.placeholder.setVisible(entry is None)
-        self.content.setVisible(entry is not None)
-        if entry is None:
-            return
-        self.title.setText(entry.name)
-        self.subtitle.setText(" · ".join((KINDS[entry.kind], entry.family, entry.quantization, fmt_size(entry.total_size))))
-        self.description.setText(entry.description)
-        self.repo.setText(entry.repo)
-        self.parameters.setText(fmt_parameters(entry.parameters))
-        noun = "prompt tokens" if entry.kind == "image" else "tokens"
-        self.context.setText(f"{entry.context_length:,} {noun}")
-        count = len(entry.files)
-        self.files.setText(f"{count} file" if count == 1 else f"{count} files")
-        gated = ("<br><span style='color:palette(placeholder-text)'>Gated: accept its terms on Hugging Face "
-                 "and add your token in Settings.</span>") if entry.gated else ""
-        self.license.setText(html.escape(entry.license) + gated)
-        self.verdict.set_verdict(verdict)
-        self.update_state(installed, job)
-
-    def update_state(self, installed: bool, job: DownloadJob | None) -> None:
-        self.installed_label.setVisible(installed)
-        self.download_button.setVisible(not installed)
-        if job is not None and not job.finished:
-            share = f" {100 * job.bytes_done // job.bytes_total}%" if job.bytes_total else ""
-            text = "Paused" if job.state == "paused" else f"Downloading…{share}"
-            self.download_button.setText(text)
-            self.download_button.setEnabled(job.state == "paused")  # a click resumes it
-            if job.state == "paused":
-                self.download_button.setText("Resume download")
-        else:
-            self.download_button.setText("Download")
-            self.download_button.setEnabled(True)
 
 
 class CatalogTab(QWidget):
@@ -167,6 +36,8 @@ class CatalogTab(QWidget):
         super().__init__(parent)
         self.library = library
         self.verdicts: dict[str, FitVerdict] = {}
+        self.advice = CatalogAdvice()
+        self._sorted_for_machine = False
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 12, 0, 0)
         layout.setSpacing(8)
@@ -196,14 +67,14 @@ class CatalogTab(QWidget):
         self.model = CatalogTableModel(self)
         self.proxy = CatalogFilter(self)
         self.proxy.setSourceModel(self.model)
-        self.table = list_table_view(self.proxy, CatalogTableModel.NAME)
+        self.table = list_table_view(self.proxy, CatalogTableModel.LICENSE)
         self.table.setSortingEnabled(True)
         self.table.sortByColumn(-1, Qt.AscendingOrder)  # catalog order until the user sorts
         header = self.table.horizontalHeader()
         header.setMinimumSectionSize(60)
 
         self.details = EntryDetails()
-        self.details.setMinimumWidth(280)
+        self.details.setMinimumWidth(270)
         self.details.download_clicked.connect(self.download)
 
         top = QSplitter(Qt.Horizontal)
@@ -240,16 +111,27 @@ class CatalogTab(QWidget):
         self._fit_columns()
         self._show_selected()
 
-    def set_verdicts(self, verdicts: dict[str, FitVerdict]) -> None:
-        self.verdicts = dict(verdicts)
-        self.model.set_verdicts(self.verdicts)
+    def set_advice(self, advice: CatalogAdvice) -> None:
+        """Verdicts with speeds, the recommendations and the order for this machine (from the page)."""
+        self.advice = advice
+        self.verdicts = dict(advice.verdicts)
+        self.model.set_advice(advice)
+        if not self._sorted_for_machine:  # the first time: best for this machine first (the user may re-sort)
+            self._sorted_for_machine = True
+            self.table.sortByColumn(CatalogTableModel.VERDICT, Qt.AscendingOrder)
         self._fit_columns()
         self._show_selected()
 
     def _fit_columns(self) -> None:
-        """Size the columns to their contents once per data change (not on every repaint)."""
-        for column in range(1, self.model.columnCount()):
+        """Size the columns to their contents once per data change (not on every repaint).
+
+        The name gets room for the longest one (within reason): at 1024 pixels the
+        columns that matter least (kind, quantization, licence) scroll, never the name.
+        """
+        for column in range(self.model.columnCount() - 1):
             self.table.resizeColumnToContents(column)
+        name = CatalogTableModel.NAME
+        self.table.setColumnWidth(name, max(170, min(self.table.columnWidth(name) + 8, 290)))
 
     def set_resources(self, resources) -> None:
         self.hub.resources = resources
@@ -260,10 +142,14 @@ class CatalogTab(QWidget):
         self.refresh_job_state()
 
     def refresh_job_state(self) -> None:
-        """The selected entry's button after a download changed (in memory: cheap at 5/s)."""
+        """Each row's download state and the selected entry's button, after a job changed (in memory: cheap at 5/s)."""
+        jobs = self.active_jobs()
+        words = {model_id: job_words(job) for model_id, job in jobs.items()}
+        self.model.set_jobs({model_id: text for model_id, text in words.items() if text})
         entry = self.details.entry
         if entry is not None:
-            self.details.update_state(entry.id in self.model.installed, self._job_for(entry.id))
+            self.details.update_state(entry.id in self.model.installed, jobs.get(entry.id))
+        self.hub.refresh_jobs(jobs)
 
     def select(self, entry_id: str) -> bool:
         for row in range(self.proxy.rowCount()):
@@ -279,9 +165,22 @@ class CatalogTab(QWidget):
         self.banner.setText(message)
         self.banner.setVisible(bool(message))
 
+    def active_jobs(self) -> dict[str, DownloadJob]:
+        """The latest download of each model that is under way, paused or failed (completed and cancelled ones are done)."""
+        try:
+            jobs = self.library.queue().jobs()
+        except (EngineError, OSError):  # the queue could not start: the page says so already
+            return {}
+        latest: dict[str, DownloadJob] = {}
+        for job in sorted(jobs, key=lambda j: j.created_at):
+            if job.state in ("queued", "running", "paused", "failed"):
+                latest[job.model_id] = job
+            elif job.model_id in latest:
+                del latest[job.model_id]  # a later try replaced it
+        return latest
+
     def _job_for(self, model_id: str) -> DownloadJob | None:
-        jobs = [j for j in self.library.queue().jobs() if j.model_id == model_id and not j.finished]
-        return jobs[-1] if jobs else None
+        return self.active_jobs().get(model_id)
 
     def _show_selected(self) -> None:
         index = self.table.selectionModel().currentIndex()
@@ -289,7 +188,8 @@ class CatalogTab(QWidget):
         if entry is None:
             self.details.show_entry(None, None, False, None)
             return
-        self.details.show_entry(entry, self.verdicts.get(entry.id), entry.id in self.model.installed, self._job_for(entry.id))
+        self.details.show_entry(entry, self.verdicts.get(entry.id), entry.id in self.model.installed,
+                                self._job_for(entry.id), self.advice)
 
     # ---- download --------------------------------------------------------
 
@@ -298,6 +198,9 @@ class CatalogTab(QWidget):
         job = self._job_for(entry.id)
         if job is not None and job.state == "paused":
             self._pull(entry.id, entry.name)  # pull() resumes a paused job
+            return
+        if job is not None and job.state == "failed":
+            self.retry(job)
             return
         try:
             self._added(self.library.pull(entry.id))
@@ -313,6 +216,17 @@ class CatalogTab(QWidget):
             self._added(self.library.pull(source, anyway=anyway))
         except EngineError as exc:
             self.show_error(exc.message)
+
+    def retry(self, job: DownloadJob) -> None:
+        """Queue a failed download again; it resumes from what it already has."""
+        try:
+            job = self.library.queue().retry(job.id)
+        except EngineError as exc:
+            self.show_error(exc.message)
+            return
+        self.status.setText(f"{job.name}: trying the download again.")
+        self.refresh_job_state()
+        self.job_added.emit(job)
 
     def _added(self, job: DownloadJob) -> None:
         self.status.setText(f"{job.name}: added to Downloads.")

@@ -10,6 +10,7 @@ repository costs one header read instead of one per file.
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import PurePosixPath
 from urllib.parse import quote
 
 from PySide6.QtCore import QObject, Qt, Signal
@@ -46,17 +47,20 @@ def hub_file_url(repo: str, path: str) -> str:
 
 
 def describe_hub_error(error) -> str:
-    """What to show for a failed Hub call: offline, unreachable, or the library's own sentence."""
+    """What to show for a failed Hub call: offline mode, or the library's own sentence (already complete)."""
     if isinstance(error, OfflineError):
         return OFFLINE_MESSAGE
     if isinstance(error, EngineError):
-        if error.kind == remote_gguf.NETWORK:
-            return f"Could not reach Hugging Face: {error.message}"
         return error.message
     return f"Could not reach Hugging Face: {error}"
 
 
-def judge_hub_files(repo: str, files: list, resources) -> dict[str, FitVerdict | str]:
+def hub_model_id(repo: str, path: str) -> str:
+    """The id a download of *path* from *repo* gets (ModelLibrary.plan_download)."""
+    return f"{repo}/{PurePosixPath(path).name}"
+
+
+def judge_hub_files(repo: str, files: list, resources, advisor=None) -> dict[str, FitVerdict | str]:
     """Verdicts for a repository's GGUF files, from one remote header (runs on a pool thread)."""
     models = [f for f in files if not f.is_projector and f.complete]
     if not models:
@@ -75,7 +79,8 @@ def judge_hub_files(repo: str, files: list, resources) -> dict[str, FitVerdict |
     for f in models:
         exact = f is first and not f.is_split
         file_shape = shape if exact else replace(shape, weights_bytes=max(0, f.size - metadata), layer_bytes=())
-        verdicts[f.path] = judge_text_fit(file_shape, context, resources)
+        verdict = judge_text_fit(file_shape, context, resources)
+        verdicts[f.path] = advisor.with_speed(verdict, advisor.text_speed(verdict)) if advisor is not None else verdict
     return verdicts
 
 
@@ -91,6 +96,9 @@ class HubSearchPanel(QObject):
         super().__init__(parent)
         self.library = library
         self.resources = None  # set by the page once the hardware is known
+        self.advisor = None  # set by the page: adds expected speeds to the verdicts
+        self.jobs: dict[str, object] = {}  # model id -> its latest unfinished or failed DownloadJob
+        self._reported_failures: set[str] = set()  # job ids whose failure was shown already
         self.repo: str | None = None
         self.files: list = []
         self.verdicts: dict[str, FitVerdict | str] = {}
@@ -214,8 +222,9 @@ class HubSearchPanel(QObject):
         self.show_message("" if files else f"{repo} has no GGUF files.")
         self._fill_files()
         if any(not f.is_projector for f in files):
-            known = self.resources
-            self._run("verdicts", lambda: judge_hub_files(repo, files, known or self.library.resources()), lambda v: self._show_verdicts(repo, v),
+            known, advisor = self.resources, self.advisor
+            self._run("verdicts", lambda: judge_hub_files(repo, files, known or self.library.resources(), advisor),
+                      lambda v: self._show_verdicts(repo, v),
                       lambda e: self._show_verdicts(repo, {f.path: describe_hub_error(e) for f in files}))
 
     def _show_verdicts(self, repo: str, verdicts: dict) -> None:
@@ -237,8 +246,9 @@ class HubSearchPanel(QObject):
             elif not f.complete:
                 item = QTableWidgetItem(f"Incomplete: {len(f.parts)} of {f.expected_parts} parts")
             elif isinstance(verdict, FitVerdict):
-                item = QTableWidgetItem(dot_icon(verdict.verdict), verdict.label)
-                item.setToolTip(verdict.explanation + "".join(f"\n• {s}" for s in verdict.suggestions))
+                item = QTableWidgetItem(dot_icon(verdict.verdict), verdict.summary)
+                speed = f"\nExpected speed: {verdict.speed.basis}." if verdict.speed is not None else ""
+                item.setToolTip(verdict.explanation + speed + "".join(f"\n• {s}" for s in verdict.suggestions))
             elif isinstance(verdict, str):
                 item = QTableWidgetItem(dot_icon(None), "Cannot check")
                 item.setToolTip(verdict)
@@ -250,6 +260,7 @@ class HubSearchPanel(QObject):
             if f.is_split:
                 button.setToolTip("Split models (several files) cannot be downloaded from search yet.")
             button.clicked.connect(lambda _=False, hub_file=f: self.download(hub_file))
+            self._show_job(button, self.repo, f)
             cell = QWidget()
             cell_layout = QHBoxLayout(cell)
             cell_layout.setContentsMargins(6, 2, 6, 2)
@@ -259,9 +270,51 @@ class HubSearchPanel(QObject):
 
     # ---- download --------------------------------------------------------
 
+    def refresh_jobs(self, jobs: dict) -> None:
+        """Follow the downloads started here: progress on the button; a failure in the message line, with Retry."""
+        self.jobs = jobs
+        if self.repo is None:
+            return
+        for f in self.files:
+            button = self.buttons.get(f.path)
+            if button is not None:
+                self._show_job(button, self.repo, f)
+        for f in self.files:
+            job = jobs.get(hub_model_id(self.repo, f.path))
+            if job is not None and job.state == "failed" and job.id not in self._reported_failures:
+                self._reported_failures.add(job.id)
+                self.show_message(f"{f.path} could not be downloaded: {job.error or 'no reason was given'} "
+                                  "Click Retry to try again.", True)
+
+    def _show_job(self, button: QPushButton, repo: str | None, hub_file) -> None:
+        job = self.jobs.get(hub_model_id(repo, hub_file.path)) if repo else None
+        if hub_file.is_projector or hub_file.is_split:
+            return
+        if job is None:
+            button.setText("Download")
+            button.setEnabled(True)
+            button.setToolTip("")
+        elif job.state == "failed":
+            button.setText("Retry")
+            button.setEnabled(True)
+            button.setToolTip(f"The download failed: {job.error or 'no reason was given'}")
+        elif job.state == "paused":
+            button.setText("Resume")
+            button.setEnabled(True)
+            button.setToolTip("Paused in the Downloads tab")
+        else:
+            share = f" {100 * job.bytes_done // job.bytes_total}%" if job.bytes_total else "…"
+            button.setText(f"Downloading{share}")
+            button.setEnabled(False)
+            button.setToolTip("")
+
     def download(self, hub_file) -> None:
         repo = self.repo
         if repo is None:
+            return
+        job = self.jobs.get(hub_model_id(repo, hub_file.path))
+        if job is not None and job.state == "failed":
+            self._retry(job)
             return
         verdict = self.verdicts.get(hub_file.path)
         if isinstance(verdict, FitVerdict) and not verdict.fits:
@@ -274,6 +327,15 @@ class HubSearchPanel(QObject):
             self.show_message(exc.message, True)
             return
         self.show_message(f"{job.name}: added to Downloads.")
+        self.job_added.emit(job)
+
+    def _retry(self, job) -> None:
+        try:
+            job = self.library.queue().retry(job.id)
+        except EngineError as exc:
+            self.show_message(exc.message, True)
+            return
+        self.show_message(f"{job.name}: trying the download again.")
         self.job_added.emit(job)
 
     def shutdown(self) -> None:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QThreadPool, QUrl, Signal
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtCore import Qt, QThreadPool, Signal
 from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -21,13 +20,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop.open_external import reveal_path
 from desktop.pages.models.table_models import ITEM_ROLE, InstalledTableModel, list_table_view
 from desktop.pages.models.verdict_view import fmt_size
 from desktop.widgets.labels import banner_label
 from desktop.workers.background import BackgroundTask, run_in_background
 from engines.errors import EngineError
+from engines.library.advisor import Advisor
 from engines.library.installed import InstalledModel
 from engines.library.service import ModelLibrary, UnknownFile
+from engines.library.speed import format_speed
 
 
 def deletes_files(library: ModelLibrary, model: InstalledModel) -> bool:
@@ -41,9 +43,10 @@ class InstalledTab(QWidget):
     model_removed = Signal(str)
     models_changed = Signal()  # after every refresh: the catalog's "Installed" marks follow
 
-    def __init__(self, library: ModelLibrary, pool: QThreadPool, parent=None) -> None:
+    def __init__(self, library: ModelLibrary, pool: QThreadPool, parent=None, advisor: Advisor | None = None) -> None:
         super().__init__(parent)
         self.library = library
+        self.advisor = advisor or Advisor(library)  # adds the expected and measured speeds
         self.pool = pool
         self._tasks: list[BackgroundTask] = []
         self.loaded = False  # True after the first scan has finished
@@ -124,22 +127,28 @@ class InstalledTab(QWidget):
     def refresh_verdicts(self, models: list[InstalledModel] | None = None, missing: set[str] | None = None) -> None:
         models = models if models is not None else [r for r in self.model.rows if isinstance(r, InstalledModel)]
         missing = missing if missing is not None else self.model.missing
-        library = self.library
+        advisor = self.advisor
 
         def judge():
-            verdicts = {}
+            verdicts, measured = {}, {}
+            speeds = advisor.measured()
             for m in models:
                 if m.id in missing:
                     verdicts[m.id] = f"The model file is missing: {m.path}"
                     continue
                 try:
-                    verdicts[m.id] = library.verdict_for_installed(m)
+                    verdicts[m.id] = advisor.installed_verdict(m)
                 except EngineError as exc:
                     verdicts[m.id] = exc.message
-            return verdicts
+                    continue
+                if m.id in speeds:
+                    speed = speeds[m.id]
+                    short = "measured " + format_speed(speed.value, speed.unit)
+                    measured[m.id] = (short, advisor.comparison(speed, verdicts[m.id], advisor.image_base(m)))
+            return verdicts, measured
 
-        def judged(verdicts) -> None:
-            self.model.set_verdicts(verdicts)
+        def judged(result) -> None:
+            self.model.set_verdicts(*result)
             self._fit_columns()
 
         self._tasks.append(run_in_background(judge, judged, self._failed, pool=self.pool))
@@ -209,9 +218,7 @@ class InstalledTab(QWidget):
         item = self.selected()
         if item is None:
             return
-        path = Path(item.path)
-        folder = path if path.is_dir() else path.parent
-        QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
+        reveal_path(item.path, self.show_error)
 
     def choose_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Add a GGUF model file", str(Path.home()), "GGUF models (*.gguf)")

@@ -5,14 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
-from PySide6.QtGui import QPalette
+from PySide6.QtGui import QFont, QPalette
 from PySide6.QtWidgets import QAbstractItemView, QApplication, QHeaderView, QTableView
 
 from desktop.pages.models.verdict_view import dot_icon, fmt_size
+from engines.library.advisor import CatalogAdvice
 from engines.library.catalog import CatalogEntry
 from engines.library.fit import FitVerdict
 from engines.library.installed import InstalledModel
 from engines.library.service import UnknownFile
+from engines.library.speed import format_speed_short
 
 # Roles as plain ints: data() runs for every visible cell on every repaint.
 DISPLAY = int(Qt.ItemDataRole.DisplayRole.value)
@@ -20,6 +22,7 @@ DECORATION = int(Qt.ItemDataRole.DecorationRole.value)
 TOOLTIP = int(Qt.ItemDataRole.ToolTipRole.value)
 FOREGROUND = int(Qt.ItemDataRole.ForegroundRole.value)
 ALIGNMENT = int(Qt.ItemDataRole.TextAlignmentRole.value)
+FONT = int(Qt.ItemDataRole.FontRole.value)
 ITEM_ROLE = int(Qt.ItemDataRole.UserRole.value) + 1  # the CatalogEntry / InstalledModel / UnknownFile of a row
 SORT_ROLE = int(Qt.ItemDataRole.UserRole.value) + 2
 RIGHT = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
@@ -32,6 +35,12 @@ _VERDICT_ORDER = {"gpu_full": 0, "gpu_partial": 1, "cpu_only": 2, "wont_fit": 3}
 
 def _muted():
     return QApplication.palette().color(QPalette.Disabled, QPalette.Text)
+
+
+def _bold() -> QFont:
+    font = QApplication.font()
+    font.setBold(True)
+    return font
 
 
 class _ListTableModel(QAbstractTableModel):
@@ -55,34 +64,55 @@ class _ListTableModel(QAbstractTableModel):
 
 
 class CatalogTableModel(_ListTableModel):
-    COLUMNS = ("Name", "Kind", "Size", "Quantization", "License", "Fits this machine")
-    NAME, KIND, SIZE, QUANT, LICENSE, VERDICT = range(6)
+    # What decides a choice first (name, fit, speed, size); the rest is in the details pane too.
+    COLUMNS = ("Name", "Fits this machine", "Speed here", "Size", "Kind", "Quantization", "License")
+    NAME, VERDICT, SPEED, SIZE, KIND, QUANT, LICENSE = range(7)
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.entries: list[CatalogEntry] = []
         self.verdicts: dict[str, FitVerdict] = {}
+        self.advice = CatalogAdvice()
         self.installed: set[str] = set()
+        self.jobs: dict[str, str] = {}  # entry id -> its download's state in words ("downloading 45%")
 
     def set_entries(self, entries: list[CatalogEntry]) -> None:
         self.beginResetModel()
         self.entries = list(entries)
         self.endResetModel()
 
-    def set_verdicts(self, verdicts: dict[str, FitVerdict]) -> None:
-        self.verdicts = dict(verdicts)
-        self._changed(self.VERDICT)
+    def set_advice(self, advice: CatalogAdvice) -> None:
+        self.advice = advice
+        self.verdicts = dict(advice.verdicts)
+        self._changed(self.NAME, self.SPEED)
 
     def set_installed(self, ids: set[str]) -> None:
         self.installed = set(ids)
         self._changed(self.NAME)
 
-    def _changed(self, column: int) -> None:
+    def set_jobs(self, jobs: dict[str, str]) -> None:
+        if jobs != self.jobs:
+            self.jobs = dict(jobs)
+            self._changed(self.NAME)
+
+    def _changed(self, first: int, last: int | None = None) -> None:
         if self.entries:
-            self.dataChanged.emit(self.index(0, column), self.index(len(self.entries) - 1, column))
+            self.dataChanged.emit(self.index(0, first), self.index(len(self.entries) - 1, last if last is not None else first))
 
     def _items(self) -> list:
         return self.entries
+
+    def speed_text(self, entry: CatalogEntry) -> str:
+        """"≈ 13 tokens/s" (estimated), "21 tokens/s measured", "—" (won't fit)."""
+        measured = self.advice.measured.get(entry.id)
+        if measured is not None:
+            return format_speed_short(measured.value, measured.unit) + " measured"
+        verdict = self.verdicts.get(entry.id)
+        if verdict is None:
+            return "Checking…"
+        if verdict.speed is not None:
+            return "≈ " + format_speed_short(verdict.speed.value, verdict.speed.unit)
+        return "—" if not verdict.fits else "after first run"
 
     def data(self, index: QModelIndex, role=DISPLAY):
         if not index.isValid():
@@ -94,7 +124,9 @@ class CatalogTableModel(_ListTableModel):
             return entry
         if role == DISPLAY:
             if column == self.NAME:
-                return entry.name + ("  ✓" if entry.id in self.installed else "")
+                star = "★ " if self.advice.is_recommended(entry.id) else ""
+                job = f"  · {self.jobs[entry.id]}" if entry.id in self.jobs else ""
+                return star + entry.name + ("  ✓" if entry.id in self.installed else "") + job
             if column == self.KIND:
                 return KINDS[entry.kind]
             if column == self.SIZE:
@@ -105,25 +137,51 @@ class CatalogTableModel(_ListTableModel):
                 return entry.license + ("  · gated" if entry.gated else "")
             if column == self.VERDICT:
                 return verdict.label if verdict else "Checking…"
+            if column == self.SPEED:
+                return self.speed_text(entry)
         if role == SORT_ROLE:
             if column == self.SIZE:
                 return entry.total_size
-            if column == self.VERDICT:
-                return (_VERDICT_ORDER.get(verdict.verdict, 9) if verdict else 9, entry.total_size)
+            if column == self.VERDICT:  # best for this machine first: recommended, comfortable, fits, won't fit
+                return self.advice.order.get(entry.id, 10_000 + _VERDICT_ORDER.get(verdict.verdict, 9) if verdict else 20_000)
+            if column == self.SPEED:
+                speed = self.advice.measured.get(entry.id) or (verdict.speed if verdict else None)
+                if speed is None:
+                    return (2, entry.kind, 0.0)
+                return (0 if entry.kind == "chat" else 1, entry.kind, -speed.value if speed.unit == "tokens/s" else speed.value)
             return str(self.data(index, DISPLAY)).lower()
         if role == DECORATION and column == self.VERDICT:
             return dot_icon(verdict.verdict if verdict else None)
+        if role == FONT and column == self.NAME and self.advice.is_recommended(entry.id):
+            return _bold()
         if role == TOOLTIP:
-            if column == self.VERDICT and verdict:
-                return verdict.explanation
-            if column == self.LICENSE and entry.gated:
-                return "Gated: accept the licence on the model's Hugging Face page and add your token in Settings."
-            if column == self.NAME and entry.id in self.installed:
-                return "Installed"
-        if role == FOREGROUND and column == self.VERDICT and not verdict:
+            return self._tooltip(entry, column, verdict)
+        if role == FOREGROUND and column in (self.VERDICT, self.SPEED) and not verdict:
             return _muted()
         if role == ALIGNMENT and column == self.SIZE:
             return RIGHT
+        return None
+
+    def _tooltip(self, entry: CatalogEntry, column: int, verdict: FitVerdict | None) -> str | None:
+        if column == self.VERDICT and verdict:
+            return verdict.explanation
+        if column == self.SPEED:
+            lines = [self.advice.comparisons.get(entry.id, "")]
+            if verdict is not None and verdict.speed is not None:
+                lines.append(f"Expected: {verdict.speed.basis}.")
+            return "\n".join(line for line in lines if line) or None
+        if column == self.LICENSE and entry.gated:
+            return "Gated: accept the licence on the model's Hugging Face page and add your token in Settings."
+        if column == self.NAME:
+            lines = []
+            pick = next((p for p in self.advice.recommended.values() if p.entry_id == entry.id), None)
+            if pick is not None:
+                lines.append(f"Recommended for this machine: {pick.reason}")
+            if entry.id in self.installed:
+                lines.append("Installed")
+            if entry.id in self.jobs:
+                lines.append(f"Download: {self.jobs[entry.id]}")
+            return "\n".join(lines) or None
         return None
 
 
@@ -173,6 +231,7 @@ class InstalledTableModel(_ListTableModel):
         self.verdicts: dict[str, FitVerdict | str] = {}  # model id -> verdict, or why there is none
         self.missing: set[str] = set()  # ids whose file is gone
         self.sizes: dict[str, int] = {}  # unknown file path -> bytes
+        self.measured: dict[str, tuple[str, str]] = {}  # model id -> ("measured 21 tokens/s", the comparison)
 
     def set_rows(self, models: list[InstalledModel], unknown: list[UnknownFile],
                  missing: set[str] | None = None, sizes: dict[str, int] | None = None) -> None:
@@ -183,8 +242,10 @@ class InstalledTableModel(_ListTableModel):
         self.sizes = dict(sizes or {})
         self.endResetModel()
 
-    def set_verdicts(self, verdicts: dict[str, FitVerdict | str]) -> None:
+    def set_verdicts(self, verdicts: dict[str, FitVerdict | str], measured: dict[str, tuple[str, str]] | None = None) -> None:
         self.verdicts = dict(verdicts)
+        if measured is not None:
+            self.measured = dict(measured)
         if self.rows:
             self.dataChanged.emit(self.index(0, self.VERDICT), self.index(len(self.rows) - 1, self.VERDICT))
 
@@ -205,7 +266,11 @@ class InstalledTableModel(_ListTableModel):
             if column == self.VERDICT:
                 if verdict is None:
                     return "Checking…"
-                return verdict.label if isinstance(verdict, FitVerdict) else "Cannot check"
+                if not isinstance(verdict, FitVerdict):
+                    return "Cannot check"
+                if item.id in self.measured:
+                    return f"{verdict.label} · {self.measured[item.id][0]}"
+                return f"{verdict.label} · {verdict.speed.short}" if verdict.speed is not None else verdict.label
             return {
                 self.NAME: item.name + ("  (file missing)" if item.id in self.missing else ""),
                 self.SIZE: fmt_size(item.size_bytes),
@@ -218,7 +283,14 @@ class InstalledTableModel(_ListTableModel):
             return dot_icon(verdict.verdict if isinstance(verdict, FitVerdict) else None)
         if role == TOOLTIP:
             if column == self.VERDICT and verdict is not None:
-                return verdict.explanation if isinstance(verdict, FitVerdict) else verdict
+                if not isinstance(verdict, FitVerdict):
+                    return verdict
+                lines = [verdict.explanation]
+                if item.id in self.measured:
+                    lines.append(self.measured[item.id][1][0].upper() + self.measured[item.id][1][1:] + ".")
+                if verdict.speed is not None:
+                    lines.append(f"Expected speed: {verdict.speed.basis}.")
+                return "\n".join(lines)
             if column in (self.NAME, self.PATH):
                 return f"{item.description}\n{item.path}" if item.description else item.path
         if role == FOREGROUND and column == self.VERDICT and not isinstance(verdict, FitVerdict):

@@ -83,7 +83,7 @@ def fmt_speed(bps: float) -> str:
 
 
 class VerdictView(QWidget):
-    """The verdict in words: "● CPU only" in bold, the arithmetic, suggestions as bullets."""
+    """The verdict in words: "● CPU only · about 18 tokens/s here" in bold, the arithmetic, the speed, suggestions."""
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -92,26 +92,42 @@ class VerdictView(QWidget):
         layout.setSpacing(4)
         self.label = QLabel()
         self.label.setTextFormat(Qt.RichText)
+        self.label.setWordWrap(True)
         self.explanation = QLabel()
         self.explanation.setWordWrap(True)
         self.explanation.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.speed = QLabel()  # the speed's arithmetic, and what was measured here
+        self.speed.setWordWrap(True)
+        self.speed.setTextFormat(Qt.RichText)
+        self.speed.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.suggestions = QLabel()
         self.suggestions.setWordWrap(True)
         self.suggestions.setTextFormat(Qt.RichText)
-        for widget in (self.label, self.explanation, self.suggestions):
+        for widget in (self.label, self.explanation, self.speed, self.suggestions):
             layout.addWidget(widget)
         self.set_verdict(None)
 
-    def set_verdict(self, verdict: FitVerdict | None, pending: str = "Checking whether it fits…") -> None:
+    def set_verdict(self, verdict: FitVerdict | None, pending: str = "Checking whether it fits…",
+                    measured: str | None = None) -> None:
+        """Show *verdict*; *measured* is the comparison with a real run ("measured 21 tokens/s (estimated 18)")."""
         if verdict is None:
             self.label.setText(f"{dot_html(None)} <b>{html.escape(pending, quote=False)}</b>")
-            self.explanation.clear()
-            self.explanation.hide()
-            self.suggestions.hide()
+            for widget in (self.explanation, self.speed, self.suggestions):
+                widget.clear()
+                widget.hide()
             return
-        self.label.setText(f"{dot_html(verdict.verdict)} <b>{html.escape(verdict.label, quote=False)}</b>")
+        self.label.setText(f"{dot_html(verdict.verdict)} <b>{html.escape(verdict.summary, quote=False)}</b>")
         self.explanation.setText(verdict.explanation)
         self.explanation.show()
+        lines = []
+        if measured:
+            lines.append(f"<b>{html.escape(measured[0].upper() + measured[1:], quote=False)}.</b>")
+        if verdict.speed is not None:
+            lines.append(html.escape(f"Expected speed: {verdict.speed.basis}.", quote=False))
+        elif verdict.fits:
+            lines.append("The speed is measured when the model first runs here.")
+        self.speed.setText("<br>".join(lines))
+        self.speed.setVisible(bool(lines))
         if verdict.suggestions:
             items = "".join(f"<li>{html.escape(s, quote=False)}</li>" for s in verdict.suggestions)
             self.suggestions.setText(f"<ul style='margin-left:-20px'>{items}</ul>")
