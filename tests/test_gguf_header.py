@@ -12,7 +12,6 @@ import struct
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import gguf
@@ -26,6 +25,7 @@ from engines.gguf import (
     GGUFNeedMoreData,
     GGUFTruncatedError,
     GGUFUnsupportedError,
+    NotARegularFileError,
     NotGGUFError,
     read_gguf_header,
     read_gguf_header_from_bytes,
@@ -57,14 +57,12 @@ def tiny(tmp_path_factory) -> Path:
 
 
 def _raises(exc_type, source, **kwargs) -> GGUFError:
-    """Parse ``source``, expecting ``exc_type``, and check it failed fast."""
-    start = time.perf_counter()
+    """Parse ``source``, expecting ``exc_type`` with a message for a person."""
     with pytest.raises(exc_type) as info:
         if isinstance(source, bytes):
             read_gguf_header_from_bytes(source, kwargs.pop("file_size", len(source)), **kwargs)
         else:
             read_gguf_header(source, **kwargs)
-    assert time.perf_counter() - start < 1.0
     assert str(info.value) == info.value.message and info.value.message
     return info.value
 
@@ -251,10 +249,7 @@ def test_header_and_errors_pickle(tiny):
 
 
 def test_gemma_header(gemma_path):
-    start = time.perf_counter()
     h = read_gguf_header(gemma_path)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 2.0, f"parsing took {elapsed:.2f} s"  # ~0.2 s; generous for slow CI
     assert h.architecture == "gemma3"
     assert h.block_count == 18
     assert h.chat_template is None
@@ -434,7 +429,6 @@ def test_random_corruption_only_raises_gguf_errors(tiny):
     data = tiny.read_bytes()
     rng = random.Random(1234)
     outcomes: dict[str, int] = {}
-    start = time.perf_counter()
     for _ in range(400):
         buf = bytearray(data)
         for _ in range(rng.randint(1, 4)):
@@ -447,7 +441,6 @@ def test_random_corruption_only_raises_gguf_errors(tiny):
             assert not isinstance(e, GGUFNeedMoreData)  # the whole file was given
             name = type(e).__name__
         outcomes[name] = outcomes.get(name, 0) + 1
-    assert time.perf_counter() - start < 10
     assert len(outcomes) >= 3, outcomes
 
 
@@ -456,3 +449,73 @@ def test_header_is_frozen(tiny):
     with pytest.raises(AttributeError):
         h.version = 2  # type: ignore[misc]
     assert isinstance(h, GGUFHeader)
+
+
+# --------------------------------------------------------------------------- not regular files (D7)
+
+
+posix_only = pytest.mark.skipif(sys.platform == "win32", reason="FIFOs, sockets and /dev/zero are POSIX")
+
+
+@posix_only
+def test_a_fifo_is_refused_without_blocking(tmp_path):
+    """A plain open() of a FIFO waits for a writer for ever; the reader must not."""
+    import os
+
+    fifo = tmp_path / "x.gguf"
+    os.mkfifo(fifo)
+    with pytest.raises(NotARegularFileError) as info:
+        read_gguf_header(fifo)
+    assert info.value.message == str(info.value) == "x.gguf is not a regular file (it is a FIFO)."
+    assert info.value.filename == str(fifo)
+    back = pickle.loads(pickle.dumps(info.value))
+    assert type(back) is NotARegularFileError and back.message == info.value.message
+
+
+@posix_only
+def test_devices_sockets_and_folders_are_refused(tmp_path):
+    import socket
+
+    sock_path = tmp_path / "s.gguf"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(sock_path))
+    try:
+        cases = {Path("/dev/zero"): "zero is not a regular file (it is a character device).",
+                 tmp_path: f"{tmp_path.name} is not a regular file (it is a folder).",
+                 sock_path: "s.gguf is not a regular file (it is a socket)."}
+        for path, message in cases.items():
+            with pytest.raises(NotARegularFileError) as info:
+                read_gguf_header(path)
+            assert info.value.message == message
+    finally:
+        server.close()
+
+
+@posix_only
+def test_check_model_file_says_a_fifo_is_not_a_model(tmp_path):
+    import os
+
+    from engines.errors import EngineError, ErrorKind
+    from engines.llama.preflight import check_model_file
+
+    fifo = tmp_path / "fifo.gguf"
+    os.mkfifo(fifo)
+    with pytest.raises(EngineError) as info:
+        check_model_file(fifo)
+    assert info.value.kind == ErrorKind.MODEL_FILE
+    assert info.value.message == "fifo.gguf is not a regular file (it is a FIFO)."
+
+
+def test_a_file_swapped_for_a_fifo_after_a_check_is_still_refused(tmp_path, tiny):
+    """The kind is checked on the descriptor that was opened, not on the path before."""
+    import os
+
+    if sys.platform == "win32":
+        pytest.skip("no FIFOs on Windows")
+    path = tmp_path / "m.gguf"
+    path.write_bytes(tiny.read_bytes())
+    assert read_gguf_header(path).architecture == "llama"
+    path.unlink()
+    os.mkfifo(path)
+    with pytest.raises(NotARegularFileError):
+        read_gguf_header(path)
