@@ -8,7 +8,7 @@ runs the real engine host on the tiny random-weight pipeline.
 from __future__ import annotations
 
 import dataclasses
-import json
+import os
 from pathlib import Path
 
 import pytest
@@ -21,84 +21,12 @@ from engines.library.installed import InstalledModel
 from engines.registry import Availability
 from engines.workspace import open_workspace
 from tests.fixtures.fake_image_host import FakeImageHost, small_png
+from tests.fixtures.images_page import engine_ready, fill, make_page, page, run, workspace  # noqa: F401  (fixtures)
+from tests.fixtures.images_page import write_light_model_folder
 from tests.fixtures.tiny_sd import tiny_sd  # noqa: F401  (session fixture, built only by the slow test)
 
 pytestmark = pytest.mark.gui
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def write_light_model_folder(folder: Path, native: int = 512, name_hint: str = "") -> Path:
-    """A diffusers folder that passes inspect_model_folder (headers only, no real weights)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline",
-                                                         "unet": ["diffusers", "UNet2DConditionModel"]}))
-    unet = folder / "unet"
-    unet.mkdir(exist_ok=True)
-    (unet / "config.json").write_text(json.dumps({"sample_size": native // 8, "block_out_channels": [32, 64]}))
-    header = json.dumps({"__metadata__": {"format": "pt"}}).encode()
-    (unet / "diffusion_pytorch_model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
-    (folder / "vae").mkdir(exist_ok=True)
-    (folder / "vae" / "config.json").write_text(json.dumps({"block_out_channels": [1, 2, 3, 4]}))
-    return folder
-
-
-@pytest.fixture
-def engine_ready(monkeypatch):
-    import desktop.pages.images_page as images_page
-
-    monkeypatch.setattr(images_page, "image_engine_availability", lambda: Availability(True, "", "test"))
-
-
-@pytest.fixture
-def workspace(tmp_path):
-    ws = open_workspace()
-    for name in ("dream-a", "dream-b"):
-        folder = write_light_model_folder(tmp_path / name)
-        ws.models.add(InstalledModel(f"import/{name}", name, str(folder), 1000, "diffusers", "diffusers", "import"))
-    return ws
-
-
-def make_page(qtbot, workspace, host=None):
-    from desktop.pages.images_page import ImagesPage
-    from desktop.workers.image_worker import ImageWorker
-
-    host = host or FakeImageHost()
-    page = ImagesPage(workspace, worker=ImageWorker(workspace, host=host))
-    qtbot.addWidget(page)
-    page.resize(1200, 800)
-    page.show()
-    page.host = host
-    return page
-
-
-@pytest.fixture
-def page(qtbot, workspace, engine_ready):
-    page = make_page(qtbot, workspace)
-    yield page
-    page.shutdown()
-
-
-def fill(page, prompt="a lighthouse at dawn", *, width=64, height=64, steps=3, seed=42, **extra):
-    c = page.controls
-    c.prompt.setPlainText(prompt)
-    c.negative.setPlainText(extra.get("negative", ""))
-    c.set_size(width, height)
-    c.steps_spin.setValue(steps)
-    c.guidance_spin.setValue(extra.get("guidance", 7.0))
-    c.sampler_combo.setCurrentText(extra.get("sampler", "Euler"))
-    c.random_seed.setChecked(seed is None)
-    if seed is not None:
-        c.seed_spin.setValue(seed)
-    c.batch_spin.setValue(extra.get("batch", 1))
-    if "backend" in extra:
-        c.backend_combo.setCurrentIndex(c.backend_combo.findData(extra["backend"]))
-
-
-def run(qtbot, page, timeout=10000):
-    assert page.controls.generate_button.isEnabled()
-    qtbot.mouseClick(page.controls.generate_button, Qt.LeftButton)
-    assert page.running
-    qtbot.waitUntil(lambda: not page.running, timeout=timeout)
 
 
 def test_generate_saves_to_the_gallery_and_shows_the_image(qtbot, page):
@@ -161,20 +89,35 @@ def test_previews_are_throttled_to_about_ten_a_second(qtbot, workspace):
     assert 1 <= len(previews) <= seconds / 0.1 + 2
 
 
-def test_cancel_saves_nothing(qtbot, page):
+def test_cancel_keeps_the_images_finished_before_it(qtbot, page):
+    page.host.delay = 0.02
+    fill(page, steps=40, batch=3, seed=70)
+    qtbot.mouseClick(page.controls.generate_button, Qt.LeftButton)
+    with qtbot.waitSignal(page.worker.saved, timeout=10000) as first:  # the first image is on disk
+        pass
+    assert page.controls.cancel_button.isEnabled()
+    qtbot.mouseClick(page.controls.cancel_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: not page.running, timeout=10000)
+    entries = page.gallery.list()
+    assert [e.seed for e in entries] == [70] and entries[0].id == first.args[0].id and Path(entries[0].path).exists()
+    assert page.gallery_view.ids() == [entries[0].id]
+    assert page.status_line.text() == "Cancelled · the image finished before it is kept in the gallery"
+    assert page.view.kind == "image" and page._shown_id == entries[0].id  # the kept image, not a preview
+    assert not page.banner.isVisible() and page.controls.generate_button.isEnabled()
+
+
+def test_cancel_before_any_image_finished_saves_nothing(qtbot, page):
     page.host.delay = 0.02
     fill(page, steps=150)
     qtbot.mouseClick(page.controls.generate_button, Qt.LeftButton)
     qtbot.waitUntil(lambda: page.status_line.text().startswith("Step 3"), timeout=5000)
-    assert page.controls.cancel_button.isEnabled()
-    qtbot.mouseClick(page.controls.cancel_button, Qt.LeftButton)
+    qtbot.keyClick(page.controls.prompt, Qt.Key_Escape)  # Esc cancels, wherever the focus is on the page
     qtbot.waitUntil(lambda: not page.running, timeout=5000)
     assert page.status_line.text() == "Cancelled"
     assert page.gallery.list() == [] and page.gallery_view.count() == 0
     images = page.workspace.paths.data / "images"
     assert not images.exists() or not any(images.rglob("*.png"))
     assert page.view.kind != "preview" and not page.banner.isVisible()
-    assert page.controls.generate_button.isEnabled()
 
 
 def test_cancel_while_loading_stops_before_generating(qtbot, workspace):
@@ -343,10 +286,23 @@ def test_lcm_on_a_normal_model_is_refused_before_running(qtbot, page):
     assert not page.running and "LCM sampler only works with LCM or Turbo" in page.controls.validation.text()
 
 
+def choose_init_image(qtbot, page, path) -> list[str]:
+    """Choose ``path`` as the init image, wait for its read (on a pool thread) to end; the problems it raised."""
+    group = page.controls.init_group
+    problems = []
+    group.problem.connect(problems.append)
+    group.set_image_file(str(path))
+    assert group.loading  # nothing was read on the GUI thread
+    qtbot.waitUntil(lambda: not group.loading, timeout=10000)
+    group.problem.disconnect(problems.append)
+    return problems
+
+
 def test_img2img_sends_the_init_image_and_strength(qtbot, page, tmp_path):
     source = tmp_path / "start.png"
     small_png(80, 48, 3).save(source)
-    assert page.controls.init_group.set_image_file(str(source))
+    assert choose_init_image(qtbot, page, source) == []
+    assert page.controls.init_group.image_size == (80, 48)
     page.controls.init_group.set_strength(0.5)
     fill(page, steps=10)
     run(qtbot, page)
@@ -355,12 +311,40 @@ def test_img2img_sends_the_init_image_and_strength(qtbot, page, tmp_path):
     assert page.gallery.list()[0].request["img2img"] is True
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")
-    problems = []
-    page.controls.init_group.problem.connect(problems.append)
-    assert not page.controls.init_group.set_image_file(str(bad))
-    assert problems and "not an image" in problems[0]
+    problems = choose_init_image(qtbot, page, bad)
+    assert len(problems) == 1 and problems[0].startswith(f"The init image {bad} could not be read (")
+    assert page.banner.isVisible() and page.banner.text() == problems[0]
+    assert page.controls.request().init_image == source.read_bytes()  # the image chosen before stays
     page.controls.init_group.clear()
-    assert page.controls.request().init_image is None
+    assert page.controls.request().init_image is None and not page.banner.isVisible()
+
+
+def test_hostile_init_images_are_refused_off_the_gui_thread(qtbot, page, tmp_path):
+    from tests.fixtures.bad_images import header_only_png
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    empty = tmp_path / "e.png"
+    empty.write_bytes(b"")
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(header_only_png(12000, 12000))
+    device = "The init image {} is not a regular file (it is a pipe, a socket or a device); choose an image file."
+    expected = {
+        fifo: device.format(fifo),
+        Path("/dev/zero"): device.format("/dev/zero"),
+        empty: f"The init image {empty} is empty (0 bytes); choose an image file.",
+        bomb: f"The init image {bomb} is 12000×12000 pixels (144 megapixels); Atelier takes at most 64 megapixels. "
+              "Scale it down first.",
+    }
+    for path, message in expected.items():
+        assert choose_init_image(qtbot, page, path) == [message]
+        assert page.banner.text() == message and page.controls.init_group.image_bytes is None
+        fill(page)
+        assert page.controls.request().init_image is None  # and never b"": the run stays txt2img, knowingly
+    good = tmp_path / "good.png"
+    small_png(64, 64, 1).save(good)
+    assert choose_init_image(qtbot, page, good) == []
+    assert not page.banner.isVisible()  # the init image's problem went with it
 
 
 def test_engine_unavailable_shows_the_panel(qtbot, workspace, monkeypatch):
@@ -401,6 +385,7 @@ def test_no_models_says_where_to_get_one(qtbot, engine_ready, tmp_path):
         assert model is not None and model.source == "import" and model.engine == "diffusers"
         assert page.controls.current_model_id() == model.id and ws.models.get(model.id) is not None
         assert not page.banner.isVisible()
+        assert not page.controls.validation.isVisible()  # "choose an image model first" went once one was
         # a Turbo model: the settings it needs are one click away
         assert page.controls.recommend_button.isVisible() and page.controls.steps_spin.value() == 3
         qtbot.mouseClick(page.controls.recommend_button, Qt.LeftButton)
@@ -462,5 +447,39 @@ def test_real_engine_makes_an_image_in_the_gallery(qtbot, workspace, request, tm
         assert meta["seed"] == 7 and meta["steps"] == 2 and meta["width"] == 64
         assert meta["atelier"]["request"]["prompt"] == "a tiny test"
         assert page.view.kind == "image" and "Seed 7" in page.seed_line.text()
+    finally:
+        page.shutdown()
+
+
+@pytest.mark.slow
+def test_real_engine_cancel_keeps_the_images_finished_before_it(qtbot, workspace, request):
+    from desktop.pages.images_page import ImagesPage, image_engine_availability
+
+    state = image_engine_availability()
+    assert state.available, state.reason
+    tiny = request.getfixturevalue("tiny_sd")
+    model = workspace.models.add(InstalledModel("import/tiny-sd", "tiny-sd", str(tiny), 0, "diffusers", "diffusers",
+                                                "import"))
+    page = ImagesPage(workspace)  # the real worker and engine host
+    qtbot.addWidget(page)
+    page.show()
+    first = []
+
+    def cancel_after_the_first_image(entry) -> None:  # on the worker thread, the moment image 1 is saved
+        if not first:
+            first.append(entry)
+            page.worker.cancel()
+
+    page.worker.saved.connect(cancel_after_the_first_image, Qt.DirectConnection)
+    try:
+        page.controls.select_model(model.id)
+        fill(page, "a tiny test", width=64, height=64, steps=30, seed=11, batch=4)
+        run(qtbot, page, timeout=240_000)
+        entries = page.gallery.list()
+        assert [e.seed for e in entries] == [11] and entries[0].id == first[0].id
+        assert read_png_parameters(entries[0].path)["seed"] == 11
+        assert page.status_line.text() == "Cancelled · the image finished before it is kept in the gallery"
+        assert page.gallery_view.ids() == [entries[0].id] and page.view.kind == "image"
+        assert not page.banner.isVisible(), page.banner.text()
     finally:
         page.shutdown()

@@ -3,19 +3,21 @@
 Layout, wiring and run state only. The image engine runs in an engine-host
 child process driven by :class:`desktop.workers.image_worker.ImageWorker`
 on its own thread; this page never imports torch, diffusers or ONNX
-Runtime. Every finished image is saved by the worker before the page hears
-of it, so the gallery is the record of everything made.
+Runtime. Every image is saved by the worker the moment it is finished and
+before the page hears of it, so the gallery is the record of everything
+made, a cancelled batch's finished images included. The controls' values
+are remembered across restarts (``Settings.images``), saved a moment after
+each edit and at every Generate.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import logging
 import time
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QThread, QUrl, Signal
-from PySide6.QtGui import QDesktopServices, QGuiApplication, QImage, QKeySequence, QShortcut
+from PySide6.QtCore import Qt, QThread, QTimer, Signal
+from PySide6.QtGui import QGuiApplication, QImage, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -32,13 +34,17 @@ from desktop.pages.images.controls import ImageControls, settings_from_entry
 from desktop.pages.images.engine_panel import EngineEnvLine, EngineMissingPanel
 from desktop.pages.images.gallery_view import GalleryView
 from desktop.pages.images.image_view import ImageView
-from desktop.pages.images.status import BACKEND_NAMES, crash_message, format_step
+from desktop.pages.images.status import BACKEND_NAMES, cancelled_message, crash_message, format_step
+from desktop.open_external import open_path, reveal_path
 from desktop.widgets.labels import banner_label
 from desktop.workers.image_worker import CANCELLED, ENGINE_NAME, ImageWorker, open_gallery
 from engines.errors import EngineError, ErrorKind
+from engines.settings import ImagePrefs
 from engines.workspace import Workspace
 
-EMPTY_VIEW_TEXT = "Write a prompt and press Generate.\nYour image appears here as it forms."
+log = logging.getLogger(__name__)
+EMPTY_VIEW_TEXT = "Write a prompt and press Generate (Ctrl+Enter).\nYour image appears here as it forms."
+PREFS_SAVE_DELAY_MS = 1500  # typing saves once it pauses, not at every key
 
 
 def image_engine_availability():
@@ -76,6 +82,11 @@ class ImagesPage(QWidget):
         self._run_saved: list = []  # GalleryImages of the current run
         self._started = 0.0
         self._closed = False
+        self._init_problem_shown = False  # the banner holds an init-image problem (cleared by a good image)
+        self._prefs_timer = QTimer(self)
+        self._prefs_timer.setSingleShot(True)
+        self._prefs_timer.setInterval(PREFS_SAVE_DELAY_MS)
+        self._prefs_timer.timeout.connect(self.save_prefs)
         self._build()
         self.worker = worker or ImageWorker(workspace)
         self._thread = QThread()
@@ -84,6 +95,8 @@ class ImagesPage(QWidget):
         self._wire()
         self._thread.start()
         self.refresh_models()
+        self.controls.apply_prefs(workspace.settings.images)
+        self.controls.changed.connect(self._prefs_timer.start)  # after restoring: restoring is not an edit
         self.refresh_gallery()
         self.check_engine()
 
@@ -124,16 +137,17 @@ class ImagesPage(QWidget):
         self.progress.setFixedHeight(6)
         self.progress.hide()
         col.addWidget(self.progress)
-        info_row = QHBoxLayout()
+        # Two lines of their own, each wrapping: side by side they were cut off in a small window.
         self.status_line = QLabel()
         self.status_line.setObjectName("StatusLine")
+        self.status_line.setWordWrap(True)
         self.seed_line = QLabel()
         self.seed_line.setObjectName("SeedLine")
+        self.seed_line.setWordWrap(True)
         self.seed_line.setTextInteractionFlags(Qt.TextSelectableByMouse | Qt.TextSelectableByKeyboard)
         self.seed_line.setToolTip("Select the seed to copy it; “Use these settings again” restores it.")
-        info_row.addWidget(self.status_line, 1)
-        info_row.addWidget(self.seed_line)
-        col.addLayout(info_row)
+        col.addWidget(self.status_line)
+        col.addWidget(self.seed_line)
         self.engine_line = EngineEnvLine()
         col.addWidget(self.engine_line)
 
@@ -149,7 +163,8 @@ class ImagesPage(QWidget):
         c.cancel_requested.connect(self.cancel)
         c.add_model_requested.connect(self._choose_model_folder)
         c.unload_requested.connect(self.unload)
-        c.init_group.problem.connect(self._show_banner)
+        c.init_group.problem.connect(self._show_init_problem)
+        c.init_group.changed.connect(self._clear_init_problem)
         self._run.connect(w.run)
         self._unload.connect(w.unload)
         w.loading.connect(self._on_loading)
@@ -175,6 +190,9 @@ class ImagesPage(QWidget):
         g.reuse_requested.connect(self.reuse_settings)
         for keys in ("Ctrl+Return", "Ctrl+Enter"):
             QShortcut(QKeySequence(keys), self, activated=self.generate)
+        # Esc stops a run; while nothing runs it is left to whatever else wants it (dialogs, other pages).
+        self.cancel_shortcut = QShortcut(QKeySequence(Qt.Key_Escape), self, activated=self.cancel)
+        self.cancel_shortcut.setEnabled(False)
 
     # ---- engine and models ----------------------------------------------
 
@@ -304,7 +322,9 @@ class ImagesPage(QWidget):
         self._run_saved = []
         self._started = time.monotonic()
         self._show_banner("")
+        self.save_prefs()
         self.controls.set_running(True)
+        self.cancel_shortcut.setEnabled(True)
         self.progress.setRange(0, 0)  # busy until the first step
         self.progress.show()
         self.seed_line.setText("")
@@ -358,6 +378,7 @@ class ImagesPage(QWidget):
         self.status_line.setText(f"{made} in {result.seconds:.1f} s · {backend} · {result.device} · {result.dtype}")
         if self._run_saved:
             first = self._run_saved[0]
+            self._display(first)  # the batch's first image, selected in the strip, replaces the last preview
             seeds = f"Seed {first.seed}" if count == 1 else f"Seed {first.seed} (batch {result.seeds[0]}–{result.seeds[-1]})"
             self.seed_line.setText(f"{seeds}  ·  {result.seconds_per_step:.2f} s/step")
 
@@ -365,7 +386,7 @@ class ImagesPage(QWidget):
         self._end_run()
         self._restore_view()
         if kind == CANCELLED:
-            self.status_line.setText("Cancelled")
+            self.status_line.setText(cancelled_message(len(self._run_saved)))
             return
         self.status_line.setText("")
         if kind == ErrorKind.CRASHED:
@@ -375,10 +396,15 @@ class ImagesPage(QWidget):
 
     def _end_run(self) -> None:
         self.running = False
+        self.cancel_shortcut.setEnabled(False)
         self.progress.hide()
         self.controls.set_running(False, can_generate=self.engine_available)
 
     def _restore_view(self) -> None:
+        """After a failed or cancelled run: the first image this run kept, else the one shown before."""
+        if self._run_saved:
+            self._display(self._run_saved[0])
+            return
         if self.view.kind == "preview" or not self._shown_id:
             entry = self.gallery.get(self._shown_id) if self._shown_id else None
             if entry is not None:
@@ -460,10 +486,12 @@ class ImagesPage(QWidget):
         self.status_line.setText("Image deleted.")
         return True
 
-    def open_image(self, image_id: str) -> None:
+    def open_image(self, image_id: str) -> bool:
         entry = self.gallery.get(image_id)
-        if entry is not None and self._exists(entry):
-            QDesktopServices.openUrl(QUrl.fromLocalFile(entry.path))
+        if entry is None or not self._exists(entry):
+            return False
+        self._show_banner("")
+        return open_path(entry.path, self._show_banner)
 
     def copy_image(self, image_id: str) -> bool:
         entry = self.gallery.get(image_id)
@@ -477,20 +505,12 @@ class ImagesPage(QWidget):
         self.status_line.setText("Image copied to the clipboard.")
         return True
 
-    def reveal_image(self, image_id: str) -> None:
+    def reveal_image(self, image_id: str) -> bool:
         entry = self.gallery.get(image_id)
         if entry is None or not self._exists(entry):
-            return
-        try:
-            if sys.platform == "darwin":
-                subprocess.Popen(["open", "-R", entry.path])
-                return
-            if sys.platform == "win32":
-                subprocess.Popen(["explorer", "/select,", entry.path])
-                return
-        except OSError:
-            pass
-        QDesktopServices.openUrl(QUrl.fromLocalFile(str(Path(entry.path).parent)))
+            return False
+        self._show_banner("")
+        return reveal_path(entry.path, self._show_banner)
 
     def _exists(self, entry) -> bool:
         if entry.exists:
@@ -501,8 +521,31 @@ class ImagesPage(QWidget):
     # ---- misc ------------------------------------------------------------
 
     def _show_banner(self, text: str) -> None:
+        self._init_problem_shown = False
         self.banner.setText(text)
         self.banner.setVisible(bool(text))
+
+    def _show_init_problem(self, text: str) -> None:
+        self._show_banner(text)
+        self._init_problem_shown = True
+
+    def _clear_init_problem(self) -> None:
+        if self._init_problem_shown:
+            self._show_banner("")
+
+    # ---- remembered settings ---------------------------------------------
+
+    def save_prefs(self) -> None:
+        """Remember the controls' values (``Settings.images``) for the next start."""
+        self._prefs_timer.stop()
+        prefs = ImagePrefs.model_validate(self.controls.prefs())
+        if prefs == self.workspace.settings.images:
+            return
+        self.workspace.settings.images = prefs
+        try:
+            self.workspace.save_settings()
+        except OSError as exc:  # a full or read-only disk: the values stay in memory, the page keeps working
+            log.warning("could not save the Images page's settings: %s", exc)
 
     def showEvent(self, event) -> None:  # noqa: N802
         super().showEvent(event)
@@ -514,6 +557,8 @@ class ImagesPage(QWidget):
         if self._closed:
             return
         self._closed = True
+        if self._prefs_timer.isActive():
+            self.save_prefs()
         self.engine_panel.shutdown()
         if self.running:
             self.worker.cancel()

@@ -6,9 +6,10 @@ the GUI only through queued signals. Stop is not a signal (a queued signal
 would wait behind the busy generation loop): the GUI calls
 :meth:`ImageWorker.cancel`, which sets the engine host's shared flag.
 
-Each finished image is written to the gallery here, in the worker thread,
-the moment the result arrives and before the GUI hears of it, so an image
-is never lost because the window closed or crashed. Live previews are
+Each image is written to the gallery here, in the worker thread, the
+moment the engine reports it finished (an ``ImageDoneEvent``) and before
+the GUI hears of it, so an image is never lost because the batch was
+cancelled, the engine crashed, or the window closed. Live previews are
 thinned to about ten a second so painting never falls behind a fast GPU.
 
 The engine host runs under this interpreter, or under the private image
@@ -21,15 +22,14 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal, Slot
 
 from engines.api import FinishedEvent, ProgressEvent
-from engines.diffusion.types import ImageLoadSpec, ImageRequest, PreviewEvent, StepEvent
+from engines.diffusion.types import ImageDoneEvent, ImageLoadSpec, ImageRequest, PreviewEvent, StepEvent
 from engines.errors import EngineCrashed, EngineError, ErrorKind
-from engines.images.gallery import Gallery
+from engines.images.gallery import Gallery, NotIndexed, request_record
 from desktop.workers.speed_recorder import record_image_run
 
 ENGINE_NAME = "diffusers"
@@ -43,29 +43,12 @@ def open_gallery(workspace) -> Gallery:
     return Gallery(workspace.paths.database, workspace.paths.data / "images")
 
 
-def request_record(request: ImageRequest, spec: ImageLoadSpec | None = None, model_id: str | None = None) -> dict:
-    """The request as JSON data for the gallery (the init image itself is not stored).
-
-    Besides the request fields it records which model folder and backend
-    choice produced the image, so "use these settings again" can restore them.
-    """
-    data = asdict(request)
-    data.pop("init_image", None)
-    data["img2img"] = request.init_image is not None
-    if spec is not None:
-        data["model_path"] = spec.model_path
-        data["backend_choice"] = spec.backend
-    if model_id:
-        data["model_id"] = model_id
-    return data
-
-
 class ImageWorker(QObject):
     loading = Signal(str)  # a status line while the model loads
     loaded = Signal(object)  # ImageModelInfo, once the model is ready
     step = Signal(object)  # StepEvent
     preview = Signal(bytes)  # a small PNG of the image so far
-    saved = Signal(object)  # GalleryImage, already on disk and in the database
+    saved = Signal(object)  # GalleryImage, already on disk and in the database, as each image finishes
     finished = Signal(object)  # ImageResult of a completed (not cancelled) run
     failed = Signal(str, str)  # kind (ErrorKind value, CANCELLED or SAVE_FAILED), message for the user
     unloaded = Signal()
@@ -79,6 +62,7 @@ class ImageWorker(QObject):
         self._gallery_factory = gallery_factory or (lambda: open_gallery(workspace))
         self._gallery: Gallery | None = None
         self._cancelled = threading.Event()
+        self._save_error = ""  # why the last image could not be saved, in words ("" when all were)
         self.model_id: str | None = None  # set by the page: the installed model's id, stored with each image
 
     @property
@@ -111,8 +95,9 @@ class ImageWorker(QObject):
 
     @Slot(str, object, object)
     def run(self, model_path: str, spec: ImageLoadSpec, request: ImageRequest) -> None:
-        """Load ``model_path`` (if it is not loaded already), make the images and save them."""
+        """Load ``model_path`` (if it is not loaded already), make the images and save each one as it is done."""
         self._cancelled.clear()
+        self._save_error = ""
         if not spec.model_path:
             spec = ImageLoadSpec(model_path, spec.backend, spec.device, spec.dtype)
         try:
@@ -126,17 +111,14 @@ class ImageWorker(QObject):
         except Exception as exc:  # a bug: say so in words, never a traceback
             self.failed.emit(ErrorKind.INTERNAL, f"The image run failed unexpectedly ({type(exc).__name__}: {exc}).")
             return
+        if self._save_error:
+            self.failed.emit(SAVE_FAILED, self._save_error)
+            return
         if result is None and not self._cancelled.is_set():
             self.failed.emit(ErrorKind.INTERNAL, "The image engine ended the run without a result.")
             return
         if result is None or result.cancelled:
             self.failed.emit(CANCELLED, "Cancelled")
-            return
-        try:
-            self._save(result, spec)
-        except Exception as exc:  # disk full, folder not writable, database locked...
-            detail = getattr(exc, "strerror", None) or str(exc)
-            self.failed.emit(SAVE_FAILED, f"The image could not be saved to {self._images_dir()}: {detail}")
             return
         record_image_run(self._workspace, self.model_id, result)  # the Models page shows it beside the estimate
         self.finished.emit(result)
@@ -154,12 +136,15 @@ class ImageWorker(QObject):
         self.loaded.emit(info)
         if self._cancelled.is_set():
             return None
+        record = request_record(request, spec.model_path, spec.backend, self.model_id)
         last_preview = 0.0
         result = None
         for event in self.host.generate(request):
             if self._cancelled.is_set():
                 self.host.cancel()  # a cancel that came before generate() reset the host's flag
-            if isinstance(event, StepEvent):
+            if isinstance(event, ImageDoneEvent):
+                self._save(event.image, record, info)
+            elif isinstance(event, StepEvent):
                 self.step.emit(event)
             elif isinstance(event, PreviewEvent):
                 now = time.monotonic()
@@ -170,14 +155,23 @@ class ImageWorker(QObject):
                 result = event.result
         return result
 
-    def _save(self, result, spec: ImageLoadSpec) -> None:
-        if self._gallery is None:
-            self._gallery = self._gallery_factory()  # SQLite connection opened in this thread
-        record = request_record(result.request, spec, self.model_id)
-        for image in result.images:
+    def _save(self, image, record: dict, info) -> None:
+        """Write one finished image to the gallery; on failure stop the run (the next ones could not be kept)."""
+        try:
+            if self._gallery is None:
+                self._gallery = self._gallery_factory()  # SQLite connection opened in this thread
             entry = self._gallery.save(image.png, record, seed=image.seed, width=image.width, height=image.height,
-                                       model=result.model_name, backend=result.backend)
+                                       model=info.name, backend=info.backend)
+        except NotIndexed as exc:  # the file is on disk; only its gallery row is missing
+            self._save_error = (f"The image was saved as {exc.path}, but the gallery could not record it "
+                                f"({exc.cause}).")
+        except Exception as exc:  # disk full, folder not writable, database locked or corrupt...
+            detail = getattr(exc, "strerror", None) or str(exc)
+            self._save_error = f"The image could not be saved to {self._images_dir()}: {detail}"
+        else:
             self.saved.emit(entry)
+            return
+        self.host.cancel()
 
     def _images_dir(self) -> Path:
         return self._workspace.paths.data / "images"

@@ -2,7 +2,10 @@
 
 It only shows and edits values: :meth:`ImageControls.request` turns them
 into an :class:`ImageRequest`, :meth:`problems` says in words what is wrong
-with them, and :meth:`apply_settings` puts a stored image's settings back.
+with them (and the shown problems follow every edit, so none goes stale),
+:meth:`apply_settings` puts a stored image's settings back, and
+:meth:`prefs` / :meth:`apply_prefs` are what the page remembers across
+restarts. A newly chosen model starts at its native size.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ class ImageControls(QWidget):
     add_model_requested = Signal()
     unload_requested = Signal()
     model_changed = Signal(str)  # installed model id ("" for none)
+    changed = Signal()  # any value the user can edit changed (the page remembers them)
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -75,6 +79,7 @@ class ImageControls(QWidget):
         self._models: list = []
         self._folder = None  # ModelFolder of the chosen model, when it could be inspected
         self._native_size: int | None = None
+        self._sized_for: str | None = None  # the model whose native size the size fields were set to
         self._updating = False
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -220,10 +225,12 @@ class ImageControls(QWidget):
         self.generate_button = QPushButton("Generate")
         self.generate_button.setObjectName("Primary")
         self.generate_button.setMinimumHeight(34)
+        self.generate_button.setToolTip("Make the image (Ctrl+Enter)")
         self.generate_button.clicked.connect(self.generate_requested)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setMinimumHeight(34)
         self.cancel_button.setEnabled(False)
+        self.cancel_button.setToolTip("Stop after the current step (Esc); images already finished are kept")
         self.cancel_button.clicked.connect(self.cancel_requested)
         buttons.addWidget(self.generate_button, 1)
         buttons.addWidget(self.cancel_button)
@@ -233,6 +240,28 @@ class ImageControls(QWidget):
         self.width_spin.valueChanged.connect(self._size_changed)
         self.height_spin.valueChanged.connect(self._size_changed)
         self.reset()
+        for signal in (self.prompt.textChanged, self.negative.textChanged, self.width_spin.valueChanged,
+                       self.height_spin.valueChanged, self.steps_spin.valueChanged, self.guidance_spin.valueChanged,
+                       self.sampler_combo.currentIndexChanged, self.random_seed.toggled, self.seed_spin.valueChanged,
+                       self.batch_spin.valueChanged, self.backend_combo.currentIndexChanged, self.init_group.changed,
+                       self.init_group.spin.valueChanged):
+            signal.connect(self._edited)
+        for combo in body.findChildren(QComboBox):
+            # A long entry ("DPM++ 2M Karras", a model's long name) elides instead of widening the column.
+            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(8)
+        self._fit_width()
+
+    def _fit_width(self) -> None:
+        """As wide as the fields need in this font (it differs between systems), so the scroll area never clips."""
+        scroll = self.scroll
+        needed = (scroll.widget().minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width()
+                  + 2 * scroll.frameWidth())
+        self.setMinimumWidth(max(320, min(needed, self.maximumWidth())))
+
+    def _edited(self, *_args) -> None:
+        self._refresh_problems()
+        self.changed.emit()
 
     @staticmethod
     def _size_spin() -> QSpinBox:
@@ -301,10 +330,15 @@ class ImageControls(QWidget):
         self.recommend_button.setVisible(distilled)
         if distilled and self.steps_spin.value() == DEFAULTS.steps and self.guidance_spin.value() == DEFAULTS.guidance:
             self.use_recommended()  # untouched defaults would give a burnt image on a Turbo model
+        if model is not None and model.id != self._sized_for:
+            self._sized_for = model.id
+            self._use_native_size()
         self._update_size_note()
         self._update_sampler_note()
+        self._refresh_problems()
         if emit:
             self.model_changed.emit(model.id if model else "")
+            self.changed.emit()
 
     def _inspect(self, model) -> None:
         from engines.diffusion.model_folder import inspect_model_folder  # cheap: reads JSON, no torch
@@ -326,6 +360,12 @@ class ImageControls(QWidget):
         if folder.distilled:
             parts.append("distilled (LCM/Turbo): 1–8 steps")
         self.model_note.setText(" · ".join(parts))
+
+    def _use_native_size(self) -> None:
+        """A newly chosen model starts at the square size it was trained at (not with an init image)."""
+        native = self._native_size
+        if native and MIN_SIZE <= native <= MAX_SIZE and native % 8 == 0 and not self.init_group.image_bytes:
+            self.set_size(native, native)
 
     def set_native_size(self, size: int | None) -> None:
         """The loaded model's training resolution (from the engine), for the size hint."""
@@ -433,6 +473,11 @@ class ImageControls(QWidget):
             self.validation.setText(text[0].upper() + text[1:])
         self.validation.setVisible(bool(problems))
 
+    def _refresh_problems(self) -> None:
+        """Once problems are shown, keep them true: fixing one (choosing a model...) removes it at once."""
+        if self.validation.isVisibleTo(self) and not self._updating:
+            self.show_problems(self.problems())
+
     def set_running(self, running: bool, can_generate: bool = True) -> None:
         self.generate_button.setEnabled(can_generate and not running)
         self.cancel_button.setEnabled(running)
@@ -441,6 +486,44 @@ class ImageControls(QWidget):
         if not running:
             self.model_combo.setEnabled(bool(self._models))
             self.unload_button.setEnabled(self.current_model() is not None)
+
+    # ---- remembered across restarts ----------------------------------------
+
+    def prefs(self) -> dict:
+        """The values the page remembers across restarts (the fields of ``engines.settings.ImagePrefs``)."""
+        return {
+            "model_id": self.current_model_id(),
+            "backend": self.backend_combo.currentData(),
+            "prompt": self.prompt.toPlainText(),
+            "negative_prompt": self.negative.toPlainText(),
+            "width": self.width_spin.value(),
+            "height": self.height_spin.value(),
+            "steps": self.steps_spin.value(),
+            "guidance": round(self.guidance_spin.value(), 2),
+            "sampler": self.sampler_combo.currentText(),
+            "random_seed": self.random_seed.isChecked(),
+            "seed": int(round(self.seed_spin.value())),
+        }
+
+    def apply_prefs(self, prefs) -> None:
+        """Show remembered values (an ``ImagePrefs``). The size is restored only for the model it was used with:
+        any other model starts at its own native size."""
+        if prefs.model_id:
+            self.select_model(prefs.model_id)
+        index = self.backend_combo.findData(prefs.backend)
+        if index >= 0:
+            self.backend_combo.setCurrentIndex(index)
+        self.prompt.setPlainText(prefs.prompt)
+        self.negative.setPlainText(prefs.negative_prompt)
+        if prefs.model_id and prefs.model_id == self.current_model_id():
+            self.set_size(prefs.width, prefs.height)
+        self.steps_spin.setValue(prefs.steps)
+        self.guidance_spin.setValue(prefs.guidance)
+        if prefs.sampler in SCHEDULER_NAMES:
+            self.sampler_combo.setCurrentText(prefs.sampler)
+        self.random_seed.setChecked(prefs.random_seed)
+        self.seed_spin.setValue(prefs.seed)
+        self.seed_spin.setEnabled(not prefs.random_seed)
 
     # ---- "use these settings again" ----------------------------------------
 

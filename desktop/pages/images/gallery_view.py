@@ -68,6 +68,7 @@ class GalleryView(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(6)
+        # The title on its own line and the buttons on the next: in one row they were cut off at 1024×640.
         header = QHBoxLayout()
         self.title = QLabel("Gallery")
         self.title.setStyleSheet("font-weight: 600;")
@@ -76,20 +77,26 @@ class GalleryView(QWidget):
         header.addWidget(self.title)
         header.addWidget(self.count_label)
         header.addStretch(1)
+        layout.addLayout(header)
+        actions = QHBoxLayout()
         self.reuse_button = QPushButton("Use these settings again")
         self.open_button = QPushButton("Open")
         self.copy_button = QPushButton("Copy")
-        self.reveal_button = QPushButton("Reveal in folder")
+        self.reveal_button = QPushButton("Reveal")
         self.delete_button = QPushButton("Delete…")
-        self.reuse_button.setToolTip("Put this image's prompt, seed and settings back into the controls")
-        self.open_button.setToolTip("Open in the default image viewer")
-        self.copy_button.setToolTip("Copy the image to the clipboard")
+        self.reuse_button.setToolTip("Put this image's prompt, seed, settings, model and backend back into the controls")
+        self.open_button.setToolTip("Open in the default image viewer (double-click a thumbnail does the same)")
+        self.copy_button.setToolTip("Copy the image to the clipboard (Ctrl+C)")
+        self.reveal_button.setToolTip("Show the image file in its folder")
+        self.delete_button.setToolTip("Delete the image from the gallery and from the disk (Del)")
         for button, signal in ((self.reuse_button, self.reuse_requested), (self.open_button, self.open_requested),
                                (self.copy_button, self.copy_requested), (self.reveal_button, self.reveal_requested),
                                (self.delete_button, self.delete_requested)):
             button.clicked.connect(lambda _=False, s=signal: self._emit(s))
-            header.addWidget(button)
-        layout.addLayout(header)
+            actions.addWidget(button)
+        actions.addStretch(1)
+        layout.addLayout(actions)
+        self.setMinimumWidth(actions.sizeHint().width())  # buttons keep their whole labels; the page makes room
 
         self.list = QListWidget()
         self.list.setObjectName("GalleryList")
@@ -251,3 +258,4 @@ class GalleryView(QWidget):
         menu.addSeparator()
         menu.addAction("Delete…", lambda: self._emit(self.delete_requested))
         menu.exec(self.list.viewport().mapToGlobal(pos))
+        menu.deleteLater()  # one menu per right-click: never let them pile up under the view

@@ -1,11 +1,18 @@
-"""The image-to-image group: a drop area for the starting image and the strength."""
+"""The image-to-image group: a drop area for the starting image and the strength.
+
+The file is read and its thumbnail decoded on a pool thread
+(:func:`desktop.workers.background.run_in_background`) through
+:func:`engines.diffusion.init_image.read_init_image`, which refuses FIFOs,
+devices, empty files, files over 64 MB and images over 64 megapixels
+without blocking: a bad file can never freeze the window.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QSize, Qt, Signal
+from PySide6.QtGui import QImage, QImageReader, QPixmap
 from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
@@ -13,16 +20,22 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QSizePolicy,
     QSlider,
     QVBoxLayout,
 )
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-MAX_INIT_BYTES = 64 * 1024 * 1024
+from desktop.workers.background import run_in_background
+from engines.diffusion.init_image import INIT_IMAGE_SUFFIXES, read_init_image
+from engines.errors import EngineError, ErrorKind
+
+DROP_HEIGHT = 132  # tall enough for a square thumbnail that reads as one
+THUMB_DECODE = QSize(512, 512)  # the thumbnail is decoded at most this large, whatever the image's size
+EMPTY_TEXT = "Drop an image here to start from it"
 
 
 class DropArea(QLabel):
-    """A box that takes an image file dropped onto it (or shows the chosen one)."""
+    """A box that takes an image file dropped onto it, and shows the chosen one scaled to fit (never clipped)."""
 
     file_dropped = Signal(str)
 
@@ -32,17 +45,36 @@ class DropArea(QLabel):
         self.setAcceptDrops(True)
         self.setAlignment(Qt.AlignCenter)
         self.setWordWrap(True)
-        self.setMinimumHeight(96)
+        # Ignored width: the thumbnail never widens the panel; a fixed height that it is scaled into.
+        self.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)
+        self.setFixedHeight(DROP_HEIGHT)
         self.setStyleSheet(
             "QLabel#InitImageDrop { border: 1px dashed palette(mid); border-radius: 8px;"
             " color: palette(placeholder-text); padding: 6px; }"
         )
+        self._thumbnail: QImage | None = None
+
+    def show_thumbnail(self, image: QImage | None) -> None:
+        self._thumbnail = image
+        self._rescale()
+
+    def _rescale(self) -> None:
+        if self._thumbnail is None or self._thumbnail.isNull():
+            return
+        room = self.contentsRect().size() - QSize(12, 12)  # the stylesheet's padding
+        if room.width() < 8 or room.height() < 8:
+            return
+        self.setPixmap(QPixmap.fromImage(self._thumbnail).scaled(room, Qt.KeepAspectRatio, Qt.SmoothTransformation))
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        self._rescale()
 
     @staticmethod
     def _image_path(event) -> str | None:
         for url in event.mimeData().urls():
             path = url.toLocalFile()
-            if path and Path(path).suffix.lower() in IMAGE_SUFFIXES:
+            if path and Path(path).suffix.lower() in INIT_IMAGE_SUFFIXES:
                 return path
         return None
 
@@ -61,10 +93,28 @@ class DropArea(QLabel):
             self.file_dropped.emit(path)
 
 
+def load_init_image(path: str) -> tuple[bytes, tuple[int, int], QImage]:
+    """On a pool thread: the file's bytes (checked), its size and a small thumbnail (QImage is thread-safe)."""
+    data = read_init_image(path)
+    buffer = QBuffer()
+    buffer.setData(QByteArray(data))
+    buffer.open(QIODevice.ReadOnly)
+    reader = QImageReader(buffer)
+    size = reader.size()
+    if size.isValid() and (size.width() > THUMB_DECODE.width() or size.height() > THUMB_DECODE.height()):
+        reader.setScaledSize(size.scaled(THUMB_DECODE, Qt.KeepAspectRatio))
+    thumbnail = reader.read()
+    if thumbnail.isNull():
+        raise EngineError(ErrorKind.BAD_INPUT, f"{Path(path).name} is not an image Atelier can read "
+                                               f"({reader.errorString()}); use a PNG, JPEG or WebP file.")
+    full = (size.width(), size.height()) if size.isValid() else (thumbnail.width(), thumbnail.height())
+    return data, full, thumbnail
+
+
 class InitImageGroup(QGroupBox):
     """Holds the encoded starting image (``image_bytes``) and the strength."""
 
-    changed = Signal()
+    changed = Signal()  # an image was set or cleared
     problem = Signal(str)  # a file that could not be used, in words
 
     def __init__(self, parent=None) -> None:
@@ -72,6 +122,8 @@ class InitImageGroup(QGroupBox):
         self.image_bytes: bytes | None = None
         self.image_size: tuple[int, int] | None = None
         self.image_name = ""
+        self._thumbnail: QImage | None = None
+        self._task = None  # the read in flight, if any
         layout = QVBoxLayout(self)
         self.drop = DropArea()
         self.drop.file_dropped.connect(self.set_image_file)
@@ -106,55 +158,71 @@ class InitImageGroup(QGroupBox):
         self.set_strength(0.75)
         self._show()
 
+    @property
+    def loading(self) -> bool:
+        return self._task is not None
+
     def strength(self) -> float:
         return round(self.spin.value(), 2)
 
     def set_strength(self, value: float) -> None:
         self.spin.setValue(max(0.05, min(1.0, float(value))))
 
-    def set_image_file(self, path: str) -> bool:
-        """Use the image at ``path``; False (and a ``problem`` signal) when it is not a readable image."""
-        file = Path(path)
-        try:
-            if file.stat().st_size > MAX_INIT_BYTES:
-                self.problem.emit(f"{file.name} is larger than 64 MB; choose a smaller image.")
-                return False
-            data = file.read_bytes()
-        except OSError as exc:
-            self.problem.emit(f"Could not read {file.name}: {exc.strerror or exc}")
-            return False
-        image = QImage.fromData(data)
-        if image.isNull():
-            self.problem.emit(f"{file.name} is not an image Atelier can read (use PNG, JPEG or WebP).")
-            return False
-        self.image_bytes = data
-        self.image_size = (image.width(), image.height())
-        self.image_name = file.name
-        self._show(image)
+    def set_image_file(self, path: str):
+        """Start reading the image at ``path`` off the GUI thread; ``changed`` or ``problem`` follows.
+
+        Returns the background task (tests wait on the signals, not on it).
+        """
+        if self._task is not None:
+            self._task.cancel()  # a newer choice wins
+        name = Path(path).name
+        self.drop.show_thumbnail(None)
+        self.drop.clear()
+        self.drop.setText(f"Reading {name}…")
+        self.clear_button.setEnabled(True)  # Clear also drops a read that is taking long
+        self._task = run_in_background(lambda: load_init_image(path),
+                                       on_done=lambda loaded: self._loaded(name, loaded),
+                                       on_error=lambda error: self._failed(name, error))
+        return self._task
+
+    def _loaded(self, name: str, loaded) -> None:
+        self._task = None
+        self.image_bytes, self.image_size, self._thumbnail = loaded
+        self.image_name = name
+        self._show(self._thumbnail)
         self.changed.emit()
-        return True
+
+    def _failed(self, name: str, error) -> None:
+        self._task = None
+        self._show(self._thumbnail if self.image_bytes is not None else None)  # the previous image stays
+        self.problem.emit(getattr(error, "message", None) or str(error))
 
     def clear(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
         self.image_bytes = None
         self.image_size = None
         self.image_name = ""
+        self._thumbnail = None
         self._show()
         self.changed.emit()
 
     def _choose(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Choose a starting image", str(Path.home()), "Images (*.png *.jpg *.jpeg *.webp *.bmp)"
-        )
+        patterns = " ".join(f"*{suffix}" for suffix in INIT_IMAGE_SUFFIXES)
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a starting image", str(Path.home()),
+                                              f"Images ({patterns})")
         if path:
             self.set_image_file(path)
 
-    def _show(self, image: QImage | None = None) -> None:
-        self.clear_button.setEnabled(image is not None)
-        if image is None:
+    def _show(self, thumbnail: QImage | None = None) -> None:
+        self.clear_button.setEnabled(thumbnail is not None)
+        if thumbnail is None:
+            self.drop.show_thumbnail(None)
             self.drop.clear()
-            self.drop.setText("Drop an image here to start from it")
+            self.drop.setText(EMPTY_TEXT)
             self.drop.setToolTip("")
             return
-        pixmap = QPixmap.fromImage(image).scaled(220, 120, Qt.KeepAspectRatio, Qt.SmoothTransformation)
-        self.drop.setPixmap(pixmap)
-        self.drop.setToolTip(f"{self.image_name} · {image.width()}×{image.height()}")
+        self.drop.show_thumbnail(thumbnail)
+        width, height = self.image_size or (thumbnail.width(), thumbnail.height())
+        self.drop.setToolTip(f"{self.image_name} · {width}×{height}")

@@ -32,3 +32,12 @@ def crash_message(message: str) -> str:
     elif not text.startswith("The image engine"):
         text = f"The image engine stopped unexpectedly: {text}"
     return f"{text} Your images so far are saved. Press Generate to start the engine again."
+
+
+def cancelled_message(kept: int) -> str:
+    """The status after Cancel: the images finished before it were saved, and the user should know."""
+    if kept == 0:
+        return "Cancelled"
+    if kept == 1:
+        return "Cancelled · the image finished before it is kept in the gallery"
+    return f"Cancelled · the {kept} images finished before it are kept in the gallery"
