@@ -466,7 +466,7 @@ def test_a_fifo_is_refused_without_blocking(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(NotARegularFileError) as info:
         read_gguf_header(fifo)
-    assert info.value.message == str(info.value) == "x.gguf is not a regular file (it is a FIFO)."
+    assert info.value.message == str(info.value) == "x.gguf is not a regular file (it is a FIFO (named pipe))."
     assert info.value.filename == str(fifo)
     back = pickle.loads(pickle.dumps(info.value))
     assert type(back) is NotARegularFileError and back.message == info.value.message
@@ -503,7 +503,7 @@ def test_check_model_file_says_a_fifo_is_not_a_model(tmp_path):
     with pytest.raises(EngineError) as info:
         check_model_file(fifo)
     assert info.value.kind == ErrorKind.MODEL_FILE
-    assert info.value.message == "fifo.gguf is not a regular file (it is a FIFO)."
+    assert info.value.message == "fifo.gguf is not a regular file (it is a FIFO (named pipe))."
 
 
 def test_a_file_swapped_for_a_fifo_after_a_check_is_still_refused(tmp_path, tiny):

@@ -124,7 +124,7 @@ def test_a_fifo_named_like_a_model_is_refused_at_once(host, tmp_path):
     with pytest.raises(EngineError) as info:
         host.load("llama_cpp", TextLoadSpec(str(fifo)))
     assert info.value.kind == ErrorKind.MODEL_FILE
-    assert info.value.message == "fifo.gguf is not a regular file (it is a FIFO)."
+    assert info.value.message == "fifo.gguf is not a regular file (it is a FIFO (named pipe))."
     assert host.is_running  # the host survives it
 
 

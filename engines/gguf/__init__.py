@@ -21,7 +21,7 @@ from .header import (
     human_bytes,
 )
 from .reader import DEFAULT_MAX_HEADER_BYTES, read_gguf_header, read_gguf_header_from_bytes
-from .regular import NotARegularFileError, open_regular_file
+from .regular import NotARegularFileError, open_regular_file, what_it_is
 
 __all__ = [
     "DEFAULT_MAX_HEADER_BYTES",
@@ -39,4 +39,5 @@ __all__ = [
     "open_regular_file",
     "read_gguf_header",
     "read_gguf_header_from_bytes",
+    "what_it_is",
 ]

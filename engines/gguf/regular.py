@@ -19,11 +19,16 @@ from typing import BinaryIO
 
 _KINDS = (
     (stat.S_ISDIR, "a folder"),
-    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
     (stat.S_ISSOCK, "a socket"),
     (stat.S_ISCHR, "a character device"),
     (stat.S_ISBLK, "a block device"),
 )
+
+
+def what_it_is(mode: int) -> str:
+    """'a FIFO (named pipe)', 'a socket'...: what a path that is not a regular file is."""
+    return next((words for test, words in _KINDS if test(mode)), "not a regular file")
 
 
 class NotARegularFileError(OSError):
@@ -31,7 +36,7 @@ class NotARegularFileError(OSError):
 
     def __init__(self, path: str | os.PathLike[str], mode: int) -> None:
         self.mode = mode
-        self.kind = next((words for test, words in _KINDS if test(mode)), "a special file")
+        self.kind = what_it_is(mode)
         self.message = f"{Path(path).name} is not a regular file (it is {self.kind})."
         super().__init__(self.message)
         self.filename = os.fspath(path)

@@ -169,7 +169,7 @@ class EngineHost:
         request_id = self._begin()
         finished = False
         try:
-            self._conn.send(Load(engine, spec, request_id))
+            self._send(Load(engine, spec, request_id))
             while True:
                 message = self._receive()
                 if isinstance(message, Event) and message.request_id == request_id:
@@ -200,7 +200,7 @@ class EngineHost:
         request_id = self._begin()
         finished = False
         try:
-            self._conn.send(Generate(request_id, request))
+            self._send(Generate(request_id, request))
             while True:
                 message = self._receive()
                 if isinstance(message, Event) and message.request_id == request_id:
@@ -267,11 +267,23 @@ class EngineHost:
             raise EngineError(ErrorKind.INTERNAL, f"The engine host sent {type(message).__name__}, expected {kind.__name__}.")
         return message
 
+    def _send(self, message: Any) -> None:
+        conn, proc = self._conn, self._proc
+        if conn is None or proc is None:  # close() ran in another thread
+            raise EngineCrashed(message=CLOSED_WHILE_BUSY)
+        try:
+            conn.send(message)
+        except (OSError, ValueError):  # the pipe broke: the process is gone, or was closed meanwhile
+            if proc is not self._proc:
+                raise EngineCrashed(message=CLOSED_WHILE_BUSY) from None
+            proc.join(1.0)
+            raise self._crashed(proc) from None
+
     def _receive(self) -> Any:
         """The next message, or EngineCrashed as soon as the process is gone (or was closed)."""
         conn, proc = self._conn, self._proc
-        if conn is None or proc is None:
-            raise EngineCrashed(message="The engine is not running.")
+        if conn is None or proc is None:  # close() ran in another thread
+            raise EngineCrashed(message=CLOSED_WHILE_BUSY)
         while True:
             try:
                 sentinel = proc.sentinel

@@ -14,12 +14,7 @@ import os
 import stat
 from pathlib import Path
 
-_KINDS = (
-    (stat.S_ISFIFO, "a FIFO (named pipe)"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-)
+from engines.gguf.regular import NotARegularFileError, open_regular_file, what_it_is
 
 
 class Unreadable(Exception):
@@ -28,11 +23,6 @@ class Unreadable(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-
-
-def what_it_is(mode: int) -> str:
-    """'a FIFO (named pipe)', 'a socket'...: what a non-regular, non-folder path is."""
-    return next((words for test, words in _KINDS if test(mode)), "not a regular file")
 
 
 def stat_path(path: Path) -> os.stat_result:
@@ -50,27 +40,24 @@ def stat_path(path: Path) -> os.stat_result:
 
 
 def read_prefix(path: Path, size: int) -> bytes:
-    """Up to ``size`` bytes from the start of a regular file; never blocks on a FIFO or device."""
+    """Up to ``size`` bytes from the start of a regular file; never blocks on a FIFO or device.
+
+    Opened with the one helper for model files (:func:`engines.gguf.open_regular_file`).
+    """
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with open_regular_file(path) as f:
+            chunks, left = [], size
+            while left > 0:
+                chunk = f.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                left -= len(chunk)
+            return b"".join(chunks)
+    except NotARegularFileError as exc:
+        raise Unreadable(exc.message) from None
     except OSError as exc:
         raise Unreadable(f"{path.name} cannot be read: {exc.strerror or exc}.") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise Unreadable(f"{path.name} is not a regular file (it is {what_it_is(mode)}).")
-        chunks, left = [], size
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
-    except OSError as exc:
-        raise Unreadable(f"{path.name} cannot be read: {exc.strerror or exc}.") from None
-    finally:
-        os.close(fd)
 
 
 def real_path(path: str | Path) -> str:
