@@ -72,3 +72,20 @@ def test_request_record_keeps_what_reuse_needs_and_never_the_init_image():
     assert "init_image" not in record and record["img2img"] is True
     assert (record["model_path"], record["backend_choice"], record["model_id"]) == ("/models/sd", "onnx", "import/sd")
     assert record["prompt"] == "a fox" and record["seed"] == 3
+
+
+def test_open_gallery_falls_back_to_files_only_and_says_why(tmp_path):
+    from engines.images.gallery import FilesOnlyGallery, open_gallery
+
+    database = tmp_path / "atelier.sqlite3"
+    database.write_bytes(b"this is not a database" * 2000)
+    gallery = open_gallery(database, tmp_path / "images")
+    assert isinstance(gallery, FilesOnlyGallery)
+    assert gallery.problem == f"the gallery's index ({database}) cannot be used: file is not a database"
+    first = gallery.save(b"\x89PNG one", {"prompt": "a"}, seed=1, width=8, height=8, model="m", backend="torch")
+    second = gallery.save(b"\x89PNG two", {"prompt": "b"}, seed=2, width=8, height=8, model="m", backend="onnx")
+    assert [e.id for e in gallery.list()] == [second.id, first.id] and gallery.get(first.id) == first
+    assert Path(first.path).read_bytes() == b"\x89PNG one" and first.request == {"prompt": "a", "seed": 1}
+    gallery.delete(first.id)
+    assert not Path(first.path).exists() and gallery.get(first.id) is None
+    assert open_gallery(tmp_path / "good.sqlite3", tmp_path / "images").problem == ""

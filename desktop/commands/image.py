@@ -100,13 +100,13 @@ class ImageKeeper:
     """Saves each image the moment the engine reports it: ``--out`` first, then the gallery.
 
     The gallery is a convenience here, the image is the point: a gallery
-    that cannot be opened or written (a corrupt database, a full data disk)
-    costs a warning, never the image. Without ``--out`` and without a usable
-    database the PNG is still written into the gallery folder.
+    whose database cannot be used (corrupt, read-only) still gets the PNG
+    file, and a gallery that cannot be written at all (a full data disk)
+    costs a warning when ``--out`` has the image, never the image.
     """
 
     def __init__(self, workspace, targets: list[Path], record: dict, announce) -> None:
-        from engines.images.gallery import Gallery
+        from engines.images.gallery import open_gallery
 
         self.images_dir = workspace.paths.data / "images"
         self.targets = targets
@@ -115,13 +115,10 @@ class ImageKeeper:
         self.kept: list[dict] = []
         self.lost: list[str] = []  # one sentence per image that could not be written anywhere asked for
         self._warned: set[str] = set()
-        self.gallery = None
-        try:
-            self.gallery = Gallery(workspace.paths.database, self.images_dir)
-        except (sqlite3.Error, OSError) as exc:
-            where = "--out" if targets else f"{self.images_dir}, without a gallery entry"
-            self.warn(f"the gallery database {workspace.paths.database} cannot be opened ({exc}); "
-                      f"images are written to {where}")
+        self.gallery = open_gallery(workspace.paths.database, self.images_dir)
+        if self.gallery.problem:
+            where = f"--out and {self.images_dir}" if targets else str(self.images_dir)
+            self.warn(f"{self.gallery.problem}; images are written to {where} without a gallery entry")
 
     def warn(self, message: str) -> None:
         if message not in self._warned:
@@ -129,7 +126,7 @@ class ImageKeeper:
             print(f"warning: {clean(message)}", file=sys.stderr, flush=True)
 
     def keep(self, image, index: int, model_name: str, backend: str) -> None:
-        from engines.images.gallery import NotIndexed, write_image_file
+        from engines.images.gallery import NotIndexed
         from engines.storage import atomic_write_bytes
 
         path = None
@@ -140,20 +137,18 @@ class ImageKeeper:
             except OSError as exc:
                 self.lost.append(f"could not write {target}: {exc.strerror or exc}")
         stored = None
-        if self.gallery is not None:
-            try:
-                stored = Path(self.gallery.save(image.png, self.record, seed=image.seed, width=image.width,
-                                                height=image.height, model=model_name, backend=backend).path)
-            except NotIndexed as exc:
-                stored = exc.path
-                self.warn(f"the gallery index could not be updated ({exc.cause}); the image files are kept")
-            except (sqlite3.Error, OSError) as exc:
-                self.warn(f"the image could not be added to the gallery ({getattr(exc, 'strerror', None) or exc})")
-        elif not self.targets:
-            try:
-                stored = write_image_file(self.images_dir, image.png, image.seed)
-            except OSError as exc:
-                self.lost.append(f"could not write the image to {self.images_dir}: {exc.strerror or exc}")
+        try:
+            stored = Path(self.gallery.save(image.png, self.record, seed=image.seed, width=image.width,
+                                            height=image.height, model=model_name, backend=backend).path)
+        except NotIndexed as exc:
+            stored = exc.path
+            self.warn(f"the gallery index could not be updated ({exc.cause}); the image files are kept")
+        except (sqlite3.Error, OSError) as exc:
+            detail = getattr(exc, "strerror", None) or str(exc)
+            if self.targets:
+                self.warn(f"the image could not be added to the gallery ({detail})")
+            else:
+                self.lost.append(f"could not write the image to {self.images_dir}: {detail}")
         path = path or stored
         if path is None:
             return
@@ -164,8 +159,7 @@ class ImageKeeper:
         self.announce(item)
 
     def close(self) -> None:
-        if self.gallery is not None:
-            self.gallery.close()
+        self.gallery.close()
 
 
 def run_image(args) -> int:

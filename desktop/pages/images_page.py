@@ -13,6 +13,7 @@ each edit and at every Generate.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from pathlib import Path
 
@@ -365,6 +366,7 @@ class ImagesPage(QWidget):
             self.view.show_png(png, kind="preview")
 
     def _on_saved(self, entry) -> None:
+        self.gallery.remember(entry)  # the worker's own connection saved it; a files-only gallery keeps it here
         self._run_saved.append(entry)
         self.gallery_view.add_entry(entry, select=len(self._run_saved) == 1)
         if len(self._run_saved) == 1:
@@ -415,7 +417,16 @@ class ImagesPage(QWidget):
     # ---- gallery ---------------------------------------------------------
 
     def refresh_gallery(self) -> None:
-        self.gallery_view.set_entries(self.gallery.list())
+        problem = self.gallery.problem
+        try:
+            entries = self.gallery.list()
+        except sqlite3.Error as exc:  # a damaged table: the page still works, and says why the strip is empty
+            entries, problem = [], f"the gallery's index cannot be read: {exc}"
+        self.gallery_view.set_entries(entries)
+        if problem:
+            problem = (f"{problem[0].upper()}{problem[1:]}. New images are still saved as files in "
+                       f"{self.workspace.paths.data / 'images'}; this list shows only the ones made now.")
+        self.gallery_view.set_problem(problem)
 
     def show_image(self, image_id: str) -> None:
         entry = self.gallery.get(image_id) if image_id else None

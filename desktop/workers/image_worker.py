@@ -29,7 +29,8 @@ from PySide6.QtCore import QObject, Signal, Slot
 from engines.api import FinishedEvent, ProgressEvent
 from engines.diffusion.types import ImageDoneEvent, ImageLoadSpec, ImageRequest, PreviewEvent, StepEvent
 from engines.errors import EngineCrashed, EngineError, ErrorKind
-from engines.images.gallery import Gallery, NotIndexed, request_record
+from engines.images.gallery import FilesOnlyGallery, Gallery, NotIndexed, request_record
+from engines.images.gallery import open_gallery as open_gallery_at
 from desktop.workers.speed_recorder import record_image_run
 
 ENGINE_NAME = "diffusers"
@@ -38,9 +39,10 @@ CANCELLED = "cancelled"  # the ``kind`` of failed() when the user stopped the ru
 SAVE_FAILED = "save_failed"  # the ``kind`` of failed() when an image could not be written
 
 
-def open_gallery(workspace) -> Gallery:
-    """The gallery of ``workspace``: PNGs under ``<data>/images``, rows in the app database."""
-    return Gallery(workspace.paths.database, workspace.paths.data / "images")
+def open_gallery(workspace) -> Gallery | FilesOnlyGallery:
+    """The gallery of ``workspace``: PNGs under ``<data>/images``, rows in the app database (files only when the
+    database cannot be used)."""
+    return open_gallery_at(workspace.paths.database, workspace.paths.data / "images")
 
 
 class ImageWorker(QObject):

@@ -109,6 +109,8 @@ def write_image_file(images_dir: Path, png: bytes, seed: int, image_id: str | No
 
 
 class Gallery:
+    problem = ""  # why the index cannot be used: never, here (see FilesOnlyGallery)
+
     def __init__(self, db_path: Path, images_dir: Path) -> None:
         self._images = Path(images_dir)
         self._lock = threading.Lock()
@@ -132,14 +134,8 @@ class Gallery:
         When indexing fails the file stays where it is (the error says so
         through :class:`NotIndexed`), because the image matters more than its row.
         """
-        image_id = uuid.uuid4().hex[:12]
-        now = time.time()
-        path = write_image_file(self._images, png, seed, image_id, now)
-        record = dict(request, seed=seed)
-        entry = GalleryImage(
-            image_id, str(path), now, request.get("prompt", ""), request.get("negative_prompt", ""), seed, width, height,
-            int(request.get("steps", 0)), float(request.get("guidance", 0)), request.get("scheduler", ""), model, backend, record,
-        )
+        entry = _write(self._images, png, request, seed, width, height, model, backend)
+        record, path = entry.request, Path(entry.path)
         try:
             with self._lock, self._db:
                 self._db.execute(
@@ -168,6 +164,74 @@ class Gallery:
         Path(entry.path).unlink(missing_ok=True)
         with self._lock, self._db:
             self._db.execute("DELETE FROM gallery_images WHERE id = ?", (image_id,))
+
+    def remember(self, entry: GalleryImage) -> None:
+        """An image saved through another connection (the worker's): already in the database, nothing to do."""
+
+
+class FilesOnlyGallery:
+    """The gallery when its database cannot be opened (damaged, read-only, a full disk): images still get saved.
+
+    Each image is written as a file exactly where :class:`Gallery` would
+    put it, and listed for this session only; ``problem`` says why in
+    words, for the page or the command to show. Nothing is lost: the PNGs
+    carry their parameters, and they stay in the gallery folder.
+    """
+
+    def __init__(self, images_dir: Path, problem: str) -> None:
+        self._images = Path(images_dir)
+        self.problem = problem
+        self._entries: dict[str, GalleryImage] = {}
+        self._lock = threading.Lock()
+
+    def save(self, png: bytes, request: dict, *, seed: int, width: int, height: int, model: str, backend: str) -> GalleryImage:
+        entry = _write(self._images, png, request, seed, width, height, model, backend)
+        self.remember(entry)
+        return entry
+
+    def remember(self, entry: GalleryImage) -> None:
+        with self._lock:
+            self._entries[entry.id] = entry
+
+    def list(self, limit: int = 500) -> list[GalleryImage]:
+        with self._lock:
+            return sorted(self._entries.values(), key=lambda e: e.created_at, reverse=True)[:limit]
+
+    def get(self, image_id: str) -> GalleryImage | None:
+        with self._lock:
+            return self._entries.get(image_id)
+
+    def delete(self, image_id: str) -> None:
+        with self._lock:
+            entry = self._entries.pop(image_id, None)
+        if entry is not None:
+            Path(entry.path).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        pass
+
+
+def open_gallery(db_path: Path, images_dir: Path) -> Gallery | FilesOnlyGallery:
+    """The gallery, or, when its database cannot be used, a :class:`FilesOnlyGallery` that says why."""
+    try:
+        return Gallery(db_path, images_dir)
+    except (sqlite3.Error, OSError) as exc:
+        detail = getattr(exc, "strerror", None) or str(exc)
+        return FilesOnlyGallery(images_dir, f"the gallery's index ({db_path}) cannot be used: {detail}")
+
+
+def _write(images_dir: Path, png: bytes, request: dict, seed: int, width: int, height: int, model: str,
+           backend: str) -> GalleryImage:
+    """Write the PNG (the part that must never be lost) and describe it as a gallery entry."""
+    image_id = uuid.uuid4().hex[:12]
+    now = time.time()
+    path = write_image_file(images_dir, png, seed, image_id, now)
+    record = dict(request, seed=seed)
+    return GalleryImage(
+        image_id, str(path), now, request.get("prompt", ""), request.get("negative_prompt", ""), seed, width, height,
+        int(request.get("steps", 0)), float(request.get("guidance", 0)), request.get("scheduler", ""), model, backend,
+        record,
+    )
 
 
 def _entry(row) -> GalleryImage:

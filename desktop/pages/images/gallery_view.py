@@ -124,6 +124,12 @@ class GalleryView(QWidget):
         self.list.currentItemChanged.connect(self._current_changed)
         self.list.itemDoubleClicked.connect(lambda item: self.open_requested.emit(item.data(ID_ROLE)))
         layout.addWidget(self.list)
+        self.problem_label = QLabel()  # why the gallery's index cannot be used, for as long as it cannot
+        self.problem_label.setObjectName("Banner")
+        self.problem_label.setWordWrap(True)
+        self.problem_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.problem_label.hide()
+        layout.addWidget(self.problem_label)
         self.empty_label = QLabel("Your images will appear here. Every image is saved the moment it is made.")
         self.empty_label.setObjectName("Muted")
         layout.addWidget(self.empty_label)
@@ -159,6 +165,10 @@ class GalleryView(QWidget):
             self.select(keep, emit=False)
         self._update_state()
         self._timer.start()
+
+    def set_problem(self, text: str) -> None:
+        self.problem_label.setText(text)
+        self.problem_label.setVisible(bool(text))
 
     def add_entry(self, entry, select: bool = False) -> None:
         """A new image at the front of the strip."""
