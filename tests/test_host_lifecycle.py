@@ -75,6 +75,21 @@ def test_stop_during_a_load_of_the_real_model_ends_it_as_cancelled_and_the_next_
     assert result.finish_reason != "cancelled" and result.completion_tokens >= 1
 
 
+def test_a_stop_while_the_host_process_starts_still_stops_the_load(host, tiny_gguf):
+    real_start = host.start
+
+    def stop_then_start():
+        host.cancel()  # pressed before the process is even up
+        real_start()
+
+    host.start = stop_then_start
+    with pytest.raises(EngineError) as info:
+        host.load("llama_cpp", TextLoadSpec(str(tiny_gguf), context_length=256))
+    assert info.value.kind == ErrorKind.CANCELLED and info.value.message == "Loading tiny-llama.gguf was stopped."
+    host.start = real_start
+    assert host.load("llama_cpp", TextLoadSpec(str(tiny_gguf), context_length=256)).architecture == "llama"
+
+
 def test_a_stop_between_requests_never_reaches_the_next_one(host, tiny_gguf):
     host.load("llama_cpp", TextLoadSpec(str(tiny_gguf), context_length=256))
     first = list(host.generate(short_request()))[-1].result

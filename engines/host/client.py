@@ -69,6 +69,7 @@ class EngineHost:
         self._cancels = None  # SharedCancels or CancelLine: .cancel(request_id)
         self._ids = itertools.count(1)
         self._in_flight: int | None = None  # the request cancel() stops
+        self._stopped_up_to = 0  # the last request cancel() stopped, as the host's flag will say
         self._loaded_key: tuple[str, Any] | None = None
         self.model_info: Any = None
 
@@ -163,12 +164,14 @@ class EngineHost:
         key = (engine, spec)
         if self._loaded_key == key and self.is_running:
             return self.model_info
-        if self._loaded_key is not None or not self.is_running:
-            self.close()
-            self.start()
-        request_id = self._begin()
+        request_id = self._begin()  # before the process starts: a Stop pressed meanwhile counts
         finished = False
         try:
+            if self._loaded_key is not None or not self.is_running:
+                self.close()
+                self.start()
+            if self._stopped_up_to >= request_id:
+                self._cancels.cancel(request_id)
             self._send(Load(engine, spec, request_id))
             while True:
                 message = self._receive()
@@ -227,7 +230,10 @@ class EngineHost:
         between them.
         """
         request_id, cancels = self._in_flight, self._cancels
-        if request_id is not None and cancels is not None:
+        if request_id is None:
+            return
+        self._stopped_up_to = max(self._stopped_up_to, request_id)  # for a host that is still starting
+        if cancels is not None:
             cancels.cancel(request_id)
 
     def kill(self) -> None:
