@@ -279,8 +279,8 @@ class BudgetedEnvironment(ImmutableSandboxedEnvironment):
     def __init__(self, **options: Any) -> None:
         super().__init__(finalize=self._finalize, **options)
         self.guard: _Guard | None = None
-        self.globals.pop("lipsum", None)  # a generator of n paragraphs, in untraced-looking Python
-        self.filters = {name: self._budgeted_filter(name, f) for name, f in self.filters.items()}
+        self.globals.pop("lipsum", None)  # n paragraphs of filler text: no chat template needs it
+        self.filters = {name: self.budgeted_filter(name, f) for name, f in self.filters.items()}
 
     def _guard(self) -> _Guard:
         if self.guard is None:  # compile-time constant folding outside a budget: fold nothing
@@ -330,7 +330,8 @@ class BudgetedEnvironment(ImmutableSandboxedEnvironment):
             _check_format_spec(value.__self__, self._guard())
         return wrapper
 
-    def _budgeted_filter(self, name: str, func: Callable) -> Callable:
+    def budgeted_filter(self, name: str, func: Callable) -> Callable:
+        """``func`` as a filter whose arguments and result are checked against the budget."""
         environment = self
         pass_arg = getattr(func, "jinja_pass_arg", None)  # Jinja then passes a context first: not data
 
@@ -412,6 +413,7 @@ class SandboxedChatTemplate:
     It mirrors llama-cpp-python's ``Jinja2ChatFormatter`` (the same
     environment options, extensions, globals and ``tojson``), which Atelier
     no longer uses for files' templates because it renders without limits.
+    One render at a time per template (the engine host renders on one thread).
     """
 
     def __init__(self, source: str, eos_token: str, bos_token: str, budget: RenderBudget | None = None) -> None:
@@ -426,7 +428,7 @@ class SandboxedChatTemplate:
             lstrip_blocks=True,
             extensions=[Jinja2ChatFormatter.IgnoreGenerationTags, loopcontrols],
         )
-        self._environment.filters["tojson"] = self._environment._budgeted_filter("tojson", Jinja2ChatFormatter.tojson)
+        self._environment.filters["tojson"] = self._environment.budgeted_filter("tojson", Jinja2ChatFormatter.tojson)
         self._template = self._with_budget(budget or RenderBudget(), lambda: self._environment.from_string(source))
 
     def render(self, messages: list[dict], budget: RenderBudget) -> str:
