@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from engines.api import ChatMessage, SamplingParams, TextLoadSpec, TextRequest, TokenEvent
+from engines.api import ChatMessage, NoticeEvent, SamplingParams, TextLoadSpec, TextRequest, TokenEvent
 from engines.errors import EngineError, ErrorKind
 
 pytest.importorskip("llama_cpp")
@@ -100,6 +100,7 @@ def test_raw_mode_skips_the_template(tiny_gguf):
     engine.unload()
 
 
+@pytest.mark.slow
 def test_gemma_uses_the_gemma_fallback_and_answers(gemma_path):
     engine, info = load(gemma_path, ctx=1024)
     assert info.architecture == "gemma3"
@@ -132,9 +133,29 @@ def test_broken_gguf_template_falls_back(tmp_path):
     path = write_tiny_llama_gguf(tmp_path / "broken.gguf", chat_template="{% for m in messages %}{{ m.content ")
     engine, info = load(path)
     assert info.template_source == "fallback"
+    result, events = ask(engine, "hi", max_tokens=2, seed=1)
+    notices = [e.message for e in events if isinstance(e, NoticeEvent)]
+    assert len(notices) == 1 and notices[0].startswith("The model's chat template does not render (TemplateSyntaxError: ")
+    assert notices[0].endswith("; using the llama-2 format.")
     engine.unload()
 
 
+def test_a_gguf_template_gets_the_files_own_bos_token(tmp_path):
+    """llama.cpp gives token ids in its metadata as text ("1"): the template still gets "<s>"."""
+    from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
+
+    template = "{{ bos_token }}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
+    path = write_tiny_llama_gguf(tmp_path / "bos.gguf", chat_template=template)
+    engine, info = load(path)
+    assert info.template_source == "gguf"
+    rendered = engine._template.render([ChatMessage("user", "hi")])
+    assert rendered.prompt == "<s>user: hi\nassistant:" and rendered.added_special
+    tokens = engine._tokens.tokenize(rendered, add_bos=False)
+    assert tokens[0] == 1 and tokens.count(1) == 1  # <s>, once
+    engine.unload()
+
+
+@pytest.mark.slow
 def test_gemma_with_a_q8_0_cache_generates_and_its_cache_is_about_half(gemma_path):
     """Real llama.cpp: the q8_0 cache it allocates is 34/64 of the f16 one, and the model still answers."""
     engine, f16 = load(gemma_path, ctx=1024)
