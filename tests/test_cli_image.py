@@ -13,6 +13,7 @@ from tests.fixtures.tiny_sd import tiny_sd, tiny_sd_onnx  # noqa: F401  (session
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("diffusers")
+pytestmark = pytest.mark.slow  # every test runs the command on the real tiny pipeline (built with torch)
 
 
 def atelier(*args, timeout=300):
@@ -113,7 +114,6 @@ def gallery_rows(home: Path) -> list:
         gallery.close()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("who", ["the command", "its process group, as a terminal does"])
 def test_ctrl_c_keeps_every_image_finished_before_it(who, tiny_sd, tmp_path, atelier_home):
     out = tmp_path / "shots" / "lighthouse.png"
@@ -145,7 +145,6 @@ def test_ctrl_c_keeps_every_image_finished_before_it(who, tiny_sd, tmp_path, ate
     assert len(image_files(atelier_home)) == len(kept)
 
 
-@pytest.mark.slow
 def test_a_corrupt_gallery_database_costs_a_warning_never_the_image(tiny_sd, tmp_path, atelier_home):
     from engines.diffusion.png_meta import read_png_parameters
 
@@ -176,7 +175,6 @@ def test_a_corrupt_gallery_database_costs_a_warning_never_the_image(tiny_sd, tmp
     ]
 
 
-@pytest.mark.slow
 def test_a_full_gallery_disk_still_writes_out(tiny_sd, tmp_path, atelier_home):
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs to fill needs root")

@@ -16,6 +16,7 @@ from engines.diffusion.types import ImageDoneEvent, ImageLoadSpec, ImageRequest,
 from tests.fixtures.tiny_sd import EventLog, one_torch_thread, png_pixels, tiny_sd, tiny_sd_onnx  # noqa: F401
 
 pytestmark = [
+    pytest.mark.slow,  # the real tiny pipeline, on both engines and through the engine host
     pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning", "ignore::DeprecationWarning"),
     pytest.mark.usefixtures("one_torch_thread"),
 ]
@@ -79,7 +80,6 @@ def test_cancel_keeps_the_images_finished_before_it_torch(torch_engine):
     assert not after.cancelled and len(after.images) == 1
 
 
-@pytest.mark.slow
 def test_cancel_keeps_the_images_finished_before_it_onnx(tiny_sd_onnx):
     from engines.diffusion.onnx_engine import OnnxDiffusionEngine
 
@@ -91,7 +91,6 @@ def test_cancel_keeps_the_images_finished_before_it_onnx(tiny_sd_onnx):
         engine.unload()
 
 
-@pytest.mark.slow
 def test_the_event_crosses_the_engine_host(tiny_sd, tmp_path):
     from engines.api import FinishedEvent
     from engines.host import EngineHost
