@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, Qt, Signal, Slot
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Qt, QTimer, Signal, Slot
 
 from engines.errors import EngineError
 
@@ -65,7 +65,9 @@ class BackgroundTask(QObject):
 
     def _finish(self) -> None:
         self.finished = True
-        _in_flight.discard(self)
+        # Forget it only after this slot has returned: dropping the last reference here would destroy
+        # the QObject inside its own event delivery, which crashes PySide (a use-after-free).
+        QTimer.singleShot(0, lambda: _in_flight.discard(self))
 
 
 class _Runnable(QRunnable):

@@ -8,9 +8,14 @@ in general, so it is read off the verdicts and expected speeds:
 * it must run at a *usable* speed: at least ``USABLE_TOKENS_PER_S`` for chat
   (a fast reader's pace, with room for the slowdown of a long context),
   at most ``USABLE_SECONDS_PER_IMAGE`` for images;
-* among those, the largest model wins (more parameters: better answers and
-  pictures), then the one with more bits per weight (Q8_0 over Q4_K_M of
-  the same model), then the faster one. A model the catalog's curators tag
+* among those, a model whose licence allows any use comes first (a first
+  model should not restrict what its user may do with the answers; models
+  tagged "non-commercial" are picked only when nothing else runs well),
+  then the largest model wins (more parameters: better answers and
+  pictures), then, between quantizations of the same model, the faster
+  one until both are fast (``AMPLE_TOKENS_PER_S``: Q4_K_M at 17 tokens/s
+  beats Q8_0 at 10, the difference in quality being small), then the one
+  with more bits per weight (Q8_0 at 40 tokens/s beats Q4_K_M at 60). A model the catalog's curators tag
   "recommended" (the best of its size class, by their reading of public
   evaluations) counts as ``CURATED_BONUS`` times its size, so Qwen2.5 1.5B
   wins over the slightly larger but weaker SmolLM2 1.7B, while a 7B model
@@ -34,6 +39,8 @@ COMFORT_SHARE = 0.6
 USABLE_TOKENS_PER_S = 10.0
 USABLE_SECONDS_PER_IMAGE = 60.0
 CURATED_BONUS = 1.5
+AMPLE_TOKENS_PER_S = 2 * USABLE_TOKENS_PER_S
+AMPLE_SECONDS_PER_IMAGE = USABLE_SECONDS_PER_IMAGE / 4
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,16 @@ def quality(entry: CatalogEntry, picked: set[tuple[str, int]]) -> float:
     return entry.parameters * (CURATED_BONUS if (entry.family, entry.parameters) in picked else 1.0)
 
 
+def _fast_enough(entry: CatalogEntry, verdict: FitVerdict) -> float:
+    """The speed, counted only up to "ample": beyond it, more bits per weight matter more than more speed."""
+    speed = _speed_key(entry, verdict)
+    return min(speed, AMPLE_TOKENS_PER_S) if entry.kind == "chat" else min(speed, -AMPLE_SECONDS_PER_IMAGE)
+
+
+def _any_use(entry: CatalogEntry) -> bool:
+    return "non-commercial" not in entry.tags
+
+
 def _bits_per_weight(entry: CatalogEntry) -> float:
     return entry.total_size * 8 / entry.parameters
 
@@ -90,7 +107,8 @@ def recommend(entries: list[CatalogEntry], verdicts: dict[str, FitVerdict], kind
     good = [(e, v) for e, v in roomy if usable(e, v)]
     if good:
         picked = curated(entries)
-        entry, verdict = max(good, key=lambda ev: (quality(ev[0], picked), _bits_per_weight(ev[0]), _speed_key(*ev)))
+        entry, verdict = max(good, key=lambda ev: (_any_use(ev[0]), quality(ev[0], picked), _fast_enough(*ev),
+                                                   _bits_per_weight(ev[0]), _speed_key(*ev)))
         what = "chat model" if kind == "chat" else "image model"
         speed = f", {verdict.speed.words}" if verdict.speed is not None else ""
         return Recommendation(entry.id, f"The most capable {what} that fits this machine with room to spare and "

@@ -131,7 +131,7 @@ class CatalogTab(QWidget):
         for column in range(self.model.columnCount() - 1):
             self.table.resizeColumnToContents(column)
         name = CatalogTableModel.NAME
-        self.table.setColumnWidth(name, max(170, min(self.table.columnWidth(name) + 8, 290)))
+        self.table.setColumnWidth(name, max(170, min(self.table.columnWidth(name) + 8, 250)))
 
     def set_resources(self, resources) -> None:
         self.hub.resources = resources

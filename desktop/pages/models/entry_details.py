@@ -114,8 +114,18 @@ class EntryDetails(QFrame):
         self.verdict = VerdictView()
         content.addWidget(self.verdict)
 
+        layout.addWidget(self.content)
+        layout.addStretch(1)
+
+        # Pinned under the scrolling facts: the action stays in view in a small window.
+        self.footer = QWidget()
+        self.footer.setObjectName("DetailsFooter")
+        self.footer.setStyleSheet("QWidget#DetailsFooter { background: transparent; border-top: 1px solid palette(mid); }")
+        foot = QVBoxLayout(self.footer)
+        foot.setContentsMargins(16, 8, 16, 10)
+        foot.setSpacing(6)
         self.failure = banner_label()  # a failed download, where it was started
-        content.addWidget(self.failure)
+        foot.addWidget(self.failure)
         buttons = QHBoxLayout()
         self.download_button = QPushButton("Download")
         self.download_button.setObjectName("Primary")
@@ -125,9 +135,8 @@ class EntryDetails(QFrame):
         self.installed_label.setStyleSheet("font-weight: 600;")
         buttons.addWidget(self.installed_label)
         buttons.addStretch(1)
-        content.addLayout(buttons)
-        layout.addWidget(self.content)
-        layout.addStretch(1)
+        foot.addLayout(buttons)
+        outer.addWidget(self.footer)
         self.show_entry(None, None, False, None)
 
     def show_entry(self, entry: CatalogEntry | None, verdict: FitVerdict | None, installed: bool,
@@ -135,6 +144,7 @@ class EntryDetails(QFrame):
         self.entry = entry
         self.placeholder.setVisible(entry is None)
         self.content.setVisible(entry is not None)
+        self.footer.setVisible(entry is not None)
         if entry is None:
             return
         advice = advice or CatalogAdvice()

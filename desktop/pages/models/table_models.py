@@ -65,7 +65,7 @@ class _ListTableModel(QAbstractTableModel):
 
 class CatalogTableModel(_ListTableModel):
     # What decides a choice first (name, fit, speed, size); the rest is in the details pane too.
-    COLUMNS = ("Name", "Fits this machine", "Speed here", "Size", "Kind", "Quantization", "License")
+    COLUMNS = ("Name", "Fits here", "Speed here", "Size", "Kind", "Quantization", "License")
     NAME, VERDICT, SPEED, SIZE, KIND, QUANT, LICENSE = range(7)
 
     def __init__(self, parent=None) -> None:
@@ -75,11 +75,18 @@ class CatalogTableModel(_ListTableModel):
         self.advice = CatalogAdvice()
         self.installed: set[str] = set()
         self.jobs: dict[str, str] = {}  # entry id -> its download's state in words ("downloading 45%")
+        self.shared_names: set[str] = set()  # names several entries share (quantizations): shown with theirs
 
     def set_entries(self, entries: list[CatalogEntry]) -> None:
         self.beginResetModel()
         self.entries = list(entries)
+        names = [e.name for e in self.entries]
+        self.shared_names = {name for name in names if names.count(name) > 1}
         self.endResetModel()
+
+    def display_name(self, entry: CatalogEntry) -> str:
+        """"Qwen2.5 1.5B Instruct (Q8_0)" when another entry has the same name, else the name."""
+        return f"{entry.name} ({entry.quantization})" if entry.name in self.shared_names else entry.name
 
     def set_advice(self, advice: CatalogAdvice) -> None:
         self.advice = advice
@@ -126,7 +133,7 @@ class CatalogTableModel(_ListTableModel):
             if column == self.NAME:
                 star = "★ " if self.advice.is_recommended(entry.id) else ""
                 job = f"  · {self.jobs[entry.id]}" if entry.id in self.jobs else ""
-                return star + entry.name + ("  ✓" if entry.id in self.installed else "") + job
+                return star + self.display_name(entry) + ("  ✓" if entry.id in self.installed else "") + job
             if column == self.KIND:
                 return KINDS[entry.kind]
             if column == self.SIZE:
