@@ -182,3 +182,20 @@ def test_a_folder_that_cannot_be_opened_is_reported_on_the_page(qtbot, monkeypat
     assert page.banner.text() == (f"Could not open {page.workspace.paths.models}: no app or file manager is set "
                                   "up to open it on this system. Its location was copied to the clipboard.")
     assert open_external._running == set()
+
+
+def test_settings_that_cannot_be_saved_are_named_not_a_traceback(qtbot, monkeypatch):
+    from desktop.pages.settings_page import SettingsPage
+
+    workspace = open_workspace()
+    page = SettingsPage(workspace)
+    qtbot.addWidget(page)
+
+    def read_only():
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(workspace, "save_settings", read_only)
+    page.theme.setCurrentIndex(page.theme.findData("dark"))
+    assert page.banner.text() == ("The settings could not be saved: Permission denied. "
+                                  "The change applies until Atelier closes.")
+    assert workspace.settings.theme == "dark"

@@ -161,6 +161,16 @@ class SettingsPage(QWidget):
         layout.addStretch(1)
         self._show_offline_note(self.offline.isChecked())
 
+    def _save(self) -> bool:
+        """Write the settings; a file that cannot be written is named in the banner, never a traceback."""
+        try:
+            self.workspace.save_settings()
+        except OSError as exc:
+            self.show_error(f"The settings could not be saved: {exc.strerror or exc}. "
+                            "The change applies until Atelier closes.")
+            return False
+        return True
+
     def show_error(self, message: str) -> None:
         """A warning strip at the top of the page ("" hides it)."""
         self.banner.setText(message)
@@ -168,7 +178,7 @@ class SettingsPage(QWidget):
 
     def _theme_changed(self) -> None:
         self.workspace.settings.theme = self.theme.currentData()
-        self.workspace.save_settings()
+        self._save()
         self.theme_changed.emit(self.workspace.settings.theme)
 
     def _controls_changed(self) -> None:
@@ -181,13 +191,13 @@ class SettingsPage(QWidget):
         self.controls.blockSignals(False)
         if self.workspace.settings.advanced_controls != advanced:
             self.workspace.settings.advanced_controls = advanced
-            self.workspace.save_settings()
+            self._save()
 
     def _offline_changed(self, offline: bool) -> None:
         from engines.library.network import set_offline  # requests is imported only when needed
 
         self.workspace.settings.offline = offline
-        self.workspace.save_settings()
+        self._save()
         set_offline(offline)
         self._show_offline_note(offline)
         self.offline_changed.emit(offline)
@@ -214,7 +224,7 @@ class SettingsPage(QWidget):
 
     def _overflow_changed(self) -> None:
         self.workspace.settings.overflow_policy = self.overflow.currentData()
-        self.workspace.save_settings()
+        self._save()
 
 
 def _form(parent) -> QFormLayout:

@@ -27,15 +27,12 @@ know (from a newer one) are kept. A damaged file is set aside by
 from __future__ import annotations
 
 import json
-import logging
 import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from engines.storage import atomic_write_text, file_version, read_state, state_lock
-
-log = logging.getLogger(__name__)
 
 FILE_NAME = "measured-speeds.json"
 WHAT = "The measured speeds file"

@@ -27,16 +27,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from engines.kv_cache import DEFAULT_CACHE_TYPE, element_bytes
 from engines.library.fit import gb
 
 # llama.cpp's decode reads the weights at this share of the bandwidth that numpy's copy measures.
-# Calibrated on Gemma 3 270M Q4_K_M (2 threads, the README's benchmark machine): 82 tokens/s from
-# 0.25 GB read per token is 20.7 GB/s, against 17-19 GB/s measured by the copy (which also pays
-# for its writes), i.e. 1.05 once the fixed cost below is taken out.
-READ_EFFICIENCY = 1.05
+# Calibrated on Gemma 3 270M Q4_K_M with 2 threads on the README's benchmark machine: 82 tokens/s
+# when quiet, from 0.253 GB read per token, is 20.7 GB/s; the copy measured 23 GB/s at its best in
+# the same session; less the fixed cost below, 0.91 of it. (A copy also pays for its writes, so a
+# model larger than Gemma's 270M, more bound by reading, may do a little better.)
+READ_EFFICIENCY = 0.9
 GPU_READ_EFFICIENCY = 0.7  # llama.cpp's CUDA decode on large models reaches 60-80% of the bus's peak
-TOKEN_OVERHEAD_S = 0.0012  # the tiny random-weight llama (a few hundred KB) writes ~800 tokens/s here
+TOKEN_OVERHEAD_S = 0.0004  # sampling, graph, IPC: a tiny random-weight llama writes ~3,000 tokens/s there
 TYPICAL_FILL = 0.5  # share of the context that is filled, for the cache read per token
 
 Unit = Literal["tokens/s", "s/image"]
@@ -131,11 +131,6 @@ def text_speed_for_verdict(verdict, kv_bytes_per_token: float, cpu_bandwidth: fl
                                cpu_bandwidth=cpu_bandwidth, gpu_layers=verdict.gpu_layers,
                                total_layers=verdict.total_layers, gpu_bandwidth=gpu_bandwidth,
                                unified_memory=unified_memory)
-
-
-def kv_bytes_per_token(shape, cache_type: str = DEFAULT_CACHE_TYPE) -> float:
-    """Context-cache bytes per token of a :class:`engines.library.fit.ModelShape` at *cache_type*."""
-    return shape.kv_bytes_per_token(element_bytes(cache_type))
 
 
 def _where(on_gpu: float, cpu_bandwidth: float, gpu_bandwidth: float | None, unified: bool) -> str:
