@@ -54,10 +54,9 @@ def test_convert_onnx_writes_a_folder_the_onnx_backend_loads(tiny_sd, tmp_path):
          "The init image {notimage} could not be read (UnidentifiedImageError: "),
         (["--model", "{tiny}", "--init-image", "{emptyfile}"],
          "The init image {emptyfile} is empty (0 bytes); choose an image file."),
-        (["--model", "{tiny}", "--init-image", "{fifo}"],
-         "The init image {fifo} is not a regular file (it is a pipe, a socket or a device); choose an image file."),
+        (["--model", "{tiny}", "--init-image", "{fifo}"], "The init image {fifo} is a FIFO (named pipe), not an image file."),
         (["--model", "{tiny}", "--init-image", "/dev/zero"],
-         "The init image /dev/zero is not a regular file (it is a pipe, a socket or a device); choose an image file."),
+         "The init image /dev/zero is a character device, not an image file."),
         (["--model", "{tiny}", "--init-image", "{bomb}"],
          "The init image {bomb} is 12000×12000 pixels (144 megapixels); Atelier takes at most 64 megapixels. "
          "Scale it down first."),

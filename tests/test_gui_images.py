@@ -328,10 +328,9 @@ def test_hostile_init_images_are_refused_off_the_gui_thread(qtbot, page, tmp_pat
     empty.write_bytes(b"")
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(header_only_png(12000, 12000))
-    device = "The init image {} is not a regular file (it is a pipe, a socket or a device); choose an image file."
     expected = {
-        fifo: device.format(fifo),
-        Path("/dev/zero"): device.format("/dev/zero"),
+        fifo: f"The init image {fifo} is a FIFO (named pipe), not an image file.",
+        Path("/dev/zero"): "The init image /dev/zero is a character device, not an image file.",
         empty: f"The init image {empty} is empty (0 bytes); choose an image file.",
         bomb: f"The init image {bomb} is 12000×12000 pixels (144 megapixels); Atelier takes at most 64 megapixels. "
               "Scale it down first.",

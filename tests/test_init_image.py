@@ -2,8 +2,8 @@
 
 These are the non-regular-file, empty-file and decompression-bomb classes of
 the reliability probe (D16, D17) at the level every front end shares:
-:func:`engines.diffusion.init_image.read_init_image` and the engines' own
-check of the bytes. The CLI and the GUI tests check the same files end to end.
+:func:`engines.images.init_image.read_init_image` and the engines' own
+check of the bytes (:func:`engines.diffusion.init_image.check_init_image`). The CLI and the GUI tests check the same files end to end.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from engines.diffusion.init_image import check_init_image, read_init_image
+from engines.diffusion.init_image import check_init_image
+from engines.images.init_image import read_init_image
 from engines.diffusion.types import MAX_INIT_IMAGE_BYTES, ImageRequest
 from engines.errors import EngineError, ErrorKind
 from tests.fixtures.bad_images import header_only_png, real_png
@@ -50,18 +51,16 @@ def test_a_fifo_is_refused_without_blocking(tmp_path):
     reader.start()
     reader.join(120)  # a hang detector, not a speed limit: a blocking open never returns at all
     assert not reader.is_alive(), "reading a FIFO blocked"
-    assert messages == [f"The init image {fifo} is not a regular file (it is a pipe, a socket or a device); "
-                        "choose an image file."]
+    assert messages == [f"The init image {fifo} is a FIFO (named pipe), not an image file."]
 
 
 @pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero here")
 def test_dev_zero_is_refused_before_reading():
-    assert refusal("/dev/zero") == ("The init image /dev/zero is not a regular file (it is a pipe, a socket or a "
-                                    "device); choose an image file.")
+    assert refusal("/dev/zero") == "The init image /dev/zero is a character device, not an image file."
 
 
 def test_a_folder_and_a_missing_file(tmp_path):
-    assert refusal(tmp_path) == f"The init image {tmp_path} is a folder; choose an image file."
+    assert refusal(tmp_path) == f"The init image {tmp_path} is a folder, not an image file."
     missing = tmp_path / "nope.png"
     assert refusal(missing) == f"The init image {missing} does not exist."
 

@@ -164,7 +164,7 @@ class ImageKeeper:
 
 def run_image(args) -> int:
     from engines.api import FinishedEvent
-    from engines.diffusion.init_image import read_init_image
+    from engines.images.init_image import read_init_image
     from engines.diffusion.types import ImageDoneEvent, ImageLoadSpec, ImageRequest, StepEvent
     from engines.host import EngineHost
     from engines.images.gallery import request_record

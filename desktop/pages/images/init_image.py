@@ -2,7 +2,7 @@
 
 The file is read and its thumbnail decoded on a pool thread
 (:func:`desktop.workers.background.run_in_background`) through
-:func:`engines.diffusion.init_image.read_init_image`, which refuses FIFOs,
+:func:`engines.images.init_image.read_init_image`, which refuses FIFOs,
 devices, empty files, files over 64 MB and images over 64 megapixels
 without blocking: a bad file can never freeze the window.
 """
@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.workers.background import run_in_background
-from engines.diffusion.init_image import INIT_IMAGE_SUFFIXES, read_init_image
+from engines.diffusion.init_image import INIT_IMAGE_SUFFIXES
 from engines.errors import EngineError, ErrorKind
 
 DROP_HEIGHT = 132  # tall enough for a square thumbnail that reads as one
@@ -95,6 +95,8 @@ class DropArea(QLabel):
 
 def load_init_image(path: str) -> tuple[bytes, tuple[int, int], QImage]:
     """On a pool thread: the file's bytes (checked), its size and a small thumbnail (QImage is thread-safe)."""
+    from engines.images.init_image import read_init_image  # the GGUF package behind it loads on first use
+
     data = read_init_image(path)
     buffer = QBuffer()
     buffer.setData(QByteArray(data))
