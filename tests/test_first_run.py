@@ -130,6 +130,9 @@ def test_the_dialog_shows_once_per_profile_and_stays_reachable(qtbot, monkeypatc
         window.models_page.choose_button.click()  # "Help me choose…" on the Models page
         assert dialog.isVisible()
         dialog.close()
+        again.ensure_models_page()  # built now, so that closing the window stops its background work
         again.close()
+        again.models_page.wait_idle()
     finally:
         window.close()
+        window.models_page.wait_idle()

@@ -143,6 +143,7 @@ def test_the_offline_switch_tells_the_sidebar(qtbot):
 
     window = MainWindow(open_workspace())
     qtbot.addWidget(window)
+    window.ensure_models_page()  # built now, so that closing the window stops its background work
     try:
         badge = window.privacy_badge
         assert badge.text() == "Private: everything runs on this computer"
@@ -156,6 +157,7 @@ def test_the_offline_switch_tells_the_sidebar(qtbot):
     finally:
         set_offline(False)
         window.close()
+        window.models_page.wait_idle()
 
 
 def test_offline_from_the_environment_is_shown_and_cannot_be_unticked(qtbot, monkeypatch):
