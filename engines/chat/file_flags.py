@@ -1,43 +1,31 @@
-"""Whether a file was made immutable or append-only (``chattr +i`` / ``+a``) while Atelier has it open.
+"""Whether the history's files can still be written in place (``chattr +i``, a read-only mount, lost permissions).
 
 SQLite keeps the WAL index (``-shm``) mapped in memory. When that file is
 made immutable under a running app, the kernel answers the next write to a
 clean page of the mapping with SIGBUS, which kills the process: SQLite
-never gets to report an error. Asking the file system first (one ioctl per
-file, before each write transaction) turns that into a refused write with
-a sentence. Linux only; elsewhere, and on file systems without these
-flags, nothing is ever reported.
+never gets to report an error. Asking the kernel first, before each write
+transaction, turns that into a refused write with a sentence.
+
+The check must never open the files: closing any descriptor of a file
+drops every POSIX lock this process holds on it, SQLite's included, and
+another process then takes the WAL index for unused and truncates it under
+our mapping (SIGBUS again, seen with two writers). ``access(W_OK)`` asks
+without opening: Linux refuses write access to an immutable inode even for
+root, and so do read-only mounts and plain permissions everywhere.
 """
 
 from __future__ import annotations
 
 import os
-import struct
-import sys
 from pathlib import Path
-
-_FS_IOC_GETFLAGS = 0x80086601  # _IOR('f', 1, long)
-_IMMUTABLE = 0x00000010
-_APPEND_ONLY = 0x00000020
 
 
 def frozen(path: Path) -> bool:
-    """True when ``path`` exists and is immutable or append-only; False when unknown."""
-    if not sys.platform.startswith("linux"):
-        return False
-    import fcntl
-
+    """True when ``path`` exists and cannot be written; False when it is writable or absent."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        return path.exists() and not os.access(path, os.W_OK)
     except OSError:
         return False
-    try:
-        flags = struct.unpack("l", fcntl.ioctl(fd, _FS_IOC_GETFLAGS, struct.pack("l", 0)))[0]
-    except OSError:  # the file system has no such flags
-        return False
-    finally:
-        os.close(fd)
-    return bool(flags & (_IMMUTABLE | _APPEND_ONLY))
 
 
 def any_frozen(database: Path) -> bool:
