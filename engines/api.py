@@ -15,6 +15,7 @@ from engines.kv_cache import DEFAULT_CACHE_TYPE, cache_type_problem
 
 Role = Literal["system", "user", "assistant"]
 OverflowPolicy = Literal["stop", "drop_oldest"]
+MAX_STOP_SEQUENCES = 16  # OpenAI allows 4; llama.cpp's server has no limit. 16 keeps the per-token scan cheap.
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,9 @@ class TextLoadSpec:
     threads: int | None = None  # default: physical cores
     gpu_layers: int | None = None  # default: all layers when the build can offload, else 0
     cache_type: str = DEFAULT_CACHE_TYPE  # the context (KV) cache: "f16", "q8_0" or "q4_0" (engines/kv_cache.py)
+    # llama.cpp's embedding mode: the model answers EmbeddingRequest, not TextRequest.
+    # Part of the spec (and so of the scheduler's key) because it changes how the context is built.
+    embedding: bool = False
 
     def validate(self) -> list[str]:
         """Human-readable problems, empty when the spec is usable."""
@@ -84,9 +88,24 @@ class TextRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     raw_prompt: str | None = None
     overflow: OverflowPolicy = "stop"
+    # Extra stop strings (OpenAI semantics): the reply ends before the first one, which is not
+    # part of the text, and finish_reason is "stop". The template's own end markers always apply.
+    stop: tuple[str, ...] = ()
+    # A JSON schema the reply must follow, enforced token by token by a llama.cpp grammar.
+    # A schema llama.cpp cannot turn into a grammar is EngineError BAD_INPUT with its reason.
+    json_schema: dict | None = None
+    # A hint naming the conversation (a chat id, a server client's key). The prompt cache finds
+    # a conversation's saved state by longest token prefix without it; with it, it looks there first.
+    cache_key: str | None = None
 
     def validate(self) -> list[str]:
         problems = list(self.sampling.validate())
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            problems.append("each stop sequence must be non-empty text")
+        if len(self.stop) > MAX_STOP_SEQUENCES:
+            problems.append(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed")
+        if self.json_schema is not None and not isinstance(self.json_schema, dict):
+            problems.append("the JSON schema must be a JSON object")
         if self.raw_prompt is not None:
             if not self.raw_prompt.strip():
                 problems.append("the prompt is empty")
@@ -140,6 +159,38 @@ class TextResult:
         return data
 
 
+@dataclass(frozen=True)
+class EmbeddingRequest:
+    """Texts to embed with a model loaded in embedding mode (``TextLoadSpec(embedding=True)``)."""
+
+    texts: tuple[str, ...]
+    normalize: bool = True  # unit length (L2), so that a dot product is the cosine similarity
+
+    def validate(self) -> list[str]:
+        problems = []
+        if not self.texts:
+            problems.append("there is no text to embed")
+        elif any(not isinstance(t, str) or not t.strip() for t in self.texts):
+            problems.append("every text to embed must be non-empty")
+        return problems
+
+
+@dataclass(frozen=True)
+class EmbeddingResult:
+    """One vector per text, in the request's order, and the tokens they took (usage)."""
+
+    vectors: tuple[tuple[float, ...], ...]
+    prompt_tokens: int
+    model: str  # the model's name, as in ModelInfo.name
+
+    @property
+    def dimensions(self) -> int:
+        return len(self.vectors[0]) if self.vectors else 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 # ---- events -------------------------------------------------------------
 
 
@@ -175,7 +226,7 @@ class StatsEvent:
 
 @dataclass(frozen=True)
 class FinishedEvent:
-    result: TextResult
+    result: Union[TextResult, EmbeddingResult]
 
 
 @dataclass(frozen=True)
@@ -200,7 +251,9 @@ class TextEngine(Protocol):
 
     def load(self, spec: TextLoadSpec, emit: Emit, cancel: CancelFlag | None = None) -> ModelInfo: ...
 
-    def generate(self, request: TextRequest, emit: Emit, cancel: CancelFlag) -> TextResult: ...
+    def generate(
+        self, request: TextRequest | EmbeddingRequest, emit: Emit, cancel: CancelFlag
+    ) -> TextResult | EmbeddingResult: ...
 
     def unload(self) -> None: ...
 
