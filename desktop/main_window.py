@@ -81,7 +81,14 @@ class MainWindow(QMainWindow):
         self.nav.setCurrentRow(0)
         QShortcut(QKeySequence("Ctrl+N"), self, self.new_chat, context=Qt.ShortcutContext.WindowShortcut)
         QShortcut(QKeySequence("Ctrl+Q"), self, self.close, context=Qt.ShortcutContext.WindowShortcut)
-        QTimer.singleShot(400, self.ensure_models_page)  # after the first paint
+        # after the first paint; a timer the window owns, so a window closed before it fires
+        # (a test, a quick quit) never builds the page on half-destroyed widgets
+        if workspace.settings_problem:  # the file was set aside and the defaults are in use: say so once
+            self.chat_controller.banner.emit(workspace.settings_problem)
+        self._models_timer = QTimer(self)
+        self._models_timer.setSingleShot(True)
+        self._models_timer.timeout.connect(self.ensure_models_page)
+        self._models_timer.start(400)
 
     def _navigate(self, row: int) -> None:
         if PAGES[row] == "Models":
@@ -144,6 +151,7 @@ class MainWindow(QMainWindow):
         event.acceptProposedAction()
 
     def closeEvent(self, event) -> None:  # noqa: N802
+        self._models_timer.stop()
         self.chat_page.shutdown()
         self.chat_controller.shutdown()
         self.images_page.shutdown()

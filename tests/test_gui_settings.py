@@ -3,7 +3,7 @@
 import pytest
 from PySide6.QtCore import Qt
 
-from engines.library.network import network_allowed, set_offline
+from engines.network import network_allowed, set_offline
 from engines.workspace import open_workspace
 
 pytestmark = pytest.mark.gui
@@ -201,3 +201,22 @@ def test_settings_that_cannot_be_saved_are_named_not_a_traceback(qtbot, monkeypa
     assert page.banner.text() == ("The settings could not be saved: Permission denied. "
                                   "The change applies until Atelier closes.")
     assert workspace.settings.theme == "dark"
+
+
+def test_a_settings_file_set_aside_at_start_is_named_in_the_window(qtbot):
+    """A settings.json that is JSON but not settings (``null``) opens the app on defaults, and says so once."""
+    from desktop.main_window import MainWindow
+    from engines.paths import app_paths
+
+    paths = app_paths()
+    paths.settings_file.write_text("null", encoding="utf-8")
+    workspace = open_workspace()
+    assert workspace.settings_problem  # the reader set it aside
+    window = MainWindow(workspace)
+    qtbot.addWidget(window)
+    try:
+        assert window.chat_page.banner.isVisibleTo(window)
+        assert window.chat_page.banner.text() == workspace.settings_problem
+        assert list(paths.config.glob("settings.unreadable-*.json"))
+    finally:
+        window.close()
