@@ -238,9 +238,9 @@ def _atelier(engine_kind: str, dtype: str, speedups: bool) -> tuple[float, float
 
 
 def _estimate_mb(engine_kind: str, dtype: str) -> float:
-    """What the fit estimate (engines.library.image_fit) says this case needs."""
-    from engines.library.hardware import probe
-    from engines.library.image_fit import PipelineShape, estimate_image, folder_weights
+    """What the fit estimate (engines.machine.image_fit) says this case needs."""
+    from engines.machine.hardware import probe
+    from engines.machine.image_fit import PipelineShape, estimate_image, folder_weights
 
     folder = ONNX_MODEL if engine_kind == "onnx" else MODEL
     weights, file_dtype = folder_weights(folder)
@@ -291,7 +291,7 @@ def _in_subprocess(name: str) -> dict:
 def run() -> dict:
     import torch
 
-    from engines.library.hardware import probe_cpu
+    from engines.machine.hardware import probe_cpu
 
     report: dict = {"model": "SD 1.5 architecture, random weights", "size": f"{SIZE}x{SIZE}", "steps": STEPS,
                     "guidance": GUIDANCE, "cpu": probe_cpu().name, "threads": torch.get_num_threads(),

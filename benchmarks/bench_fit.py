@@ -25,7 +25,7 @@ def run() -> dict:
     from engines.api import ChatMessage, SamplingParams, TextLoadSpec, TextRequest
     from engines.gguf import read_gguf_header
     from engines.host import EngineHost
-    from engines.library.fit import ModelShape, estimate_text
+    from engines.machine.fit import ModelShape, estimate_text
     from tests.fixtures.gemma import assemble_gemma
 
     path = assemble_gemma()
@@ -57,8 +57,8 @@ def _tiny_diffusion_row() -> dict:
     from engines.api import FinishedEvent
     from engines.diffusion.types import ImageLoadSpec, ImageRequest
     from engines.host import EngineHost
-    from engines.library.hardware import probe
-    from engines.library.image_fit import PipelineShape, estimate_image
+    from engines.machine.hardware import probe
+    from engines.machine.image_fit import PipelineShape, estimate_image
     from tests.fixtures.tiny_sd import build_tiny_sd
 
     folder = build_tiny_sd(Path(tempfile.mkdtemp()) / "tiny-sd")

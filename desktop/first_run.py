@@ -199,7 +199,7 @@ class WelcomeDialog(QDialog):
             self.reachable = False
             self._show_offline()
             return
-        from engines.library.network import hub_endpoint
+        from engines.network import hub_endpoint
         from engines.library.reachability import check_reachable
 
         endpoint = hub_endpoint()

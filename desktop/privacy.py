@@ -16,7 +16,7 @@ import os
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QLabel
 
-# engines.library.network.OFFLINE_ENV; read here directly because importing that module
+# engines.network.OFFLINE_ENV; read here directly because importing that module
 # imports requests, which the window must not pay for at start-up.
 OFFLINE_ENV = "ATELIER_OFFLINE"
 

@@ -43,7 +43,7 @@ def open_workspace(paths: AppPaths | None = None) -> Workspace:
         pass
     settings, settings_problem = read_settings(paths.settings_file)
     if settings.offline:
-        from engines.library.network import set_offline
+        from engines.network import set_offline
 
         set_offline(True)  # the Settings switch; ATELIER_OFFLINE=1 works without it
     return Workspace(paths=paths, settings=settings, models=models, settings_problem=settings_problem)

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from engines.diffusion.model_folder import PICKLED_MESSAGE, inspect_model_folder, is_distilled
+from engines.model_folder import PICKLED_MESSAGE, inspect_model_folder, is_distilled
 from engines.diffusion.types import ImageLoadSpec, ImageRequest
 from engines.errors import EngineError, ErrorKind
 from tests.fixtures.tiny_sd import EventLog, one_torch_thread, tiny_sd  # noqa: F401  (fixtures)

@@ -47,7 +47,7 @@ def engine(tiny_sdxl):
 
 
 def test_the_folder_is_a_complete_sdxl_pipeline(tiny_sdxl):
-    from engines.diffusion.model_folder import inspect_model_folder
+    from engines.model_folder import inspect_model_folder
 
     index = json.loads((tiny_sdxl / "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusionXLPipeline" and index["force_zeros_for_empty_prompt"] is True
@@ -168,7 +168,7 @@ def test_dispatcher_runs_sdxl_on_torch(tiny_sdxl, engine):
 
 
 def test_an_sdxl_refiner_is_refused_in_words(tiny_sdxl, tmp_path):
-    from engines.diffusion.model_folder import inspect_model_folder
+    from engines.model_folder import inspect_model_folder
 
     refiner = tmp_path / "sdxl-refiner"
     shutil.copytree(tiny_sdxl, refiner)
@@ -199,7 +199,7 @@ def test_cli_image_on_sdxl(tiny_sdxl, tmp_path):
 
 
 def test_fit_counts_each_loaded_component_once_both_text_encoders_included(tiny_sdxl, tmp_path):
-    from engines.library.image_fit import PipelineShape, folder_weights
+    from engines.machine.image_fit import PipelineShape, folder_weights
 
     def size(component: str) -> int:
         return sum(p.stat().st_size for p in (tiny_sdxl / component).glob("*.safetensors"))
@@ -219,7 +219,7 @@ def test_fit_counts_each_loaded_component_once_both_text_encoders_included(tiny_
 
 
 def test_fit_verdict_for_the_sdxl_folder_at_its_trained_size(tiny_sdxl):
-    from engines.library.image_fit import folder_weights, run_dtype_factor
+    from engines.machine.image_fit import folder_weights, run_dtype_factor
     from engines.library.service import ModelLibrary
     from engines.workspace import open_workspace
 

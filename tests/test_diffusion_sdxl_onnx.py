@@ -91,7 +91,7 @@ def test_converter_writes_optimums_sdxl_layout(tiny_sdxl_onnx):
 
 
 def test_the_onnx_folder_is_recognised_as_sdxl(tiny_sdxl_onnx, onnx_engine):
-    from engines.diffusion.model_folder import inspect_model_folder
+    from engines.model_folder import inspect_model_folder
 
     folder = inspect_model_folder(tiny_sdxl_onnx)
     assert (folder.kind, folder.family, folder.native_size, folder.has_vae_encoder) == ("onnx", "sdxl", 64, True)
@@ -169,7 +169,7 @@ def test_dispatcher_runs_the_onnx_copy_of_an_sdxl_folder(tiny_sdxl, tiny_sdxl_on
 
 
 def test_an_incomplete_sdxl_onnx_folder_names_what_is_missing(tiny_sdxl_onnx, tmp_path):
-    from engines.diffusion.model_folder import inspect_model_folder
+    from engines.model_folder import inspect_model_folder
 
     broken = tmp_path / "half-sdxl-onnx"
     shutil.copytree(tiny_sdxl_onnx, broken)

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from engines.errors import EngineError
-from engines.library import network
+from engines import network
 from engines.library.download import FileSpec
 from engines.library.download.queue import DownloadQueue
 from engines.library.download.verify import check_download
-from engines.library.network import OfflineError
+from engines.network import OfflineError
 from tests.fixtures.http_server import sha256
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from engines.errors import EngineError
-from engines.library import network
+from engines import network
 from engines.library.download import DownloadCancelled, FileSpec, check_disk_space, download_file, human_size, safe_relpath
-from engines.library.network import OfflineError
+from engines.network import OfflineError
 from tests.fixtures.http_server import sha256
 
 FAST = {"stall_timeout": 10, "backoff": (0.01,), "max_attempts": 4}  # stalls have their own test

@@ -1,6 +1,6 @@
 """The fit estimate: the arithmetic, the GPU split and the verdict sentences."""
 
-from engines.library.fit import GiB, ModelShape, Resources, estimate_text, judge_text_fit, longest_context_that_fits
+from engines.machine.fit import GiB, ModelShape, Resources, estimate_text, judge_text_fit, longest_context_that_fits
 
 
 def llama_8b_q4() -> ModelShape:

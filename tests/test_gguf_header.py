@@ -496,7 +496,7 @@ def test_check_model_file_says_a_fifo_is_not_a_model(tmp_path):
     import os
 
     from engines.errors import EngineError, ErrorKind
-    from engines.llama.preflight import check_model_file
+    from engines.gguf.model_file import check_model_file
 
     fifo = tmp_path / "fifo.gguf"
     os.mkfifo(fifo)

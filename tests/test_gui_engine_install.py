@@ -15,8 +15,8 @@ import pytest
 from engines.envs import EnvStatus, InstallProgress, make_plan
 from engines.envs.installer import CANCELLED, INSTALL_FAILED
 from engines.errors import EngineError
-from engines.library.hardware import CpuInfo, GpuInfo, HardwareReport, MemoryInfo
-from engines.registry import Availability
+from engines.machine.hardware import CpuInfo, GpuInfo, HardwareReport, MemoryInfo
+from engines.engine_plugin import Availability
 from engines.workspace import open_workspace
 from tests.fixtures.fake_image_host import FakeImageHost
 

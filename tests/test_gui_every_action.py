@@ -16,7 +16,7 @@ from PySide6.QtGui import QAction, QDesktopServices
 from PySide6.QtWidgets import QAbstractButton, QComboBox, QFileDialog, QLabel, QMessageBox, QWidget
 
 from desktop.widgets.expert import expert_mode
-from engines.library.network import set_offline
+from engines.network import set_offline
 from engines.library.service import ModelLibrary
 from engines.workspace import open_workspace
 

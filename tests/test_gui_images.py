@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QMessageBox
 from engines.diffusion.png_meta import encode_png, read_png_parameters
 from engines.diffusion.types import ImageRequest
 from engines.library.installed import InstalledModel
-from engines.registry import Availability
+from engines.engine_plugin import Availability
 from engines.workspace import open_workspace
 from tests.fixtures.fake_image_host import FakeImageHost, small_png
 from tests.fixtures.images_page import engine_ready, fill, make_page, page, run, workspace  # noqa: F401  (fixtures)

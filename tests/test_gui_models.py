@@ -15,7 +15,7 @@ from desktop.pages.models.table_models import ITEM_ROLE
 from engines.errors import EngineError
 from engines.library import hub_search
 from engines.library.catalog import load_catalog
-from engines.library.hardware import CpuInfo, DiskInfo, HardwareReport, MemoryInfo
+from engines.machine.hardware import CpuInfo, DiskInfo, HardwareReport, MemoryInfo
 from engines.library.hub_search import HubFile, HubRepo
 from engines.library.service import ModelLibrary
 from engines.workspace import open_workspace
@@ -418,7 +418,7 @@ def test_a_measured_speed_shows_beside_the_estimate(qtbot, make_page, library, w
                if tab.proxy.index(r, 0).data(ITEM_ROLE).id == "qwen2.5-1.5b-instruct-q4_k_m")
     assert tab.proxy.index(row, tab.model.SPEED).data() == "21 tokens/s measured"
     estimate = page.advice.verdicts["qwen2.5-1.5b-instruct-q4_k_m"].speed
-    from engines.library.speed import format_speed
+    from engines.machine.speed import format_speed
 
     expected = f"measured 21 tokens/s (estimated {format_speed(estimate.value, 'tokens/s').split()[0]})"
     assert page.advice.comparisons["qwen2.5-1.5b-instruct-q4_k_m"] == expected

@@ -17,9 +17,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from engines.errors import EngineError, ErrorKind
-from engines.library import network
+from engines import network
 from engines.library.hub_search import HubFile, list_gguf_files, quantization_from_name, search_gguf
-from engines.library.network import OfflineError
+from engines.network import OfflineError
 from engines.library.remote_gguf import GATED, NETWORK, NOT_FOUND
 
 SHA_A = "a" * 64

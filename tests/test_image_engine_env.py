@@ -35,7 +35,7 @@ from engines.envs.uv import UvProgress, parse_resolution, uv_binary, uv_error
 from engines.errors import EngineCrashed, EngineError, ErrorKind
 from engines.host import EngineHost
 from engines.host.standalone import RequestCancels
-from engines.library.hardware import CpuInfo, GpuInfo, HardwareReport, MemoryInfo
+from engines.machine.hardware import CpuInfo, GpuInfo, HardwareReport, MemoryInfo
 from tests.fixtures.tiny_sd import tiny_sd  # noqa: F401  (session fixture)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -28,7 +28,7 @@ from engines.envs.health import site_packages
 from engines.envs.installer import INSTALL_FAILED, StateFile, tree_size
 from engines.envs.plan import BACKEND_ENV, WHEELS_ENV
 from engines.errors import EngineError, ErrorKind
-from engines.library.hardware import CpuInfo, HardwareReport, MemoryInfo
+from engines.machine.hardware import CpuInfo, HardwareReport, MemoryInfo
 from tests.fixtures.fake_wheels import WheelIndex, build_fake_wheels
 
 ROOT = Path(__file__).resolve().parents[1]

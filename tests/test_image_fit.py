@@ -14,8 +14,8 @@ import json
 
 import pytest
 
-from engines.library.hardware import CpuInfo, HardwareReport, MemoryInfo
-from engines.library.image_fit import PipelineShape, estimate_image, judge_image_fit
+from engines.machine.hardware import CpuInfo, HardwareReport, MemoryInfo
+from engines.machine.image_fit import PipelineShape, estimate_image, judge_image_fit
 
 GB = 10**9
 SD15_FOLDER_BYTES = 4_265_267_180  # unet + vae + text encoder, fp32 safetensors (and the same as ONNX graphs)

@@ -6,7 +6,7 @@ import pytest
 
 from engines.api import TextLoadSpec
 from engines.kv_cache import CACHE_TYPES, element_bytes, smaller_cache_types
-from engines.library.fit import GiB, ModelShape, Resources, estimate_text, judge_text_fit, ram_reserve
+from engines.machine.fit import GiB, ModelShape, Resources, estimate_text, judge_text_fit, ram_reserve
 from engines.llama.cache_options import cache_refusal, read_cache_report
 from engines.settings import LoadPrefs, Settings, load_settings, save_settings
 

@@ -7,7 +7,7 @@ import pytest
 
 from engines.errors import EngineError
 from engines.library.catalog import load_catalog
-from engines.library.hardware import CpuInfo, HardwareReport, MemoryInfo
+from engines.machine.hardware import CpuInfo, HardwareReport, MemoryInfo
 from engines.library.service import ModelLibrary
 from engines.workspace import open_workspace
 from tests.fixtures.http_server import sha256

@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from engines.library.network import OfflineError
+from engines.network import OfflineError
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 import importlib.metadata
 
-from engines.registry import BrokenPlugin, EnginePlugin, discover
+from engines.engine_plugin import BrokenPlugin, EnginePlugin
+from engines.registry import discover
 
 
 def test_builtin_llama_engine_is_listed():

@@ -13,8 +13,8 @@ import pytest
 
 from engines.errors import EngineError, ErrorKind
 from engines.gguf import read_gguf_header
-from engines.library import network
-from engines.library.network import OfflineError
+from engines import network
+from engines.network import OfflineError
 from engines.library.remote_gguf import GATED, NETWORK, NOT_FOUND, read_remote_gguf_header
 
 MiB = 1024 * 1024

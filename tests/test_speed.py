@@ -8,12 +8,12 @@ from dataclasses import replace
 
 import pytest
 
-from engines.library import machine_speed as ms
+from engines.machine import machine_speed as ms
 from engines.library.advisor import Advisor, TYPICAL_DOWNLOAD_RATE
 from engines.library.catalog import load_catalog
-from engines.library.fit import FitVerdict, MemoryNeed
-from engines.library.hardware import CpuInfo, DiskInfo, HardwareReport, MemoryInfo, _nvml_bandwidth
-from engines.library.image_speed import estimate_image_speed
+from engines.machine.fit import FitVerdict, MemoryNeed
+from engines.machine.hardware import CpuInfo, DiskInfo, HardwareReport, MemoryInfo, _nvml_bandwidth
+from engines.machine.image_speed import estimate_image_speed
 from engines.library.measured_speeds import (
     read_download_rate,
     read_measured,
@@ -23,7 +23,7 @@ from engines.library.measured_speeds import (
 )
 from engines.library.recommend import recommend, suitability_order
 from engines.library.service import ModelLibrary
-from engines.library.speed import SpeedEstimate, compare_words, estimate_text_speed, format_speed, format_speed_short
+from engines.machine.speed import SpeedEstimate, compare_words, estimate_text_speed, format_speed, format_speed_short
 from engines.workspace import open_workspace
 
 GB = 1_000_000_000
@@ -63,7 +63,7 @@ def test_short_forms_and_the_comparison_with_a_measurement():
 
 
 def test_text_speed_is_bandwidth_over_bytes_read_per_token():
-    from engines.library import speed
+    from engines.machine import speed
 
     # 1 GB of weights, 100 kB of cache per token at 4,096 tokens (half filled: 0.2048 GB), 20 GB/s.
     estimate = estimate_text_speed(1 * GB, 100_000, 4096, cpu_bandwidth=20 * GB)
@@ -75,7 +75,7 @@ def test_text_speed_is_bandwidth_over_bytes_read_per_token():
 
 
 def test_layers_on_a_gpu_read_at_the_gpu_bandwidth():
-    from engines.library import speed
+    from engines.machine import speed
 
     half = estimate_text_speed(4 * GB, 0, 4096, cpu_bandwidth=20 * GB, gpu_layers=16, total_layers=32,
                                gpu_bandwidth=1000 * GB)
@@ -116,7 +116,7 @@ def test_nvml_bandwidth_is_bus_width_times_memory_clock_times_two():
 
 
 def test_image_seconds_from_flops_and_the_measured_rate():
-    from engines.library.image_speed import ENGINE_FACTORS, VAE_SHARE_OF_RATE
+    from engines.machine.image_speed import ENGINE_FACTORS, VAE_SHARE_OF_RATE
 
     rate = 100e9 * ENGINE_FACTORS[("torch", "fp32")]
     turbo = estimate_image_speed("sd-turbo", 512, 1, 0.0, matmul_flops=100e9, backend="torch", dtype="fp32")

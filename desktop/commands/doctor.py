@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from desktop.cli_output import clean, print_json
-from engines.library.hardware import probe
+from engines.machine.hardware import probe
 from engines.registry import discover
 from engines.workspace import open_workspace
 
@@ -52,7 +52,7 @@ def gather() -> dict:
             }
         )
     report["engines"] = engines
-    from engines.library.accelerators import probe_accelerators
+    from engines.machine.accelerators import probe_accelerators
 
     accelerators = probe_accelerators().to_dict()
     accelerators["onnxruntime_providers"] = [p for p in accelerators["onnxruntime_providers"] if p not in UNUSED_PROVIDERS]

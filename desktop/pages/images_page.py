@@ -50,7 +50,8 @@ PREFS_SAVE_DELAY_MS = 1500  # typing saves once it pauses, not at every key
 
 def image_engine_availability():
     """Whether the "diffusers" image engine can run here, found without importing it."""
-    from engines.registry import Availability, discover
+    from engines.engine_plugin import Availability
+    from engines.registry import discover
 
     try:
         plugin = discover().get(ENGINE_NAME)

@@ -21,7 +21,7 @@ from desktop.pages.models.installed_tab import InstalledTab
 from desktop.workers.background import BackgroundTask, run_in_background, serial_pool, wait_for_background
 from engines.errors import EngineError
 from engines.library.advisor import Advisor, CatalogAdvice
-from engines.library.hardware import HardwareReport
+from engines.machine.hardware import HardwareReport
 from engines.library.measured_speeds import record_download_rate
 from engines.library.service import ModelLibrary
 

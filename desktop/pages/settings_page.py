@@ -194,7 +194,7 @@ class SettingsPage(QWidget):
             self._save()
 
     def _offline_changed(self, offline: bool) -> None:
-        from engines.library.network import set_offline  # requests is imported only when needed
+        from engines.network import set_offline  # requests is imported only when needed
 
         self.workspace.settings.offline = offline
         self._save()
@@ -208,7 +208,7 @@ class SettingsPage(QWidget):
         self.network_note.setVisible(offline)
 
     def _save_token(self) -> None:
-        from engines.library.network import set_hf_token
+        from engines.network import set_hf_token
 
         token = self.token.text()
         self.token.clear()  # never leave a token in a field that looks saved

@@ -27,7 +27,7 @@ def record_reply_speed(workspace, model, result) -> BackgroundTask | None:
     path = speeds_file(workspace.paths.data)
 
     def work():
-        from engines.library.hardware import probe_cpu
+        from engines.machine.hardware import probe_cpu
 
         return record_text_speed(path, model.id, rate, tokens, probe_cpu().name)
 
@@ -43,7 +43,7 @@ def record_image_run(workspace, model_id: str | None, result) -> None:
     if request.init_image:  # img2img runs only the last part of the schedule
         steps = max(1, int(request.steps * request.strength))
     try:
-        from engines.library.hardware import probe_cpu
+        from engines.machine.hardware import probe_cpu
 
         record_image_speed(speeds_file(workspace.paths.data), model_id, result.seconds / len(result.images),
                            probe_cpu().name, width=request.width, height=request.height, steps=steps,

@@ -41,7 +41,7 @@ import importlib.util
 from pathlib import Path
 
 from engines.diffusion.convert import default_onnx_folder
-from engines.diffusion.model_folder import ModelFolder, inspect_model_folder
+from engines.model_folder import ModelFolder, inspect_model_folder
 from engines.diffusion.types import ImageLoadSpec
 from engines.errors import EngineError, ErrorKind
 
@@ -76,15 +76,15 @@ def _torch_has_gpu() -> bool:
 def _onnx_fits(copy: Path) -> bool:
     """Whether ONNX Runtime's peak for this model, at its trained size, fits in the memory available now.
 
-    The estimate is the model library's (engines.library.image_fit): the
+    The estimate is the model library's (engines.machine.image_fit): the
     weights twice (ONNX Runtime pre-packs a copy) plus the full attention
     matrices its exported graph keeps; 12.3 GB estimated against 11.3 GB
     measured for SD 1.5 at 512×512.
     """
     import psutil
 
-    from engines.library.hardware import probe
-    from engines.library.image_fit import PipelineShape, estimate_image, folder_weights
+    from engines.machine.hardware import probe
+    from engines.machine.image_fit import PipelineShape, estimate_image, folder_weights
 
     weights, dtype = folder_weights(copy)
     shape = PipelineShape.from_folder(copy)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from engines.api import CancelFlag, Emit
 from engines.diffusion.init_image import INIT_IMAGE_FORMATS, READ_HINT, check_init_image
-from engines.diffusion.model_folder import ModelFolder
+from engines.model_folder import ModelFolder
 from engines.diffusion.png_meta import encode_png, format_parameters
 from engines.diffusion.preview import preview_png
 from engines.diffusion.schedulers import scheduler_problems, usable_schedulers

@@ -38,7 +38,7 @@ import warnings
 from pathlib import Path
 
 from engines.api import Emit, ProgressEvent
-from engines.diffusion.model_folder import inspect_model_folder
+from engines.model_folder import inspect_model_folder
 from engines.errors import EngineError, ErrorKind
 
 OPSET = 17

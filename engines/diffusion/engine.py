@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from engines.api import CancelFlag, Emit
 from engines.diffusion.auto import choose_backend, onnx_copy_of
-from engines.diffusion.model_folder import inspect_model_folder
+from engines.model_folder import inspect_model_folder
 from engines.diffusion.types import ImageLoadSpec, ImageModelInfo, ImageRequest, ImageResult
 from engines.errors import EngineError, ErrorKind
 

@@ -36,7 +36,7 @@ from engines.diffusion.common import (
     run_batch,
     validate_request,
 )
-from engines.diffusion.model_folder import ModelFolder, inspect_model_folder
+from engines.model_folder import ModelFolder, inspect_model_folder
 from engines.diffusion.onnx_text import ORT_TYPES, text_conditioning
 from engines.diffusion.schedulers import extra_step_kwargs, make_scheduler
 from engines.diffusion.types import ImageLoadSpec, ImageModelInfo, ImageRequest, ImageResult

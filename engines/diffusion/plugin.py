@@ -6,7 +6,7 @@ PyTorch engine's GPU wheels or for forcing it. ONNX Runtime still needs torch
 and diffusers: the denoising loop steps diffusers' schedulers on torch tensors.
 """
 
-from engines.registry import EnginePlugin
+from engines.engine_plugin import EnginePlugin
 
 PLUGIN = EnginePlugin(
     name="diffusers",

@@ -8,7 +8,7 @@ errors a user can act on instead of tracebacks.
 
 Precision policy (``dtype="auto"``): fp16 on a GPU; on a CPU, bf16 weights
 when the CPU computes bf16 natively (AMX or AVX-512 BF16, from
-:func:`engines.library.hardware.probe_cpu`), fp32 otherwise. On the CPU the
+:func:`engines.machine.hardware.probe_cpu`), fp32 otherwise. On the CPU the
 UNet also gets :mod:`engines.diffusion.cpu_speedups` (weights pre-packed for
 oneDNN, sliced attention in bf16). bf16 weights beat autocast, which keeps
 fp32 weights and re-casts them on every call. The figures are in the README
@@ -37,7 +37,7 @@ from engines.diffusion.common import (
     run_batch,
     validate_request,
 )
-from engines.diffusion.model_folder import ModelFolder, inspect_model_folder
+from engines.model_folder import ModelFolder, inspect_model_folder
 from engines.diffusion.schedulers import make_scheduler
 from engines.diffusion.types import ImageLoadSpec, ImageModelInfo, ImageRequest, ImageResult
 from engines.errors import EngineError, ErrorKind
@@ -54,7 +54,7 @@ BF16_CPU_FEATURES = ("AMX", "AMX-BF16", "AVX-512 BF16")
 
 
 def cpu_has_native_bf16() -> bool:
-    from engines.library.hardware import probe_cpu
+    from engines.machine.hardware import probe_cpu
 
     return any(feature in probe_cpu().features for feature in BF16_CPU_FEATURES)
 

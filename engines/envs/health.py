@@ -41,7 +41,7 @@ except ImportError:
 else:
     for name in ("engines.host.standalone", "engines.host.process", "engines.registry", "engines.diffusion.engine",
                  "engines.diffusion.torch_engine", "engines.diffusion.onnx_engine", "engines.diffusion.convert",
-                 "engines.library.hardware"):
+                 "engines.machine.hardware"):
         importlib.import_module(name)
     info["engines"] = engines.__file__
 print("ATELIER-ENV-CHECK " + json.dumps(info), flush=True)

@@ -200,7 +200,7 @@ class ImageEngineEnv:
              ) -> InstallPlan:
         """What an install would do on *hardware* (probed when None); see :func:`engines.envs.plan.make_plan`."""
         if hardware is None:
-            from engines.library.hardware import probe
+            from engines.machine.hardware import probe
 
             hardware = probe()
         return make_plan(hardware, wheel_dir=wheel_dir, backend=backend)
@@ -253,7 +253,7 @@ class ImageEngineEnv:
             if not Path(plan.wheel_dir).is_dir():
                 raise EngineError(ErrorKind.BAD_INPUT, f"The folder of wheels {plan.wheel_dir} does not exist.")
         else:
-            from engines.library.network import require_network
+            from engines.network import require_network
 
             require_network("installing the image engine")
         self._check_disk(plan)
@@ -296,7 +296,7 @@ class ImageEngineEnv:
                                                       f"{exc}). Details are in {self.log_path}.") from exc
 
     def _uv_env(self, plan: InstallPlan) -> dict[str, str]:
-        from engines.library.network import network_allowed
+        from engines.network import network_allowed
 
         offline = bool(plan.wheel_dir) or not network_allowed()
         return uv_env(clean_env(), self.cache_dir, self.python_dir, offline=offline)
@@ -309,7 +309,7 @@ class ImageEngineEnv:
                 return python
         remove_tree(self.env_dir)
         self._step("python", progress, "Looking for a Python to build the engine on…", 0.0)
-        from engines.library.network import network_allowed
+        from engines.network import network_allowed
 
         base = find_base_python(uv, self._uv_env(plan), network_allowed() and not plan.wheel_dir,
                                 lambda m: logfile.write(m + "\n"))

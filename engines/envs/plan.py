@@ -45,7 +45,7 @@ PACKAGES: tuple[str, ...] = (
     "onnx==1.23.2",  # the ONNX converter (engines/diffusion/convert.py)
     "Pillow==13.0.0",
     "numpy>=1.26",
-    "psutil==7.2.2",  # engines/library/hardware.py (the CPU probe the torch engine asks)
+    "psutil==7.2.2",  # engines/machine/hardware.py (the CPU probe the torch engine asks)
 )
 
 GB = 1024**3

@@ -2,7 +2,7 @@
 
 The library judges whether a model fits (:class:`engines.library.service.ModelLibrary`);
 this adds what a person choosing needs next: the expected speed here
-(:mod:`engines.library.speed`, :mod:`engines.library.image_speed`), the speed
+(:mod:`engines.machine.speed`, :mod:`engines.machine.image_speed`), the speed
 measured when it last ran (:mod:`engines.library.measured_speeds`), the
 recommended chat and image model (:mod:`engines.library.recommend`), the
 order to list the catalog in, and how long a download will take.
@@ -20,14 +20,14 @@ from pathlib import Path
 
 from engines.errors import EngineError
 from engines.library.catalog import CatalogEntry
-from engines.library.fit import FitVerdict
-from engines.library.image_fit import PipelineShape, default_run_dtype
-from engines.library.image_speed import default_steps, estimate_image_speed
+from engines.machine.fit import FitVerdict
+from engines.machine.image_fit import PipelineShape, default_run_dtype
+from engines.machine.image_speed import default_steps, estimate_image_speed
 from engines.library.installed import InstalledModel
-from engines.library.machine_speed import MachineSpeed, machine_speed
+from engines.machine.machine_speed import MachineSpeed, machine_speed
 from engines.library.measured_speeds import MeasuredSpeed, read_download_rate, read_measured, speeds_file
 from engines.library.recommend import Recommendation, recommend, suitability_order
-from engines.library.speed import SpeedEstimate, compare_words, text_speed_for_verdict
+from engines.machine.speed import SpeedEstimate, compare_words, text_speed_for_verdict
 
 log = logging.getLogger(__name__)
 

@@ -233,7 +233,7 @@ class CatalogEntry(_Strict):
 
     def url(self, file: CatalogFile | str) -> str:
         """Download URL of one of this entry's files on the configured Hub."""
-        from engines.library.network import hub_endpoint  # lazy: keep the catalog importable alone
+        from engines.network import hub_endpoint  # lazy: keep the catalog importable alone
 
         path = file.path if isinstance(file, CatalogFile) else file
         if path not in {f.path for f in self.files}:

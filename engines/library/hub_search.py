@@ -8,7 +8,7 @@ groups the parts of split models (``name-00001-of-00003.gguf``) into one
 choice, and reads the quantization from each file name, since that is all a
 user has to choose between "Q4_K_M" and "Q8_0" before downloading.
 
-Both go through :func:`engines.library.network.require_network` first, then
+Both go through :func:`engines.network.require_network` first, then
 one quick reachability check (:mod:`engines.library.reachability`: offline,
 huggingface_hub would retry a failed name lookup for ~24 s), and
 turn every ``huggingface_hub`` / HTTP failure into an :class:`EngineError`
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from engines.errors import EngineError, ErrorKind
-from engines.library import network
+from engines import network
 from engines.library.reachability import check_reachable
 from engines.library.remote_gguf import GATED, NETWORK, NOT_FOUND
 

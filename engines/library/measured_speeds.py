@@ -1,6 +1,6 @@
 """Speeds measured when a model really ran here, kept beside the estimates.
 
-An estimate (:mod:`engines.library.speed`, :mod:`engines.library.image_speed`)
+An estimate (:mod:`engines.machine.speed`, :mod:`engines.machine.image_speed`)
 is a guide; what a model did on this machine is the truth. After each
 reply the chat page records the decode rate llama.cpp reported, and after
 each image the images page records the seconds it took, in

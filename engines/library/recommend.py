@@ -33,7 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engines.library.catalog import CatalogEntry
-from engines.library.fit import FitVerdict
+from engines.machine.fit import FitVerdict
 
 COMFORT_SHARE = 0.6
 USABLE_TOKENS_PER_S = 10.0

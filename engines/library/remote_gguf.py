@@ -25,7 +25,7 @@ import urllib3
 
 from engines.errors import EngineError, ErrorKind
 from engines.gguf import GGUFError, GGUFHeader, GGUFNeedMoreData, human_bytes, read_gguf_header_from_bytes
-from engines.library import network
+from engines import network
 
 __all__ = ["DEFAULT_FIRST_BYTES", "DEFAULT_MAX_BYTES", "GATED", "NETWORK", "NOT_FOUND", "read_remote_gguf_header"]
 
@@ -53,7 +53,7 @@ def read_remote_gguf_header(
 
     *token* is sent as a bearer token; without one, the saved Hugging Face
     token is sent, but only when *url* is on the Hub itself. Raises
-    :class:`~engines.library.network.OfflineError` in offline mode and
+    :class:`~engines.network.OfflineError` in offline mode and
     :class:`EngineError` for network failures, HTTP errors and files that are
     not (valid) GGUF, with a message that can be shown to the user.
     """

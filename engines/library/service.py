@@ -20,9 +20,9 @@ from engines.kv_cache import DEFAULT_CACHE_TYPE
 from engines.library.catalog import Catalog, CatalogEntry, load_catalog
 from engines.library.download.queue import FAILED, PAUSED, DownloadJob, DownloadQueue
 from engines.library.download.transfer import FileSpec, check_disk_space, safe_relpath
-from engines.library.fit import FitVerdict, ModelShape, Resources, judge_text_fit
-from engines.library.hardware import HardwareReport, probe
-from engines.library.image_fit import PipelineShape, folder_weights, judge_image_fit
+from engines.machine.fit import FitVerdict, ModelShape, Resources, judge_text_fit
+from engines.machine.hardware import HardwareReport, probe
+from engines.machine.image_fit import PipelineShape, folder_weights, judge_image_fit
 from engines.library.installed import InstalledModel, InstalledModels
 from engines.library.probes.files import real_path
 from engines.workspace import Workspace
@@ -85,7 +85,7 @@ class ModelLibrary:
         return self._report
 
     def resources(self, refresh: bool = False) -> Resources:
-        from engines.library.accelerators import llama_gpu_backends
+        from engines.machine.accelerators import llama_gpu_backends
 
         return Resources.from_report(self.hardware(refresh), gpu_offload=bool(llama_gpu_backends()))
 
@@ -229,7 +229,7 @@ class ModelLibrary:
             safe_relpath(name)
             return f"url/{name}", name, [FileSpec(source, name, None, sha256)], name, None
         if source.count("/") == 1 and file:
-            from engines.library.network import hub_endpoint
+            from engines.network import hub_endpoint
 
             safe_relpath(file)
             url = f"{hub_endpoint()}/{source}/resolve/main/{file}"

@@ -37,7 +37,8 @@ from engines.llama.cache_options import cache_refusal, llama_cache_kwargs, read_
 from engines.llama.context_fit import fit_conversation, reply_reserve
 from engines.llama.construct import abortable_model_load, skip_library_chat_templates
 from engines.llama.native_log import NATIVE_LOG
-from engines.llama.preflight import check_model_file, check_memory_for_context
+from engines.gguf.model_file import check_model_file
+from engines.llama.preflight import check_memory_for_context
 from engines.llama.prompt_tokens import PromptTokenizer
 from engines.llama.template_sandbox import TemplateBudgetError, TemplateCancelled
 from engines.llama.templates import ChatTemplate, RenderedPrompt, choose_template, fallback_template

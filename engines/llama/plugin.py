@@ -1,6 +1,6 @@
 """The llama.cpp engine's registry entry. Importing this is cheap."""
 
-from engines.registry import EnginePlugin
+from engines.engine_plugin import EnginePlugin
 
 PLUGIN = EnginePlugin(
     name="llama_cpp",

@@ -341,7 +341,7 @@ class ImageControls(QWidget):
             self.changed.emit()
 
     def _inspect(self, model) -> None:
-        from engines.diffusion.model_folder import inspect_model_folder  # cheap: reads JSON, no torch
+        from engines.model_folder import inspect_model_folder  # cheap: reads JSON, no torch
         from engines.errors import EngineError
 
         if not model.exists:

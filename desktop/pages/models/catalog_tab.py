@@ -21,7 +21,7 @@ from engines.errors import EngineError, ErrorKind
 from engines.library.advisor import CatalogAdvice
 from engines.library.catalog import CatalogEntry
 from engines.library.download.queue import DownloadJob
-from engines.library.fit import FitVerdict
+from engines.machine.fit import FitVerdict
 from engines.library.service import ModelLibrary
 
 WONT_FIT = ErrorKind.WONT_FIT

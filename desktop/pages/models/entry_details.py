@@ -19,7 +19,7 @@ from desktop.widgets.labels import banner_label
 from engines.library.advisor import CatalogAdvice
 from engines.library.catalog import CatalogEntry
 from engines.library.download.queue import DownloadJob
-from engines.library.fit import FitVerdict
+from engines.machine.fit import FitVerdict
 
 
 def job_words(job: DownloadJob | None) -> str | None:

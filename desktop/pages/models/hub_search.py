@@ -34,9 +34,10 @@ from desktop.pages.models.verdict_view import confirm_download_anyway, dot_icon,
 from desktop.widgets.labels import banner_label
 from desktop.workers.background import BackgroundTask, run_in_background
 from engines.errors import EngineError
-from engines.library import hub_search, network, remote_gguf
-from engines.library.fit import FitVerdict, ModelShape, judge_text_fit
-from engines.library.network import OfflineError
+from engines import network
+from engines.library import hub_search, remote_gguf
+from engines.machine.fit import FitVerdict, ModelShape, judge_text_fit
+from engines.network import OfflineError
 from engines.library.service import DEFAULT_CONTEXT, ModelLibrary
 
 OFFLINE_MESSAGE = "Offline mode is on. Turn it off in Settings to search Hugging Face."

@@ -29,7 +29,7 @@ from engines.errors import EngineError
 from engines.library.advisor import Advisor
 from engines.library.installed import InstalledModel
 from engines.library.service import ModelLibrary, UnknownFile
-from engines.library.speed import format_speed
+from engines.machine.speed import format_speed
 
 
 def deletes_files(library: ModelLibrary, model: InstalledModel) -> bool:

@@ -11,10 +11,10 @@ from PySide6.QtWidgets import QAbstractItemView, QApplication, QHeaderView, QTab
 from desktop.pages.models.verdict_view import dot_icon, fmt_size
 from engines.library.advisor import CatalogAdvice
 from engines.library.catalog import CatalogEntry
-from engines.library.fit import FitVerdict
+from engines.machine.fit import FitVerdict
 from engines.library.installed import InstalledModel
 from engines.library.service import UnknownFile
-from engines.library.speed import format_speed_short
+from engines.machine.speed import format_speed_short
 
 # Roles as plain ints: data() runs for every visible cell on every repaint.
 DISPLAY = int(Qt.ItemDataRole.DisplayRole.value)

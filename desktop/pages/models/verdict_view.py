@@ -12,7 +12,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import QLabel, QMessageBox, QVBoxLayout, QWidget
 
-from engines.library.fit import FitVerdict
+from engines.machine.fit import FitVerdict
 
 VERDICT_COLORS = {
     "gpu_full": "#2f9e5b",  # green

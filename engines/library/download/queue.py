@@ -64,7 +64,7 @@ from engines.library.download.transfer import (
     safe_relpath,
 )
 from engines.library.download.verify import DownloadRejected, check_download
-from engines.library.network import OfflineError, make_session, require_network, token_for
+from engines.network import OfflineError, make_session, require_network, token_for
 from engines.storage import LockTimeout, state_lock
 
 log = logging.getLogger(__name__)

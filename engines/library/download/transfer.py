@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import requests
 
 from engines.errors import EngineError, ErrorKind
-from engines.library.network import CONNECTION_ERRORS, cut_connection, make_session, require_network, sha256_from_etag
+from engines.network import CONNECTION_ERRORS, cut_connection, make_session, require_network, sha256_from_etag
 from engines.library.probes.names import strip_controls
 from engines.storage import atomic_write_text, fsync_folder
 

@@ -131,7 +131,7 @@ class Candidate:
         if not (self.prefix.startswith(b"GGUF") or self.suffix == ".gguf"):
             raise NotAMatch(f"{self.path.name} is not a GGUF file.")
         from engines.errors import EngineError
-        from engines.llama.preflight import check_model_file
+        from engines.gguf.model_file import check_model_file
 
         try:
             return check_model_file(self.path)
@@ -154,7 +154,7 @@ class Candidate:
             raise NotAMatch(exc.message, recognised=True) from None
 
     def model_folder(self):
-        """The image-model folder inspection (``engines.diffusion.model_folder``); NotAMatch otherwise.
+        """The image-model folder inspection (``engines.model_folder``); NotAMatch otherwise.
 
         Every folder is "recognised": only image models come as folders, so the
         inspection's sentence (no model_index.json, a refiner, pickled weights...)
@@ -165,7 +165,7 @@ class Candidate:
     def _inspect_folder(self):
         if not self.is_dir:
             raise NotAMatch(f"{self.path.name} is a file, not a model folder.")
-        from engines.diffusion.model_folder import inspect_model_folder
+        from engines.model_folder import inspect_model_folder
         from engines.errors import EngineError
         from engines.library.probes.files import irregular_files
 

@@ -1,7 +1,7 @@
 """Image-model folders: diffusers (``save_pretrained``) and ONNX Runtime (optimum's layout).
 
 Whether a folder is one, and whether it is complete, is decided by
-``engines.diffusion.model_folder.inspect_model_folder``, the same check the
+``engines.model_folder.inspect_model_folder``, the same check the
 image engine makes before it loads, so a folder is refused with the same
 sentence at import and at generation. This module adds what the library
 needs on top: the base family, told apart by the UNet's cross-attention

@@ -94,7 +94,7 @@ def _looks_like(candidate: Candidate) -> str:
 
 def _describe(candidate: Candidate) -> str:
     """Why a file no probe claimed is not a model, as precisely as its first bytes allow."""
-    from engines.diffusion.model_folder import PICKLED_MESSAGE
+    from engines.model_folder import PICKLED_MESSAGE
     from engines.gguf import NotGGUFError
 
     name = candidate.path.name

@@ -15,7 +15,7 @@ tokens). They grow with the pixel count, and the UNet's self-attention
 share (0.15 for SD, 0.02 for SDXL, from the two sizes) with its square.
 
 The compute rate is numpy's float32 matrix product measured on this
-machine (:mod:`engines.library.machine_speed`) times a factor per engine
+machine (:mod:`engines.machine.machine_speed`) times a factor per engine
 (``ENGINE_FACTORS``), calibrated so:
 
 * PyTorch fp32, 1.0: on this project's 2-core machine, measured in one run
@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engines.library.speed import SpeedEstimate
+from engines.machine.speed import SpeedEstimate
 
 T = 1e12
 

@@ -1,6 +1,6 @@
 """How fast this machine moves memory and multiplies matrices: measured once, kept in the cache.
 
-Expected speeds (:mod:`engines.library.speed`) need two numbers that no
+Expected speeds (:mod:`engines.machine.speed`) need two numbers that no
 spec sheet gives reliably for the machine at hand: the memory bandwidth a
 program really gets (token generation in llama.cpp reads every weight once
 per token, so it is bound by it) and the rate of a large matrix product
@@ -35,7 +35,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from engines.library.hardware import CpuInfo, probe_cpu
+from engines.machine.hardware import CpuInfo, probe_cpu
 from engines.storage import atomic_write_text, state_lock
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import asdict, dataclass, field
 
-from engines.library.hardware import GpuInfo
+from engines.machine.hardware import GpuInfo
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from engines.library.fit import FitVerdict, MemoryNeed, gb, ram_reserve
+from engines.machine.fit import FitVerdict, MemoryNeed, gb, ram_reserve
 
 TORCH_OVERHEAD = 450 * 1024**2  # torch + diffusers + transformers imported in the engine host
 ONNX_WEIGHT_COPIES = 2  # ONNX Runtime: the initializers as stored, plus the copies its CPU kernels pre-pack
@@ -51,7 +51,7 @@ class PipelineShape:
 
     @property
     def base(self) -> str | None:
-        """"sd15", "sd21" or "sdxl" (the architectures :mod:`engines.library.image_speed` knows), else None."""
+        """"sd15", "sd21" or "sdxl" (the architectures :mod:`engines.machine.image_speed` knows), else None."""
         return {768: "sd15", 1024: "sd21", 2048: "sdxl"}.get(self.cross_attention_dim)
 
     @classmethod

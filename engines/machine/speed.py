@@ -9,7 +9,7 @@ is the memory bandwidth divided by the bytes read per token:
                       + context cache read  / (bandwidth of its device)
                       + a fixed cost per token (sampling, graph, IPC)
 
-The CPU bandwidth is measured on this machine (:mod:`engines.library.machine_speed`);
+The CPU bandwidth is measured on this machine (:mod:`engines.machine.machine_speed`);
 a GPU's is its memory bus width × memory clock, from NVML. The context
 cache is counted at half the context filled, a conversation of middling
 length. ``READ_EFFICIENCY`` and ``TOKEN_OVERHEAD_S`` were calibrated on this
@@ -19,7 +19,7 @@ model, once it has run, is kept and shown beside it
 (:mod:`engines.library.measured_speeds`).
 
 Image models are estimated from their arithmetic instead, in
-:mod:`engines.library.image_speed`; both give a :class:`SpeedEstimate`.
+:mod:`engines.machine.image_speed`; both give a :class:`SpeedEstimate`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from engines.library.fit import gb
+from engines.machine.fit import gb
 
 # llama.cpp's decode reads the weights at this share of the bandwidth that numpy's copy measures.
 # Calibrated on Gemma 3 270M Q4_K_M with 2 threads on the README's benchmark machine: 82 tokens/s
@@ -123,7 +123,7 @@ def estimate_text_speed(weights_bytes: int, kv_bytes_per_token: float, context_l
 
 def text_speed_for_verdict(verdict, kv_bytes_per_token: float, cpu_bandwidth: float,
                            gpu_bandwidth: float | None = None, unified_memory: bool = False) -> SpeedEstimate | None:
-    """The expected speed of a model judged by :func:`engines.library.fit.judge_text_fit`; None if it won't fit."""
+    """The expected speed of a model judged by :func:`engines.machine.fit.judge_text_fit`; None if it won't fit."""
     if not verdict.fits:
         return None
     need = verdict.need

@@ -122,7 +122,7 @@ class FitVerdict:
     ram_free_bytes: int = 0
     vram_free_bytes: int = 0
     suggestions: tuple[str, ...] = field(default_factory=tuple)
-    # The expected speed here (an engines.library.speed.SpeedEstimate), attached by
+    # The expected speed here (an engines.machine.speed.SpeedEstimate), attached by
     # engines.library.advisor once the machine's speed is known; None until then, or when it won't fit.
     speed: object | None = None
 
