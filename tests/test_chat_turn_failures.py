@@ -161,3 +161,18 @@ def test_a_real_full_disk_mid_reply_ends_the_turn_and_the_reply_is_saved_once_th
         assert (reply.content, reply.status) == (outcome.text, "interrupted")
         assert reply.notice == f"Stopped here: the chat history could not be saved ({full})"
         store.close()
+
+
+def test_stop_while_the_model_loads_ends_the_reply_as_cancelled_not_as_an_error(store: FailingStore) -> None:
+    """The engine host reports a load stopped by the user as CANCELLED; the reply row says 'cancelled'."""
+    from engines.errors import EngineError, ErrorKind
+
+    class StoppedWhileLoading(FakeHost):
+        def load(self, engine, spec, on_event=None):
+            raise EngineError(ErrorKind.CANCELLED, "Loading fake.gguf was stopped.")
+
+    chat = asked(store)
+    outcome = ChatTurn(store, StoppedWhileLoading(), chat, SPEC).run(lambda event: None)
+    reply = store.get_message(outcome.reply_id)
+    assert (reply.content, reply.status, reply.notice) == ("", "cancelled", None)
+    assert outcome.error.kind == ErrorKind.CANCELLED and outcome.save_error is None

@@ -424,6 +424,9 @@ class ChatController(QObject):
             self.status.emit("Stopped." if result is not None and result.finish_reason == "cancelled" else "")
             record_reply_speed(self.workspace, model, result)  # the Models page shows it beside the estimate
             return
+        if error.kind == ErrorKind.CANCELLED:  # stopped while the model was loading: no reply, nothing wrong
+            self.status.emit("Stopped.")
+            return
         self.status.emit("")
         if error.kind == ErrorKind.CONTEXT_OVERFLOW and self.workspace.settings.overflow_policy == "ask":
             self.overflow_question.emit(conversation_id)

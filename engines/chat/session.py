@@ -206,6 +206,8 @@ class ChatTurn:
             except ChatNotFound:
                 pass
             return TurnOutcome(None, "", error=error)
+        if error.kind == ErrorKind.CANCELLED:  # Stop pressed while the model was still loading
+            return self._end(reply_id, text, "cancelled", None, None, error=error)
         crashed = isinstance(error, EngineCrashed) or error.kind == ErrorKind.CRASHED
         if crashed and self.closing.is_set():
             return self._end(reply_id, text, "interrupted", None, CLOSED_NOTICE)
