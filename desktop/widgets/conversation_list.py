@@ -45,7 +45,7 @@ class ConversationList(QFrame):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 10, 8, 8)
         top = QHBoxLayout()
-        self.new_button = QPushButton("＋  New chat")
+        self.new_button = QPushButton("+  New chat")  # ASCII: a fullwidth plus is a box in DejaVu, the only font of a minimal Debian
         self.new_button.setObjectName("Primary")
         self.new_button.setToolTip("Start a new chat (Ctrl+N)")
         self.new_button.clicked.connect(self.new_requested)
