@@ -55,12 +55,15 @@ class ResolvedModel:
                           f"Get it with 'atelier models pull {self.entry.id}'.")
 
 
-def resolve_model(text: str, models: InstalledModels, catalog=None, kind: str | None = None) -> ResolvedModel:
+def resolve_model(text: str, models: InstalledModels, catalog=None, kind: str | None = None, *,
+                  allow_paths: bool = True) -> ResolvedModel:
     """Resolve ``text`` (see the module docstring); raise EngineError(BAD_INPUT) with close matches if nothing fits.
 
     ``catalog`` defaults to the shipped catalog, loaded only when the text is
     neither installed nor a path. ``kind`` ("chat", "image"...) refuses a
-    model of another kind, by name.
+    model of another kind, by name. ``allow_paths=False`` skips step 2: the
+    HTTP server's clients name installed models only, and must neither load
+    nor probe an arbitrary file on the server's disk.
     """
     if not text or not text.strip():
         raise EngineError(ErrorKind.BAD_INPUT, "No model given: pass an installed model's id (e.g. demo) or a path.")
@@ -69,7 +72,7 @@ def resolve_model(text: str, models: InstalledModels, catalog=None, kind: str | 
     if exact is not None:
         return _checked(ResolvedModel(text, installed=exact), kind)
     path = Path(os.path.expanduser(text))
-    if os.path.lexists(path):
+    if allow_paths and os.path.lexists(path):
         known = models.find_by_path(path)
         return _checked(ResolvedModel(text, installed=known) if known else ResolvedModel(text, path=path), kind)
     matches = _prefix_matches(text, installed, kind)
@@ -83,7 +86,7 @@ def resolve_model(text: str, models: InstalledModels, catalog=None, kind: str | 
     entry = catalog.get(text) if catalog is not None else None
     if entry is not None:
         return _checked(ResolvedModel(text, entry=entry), kind)
-    raise EngineError(ErrorKind.BAD_INPUT, _not_found(text, path, installed, catalog))
+    raise EngineError(ErrorKind.BAD_INPUT, _not_found(text, path if allow_paths else None, installed, catalog))
 
 
 def _prefix_matches(text: str, installed: list[InstalledModel], kind: str | None) -> list[InstalledModel]:
@@ -135,13 +138,13 @@ def _looks_like_path(text: str) -> bool:
             or text.lower().endswith((".gguf", ".safetensors", ".onnx")))
 
 
-def _not_found(text: str, path: Path, installed: list[InstalledModel], catalog) -> str:
+def _not_found(text: str, path: Path | None, installed: list[InstalledModel], catalog) -> str:
     known = [m.id for m in installed] + ([e.id for e in catalog.entries] if catalog is not None else [])
     close = difflib.get_close_matches(text, known, n=3, cutoff=0.6)
     by_part = {part: m for m in known for part in m.split("/")}
     close += [by_part[p] for p in difflib.get_close_matches(text, list(by_part), n=3, cutoff=0.6)
               if by_part[p] not in close]
     hint = f" Did you mean {', '.join(close[:3])}?" if close else " See 'atelier models list' (and --catalog)."
-    if _looks_like_path(text):
+    if path is not None and _looks_like_path(text):
         return f"The model file or folder does not exist: {path}.{hint if close else ''}"
     return f"No installed model, catalog model or file is called '{text}'.{hint}"
