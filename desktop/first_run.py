@@ -191,7 +191,7 @@ class WelcomeDialog(QDialog):
         self._check_connection()
 
     def _offline(self) -> bool:
-        return offline_mode_on(self.page.library.workspace.settings)
+        return offline_mode_on(self.page.library.settings)
 
     def _check_connection(self) -> None:
         """One quick reachability check off the GUI thread (offline mode: none at all)."""

@@ -99,9 +99,8 @@ class MainWindow(QMainWindow):
         """Build the Models page once; its download queue resumes unfinished downloads."""
         if self.models_page is None:
             from desktop.pages.models_page import ModelsPage
-            from engines.library.service import ModelLibrary
 
-            self.models_page = ModelsPage(ModelLibrary(self.workspace))
+            self.models_page = ModelsPage(self.workspace.library())
             self.models_page.model_installed.connect(lambda _id: self._models_changed())
             self.models_page.model_removed.connect(lambda _id: self._models_changed())
             index = self.stack.indexOf(self._models_slot)

@@ -7,12 +7,17 @@ and hand its parts to whoever needs them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from engines.errors import EngineError
 from engines.library.demo import register_demo
 from engines.library.installed import InstalledModels
 from engines.paths import AppPaths, app_paths
 from engines.settings import Settings, read_settings, save_settings
+
+if TYPE_CHECKING:
+    from engines.library.catalog import Catalog
+    from engines.library.service import ModelLibrary
 
 
 @dataclass
@@ -32,6 +37,12 @@ class Workspace:
 
     def engine_log(self, role: str = "text"):
         return self.paths.logs / f"engine-host-{role}.log"
+
+    def library(self, catalog: Catalog | None = None) -> ModelLibrary:
+        """The model library on this profile's folders, settings and installed models."""
+        from engines.library.service import ModelLibrary  # the catalog, downloads and probes: only when asked
+
+        return ModelLibrary(self.paths, self.settings, self.models, catalog)
 
 
 def open_workspace(paths: AppPaths | None = None) -> Workspace:

@@ -220,10 +220,9 @@ def test_fit_counts_each_loaded_component_once_both_text_encoders_included(tiny_
 
 def test_fit_verdict_for_the_sdxl_folder_at_its_trained_size(tiny_sdxl):
     from engines.machine.image_fit import folder_weights, run_dtype_factor
-    from engines.library.service import ModelLibrary
     from engines.workspace import open_workspace
 
-    library = ModelLibrary(open_workspace())
+    library = open_workspace().library()
     verdict = library.verdict_for_file(tiny_sdxl)
     weights, dtype = folder_weights(tiny_sdxl)
     assert verdict.need.weights_bytes == int(weights * run_dtype_factor(dtype, library.hardware()))

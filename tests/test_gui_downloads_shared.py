@@ -64,13 +64,12 @@ def test_a_job_another_process_runs_is_shown_with_its_progress_and_no_controls(q
 def test_the_models_page_opens_on_a_damaged_download_list_and_says_so(qtbot, atelier_home):
     from desktop.pages.models_page import ModelsPage
     from desktop.workers.background import wait_for_background
-    from engines.library.service import ModelLibrary
     from engines.workspace import open_workspace
 
     workspace = open_workspace()
     state = workspace.paths.data / "downloads.json"
     state.write_text('{"jobs": 5}')
-    library = ModelLibrary(workspace)
+    library = workspace.library()
     page = ModelsPage(library)
     qtbot.addWidget(page)
     try:

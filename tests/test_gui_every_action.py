@@ -17,7 +17,6 @@ from PySide6.QtWidgets import QAbstractButton, QComboBox, QFileDialog, QLabel, Q
 
 from desktop.widgets.expert import expert_mode
 from engines.network import set_offline
-from engines.library.service import ModelLibrary
 from engines.workspace import open_workspace
 
 pytestmark = pytest.mark.gui
@@ -79,7 +78,7 @@ def press_everything(qtbot, root: QWidget, settle) -> int:
 def test_every_control_of_the_models_page(qtbot, answered, tiny_gguf):
     from desktop.pages.models_page import ModelsPage
 
-    library = ModelLibrary(open_workspace())
+    library = open_workspace().library()
     page = ModelsPage(library)
     qtbot.addWidget(page)
     page.resize(1024, 640)
@@ -133,7 +132,7 @@ def test_every_control_of_the_settings_page(qtbot, answered):
 def test_every_control_of_the_first_run_dialog(qtbot, answered):
     from desktop.pages.models_page import ModelsPage
 
-    library = ModelLibrary(open_workspace())
+    library = open_workspace().library()
     page = ModelsPage(library)
     qtbot.addWidget(page)
     qtbot.waitUntil(lambda: page.advice is not None, timeout=20000)

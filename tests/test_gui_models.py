@@ -17,7 +17,6 @@ from engines.library import hub_search
 from engines.library.catalog import load_catalog
 from engines.machine.hardware import CpuInfo, DiskInfo, HardwareReport, MemoryInfo
 from engines.library.hub_search import HubFile, HubRepo
-from engines.library.service import ModelLibrary
 from engines.workspace import open_workspace
 from tests.fixtures.http_server import http_server  # noqa: F401  (fixture)
 
@@ -33,7 +32,7 @@ def workspace():
 
 @pytest.fixture
 def library(workspace):
-    lib = ModelLibrary(workspace)
+    lib = workspace.library()
     yield lib
     lib.queue().shutdown(wait=True, timeout=5)
 
@@ -145,7 +144,7 @@ def test_kind_and_text_filters(qtbot, page, library):
 def test_a_malformed_catalog_shows_the_error_and_an_empty_table(qtbot, make_page, workspace, tmp_path):
     bad = tmp_path / "catalog.json"
     bad.write_text(json.dumps({"schema_version": 1, "entries": [{"id": "x", "nonsense": True}]}))
-    library = ModelLibrary(workspace, catalog=load_catalog(bad))
+    library = workspace.library(catalog=load_catalog(bad))
     page = make_page(library)
     try:
         tab = page.catalog_tab
@@ -302,14 +301,14 @@ def test_downloads_show_progress_pause_resume_and_completion(qtbot, page, librar
 def test_jobs_reloaded_from_the_state_file_are_shown_at_startup(qtbot, make_page, workspace, http_server):
     http_server.add("/files/reloaded.gguf", blob(3_000_000))
     hold = http_server.fault("/files/reloaded.gguf", hold_after=1_000_000)
-    first = ModelLibrary(workspace)
+    first = workspace.library()
     job = first.pull(http_server.url("/files/reloaded.gguf"))
     assert http_server.wait_for(hold.reached.is_set)
     first.queue().pause(job.id)
     first.queue().shutdown(wait=True, timeout=5)
     hold.release.set()
 
-    second = ModelLibrary(workspace)
+    second = workspace.library()
     try:
         page = make_page(second)
         row = page.downloads_tab.rows[job.id]
@@ -447,7 +446,7 @@ def test_a_failed_catalog_download_stays_where_it_was_started_with_retry(qtbot, 
     monkeypatch.setenv("HF_ENDPOINT", http_server.url(""))
     http_server.add("/someone/Tiny-GGUF/resolve/main/tiny.gguf", data)
     http_server.fault("/someone/Tiny-GGUF/resolve/main/tiny.gguf", status=404)  # the first try only
-    library = ModelLibrary(workspace, catalog=tiny_catalog(tmp_path, data))
+    library = workspace.library(catalog=tiny_catalog(tmp_path, data))
     try:
         page = make_page(library)
         wait_for_verdicts(qtbot, page)

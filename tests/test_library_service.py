@@ -8,7 +8,6 @@ import pytest
 from engines.errors import EngineError
 from engines.library.catalog import load_catalog
 from engines.machine.hardware import CpuInfo, HardwareReport, MemoryInfo
-from engines.library.service import ModelLibrary
 from engines.workspace import open_workspace
 from tests.fixtures.http_server import sha256
 
@@ -41,7 +40,7 @@ def wait_done(library, job, timeout=30):
 
 
 def test_every_shipped_catalog_entry_gets_a_verdict():
-    library = ModelLibrary(open_workspace())
+    library = open_workspace().library()
     assert library.catalog.error is None and len(library.catalog.entries) >= 20
     for entry in library.catalog.entries:
         verdict = library.verdict_for_entry(entry)
@@ -52,7 +51,7 @@ def test_pull_from_the_hub_installs_registers_and_removes(tmp_path, http_server,
     data = tiny_gguf.read_bytes()
     http_server.add("/atelier-test/tiny-llama-GGUF/resolve/main/tiny-llama.gguf", data, linked=True)
     monkeypatch.setenv("HF_ENDPOINT", http_server.url(""))
-    library = ModelLibrary(open_workspace(), catalog=tiny_catalog(tmp_path, data))
+    library = open_workspace().library(catalog=tiny_catalog(tmp_path, data))
     try:
         job = wait_done(library, library.pull("tiny-llama-test"))
         assert job.state == "completed", job.error
@@ -61,14 +60,14 @@ def test_pull_from_the_hub_installs_registers_and_removes(tmp_path, http_server,
         assert sha256(open(model.path, "rb").read()) == sha256(data)
         assert library.verdict_for_installed(model).verdict == "cpu_only"
         assert "deleted" in library.remove("tiny-llama-test")
-        assert not (library.workspace.paths.models / "tiny-llama.gguf").exists()
+        assert not (library.paths.models / "tiny-llama.gguf").exists()
     finally:
         library.shutdown()
 
 
 def test_a_model_that_wont_fit_needs_anyway(tmp_path, monkeypatch, tiny_gguf):
     data = tiny_gguf.read_bytes()
-    library = ModelLibrary(open_workspace(), catalog=tiny_catalog(tmp_path, data, size=50 * 10**9))
+    library = open_workspace().library(catalog=tiny_catalog(tmp_path, data, size=50 * 10**9))
     small = HardwareReport("Linux", "3.11", CpuInfo("cpu", "x86_64", 2, 2, []), MemoryInfo(8 * 2**30, 4 * 2**30), [], None)
     monkeypatch.setattr(library, "hardware", lambda refresh=False: small)
     monkeypatch.setattr("engines.library.service.check_disk_space", lambda *a, **k: None)
@@ -79,7 +78,7 @@ def test_a_model_that_wont_fit_needs_anyway(tmp_path, monkeypatch, tiny_gguf):
 
 
 def test_a_download_bigger_than_the_disk_is_refused_up_front(tmp_path, tiny_gguf):
-    library = ModelLibrary(open_workspace(), catalog=tiny_catalog(tmp_path, tiny_gguf.read_bytes(), size=10**15))
+    library = open_workspace().library(catalog=tiny_catalog(tmp_path, tiny_gguf.read_bytes(), size=10**15))
     with pytest.raises(EngineError) as info:
         library.pull("tiny-llama-test", anyway=True)
     assert info.value.kind == "disk_full"
@@ -91,7 +90,7 @@ def test_hand_dropped_files_are_found_or_explained(tiny_gguf):
     workspace = open_workspace()
     (workspace.paths.models / "dropped.gguf").write_bytes(tiny_gguf.read_bytes())
     (workspace.paths.models / "notes.txt").write_text("hello")
-    library = ModelLibrary(workspace)
+    library = workspace.library()
     unknown = library.scan_models_folder()
     assert any(m.path.endswith("dropped.gguf") and m.source == "folder" for m in library.models.all())
     assert [u.reason for u in unknown if u.path.endswith("notes.txt")]
@@ -100,7 +99,7 @@ def test_hand_dropped_files_are_found_or_explained(tiny_gguf):
 def test_removing_an_imported_model_keeps_the_users_file(tiny_gguf):
     from engines.library.importer import import_model
 
-    library = ModelLibrary(open_workspace())
+    library = open_workspace().library()
     model = import_model(tiny_gguf, library.models)
     message = library.remove(model.id)
     assert "stays where it is" in message and tiny_gguf.exists()
@@ -119,7 +118,7 @@ def test_the_models_folder_scan_registers_by_kind_and_explains_the_rest(tmp_path
     stripped.write_kohya_lora(models / "style.safetensors", "sdxl")
     (models / "a.gguf").symlink_to(models / "b.gguf")  # D24: a symbolic-link loop must not break the scan
     (models / "b.gguf").symlink_to(models / "a.gguf")
-    library = ModelLibrary(workspace)
+    library = workspace.library()
     unknown = {os.path.basename(u.path): u.reason for u in library.scan_models_folder()}
     assert unknown == {
         "a.gguf": "a.gguf is a symbolic link loop (it points back to itself).",
@@ -164,11 +163,11 @@ def test_import_takes_a_gguf_or_an_image_folder_and_refuses_the_rest(tmp_path, t
 def test_register_path_is_what_a_finished_download_uses(tmp_path):
     from tests.fixtures import stripped_models as stripped
 
-    library = ModelLibrary(open_workspace())
-    folder = stripped.write_diffusers_folder(library.workspace.paths.models / "sd-x", "sd2")
+    library = open_workspace().library()
+    folder = stripped.write_diffusers_folder(library.paths.models / "sd-x", "sd2")
     model = library.register_path(folder, "download", "hf/sd-x", "SD X")
     assert (model.id, model.name, model.kind, model.base, model.source) == ("hf/sd-x", "SD X", "image", "sd2", "download")
-    page = library.workspace.paths.models / "model.gguf"
+    page = library.paths.models / "model.gguf"
     page.write_text("<!DOCTYPE html><html>Not found</html>")
     with pytest.raises(EngineError) as info:
         library.register_path(page, "download", "url/model.gguf")
@@ -180,7 +179,7 @@ def test_register_path_is_what_a_finished_download_uses(tmp_path):
 def test_verdict_for_a_path_follows_what_the_probe_found(tmp_path, tiny_gguf):
     from tests.fixtures import stripped_models as stripped
 
-    library = ModelLibrary(open_workspace())
+    library = open_workspace().library()
     assert library.verdict_for_file(tiny_gguf).verdict == "cpu_only"
     fifo = tmp_path / "x.gguf"
     os.mkfifo(fifo)

@@ -8,7 +8,6 @@ from engines.api import SamplingParams
 from engines.library.advisor import Advisor
 from engines.library.demo import DEMO_ID
 from engines.library.measured_speeds import read_measured
-from engines.library.service import ModelLibrary
 from engines.workspace import open_workspace
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
@@ -26,7 +25,7 @@ def test_a_reply_on_the_demo_model_records_its_speed_and_the_models_page_compare
         sampling = SamplingParams(temperature=0.8, max_tokens=48, seed=7)
         with qtbot.waitSignal(controller.streaming_changed, check_params_cb=lambda on: on is False, timeout=300_000):
             assert controller.send("Once upon a time, in a lighthouse by the sea,", sampling=sampling)
-        advisor = Advisor(ModelLibrary(workspace))
+        advisor = Advisor(workspace.library())
         qtbot.waitUntil(lambda: DEMO_ID in read_measured(advisor.speeds_path), timeout=10_000)
     finally:
         controller.shutdown()

@@ -30,10 +30,9 @@ def no_network(monkeypatch):
 def test_library_hub_and_downloads_refuse_cleanly(no_network):
     from engines.library.hub_search import list_gguf_files, search_gguf
     from engines.library.remote_gguf import read_remote_gguf_header
-    from engines.library.service import ModelLibrary
     from engines.workspace import open_workspace
 
-    library = ModelLibrary(open_workspace())
+    library = open_workspace().library()
     entry = library.catalog.get("qwen2.5-0.5b-instruct-q4_k_m")
     assert library.verdict_for_entry(entry).label  # verdicts need no network
     for call in (

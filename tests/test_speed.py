@@ -22,7 +22,6 @@ from engines.library.measured_speeds import (
     record_text_speed,
 )
 from engines.library.recommend import recommend, suitability_order
-from engines.library.service import ModelLibrary
 from engines.machine.speed import SpeedEstimate, compare_words, estimate_text_speed, format_speed, format_speed_short
 from engines.workspace import open_workspace
 
@@ -317,7 +316,7 @@ def machine_report() -> HardwareReport:
 
 def test_the_advisor_judges_the_whole_catalog_with_speeds(monkeypatch):
     workspace = open_workspace()
-    library = ModelLibrary(workspace)
+    library = workspace.library()
     monkeypatch.setattr(library, "hardware", lambda refresh=False: machine_report())
     ms.atomic_write_text(workspace.paths.cache / ms.FILE_NAME, json.dumps({
         "cpu": CPU.name, "physical_cores": 2, "logical_cores": 4, "memory_bandwidth": 16 * GB,

@@ -91,11 +91,10 @@ def test_models_list_warns_about_a_set_aside_model_list_and_still_works(atelier_
 def test_the_installed_tab_says_the_model_list_was_set_aside(qtbot, atelier_home):
     from desktop.pages.models_page import ModelsPage
     from desktop.workers.background import wait_for_background
-    from engines.library.service import ModelLibrary
 
     paths = app_paths()
     (paths.data / "models.json").write_text("null")
-    library = ModelLibrary(open_workspace())
+    library = open_workspace().library()
     page = ModelsPage(library)
     qtbot.addWidget(page)
     try:

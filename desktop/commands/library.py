@@ -41,8 +41,9 @@ def add_parser(sub) -> None:
 
 
 def run_models(args) -> int:
-    library = ModelLibrary(open_workspace())
-    _warn(library.workspace.problems)  # a state file set aside, records refused: said, never silent
+    workspace = open_workspace()
+    library = workspace.library()
+    _warn(workspace.problems)  # a state file set aside, records refused: said, never silent
     try:
         return {"list": _list, "check": _check, "pull": _pull, "import": _import, "remove": _remove}[args.verb](library, args)
     except EngineError as exc:

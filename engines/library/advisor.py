@@ -84,7 +84,7 @@ class Advisor:
         """
         if self._machine is None or remeasure:
             try:
-                self._machine = machine_speed(self.library.workspace.paths.cache, self.library.hardware().cpu,
+                self._machine = machine_speed(self.library.paths.cache, self.library.hardware().cpu,
                                               remeasure)
             except Exception as exc:  # noqa: BLE001 - speeds are a guide: without them the verdicts still stand
                 log.warning("could not measure this machine's speed: %s", exc)
@@ -93,7 +93,7 @@ class Advisor:
 
     @property
     def speeds_path(self) -> Path:
-        return speeds_file(self.library.workspace.paths.data)
+        return speeds_file(self.library.paths.data)
 
     def measured(self) -> dict[str, MeasuredSpeed]:
         """Measured speeds taken on this CPU, by model id."""

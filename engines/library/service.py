@@ -23,9 +23,10 @@ from engines.library.download.transfer import FileSpec, check_disk_space, safe_r
 from engines.machine.fit import FitVerdict, ModelShape, Resources, judge_text_fit
 from engines.machine.hardware import HardwareReport, probe
 from engines.machine.image_fit import PipelineShape, folder_weights, judge_image_fit
+from engines.paths import AppPaths
 from engines.library.installed import InstalledModel, InstalledModels
 from engines.library.probes.files import real_path
-from engines.workspace import Workspace
+from engines.settings import Settings
 
 log = logging.getLogger(__name__)
 DEFAULT_CONTEXT = 4096
@@ -61,8 +62,19 @@ def shape_from_catalog(entry: CatalogEntry) -> ModelShape:
 
 
 class ModelLibrary:
-    def __init__(self, workspace: Workspace, catalog: Catalog | None = None) -> None:
-        self.workspace = workspace
+    """The library on one profile: its folders, the user's settings and the installed models.
+
+    It takes those three parts, not the front ends' :class:`~engines.workspace.Workspace`,
+    which composes the services and so sits above them; a front end opens one
+    with ``workspace.library()``. The settings give each model's saved load
+    settings, which its verdict uses.
+    """
+
+    def __init__(self, paths: AppPaths, settings: Settings, models: InstalledModels,
+                 catalog: Catalog | None = None) -> None:
+        self.paths = paths
+        self.settings = settings
+        self.models = models
         self._catalog = catalog
         self._report: HardwareReport | None = None
         self._queue: DownloadQueue | None = None
@@ -75,13 +87,9 @@ class ModelLibrary:
             self._catalog = load_catalog()
         return self._catalog
 
-    @property
-    def models(self) -> InstalledModels:
-        return self.workspace.models
-
     def hardware(self, refresh: bool = False) -> HardwareReport:
         if self._report is None or refresh:
-            self._report = probe(self.workspace.paths.models, refresh=refresh)
+            self._report = probe(self.paths.models, refresh=refresh)
         return self._report
 
     def resources(self, refresh: bool = False) -> Resources:
@@ -138,7 +146,7 @@ class ModelLibrary:
 
             materialize(model)  # the demo file is unpacked on first use
         if model.format == "gguf":
-            prefs = self.workspace.settings.prefs_for(model.id)
+            prefs = self.settings.prefs_for(model.id)
             context_length = context_length if context_length is not None else prefs.context_length
             cache_type = cache_type or prefs.cache_type
         return self.verdict_for_file(model.path, context_length, cache_type)
@@ -155,7 +163,7 @@ class ModelLibrary:
         from engines.library.importer import check_recordable, register
         from engines.library.probes import identify
 
-        root = self.workspace.paths.models
+        root = self.paths.models
         known = {real_path(m.path) for m in self.models.all()}
         unknown: list[UnknownFile] = []
         try:
@@ -192,7 +200,7 @@ class ModelLibrary:
         if model is None:
             raise EngineError(ErrorKind.BAD_INPUT, f"No installed model has the id '{model_id}'.")
         path = Path(model.path)
-        root = Path(real_path(self.workspace.paths.models))
+        root = Path(real_path(self.paths.models))
         inside = path.exists() and Path(real_path(path)).is_relative_to(root)
         if inside:
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
@@ -206,8 +214,8 @@ class ModelLibrary:
     def queue(self) -> DownloadQueue:
         if self._queue is None:
             queue = DownloadQueue(
-                self.workspace.paths.data / "downloads.json",
-                self.workspace.paths.models,
+                self.paths.data / "downloads.json",
+                self.paths.models,
                 on_complete=self._register_download,
             )
             queue.start()
@@ -254,14 +262,14 @@ class ModelLibrary:
         for job in queue.jobs():
             if job.model_id == model_id and not job.finished:
                 return queue.resume(job.id) if job.state == PAUSED else job
-        if self.models.get(model_id) is not None or (self.workspace.paths.models / target).exists():
+        if self.models.get(model_id) is not None or (self.paths.models / target).exists():
             raise EngineError(ErrorKind.BAD_INPUT, f"{name} is already installed.")
         failed = [j for j in queue.jobs() if j.model_id == model_id and j.state == FAILED and j.files == tuple(files)]
         if failed:
             return queue.retry(failed[-1].id)
         expected = entry.total_size if entry is not None else sum(f.size or 0 for f in files)
         if expected:
-            check_disk_space(self.workspace.paths.models, expected)
+            check_disk_space(self.paths.models, expected)
         if entry is not None and not anyway:
             verdict = self.verdict_for_entry(entry)
             if not verdict.fits:
@@ -277,7 +285,7 @@ class ModelLibrary:
     def _register_download(self, job: DownloadJob) -> None:
         """Record a finished download for what the probe registry finds it is (a .safetensors file is no GGUF)."""
         entry = self.catalog.get(job.model_id)
-        self.register_path(self.workspace.paths.models / safe_relpath(job.target), "download", job.model_id, job.name,
+        self.register_path(self.paths.models / safe_relpath(job.target), "download", job.model_id, job.name,
                            description=entry.description if entry else None,
                            sha256=None if job.is_folder else job.files[0].sha256)
 

@@ -35,7 +35,7 @@ from engines.machine.speed import format_speed
 def deletes_files(library: ModelLibrary, model: InstalledModel) -> bool:
     """Whether removing *model* deletes its files (only inside Atelier's models folder)."""
     path = Path(model.path)
-    return path.exists() and path.resolve().is_relative_to(library.workspace.paths.models.resolve())
+    return path.exists() and path.resolve().is_relative_to(library.paths.models.resolve())
 
 
 class InstalledTab(QWidget):
