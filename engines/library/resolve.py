@@ -6,10 +6,13 @@ server) all go through :func:`resolve_model`, so a name that works in one
 command works in all of them. In order, the text is:
 
 1. an installed model's exact id;
-2. a file or folder that exists;
-3. a unique prefix of an installed id (``demo``, ``local/qwen``), or of any
+2. ``NAME/MODEL`` where NAME is a remote server (``atelier remote add``):
+   a model on that server; only the commands that run remote models
+   (chat) pass ``remotes``, the others are told what it is;
+3. a file or folder that exists (``allow_paths``);
+4. a unique prefix of an installed id (``demo``, ``local/qwen``), or of any
    part of one (``gemma-3``);
-4. a catalog id (known, perhaps not downloaded yet).
+5. a catalog id (known, perhaps not downloaded yet).
 
 Anything else is an error that names the close matches. When a command
 needs one kind of model (chat needs a chat model), a model of another
@@ -38,6 +41,7 @@ class ResolvedModel:
     installed: InstalledModel | None = None
     path: Path | None = None
     entry: object | None = None  # a CatalogEntry that is not installed
+    remote: object | None = None  # a RemoteModel: NAME/MODEL on a remote server (engines.remote)
 
     def local_path(self) -> Path:
         """The file or folder to load; the demo is unpacked on first use.
@@ -51,19 +55,22 @@ class ResolvedModel:
             return materialize(self.installed)
         if self.path is not None:
             return self.path
+        if self.remote is not None:
+            raise EngineError(ErrorKind.BAD_INPUT, _remote_words(self.remote))
         raise EngineError(ErrorKind.BAD_INPUT, f"{self.entry.name} is in the catalog but not downloaded yet. "
                           f"Get it with 'atelier models pull {self.entry.id}'.")
 
 
 def resolve_model(text: str, models: InstalledModels, catalog=None, kind: str | None = None, *,
-                  allow_paths: bool = True) -> ResolvedModel:
+                  allow_paths: bool = True, remotes=None) -> ResolvedModel:
     """Resolve ``text`` (see the module docstring); raise EngineError(BAD_INPUT) with close matches if nothing fits.
 
     ``catalog`` defaults to the shipped catalog, loaded only when the text is
     neither installed nor a path. ``kind`` ("chat", "image"...) refuses a
-    model of another kind, by name. ``allow_paths=False`` skips step 2: the
+    model of another kind, by name. ``allow_paths=False`` skips step 3: the
     HTTP server's clients name installed models only, and must neither load
-    nor probe an arbitrary file on the server's disk.
+    nor probe an arbitrary file on the server's disk. ``remotes`` (engines.remote's
+    RemoteServers) is given by the commands that run models on remote servers.
     """
     if not text or not text.strip():
         raise EngineError(ErrorKind.BAD_INPUT, "No model given: pass an installed model's id (e.g. demo) or a path.")
@@ -71,6 +78,9 @@ def resolve_model(text: str, models: InstalledModels, catalog=None, kind: str | 
     exact = next((m for m in installed if m.id == text), None)
     if exact is not None:
         return _checked(ResolvedModel(text, installed=exact), kind)
+    remote = _remote_model(text, models, remotes)
+    if remote is not None:
+        return _checked(ResolvedModel(text, remote=remote), kind)
     path = Path(os.path.expanduser(text))
     if allow_paths and os.path.lexists(path):
         known = models.find_by_path(path)
@@ -112,6 +122,8 @@ def _checked(resolved: ResolvedModel, kind: str | None) -> ResolvedModel:
         found, name = resolved.installed.kind, f"'{resolved.installed.id}'"
     elif resolved.entry is not None:
         found, name = resolved.entry.kind, f"'{resolved.entry.id}'"
+    elif resolved.remote is not None:
+        found, name = resolved.remote.kind, f"'{resolved.remote.id}' (on a remote server)"
     else:
         from engines.library.probes import identify
 
@@ -123,6 +135,23 @@ def _checked(resolved: ResolvedModel, kind: str | None) -> ResolvedModel:
         raise EngineError(ErrorKind.BAD_INPUT, f"{name} is {KIND_WORDS.get(found, found)}, "
                           f"but this needs {KIND_WORDS.get(kind, kind)}.")
     return resolved
+
+
+def _remote_model(text: str, models: InstalledModels, remotes):
+    """The RemoteModel ``text`` names, if any; a command that does not take them says what it is instead."""
+    if "/" not in text:
+        return None
+    from engines.remote import RemoteServers, find_remote_model
+
+    found = find_remote_model(text, remotes if remotes is not None else RemoteServers.beside(models.file))
+    if found is not None and remotes is None:
+        raise EngineError(ErrorKind.BAD_INPUT, _remote_words(found))
+    return found
+
+
+def _remote_words(remote) -> str:
+    return (f"'{remote.id}' is a model on the remote server '{remote.server.name}', with no file here: only chat "
+            f"runs it (atelier chat --model {remote.id}). 'atelier remote list' shows the remote servers.")
 
 
 def _shipped_catalog():
