@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from engines.byte_sizes import format_bytes
 from engines.errors import EngineError
 from engines import network
-from engines.library.download import DownloadCancelled, FileSpec, check_disk_space, download_file, human_size, safe_relpath
+from engines.library.download import DownloadCancelled, FileSpec, check_disk_space, download_file, safe_relpath
 from engines.network import OfflineError
 from tests.fixtures.http_server import sha256
 
@@ -449,7 +450,7 @@ def test_a_full_disk_during_a_pull_prints_one_clean_line_and_resumes(http_server
     part = next((tiny_disk / "home" / "data" / "models" / ".staging").glob("*/model.gguf.part"))
     kept = part.stat().st_size
     assert run.returncode == 1 and run.stdout == ""
-    assert run.stderr == (f"error: The disk is full: {human_size(kept)} of {human_size(len(data))} of model.gguf were "
+    assert run.stderr == (f"error: The disk is full: {format_bytes(kept)} of {format_bytes(len(data))} of model.gguf were "
                           "downloaded and kept; free some space and resume.\n")
 
     subprocess.run(["mount", "-o", "remount,size=8m", str(tiny_disk)], check=True)

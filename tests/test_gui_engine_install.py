@@ -21,7 +21,7 @@ from engines.workspace import open_workspace
 from tests.fixtures.fake_image_host import FakeImageHost
 
 pytestmark = pytest.mark.gui
-GB = 1024**3
+GB = 1_000_000_000
 REASON = "the Python package 'torch' is not installed."
 
 
@@ -107,8 +107,8 @@ def test_panel_shows_the_plan_and_its_sizes(qtbot, engine_missing, tmp_path):
         panel = page.engine_panel
         assert panel.isVisible() and panel.install_box.isVisible()
         assert page.engine_message.text() == f"The image engine is not installed: {REASON}"
-        assert panel.plan_label.text() == ("PyTorch 2.13 (CPU) + diffusers + ONNX Runtime: about 1.2 GB on disk, "
-                                           "300 MB to download")
+        assert panel.plan_label.text() == ("PyTorch 2.13 (CPU) + diffusers + ONNX Runtime: about 1.3 GB on disk, "
+                                           "315 MB to download")
         assert not panel.cpu_only_box.isVisible()  # the CPU build is the plan already
         assert "no supported GPU" in panel.variant_label.text()
         assert panel.install_button.text() == "Install image engine" and panel.install_button.isEnabled()
@@ -154,14 +154,14 @@ def test_an_nvidia_machine_can_choose_the_cpu_build(qtbot, engine_missing):
     page = make_page(qtbot, env)
     try:
         panel = page.engine_panel
-        assert panel.plan_label.text() == ("PyTorch 2.13 (NVIDIA CUDA) + diffusers + ONNX Runtime: about 7.0 GB on "
-                                           "disk, 3.5 GB to download")
+        assert panel.plan_label.text() == ("PyTorch 2.13 (NVIDIA CUDA) + diffusers + ONNX Runtime: about 7.5 GB on "
+                                           "disk, 3.8 GB to download")
         assert panel.variant_label.text().startswith("Chosen for this computer: NVIDIA GeForce RTX 4090: uv picks "
                                                      "the CUDA build of PyTorch that its NVIDIA driver 570.86.10")
         assert panel.cpu_only_box.isVisible() and not panel.cpu_only_box.isChecked()
         panel.cpu_only_box.setChecked(True)
-        assert panel.plan_label.text() == ("PyTorch 2.13 (CPU) + diffusers + ONNX Runtime: about 1.2 GB on disk, "
-                                           "300 MB to download")
+        assert panel.plan_label.text() == ("PyTorch 2.13 (CPU) + diffusers + ONNX Runtime: about 1.3 GB on disk, "
+                                           "315 MB to download")
         assert panel.start_install()
         qtbot.waitUntil(lambda: bool(env.plans), timeout=5000)
         assert not panel.cpu_only_box.isEnabled()  # no change of mind halfway
@@ -179,7 +179,7 @@ def test_install_progress_shows_the_bytes(qtbot, engine_missing):
         panel = page.engine_panel
         panel.running = True
         panel._on_progress(InstallProgress("install", "Downloading torch (191.8 MiB)…", 0.4,
-                                           bytes_done=540 * 2**20, bytes_total=int(1.2 * GB)))
+                                           bytes_done=540_000_000, bytes_total=int(1.2 * GB)))
         assert panel.step_label.text() == "Downloading torch (191.8 MiB)… · 540 MB of about 1.2 GB"
         assert panel.progress_bar.value() == 400
         panel.running = False

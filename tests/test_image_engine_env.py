@@ -67,8 +67,8 @@ def test_cpu_only_gets_the_cpu_build():
     assert plan.kind == "cpu" and plan.label == "PyTorch 2.13 (CPU)" and plan.torch_backend == "auto"
     assert plan.packages[0] == f"torch=={TORCH_VERSION}" and "onnxruntime==1.31.1" in plan.packages
     assert plan.reason == "no supported GPU found: PyTorch runs on the CPU."
-    assert plan.summary() == ("PyTorch 2.13 (CPU) + diffusers + ONNX Runtime: about 1.2 GB on disk, "
-                              "300 MB to download")
+    assert plan.summary() == ("PyTorch 2.13 (CPU) + diffusers + ONNX Runtime: about 1.3 GB on disk, "
+                              "315 MB to download")
 
 
 def test_nvidia_leaves_the_cuda_build_to_uv():
@@ -181,11 +181,11 @@ def test_states_from_files(tmp_path):
 def test_install_refuses_without_space_offline_or_python(tmp_path, monkeypatch):
     env = ImageEngineEnv(tmp_path / "image", use_host=False)
     plan = make_plan(report())
-    monkeypatch.setattr(env, "free_bytes", lambda: 200 * 2**20)
+    monkeypatch.setattr(env, "free_bytes", lambda: 200_000_000)
     with pytest.raises(EngineError) as info:
         env.install(plan)
     assert info.value.kind == NO_SPACE and info.value.message == (
-        f"Not enough disk space for the image engine: it needs about 1.2 GB on the drive of {env.root}, and "
+        f"Not enough disk space for the image engine: it needs about 1.3 GB on the drive of {env.root}, and "
         "200 MB is free. Free some space and try again.")
     monkeypatch.setenv("ATELIER_OFFLINE", "1")
     with pytest.raises(EngineError) as info:

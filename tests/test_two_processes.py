@@ -23,7 +23,7 @@ import pytest
 from engines.errors import EngineError
 from engines.library.download import FileSpec
 from engines.library.download.queue import DownloadQueue
-from engines.library.download.transfer import human_size
+from engines.byte_sizes import format_bytes
 from tests.fixtures.http_server import sha256
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,7 +130,7 @@ def test_a_second_pull_follows_the_first_and_both_end_installed(http_server, ate
     assert json.loads(out1) == {"id": "url/model.gguf", "name": "model.gguf", "target": "model.gguf",
                                 "bytes": len(data), "state": "completed"}
     assert second.returncode == 0, bytes(seen).decode(errors="replace")
-    assert out2 == f"Installed model.gguf ({human_size(len(data))}).\n"
+    assert out2 == f"Installed model.gguf ({format_bytes(len(data))}).\n"
     assert [s.range for s in http_server.seen] == [None]  # downloaded once
     models = json.loads((atelier_home / "data" / "models.json").read_text())["models"]
     assert [m["id"] for m in models if m["source"] == "download"] == ["url/model.gguf"]

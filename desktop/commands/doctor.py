@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from desktop.cli_output import clean, print_json
+from engines.byte_sizes import format_bytes
 from engines.machine.hardware import probe
 from engines.registry import discover
 from engines.workspace import open_workspace
@@ -77,10 +78,6 @@ def gather() -> dict:
     return report
 
 
-def _gb(n: int | None) -> str:
-    return "unknown" if n is None else f"{n / 1e9:.1f} GB"
-
-
 def run_doctor(args) -> int:
     report = gather()
     if args.json:
@@ -91,15 +88,16 @@ def run_doctor(args) -> int:
         f"System:   {report['os']}, Python {report['python']}",
         f"CPU:      {cpu['name']} ({cpu['physical_cores']} physical / {cpu['logical_cores']} logical cores)",
         f"          {', '.join(cpu['features']) or 'no SIMD extensions detected'}",
-        f"Memory:   {_gb(memory['available_bytes'])} available of {_gb(memory['total_bytes'])}",
+        f"Memory:   {format_bytes(memory['available_bytes'])} available of {format_bytes(memory['total_bytes'])}",
     ]
     if report["gpus"]:
         for gpu in report["gpus"]:
-            lines.append(f"GPU:      {gpu['name']}: {_gb(gpu['free_bytes'])} free of {_gb(gpu['total_bytes'])} (driver {gpu['driver'] or 'n/a'})")
+            free, total = (format_bytes(gpu[key], unknown="unknown") for key in ("free_bytes", "total_bytes"))
+            lines.append(f"GPU:      {gpu['name']}: {free} free of {total} (driver {gpu['driver'] or 'n/a'})")
     else:
         lines.append("GPU:      none supported found (CPU only)")
     if report.get("disk"):
-        lines.append(f"Disk:     {_gb(report['disk']['free_bytes'])} free in {report['disk']['path']}")
+        lines.append(f"Disk:     {format_bytes(report['disk']['free_bytes'])} free in {report['disk']['path']}")
     lines.append("Engines:")
     for engine in report["engines"]:
         status = f"available ({engine['version']})" if engine["available"] else f"unavailable: {engine['reason']}"

@@ -8,9 +8,9 @@ import threading
 from desktop.cli_contract import EXIT_FAILED, CliError
 from desktop.cli_output import clean, print_json
 from desktop.commands.models import resolve
+from engines.byte_sizes import format_bytes
 from engines.errors import EngineError
 from engines.kv_cache import CACHE_TYPES
-from engines.library.download.transfer import human_size
 from engines.library.service import ModelLibrary
 from engines.workspace import open_workspace
 
@@ -82,7 +82,7 @@ def _list(library: ModelLibrary, args) -> int:
     if not rows:
         print("No models installed. Try 'atelier models list --catalog'.")
     for row in rows:
-        print(f"{clean(row['id']):<42} {human_size(row['size_bytes']):>9}  {clean(row['label'])}")
+        print(f"{clean(row['id']):<42} {format_bytes(row['size_bytes']):>9}  {clean(row['label'])}")
     if not args.catalog and unknown:
         print(f"\nIn the models folder but not models ({len(unknown)}):")
         for item in unknown:
@@ -146,7 +146,7 @@ def _pull(library: ModelLibrary, args) -> int:
     if args.json:
         print_json({"id": final.model_id, "name": final.name, "target": final.target, "bytes": final.bytes_done, "state": final.state})
     else:
-        print(f"Installed {clean(final.name)} ({human_size(final.bytes_done)}).")
+        print(f"Installed {clean(final.name)} ({format_bytes(final.bytes_done)}).")
     return 0
 
 
@@ -161,7 +161,7 @@ def _bar(job) -> None:
     filled = int(30 * share)
     eta = f"{int(job.eta_s)}s left" if job.eta_s else ""
     line = f"\r{clean(job.name)[:30]:<30} [{'#' * filled}{'.' * (30 - filled)}] {share * 100:5.1f}% " \
-           f"{human_size(job.bytes_done)}/{human_size(total) if total else '?'} {human_size(job.speed_bps)}/s {eta}   "
+           f"{format_bytes(job.bytes_done)}/{format_bytes(total) if total else '?'} {format_bytes(job.speed_bps)}/s {eta}   "
     sys.stderr.write(line)
     sys.stderr.flush()
 

@@ -37,6 +37,7 @@ from desktop.widgets.history_notice import HistoryNotice
 from desktop.widgets.labels import banner_label
 from desktop.workers.background import run_in_background, serial_pool
 from engines.api import SamplingParams
+from engines.byte_sizes import format_bytes
 from engines.chat.errors import ChatNotFound, ChatStoreError
 from engines.chat.export import export_json, export_markdown, suggested_filename, write_export
 from engines.errors import EngineError
@@ -71,7 +72,7 @@ def format_stats(event) -> str:
 
 def _cache_words(info) -> str:
     """The loaded model's context cache for the status tooltip: type, real size, flash attention."""
-    size = f", {info.kv_cache_bytes / 2**20:,.1f} MiB" if info.kv_cache_bytes else ""
+    size = f", {format_bytes(info.kv_cache_bytes)}" if info.kv_cache_bytes else ""
     flash = "; flash attention on (llama.cpp needs it for a quantized cache)" if info.flash_attention else ""
     return f"{info.cache_type}{size}{flash}"
 
@@ -414,7 +415,7 @@ class ChatPage(QWidget):
         if model is None:
             self.panel.set_model_note("No models yet. Add a .gguf file, or drop one onto the window.")
         else:
-            size = f"{model.size_bytes / 1e9:.2f} GB" if model.size_bytes else ""
+            size = format_bytes(model.size_bytes) if model.size_bytes else ""
             self.panel.set_model_note(" · ".join(x for x in (model.description, size) if x))
 
     def _model_changed(self, model_id: str) -> None:

@@ -39,6 +39,7 @@ from desktop.pages.images.status import BACKEND_NAMES, cancelled_message, crash_
 from desktop.open_external import open_path, reveal_path
 from desktop.widgets.labels import banner_label
 from desktop.workers.image_worker import CANCELLED, ENGINE_NAME, ImageWorker, open_gallery
+from engines.byte_sizes import format_bytes
 from engines.errors import EngineError, ErrorKind
 from engines.settings import ImagePrefs
 from engines.workspace import Workspace
@@ -251,12 +252,10 @@ class ImagesPage(QWidget):
             self._on_engine_remove_failed("another install or removal is still running")
 
     def _on_engine_removed(self, freed: int) -> None:
-        from engines.envs.plan import format_size
-
         self._pending_remove = False
         self.engine_line.remove_button.setEnabled(True)
         self.check_engine()
-        self.status_line.setText(f"Image engine removed: {format_size(freed)} given back.")
+        self.status_line.setText(f"Image engine removed: {format_bytes(freed)} given back.")
 
     def _on_engine_remove_failed(self, message: str) -> None:
         self._pending_remove = False

@@ -19,6 +19,7 @@ from desktop.pages.models.catalog_tab import CatalogTab
 from desktop.pages.models.downloads_tab import DownloadsTab
 from desktop.pages.models.installed_tab import InstalledTab
 from desktop.workers.background import BackgroundTask, run_in_background, serial_pool, wait_for_background
+from engines.byte_sizes import format_bytes
 from engines.errors import EngineError
 from engines.library.advisor import Advisor, CatalogAdvice
 from engines.machine.hardware import HardwareReport
@@ -33,7 +34,7 @@ REGISTRATION_TRIES = 50
 def machine_summary(report: HardwareReport, resources=None, machine=None) -> str:
     """"AMD EPYC · 2 cores · 24.7 GB free of 25.3 GB · 19 GB/s · no supported GPU · 81.9 GB free disk"."""
     parts = [report.cpu.name, f"{report.cpu.physical_cores} cores",
-             f"{report.memory.available_bytes / 1e9:.1f} GB free of {report.memory.total_bytes / 1e9:.1f} GB"]
+             f"{format_bytes(report.memory.available_bytes)} free of {format_bytes(report.memory.total_bytes)}"]
     if machine is not None:
         parts.append(f"{machine.memory_bandwidth / 1e9:.0f} GB/s memory")
     gpu = next(iter(report.gpus), None)
@@ -42,11 +43,11 @@ def machine_summary(report: HardwareReport, resources=None, machine=None) -> str
     elif gpu.unified_memory:
         parts.append(f"{gpu.name} (shared memory)")
     else:
-        free = f" ({gpu.free_bytes / 1e9:.1f} GB free)" if gpu.free_bytes else ""
+        free = f" ({format_bytes(gpu.free_bytes)} free)" if gpu.free_bytes else ""
         usable = resources is None or resources.gpu_name
         parts.append(f"{gpu.name}{free}" + ("" if usable else " · chat runs on the CPU (no GPU build of llama.cpp)"))
     if report.disk is not None:
-        parts.append(f"{report.disk.free_bytes / 1e9:.1f} GB free disk")
+        parts.append(f"{format_bytes(report.disk.free_bytes)} free disk")
     return " · ".join(parts)
 
 

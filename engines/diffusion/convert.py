@@ -38,6 +38,7 @@ import warnings
 from pathlib import Path
 
 from engines.api import Emit, ProgressEvent
+from engines.byte_sizes import format_bytes
 from engines.model_folder import inspect_model_folder
 from engines.errors import EngineError, ErrorKind
 
@@ -271,8 +272,8 @@ def convert_to_onnx(src_folder: str | Path, dst_folder: str | Path | None = None
     needed = _weights_bytes(src) * (2 if folder.variant == "fp16" else 1) * 1.1
     free = shutil.disk_usage(dst.parent).free
     if free < needed:
-        raise EngineError(ErrorKind.BAD_INPUT, f"Converting needs about {needed / 1e9:.1f} GB free in {dst.parent}, "
-                                               f"but only {free / 1e9:.1f} GB are free.")
+        raise EngineError(ErrorKind.BAD_INPUT, f"Converting needs about {format_bytes(needed)} free in {dst.parent}, "
+                                               f"but only {format_bytes(free)} are free.")
     tmp = dst.with_name(f"{dst.name}.tmp-{secrets.token_hex(4)}")
     tmp.mkdir()
     try:

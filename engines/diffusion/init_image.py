@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import warnings
 
+from engines.byte_sizes import format_bytes
 from engines.diffusion.types import MAX_INIT_IMAGE_BYTES, MAX_INIT_IMAGE_PIXELS
 from engines.errors import EngineError, ErrorKind
 
@@ -43,7 +44,7 @@ def check_init_image(data: bytes, name: str = "") -> tuple[int, int]:
     if not data:
         raise _bad(f"{what} is empty (0 bytes); choose an image file.")
     if len(data) > MAX_INIT_IMAGE_BYTES:
-        raise _bad(f"{what} is larger than {MAX_INIT_IMAGE_BYTES // 2**20} MB; choose a smaller image.")
+        raise _bad(f"{what} is larger than {format_bytes(MAX_INIT_IMAGE_BYTES)}; choose a smaller image.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, in words

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from engines.byte_sizes import format_bytes
+
 Backend = Literal["auto", "torch", "onnx"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 DType = Literal["auto", "fp32", "bf16", "fp16"]
@@ -25,7 +27,7 @@ MAX_SEED = 2**32 - 1
 MAX_BATCH = 16
 # Init images: a photo from any camera fits (a 50 MP JPEG is ~25 MB); a decompression bomb or /dev/zero does not.
 # Decoding 64 MP as RGB takes ~200 MB, the most an img2img source that is resized to 2048 px at most should cost.
-MAX_INIT_IMAGE_BYTES = 64 * 1024 * 1024
+MAX_INIT_IMAGE_BYTES = 64_000_000  # "64 MB": decimal, as every size is shown (engines.byte_sizes)
 MAX_INIT_IMAGE_PIXELS = 64_000_000
 
 
@@ -95,7 +97,7 @@ class ImageRequest:
             if not isinstance(self.init_image, bytes) or not self.init_image:
                 problems.append("the init image is empty (0 bytes)")
             elif len(self.init_image) > MAX_INIT_IMAGE_BYTES:
-                problems.append(f"the init image is larger than {MAX_INIT_IMAGE_BYTES // 2**20} MB")
+                problems.append(f"the init image is larger than {format_bytes(MAX_INIT_IMAGE_BYTES)}")
             if not 0.0 < self.strength <= 1.0:
                 problems.append(f"strength must be above 0 and at most 1 (got {self.strength})")
             elif isinstance(self.steps, int) and 1 <= self.steps and int(self.steps * self.strength) < 1:

@@ -43,12 +43,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
+from engines.byte_sizes import format_bytes
 from engines.envs.health import clean_env, env_python, import_check, quick_problem
 from engines.envs.installer import (
     BROKEN, BUSY, CANCELLED, INSTALL_FAILED, NO_SPACE, StateFile, find_base_python, now_iso, process_alive,
     process_start_time, remove_tree, run_streaming, tree_size,
 )  # fmt: skip
-from engines.envs.plan import InstallPlan, format_size, make_plan
+from engines.envs.plan import InstallPlan, make_plan
 from engines.envs.uv import (
     UvProgress, install_command, parse_resolution, torch_build, uv_binary, uv_env, uv_error, venv_command,
 )  # fmt: skip
@@ -278,7 +279,7 @@ class ImageEngineEnv:
                 size = tree_size(self.root)
                 self._state.update(state="ready", finished_at=now_iso(), error=None, versions=versions,
                                    size_bytes=size, torch_variant=_variant_of(versions, plan.kind))
-                progress(InstallProgress("done", f"Installed: {format_size(size)}", 1.0))
+                progress(InstallProgress("done", f"Installed: {format_bytes(size)}", 1.0))
                 logfile.write(f"==== ready {now_iso()}: {versions}\n")
                 return self.status()
             except EngineError as exc:
@@ -438,7 +439,7 @@ class ImageEngineEnv:
         free = self.free_bytes()
         if need > free:
             raise EngineError(NO_SPACE, f"Not enough disk space for the image engine: it needs about "
-                                        f"{format_size(need)} on the drive of {self.root}, and {format_size(free)} "
+                                        f"{format_bytes(need)} on the drive of {self.root}, and {format_bytes(free)} "
                                         "is free. Free some space and try again.")
 
     def _busy(self) -> bool:

@@ -30,6 +30,8 @@ import platform
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from engines.byte_sizes import format_bytes
+
 BACKEND_ENV = "ATELIER_TORCH_BACKEND"  # auto | cpu | cu128 | rocm6.4 | … | index
 WHEELS_ENV = "ATELIER_ENGINE_WHEELS"  # a folder of wheels: install from it alone
 NO_TORCH_INDEX = "index"  # the BACKEND_ENV value for "no PyTorch index"
@@ -48,18 +50,18 @@ PACKAGES: tuple[str, ...] = (
     "psutil==7.2.2",  # engines/machine/hardware.py (the CPU probe the torch engine asks)
 )
 
-GB = 1024**3
-MB = 1024**2
+GiB = 1024**3
+MiB = 1024**2
 # (download, on disk) per kind of build. CPU was measured on Linux x86-64 (torch 2.13.0+cpu and the
 # packages above: 284 MB of wheels, 1.08 GiB installed and checked; the bytecode Python writes on
 # first use adds a little); the others are estimates from the published wheel sizes (CUDA pulls the
 # nvidia-* libraries, ROCm ships its libraries inside torch). uv unpacks while it downloads and
 # links from its cache, so the disk holds the unpacked files only once.
 SIZES: dict[str, tuple[int, int]] = {
-    "cpu": (300 * MB, 1200 * MB),
-    "mps": (250 * MB, 900 * MB),
-    "cuda": (3600 * MB, 7 * GB),
-    "rocm": (4600 * MB, 14 * GB),
+    "cpu": (300 * MiB, 1200 * MiB),
+    "mps": (250 * MiB, 900 * MiB),
+    "cuda": (3600 * MiB, 7 * GiB),
+    "rocm": (4600 * MiB, 14 * GiB),
 }
 CPU_CHOSEN = "the CPU build was chosen: PyTorch runs on the CPU (a smaller download, on any computer)."
 KIND_NAMES = {"cpu": "CPU", "mps": "Apple GPU", "cuda": "NVIDIA CUDA", "rocm": "AMD ROCm"}
@@ -83,10 +85,10 @@ class InstallPlan:
         return self.packages[0]
 
     def summary(self) -> str:
-        """"PyTorch 2.13 (CPU) + diffusers + ONNX Runtime: about 1.2 GB on disk, 300 MB to download"."""
+        """"PyTorch 2.13 (CPU) + diffusers + ONNX Runtime: about 1.3 GB on disk, 315 MB to download"."""
         download = ("nothing to download (from the folder of wheels)" if self.wheel_dir
-                    else f"{format_size(self.download_bytes_estimate)} to download")
-        return (f"{self.label} + diffusers + ONNX Runtime: about {format_size(self.disk_bytes_estimate)} on disk, "
+                    else f"{format_bytes(self.download_bytes_estimate)} to download")
+        return (f"{self.label} + diffusers + ONNX Runtime: about {format_bytes(self.disk_bytes_estimate)} on disk, "
                 f"{download}")
 
     def with_wheel_dir(self, wheel_dir: str | os.PathLike | None) -> "InstallPlan":
@@ -120,14 +122,6 @@ def variant_kind(variant: str) -> str:
     if variant.startswith("rocm"):
         return "rocm"
     return variant if variant in ("cpu", "mps") else "cpu"
-
-
-def format_size(n: int) -> str:
-    if n >= GB:
-        return f"{n / GB:.1f} GB"
-    if n >= MB:
-        return f"{n / MB:.0f} MB"
-    return f"{max(n, 0) / 1024:.0f} KB"
 
 
 def expected_kind(hardware) -> tuple[str, str]:

@@ -18,7 +18,6 @@ from .header import (
     GGUFUnsupportedError,
     NotGGUFError,
     TensorInfo,
-    human_bytes,
 )
 from .reader import DEFAULT_MAX_HEADER_BYTES, read_gguf_header, read_gguf_header_from_bytes
 from .regular import NotARegularFileError, open_regular_file, what_it_is
@@ -35,7 +34,6 @@ __all__ = [
     "NotARegularFileError",
     "NotGGUFError",
     "TensorInfo",
-    "human_bytes",
     "open_regular_file",
     "read_gguf_header",
     "read_gguf_header_from_bytes",

@@ -26,18 +26,7 @@ __all__ = [
     "GGUFUnsupportedError",
     "NotGGUFError",
     "TensorInfo",
-    "human_bytes",
 ]
-
-
-def human_bytes(n: int) -> str:
-    """Decimal units, one decimal place: what a file manager shows a user."""
-    value = float(n)
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):
-        if abs(value) < 1000 or unit == "TB":
-            return f"{int(value)} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
 
 
 # --------------------------------------------------------------------------- errors

@@ -28,6 +28,8 @@ from typing import Any, BinaryIO, Union
 
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
+from engines.byte_sizes import format_bytes
+
 from .header import (
     ArrayInfo,
     GGUFCorruptError,
@@ -37,7 +39,6 @@ from .header import (
     GGUFUnsupportedError,
     NotGGUFError,
     TensorInfo,
-    human_bytes,
 )
 from .regular import open_regular_file
 
@@ -89,7 +90,7 @@ class _Parser:
         if end > self.limit:
             raise GGUFCorruptError(
                 f"The model file is corrupt: while reading {self.where} it claims its header runs "
-                f"to byte {end:,}, beyond the {human_bytes(self.limit)} limit for a GGUF header."
+                f"to byte {end:,}, beyond the {format_bytes(self.limit)} limit for a GGUF header."
             )
         if self.file_size is not None and end > self.file_size:
             raise self._truncated(end, self.file_size)
@@ -111,8 +112,8 @@ class _Parser:
 
     def _truncated(self, needed: int, size: int) -> GGUFTruncatedError:
         return GGUFTruncatedError(
-            f"The file is truncated: it ends after {human_bytes(size)}, inside its header "
-            f"(while reading {self.where}), which needs at least {human_bytes(needed)}. "
+            f"The file is truncated: it ends after {format_bytes(size)}, inside its header "
+            f"(while reading {self.where}), which needs at least {format_bytes(needed)}. "
             "Download it again.",
             expected_bytes=needed,
             actual_bytes=size,
@@ -140,7 +141,7 @@ class _Parser:
         if count * min_size > self.limit - self.pos:
             raise GGUFCorruptError(
                 f"The model file is corrupt: {self.where} declares {count:,} {what}, "
-                f"more than fit in the {human_bytes(self.limit)} limit for a GGUF header."
+                f"more than fit in the {format_bytes(self.limit)} limit for a GGUF header."
             )
 
     def _str(self) -> str:
@@ -348,8 +349,8 @@ class _Parser:
         if self.file_size is not None and tensors and data_offset + end > self.file_size:
             present = max(0, self.file_size - data_offset)
             raise GGUFTruncatedError(
-                f"The file is truncated: the header declares {human_bytes(end)} of tensor data "
-                f"but only {human_bytes(present)} are present. Download it again.",
+                f"The file is truncated: the header declares {format_bytes(end)} of tensor data "
+                f"but only {format_bytes(present)} are present. Download it again.",
                 expected_bytes=end,
                 actual_bytes=present,
             )

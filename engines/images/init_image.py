@@ -13,12 +13,13 @@ from __future__ import annotations
 import os
 from os import PathLike
 
+from engines.byte_sizes import format_bytes
 from engines.diffusion.init_image import check_init_image
 from engines.diffusion.types import MAX_INIT_IMAGE_BYTES
 from engines.errors import EngineError, ErrorKind
 from engines.gguf.regular import NotARegularFileError, open_regular_file
 
-_LIMIT = f"{MAX_INIT_IMAGE_BYTES // 2**20} MB"
+_LIMIT = format_bytes(MAX_INIT_IMAGE_BYTES)
 
 
 def _bad(message: str) -> EngineError:

@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from engines.byte_sizes import format_bytes
 from engines.errors import EngineError
 from engines.library.catalog import CatalogEntry
 from engines.machine.fit import FitVerdict
@@ -43,7 +44,7 @@ class DownloadTime:
     @property
     def words(self) -> str:
         """"about 3 min at your last download's speed (12 MB/s)"."""
-        rate = f"{self.rate / 1e6:.1f} MB/s" if self.rate < 10e6 else f"{self.rate / 1e6:.0f} MB/s"
+        rate = f"{format_bytes(self.rate)}/s"
         basis = f"at your last download's speed ({rate})" if self.measured else f"at a typical 50 Mbit/s connection ({rate})"
         return f"about {_duration(self.seconds)} {basis}"
 

@@ -23,8 +23,9 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
+from engines.byte_sizes import format_bytes
 from engines.errors import EngineError, ErrorKind
-from engines.gguf import GGUFError, GGUFHeader, GGUFNeedMoreData, human_bytes, read_gguf_header_from_bytes
+from engines.gguf import GGUFError, GGUFHeader, GGUFNeedMoreData, read_gguf_header_from_bytes
 from engines import network
 
 __all__ = ["DEFAULT_FIRST_BYTES", "DEFAULT_MAX_BYTES", "GATED", "NETWORK", "NOT_FOUND", "read_remote_gguf_header"]
@@ -75,7 +76,7 @@ def read_remote_gguf_header(
                 if want <= have:  # cannot happen with a consistent parser; never loop forever
                     raise EngineError(
                         ErrorKind.MODEL_FILE,
-                        f"The header of {_name(url)} is larger than {human_bytes(max_bytes)}; "
+                        f"The header of {_name(url)} is larger than {format_bytes(max_bytes)}; "
                         "it is not a model Atelier can read.",
                     ) from exc
             except GGUFError as exc:

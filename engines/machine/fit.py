@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Sequence
 
+from engines.byte_sizes import format_bytes
 from engines.kv_cache import CACHE_TYPES, DEFAULT_CACHE_TYPE, element_bytes, smaller_cache_types
 
 GiB = 1024**3
@@ -33,10 +34,6 @@ Verdict = Literal["gpu_full", "gpu_partial", "cpu_only", "wont_fit"]
 def ram_reserve(total_bytes: int) -> int:
     """Kept free for the OS and the app: 10% of RAM, at least 0.75 GiB, at most 2 GiB."""
     return int(min(2 * GiB, max(0.75 * GiB, 0.10 * total_bytes)))
-
-
-def gb(n: float) -> str:
-    return f"{n / 1e9:.2f} GB" if abs(n) < 1e9 else f"{n / 1e9:.1f} GB"
 
 
 @dataclass(frozen=True)
@@ -102,13 +99,15 @@ class MemoryNeed:
         return self.weights_bytes + self.kv_cache_bytes + self.buffers_bytes + self.overhead_bytes
 
     def sentence(self) -> str:
-        parts = [f"{gb(self.weights_bytes)} weights"]
+        """The sum in words, every term in GB so that it can be checked by eye."""
+        weights, cache = format_bytes(self.weights_bytes, in_gb=True), format_bytes(self.kv_cache_bytes, in_gb=True)
+        parts = [f"{weights} weights"]
         if self.context_length:
-            parts.append(f"{gb(self.kv_cache_bytes)} context cache ({self.cache_type}) at {self.context_length:,} tokens")
+            parts.append(f"{cache} context cache ({self.cache_type}) at {self.context_length:,} tokens")
         elif self.kv_cache_bytes:
-            parts.append(f"{gb(self.kv_cache_bytes)} activations")
-        parts.append(f"{gb(self.buffers_bytes + self.overhead_bytes)} buffers")
-        return " + ".join(parts) + f" = {gb(self.total_bytes)}"
+            parts.append(f"{cache} activations")
+        parts.append(f"{format_bytes(self.buffers_bytes + self.overhead_bytes, in_gb=True)} buffers")
+        return " + ".join(parts) + f" = {format_bytes(self.total_bytes, in_gb=True)}"
 
 
 @dataclass(frozen=True)
@@ -186,7 +185,7 @@ def judge_text_fit(shape: ModelShape, context_length: int, resources: Resources,
                    cache_type: str = DEFAULT_CACHE_TYPE) -> FitVerdict:
     need = estimate_text(shape, context_length, cache_type)
     ram_budget = max(0, resources.ram_free - ram_reserve(resources.ram_total))
-    ram_words = f"you have {gb(resources.ram_free)} free memory"
+    ram_words = f"you have {format_bytes(resources.ram_free, in_gb=True)} free memory"
     layers = shape.block_count
     kv_per_layer = need.kv_cache_bytes / max(1, layers)
     if resources.gpu_name and not resources.unified_memory:
@@ -199,20 +198,22 @@ def judge_text_fit(shape: ModelShape, context_length: int, resources: Resources,
         if on_gpu == 0:
             used = 0
         ram_part = need.total_bytes - used
-        gpu_words = f"{gb(resources.vram_free)} free on the {resources.gpu_name}"
+        gpu_words = f"{format_bytes(resources.vram_free, in_gb=True)} free on the {resources.gpu_name}"
         if on_gpu == layers and ram_part <= ram_budget:
             return FitVerdict("gpu_full", "Runs fully on GPU", f"{need.sentence()}; all {layers} layers fit in the {gpu_words}.",
                               need, on_gpu, layers, resources.ram_free, resources.vram_free)
         if on_gpu > 0 and ram_part <= ram_budget:
             return FitVerdict(
                 "gpu_partial", f"Partly on GPU ({on_gpu} of {layers} layers)",
-                f"{need.sentence()}; {on_gpu} of {layers} layers ({gb(used)}) fit in the {gpu_words}, "
-                f"the rest ({gb(ram_part)}) runs from RAM ({gb(resources.ram_free)} free).",
+                f"{need.sentence()}; {on_gpu} of {layers} layers ({format_bytes(used, in_gb=True)}) fit in the "
+                f"{gpu_words}, the rest ({format_bytes(ram_part, in_gb=True)}) runs from RAM "
+                f"({format_bytes(resources.ram_free, in_gb=True)} free).",
                 need, on_gpu, layers, resources.ram_free, resources.vram_free)
     elif resources.gpu_name and resources.unified_memory:
         if need.total_bytes <= ram_budget:
             return FitVerdict("gpu_full", "Runs fully on GPU",
-                              f"{need.sentence()}; the {resources.gpu_name} shares the {gb(resources.ram_free)} of free memory.",
+                              f"{need.sentence()}; the {resources.gpu_name} shares the "
+                              f"{format_bytes(resources.ram_free, in_gb=True)} of free memory.",
                               need, layers, layers, resources.ram_free, resources.vram_free)
     no_gpu = "" if resources.gpu_name else " and no supported GPU"
     if need.total_bytes <= ram_budget:
@@ -229,7 +230,8 @@ def judge_text_fit(shape: ModelShape, context_length: int, resources: Resources,
     suggestions.append("A smaller quantization or a smaller model would need less memory.")
     return FitVerdict(
         "wont_fit", "Won't fit",
-        f"{need.sentence()}; {ram_words}{no_gpu}, and {gb(ram_reserve(resources.ram_total))} is kept free for the system.",
+        f"{need.sentence()}; {ram_words}{no_gpu}, and {format_bytes(ram_reserve(resources.ram_total), in_gb=True)} "
+        "is kept free for the system.",
         need, 0, layers, resources.ram_free, resources.vram_free, tuple(suggestions))
 
 

@@ -25,7 +25,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from engines.machine.fit import FitVerdict, MemoryNeed, gb, ram_reserve
+from engines.byte_sizes import format_bytes
+from engines.machine.fit import FitVerdict, MemoryNeed, ram_reserve
 
 TORCH_OVERHEAD = 450 * 1024**2  # torch + diffusers + transformers imported in the engine host
 ONNX_WEIGHT_COPIES = 2  # ONNX Runtime: the initializers as stored, plus the copies its CPU kernels pre-pack
@@ -171,14 +172,18 @@ def judge_image_fit(weights_bytes: int, size: int, report, file_dtype: str = "fp
     need = estimate_image(weights_bytes, size, report, file_dtype, shape=shape, runtime=runtime)
     free = report.memory.available_bytes
     budget = max(0, free - ram_reserve(report.memory.total_bytes))
-    sentence = f"{gb(need.weights_bytes)} weights + {gb(need.kv_cache_bytes)} activations at {size}×{size} + {gb(need.overhead_bytes)} runtime = {gb(need.total_bytes)}"
+    weights, activations, runtime_bytes, total = (format_bytes(n, in_gb=True) for n in (
+        need.weights_bytes, need.kv_cache_bytes, need.overhead_bytes, need.total_bytes))
+    sentence = f"{weights} weights + {activations} activations at {size}×{size} + {runtime_bytes} runtime = {total}"
     gpu = next((g for g in report.gpus if g.free_bytes), None)
     if gpu is not None and not gpu.unified_memory and need.total_bytes - need.overhead_bytes <= gpu.free_bytes - 512 * 1024**2:
-        return FitVerdict("gpu_full", "Runs fully on GPU", f"{sentence}; it fits in the {gb(gpu.free_bytes)} free on the {gpu.name}.",
+        return FitVerdict("gpu_full", "Runs fully on GPU",
+                          f"{sentence}; it fits in the {format_bytes(gpu.free_bytes, in_gb=True)} free on the {gpu.name}.",
                           need, 1, 1, free, gpu.free_bytes)
     if need.total_bytes <= budget:
         where = "" if gpu is None else f" (the {gpu.name} has too little free memory)"
-        return FitVerdict("cpu_only", "CPU only", f"{sentence}; you have {gb(free)} free memory{where}. Expect seconds per step.",
+        return FitVerdict("cpu_only", "CPU only",
+                          f"{sentence}; you have {format_bytes(free, in_gb=True)} free memory{where}. Expect seconds per step.",
                           need, 0, 1, free, gpu.free_bytes if gpu else 0)
-    return FitVerdict("wont_fit", "Won't fit", f"{sentence}; you have {gb(free)} free memory.", need, 0, 1, free, 0,
+    return FitVerdict("wont_fit", "Won't fit", f"{sentence}; you have {format_bytes(free, in_gb=True)} free memory.", need, 0, 1, free, 0,
                       ("A smaller image size or a smaller model would need less memory.",))

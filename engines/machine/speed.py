@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from engines.machine.fit import gb
+from engines.byte_sizes import format_bytes
 
 # llama.cpp's decode reads the weights at this share of the bandwidth that numpy's copy measures.
 # Calibrated on Gemma 3 270M Q4_K_M with 2 threads on the README's benchmark machine: 82 tokens/s
@@ -116,8 +116,8 @@ def estimate_text_speed(weights_bytes: int, kv_bytes_per_token: float, context_l
         seconds += read * on_gpu / (gpu_bandwidth * GPU_READ_EFFICIENCY)
     rate = 1 / seconds
     where = _where(on_gpu, cpu_bandwidth, gpu_bandwidth, unified_memory)
-    basis = (f"{gb(read)} read per token ({gb(weights_bytes)} weights + {gb(cache_read)} context cache "
-             f"at {int(context_length * TYPICAL_FILL):,} tokens) {where}")
+    basis = (f"{format_bytes(read, in_gb=True)} read per token ({format_bytes(weights_bytes, in_gb=True)} weights + "
+             f"{format_bytes(cache_read, in_gb=True)} context cache at {int(context_length * TYPICAL_FILL):,} tokens) {where}")
     return SpeedEstimate(rate, "tokens/s", basis)
 
 

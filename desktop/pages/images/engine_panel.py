@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.workers.engine_install_worker import EngineInstallWorker, start_install_thread
-from engines.envs.plan import format_size
+from engines.byte_sizes import format_bytes
 from engines.errors import ErrorKind
 
 CANCELLED_KIND = ErrorKind.CANCELLED
@@ -318,7 +318,7 @@ class EngineMissingPanel(QFrame):
         if progress.packages_total:
             detail += f" · {progress.packages_done}/{progress.packages_total} packages"
         elif progress.bytes_total:
-            detail += f" · {format_size(progress.bytes_done)} of about {format_size(progress.bytes_total)}"
+            detail += f" · {format_bytes(progress.bytes_done)} of about {format_bytes(progress.bytes_total)}"
         self.step_label.setText(detail)
 
     def _on_finished(self, status) -> None:
@@ -331,7 +331,7 @@ class EngineMissingPanel(QFrame):
         self.wheels_clear.setEnabled(True)
         self.cpu_only_box.setEnabled(True)
         self.install_button.setEnabled(True)
-        self.step_label.setText(f"Installed ({format_size(status.size_bytes)})." if status.size_bytes else "Installed.")
+        self.step_label.setText(f"Installed ({format_bytes(status.size_bytes)})." if status.size_bytes else "Installed.")
         self.installed.emit(status)
 
     def _on_failed(self, kind: str, message: str) -> None:
@@ -402,7 +402,7 @@ class EngineEnvLine(QWidget):
             self.hide()
             return
         torch = (status.versions or {}).get("torch") or (status.plan.label if status.plan else "PyTorch")
-        size = format_size(status.size_bytes) if status.size_bytes else ""
+        size = format_bytes(status.size_bytes) if status.size_bytes else ""
         self.label.setText(f"Image engine: PyTorch {torch} in Atelier's own folder" if "PyTorch" not in torch
                            else f"Image engine: {torch} in Atelier's own folder")
         self.remove_button.setText(f"Remove image engine (frees {size})" if size else "Remove image engine")

@@ -23,8 +23,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.pages.models.verdict_view import fmt_eta, fmt_size, fmt_speed
+from desktop.pages.models.verdict_view import fmt_eta, fmt_speed
 from desktop.widgets.labels import banner_label
+from engines.byte_sizes import format_bytes
 from engines.errors import EngineError
 from engines.library.download.queue import DownloadJob, DownloadQueue
 
@@ -127,14 +128,14 @@ class JobRow(QFrame):
             share = min(job.bytes_done, job.bytes_total) / job.bytes_total
             self.progress.setRange(0, 1000)
             self.progress.setValue(int(1000 * share))
-            amount = f"{int(100 * share)}% · {fmt_size(job.bytes_done)} of {fmt_size(job.bytes_total)}"
+            amount = f"{int(100 * share)}% · {format_bytes(job.bytes_done)} of {format_bytes(job.bytes_total)}"
         elif job.state == "running":
             self.progress.setRange(0, 0)  # size unknown yet: a busy bar
-            amount = f"{fmt_size(job.bytes_done)} so far"
+            amount = f"{format_bytes(job.bytes_done)} so far"
         else:
             self.progress.setRange(0, 1000)
             self.progress.setValue(1000 if job.state == "completed" else 0)
-            amount = fmt_size(job.bytes_done) if job.bytes_done else ""
+            amount = format_bytes(job.bytes_done) if job.bytes_done else ""
         parts = [amount] if amount else []
         if job.state == "running":
             parts.append(fmt_speed(job.speed_bps))

@@ -14,8 +14,9 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QFormLayout, QFrame, QHBoxLayout, QLabel, QPushButton, QScrollArea, QVBoxLayout, QWidget
 
 from desktop.pages.models.table_models import KINDS
-from desktop.pages.models.verdict_view import VerdictView, fmt_parameters, fmt_size
+from desktop.pages.models.verdict_view import VerdictView, fmt_parameters
 from desktop.widgets.labels import banner_label
+from engines.byte_sizes import format_bytes
 from engines.library.advisor import CatalogAdvice
 from engines.library.catalog import CatalogEntry
 from engines.library.download.queue import DownloadJob
@@ -152,7 +153,7 @@ class EntryDetails(QFrame):
         self.recommended.setText(f"<b>★ Recommended for this machine.</b> {html.escape(pick.reason)}" if pick else "")
         self.recommended.setVisible(pick is not None)
         self.title.setText(entry.name)
-        self.subtitle.setText(" · ".join((KINDS[entry.kind], entry.family, entry.quantization, fmt_size(entry.total_size))))
+        self.subtitle.setText(" · ".join((KINDS[entry.kind], entry.family, entry.quantization, format_bytes(entry.total_size))))
         self.description.setText(entry.description)
         self.repo.setText(entry.repo)
         self.parameters.setText(fmt_parameters(entry.parameters))
@@ -160,7 +161,7 @@ class EntryDetails(QFrame):
         self.context.setText(f"{entry.context_length:,} {noun}")
         count = len(entry.files)
         self.files.setText(f"{count} file" if count == 1 else f"{count} files")
-        self.download_time.setText(f"{fmt_size(entry.total_size)}, {advice.download_time(entry.total_size).words}")
+        self.download_time.setText(f"{format_bytes(entry.total_size)}, {advice.download_time(entry.total_size).words}")
         gated = ("<br><span style='color:palette(placeholder-text)'>Gated: accept its terms on Hugging Face "
                  "and add your token in Settings.</span>") if entry.gated else ""
         self.license.setText(html.escape(entry.license) + gated)

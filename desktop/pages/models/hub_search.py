@@ -30,9 +30,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.pages.models.verdict_view import confirm_download_anyway, dot_icon, fmt_size
+from desktop.pages.models.verdict_view import confirm_download_anyway, dot_icon
 from desktop.widgets.labels import banner_label
 from desktop.workers.background import BackgroundTask, run_in_background
+from engines.byte_sizes import format_bytes
 from engines.errors import EngineError
 from engines import network
 from engines.library import hub_search, remote_gguf
@@ -240,7 +241,7 @@ class HubSearchPanel(QObject):
             name = f.path + (f"  ({len(f.parts)} parts)" if f.is_split else "")
             self.file_table.setItem(row, self.FILE, QTableWidgetItem(name))
             self.file_table.setItem(row, self.QUANT, QTableWidgetItem(f.quantization or "—"))
-            self.file_table.setItem(row, self.SIZE, QTableWidgetItem(fmt_size(f.size)))
+            self.file_table.setItem(row, self.SIZE, QTableWidgetItem(format_bytes(f.size)))
             verdict = self.verdicts.get(f.path)
             if f.is_projector:
                 item = QTableWidgetItem("Vision projector (used with a model)")

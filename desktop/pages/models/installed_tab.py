@@ -22,9 +22,9 @@ from PySide6.QtWidgets import (
 
 from desktop.open_external import reveal_path
 from desktop.pages.models.table_models import ITEM_ROLE, InstalledTableModel, list_table_view
-from desktop.pages.models.verdict_view import fmt_size
 from desktop.widgets.labels import banner_label
 from desktop.workers.background import BackgroundTask, run_in_background
+from engines.byte_sizes import format_bytes
 from engines.errors import EngineError
 from engines.library.advisor import Advisor
 from engines.library.installed import InstalledModel
@@ -115,7 +115,7 @@ class InstalledTab(QWidget):
         self.loaded = True
         total = sum(m.size_bytes for m in models)
         noun = "model" if len(models) == 1 else "models"
-        self.summary.setText(f"{len(models)} {noun} · {fmt_size(total)}")
+        self.summary.setText(f"{len(models)} {noun} · {format_bytes(total)}")
         if self.library.models.problem:  # models.json was set aside, or records in it were refused
             self.show_error(self.library.models.problem)
         if selected is not None:

@@ -8,7 +8,8 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyMod
 from PySide6.QtGui import QFont, QPalette
 from PySide6.QtWidgets import QAbstractItemView, QApplication, QHeaderView, QTableView
 
-from desktop.pages.models.verdict_view import dot_icon, fmt_size
+from desktop.pages.models.verdict_view import dot_icon
+from engines.byte_sizes import format_bytes
 from engines.library.advisor import CatalogAdvice
 from engines.library.catalog import CatalogEntry
 from engines.machine.fit import FitVerdict
@@ -137,7 +138,7 @@ class CatalogTableModel(_ListTableModel):
             if column == self.KIND:
                 return KINDS[entry.kind]
             if column == self.SIZE:
-                return fmt_size(entry.total_size)
+                return format_bytes(entry.total_size)
             if column == self.QUANT:
                 return entry.quantization
             if column == self.LICENSE:
@@ -280,7 +281,7 @@ class InstalledTableModel(_ListTableModel):
                 return f"{verdict.label} · {verdict.speed.short}" if verdict.speed is not None else verdict.label
             return {
                 self.NAME: item.name + ("  (file missing)" if item.id in self.missing else ""),
-                self.SIZE: fmt_size(item.size_bytes),
+                self.SIZE: format_bytes(item.size_bytes),
                 self.ENGINE: ENGINES.get(item.engine, item.engine),
                 self.FORMAT: FORMATS.get(item.format, item.format),
                 self.SOURCE: SOURCES.get(item.source, item.source),
@@ -317,7 +318,7 @@ class InstalledTableModel(_ListTableModel):
             if column == self.SOURCE:
                 return "Not a model"
             if column == self.SIZE:
-                return fmt_size(self.sizes[item.path]) if item.path in self.sizes else ""
+                return format_bytes(self.sizes[item.path]) if item.path in self.sizes else ""
             return ""
         if role == FOREGROUND:
             return _muted()

@@ -12,6 +12,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import QLabel, QMessageBox, QVBoxLayout, QWidget
 
+from engines.byte_sizes import format_bytes
 from engines.machine.fit import FitVerdict
 
 VERDICT_COLORS = {
@@ -48,18 +49,6 @@ def dot_html(verdict: str | None) -> str:
     return f'<span style="color:{VERDICT_COLORS.get(verdict or "", PENDING_COLOR)}">●</span>'
 
 
-def fmt_size(n: int | float | None) -> str:
-    if n is None:
-        return "—"
-    if n < 1000:
-        return f"{int(n)} bytes"
-    if n < 1e6:
-        return f"{n / 1e3:.0f} KB"
-    if n < 1e9:
-        return f"{n / 1e6:.0f} MB"
-    return f"{n / 1e9:.1f} GB"
-
-
 def fmt_parameters(n: int) -> str:
     if n >= 1e9:
         value = f"{n / 1e9:.1f}".removesuffix(".0")
@@ -79,7 +68,7 @@ def fmt_eta(seconds: float | None) -> str:
 
 
 def fmt_speed(bps: float) -> str:
-    return f"{bps / 1e6:.1f} MB/s" if bps > 0 else "—"
+    return f"{format_bytes(bps)}/s" if bps > 0 else "—"
 
 
 class VerdictView(QWidget):

@@ -19,7 +19,6 @@ from engines.library.download.transfer import (
     FileSpec,
     check_disk_space,
     download_file,
-    human_size,
     safe_relpath,
 )
 
@@ -36,6 +35,5 @@ __all__ = [
     "check_disk_space",
     "check_download",
     "download_file",
-    "human_size",
     "safe_relpath",
 ]

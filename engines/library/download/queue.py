@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from engines.byte_sizes import format_bytes
 from engines.errors import EngineError, ErrorKind
 from engines.library.download.jobs import (
     CANCELLED,
@@ -59,7 +60,6 @@ from engines.library.download.transfer import (
     FileSpec,
     check_disk_space,
     download_file,
-    human_size,
     printable,
     safe_relpath,
 )
@@ -170,7 +170,7 @@ class DownloadQueue:
             if orphans:
                 size = sum(folder_size(path) for path in orphans)
                 problems.append(
-                    f"{_count(len(orphans), 'partial download')} ({human_size(size)}) in {orphans[0].parent} "
+                    f"{_count(len(orphans), 'partial download')} ({format_bytes(size)}) in {orphans[0].parent} "
                     f"{'belongs' if len(orphans) == 1 else 'belong'} to no download in the list: {', '.join(printable(p.name) for p in orphans[:3])}"
                     f"{' …' if len(orphans) > 3 else ''}. They are kept; delete them to free the space.")
             return problems

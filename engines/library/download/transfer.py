@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from engines.byte_sizes import format_bytes
 from engines.errors import EngineError, ErrorKind
 from engines.network import CONNECTION_ERRORS, cut_connection, make_session, require_network, sha256_from_etag
 from engines.library.probes.names import strip_controls
@@ -62,15 +63,6 @@ class FileSpec:
     relpath: str
     size: int | None = None
     sha256: str | None = None
-
-
-def human_size(n: float) -> str:
-    """Bytes as people read them in messages ("1.2 GB")."""
-    for unit in ("bytes", "KB", "MB"):
-        if abs(n) < 1000:
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
 
 
 def safe_relpath(relpath: str) -> PurePosixPath:
@@ -129,8 +121,8 @@ def check_disk_space(folder: Path, needed_bytes: int, margin: int | None = None)
     if free < needed_bytes + margin:
         raise EngineError(
             DISK_FULL,
-            f"Not enough disk space: this download needs {human_size(needed_bytes)} plus "
-            f"{human_size(margin)} to spare, but only {human_size(free)} are free in {folder}.",
+            f"Not enough disk space: this download needs {format_bytes(needed_bytes)} plus "
+            f"{format_bytes(margin)} to spare, but only {format_bytes(free)} are free in {folder}.",
         )
 
 
@@ -235,7 +227,7 @@ class _Transfer:
         self.failures = 1 if have > had else self.failures + 1  # progress resets the count
         log.info("%s: attempt failed (%d in a row): %s", self.spec.url, self.failures, retry)
         if self.failures >= self.max_attempts:
-            kept = f"; the partial download ({human_size(have)} of {self.name}) is kept and will resume." if have else "."
+            kept = f"; the partial download ({format_bytes(have)} of {self.name}) is kept and will resume." if have else "."
             if retry.status:
                 what = f"{self.host} answered HTTP {retry.status} {self.failures} times in a row; try again later"
             elif not retry.reached:
@@ -417,8 +409,8 @@ class _Transfer:
     def disk_error(self, exc: OSError) -> EngineError:
         if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
             total = self.meta.get("size")
-            of = f" of {human_size(total)}" if total else ""
-            return EngineError(DISK_FULL, f"The disk is full: {human_size(self._part_size())}{of} of {self.name} were downloaded and kept; free some space and resume.")
+            of = f" of {format_bytes(total)}" if total else ""
+            return EngineError(DISK_FULL, f"The disk is full: {format_bytes(self._part_size())}{of} of {self.name} were downloaded and kept; free some space and resume.")
         return EngineError(ErrorKind.MODEL_FILE, f"Could not write {self.part}: {exc.strerror or exc}.")
 
     def _rehash(self, upto: int) -> None:
