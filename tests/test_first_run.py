@@ -7,7 +7,6 @@ import socket
 import pytest
 
 from engines.byte_sizes import format_bytes
-from engines.library.service import ModelLibrary
 from engines.workspace import open_workspace
 from tests.test_gui_models import tiny_catalog
 
@@ -45,7 +44,7 @@ def closed_port() -> int:
 
 def test_the_dialog_offers_the_recommended_model_with_size_time_fit_and_speed(qtbot, make_page, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
-    page = make_page(ModelLibrary(open_workspace()))
+    page = make_page(open_workspace().library())
     dialog = page.show_welcome()
     pick = page.advice.recommended["chat"]
     entry = page.library.catalog.get(pick.entry_id)
@@ -73,7 +72,7 @@ def test_offline_mode_says_what_to_do_instead_and_opens_no_connection(qtbot, mak
     def forbidden(*args, **kwargs):
         raise AssertionError("a connection was attempted in offline mode")
 
-    page = make_page(ModelLibrary(open_workspace()))
+    page = make_page(open_workspace().library())
     monkeypatch.setattr(socket.socket, "connect", forbidden)
     monkeypatch.setattr(socket, "getaddrinfo", forbidden)
     dialog = page.show_welcome()
@@ -90,7 +89,7 @@ def test_one_click_downloads_the_recommended_model_and_a_failure_offers_retry(qt
     monkeypatch.setenv("HF_ENDPOINT", http_server.url(""))
     http_server.add("/someone/Tiny-GGUF/resolve/main/tiny.gguf", data)
     http_server.fault("/someone/Tiny-GGUF/resolve/main/tiny.gguf", status=404)
-    page = make_page(ModelLibrary(open_workspace(), catalog=tiny_catalog(tmp_path, data)))
+    page = make_page(open_workspace().library(catalog=tiny_catalog(tmp_path, data)))
     dialog = page.show_welcome()
     assert dialog.name.text() == "★ Tiny Chat"
     qtbot.waitUntil(lambda: dialog.reachable is True, timeout=10000)
