@@ -26,18 +26,21 @@ def fsync_folder(folder: str | PathLike[str]) -> None:
             os.close(fd)
 
 
-def atomic_write_bytes(path: str | PathLike[str], data: bytes) -> Path:
+def atomic_write_bytes(path: str | PathLike[str], data: bytes, *, mode: int | None = None) -> Path:
     """Replace ``path`` with ``data``: all of it or nothing, durable once this returns.
 
     The temporary name starts with a dot and ends in ``.tmp``, so folder
     scans skip it. Its mode follows the umask like any new file (not
-    mkstemp's 0600), because exports and images are the user's files.
+    mkstemp's 0600), because exports and images are the user's files;
+    ``mode`` (e.g. 0o600 for a secret) applies from the moment the
+    temporary file is created, so the data is never readable by others.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name[:200]}.{secrets.token_hex(6)}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     try:
-        with open(tmp, "xb") as handle:
+        with open(os.open(tmp, flags, 0o666 if mode is None else mode), "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -50,6 +53,6 @@ def atomic_write_bytes(path: str | PathLike[str], data: bytes) -> Path:
     return target
 
 
-def atomic_write_text(path: str | PathLike[str], text: str) -> Path:
+def atomic_write_text(path: str | PathLike[str], text: str, *, mode: int | None = None) -> Path:
     """:func:`atomic_write_bytes` for UTF-8 text, written with ``\\n`` line ends as given."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    return atomic_write_bytes(path, text.encode("utf-8"), mode=mode)
