@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     from desktop.commands.image import add_parsers as add_image_parsers
 
     add_image_parsers(sub)
+    from desktop.commands.remote import add_parser as add_remote_parser
+
+    add_remote_parser(sub)
 
     doctor = sub.add_parser("doctor", help="describe this machine and the engines available")
     doctor.add_argument("--json", action="store_true")
@@ -122,6 +125,10 @@ def _dispatch(argv: list[str]) -> int:
         from desktop.commands.image import run_convert
 
         return run_convert(args)
+    if args.command == "remote":
+        from desktop.commands.remote import run_remote
+
+        return run_remote(args)
     from desktop.commands.doctor import run_doctor
 
     return run_doctor(args)

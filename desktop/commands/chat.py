@@ -7,11 +7,12 @@ from pathlib import Path
 
 from desktop.cli_contract import EXIT_FAILED, CliError
 from desktop.cli_output import model_text_filter, print_json, print_note
-from desktop.commands.models import resolve_model_path
 from engines.api import ChatMessage, FinishedEvent, NoticeEvent, SamplingParams, TextLoadSpec, TextRequest, TokenEvent
 from engines.errors import EngineError
 from engines.host import EngineHost
 from engines.library.demo import DEMO_ID
+from engines.library.resolve import resolve_model
+from engines.remote import RemoteHost, RemoteServers
 from engines.workspace import Workspace, open_workspace
 
 # Said whenever the demo is used for a chat: it is a base model, so it continues the prompt instead
@@ -76,22 +77,29 @@ def is_demo(workspace: Workspace, model_path: Path) -> bool:
 def run_chat(args) -> int:
     request = build_request(args, read_prompt(args))
     workspace = open_workspace()
+    servers = RemoteServers.beside(workspace.models.file)
     try:
-        model_path = resolve_model_path(workspace, args.model, kind="chat")
+        resolved = resolve_model(args.model, workspace.models, kind="chat", remotes=servers)
+        remote = resolved.remote  # NAME/MODEL on a remote server ('atelier remote add'), or None
+        model_path = resolved.local_path() if remote is None else None
     except EngineError as exc:
         raise CliError.from_engine(exc) from None
     except Exception as exc:  # the demo package failed to assemble its file
         raise CliError(f"cannot prepare the model: {exc}", EXIT_FAILED) from None
     # A base model is what --raw asks for; in chat mode the user expects an assistant, so say what they have.
-    note = DEMO_NOTE if not args.raw and is_demo(workspace, model_path) else None
+    note = DEMO_NOTE if not args.raw and remote is None and is_demo(workspace, model_path) else None
     if note and not args.json:
         print_note(note)
-    spec = TextLoadSpec(str(model_path), context_length=args.ctx, threads=args.threads, gpu_layers=args.gpu_layers,
-                        cache_type=args.cache_type)
+    if remote is not None:  # the server loads it: --ctx and the other load options are its own
+        engine, spec, host = "remote", remote.spec, RemoteHost(on_models=servers.set_models)
+    else:
+        engine = "llama_cpp"
+        spec = TextLoadSpec(str(model_path), context_length=args.ctx, threads=args.threads,
+                            gpu_layers=args.gpu_layers, cache_type=args.cache_type)
+        host = EngineHost(workspace.engine_log("cli"), role="cli")
     show = model_text_filter(sys.stdout)
-    host = EngineHost(workspace.engine_log("cli"), role="cli")
     try:
-        loaded = host.load("llama_cpp", spec)
+        loaded = host.load(engine, spec)
         result = None
         for event in host.generate(request):
             if isinstance(event, TokenEvent) and not args.json:
@@ -110,7 +118,7 @@ def run_chat(args) -> int:
         host.close()
     if args.json:
         data = result.to_dict()
-        data["model"] = str(model_path)
+        data["model"] = remote.id if remote is not None else str(model_path)
         data["template_source"] = "none" if args.raw else loaded.template_source
         data["cache_type"] = loaded.cache_type
         data["flash_attention"] = loaded.flash_attention

@@ -73,7 +73,7 @@ def read_key(name: str, api_key_env: str | None, key_in_keyring: bool) -> str | 
         value = os.environ.get(api_key_env, "").strip()
         if not value:
             raise EngineError(ErrorKind.BAD_INPUT, f"The key for the remote server '{name}' comes from the environment "
-                              f"variable {api_key_env}, which is not set. Set it before starting Atelier.")
+                              f"variable {api_key_env}, which is not set here. Set it where Atelier starts from, then try again.")
         return value
     if not key_in_keyring:
         return None

@@ -43,7 +43,7 @@ class RemoteServer:
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
     models: tuple[str, ...] = ()  # as the server listed them when last asked
     added_at: float = 0.0
-    checked_at: float = 0.0  # when ``models`` was last refreshed
+    checked_at: float = 0.0  # when ``models`` last changed
 
     def spec(self, model: str) -> RemoteSpec:
         return RemoteSpec(self.name, self.base_url, model, self.api_key_env, self.key_in_keyring, self.read_timeout_s)
@@ -145,10 +145,11 @@ class RemoteServers:
             server = snapshot.records.get(name)
             if server is None:
                 return None
+            if tuple(models) == server.models:  # nothing new: no write (a chat asks at every load)
+                return server
             server = replace(server, models=tuple(models), checked_at=time.time())
-            if server != snapshot.records[name]:
-                snapshot.records[name] = server
-                self._write(snapshot)
+            snapshot.records[name] = server
+            self._write(snapshot)
             return server
 
     # ---- the file --------------------------------------------------------
