@@ -174,6 +174,8 @@ def _not_found(text: str, path: Path | None, installed: list[InstalledModel], ca
     close += [by_part[p] for p in difflib.get_close_matches(text, list(by_part), n=3, cutoff=0.6)
               if by_part[p] not in close]
     hint = f" Did you mean {', '.join(close[:3])}?" if close else " See 'atelier models list' (and --catalog)."
-    if path is not None and _looks_like_path(text):
+    if path is None:  # the HTTP server: paths are not models there
+        return f"No installed model is called '{text}'.{hint}"
+    if _looks_like_path(text):
         return f"The model file or folder does not exist: {path}.{hint if close else ''}"
     return f"No installed model, catalog model or file is called '{text}'.{hint}"
