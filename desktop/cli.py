@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_remote_parser(sub)
 
+    from desktop.commands.serve import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
+
     doctor = sub.add_parser("doctor", help="describe this machine and the engines available")
     doctor.add_argument("--json", action="store_true")
     return parser
@@ -129,6 +133,10 @@ def _dispatch(argv: list[str]) -> int:
         from desktop.commands.remote import run_remote
 
         return run_remote(args)
+    if args.command == "serve":
+        from desktop.commands.serve import run_serve
+
+        return run_serve(args)
     from desktop.commands.doctor import run_doctor
 
     return run_doctor(args)

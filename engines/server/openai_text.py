@@ -1,0 +1,202 @@
+"""``POST /v1/chat/completions`` and ``POST /v1/completions``, streamed (SSE) and not.
+
+The shapes follow OpenAI's API reference, as its official client reads
+them: a streamed reply is ``chat.completion.chunk`` objects, the first one
+with the role, then one per token, then one with ``finish_reason``, then,
+with ``stream_options.include_usage``, one with ``usage`` and no choices,
+and finally ``data: [DONE]``. Failures before the first token (the model
+cannot load, the prompt is longer than the context) are a proper HTTP
+status; a failure after it is an ``error`` event, which the client raises.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.background import BackgroundTask
+
+from engines.api import ChatMessage, FinishedEvent, TokenEvent
+from engines.errors import EngineError
+from engines.server.errors import ApiError, from_engine_error
+from engines.server.openai_schema import ChatCompletionBody, CompletionBody
+from engines.server.runner import client_id, finished_result, first_output
+from engines.server.streams import SSE_HEADERS, cancel_on_disconnect, sse
+from engines.server.text_requests import chat_request, completion_request, sampling
+
+router = APIRouter()
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatCompletionBody, request: Request):
+    _refuse_unsupported(body.n, body.tools, body.logprobs)
+    context = request.app.state.context
+    served = await context.find(body.model, "chat")
+    params = sampling(max_tokens=body.max_completion_tokens or body.max_tokens or served.spec.context_length,
+                      temperature=body.temperature, top_p=body.top_p, top_k=body.top_k, min_p=body.min_p,
+                      repeat_penalty=body.repeat_penalty, seed=body.seed)
+    text_request = chat_request(_messages(body), params, stop=body.stop, json_schema=_json_schema(body))
+    param = "response_format" if text_request.json_schema is not None else "messages"
+    reply = _Reply("chatcmpl", served.id, chat=True)
+    return await _answer(request, context, served, text_request, body.stream, _include_usage(body), body.user,
+                         reply, param)
+
+
+@router.post("/v1/completions")
+async def completions(body: CompletionBody, request: Request):
+    _refuse_unsupported(body.n, None, body.logprobs)
+    if len(body.prompt) != 1:
+        raise ApiError(400, f"Send one prompt per request, not {len(body.prompt)}.", param="prompt")
+    if body.echo or body.suffix:
+        raise ApiError(400, "'echo' and 'suffix' are not supported.", param="echo" if body.echo else "suffix")
+    context = request.app.state.context
+    served = await context.find(body.model, "chat")
+    params = sampling(max_tokens=body.max_tokens or 16, temperature=body.temperature, top_p=body.top_p,
+                      top_k=body.top_k, min_p=body.min_p, repeat_penalty=body.repeat_penalty, seed=body.seed)
+    text_request = completion_request(body.prompt[0], params, stop=body.stop)
+    reply = _Reply("cmpl", served.id, chat=False)
+    return await _answer(request, context, served, text_request, body.stream, _include_usage(body), body.user,
+                         reply, "prompt")
+
+
+async def _answer(request: Request, context, served, text_request, stream: bool, include_usage: bool,
+                  user: str | None, reply: "_Reply", param: str):
+    tickets = await context.start(served, text_request, client_id(request, user), request.state.log_entry)
+    async with cancel_on_disconnect(request.receive, tickets):
+        if not stream:
+            result = await finished_result(tickets, param)
+            return JSONResponse(reply.whole(result))
+        first = await first_output(tickets, param)
+
+    async def chunks():
+        try:
+            if reply.chat:
+                yield sse(reply.chunk({"role": "assistant", "content": ""}, None, include_usage))
+            for event in first:
+                for data in _event_chunks(event, reply, include_usage):
+                    yield data
+            while (event := await tickets.next()) is not None:
+                for data in _event_chunks(event, reply, include_usage):
+                    yield data
+            result = tickets.result
+            if result is not None and result.finish_reason == "cancelled":
+                yield sse(from_engine_error(EngineError("cancelled", "The generation was cancelled.")).body(""))
+            elif include_usage and result is not None:
+                yield sse(reply.usage_chunk(result))
+        except EngineError as exc:
+            yield sse(from_engine_error(exc, param).body(""))
+        yield sse("[DONE]")
+
+    # The task runs when the response ends, also when the client went away before the stream began;
+    # after a finished generation it does nothing.
+    return StreamingResponse(chunks(), media_type="text/event-stream", headers=SSE_HEADERS,
+                             background=BackgroundTask(tickets.cancel))
+
+
+def _event_chunks(event, reply: "_Reply", include_usage: bool):
+    if isinstance(event, TokenEvent) and event.text:
+        yield sse(reply.chunk(event.text if not reply.chat else {"content": event.text}, None, include_usage))
+    elif isinstance(event, FinishedEvent):
+        finish = event.result.finish_reason
+        if finish != "cancelled":
+            yield sse(reply.chunk({} if reply.chat else "", finish, include_usage))
+
+
+class _Reply:
+    """Builds the JSON of one reply, chat or completion, whole or in chunks, with one id and time."""
+
+    def __init__(self, prefix: str, model: str, *, chat: bool) -> None:
+        self.id = f"{prefix}-{secrets.token_hex(12)}"
+        self.created = int(time.time())
+        self.model = model
+        self.chat = chat
+
+    def _head(self, object_: str) -> dict:
+        return {"id": self.id, "object": object_, "created": self.created, "model": self.model,
+                "system_fingerprint": None}
+
+    def whole(self, result) -> dict:
+        if self.chat:
+            choice = {"index": 0, "message": {"role": "assistant", "content": result.text, "refusal": None},
+                      "logprobs": None, "finish_reason": result.finish_reason}
+            data = self._head("chat.completion")
+        else:
+            choice = {"index": 0, "text": result.text, "logprobs": None, "finish_reason": result.finish_reason}
+            data = self._head("text_completion")
+        return {**data, "choices": [choice], "usage": _usage(result)}
+
+    def chunk(self, delta, finish_reason: str | None, include_usage: bool) -> dict:
+        if self.chat:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            data = self._head("chat.completion.chunk")
+        else:
+            choice = {"index": 0, "text": delta, "logprobs": None, "finish_reason": finish_reason}
+            data = self._head("text_completion")
+        data["choices"] = [choice]
+        if include_usage:
+            data["usage"] = None
+        return data
+
+    def usage_chunk(self, result) -> dict:
+        data = self._head("chat.completion.chunk" if self.chat else "text_completion")
+        return {**data, "choices": [], "usage": _usage(result)}
+
+
+def _usage(result) -> dict:
+    return {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
+            "total_tokens": result.prompt_tokens + result.completion_tokens}
+
+
+def _messages(body: ChatCompletionBody) -> tuple[ChatMessage, ...]:
+    messages = []
+    for index, message in enumerate(body.messages):
+        where = f"messages[{index}]"
+        if message.role in ("tool", "function"):
+            raise ApiError(400, f"{where} has the role '{message.role}'; tool calls are not supported.",
+                           param=f"{where}.role")
+        role = "system" if message.role == "developer" else message.role
+        messages.append(ChatMessage(role, _text_of(message.content, f"{where}.content")))
+    return tuple(messages)
+
+
+def _text_of(content, param: str) -> str:
+    """A message's text: a string, or a list of ``{"type": "text", "text": ...}`` parts joined."""
+    if content is None:
+        raise ApiError(400, f"'{param}' is missing; every message needs text content.", param=param)
+    if isinstance(content, str):
+        return content
+    texts = []
+    for part in content:
+        kind = part.get("type")
+        if kind != "text" or not isinstance(part.get("text"), str):
+            raise ApiError(400, f"'{param}' has a part of type '{kind}'; only text parts are supported.",
+                           param=param)
+        texts.append(part["text"])
+    return "\n".join(texts)
+
+
+def _json_schema(body: ChatCompletionBody) -> dict | None:
+    format_ = body.response_format
+    if format_ is None or format_.type == "text":
+        return None
+    if format_.type == "json_object":
+        return {"type": "object"}
+    if format_.json_schema is None:
+        raise ApiError(400, "response_format of type 'json_schema' needs a 'json_schema' object with a 'schema'.",
+                       param="response_format")
+    return format_.json_schema.schema_
+
+
+def _include_usage(body) -> bool:
+    return bool(body.stream and body.stream_options and body.stream_options.include_usage)
+
+
+def _refuse_unsupported(n: int, tools, logprobs) -> None:
+    if n != 1:
+        raise ApiError(400, f"n must be 1: Atelier generates one choice per request (got {n}).", param="n")
+    if tools:
+        raise ApiError(400, "Tools (function calling) are not supported yet.", param="tools")
+    if logprobs:
+        raise ApiError(400, "logprobs are not supported.", param="logprobs")
