@@ -67,7 +67,7 @@ def run_gui(argv: list[str] | None = None) -> int:
     window.show()
 
     def first_run() -> None:
-        from desktop.first_run import show_first_run
+        from desktop.pages.models.first_run import show_first_run
 
         show_first_run(window)  # once per profile: the recommended model for this machine, and privacy
 

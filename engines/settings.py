@@ -98,7 +98,7 @@ class Settings(BaseModel):
     overflow_policy: Literal["ask", "drop_oldest", "stop"] = "ask"
     offline: bool = False
     advanced_controls: bool = False  # simple mode hides expert controls until the user asks (desktop/widgets/expert.py)
-    first_run_done: bool = False  # the first-run dialog was shown (desktop/first_run.py)
+    first_run_done: bool = False  # the first-run dialog was shown (desktop/pages/models/first_run.py)
     load_prefs: dict[str, LoadPrefs] = Field(default_factory=dict)
     images: ImagePrefs = Field(default_factory=ImagePrefs)
 

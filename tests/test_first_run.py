@@ -107,7 +107,7 @@ def test_one_click_downloads_the_recommended_model_and_a_failure_offers_retry(qt
 
 
 def test_the_dialog_shows_once_per_profile_and_stays_reachable(qtbot, monkeypatch):
-    from desktop.first_run import show_first_run
+    from desktop.pages.models.first_run import show_first_run
     from desktop.main_window import MainWindow
 
     monkeypatch.setenv("ATELIER_OFFLINE", "1")

@@ -210,7 +210,7 @@ class ModelsPage(QWidget):
 
     def show_welcome(self):
         """Open the first-run dialog: the recommended model for this machine, the offline choices, privacy."""
-        from desktop.first_run import WelcomeDialog
+        from desktop.pages.models.first_run import WelcomeDialog
 
         if self.welcome is None:
             self.welcome = WelcomeDialog(self, self.window())
