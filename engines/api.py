@@ -244,25 +244,3 @@ class CancelFlag(Protocol):
     """A flag the engine polls at every token or step (threading or multiprocessing Event)."""
 
     def is_set(self) -> bool: ...
-
-
-class TextEngine(Protocol):
-    """A text engine, driven one request at a time inside the engine host."""
-
-    def load(self, spec: TextLoadSpec, emit: Emit, cancel: CancelFlag | None = None) -> ModelInfo: ...
-
-    def generate(
-        self, request: TextRequest | EmbeddingRequest, emit: Emit, cancel: CancelFlag
-    ) -> TextResult | EmbeddingResult: ...
-
-    def unload(self) -> None: ...
-
-
-class ImageEngine(Protocol):
-    """An image engine. Its request and result types live with the image engines."""
-
-    def load(self, spec: object, emit: Emit, cancel: CancelFlag | None = None) -> object: ...
-
-    def generate(self, request: object, emit: Emit, cancel: CancelFlag) -> object: ...
-
-    def unload(self) -> None: ...

@@ -71,3 +71,23 @@ def test_bf16_cpus_hold_fp32_files_at_half_size():
     fp32_cpu = estimate_image(SD15_FOLDER_BYTES, 512, machine(features=("AVX2",)), file_dtype="fp32")
     bf16_cpu = estimate_image(SD15_FOLDER_BYTES, 512, machine(), file_dtype="fp32")
     assert fp32_cpu.weights_bytes == SD15_FOLDER_BYTES and bf16_cpu.weights_bytes == SD15_FOLDER_BYTES // 2
+
+
+@pytest.mark.parametrize(("features", "dtype"), [
+    (("AVX2",), "fp32"),
+    (("AVX2", "AVX-512 BF16"), "bf16"),
+    (("AMX", "AMX-BF16"), "bf16"),
+    (("AMX",), "fp32"),  # amx_tile alone computes nothing in bf16
+])
+def test_the_engine_the_estimate_and_the_auto_backend_ask_one_bf16_check(monkeypatch, features, dtype):
+    from engines.diffusion import auto
+    from engines.diffusion.torch_engine import resolve_dtype
+    from engines.machine import hardware
+    from engines.machine.image_fit import default_run_dtype
+
+    cpu = CpuInfo("Test CPU", "x86_64", 2, 2, list(features))
+    monkeypatch.setattr(hardware, "probe_cpu", lambda: cpu)
+    assert cpu.native_bf16 is (dtype == "bf16")
+    assert resolve_dtype("cpu", "auto") == dtype
+    assert default_run_dtype(machine(features)) == dtype
+    assert auto._cpu_bf16() is (dtype == "bf16")

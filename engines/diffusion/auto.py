@@ -45,11 +45,6 @@ from engines.model_folder import ModelFolder, inspect_model_folder
 from engines.diffusion.types import ImageLoadSpec
 from engines.errors import EngineError, ErrorKind
 
-# Seconds per UNet step (see the table above): the figures behind the policy.
-CPU_MEASUREMENTS = {"torch_fp32": 6.83, "torch_bf16": 2.87, "onnx_fp32": 5.44}
-# Whether ONNX Runtime (fp32) beats PyTorch bf16 on CPUs that compute bf16 natively.
-ONNX_BEATS_BF16_ON_CPU = CPU_MEASUREMENTS["onnx_fp32"] < CPU_MEASUREMENTS["torch_bf16"]
-
 
 def onnx_copy_of(folder: str | Path) -> Path | None:
     """The ONNX copy that ``convert_to_onnx`` writes beside a diffusers folder, if it is there and complete."""
@@ -93,9 +88,9 @@ def _onnx_fits(copy: Path) -> bool:
 
 
 def _cpu_bf16() -> bool:
-    from engines.diffusion.torch_engine import cpu_has_native_bf16
+    from engines.machine.hardware import probe_cpu
 
-    return cpu_has_native_bf16()
+    return probe_cpu().native_bf16
 
 
 def choose_backend(folder: ModelFolder | str | Path, spec: ImageLoadSpec) -> str:
@@ -128,6 +123,6 @@ def choose_backend(folder: ModelFolder | str | Path, spec: ImageLoadSpec) -> str
         return "torch"
     if _torch_has_gpu():
         return "torch"
-    if spec.dtype == "auto" and _cpu_bf16() and not ONNX_BEATS_BF16_ON_CPU:
+    if spec.dtype == "auto" and _cpu_bf16():  # PyTorch bf16 beats ONNX Runtime fp32 (the table above)
         return "torch"
     return "onnx" if _onnx_fits(copy) else "torch"

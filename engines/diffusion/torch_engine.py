@@ -7,8 +7,8 @@ device-independent seeds, step/preview events, an immediate cancel, and
 errors a user can act on instead of tracebacks.
 
 Precision policy (``dtype="auto"``): fp16 on a GPU; on a CPU, bf16 weights
-when the CPU computes bf16 natively (AMX or AVX-512 BF16, from
-:func:`engines.machine.hardware.probe_cpu`), fp32 otherwise. On the CPU the
+when the CPU computes bf16 natively (AVX-512 BF16 or AMX-BF16:
+``CpuInfo.native_bf16`` in :mod:`engines.machine.hardware`), fp32 otherwise. On the CPU the
 UNet also gets :mod:`engines.diffusion.cpu_speedups` (weights pre-packed for
 oneDNN, sliced attention in bf16). bf16 weights beat autocast, which keeps
 fp32 weights and re-casts them on every call. The figures are in the README
@@ -50,13 +50,6 @@ _PIPELINES = {
     "sdxl": ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"),
 }
 _TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-BF16_CPU_FEATURES = ("AMX", "AMX-BF16", "AVX-512 BF16")
-
-
-def cpu_has_native_bf16() -> bool:
-    from engines.machine.hardware import probe_cpu
-
-    return any(feature in probe_cpu().features for feature in BF16_CPU_FEATURES)
 
 
 def resolve_device(requested: str) -> str:
@@ -81,7 +74,9 @@ def resolve_dtype(device: str, requested: str) -> str:
     if requested in ("auto", None):
         if device != "cpu":
             return "fp16"
-        return "bf16" if cpu_has_native_bf16() else "fp32"
+        from engines.machine.hardware import probe_cpu
+
+        return "bf16" if probe_cpu().native_bf16 else "fp32"
     if requested == "fp16" and device == "cpu":
         raise EngineError(ErrorKind.UNSUPPORTED, "fp16 runs only on a GPU; on the CPU choose bf16 (fast on recent "
                                                  "CPUs) or fp32.")

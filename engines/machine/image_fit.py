@@ -134,8 +134,7 @@ def default_run_dtype(report) -> str:
     """The precision the PyTorch engine picks on "auto" (engines.diffusion.torch_engine.resolve_dtype)."""
     if report.gpus and not report.gpus[0].unified_memory:
         return "fp16"
-    features = set(report.cpu.features)
-    return "bf16" if "AMX-BF16" in features or "AVX-512 BF16" in features else "fp32"
+    return "bf16" if report.cpu.native_bf16 else "fp32"
 
 
 def run_dtype_factor(file_dtype: str, report, run_dtype: str | None = None) -> float:

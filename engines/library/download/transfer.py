@@ -466,8 +466,8 @@ class _HashThread:
     hashlib releases the GIL on large buffers, as do recv and write: in
     one thread the three costs add up, here the slowest one sets the pace.
     Chunks are immutable bytes, so handing them over needs no copy. The
-    same thread starts the writeback of every 64 MiB written (fd stays
-    open until :meth:`close` has joined it).
+    same thread starts the writeback of every :data:`WRITE_BEHIND` bytes
+    written (fd stays open until :meth:`close` has joined it).
     """
 
     def __init__(self, hasher, fd: int, offset: int) -> None:
