@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from engines.byte_sizes import format_bytes
 log = logging.getLogger(__name__)
 
 TEXT_ENGINES = frozenset({"llama_cpp"})
@@ -126,8 +127,6 @@ def with_freed(report, ram_bytes: int, vram_bytes: int = 0):
 
 def describe(n: int) -> str:
     """Bytes in GB, as the fit verdict writes them."""
-    from engines.byte_sizes import format_bytes
-
     return format_bytes(n, in_gb=True)
 
 

@@ -506,7 +506,9 @@ class Scheduler:
 
     def _default_host(self, engine: str, spec: Any, log_path: Path, role: str):
         if engine == REMOTE_ENGINE:
-            raise EngineError(ErrorKind.UNAVAILABLE, "Remote engines are not available in this build.")
+            from engines.remote import RemoteHost
+
+            return RemoteHost()  # no process: the model runs on the server
         from engines.host import EngineHost
 
         launch = {}
