@@ -204,8 +204,8 @@ class RemoteHost:
                                       f"left out of this reply: the conversation is longer than the server's context.")
                 content_type = response.headers.get("content-type", "").partition(";")[0].strip().lower()
                 if content_type != "text/event-stream":
-                    raise reply.garbage(f"{content_type or 'an answer without a content type'} "
-                                         "instead of an event stream")
+                    raise reply.garbage(f"a {content_type} answer" if content_type else
+                                        "an answer without a content type")
                 for event in httpx2.EventSource(response, max_event_size=MAX_EVENT_BYTES):
                     if handle.cancelled.is_set():
                         break

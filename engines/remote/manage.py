@@ -48,18 +48,22 @@ def check_server(name: str, url: str, *, api_key_env: str | None = None, key: st
 
 
 def add_server(servers: RemoteServers, name: str, url: str, *, api_key_env: str | None = None,
-               key: str | None = None, timeout_s: float = DEFAULT_READ_TIMEOUT_S) -> Added:
-    """Check the server, keep its key in the keyring (when given one), and record it."""
-    check_name(name)
-    if servers.get(name) is not None:  # before any connection: the name is the user's to change
-        raise EngineError(ErrorKind.BAD_INPUT, f"A remote server called '{name}' exists already. Remove it first "
-                          f"('atelier remote remove {name}'), or choose another name.")
+               key: str | None = None, timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+               listed: list[ListedModel] | None = None) -> Added:
+    """Check the server, keep its key in the keyring (when given one), and record it.
+
+    ``listed`` is what :func:`check_server` found a moment ago with the same
+    arguments (the GUI checks on a pool thread, then saves only if the user
+    is still waiting for it); without it the server is asked now.
+    """
+    check_new_name(servers, name)
     if api_key_env and key:
         raise EngineError(ErrorKind.BAD_INPUT, "Give the key one way: from an environment variable, or typed in.")
     if not timeout_s or timeout_s <= 0:
         raise EngineError(ErrorKind.BAD_INPUT, "The timeout must be more than 0 seconds.")
     base_url = normalise_base_url(url)
-    listed = check_server(name, base_url, api_key_env=api_key_env, key=key, timeout_s=min(timeout_s, 60.0))
+    if listed is None:
+        listed = check_server(name, base_url, api_key_env=api_key_env, key=key, timeout_s=min(timeout_s, 60.0))
     key = (key or "").strip() or None
     if key:
         save_key(name, key)
@@ -72,6 +76,14 @@ def add_server(servers: RemoteServers, name: str, url: str, *, api_key_env: str 
             forget_key(name)
         raise
     return Added(server, listed)
+
+
+def check_new_name(servers: RemoteServers, name: str) -> None:
+    """Refuse a name that cannot be used or is taken, before any connection: the name is the user's to change."""
+    check_name(name)
+    if servers.get(name) is not None:
+        raise EngineError(ErrorKind.BAD_INPUT, f"A remote server called '{name}' exists already. Remove it first "
+                          f"('atelier remote remove {name}'), or choose another name.")
 
 
 def remove_server(servers: RemoteServers, name: str) -> RemoteServer:

@@ -33,6 +33,10 @@ class WithRemote:
         return self._active.model_info
 
     @property
+    def pid(self) -> int | None:
+        return getattr(self._active, "pid", None)
+
+    @property
     def is_running(self) -> bool:
         return bool(getattr(self._active, "is_running", False))
 
