@@ -8,19 +8,7 @@ refuse the same way.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from engines.library.resolve import ResolvedModel, resolve_model
-from engines.workspace import Workspace
-
-
-def resolve_model_path(workspace: Workspace, text: str, kind: str | None = None) -> Path:
-    """The file or folder to load for ``text`` (the demo is unpacked on first use).
-
-    Raises EngineError (bad input) for an unknown or ambiguous id, a catalog
-    model that is not downloaded, or a model of another ``kind`` than asked.
-    """
-    return resolve_model(text, workspace.models, kind=kind).local_path()
 
 
 def resolve(library, text: str, kind: str | None = None) -> ResolvedModel:

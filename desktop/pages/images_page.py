@@ -80,7 +80,6 @@ class ImagesPage(QWidget):
         self.gallery = open_gallery(workspace)
         self.running = False
         self.engine_available = True
-        self.engine_reason = ""
         self._shown_id = ""  # the gallery image in the view ("" for none)
         self._run_saved: list = []  # GalleryImages of the current run
         self._started = 0.0
@@ -267,7 +266,6 @@ class ImagesPage(QWidget):
     def show_engine_missing(self, reason: str) -> None:
         """The engine cannot run here: say why and disable Generate (the gallery keeps working)."""
         self.engine_available = False
-        self.engine_reason = reason
         self.engine_panel.set_reason(reason)
         self.stack.setCurrentWidget(self.engine_panel)
         self.controls.set_running(self.running, can_generate=False)
@@ -275,7 +273,6 @@ class ImagesPage(QWidget):
 
     def show_engine_ready(self) -> None:
         self.engine_available = True
-        self.engine_reason = ""
         self.stack.setCurrentWidget(self.view)
         self.controls.set_running(self.running, can_generate=True)
         self.controls.generate_button.setToolTip("Make the image (Ctrl+Enter)")

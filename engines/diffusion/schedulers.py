@@ -34,10 +34,6 @@ DISTILLED_ONLY = frozenset({"LCM"})
 _CLASS_SPECIFIC = {"skip_prk_steps", "set_alpha_to_one", "original_inference_steps"}
 
 
-def scheduler_class_name(name: str) -> str:
-    return _TABLE[name][0]
-
-
 def usable_schedulers(distilled: bool) -> tuple[str, ...]:
     """The sampler names to offer for a model: LCM only for LCM/Turbo models."""
     return tuple(n for n in SCHEDULER_NAMES if distilled or n not in DISTILLED_ONLY)

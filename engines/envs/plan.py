@@ -80,10 +80,6 @@ class InstallPlan:
     reason: str = ""  # why this build, in words
     label: str = ""  # "PyTorch 2.13 (CPU)"
 
-    @property
-    def torch_requirement(self) -> str:
-        return self.packages[0]
-
     def summary(self) -> str:
         """"PyTorch 2.13 (CPU) + diffusers + ONNX Runtime: about 1.3 GB on disk, 315 MB to download"."""
         download = ("nothing to download (from the folder of wheels)" if self.wheel_dir

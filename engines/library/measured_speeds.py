@@ -106,14 +106,6 @@ def read_download_rate(path: Path) -> float | None:
     return float(value) if isinstance(value, (int, float)) and value > 0 else None
 
 
-def forget(path: Path, model_id: str) -> None:
-    """Drop a model's measurements (the model was removed)."""
-    with state_lock(path):
-        document = _read(path)
-        if document.get("models", {}).pop(model_id, None) is not None:
-            _write(path, document)
-
-
 # --------------------------------------------------------------------------- internals
 
 

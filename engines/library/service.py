@@ -190,10 +190,6 @@ class ModelLibrary:
         return register(probed, self.models, source, model_id=model_id, name=name, description=description,
                         sha256=sha256)
 
-    def _register_image_folder(self, folder: Path, source: str, model_id: str | None = None,
-                               name: str | None = None) -> InstalledModel:
-        return self.register_path(folder, source, model_id, name)
-
     def remove(self, model_id: str) -> str:
         """Forget a model; delete its files only when Atelier put them in its own models folder."""
         model = self.models.get(model_id)

@@ -48,7 +48,6 @@ class RenderedPrompt:
     prompt: str
     stop: tuple[str, ...]
     added_special: bool  # the text already carries BOS, so tokenize without adding it
-    stop_token_ids: frozenset[int] = frozenset()
     # The prompt cut into (text, from_a_message) pieces, in order; None when the template
     # changes message text in a way that cannot be traced back (then see prompt_tokens).
     segments: tuple[tuple[str, bool], ...] | None = None

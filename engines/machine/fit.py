@@ -16,7 +16,7 @@ Gemma 3 270M against peak RSS (benchmarks/bench_fit.py reports the error).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Literal, Sequence
+from typing import Literal
 
 from engines.byte_sizes import format_bytes
 from engines.kv_cache import CACHE_TYPES, DEFAULT_CACHE_TYPE, element_bytes, smaller_cache_types
@@ -255,10 +255,3 @@ def smaller_cache_that_fits(shape: ModelShape, budget: int, context_length: int,
         if estimate_text(shape, context_length, candidate).total_bytes <= budget:
             return candidate
     return None
-
-
-def suggest_smaller(alternatives: Sequence[tuple[str, ModelShape]], context_length: int, resources: Resources,
-                    cache_type: str = DEFAULT_CACHE_TYPE) -> list[str]:
-    """Names of the alternatives (e.g. other quantizations) that would fit, smallest need last."""
-    fitting = [(name, judge_text_fit(shape, context_length, resources, cache_type)) for name, shape in alternatives]
-    return [f"{name} would fit ({v.label.lower()})." for name, v in fitting if v.fits]

@@ -150,14 +150,6 @@ class JobRow(QFrame):
         self.error.setText(job.error or "")
         self.error.setVisible(bool(job.error))
 
-    @property
-    def speed_text(self) -> str:
-        return fmt_speed(self.job.speed_bps)
-
-    @property
-    def eta_text(self) -> str:
-        return fmt_eta(self.job.eta_s)
-
 
 class DownloadsTab(QWidget):
     active_count_changed = Signal(int)

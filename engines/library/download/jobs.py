@@ -23,7 +23,6 @@ from engines.library.download.transfer import FileSpec, printable, safe_relpath
 
 QUEUED, RUNNING, PAUSED, FAILED, COMPLETED, CANCELLED = "queued", "running", "paused", "failed", "completed", "cancelled"
 FINISHED = (FAILED, COMPLETED, CANCELLED)
-STATES = (QUEUED, RUNNING, PAUSED, FAILED, COMPLETED, CANCELLED)
 STAGING = ".staging"
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 

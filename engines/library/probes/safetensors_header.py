@@ -34,9 +34,6 @@ class SafetensorsHeader:
     shapes: dict[str, tuple[int, ...]]  # tensor name → shape
     metadata: dict[str, str] = field(default_factory=dict)  # the free-form "__metadata__" strings
 
-    def keys_starting(self, *prefixes: str) -> list[str]:
-        return [k for k in self.shapes if k.startswith(prefixes)]
-
 
 def read_safetensors_header(path: Path, file_size: int) -> SafetensorsHeader:
     """Parse the header of ``path``; raise :class:`NotSafetensors` or :class:`Unreadable`."""
