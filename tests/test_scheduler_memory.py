@@ -3,7 +3,7 @@
 The machine is simulated the way the kernel would report it: free memory
 is a fixed amount minus what each live engine host was measured to hold,
 so unloading a host really gives its memory back to the next judgement.
-The verdicts themselves are the Models page's (engines.library.fit).
+The verdicts themselves are the Models page's (engines.machine.fit).
 """
 
 from __future__ import annotations
