@@ -28,6 +28,8 @@ from engines.chat.session import UnsavedReply, save_unsaved
 from engines.errors import ErrorKind
 from engines.host import EngineHost
 from engines.library.installed import InstalledModel
+from engines.remote import RemoteHost, RemoteServers, find_remote_model, remote_models
+from engines.remote.routing import WithRemote
 from engines.workspace import Workspace
 from desktop.workers.background import run_in_background
 from desktop.workers.chat_worker import ChatWorker
@@ -71,7 +73,10 @@ class ChatController(QObject):
         self._retry = QTimer(self)
         self._retry.setInterval(RETRY_UNSAVED_MS)
         self._retry.timeout.connect(self._retry_unsaved)
-        host = host or EngineHost(workspace.engine_log("text"), role="text")
+        self.remote_servers = RemoteServers.beside(workspace.models.file)
+        # Engine "remote" (NAME/MODEL on a server added in Models) beside the local engine host.
+        host = WithRemote(host or EngineHost(workspace.engine_log("text"), role="text"),
+                          RemoteHost(on_models=self.remote_servers.set_models))
         self._thread = QThread()
         self._thread.setObjectName("chat-worker")
         self.worker = ChatWorker(self.store.another_connection, host)
@@ -237,8 +242,9 @@ class ChatController(QObject):
 
     # ---- models ----------------------------------------------------------
 
-    def models(self) -> list[InstalledModel]:
-        return self.workspace.models.runnable("chat")  # the chat picker offers chat models only
+    def models(self) -> list:
+        """Chat models only (InstalledModel), then the remote servers' models (RemoteModel), marked remote."""
+        return self.workspace.models.runnable("chat") + remote_models(self.remote_servers)
 
     def current_model(self) -> InstalledModel | None:
         model_id = None
@@ -249,6 +255,8 @@ class ChatController(QObject):
                 model_id = None
         model_id = model_id or self.workspace.settings.last_model_id
         model = self.workspace.models.get(model_id) if model_id else None
+        if model is None and model_id:
+            model = find_remote_model(model_id, self.remote_servers)
         if model is None or model.kind != "chat":
             models = self.models()
             model = models[0] if models else None
@@ -263,13 +271,15 @@ class ChatController(QObject):
             except (ChatNotFound, ChatStoreError):
                 pass  # the choice still applies (settings); the chat remembers it at its next message
 
-    def load_spec(self, model: InstalledModel) -> TextLoadSpec:
+    def load_spec(self, model: InstalledModel):
+        if model.engine == "remote":
+            return model.spec  # the server loads it with its own settings
         prefs = self.workspace.settings.prefs_for(model.id)
         return TextLoadSpec(model.path, prefs.context_length, prefs.threads, prefs.gpu_layers, prefs.cache_type)
 
     def set_load_prefs(self, prefs) -> None:
         model = self.current_model()
-        if model is not None:
+        if model is not None and model.engine != "remote":
             self.workspace.settings.load_prefs[model.id] = prefs
             self.workspace.save_settings()
 
@@ -422,7 +432,8 @@ class ChatController(QObject):
         if error is None:
             result = outcome.result
             self.status.emit("Stopped." if result is not None and result.finish_reason == "cancelled" else "")
-            record_reply_speed(self.workspace, model, result)  # the Models page shows it beside the estimate
+            if model is not None and model.engine != "remote":  # a server's speed says nothing about this machine
+                record_reply_speed(self.workspace, model, result)  # the Models page shows it beside the estimate
             return
         if error.kind == ErrorKind.CANCELLED:  # stopped while the model was loading: no reply, nothing wrong
             self.status.emit("Stopped.")

@@ -65,8 +65,10 @@ def format_stats(event) -> str:
     if event.time_to_first_token_s is not None:
         parts.append(f"first token {event.time_to_first_token_s:.2f} s")
     used = event.prompt_tokens + event.completion_tokens
-    share = 100 * used / event.context_length if event.context_length else 0
-    parts.append(f"context {used:,} / {event.context_length:,} ({share:.0f}%)")
+    if event.context_length:
+        parts.append(f"context {used:,} / {event.context_length:,} ({100 * used / event.context_length:.0f}%)")
+    else:  # a remote server that does not say its context length
+        parts.append(f"{event.completion_tokens:,} tokens")
     return " · ".join(parts)
 
 
@@ -335,6 +337,10 @@ class ChatPage(QWidget):
     def _show_empty_chat(self) -> None:
         """The welcome of an empty chat names the model the picker shows now, never an earlier one."""
         model = self.controller.current_model()
+        if model is not None and model.engine == "remote":  # said plainly: this chat leaves the computer
+            self.view.show_empty("Start a conversation", f"You are chatting with {model.model} on the remote server "
+                                 f"'{model.server.name}' ({model.server.base_url}). Your messages are sent to it.")
+            return
         hint = f"You are chatting with {model.name}." if model else "Add a model to start."
         self.view.show_empty("Start a conversation", f"{hint} Everything stays on this computer.")
 
@@ -417,6 +423,7 @@ class ChatPage(QWidget):
         else:
             size = format_bytes(model.size_bytes) if model.size_bytes else ""
             self.panel.set_model_note(" · ".join(x for x in (model.description, size) if x))
+        self.panel.set_load_settings_apply(model is None or model.engine != "remote")
 
     def _model_changed(self, model_id: str) -> None:
         self.controller.choose_model(model_id)
@@ -425,6 +432,14 @@ class ChatPage(QWidget):
 
     def _model_loaded(self, info) -> None:
         self.panel.set_gpu_offload(info.gpu_offload_supported)
+        if info.template_source == "remote":  # engines.remote: the server runs the model and its chat format
+            context = f" · {info.context_length:,}-token context" if info.context_length else ""
+            self._idle_status = f"{info.name} · on {info.path}{context}"
+            self.status_line.setToolTip("This model runs on a remote server, with the server's own chat format "
+                                        "and load settings; what you send goes to it.")
+            if not self.controller.streaming:
+                self.status_line.setText(self._idle_status)
+            return
         origin = "the model's own" if info.template_source == "gguf" else "picked by architecture: the file has none"
         self._idle_status = (f"{info.name} · {info.template} format · {info.context_length:,}-token context "
                              f"({info.cache_type} cache) · {info.threads} threads")

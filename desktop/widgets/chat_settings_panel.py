@@ -58,6 +58,10 @@ def _form(parent) -> QFormLayout:
     return form
 
 
+LOAD_NOTE = "Changes apply on the next message (the model reloads)."
+REMOTE_LOAD_NOTE = "This model runs on a remote server, which loads it with its own settings."
+
+
 class ChatSettingsPanel(QScrollArea):
     model_changed = Signal(str)
     add_model_requested = Signal()
@@ -125,11 +129,12 @@ class ChatSettingsPanel(QScrollArea):
         load_form.addRow("GPU layers", self.gpu_layers)
         for box in (self.context, self.threads, self.gpu_layers):
             box.editingFinished.connect(self._emit_load_prefs)
-        self.load_note = QLabel("Changes apply on the next message (the model reloads).")
+        self.load_note = QLabel(LOAD_NOTE)
         self.load_note.setObjectName("Muted")
         self.load_note.setWordWrap(True)
         load_form.addRow(self.load_note)
         layout.addWidget(load_box)
+        self.load_box = load_box
 
         system_box = QGroupBox("System prompt (this chat)")
         system_layout = QVBoxLayout(system_box)
@@ -200,6 +205,11 @@ class ChatSettingsPanel(QScrollArea):
     def _model_index_changed(self, _index: int) -> None:
         if not self._updating and self.current_model_id():
             self.model_changed.emit(self.current_model_id())
+
+    def set_load_settings_apply(self, applies: bool) -> None:
+        """A model on a remote server is loaded by the server: its load settings are not Atelier's to set."""
+        self.load_box.setEnabled(applies)
+        self.load_note.setText(LOAD_NOTE if applies else REMOTE_LOAD_NOTE)
 
     def set_gpu_offload(self, supported: bool) -> None:
         self.gpu_layers.setEnabled(supported)

@@ -107,7 +107,7 @@ class ChatWorker(QObject):
             if self._store is None:
                 self._store = self._store_factory()  # a SQLite connection of this thread's own
             turn = ChatTurn(self._store, self._host, conversation_id, spec, overflow=overflow,
-                            regenerate_id=regenerate_id, closing=self.closing)
+                            engine=model.engine or "llama_cpp", regenerate_id=regenerate_id, closing=self.closing)
             outcome = turn.run(on_event, prepare=prepare)
         except (ChatStoreError, sqlite3.Error) as exc:  # this thread's connection could not be opened
             outcome = TurnOutcome(None, "", save_error=str(exc))

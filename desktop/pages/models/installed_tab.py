@@ -30,6 +30,7 @@ from engines.library.advisor import Advisor
 from engines.library.installed import InstalledModel
 from engines.library.service import ModelLibrary, UnknownFile
 from engines.machine.speed import format_speed
+from engines.remote import RemoteModel, RemoteServers, remote_models
 
 
 def deletes_files(library: ModelLibrary, model: InstalledModel) -> bool:
@@ -50,6 +51,7 @@ class InstalledTab(QWidget):
         self.pool = pool
         self._tasks: list[BackgroundTask] = []
         self.loaded = False  # True after the first scan has finished
+        self.remote_dialog = None  # the open "Add remote server…" dialog, if any
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 12, 0, 0)
         layout.setSpacing(8)
@@ -62,7 +64,11 @@ class InstalledTab(QWidget):
         self.remove_button.clicked.connect(self.remove_selected)
         self.reveal_button = QPushButton("Reveal in folder")
         self.reveal_button.clicked.connect(self.reveal_selected)
-        for button in (self.add_button, self.remove_button, self.reveal_button):
+        self.remote_button = QPushButton("Add remote server…")
+        self.remote_button.setToolTip("Chat with the models of a bigger machine (vLLM, llama-server, Ollama…)")
+        self.remote_button.clicked.connect(self.add_remote)
+        self.servers = RemoteServers.beside(library.models.file)
+        for button in (self.add_button, self.remote_button, self.remove_button, self.reveal_button):
             toolbar.addWidget(button)
         toolbar.addStretch(1)
         self.summary = QLabel()
@@ -92,32 +98,35 @@ class InstalledTab(QWidget):
         """Scan the models folder, list everything, then judge each model (all off the GUI thread)."""
         for task in self._tasks:
             task.cancel()
-        library = self.library
+        library, servers = self.library, self.servers
 
         def scan():
             unknown = library.scan_models_folder()
             models = library.models.all()
             missing = {m.id for m in models if m.source != "demo" and not Path(m.path).exists()}
             sizes = {u.path: Path(u.path).stat().st_size for u in unknown if Path(u.path).is_file()}
-            return models, unknown, missing, sizes
+            return models, remote_models(servers), unknown, missing, sizes
 
         if not self.loaded:
             self.summary.setText("Looking in the models folder…")
         self._tasks = [run_in_background(scan, self._listed, self._failed, pool=self.pool)]
 
     def _listed(self, result) -> None:
-        models, unknown, missing, sizes = result
+        models, remote, unknown, missing, sizes = result
         selected = self.selected()
         old = self.model.verdicts
-        self.model.set_rows(models, unknown, missing, sizes)
+        self.model.set_rows([*models, *remote], unknown, missing, sizes)
         self.model.set_verdicts({m.id: old[m.id] for m in models if m.id in old})
         self._fit_columns()
         self.loaded = True
         total = sum(m.size_bytes for m in models)
         noun = "model" if len(models) == 1 else "models"
-        self.summary.setText(f"{len(models)} {noun} · {format_bytes(total)}")
+        on_servers = f" · {len(remote)} on remote servers" if remote else ""
+        self.summary.setText(f"{len(models)} {noun} · {format_bytes(total)}{on_servers}")
         if self.library.models.problem:  # models.json was set aside, or records in it were refused
             self.show_error(self.library.models.problem)
+        if self.servers.problem:  # remotes.json likewise
+            self.show_error(self.servers.problem)
         if selected is not None:
             self._select_item(selected)
         self._update_buttons()
@@ -170,7 +179,7 @@ class InstalledTab(QWidget):
 
     # ---- selection -------------------------------------------------------
 
-    def selected(self) -> InstalledModel | UnknownFile | None:
+    def selected(self) -> InstalledModel | RemoteModel | UnknownFile | None:
         index = self.table.selectionModel().currentIndex()
         return index.data(ITEM_ROLE) if index.isValid() else None
 
@@ -187,13 +196,16 @@ class InstalledTab(QWidget):
 
     def _update_buttons(self) -> None:
         item = self.selected()
-        self.remove_button.setEnabled(isinstance(item, InstalledModel))
-        self.reveal_button.setEnabled(item is not None)
+        self.remove_button.setEnabled(isinstance(item, (InstalledModel, RemoteModel)))
+        self.reveal_button.setEnabled(item is not None and not isinstance(item, RemoteModel))
 
     # ---- actions ---------------------------------------------------------
 
     def remove_selected(self) -> None:
         model = self.selected()
+        if isinstance(model, RemoteModel):
+            self.remove_remote(model)
+            return
         if not isinstance(model, InstalledModel):
             return
         if deletes_files(self.library, model):
@@ -216,7 +228,7 @@ class InstalledTab(QWidget):
 
     def reveal_selected(self) -> None:
         item = self.selected()
-        if item is None:
+        if item is None or isinstance(item, RemoteModel):
             return
         reveal_path(item.path, self.show_error)
 
@@ -243,6 +255,46 @@ class InstalledTab(QWidget):
             self._failed(error)
 
         self._tasks.append(run_in_background(lambda: import_model(path, store), added, failed, pool=self.pool))
+
+    # ---- remote servers --------------------------------------------------
+
+    def add_remote(self) -> None:
+        """"Add remote server…": the dialog checks the server, then its models join this list."""
+        from desktop.pages.models.remote_dialog import AddRemoteDialog
+
+        dialog = AddRemoteDialog(self.servers, self)
+        dialog.added.connect(self._remote_added)
+        dialog.open()
+        self.remote_dialog = dialog  # for tests and screenshots
+
+    def _remote_added(self, added) -> None:
+        self.show_error("")
+        self.status.setText(added.summary())
+        self.model_added.emit(f"{added.server.name}/{added.models[0].id}" if added.models else "")
+        self.refresh()
+
+    def remove_remote(self, model: RemoteModel) -> None:
+        server = model.server
+        count = len(server.models)
+        answer = QMessageBox.question(
+            self, "Remove remote server",
+            f"Remove the remote server '{server.name}' ({server.base_url})?\n\nIts {count} "
+            f"{'model' if count == 1 else 'models'} will no longer be offered; nothing on the server changes."
+            + ("\nIts key will be removed from the system keyring." if server.key_in_keyring else ""),
+            QMessageBox.Yes | QMessageBox.Cancel, QMessageBox.Cancel)
+        if answer != QMessageBox.Yes:
+            return
+        from engines.remote.manage import remove_server
+
+        try:
+            remove_server(self.servers, server.name)
+        except EngineError as exc:
+            self.show_error(exc.message)
+            return
+        self.show_error("")
+        self.status.setText(f"Removed the remote server '{server.name}'.")
+        self.model_removed.emit(model.id)
+        self.refresh()
 
     def shutdown(self) -> None:
         for task in self._tasks:

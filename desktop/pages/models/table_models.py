@@ -16,6 +16,7 @@ from engines.machine.fit import FitVerdict
 from engines.library.installed import InstalledModel
 from engines.library.service import UnknownFile
 from engines.machine.speed import format_speed_short
+from engines.remote.listing import RemoteModel
 
 # Roles as plain ints: data() runs for every visible cell on every repaint.
 DISPLAY = int(Qt.ItemDataRole.DisplayRole.value)
@@ -28,9 +29,10 @@ ITEM_ROLE = int(Qt.ItemDataRole.UserRole.value) + 1  # the CatalogEntry / Instal
 SORT_ROLE = int(Qt.ItemDataRole.UserRole.value) + 2
 RIGHT = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
 KINDS = {"chat": "Chat", "image": "Image"}
-ENGINES = {"llama_cpp": "llama.cpp", "diffusers": "Diffusers", "onnx": "ONNX Runtime"}
-FORMATS = {"gguf": "GGUF", "diffusers": "Diffusers", "onnx": "ONNX"}
-SOURCES = {"demo": "Built-in demo", "import": "Added file", "download": "Downloaded", "folder": "Models folder"}
+ENGINES = {"llama_cpp": "llama.cpp", "diffusers": "Diffusers", "onnx": "ONNX Runtime", "remote": "Remote server"}
+FORMATS = {"gguf": "GGUF", "diffusers": "Diffusers", "onnx": "ONNX", "remote": "OpenAI API"}
+SOURCES = {"demo": "Built-in demo", "import": "Added file", "download": "Downloaded", "folder": "Models folder",
+           "remote": "Remote server"}
 _VERDICT_ORDER = {"gpu_full": 0, "gpu_partial": 1, "cpu_only": 2, "wont_fit": 3}
 
 
@@ -269,6 +271,8 @@ class InstalledTableModel(_ListTableModel):
             return item
         if isinstance(item, UnknownFile):
             return self._unknown(item, column, role)
+        if isinstance(item, RemoteModel):
+            return self._remote(item, column, role)
         verdict = self.verdicts.get(item.id)
         if role == DISPLAY:
             if column == self.VERDICT:
@@ -303,6 +307,24 @@ class InstalledTableModel(_ListTableModel):
                 return f"{item.description}\n{item.path}" if item.description else item.path
         if role == FOREGROUND and column == self.VERDICT and not isinstance(verdict, FitVerdict):
             return _muted()
+        if role == ALIGNMENT and column == self.SIZE:
+            return RIGHT
+        return None
+
+    def _remote(self, item: RemoteModel, column: int, role):
+        """A model on a remote server: no size, no fit here; it runs where the server is."""
+        if role == DISPLAY:
+            return {
+                self.NAME: item.name,
+                self.SIZE: "—",
+                self.ENGINE: ENGINES["remote"],
+                self.FORMAT: FORMATS["remote"],
+                self.SOURCE: SOURCES["remote"],
+                self.VERDICT: f"Runs on {item.server.name}",
+                self.PATH: item.path,
+            }.get(column)
+        if role == TOOLTIP and column in (self.NAME, self.VERDICT, self.PATH):
+            return f"{item.description}. What you send to it leaves this computer."
         if role == ALIGNMENT and column == self.SIZE:
             return RIGHT
         return None
