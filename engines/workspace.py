@@ -1,7 +1,10 @@
 """Everything a front end needs, opened once and passed around explicitly.
 
-No global singletons: the GUI and the CLI each open a :class:`Workspace`
-and hand its parts to whoever needs them.
+No global singletons: the GUI, the CLI and the server each open a
+:class:`Workspace` and hand its parts to whoever needs them. It is the front
+ends' composition of the services, so it sits above them: a service takes
+only the parts it needs (``ModelLibrary(paths, settings, models)``, which
+:meth:`Workspace.library` builds), never the workspace itself.
 """
 
 from __future__ import annotations
