@@ -117,6 +117,7 @@ def test_the_chat_page_with_a_remote_model_streams_and_stops(qtbot, llama_server
         assert page.panel.model_note.text() == f"Runs on the remote server 'box' ({llama_server})"
         assert not page.panel.load_box.isEnabled()
         assert page.panel.load_note.text() == "This model runs on a remote server, which loads it with its own settings."
+        assert not page.panel.top_k.isEnabled() and page.panel.temperature.isEnabled()
         assert "Your messages are sent to it." in page.view.toPlainText()
 
         page.panel.max_tokens.setValue(16)
@@ -139,5 +140,9 @@ def test_the_chat_page_with_a_remote_model_streams_and_stops(qtbot, llama_server
         last = controller.messages()[-1]
         assert last.status == "cancelled" and last.content
         assert page.status_line.text() == "Stopped."
+
+        combo.setCurrentIndex(next(i for i in range(combo.count()) if "(remote)" not in combo.itemText(i)))
+        assert page.panel.load_box.isEnabled() and page.panel.top_k.isEnabled()  # a local model: Atelier's settings
+        assert page.panel.load_note.text() == "Changes apply on the next message (the model reloads)."
     finally:
         controller.shutdown()

@@ -423,7 +423,7 @@ class ChatPage(QWidget):
         else:
             size = format_bytes(model.size_bytes) if model.size_bytes else ""
             self.panel.set_model_note(" · ".join(x for x in (model.description, size) if x))
-        self.panel.set_load_settings_apply(model is None or model.engine != "remote")
+        self.panel.set_remote_model(model is not None and model.engine == "remote")
 
     def _model_changed(self, model_id: str) -> None:
         self.controller.choose_model(model_id)

@@ -60,6 +60,7 @@ def _form(parent) -> QFormLayout:
 
 LOAD_NOTE = "Changes apply on the next message (the model reloads)."
 REMOTE_LOAD_NOTE = "This model runs on a remote server, which loads it with its own settings."
+REMOTE_SAMPLING_NOTE = "A remote server uses its own setting for this: the OpenAI API has no such field."
 
 
 class ChatSettingsPanel(QScrollArea):
@@ -206,10 +207,17 @@ class ChatSettingsPanel(QScrollArea):
         if not self._updating and self.current_model_id():
             self.model_changed.emit(self.current_model_id())
 
-    def set_load_settings_apply(self, applies: bool) -> None:
-        """A model on a remote server is loaded by the server: its load settings are not Atelier's to set."""
-        self.load_box.setEnabled(applies)
-        self.load_note.setText(LOAD_NOTE if applies else REMOTE_LOAD_NOTE)
+    def set_remote_model(self, remote: bool) -> None:
+        """A model on a remote server: the server loads it, and takes only the OpenAI API's sampling fields.
+
+        Its load settings and top-k, min-p and repeat penalty (which the OpenAI API does not have, and some
+        servers refuse) are the server's own, so they are shown disabled rather than silently ignored.
+        """
+        self.load_box.setEnabled(not remote)
+        self.load_note.setText(REMOTE_LOAD_NOTE if remote else LOAD_NOTE)
+        for box in (self.top_k, self.min_p, self.repeat_penalty):
+            box.setEnabled(not remote)
+            box.setToolTip(REMOTE_SAMPLING_NOTE if remote else "")
 
     def set_gpu_offload(self, supported: bool) -> None:
         self.gpu_layers.setEnabled(supported)

@@ -117,9 +117,9 @@ class AddRemoteDialog(QDialog):
             return
         timeout = float(self.timeout.value())
         self._busy(True)
-        self._show_error("")
         self.progress.setText(f"Asking {url} which models it serves…")
         self.progress.show()
+        self._show_error("")
         # Only the check runs on the pool: the server is saved once it answered, if the dialog is still open.
         self._task = run_in_background(
             lambda: check_server(name, url, api_key_env=key_env or None, key=key or None, timeout_s=min(timeout, 60)),
@@ -156,6 +156,7 @@ class AddRemoteDialog(QDialog):
     def _show_error(self, text: str) -> None:
         self.message.setText(text)
         self.message.setVisible(bool(text))
+        self.adjustSize()  # room for the message (wrapped), never taken from the fields
 
     def done(self, result: int) -> None:  # noqa: D401 - Qt's name: closing drops a check still running
         if self._task is not None:
