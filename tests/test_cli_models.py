@@ -52,7 +52,7 @@ def test_pull_survives_kill_9_and_verifies_its_hash(http_server, atelier_home, t
     first = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     staging = atelier_home / "data" / "models" / ".staging"
     try:
-        assert http_server.wait_for(lambda: any(p.stat().st_size > 400_000 for p in staging.rglob("*.part")), 30)
+        assert http_server.wait_for(lambda: any(p.stat().st_size > 400_000 for p in staging.rglob("*.part")))
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import io
 import shutil
-import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from engines.model_folder import PICKLED_MESSAGE, inspect_model_folder, is_distilled
 from engines.diffusion.types import ImageLoadSpec, ImageRequest
@@ -234,17 +235,14 @@ def test_scheduler_table(tiny_sd):
     assert usable_schedulers(True)[-1] == "LCM"
 
 
-def test_preview_is_cheap_and_sane():
+def test_preview_is_a_png_of_the_latents_and_sane():
+    """Its cost per step is measured by benchmarks/bench_diffusion.py (_callback_ms), not here."""
     from engines.diffusion.preview import latents_to_rgb, preview_png
 
     latents = np.random.default_rng(0).normal(size=(1, 4, 64, 64)).astype(np.float32)
-    timings = []
-    for _ in range(15):
-        start = time.perf_counter()
-        png = preview_png(latents)
-        timings.append(time.perf_counter() - start)
-    assert min(timings) < 0.005, timings  # best of 15: robust to a busy machine
+    png = preview_png(latents)
     assert png.startswith(b"\x89PNG")
+    assert Image.open(io.BytesIO(png)).size == (64, 64)
     grey = latents_to_rgb(np.zeros((4, 8, 8), np.float32))
     assert grey.shape == (8, 8, 3) and np.all(grey == 127)
     assert latents_to_rgb(np.zeros((4, 8, 8), np.float32), "sdxl")[0, 0, 0] > 127  # SDXL has a bias

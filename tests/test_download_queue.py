@@ -264,7 +264,7 @@ def test_a_download_killed_with_sigkill_resumes_in_a_new_queue(http_server, queu
         )
     try:
         parts = lambda: list((queues.models / ".staging").glob("*/big.gguf.part"))  # noqa: E731
-        assert http_server.wait_for(lambda: parts() and parts()[0].stat().st_size == 1_250_000, timeout=30), log.read_text()
+        assert http_server.wait_for(lambda: parts() and parts()[0].stat().st_size == 1_250_000), log.read_text()
         os.kill(app.pid, signal.SIGKILL)
         app.wait(10)
     finally:

@@ -7,7 +7,6 @@ import random
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from engines import network
 from engines.library.download import DownloadCancelled, FileSpec, check_disk_space, download_file, safe_relpath
 from engines.network import OfflineError
 from tests.fixtures.http_server import sha256
+from tests.fixtures.tmpfs import small_tmpfs
 
 FAST = {"stall_timeout": 10, "backoff": (0.01,), "max_attempts": 4}  # stalls have their own test
 
@@ -79,11 +79,9 @@ def test_a_stall_is_detected_and_retried(http_server, tmp_path):
     data = blob(2_000_000)
     http_server.add("/m.gguf", data)
     http_server.fault("/m.gguf", stall_after=700_000, stall_s=60)
-    start = time.monotonic()
     download_file(spec_for(http_server, "/m.gguf", data), tmp_path / "m.gguf", **{**FAST, "stall_timeout": 0.5})
-    assert time.monotonic() - start < 15  # not the 60 s of the stall
     assert (tmp_path / "m.gguf").read_bytes() == data
-    ranges = http_server.ranges("/m.gguf")
+    ranges = http_server.ranges("/m.gguf")  # the stall was cut, and the rest asked for again, not waited out
     assert ranges[0] is None and "bytes=700000-" in ranges
 
 
@@ -219,15 +217,8 @@ def test_check_disk_space_refuses_up_front(tmp_path):
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A 2 MiB tmpfs, remountable bigger; skipped where mounting is not allowed."""
-    folder = tmp_path / "tiny"
-    folder.mkdir()
-    run = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], capture_output=True, text=True)
-    if run.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {run.stderr.strip() or run.returncode}")
-    try:
+    with small_tmpfs(tmp_path / "tiny", "2m") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
 def test_a_full_disk_keeps_the_part_and_resumes_after_space_is_freed(http_server, tiny_disk):

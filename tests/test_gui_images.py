@@ -409,7 +409,7 @@ def test_page_opens_on_the_existing_gallery_newest_first(qtbot, workspace, engin
     try:
         assert page.gallery_view.ids() == [newer.id, older.id]
         assert page.gallery_view.count_label.text() == "2 images"
-        qtbot.waitUntil(lambda: not page.gallery_view._pending, timeout=3000)  # thumbnails filled in
+        qtbot.waitUntil(lambda: not page.gallery_view._pending, timeout=10_000)  # thumbnails filled in
     finally:
         page.shutdown()
 

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import psutil
@@ -23,12 +22,12 @@ from engines.api import ChatMessage, FinishedEvent, SamplingParams, TextLoadSpec
 from engines.errors import EngineCrashed, EngineError, ErrorKind
 from engines.host import EngineHost
 from engines.host.client import CLOSED_WHILE_BUSY
+from tests.fixtures.waits import HANG_S, wait_until
 from tests.test_template_budget import CPU_BOMB
 
 pytest.importorskip("llama_cpp")
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="FIFOs and signals are POSIX")
 ROOT = Path(__file__).resolve().parents[1]
-BOUND_S = 120  # how long to wait for an event before calling it a hang
 
 
 @pytest.fixture
@@ -117,7 +116,7 @@ def test_a_stop_reaches_only_the_request_in_flight(host, gemma_path):
 def test_stop_from_another_thread_during_a_reply(host, gemma_path):
     host.load("llama_cpp", TextLoadSpec(str(gemma_path), context_length=2048))
     first_token = threading.Event()
-    stopper = threading.Thread(target=lambda: first_token.wait(BOUND_S) and host.cancel())
+    stopper = threading.Thread(target=lambda: first_token.wait(HANG_S) and host.cancel())
     stopper.start()
     result = None
     for event in host.generate(long_request()):
@@ -164,10 +163,10 @@ def test_close_ends_a_stuck_host_and_tells_the_thread_that_waited_on_it(host, ge
 
     worker = threading.Thread(target=reply)
     worker.start()
-    assert first_token.wait(BOUND_S)
+    assert first_token.wait(HANG_S)
     os.kill(pid, signal.SIGSTOP)  # stuck: it will never read the Shutdown
     host.close()
-    worker.join(BOUND_S)
+    worker.join(HANG_S)
     assert not worker.is_alive()
     assert not _alive(pid)
     assert len(outcome) == 1 and isinstance(outcome[0], EngineCrashed)
@@ -211,13 +210,13 @@ def test_killing_the_cli_leaves_no_engine_host_behind(atelier_home, bomb_model, 
     )
     try:
         host = _wait_for_child(cli.pid, "spawn_main")
-        _wait_for(lambda: "engine host" in _read(atelier_home / "logs"), "the host to start serving")
+        wait_until(lambda: "engine host" in _read(atelier_home / "logs"), "the host to start serving")
         children = psutil.Process(cli.pid).children(recursive=True)
         assert any("resource_tracker" in " ".join(c.cmdline()) for c in children)
         host.suspend()
         cli.send_signal(sig)
-        assert cli.wait(BOUND_S) == -sig
-        _wait_for(lambda: not any(_alive(c.pid) for c in children), "the host and the resource tracker to go")
+        assert cli.wait(HANG_S) == -sig
+        wait_until(lambda: not any(_alive(c.pid) for c in children), "the host and the resource tracker to go")
         assert not _alive(host.pid)
     finally:
         _kill_group(cli)
@@ -235,11 +234,11 @@ def test_killing_the_parent_of_a_foreign_interpreter_host_leaves_nothing_behind(
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         host = _wait_for_child(parent.pid, "engines.host.standalone")
-        _wait_for(lambda: "engine host" in _read(tmp_path / "f.log"), "the foreign host to start serving")
+        wait_until(lambda: "engine host" in _read(tmp_path / "f.log"), "the foreign host to start serving")
         host.suspend()  # stuck where nothing reaches it
         parent.kill()
-        parent.wait(BOUND_S)
-        _wait_for(lambda: not _alive(host.pid), "the foreign host to go")
+        parent.wait(HANG_S)
+        wait_until(lambda: not _alive(host.pid), "the foreign host to go")
     finally:
         _kill_group(parent)
 
@@ -276,8 +275,8 @@ def test_the_watchdog_thread_ends_a_child_whose_main_thread_is_busy(tmp_path, bu
         child_pid = int(middle.stdout.readline())
         assert _alive(child_pid)
         middle.kill()
-        middle.wait(BOUND_S)
-        _wait_for(lambda: not _alive(child_pid), "the watched child to go")
+        middle.wait(HANG_S)
+        wait_until(lambda: not _alive(child_pid), "the watched child to go")
     finally:
         _kill_group(middle)
 
@@ -290,14 +289,6 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
-
-
-def _wait_for(condition, what: str) -> None:
-    deadline = time.monotonic() + BOUND_S
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.05)
 
 
 def _wait_for_child(pid: int, marker: str) -> psutil.Process:
@@ -313,7 +304,7 @@ def _wait_for_child(pid: int, marker: str) -> psutil.Process:
                 continue
         return False
 
-    _wait_for(look, f"a child process running {marker}")
+    wait_until(look, f"a child process running {marker}")
     return found[0]
 
 
@@ -333,4 +324,4 @@ def _kill_group(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-    proc.wait(BOUND_S)
+    proc.wait(HANG_S)

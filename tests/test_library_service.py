@@ -10,6 +10,7 @@ from engines.library.catalog import load_catalog
 from engines.machine.hardware import CpuInfo, HardwareReport, MemoryInfo
 from engines.workspace import open_workspace
 from tests.fixtures.http_server import sha256
+from tests.fixtures.waits import wait_until
 
 
 def tiny_catalog(tmp_path, gguf_bytes: bytes, size: int | None = None) -> object:
@@ -27,16 +28,9 @@ def tiny_catalog(tmp_path, gguf_bytes: bytes, size: int | None = None) -> object
     return load_catalog(path)
 
 
-def wait_done(library, job, timeout=30):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        current = library.queue().get(job.id)
-        if current.finished:
-            return current
-        time.sleep(0.05)
-    raise AssertionError("download did not finish")
+def wait_done(library, job):
+    wait_until(lambda: library.queue().get(job.id).finished, f"the download {job.id} finished")
+    return library.queue().get(job.id)
 
 
 def test_every_shipped_catalog_entry_gets_a_verdict():

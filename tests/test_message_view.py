@@ -101,7 +101,7 @@ def test_slow_layout_coalesces_streaming_but_final_update_is_immediate(view, qtb
     view.update_last(MessageDisplay("a1", "assistant", "partial PENDING", status="streaming"))
     assert "PENDING" not in view.toPlainText()
     assert view.messages()[-1].content == "partial PENDING"
-    qtbot.waitUntil(lambda: "PENDING" in view.toPlainText(), timeout=2000)  # the timer flushes it
+    qtbot.waitUntil(lambda: "PENDING" in view.toPlainText(), timeout=10_000)  # the timer flushes it
     view._last_cost_ms, view._last_done = 10_000.0, time.perf_counter()
     view.update_last(MessageDisplay("a1", "assistant", "partial PENDING more", status="streaming"))
     view.update_last(MessageDisplay("a1", "assistant", "FINAL-ANSWER"))
@@ -113,7 +113,7 @@ def test_copy_link_copies_the_exact_code(view, qtbot):
     hrefs = [h for h, _ in anchors(view) if h.startswith("copy:")]
     assert hrefs == [copy_href("a1", 0)]
     QGuiApplication.clipboard().clear()
-    with qtbot.waitSignal(view.copied, timeout=1000) as blocker:
+    with qtbot.waitSignal(view.copied, timeout=10_000) as blocker:
         view.anchorClicked.emit(QUrl(hrefs[0]))
     assert blocker.args == [CODE]
     assert QGuiApplication.clipboard().text() == CODE
@@ -126,7 +126,7 @@ def test_clicking_the_copy_link_with_the_mouse(view, qtbot):
     cursor = QTextCursor(view.document())
     cursor.setPosition(pos + 1)
     point = view.cursorRect(cursor).center()
-    with qtbot.waitSignal(view.copied, timeout=1000) as blocker:
+    with qtbot.waitSignal(view.copied, timeout=10_000) as blocker:
         qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=point)
     assert blocker.args == [CODE]
 

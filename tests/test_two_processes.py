@@ -15,16 +15,16 @@ import select
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from engines.byte_sizes import format_bytes
 from engines.errors import EngineError
 from engines.library.download import FileSpec
 from engines.library.download.queue import DownloadQueue
-from engines.byte_sizes import format_bytes
 from tests.fixtures.http_server import sha256
+from tests.fixtures.waits import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = {"stall_timeout": 10, "backoff": (0.01,), "max_attempts": 3}
@@ -33,17 +33,6 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="uses SIGKILL an
 
 def clean_env() -> dict:
     return {k: v for k, v in os.environ.items() if k != "ATELIER_OFFLINE"}
-
-
-def wait_until(predicate, what: str, proc: subprocess.Popen | None = None, limit: float = 120.0):
-    """Wait for an event; the limit only turns a hang into a failure that says what never happened."""
-    deadline = time.monotonic() + limit
-    while not predicate():
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the process ended ({proc.returncode}) before {what}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        time.sleep(0.02)
 
 
 # ---- models.json (D15) ---------------------------------------------------------------------
