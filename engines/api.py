@@ -133,6 +133,7 @@ class ModelInfo:
     cache_type: str = DEFAULT_CACHE_TYPE  # the context cache's element type
     flash_attention: bool = False  # on whenever the cache is quantized: llama.cpp needs it for a quantized V cache
     kv_cache_bytes: int | None = None  # the cache size llama.cpp reported, when it did
+    embedding: bool = False  # loaded in embedding mode: it answers EmbeddingRequest only
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,9 @@ class TextResult:
     seed: int
     dropped_messages: int = 0
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    # Prompt tokens llama.cpp did not read again: the live context or a saved conversation state
+    # held them (OpenAI's usage.prompt_tokens_details.cached_tokens).
+    cached_prompt_tokens: int = 0
 
     @property
     def context_used(self) -> int:

@@ -21,30 +21,33 @@ from pathlib import Path
 
 from engines.api import (
     CancelFlag,
+    EmbeddingRequest,
+    EmbeddingResult,
     Emit,
     ModelInfo,
     NoticeEvent,
     ProgressEvent,
-    StatsEvent,
     TextLoadSpec,
     TextRequest,
     TextResult,
-    TokenEvent,
 )
 from engines.errors import EngineError, ErrorKind
 from engines.kv_cache import cache_type_info
 from engines.llama.cache_options import cache_refusal, llama_cache_kwargs, read_cache_report
-from engines.llama.context_fit import fit_conversation, reply_reserve
 from engines.llama.construct import abortable_model_load, skip_library_chat_templates
+from engines.llama.context_fit import fit_conversation, reply_reserve
+from engines.llama.decode_loop import DecodePlan, Decoded, decode, rate, ttft
+from engines.llama.grammar import grammar_for_schema
 from engines.llama.native_log import NATIVE_LOG
 from engines.gguf.model_file import check_model_file
 from engines.llama.preflight import check_memory_for_context
+from engines.llama.prompt_cache import PromptCache
 from engines.llama.prompt_tokens import PromptTokenizer
 from engines.llama.template_sandbox import TemplateBudgetError, TemplateCancelled
 from engines.llama.templates import ChatTemplate, RenderedPrompt, choose_template, fallback_template
 
 log = logging.getLogger(__name__)
-STATS_INTERVAL_S = 0.25
+EMBEDDING_BATCH_MAX = 8192  # tokens per llama.cpp batch in embedding mode: the longest text it takes
 
 
 def default_threads() -> int:
@@ -65,6 +68,7 @@ class LlamaCppEngine:
         self._cancel: CancelFlag | None = None
         self._abort_callback = None  # keep the ctypes callback alive while the context lives
         self._native_log = NATIVE_LOG
+        self._prompt_cache: PromptCache | None = None
 
     # ---- load ------------------------------------------------------------
 
@@ -88,12 +92,17 @@ class LlamaCppEngine:
         gpu_layers = spec.gpu_layers if spec.gpu_layers is not None else (-1 if offload else 0)
         if not offload:
             gpu_layers = 0
-        check_memory_for_context(header, spec.context_length, gpu_offload=offload and gpu_layers != 0, cache_type=cache.name)
+        n_ctx, mode_kwargs = spec.context_length, {}
+        if spec.embedding:
+            # A text is read in one batch (non-causal models need it); no text is longer than the trained context.
+            n_ctx = min(n_ctx, header.context_length or n_ctx, EMBEDDING_BATCH_MAX)
+            mode_kwargs = {"embedding": True, "n_batch": n_ctx, "n_ubatch": n_ctx}
+        check_memory_for_context(header, n_ctx, gpu_offload=offload and gpu_layers != 0, cache_type=cache.name)
         threads = spec.threads or default_threads()
         cache_kwargs = llama_cache_kwargs(cache.name)
         flash = bool(cache_kwargs.get("flash_attn"))
         with_cache = f" with a {cache.name} context cache (flash attention on)" if cache.quantized else ""
-        loading = f"Loading {path.name}{with_cache}…"
+        loading = f"Loading {path.name}{' for embeddings' if spec.embedding else ''}{with_cache}…"
         emit(ProgressEvent("load", loading, 0.1))
         _stop_if_cancelled(cancel, path)
         self._native_log.clear()
@@ -105,44 +114,50 @@ class LlamaCppEngine:
             with skip_library_chat_templates(), abortable_model_load(cancel, on_progress):
                 llm = llama_cpp.Llama(
                     model_path=str(path),
-                    n_ctx=spec.context_length,
+                    n_ctx=n_ctx,
                     n_threads=threads,
                     n_threads_batch=threads,
                     n_gpu_layers=gpu_layers,
                     verbose=False,
                     **cache_kwargs,
+                    **mode_kwargs,
                 )
         except (ValueError, RuntimeError, OSError) as exc:
             _stop_if_cancelled(cancel, path)  # llama.cpp's loader aborted because we asked it to
             raise self._load_failure(header, exc, cache.name) from None
         report = read_cache_report(self._native_log.text())
-        try:
-            template = choose_template(llm.metadata or {}, header.architecture, header.tokens, cancel)
-            _stop_if_cancelled(cancel, path)
-        except (TemplateCancelled, EngineError) as exc:
-            llm.close()
-            raise _load_stopped(path) if isinstance(exc, TemplateCancelled) else exc from None
+        template = None
+        if not spec.embedding:
+            try:
+                template = choose_template(llm.metadata or {}, header.architecture, header.tokens, cancel)
+                _stop_if_cancelled(cancel, path)
+            except (TemplateCancelled, EngineError) as exc:
+                llm.close()
+                raise _load_stopped(path) if isinstance(exc, TemplateCancelled) else exc from None
         self._llm = llm
         self._install_abort_callback()
         self._template = template
         self._tokens = PromptTokenizer(llm)
         self._architecture = (header.architecture, header.tokens)
-        self._pending_note = template.note
+        self._pending_note = template.note if template else None
+        if not spec.embedding:
+            self._prompt_cache = open_prompt_cache(path, min(n_ctx, llm.n_ctx()), cache.name, flash)
         self._info = ModelInfo(
             path=str(path),
             architecture=header.architecture or "unknown",
             name=header.name or path.stem,
             # llama.cpp may round the context up; llama-cpp-python's buffers use what we asked for.
-            context_length=min(spec.context_length, llm.n_ctx()),
+            context_length=min(n_ctx, llm.n_ctx()),
             trained_context_length=header.context_length or 0,
             threads=threads,
             gpu_layers=gpu_layers if gpu_layers >= 0 else (header.block_count or 0) + 1,
-            template=template.name,
-            template_source=template.source,
+            template=template.name if template else "none",
+            template_source=template.source if template else "none",
             gpu_offload_supported=offload,
             cache_type=cache.name,
             flash_attention=flash,
             kv_cache_bytes=report.total_bytes if report else None,
+            embedding=spec.embedding,
         )
         emit(ProgressEvent("load", f"Loaded {self._info.name}", 1.0))
         log.info("loaded %s: %s", path, self._info)
@@ -200,20 +215,28 @@ class LlamaCppEngine:
 
     def unload(self) -> None:
         if self._llm is not None:
+            if self._prompt_cache is not None:
+                try:
+                    self._prompt_cache.close(self._llm)  # the live conversation goes to disk
+                except Exception:  # a cache: never a reason for an unload to fail
+                    log.warning("could not keep the prompt cache", exc_info=True)
             self._llm.close()
         self._llm = None
+        self._prompt_cache = None
         self._template = None
         self._tokens = None
         self._info = None
 
     # ---- generate --------------------------------------------------------
 
-    def generate(self, request: TextRequest, emit: Emit, cancel: CancelFlag) -> TextResult:
+    def generate(self, request: TextRequest | EmbeddingRequest, emit: Emit, cancel: CancelFlag) -> TextResult | EmbeddingResult:
         if self._llm is None or self._info is None:
             raise EngineError(ErrorKind.BAD_INPUT, "No model is loaded.")
         problems = request.validate()
         if problems:
             raise EngineError(ErrorKind.BAD_INPUT, "; ".join(problems).capitalize() + ".")
+        if isinstance(request, EmbeddingRequest) or self._info.embedding:
+            return self._embed(request, emit, cancel)
         llm, n_ctx = self._llm, self._info.context_length
         sampling = request.sampling
         seed = sampling.seed if sampling.seed is not None else random.randrange(2**32)
@@ -232,7 +255,7 @@ class LlamaCppEngine:
                     f"The prompt is {len(prompt_tokens):,} tokens, more than fit in a context of "
                     f"{n_ctx:,} with room for the reply. Shorten it or use a longer context.",
                 )
-            stop: tuple[str, ...] = ()
+            stop: tuple[str, ...] = request.stop
         else:
             try:
                 fitted = fit_conversation(
@@ -243,6 +266,7 @@ class LlamaCppEngine:
                     request.overflow,
                 )
                 prompt_tokens, stop = self._render_tokens(fitted.messages, emit, cancel)
+                stop = stop + request.stop
             except TemplateCancelled:
                 return self._cancelled_before_start(request, seed, n_ctx)
             template_name = self._template.name
@@ -250,8 +274,20 @@ class LlamaCppEngine:
             if dropped:
                 emit(NoticeEvent(f"The conversation was longer than the context: the oldest {dropped} message(s) were left out of this reply."))
 
+        grammar = grammar_for_schema(request.json_schema, llm) if request.json_schema is not None else None
         max_tokens = max(1, min(sampling.max_tokens, n_ctx - len(prompt_tokens)))
-        return self._stream(prompt_tokens, stop, max_tokens, seed, request, emit, cancel, template_name, dropped)
+        plan = DecodePlan(prompt_tokens, sampling, seed, max_tokens, stop, grammar)
+        return self._stream(plan, request, emit, cancel, template_name, dropped)
+
+    def _embed(self, request, emit: Emit, cancel: CancelFlag) -> EmbeddingResult:
+        name = self._info.name
+        if not isinstance(request, EmbeddingRequest):
+            raise EngineError(ErrorKind.BAD_INPUT, f"{name} is loaded for embeddings; it does not write replies.")
+        if not self._info.embedding:
+            raise EngineError(ErrorKind.BAD_INPUT, f"{name} is loaded for chat; load it in embedding mode to embed texts.")
+        from engines.llama.embeddings import embed
+
+        return embed(self._llm, request, name, emit, cancel)
 
     def _render_tokens(self, messages, emit: Emit, cancel: CancelFlag) -> tuple[list[int], tuple[str, ...]]:
         """The prompt's tokens and stop strings; message text never becomes control tokens."""
@@ -282,82 +318,50 @@ class LlamaCppEngine:
             template=self._template.name, seed=seed, dropped_messages=0, sampling=request.sampling,
         )
 
-    def _stream(self, prompt_tokens, stop, max_tokens, seed, request, emit, cancel, template_name, dropped) -> TextResult:
-        import llama_cpp
-
-        sampling = request.sampling
+    def _stream(self, plan: DecodePlan, request: TextRequest, emit: Emit, cancel: CancelFlag,
+                template_name: str, dropped: int) -> TextResult:
         n_ctx = self._info.context_length
-        sampled = 0
-
-        def count_and_check(_ids, _logits) -> bool:
-            nonlocal sampled
-            sampled += 1
-            return cancel.is_set()
-
-        self._cancel = cancel
-        self._arm_abort(True)
-        text_parts: list[str] = []
-        finish = "stop"
         t_start = time.perf_counter()
-        t_first = t_last = None
-        last_stats = 0.0
-        stream = self._llm.create_completion(
-            prompt_tokens,
-            max_tokens=max_tokens,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            top_k=sampling.top_k,
-            min_p=sampling.min_p,
-            repeat_penalty=sampling.repeat_penalty,
-            seed=seed,
-            stop=list(stop),
-            stream=True,
-            stopping_criteria=llama_cpp.StoppingCriteriaList([count_and_check]),
-        )
+        reuse = self._prompt_cache.prepare(self._llm, plan.prompt_tokens, request.cache_key)
+        self._cancel = cancel
+        self._arm_abort(True)  # the prompt is read inside llama.cpp: let Stop reach it there
         try:
-            for chunk in stream:
-                if cancel.is_set():
-                    finish = "cancelled"
-                    break
-                choice = chunk["choices"][0]
-                piece = choice.get("text") or ""
-                now = time.perf_counter()
-                if piece:
-                    if t_first is None:
-                        t_first = now
-                        self._arm_abort(False)
-                    t_last = now
-                    text_parts.append(piece)
-                    emit(TokenEvent(piece))
-                if choice.get("finish_reason"):
-                    finish = "length" if choice["finish_reason"] == "length" else "stop"
-                if now - last_stats >= STATS_INTERVAL_S:
-                    last_stats = now
-                    emit(StatsEvent(len(prompt_tokens), sampled, n_ctx, _ttft(t_start, t_first), _rate(sampled, t_first, t_last)))
+            decoded = decode(self._llm, plan, emit, cancel, t_start=t_start, n_ctx=n_ctx,
+                             on_first_token=lambda: self._arm_abort(False))
         except RuntimeError as exc:
             if not cancel.is_set():  # llama_decode returns 2 when our abort callback fired
                 raise EngineError(ErrorKind.INTERNAL, f"llama.cpp failed while generating: {exc}") from None
+            decoded = Decoded("", "cancelled", 0, None, None)  # stopped while the prompt was read
         finally:
-            stream.close()
             self._arm_abort(False)
             self._cancel = None
-        if cancel.is_set():
-            finish = "cancelled"
-        # llama-cpp-python samples one token past max_tokens before it notices the limit.
-        sampled = min(sampled, max_tokens)
         return TextResult(
-            text="".join(text_parts),
-            finish_reason=finish,
-            prompt_tokens=len(prompt_tokens),
-            completion_tokens=sampled,
-            time_to_first_token_s=_ttft(t_start, t_first),
-            tokens_per_second=_rate(sampled, t_first, t_last),
+            text=decoded.text,
+            finish_reason=decoded.finish_reason,
+            prompt_tokens=len(plan.prompt_tokens),
+            completion_tokens=decoded.completion_tokens,
+            time_to_first_token_s=ttft(t_start, decoded.t_first),
+            tokens_per_second=rate(decoded.completion_tokens, decoded.t_first, decoded.t_last),
             context_length=n_ctx,
             template=template_name,
-            seed=seed,
+            seed=plan.seed,
             dropped_messages=dropped,
-            sampling=sampling,
+            sampling=request.sampling,
+            cached_prompt_tokens=reuse.reused_tokens,
         )
+
+
+def open_prompt_cache(path: Path, n_ctx: int, cache_type: str, flash: bool) -> PromptCache:
+    """The prompt cache of a loaded chat model: in memory, and on disk when the cache folder can be used."""
+    from engines.llama.state_store import FOLDER_NAME, StateStore, model_key
+    from engines.paths import app_paths
+
+    try:
+        store = StateStore(app_paths().cache / FOLDER_NAME, model_key(str(path), cache_type, flash))
+    except OSError as exc:
+        log.info("prompt states stay in memory only: %s", exc)
+        store = None
+    return PromptCache(n_ctx, store)
 
 
 def _stop_if_cancelled(cancel: CancelFlag | None, path: Path) -> None:
@@ -367,14 +371,3 @@ def _stop_if_cancelled(cancel: CancelFlag | None, path: Path) -> None:
 
 def _load_stopped(path: Path) -> EngineError:
     return EngineError(ErrorKind.CANCELLED, f"Loading {path.name} was stopped.")
-
-
-def _ttft(t_start: float, t_first: float | None) -> float | None:
-    return None if t_first is None else t_first - t_start
-
-
-def _rate(tokens: int, t_first: float | None, t_last: float | None) -> float | None:
-    """Decode rate: tokens after the first, over the time since the first."""
-    if t_first is None or t_last is None or tokens < 2 or t_last <= t_first:
-        return None
-    return (tokens - 1) / (t_last - t_first)

@@ -1,0 +1,111 @@
+"""Save and restore what llama.cpp has read: the KV cache of sequence 0, with its tokens.
+
+llama-cpp-python's ``Llama.save_state`` copies the whole context, logits
+included: with Gemma 3's 262,144-token vocabulary that is a 512-row score
+matrix (over 500 MB) per saved state. llama.cpp's per-sequence state
+(``llama_state_seq_get_data``) holds only the KV cells of the sequence,
+about 10 KB per token for Gemma 3 270M, and no logits; the next request
+re-reads at least its last prompt token anyway, which gives fresh logits
+(``Llama.generate`` does that for any restored or truncated state).
+
+A state is only taken when it is exactly the tokens llama-cpp-python thinks
+it holds (positions 0..n-1 in sequence 0), so a restore can never pair a
+KV cache with the wrong tokens; llama.cpp itself refuses a state made for
+another model layout or cache type (it returns 0), and the context is then
+cleared and the prompt read from scratch.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+SEQ = 0  # llama-cpp-python decodes everything into sequence 0
+
+
+@dataclass(frozen=True)
+class SavedState:
+    """The KV cache of a token prefix: ``blob`` is llama.cpp's state of ``tokens`` (int32, read-only)."""
+
+    tokens: np.ndarray
+    blob: bytearray
+    key: str | None = None  # the conversation it came from (TextRequest.cache_key), a lookup hint
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.blob) + self.tokens.nbytes
+
+
+def live_tokens(llm) -> np.ndarray:
+    """The tokens whose KV cells the context holds now (a view: copy before keeping it)."""
+    return llm.input_ids[: llm.n_tokens]
+
+
+def can_cache(llm) -> bool:
+    """Whether a saved prefix can be restored and then extended (not for recurrent or hybrid models)."""
+    return not (getattr(llm, "_is_recurrent", False) or getattr(llm, "_is_hybrid", False))
+
+
+def capture(llm, key: str | None) -> SavedState | None:
+    """A copy of the live context's state, or None when it is empty or not a plain 0..n-1 prefix."""
+    import llama_cpp
+
+    n = int(llm.n_tokens)
+    if n <= 0:
+        return None
+    ctx = llm._ctx.ctx
+    memory = llama_cpp.llama_get_memory(ctx)
+    if (llama_cpp.llama_memory_seq_pos_min(memory, SEQ) != 0
+            or llama_cpp.llama_memory_seq_pos_max(memory, SEQ) != n - 1):
+        return None  # llama.cpp holds something else than input_ids[:n] says (a shifted or partial cache)
+    size = int(llama_cpp.llama_state_seq_get_size(ctx, SEQ))
+    blob = bytearray(size)
+    written = int(llama_cpp.llama_state_seq_get_data(ctx, _pointer(blob), size, SEQ))
+    if written <= 0 or written > size:
+        log.warning("llama.cpp could not copy the context state (%d of %d bytes)", written, size)
+        return None
+    del blob[written:]
+    tokens = np.array(llm.input_ids[:n], dtype=np.int32)
+    tokens.setflags(write=False)
+    return SavedState(tokens, blob, key)
+
+
+def restore(llm, state: SavedState) -> bool:
+    """Make ``state`` the live context. False (and an empty context) when llama.cpp refuses it."""
+    import llama_cpp
+
+    n = len(state.tokens)
+    ctx = llm._ctx.ctx
+    memory = llama_cpp.llama_get_memory(ctx)
+    llama_cpp.llama_memory_clear(memory, True)
+    llm.n_tokens = 0
+    llm._requires_eval = True
+    if n == 0 or n >= llm.n_ctx():
+        return False
+    read = int(llama_cpp.llama_state_seq_set_data(ctx, _pointer(state.blob), len(state.blob), SEQ))
+    if read == 0 or llama_cpp.llama_memory_seq_pos_max(memory, SEQ) != n - 1:
+        log.warning("llama.cpp refused a saved context state of %d tokens; reading the prompt instead", n)
+        llama_cpp.llama_memory_clear(memory, True)
+        return False
+    llm.input_ids[:n] = state.tokens
+    llm.n_tokens = n
+    return True
+
+
+def common_prefix(a, b) -> int:
+    """How many leading tokens two token sequences share."""
+    n = min(len(a), len(b))
+    if n == 0:
+        return 0
+    left = np.asarray(a[:n], dtype=np.int64)
+    right = np.asarray(b[:n], dtype=np.int64)
+    differ = np.flatnonzero(left != right)
+    return int(differ[0]) if differ.size else n
+
+
+def _pointer(buffer: bytearray):
+    return ctypes.cast((ctypes.c_uint8 * len(buffer)).from_buffer(buffer), ctypes.POINTER(ctypes.c_uint8))

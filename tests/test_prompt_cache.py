@@ -1,0 +1,200 @@
+"""The prompt cache follows each conversation: live prefix, saved states in memory and on disk, on real llama.cpp."""
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engines.api import ChatMessage, SamplingParams, TextLoadSpec, TextRequest
+
+pytest.importorskip("llama_cpp")
+import engines.llama.prompt_cache as prompt_cache  # noqa: E402
+from engines.llama.context_state import SavedState  # noqa: E402
+from engines.llama.engine import LlamaCppEngine  # noqa: E402
+from engines.llama.state_store import StateStore  # noqa: E402
+
+LONG_A = [ChatMessage("user", "alpha " * 150)]
+LONG_B = [ChatMessage("user", "beta " * 120)]
+
+
+def load(path, ctx=1024):
+    engine = LlamaCppEngine()
+    engine.load(TextLoadSpec(str(path), context_length=ctx), lambda e: None)
+    return engine
+
+
+def ask(engine, messages, key=None, seed=5, max_tokens=12, temperature=1.0):
+    request = TextRequest(tuple(messages), SamplingParams(max_tokens=max_tokens, seed=seed, temperature=temperature),
+                          cache_key=key)
+    return engine.generate(request, lambda e: None, threading.Event())
+
+
+def state_files(home: Path) -> list[Path]:
+    return sorted((home / "cache" / "prompt-states").glob("*/*.state"))
+
+
+@pytest.fixture
+def captures(monkeypatch):
+    """Counts the states taken from llama.cpp (each one is a copy of the whole KV cache)."""
+    taken = []
+    real = prompt_cache.capture
+
+    def counting(llm, key):
+        state = real(llm, key)
+        taken.append(key)
+        return state
+
+    monkeypatch.setattr(prompt_cache, "capture", counting)
+    return taken
+
+
+def test_a_follow_up_reads_only_the_new_message_and_saves_nothing(tiny_gguf, captures):
+    engine = load(tiny_gguf)
+    first = ask(engine, LONG_A, "A")
+    assert first.cached_prompt_tokens == 0
+    follow = ask(engine, LONG_A + [ChatMessage("assistant", first.text), ChatMessage("user", "and then?")], "A")
+    assert follow.cached_prompt_tokens >= first.prompt_tokens
+    assert captures == []  # the decode path never copies the cache
+    engine.unload()
+
+
+def test_switching_to_another_chat_and_back_restores_the_first(tiny_gguf, captures):
+    engine = load(tiny_gguf)
+    a1 = ask(engine, LONG_A, "A")
+    again = ask(engine, LONG_A, "A")  # the same prompt, from the live context
+    b = ask(engine, LONG_B, "B")
+    assert b.cached_prompt_tokens < 16 and captures == ["A"]  # A was saved before B overwrote it
+    a2 = ask(engine, LONG_A, "A")
+    assert a2.cached_prompt_tokens == a2.prompt_tokens - 1  # only the last prompt token is read again
+    assert captures == ["A", "B"]
+    assert a2.text == again.text  # the same seed gives the same tokens with a restored state
+    assert a1.prompt_tokens == a2.prompt_tokens
+    engine.unload()
+
+
+def test_a_client_resending_its_history_without_a_key_finds_it(tiny_gguf):
+    engine = load(tiny_gguf)
+    a = ask(engine, LONG_A)
+    ask(engine, LONG_B)
+    history = LONG_A + [ChatMessage("assistant", a.text), ChatMessage("user", "go on")]
+    resent = ask(engine, history)
+    assert resent.cached_prompt_tokens >= a.prompt_tokens
+    engine.unload()
+
+
+def test_a_conversation_survives_the_engine_on_disk(tiny_gguf, atelier_home):
+    engine = load(tiny_gguf)
+    a = ask(engine, LONG_A, "A")
+    engine.unload()  # the live conversation goes to disk
+    files = state_files(atelier_home)
+    assert len(files) == 1 and files[0].stat().st_size > 10_000
+    fresh = load(tiny_gguf)
+    follow = ask(fresh, LONG_A + [ChatMessage("assistant", a.text), ChatMessage("user", "more")], "A")
+    assert follow.cached_prompt_tokens >= a.prompt_tokens
+    fresh.unload()
+
+
+def test_a_changed_model_file_never_gets_an_old_state(tmp_path, atelier_home):
+    from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
+
+    path = write_tiny_llama_gguf(tmp_path / "m.gguf")
+    engine = load(path)
+    ask(engine, LONG_A, "A")
+    engine.unload()
+    stat = path.stat()
+    write_tiny_llama_gguf(path, seed=99)  # other weights, same name and size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    engine = load(path)
+    again = ask(engine, LONG_A, "A")
+    assert again.cached_prompt_tokens == 0
+    engine.unload()
+    assert len({f.parent for f in state_files(atelier_home)}) == 2  # a folder per model identity
+
+
+def test_a_state_llama_cpp_refuses_is_dropped_and_the_prompt_read_instead(tiny_gguf, tmp_path, atelier_home):
+    """A state file from another model layout, under this model's name: llama.cpp says no, the reply still comes."""
+    from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
+
+    engine = load(tiny_gguf)
+    expected = ask(engine, LONG_A, "A", temperature=0.0)
+    engine.unload()
+    (good,) = state_files(atelier_home)
+    foreign = load(write_tiny_llama_gguf(tmp_path / "deeper.gguf", n_layers=3))
+    ask(foreign, LONG_A, "A", temperature=0.0)
+    foreign.unload()
+    foreign_file = next(f for f in state_files(atelier_home) if f.parent != good.parent)
+    good.write_bytes(foreign_file.read_bytes())  # same tokens, a three-layer state
+    engine = load(tiny_gguf)
+    result = ask(engine, LONG_A, "A", temperature=0.0)
+    assert result.cached_prompt_tokens == 0 and result.text == expected.text
+    assert not good.exists()  # refused once, then gone
+    engine.unload()
+
+
+def test_damaged_state_files_are_misses_and_go(tiny_gguf, atelier_home):
+    engine = load(tiny_gguf)
+    a = ask(engine, LONG_A, "A")
+    engine.unload()
+    (good,) = state_files(atelier_home)
+    good.write_bytes(good.read_bytes()[:5000])  # torn: the tokens are there, the state is not
+    (good.parent / "garbage.state").write_bytes(b"not a state at all")
+    engine = load(tiny_gguf)
+    result = ask(engine, LONG_A, "A")
+    assert result.cached_prompt_tokens == 0 and result.prompt_tokens == a.prompt_tokens
+    assert not (good.parent / "garbage.state").exists()
+    engine.unload()
+
+
+def test_memory_holds_what_its_budget_allows_and_disk_keeps_the_rest(tiny_gguf, atelier_home):
+    engine = load(tiny_gguf)
+    one_state = None
+    for i in range(4):
+        ask(engine, [ChatMessage("user", f"conversation {i} " + "word " * 120)], f"c{i}")
+        if one_state is None and engine._prompt_cache.states_in_ram:
+            one_state = next(iter(engine._prompt_cache._ram.values())).nbytes
+    cache = engine._prompt_cache
+    cache._fixed_budget = int(one_state * 1.5)
+    ask(engine, [ChatMessage("user", "a last short one " * 40)], "last")  # saves c3, trims memory to one state
+    assert cache.states_in_ram == 1
+    engine._prompt_cache._store.flush(timeout=30)
+    assert len(state_files(atelier_home)) == 4  # c0..c3 on disk
+    back = ask(engine, [ChatMessage("user", "conversation 0 " + "word " * 120)], "c0")
+    assert back.cached_prompt_tokens == back.prompt_tokens - 1  # read back from disk
+    engine.unload()
+
+
+def test_the_disk_keeps_its_budget_least_recently_used_first(tmp_path):
+    store = StateStore(tmp_path, "model", max_bytes=250_000)
+    for i in range(4):
+        tokens = np.arange(i * 1000, i * 1000 + 100, dtype=np.int32)
+        store.save_now(SavedState(tokens, bytearray(100_000), key=f"k{i}"))
+    kept = sorted(e.key for e in store.entries())
+    assert kept == ["k2", "k3"]  # 2 x ~100 KB fit in 250 KB; the two oldest went
+
+
+def test_the_memory_budget_is_eight_full_contexts_at_most_and_a_tenth_of_free_memory():
+    import psutil
+
+    cache = prompt_cache.PromptCache(n_ctx=4096)
+    sample = SavedState(np.arange(1000, dtype=np.int32), bytearray(10_000_000))  # ~10 KB a token, like Gemma 3 270M
+    budget = cache.ram_budget(sample)
+    per_token = sample.nbytes / 1000
+    assert budget <= 8 * per_token * 4096 + 1
+    assert budget <= 0.10 * psutil.virtual_memory().available + 1
+
+
+@pytest.mark.slow
+def test_gemma_gives_the_same_tokens_with_and_without_a_restored_state(gemma_path):
+    """Real Gemma 3 270M, sampled at temperature 1 with a seed: the restored KV cache is exactly the one read."""
+    engine = load(gemma_path, ctx=2048)
+    story = [ChatMessage("user", " ".join(f"Line {i}: the keeper counted {i} ships." for i in range(20)))]
+    first = ask(engine, story, "story", seed=11, max_tokens=16)
+    live = ask(engine, story, "story", seed=11, max_tokens=16)
+    other = ask(engine, [ChatMessage("user", "Tell me about cats.")], "cats", seed=11, max_tokens=8)
+    restored = ask(engine, story, "story", seed=11, max_tokens=16)
+    assert other.cached_prompt_tokens < 8
+    assert live.cached_prompt_tokens == restored.cached_prompt_tokens == first.prompt_tokens - 1
+    assert restored.text == live.text == first.text
+    engine.unload()
