@@ -28,6 +28,7 @@ from engines.workspace import open_workspace
 from tests.fixtures.cli_runner import cli_env, error_lines, run_atelier
 from tests.fixtures.llama_server import free_port
 from tests.fixtures.openai_stub import StubOpenAI, openai_stub, self_signed_tls  # noqa: F401  (fixture)
+from tests.fixtures.waits import HANG_S, wait_until
 
 QUICK = 0.5  # seconds: the read timeout these servers get, so that "slow" is found at once
 
@@ -62,11 +63,11 @@ def store(tmp_path: Path):
         yield s
 
 
-def turn(store: ChatStore, host: RemoteHost, stub: StubOpenAI, timeout: float = 30.0):
+def turn(store: ChatStore, host: RemoteHost, stub: StubOpenAI, timeout: float = 30.0, on_event=lambda event: None):
     """One chat turn as the chat page runs it; returns the outcome and the reply as saved."""
     chat = store.create_conversation()
     store.add_message(chat.id, "user", "Say hello")
-    outcome = ChatTurn(store, host, chat.id, spec(stub, timeout), engine="remote").run(lambda event: None)
+    outcome = ChatTurn(store, host, chat.id, spec(stub, timeout), engine="remote").run(on_event)
     return outcome, store.messages(chat.id)[-1]
 
 
@@ -209,8 +210,12 @@ def test_a_stream_dropped_mid_reply_keeps_the_text(openai_stub: StubOpenAI, stor
 def test_stop_mid_reply_closes_the_stream_and_keeps_the_text(openai_stub: StubOpenAI, store: ChatStore) -> None:
     openai_stub.chat_mode = "hold"  # one piece, then the server holds the stream open
     host = loaded(openai_stub)
-    threading.Thread(target=lambda: openai_stub.first_sent.wait(30) and host.cancel(), daemon=True).start()
-    outcome, reply = turn(store, host, openai_stub)
+    received = threading.Event()
+    # Stop from another thread (as the GUI's Stop button), once the first piece arrived: the reader is then
+    # blocked on a server that sends nothing more, or about to be.
+    threading.Thread(target=lambda: received.wait(HANG_S) and host.cancel(), daemon=True).start()
+    outcome, reply = turn(store, host, openai_stub,
+                          on_event=lambda event: isinstance(event, TokenEvent) and received.set())
     assert outcome.error is None and outcome.result.finish_reason == "cancelled"
     assert (reply.status, reply.content) == ("cancelled", "Hello")
 
@@ -220,11 +225,9 @@ def test_stop_while_the_server_is_still_thinking_ends_at_once(openai_stub: StubO
     openai_stub.chat_mode = "hang"
     host = loaded(openai_stub, timeout=30)  # a Stop that did not cut the socket would end in a timeout error
     events = host.generate(ask())
-    started = threading.Event()
 
     def stop_when_sent() -> None:
-        while not openai_stub.bodies:
-            started.wait(0.01)
+        wait_until(lambda: openai_stub.bodies, "the request reached the server")
         host.cancel()
 
     threading.Thread(target=stop_when_sent, daemon=True).start()

@@ -14,9 +14,10 @@ from engines.remote import RemoteModel, RemoteServers
 from engines.workspace import open_workspace
 from tests.fixtures.llama_server import free_port
 from tests.fixtures.openai_stub import StubOpenAI, openai_stub  # noqa: F401  (fixture)
+from tests.fixtures.waits import HANG_S
 
 pytestmark = pytest.mark.gui
-WAIT_MS = 60_000
+WAIT_MS = int(HANG_S * 1000)  # a hang guard (tests/fixtures/waits.py), not a speed check
 
 
 @pytest.fixture

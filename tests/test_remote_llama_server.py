@@ -23,10 +23,11 @@ from engines.remote.manage import add_server
 from engines.workspace import open_workspace
 from tests.fixtures.cli_runner import error_lines, run_atelier
 from tests.fixtures.llama_server import llama_server  # noqa: F401  (session fixture)
+from tests.fixtures.waits import HANG_S
 
 pytestmark = pytest.mark.slow
 
-WAIT_MS = 300_000  # a loaded CI box: how long to wait for an event, not a speed check
+WAIT_MS = int(HANG_S * 1000)  # a hang guard (tests/fixtures/waits.py), not a speed check
 
 
 def test_remote_add_list_chat_and_remove_on_the_command_line(llama_server: str) -> None:
