@@ -25,7 +25,7 @@ def test_list_check_import_remove(tiny_gguf):
     check = json.loads(atelier("models", "check", "qwen2.5-1.5b-instruct-q4_k_m", "--ctx", "8192", "--json").stdout)
     assert check["total_bytes"] == check["need"]["total_bytes"] > check["need"]["weights_bytes"]
     imported = atelier("models", "import", str(tiny_gguf))
-    assert imported.returncode == 0 and "Added" in imported.stdout
+    assert imported.returncode == 0 and imported.stdout == "Added Tiny Test Llama F32 (chat model) as 'local/tiny-llama'.\n"
     installed = json.loads(atelier("models", "list", "--json").stdout)["models"]
     tiny = next(m for m in installed if m["path"] == str(tiny_gguf))
     assert tiny["verdict"] == "cpu_only"
@@ -69,7 +69,9 @@ def test_pull_survives_kill_9_and_verifies_its_hash(http_server, atelier_home, t
 def test_pull_with_a_wrong_checksum_installs_nothing(http_server, atelier_home):
     http_server.add("/files/bad.gguf", b"x" * 100_000)
     run = atelier("models", "pull", http_server.url("/files/bad.gguf"), "--sha256", "0" * 64)
-    assert run.returncode != 0 and "SHA-256" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert run.returncode != 0 and run.stderr == ("error: The download of bad.gguf is corrupt: expected SHA-256 "
+                                                  f"000000000000…, got {sha256(b'x' * 100_000)[:12]}…. Nothing was "
+                                                  "installed.\n")
     assert not (atelier_home / "data" / "models" / "bad.gguf").exists()
 
 

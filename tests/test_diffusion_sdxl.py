@@ -178,7 +178,9 @@ def test_an_sdxl_refiner_is_refused_in_words(tiny_sdxl, tmp_path):
     (refiner / "model_index.json").write_text(json.dumps(index))
     with pytest.raises(EngineError) as err:
         inspect_model_folder(refiner)
-    assert err.value.kind == ErrorKind.UNSUPPORTED and "refiner" in err.value.message
+    assert err.value.kind == ErrorKind.UNSUPPORTED and err.value.message == (
+        "sdxl-refiner is an SDXL refiner: it only finishes images that an SDXL base model started, and Atelier runs "
+        "base models only. Choose the base model (for example stable-diffusion-xl-base-1.0) instead.")
 
 
 def test_cli_image_on_sdxl(tiny_sdxl, tmp_path):

@@ -180,7 +180,8 @@ def test_a_folder_installs_as_one_unit_or_not_at_all(http_server, queues):
     queue.start()
     job = queue.add("hf/sd-tiny", "SD tiny", specs, "sd-tiny")
     job = wait_state(queue, job.id, "failed")
-    assert "not found" in job.error and not target.exists()
+    assert job.error == f"weights.safetensors was not found on the server (404): {http_server.url('/repo/vae/weights.safetensors')}"
+    assert not target.exists()
 
     broken.times, broken.status = 1, None  # the server is fixed
     queue.retry(job.id)
@@ -299,7 +300,8 @@ def test_offline_mode_queues_nothing_and_opens_no_connection(http_server, queues
         queue.add("hf/other", "Other", [spec], "other.gguf")
     queue.start()
     job = wait_state(queue, waiting.id, "paused")
-    assert "offline mode" in job.error
+    assert job.error == ("Atelier is in offline mode: downloading m.gguf needs the network. Turn offline mode off "
+                         "in Settings.")
     with pytest.raises(OfflineError):
         queue.resume(job.id)
     assert http_server.seen == []

@@ -190,10 +190,12 @@ def test_install_refuses_without_space_offline_or_python(tmp_path, monkeypatch):
     monkeypatch.setenv("ATELIER_OFFLINE", "1")
     with pytest.raises(EngineError) as info:
         env.install(plan)
-    assert info.value.kind == "offline" and "offline mode" in info.value.message
+    assert info.value.kind == "offline" and info.value.message == (
+        "Atelier is in offline mode: installing the image engine needs the network. Turn offline mode off in Settings.")
     with pytest.raises(EngineError) as info:  # a folder of wheels needs no network
         env.install(plan.with_wheel_dir(tmp_path / "missing"))
-    assert info.value.kind == ErrorKind.BAD_INPUT and "does not exist" in info.value.message
+    assert info.value.kind == ErrorKind.BAD_INPUT and info.value.message == (
+        f"The folder of wheels {tmp_path / 'missing'} does not exist.")
     assert env.status().state == "not_installed"  # nothing was started
     monkeypatch.setenv("ATELIER_ENGINE_PYTHON", str(tmp_path / "no-python"))
     with pytest.raises(EngineError) as info:

@@ -67,7 +67,11 @@ def test_a_model_that_wont_fit_needs_anyway(tmp_path, monkeypatch, tiny_gguf):
     monkeypatch.setattr("engines.library.service.check_disk_space", lambda *a, **k: None)
     with pytest.raises(EngineError) as info:
         library.pull("tiny-llama-test")
-    assert info.value.kind == "wont_fit" and "anyway" in info.value.message
+    assert info.value.kind == "wont_fit" and info.value.message == (
+        "Tiny Llama (test) won't fit on this machine: 50.0 GB weights + 0.00 GB context cache (f16) at 512 tokens + "
+        "0.08 GB buffers = 50.1 GB; you have 4.3 GB free memory and no supported GPU, and 0.86 GB is kept free for "
+        "the system. A smaller quantization or a smaller model would need less memory. Download it anyway if you "
+        "know better.")
     library.shutdown()
 
 

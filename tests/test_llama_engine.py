@@ -68,7 +68,7 @@ def test_empty_prompt_is_refused(tiny_gguf):
     engine, _ = load(tiny_gguf)
     with pytest.raises(EngineError) as info:
         ask(engine, "   ")
-    assert info.value.kind == ErrorKind.BAD_INPUT and "empty" in info.value.message
+    assert info.value.kind == ErrorKind.BAD_INPUT and info.value.message == "The prompt is empty."
     engine.unload()
 
 

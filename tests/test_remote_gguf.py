@@ -215,7 +215,9 @@ def test_not_a_gguf_and_truncated_files(serve, tiny_gguf):
     assert info.value.kind == ErrorKind.MODEL_FILE and "not a GGUF model file" in info.value.message
     with pytest.raises(EngineError) as info:
         read_remote_gguf_header(server.url("cut.gguf"))
-    assert info.value.kind == ErrorKind.MODEL_FILE and "truncated" in info.value.message
+    assert info.value.kind == ErrorKind.MODEL_FILE and info.value.message == (
+        "cut.gguf: The file is truncated: it ends after 200 bytes, inside its header (while reading metadata entry "
+        "#4), which needs at least 215 bytes. Download it again.")
 
 
 @pytest.mark.parametrize(
