@@ -132,6 +132,39 @@ def test_a_server_that_is_down_is_one_clear_line(store: ChatStore) -> None:
     assert run_atelier("remote", "list", "--json").stdout.strip() == b'{"servers": []}'
 
 
+def test_a_server_that_never_accepts_the_connection_is_given_up_on(monkeypatch) -> None:
+    """A listener whose accept queue is full: Linux drops the SYN, so connecting hangs until the connect timeout."""
+    import socket
+
+    from engines.remote import http
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    queued = [socket.create_connection(("127.0.0.1", port))]  # fills the queue (backlog 0 still takes one)
+    probe = socket.socket()
+    probe.settimeout(0.2)
+    try:
+        probe.connect(("127.0.0.1", port))
+        pytest.skip("this system accepts connections beyond a full listen queue")
+    except TimeoutError:
+        pass
+    finally:
+        probe.close()
+    monkeypatch.setattr(http, "CONNECT_TIMEOUT_S", 0.5)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        with pytest.raises(EngineError) as slow:
+            RemoteHost().load("remote", RemoteSpec("box", url, "qwen"))
+    finally:
+        for sock in (*queued, listener):
+            sock.close()
+    assert (slow.value.kind, slow.value.message) == (
+        ErrorKind.NETWORK, f"Could not reach the remote server 'box' at {url}: it did not accept a connection within "
+                           "0.5 s.")
+
+
 def test_a_server_that_never_answers_is_given_up_on_after_its_timeout(openai_stub: StubOpenAI) -> None:
     openai_stub.models_mode = "hang"
     with pytest.raises(EngineError) as slow:
