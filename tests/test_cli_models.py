@@ -178,3 +178,21 @@ def test_a_symlink_loop_in_the_models_folder_is_listed_not_fatal(demo_unpacked):
         for name in ("a.gguf", "b.gguf")]
     text = atelier("models", "list")
     assert text.returncode == 0 and "In the models folder but not models (2):" in text.stdout
+
+
+def test_verdicts_in_the_cli_carry_the_expected_speed_and_the_recommendation(demo_unpacked):
+    """Issue 9: every verdict says how fast the model would run here, in the CLI as on the Models page."""
+    check = json.loads(atelier("models", "check", "demo", "--json").stdout)
+    assert check["speed"]["unit"] == "tokens/s" and check["speed"]["value"] > 0
+    assert check["speed"]["words"] == f"about {check['speed']['words'].split()[1]} tokens/s here"
+    assert "read per token" in check["speed"]["basis"]
+    text = atelier("models", "check", "demo").stdout.splitlines()
+    assert text[0].startswith("CPU only · about ") and " tokens/s here: " in text[0]
+    assert text[1] == f"  Speed: {check['speed']['basis']}"
+    catalog = json.loads(atelier("models", "list", "--catalog", "--json").stdout)["models"]
+    picks = [row for row in catalog if row["recommended"]]
+    assert {row["kind"] for row in picks} <= {"chat", "image"} and len(picks) == len({r["kind"] for r in picks})
+    assert catalog[0]["recommended"]  # listed first
+    assert picks[0]["label"].startswith("★ recommended for this machine · ")
+    fitting = [row for row in catalog if row["verdict"] != "wont_fit"]
+    assert all(row["speed"] is not None for row in fitting)

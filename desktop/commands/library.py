@@ -52,27 +52,49 @@ def run_models(args) -> int:
         library.shutdown()
 
 
+def _speed_fields(verdict, measured: str | None = None) -> dict:
+    """The expected speed (and the measured one, when the model ran here) as JSON fields."""
+    speed = verdict.speed
+    return {"speed": None if speed is None else {"value": round(speed.value, 2), "unit": speed.unit,
+                                                  "words": speed.words, "basis": speed.basis},
+            "measured": measured}
+
+
 def _list(library: ModelLibrary, args) -> int:
+    from engines.library.advisor import Advisor
+
+    advisor = Advisor(library)  # speeds: the machine is measured once, then read from the cache folder
     rows = []
     if args.catalog:
         if library.catalog.error:
             raise CliError(library.catalog.error)
-        for entry in library.catalog.entries:
-            verdict = library.verdict_for_entry(entry)
+        advice = advisor.catalog_advice()
+        entries = sorted(library.catalog.entries, key=lambda e: advice.order.get(e.id, len(advice.order)))
+        for entry in entries:
+            verdict = advice.verdicts.get(entry.id) or library.verdict_for_entry(entry)
+            recommended = advice.is_recommended(entry.id)
+            label = ("★ recommended for this machine · " if recommended else "") + verdict.summary
+            comparison = advice.comparisons.get(entry.id)
             rows.append({"id": entry.id, "name": entry.name, "kind": entry.kind, "size_bytes": entry.total_size,
                          "quantization": entry.quantization, "license": entry.license, "gated": entry.gated,
-                         "verdict": verdict.verdict, "label": verdict.label, "total_bytes": verdict.need.total_bytes})
+                         "verdict": verdict.verdict, "label": label + (f" · {comparison}" if comparison else ""),
+                         "total_bytes": verdict.need.total_bytes, "recommended": recommended,
+                         **_speed_fields(verdict, comparison)})
     else:
         unknown = library.scan_models_folder()
+        measured = advisor._safe(advisor.measured, {})
         for model in library.models.all():
             try:
-                verdict = library.verdict_for_installed(model)
-                label, code, total = verdict.label, verdict.verdict, verdict.need.total_bytes
+                verdict = advisor.installed_verdict(model)
+                comparison = (advisor.comparison(measured[model.id], verdict, advisor.image_base(model))
+                              if model.id in measured else None)
+                label = verdict.summary + (f" · {comparison}" if comparison else "")
+                code, total, speed = verdict.verdict, verdict.need.total_bytes, _speed_fields(verdict, comparison)
             except EngineError as exc:
-                label, code, total = f"unusable: {exc.message}", "unknown", None
+                label, code, total, speed = f"unusable: {exc.message}", "unknown", None, {"speed": None, "measured": None}
             rows.append({"id": model.id, "name": model.name, "kind": model.kind, "engine": model.engine,
                          "format": model.format, "size_bytes": model.size_bytes, "path": model.path,
-                         "source": model.source, "verdict": code, "label": label, "total_bytes": total})
+                         "source": model.source, "verdict": code, "label": label, "total_bytes": total, **speed})
     if args.json:
         data = {"models": rows}
         if not args.catalog:
@@ -91,19 +113,30 @@ def _list(library: ModelLibrary, args) -> int:
 
 
 def _check(library: ModelLibrary, args) -> int:
+    from engines.library.advisor import Advisor
+
     if args.ctx is not None and args.ctx < 64:
         raise CliError("--ctx must be at least 64")
     found = resolve(library, args.model)
+    advisor = Advisor(library)
     if found.installed is not None:
         verdict = library.verdict_for_installed(found.installed, args.ctx, args.cache_type)
+        verdict = advisor.with_speed(verdict, advisor.installed_speed(found.installed, verdict))
     elif found.entry is not None:
         verdict = library.verdict_for_entry(found.entry, args.ctx, args.cache_type)
+        verdict = advisor.with_speed(verdict, advisor.entry_speed(found.entry, verdict))
     else:
         verdict = library.verdict_for_file(found.path, args.ctx, args.cache_type)
+        if verdict.need.context_length:  # a GGUF file: tokens/s from the same arithmetic
+            verdict = advisor.with_speed(verdict, advisor.text_speed(verdict))
     if args.json:
-        print_json(verdict.to_dict())
+        data = verdict.to_dict()
+        data.update(_speed_fields(verdict))
+        print_json(data)
         return 0
-    print(f"{clean(verdict.label)}: {clean(verdict.explanation)}")
+    print(f"{clean(verdict.summary)}: {clean(verdict.explanation)}")
+    if verdict.speed is not None:
+        print(f"  Speed: {clean(verdict.speed.basis)}")
     for suggestion in verdict.suggestions:
         print(f"  • {clean(suggestion)}")
     return 0
