@@ -1,6 +1,10 @@
 """The main window: a sidebar of pages and the page stack.
 
 Dropping a .gguf file or a model folder anywhere on the window imports it.
+The window holds the app's one engine scheduler (engines.scheduler): the
+chat page, the images page and a server started from the GUI share it, so
+a model loaded for one is not loaded twice and their work takes turns on
+the CPU. It is closed last, when every page has stopped.
 """
 
 from __future__ import annotations
@@ -30,9 +34,11 @@ PAGES = ("Chat", "Images", "Models", "Settings")
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, workspace: Workspace, controller: ChatController | None = None) -> None:
+    def __init__(self, workspace: Workspace, controller: ChatController | None = None, scheduler=None) -> None:
         super().__init__()
         self.workspace = workspace
+        self._owns_scheduler = scheduler is None
+        self.scheduler = scheduler or workspace.scheduler()  # cheap: no thread or process until the first request
         self.setWindowTitle("Atelier")
         self.setMinimumSize(QSize(1024, 640))
         self.resize(1280, 800)
@@ -65,9 +71,9 @@ class MainWindow(QMainWindow):
 
         self.stack = QStackedWidget()
         layout.addWidget(self.stack, 1)
-        self.chat_controller = controller or ChatController(workspace)
+        self.chat_controller = controller or ChatController(workspace, scheduler=self.scheduler)
         self.chat_page = ChatPage(self.chat_controller)
-        self.images_page = ImagesPage(workspace)
+        self.images_page = ImagesPage(workspace, scheduler=self.scheduler)
         # The Models page (catalog, Hub, downloads) pulls in requests, huggingface_hub and
         # numpy: it is built right after the window is shown, or on first visit.
         self.models_page = None
@@ -156,4 +162,6 @@ class MainWindow(QMainWindow):
         self.images_page.shutdown()
         if self.models_page is not None:
             self.models_page.shutdown()
+        if self._owns_scheduler:
+            self.scheduler.shutdown()  # every model's host, after the pages stopped using them
         super().closeEvent(event)

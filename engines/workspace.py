@@ -21,6 +21,7 @@ from engines.settings import Settings, read_settings, save_settings
 if TYPE_CHECKING:
     from engines.library.catalog import Catalog
     from engines.library.service import ModelLibrary
+    from engines.scheduler import Scheduler
 
 
 @dataclass
@@ -46,6 +47,22 @@ class Workspace:
         from engines.library.service import ModelLibrary  # the catalog, downloads and probes: only when asked
 
         return ModelLibrary(self.paths, self.settings, self.models, catalog)
+
+    def scheduler(self, **options) -> Scheduler:
+        """The engine scheduler on this profile (``options``: engines.scheduler.Scheduler's).
+
+        Hosts log into the profile's log folder, image hosts run under the
+        private image engine's Python when one is installed, and a remote
+        server's model list is saved whenever it is read. The GUI opens one
+        for all its pages (and its server), each CLI command its own.
+        """
+        from engines.envs import image_host_launch
+        from engines.remote import RemoteHost, RemoteServers
+        from engines.scheduler import Scheduler
+
+        servers = RemoteServers.beside(self.models.file)
+        return Scheduler(self.paths.logs, image_host_launch=lambda: image_host_launch(self),
+                         remote_host=lambda: RemoteHost(on_models=servers.set_models), **options)
 
 
 def open_workspace(paths: AppPaths | None = None) -> Workspace:

@@ -9,10 +9,9 @@ from desktop.cli_contract import EXIT_FAILED, CliError
 from desktop.cli_output import model_text_filter, print_json, print_note
 from engines.api import ChatMessage, FinishedEvent, NoticeEvent, SamplingParams, TextLoadSpec, TextRequest, TokenEvent
 from engines.errors import EngineError
-from engines.host import EngineHost
 from engines.library.demo import DEMO_ID
 from engines.library.resolve import resolve_model
-from engines.remote import RemoteHost, RemoteServers
+from engines.remote import RemoteServers
 from engines.workspace import Workspace, open_workspace
 
 # Said whenever the demo is used for a chat: it is a base model, so it continues the prompt instead
@@ -91,12 +90,14 @@ def run_chat(args) -> int:
     if note and not args.json:
         print_note(note)
     if remote is not None:  # the server loads it: --ctx and the other load options are its own
-        engine, spec, host = "remote", remote.spec, RemoteHost(on_models=servers.set_models)
+        engine, spec = "remote", remote.spec
     else:
         engine = "llama_cpp"
         spec = TextLoadSpec(str(model_path), context_length=args.ctx, threads=args.threads,
                             gpu_layers=args.gpu_layers, cache_type=args.cache_type)
-        host = EngineHost(workspace.engine_log("cli"), role="cli")
+    # Through the scheduler like every front end: the same memory check before loading as the GUI and the server.
+    scheduler = workspace.scheduler(idle_unload_s=None, roles={"llama_cpp": "cli"})
+    host = scheduler.host_for("cli")
     show = model_text_filter(sys.stdout)
     try:
         loaded = host.load(engine, spec)
@@ -115,7 +116,7 @@ def run_chat(args) -> int:
     except EngineError as exc:
         raise CliError.from_engine(exc) from None
     finally:
-        host.close()
+        scheduler.shutdown()
     if args.json:
         data = result.to_dict()
         data["model"] = remote.id if remote is not None else str(model_path)

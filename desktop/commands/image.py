@@ -166,7 +166,6 @@ def run_image(args) -> int:
     from engines.api import FinishedEvent
     from engines.images.init_image import read_init_image
     from engines.diffusion.types import ImageDoneEvent, ImageLoadSpec, ImageRequest, StepEvent
-    from engines.host import EngineHost
     from engines.images.gallery import request_record
     from engines.workspace import open_workspace
 
@@ -188,8 +187,6 @@ def run_image(args) -> int:
     workspace = open_workspace()
     model_path, model_id = _resolve(args.model)
     spec = ImageLoadSpec(str(model_path), backend=args.backend, dtype=args.precision)
-    from engines.envs import image_host_launch
-
     tty = sys.stderr.isatty() and not args.json
 
     def announce(item: dict) -> None:
@@ -199,8 +196,9 @@ def run_image(args) -> int:
             print(f"{clean(item['path'])}  (seed {item['seed']})", flush=True)
 
     keeper = ImageKeeper(workspace, targets, request_record(request, spec.model_path, spec.backend, model_id), announce)
-    launch = image_host_launch(workspace) or {}  # the private image engine, when installed
-    host = EngineHost(workspace.engine_log("cli-image"), role="cli-image", **launch)
+    # Through the scheduler like every front end (the private image engine's Python when one is installed).
+    scheduler = workspace.scheduler(idle_unload_s=None, roles={"diffusers": "cli-image", "onnxruntime": "cli-image"})
+    host = scheduler.host_for("cli")
     interrupted = threading.Event()
     result = info = None
     try:
@@ -223,7 +221,7 @@ def run_image(args) -> int:
     except EngineError as exc:
         raise CliError(_with_kept(exc.message, keeper), exit_code_for(exc.kind)) from None
     finally:
-        host.close()
+        scheduler.shutdown()
         keeper.close()
         if tty:
             sys.stderr.write("\n")

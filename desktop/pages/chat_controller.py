@@ -26,10 +26,8 @@ from engines.chat.opening import HistoryProblem, open_history
 from engines.chat.records import StoredMessage
 from engines.chat.session import UnsavedReply, save_unsaved
 from engines.errors import ErrorKind
-from engines.host import EngineHost
 from engines.library.installed import InstalledModel
-from engines.remote import RemoteHost, RemoteServers, find_remote_model, remote_models
-from engines.remote.routing import WithRemote
+from engines.remote import RemoteServers, find_remote_model, remote_models
 from engines.workspace import Workspace
 from desktop.workers.background import run_in_background
 from desktop.workers.chat_worker import ChatWorker
@@ -39,6 +37,7 @@ log = logging.getLogger(__name__)
 
 RETRY_UNSAVED_MS = 5000
 SHUTDOWN_WAIT_MS = 5000  # for the worker to end its turn once the engine host is killed
+CLIENT = "chat page"  # whom the scheduler's fair queue serves
 UNSAVED_NOTE = "Not saved yet: Atelier keeps this reply and saves it as soon as the chat history can be written."
 
 
@@ -56,7 +55,9 @@ class ChatController(QObject):
     _run = Signal(int, object, object, str, object)
     _unload = Signal()
 
-    def __init__(self, workspace: Workspace, host=None, parent=None) -> None:
+    def __init__(self, workspace: Workspace, host=None, parent=None, scheduler=None) -> None:
+        """``scheduler``: the app's one engine scheduler (the window's); without it, one of its own.
+        ``host``: a stand-in for the scheduler's host (tests)."""
         super().__init__(parent)
         self.workspace = workspace
         self.store, self.history_problem = open_history(workspace.paths.database)
@@ -74,9 +75,11 @@ class ChatController(QObject):
         self._retry.setInterval(RETRY_UNSAVED_MS)
         self._retry.timeout.connect(self._retry_unsaved)
         self.remote_servers = RemoteServers.beside(workspace.models.file)
-        # Engine "remote" (NAME/MODEL on a server added in Models) beside the local engine host.
-        host = WithRemote(host or EngineHost(workspace.engine_log("text"), role="text"),
-                          RemoteHost(on_models=self.remote_servers.set_models))
+        self._own_scheduler = None
+        if host is None:
+            if scheduler is None:
+                scheduler = self._own_scheduler = workspace.scheduler()
+            host = scheduler.host_for(CLIENT)  # local models and remote ones (NAME/MODEL) alike
         self._thread = QThread()
         self._thread.setObjectName("chat-worker")
         self.worker = ChatWorker(self.store.another_connection, host)
@@ -493,5 +496,7 @@ class ChatController(QObject):
         else:
             log.warning("the chat worker did not stop; its engine host was killed and its connection left open")
             self.worker.abandon()
+        if self._own_scheduler is not None:
+            self._own_scheduler.shutdown()
         self._save_unsaved()
         self.store.close()

@@ -68,7 +68,8 @@ class ImagesPage(QWidget):
     _unload = Signal()
     _reset_host = Signal()
 
-    def __init__(self, workspace: Workspace, worker: ImageWorker | None = None, parent=None, engine_env=None) -> None:
+    def __init__(self, workspace: Workspace, worker: ImageWorker | None = None, parent=None, engine_env=None,
+                 scheduler=None) -> None:
         super().__init__(parent)
         self.workspace = workspace
         if engine_env is None:
@@ -90,7 +91,7 @@ class ImagesPage(QWidget):
         self._prefs_timer.setInterval(PREFS_SAVE_DELAY_MS)
         self._prefs_timer.timeout.connect(self.save_prefs)
         self._build()
-        self.worker = worker or ImageWorker(workspace)
+        self.worker = worker or ImageWorker(workspace, scheduler=scheduler)  # the window's scheduler, shared
         self._thread = QThread()
         self._thread.setObjectName("image-worker")
         self.worker.moveToThread(self._thread)

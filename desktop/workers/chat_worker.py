@@ -1,9 +1,13 @@
 """Runs chat turns on a worker thread and batches tokens for the view.
 
-The worker owns the engine host and lives in its own QThread. It talks to
+The worker drives the engine through the host it is given: the app's one
+scheduler's :class:`engines.scheduler.ScheduledHost`, so a reply waits its
+turn behind an image on a small machine, and a model the server already
+loaded is not loaded again. It lives in its own QThread. It talks to
 the GUI only through queued signals. Stop is not a signal (a queued signal
 would wait behind the busy generation loop): the GUI calls
-:meth:`ChatWorker.cancel`, which sets the engine host's shared flag.
+:meth:`ChatWorker.cancel`, which cancels the request in hand (waiting,
+loading or generating).
 Tokens are grouped and sent about every 30 ms, so painting never falls
 behind a fast model.
 

@@ -1,8 +1,10 @@
 """Runs image generations on a worker thread and saves every image at once.
 
-The worker owns the image engine host (torch, diffusers and ONNX Runtime
-live only in that child process) and lives in its own QThread; it talks to
-the GUI only through queued signals. Stop is not a signal (a queued signal
+The worker drives the image engine through the app's one scheduler
+(:mod:`engines.scheduler`: torch, diffusers and ONNX Runtime live only in
+the engine host it starts), so an image and a chat reply take turns on a
+small machine's CPU instead of thrashing each other. The worker lives in
+its own QThread; it talks to the GUI only through queued signals. Stop is not a signal (a queued signal
 would wait behind the busy generation loop): the GUI calls
 :meth:`ImageWorker.cancel`, which sets the engine host's shared flag.
 
@@ -13,9 +15,11 @@ cancelled, the engine crashed, or the window closed. Live previews are
 thinned to about ten a second so painting never falls behind a fast GPU.
 
 The engine host runs under this interpreter, or under the private image
-engine's Python when one is installed (:func:`engines.envs.image_host_launch`).
-It is made on first use, and :meth:`ImageWorker.reset_host` drops it after
-the private engine was installed or removed, so the next run uses the new one.
+engine's Python when one is installed (the scheduler asks
+:func:`engines.envs.image_host_launch` each time it starts one), and
+:meth:`ImageWorker.reset_host` unloads every image model after the private
+engine was installed or removed, so the next run uses the new one. Without
+a scheduler given, the worker opens one of its own (tests, a lone page).
 """
 
 from __future__ import annotations
@@ -31,9 +35,11 @@ from engines.diffusion.types import ImageDoneEvent, ImageLoadSpec, ImageRequest,
 from engines.errors import EngineCrashed, EngineError, ErrorKind
 from engines.images.gallery import FilesOnlyGallery, Gallery, NotIndexed, request_record
 from engines.images.gallery import open_gallery as open_gallery_at
+from engines.scheduler.work import IMAGE_ENGINES
 from desktop.workers.speed_recorder import record_image_run
 
 ENGINE_NAME = "diffusers"
+CLIENT = "images page"  # whom the scheduler's fair queue serves
 PREVIEW_INTERVAL_S = 0.1  # at most ~10 previews a second reach the GUI
 CANCELLED = "cancelled"  # the ``kind`` of failed() when the user stopped the run
 SAVE_FAILED = "save_failed"  # the ``kind`` of failed() when an image could not be written
@@ -56,11 +62,13 @@ class ImageWorker(QObject):
     unloaded = Signal()
     host_reset = Signal()  # the host was stopped and dropped (after reset_host)
 
-    def __init__(self, workspace, host=None, gallery_factory=None) -> None:
+    def __init__(self, workspace, host=None, gallery_factory=None, scheduler=None) -> None:
         super().__init__()
         self._workspace = workspace
         self._injected = host is not None
         self._host = host
+        self._scheduler = scheduler
+        self._owns_scheduler = False
         self._gallery_factory = gallery_factory or (lambda: open_gallery(workspace))
         self._gallery: Gallery | None = None
         self._cancelled = threading.Event()
@@ -74,11 +82,10 @@ class ImageWorker(QObject):
         return self._host
 
     def _make_host(self):
-        from engines.envs import image_host_launch
-        from engines.host import EngineHost
-
-        launch = image_host_launch(self._workspace) or {}  # {} : this interpreter
-        return EngineHost(self._workspace.engine_log("image"), role="image", **launch)
+        if self._scheduler is None:
+            self._scheduler = self._workspace.scheduler()
+            self._owns_scheduler = True
+        return self._scheduler.host_for(CLIENT)
 
     def cancel(self) -> None:
         """Called from the GUI thread: sets the flag the engine checks at every step."""
@@ -93,6 +100,8 @@ class ImageWorker(QObject):
             self._host.close()
             if not self._injected:
                 self._host = None
+        if self._scheduler is not None:
+            self._scheduler.unload_engines(IMAGE_ENGINES)  # the server's image models too: files may go next
         self.host_reset.emit()
 
     @Slot(str, object, object)
@@ -190,6 +199,8 @@ class ImageWorker(QObject):
         self._cancelled.set()
         if self._host is not None:
             self._host.close()
+        if self._owns_scheduler:
+            self._scheduler.shutdown()
         if self._gallery is not None:
             self._gallery.close()
             self._gallery = None

@@ -206,11 +206,12 @@ class ChatTurn:
             except ChatNotFound:
                 pass
             return TurnOutcome(None, "", error=error)
-        if error.kind == ErrorKind.CANCELLED:  # Stop pressed while the model was still loading
-            return self._end(reply_id, text, "cancelled", None, None, error=error)
         crashed = isinstance(error, EngineCrashed) or error.kind == ErrorKind.CRASHED
-        if crashed and self.closing.is_set():
+        if (crashed or error.kind == ErrorKind.CANCELLED) and self.closing.is_set():
+            # The app closed on it (the scheduler stops a reply that had not started yet): not the user's Stop.
             return self._end(reply_id, text, "interrupted", None, CLOSED_NOTICE)
+        if error.kind == ErrorKind.CANCELLED:  # Stop pressed while the model was loading, or the reply waited its turn
+            return self._end(reply_id, text, "cancelled", None, None, error=error)
         status = "interrupted" if crashed else "error"
         return self._end(reply_id, text, status, None, error.message, error=error)
 

@@ -73,14 +73,15 @@ class Scheduler:
     ``host_factory(engine, spec, log_path, role)``: makes a model's host
     (default: an :class:`engines.host.EngineHost`, under the private image
     engine's Python for image engines when ``image_host_launch()`` names
-    one). ``roles``: the log name of each engine's host
+    one, and a ``remote_host()`` for engine "remote").
+    ``roles``: the log name of each engine's host
     (``engine-host-<role>.log`` in ``log_dir``). ``idle_unload_s=None``
     never unloads on a timer. ``clock``: for tests of the idle timer.
     """
 
     def __init__(self, log_dir: Path, *, resources=None, max_queue: int = 16, idle_unload_s: float | None = 600.0,
                  host_factory: Callable | None = None, image_host_launch: Callable[[], dict | None] | None = None,
-                 roles: dict[str, str] | None = None, clock: Callable[[], float] = time.monotonic,
+                 remote_host: Callable[[], Any] | None = None, roles: dict[str, str] | None = None, clock: Callable[[], float] = time.monotonic,
                  cpu_lanes: int | None = None) -> None:
         self._log_dir = Path(log_dir)
         self._resources = resources
@@ -88,6 +89,7 @@ class Scheduler:
         self.idle_unload_s = idle_unload_s
         self._host_factory = host_factory or self._default_host
         self._image_host_launch = image_host_launch
+        self._remote_host = remote_host
         self._roles = {**DEFAULT_ROLES, **(roles or {})}
         self._clock = clock
         self.cpu_lanes = cpu_lanes or cpu_lane_count()
@@ -179,6 +181,13 @@ class Scheduler:
                 self._stop_running(slot)
         if wait:
             slot.gone.wait(timeout)
+
+    def unload_engines(self, engines, timeout: float = 30.0) -> None:
+        """Unload every model of these engines (before the private image engine is replaced or removed)."""
+        with self._lock:
+            keys = [key for key in self._slots if key[0] in engines]
+        for key in keys:
+            self.unload(key, timeout=timeout)
 
     def kill(self, key) -> None:
         """Kill ``key``'s host at once (a window closing on a host that no longer answers)."""
@@ -386,7 +395,7 @@ class Scheduler:
         try:
             report = self._report()
         except Exception as exc:  # noqa: BLE001 - no figures: load, and let the engine's own check speak
-            log.warning("free memory unknown: %s", exc)
+            log.info("free memory unknown: %s", exc)
             return "go"
         loading = sum((s.estimated_bytes or 0) for s in self._slots.values()
                       if s.state == "loading" and s.measured_bytes is None)
@@ -395,7 +404,7 @@ class Scheduler:
             if estimate.judge(base).fits:
                 return "go"
         except Exception as exc:  # noqa: BLE001 - figures the arithmetic cannot use: let the engine decide
-            log.warning("could not judge %s: %s", estimate.name, exc)
+            log.info("could not judge %s: %s", estimate.name, exc)
             return "go"
         leaving = [s for s in self._slots.values() if s.state == "stopping"]
         leaving_ram = sum(s.reclaim()[0] for s in leaving)
@@ -452,7 +461,7 @@ class Scheduler:
                 slot.gpu_resident = self._on_gpu(slot)
             else:
                 if outcome == CRASHED:
-                    log.warning("the engine host of %s ended: %s", slot.name, ticket)
+                    log.info("the engine host of %s ended during ticket %s", slot.name, ticket.id)
                 slot.stop()
                 keep = False
             self._dispatch()
@@ -506,6 +515,8 @@ class Scheduler:
 
     def _default_host(self, engine: str, spec: Any, log_path: Path, role: str):
         if engine == REMOTE_ENGINE:
+            if self._remote_host is not None:
+                return self._remote_host()
             from engines.remote import RemoteHost
 
             return RemoteHost()  # no process: the model runs on the server

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 from engines.api import EngineEvent, FinishedEvent
 from engines.errors import EngineError, ErrorKind
 
-# Engines served in this process, without an engine host or the CPU lane (engines/remote).
+# Engines served in this process, without an engine host or the CPU lane (engines.remote.spec.ENGINE).
 REMOTE_ENGINE = "remote"
 # Engines whose host runs PyTorch or ONNX Runtime: they use every core (see engines.scheduler.lanes).
 IMAGE_ENGINES = frozenset({"diffusers", "onnxruntime"})
