@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     multiprocessing.freeze_support()
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--engine-host"]:  # the frozen app starting its own engine host (engines/host/launch.py)
+        from engines.host.standalone import main as engine_host_main
+
+        return engine_host_main(argv[1:])
     if not argv:
         return _run_gui()
     _never_fail_on_unprintable_text()

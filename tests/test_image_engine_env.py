@@ -34,7 +34,7 @@ from engines.envs.plan import BACKEND_ENV, PACKAGES, TORCH_VERSION, WHEELS_ENV
 from engines.envs.uv import UvProgress, parse_resolution, uv_binary, uv_error
 from engines.errors import EngineCrashed, EngineError, ErrorKind
 from engines.host import EngineHost
-from engines.host.standalone import RequestCancels
+from engines.host.cancel import RequestCancels
 from engines.machine.hardware import CpuInfo, GpuInfo, HardwareReport, MemoryInfo
 from tests.fixtures.tiny_sd import tiny_sd  # noqa: F401  (session fixture)
 
@@ -120,9 +120,12 @@ def test_wheel_folder_and_install_json_round_trip(monkeypatch, tmp_path):
 def test_pins_match_the_images_extra():
     import tomllib
 
-    extra = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
-    pinned = {p.split("==")[0].lower(): p for p in extra["images"]}
+    import msgspec
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    pinned = {p.split("==")[0].lower(): p for p in [*project["dependencies"], *project["optional-dependencies"]["images"]]}
     assert pinned["torch"] == f"torch=={TORCH_VERSION}"
+    assert f"msgspec=={msgspec.__version__}" in PACKAGES  # the engine-host protocol, the same on both sides
     for package in PACKAGES:
         name = package.split("==")[0].split(">=")[0].lower()
         if name in pinned:

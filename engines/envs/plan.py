@@ -48,6 +48,7 @@ PACKAGES: tuple[str, ...] = (
     "Pillow==13.0.0",
     "numpy>=1.26",
     "psutil==7.2.2",  # engines/machine/hardware.py (the CPU probe the torch engine asks)
+    "msgspec==0.22.0",  # the engine-host protocol (engines/host/protocol.py), pinned as pyproject.toml pins it
 )
 
 GiB = 1024**3

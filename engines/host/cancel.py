@@ -1,4 +1,4 @@
-"""Per-request cancel flags, shared by the parent and its engine host.
+"""Per-request cancel flags, and the cancel line that carries them to the host.
 
 Every request (a load or a generation) has an id, and ids only grow. The
 parent cancels request *n* by raising one number, "cancelled up to", to at
@@ -10,16 +10,22 @@ least *n*; the engine of request *r* polls ``cancelled_up_to >= r``. So:
   request started is how a Stop pressed during a load used to get lost);
 - a cancel that arrives before its request starts still counts.
 
-The number lives in shared memory for the spawned host
-(:class:`SharedCancels`: one aligned 64-bit read per poll, cheaper than a
-``multiprocessing.Event``, which takes a lock) and in the child's own memory
-for a host under another interpreter (:class:`RequestCancels`, fed by the
-cancel line, see :mod:`engines.host.standalone`).
+Cancelling is not a message on the request line, where it would wait behind
+the busy load or generation: the host has a second connection, the cancel
+line. The parent writes :class:`~engines.host.protocol.Cancel` frames there
+(:class:`CancelLine`); a reader thread in the host raises the number
+(:class:`RequestCancels.listen`), and the engine's poll is one attribute
+read. A cancel line that closes cancels everything.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+
+from engines.host.protocol import Cancel, ProtocolError, decode_cancel, encode
+
+log = logging.getLogger("atelier.engine_host")
 
 CANCEL_ALL = 2**62  # larger than any request id: cancels everything (close)
 
@@ -37,52 +43,8 @@ class RequestFlag:
         return self._read() >= self._request_id
 
 
-class _Never:
-    """The flag of a message that is not a request (it has no id): never set."""
-
-    @staticmethod
-    def is_set() -> bool:
-        return False
-
-
-NEVER = _Never()
-
-
-class SharedCancels:
-    """"Cancelled up to" in a shared ``RawValue('q')``: the parent writes it, the spawned host reads it.
-
-    Only the parent writes (under its own lock, so two threads cancelling at
-    once cannot lower the number); an aligned 64-bit store or load is atomic
-    on every platform Atelier runs on, so the reader takes no lock.
-    """
-
-    def __init__(self, value) -> None:
-        self._value = value
-        self._lock = threading.Lock()
-
-    @classmethod
-    def create(cls, ctx) -> "SharedCancels":
-        return cls(ctx.RawValue("q", 0))
-
-    @property
-    def shared(self):
-        """What to hand to the child process (as a ``Process`` argument)."""
-        return self._value
-
-    def cancel(self, request_id: int) -> None:
-        with self._lock:
-            if self._value.value < request_id:
-                self._value.value = int(request_id)
-
-    def cancelled_up_to(self) -> int:
-        return self._value.value
-
-    def flag(self, request_id: int | None) -> RequestFlag | _Never:
-        return RequestFlag(self.cancelled_up_to, request_id) if request_id else NEVER
-
-
 class RequestCancels:
-    """"Cancelled up to" in the child's memory, fed by request ids read from a connection."""
+    """"Cancelled up to", in the host's memory, fed by the cancel line."""
 
     def __init__(self) -> None:
         self._upto = 0
@@ -95,21 +57,41 @@ class RequestCancels:
     def cancelled_up_to(self) -> int:
         return self._upto
 
-    def flag(self, request_id: int | None) -> RequestFlag | _Never:
-        return RequestFlag(self.cancelled_up_to, request_id) if request_id else NEVER
-
-    def is_cancelled(self, request_id: int) -> bool:
-        return self._upto >= request_id
+    def flag(self, request_id: int) -> RequestFlag:
+        return RequestFlag(self.cancelled_up_to, request_id)
 
     def listen(self, conn) -> None:
-        """Read request ids from the cancel connection until it closes (then cancel all)."""
+        """Read Cancel frames until the line closes (then cancel all); a frame that is not one is skipped."""
         while True:
             try:
-                request_id = conn.recv()
+                frame = conn.recv_bytes()
             except (EOFError, OSError):
                 break
-            except Exception:  # noqa: BLE001 - a bad message must not end the line
-                continue
-            if isinstance(request_id, int):
-                self.cancel(request_id)
+            try:
+                self.cancel(decode_cancel(frame).request_id)
+            except ProtocolError as exc:
+                log.warning("the cancel line refused a frame: %s", exc)
         self.cancel(CANCEL_ALL)
+
+
+class CancelLine:
+    """The parent's end of the cancel line; safe from any thread."""
+
+    def __init__(self, conn) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    def cancel(self, request_id: int) -> None:
+        with self._lock:
+            if self._conn is None:
+                return
+            try:
+                self._conn.send_bytes(encode(Cancel(int(request_id))))
+            except (OSError, ValueError):
+                pass  # the host is gone: nothing left to cancel
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()

@@ -1,44 +1,61 @@
 """The parent side of the engine host.
 
-:class:`EngineHost` spawns the host process on first use, sends it requests
+:class:`EngineHost` starts the host process on first use, sends it requests
 and turns its replies back into events, results and exceptions. When the
 process dies it raises :class:`EngineCrashed` with the reason in words, and
 the next request starts a fresh process. It is used from one thread at a
 time; :meth:`cancel` and :meth:`close` may be called from any thread.
 
-By default the host is this interpreter, started with multiprocessing's
-spawn context, a pipe, and a shared "cancelled up to" request id
-(:mod:`engines.host.cancel`). Given ``python=...`` it runs under that
-interpreter instead (a private engine environment, :mod:`engines.envs`,
-started by :mod:`engines.host.foreign`). Crash detection is the same in
-both: the process's exit is waited on next to the connection. Either host
-dies with this process (:mod:`engines.host.watchdog`), and :meth:`close`
-is bounded even when the host is stuck: Shutdown, a short wait, then kill.
+The host runs under this interpreter, or, given ``python=...``, under that
+one (a private engine environment, :mod:`engines.envs`); both are started
+the same way and speak the same typed protocol over the same transport
+(:mod:`engines.host.launch`, :mod:`engines.host.protocol`), and the first
+frame must be a Hello of this protocol version. Crash detection is the same
+in both: the process's exit is waited on next to the connection. Either
+host dies with this process (:mod:`engines.host.watchdog`), and
+:meth:`close` is bounded even when the host is stuck: Shutdown, a short
+wait, then kill.
 """
 
 from __future__ import annotations
 
 import itertools
-import multiprocessing
+import logging
 import os
 import signal
-import threading
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from engines.api import EngineEvent, FinishedEvent
 from engines.errors import EngineCrashed, EngineError, ErrorKind
-from engines.host.cancel import CANCEL_ALL, SharedCancels
+from engines.host.cancel import CANCEL_ALL
 from engines.host.exits import describe_exit
-from engines.host.foreign import CancelLine, ForeignProcess, foreign_env, start_foreign_host
-from engines.host.protocol import Done, Event, Failed, Generate, Load, Loaded, Ready, Shutdown
+from engines.host.launch import foreign_env, start_host
+from engines.host.protocol import (
+    Done,
+    Envelope,
+    Event,
+    Failed,
+    Generate,
+    Hello,
+    Load,
+    Loaded,
+    ProtocolError,
+    Shutdown,
+    check_hello,
+    decode_from_host,
+    encode,
+)
 
 __all__ = ["EngineHost", "describe_exit", "foreign_env"]
+
+log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 1.0  # how long close() lets a host finish on its own before killing it
 KILL_WAIT_S = 2.0  # how long it then waits for the killed process to be reaped
 CLOSED_WHILE_BUSY = "The engine was closed while it was busy."
+UNREADABLE_REPLY = "The engine sent a message Atelier cannot read ({reason}); it was stopped. Details are in {log}."
 
 
 class EngineHost:
@@ -47,7 +64,8 @@ class EngineHost:
     ``python`` runs the host under another interpreter (``pythonpath``: the
     folders it needs to find the ``engines`` package; by default
     :func:`engines.host.standalone.engines_source_root`). ``start_timeout``
-    bounds how long that interpreter may take to connect.
+    bounds how long the host may take to connect. ``hello`` is what the
+    running host said about itself (protocol version, pid, Python).
     """
 
     def __init__(
@@ -58,7 +76,6 @@ class EngineHost:
         pythonpath: list[str] | None = None,
         start_timeout: float = 120.0,
     ) -> None:
-        self._ctx = multiprocessing.get_context("spawn")
         self._log_path = Path(log_path)
         self._role = role
         self._python = str(python) if python else None
@@ -66,12 +83,13 @@ class EngineHost:
         self._start_timeout = start_timeout
         self._proc = None
         self._conn = None
-        self._cancels = None  # SharedCancels or CancelLine: .cancel(request_id)
+        self._cancels = None  # the CancelLine: .cancel(request_id)
         self._ids = itertools.count(1)
         self._in_flight: int | None = None  # the request cancel() stops
         self._stopped_up_to = 0  # the last request cancel() stopped, as the host's flag will say
         self._loaded_key: tuple[str, Any] | None = None
         self.model_info: Any = None
+        self.hello: Hello | None = None
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -93,28 +111,21 @@ class EngineHost:
     def start(self) -> None:
         if self.is_running:
             return
-        if self._python:
-            self._proc, self._conn, self._cancels = start_foreign_host(
-                self._python, self._pythonpath, self._log_path, self._role, self._start_timeout
-            )
-            self._expect(Ready)
-            return
-        from engines.host.process import host_main
-
-        self._log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log_path.write_text("", encoding="utf-8")  # one run per log: the tail is this run's
-        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        cancels = SharedCancels.create(self._ctx)
-        proc = self._ctx.Process(
-            target=host_main,
-            args=(child_conn, cancels.shared, str(self._log_path), os.getpid()),
-            name=f"atelier-engine-host-{self._role}",
-            daemon=True,
+        self._proc, self._conn, self._cancels = start_host(
+            self._python, self._pythonpath, self._log_path, self._role, self._start_timeout
         )
-        proc.start()
-        child_conn.close()
-        self._proc, self._conn, self._cancels = proc, parent_conn, cancels
-        self._expect(Ready)
+        try:
+            first, _ = self._receive()
+        except EngineCrashed:
+            raise
+        except EngineError:  # not even a frame of this protocol (the host was stopped): another version's
+            first = None
+        try:
+            self.hello = check_hello(first, foreign=self._python is not None)
+        except EngineError as exc:
+            log.warning("engine host %s: %s (its first message: %r)", self._role, exc.message, first)
+            self.close()
+            raise
 
     def close(self, timeout: float = SHUTDOWN_GRACE_S) -> None:
         """Stop the process, within about ``timeout`` + 2 s even when it is stuck.
@@ -129,25 +140,21 @@ class EngineHost:
         self._proc = self._conn = self._cancels = None
         self._loaded_key = None
         self.model_info = None
+        self.hello = None
         if proc is None:
             return
         if cancels is not None:
             cancels.cancel(CANCEL_ALL)
         try:
             if conn is not None and proc.is_alive():
-                conn.send(Shutdown())
+                conn.send_bytes(encode(Shutdown()))
         except (OSError, ValueError):
             pass
         proc.join(timeout)
         if proc.is_alive():
             proc.kill()
             proc.join(KILL_WAIT_S)
-        if conn is not None:
-            conn.close()
-        if isinstance(proc, ForeignProcess):
-            proc.release()
-        if isinstance(cancels, CancelLine):
-            cancels.close()
+        self._release(proc, conn, cancels)
 
     unload = close
 
@@ -164,6 +171,7 @@ class EngineHost:
         key = (engine, spec)
         if self._loaded_key == key and self.is_running:
             return self.model_info
+        sealed = _seal(spec)
         request_id = self._begin()  # before the process starts: a Stop pressed meanwhile counts
         finished = False
         try:
@@ -172,17 +180,17 @@ class EngineHost:
                 self.start()
             if self._stopped_up_to >= request_id:
                 self._cancels.cancel(request_id)
-            self._send(Load(engine, spec, request_id))
+            self._send(Load(request_id, engine, sealed))
             while True:
-                message = self._receive()
+                message, payload = self._receive()
                 if isinstance(message, Event) and message.request_id == request_id:
                     if on_event is not None:
-                        on_event(message.event)
+                        on_event(payload)
                 elif isinstance(message, Loaded) and message.request_id == request_id:
                     finished = True
                     self._loaded_key = key
-                    self.model_info = message.info
-                    return message.info
+                    self.model_info = payload
+                    return payload
                 elif isinstance(message, Failed) and message.request_id == request_id:
                     finished = True
                     raise EngineError(message.kind, message.message)
@@ -200,17 +208,18 @@ class EngineHost:
         """
         if not self.is_running or self._loaded_key is None:
             raise EngineError(ErrorKind.BAD_INPUT, "No model is loaded.")
+        sealed = _seal(request)
         request_id = self._begin()
         finished = False
         try:
-            self._send(Generate(request_id, request))
+            self._send(Generate(request_id, sealed))
             while True:
-                message = self._receive()
+                message, payload = self._receive()
                 if isinstance(message, Event) and message.request_id == request_id:
-                    yield message.event
+                    yield payload
                 elif isinstance(message, Done) and message.request_id == request_id:
                     finished = True
-                    yield FinishedEvent(message.result)
+                    yield FinishedEvent(payload)
                     return
                 elif isinstance(message, Failed) and message.request_id == request_id:
                     finished = True
@@ -261,32 +270,31 @@ class EngineHost:
     def _drain(self, request_id: int) -> None:
         try:
             while True:
-                message = self._receive()
+                message, _ = self._receive()
                 if isinstance(message, (Done, Failed, Loaded)) and message.request_id == request_id:
                     return
         except EngineError:
             return
-
-    def _expect(self, kind: type) -> Any:
-        message = self._receive()
-        if not isinstance(message, kind):
-            raise EngineError(ErrorKind.INTERNAL, f"The engine host sent {type(message).__name__}, expected {kind.__name__}.")
-        return message
 
     def _send(self, message: Any) -> None:
         conn, proc = self._conn, self._proc
         if conn is None or proc is None:  # close() ran in another thread
             raise EngineCrashed(message=CLOSED_WHILE_BUSY)
         try:
-            conn.send(message)
+            conn.send_bytes(encode(message))
         except (OSError, ValueError):  # the pipe broke: the process is gone, or was closed meanwhile
             if proc is not self._proc:
                 raise EngineCrashed(message=CLOSED_WHILE_BUSY) from None
             proc.join(1.0)
             raise self._crashed(proc) from None
 
-    def _receive(self) -> Any:
-        """The next message, or EngineCrashed as soon as the process is gone (or was closed)."""
+    def _receive(self) -> tuple[Any, Any]:
+        """The next message and its payload, or EngineCrashed as soon as the process is gone (or was closed).
+
+        A frame that is not a message of the protocol means the host cannot
+        be trusted to be in step any more: it is stopped, and the request
+        ends with :data:`UNREADABLE_REPLY`.
+        """
         conn, proc = self._conn, self._proc
         if conn is None or proc is None:  # close() ran in another thread
             raise EngineCrashed(message=CLOSED_WHILE_BUSY)
@@ -300,7 +308,11 @@ class EngineHost:
                 else:
                     ready = wait([conn, sentinel])
                 if conn in ready:
-                    return conn.recv()
+                    frame = conn.recv_bytes()
+                    try:
+                        return decode_from_host(frame)
+                    except ProtocolError as exc:
+                        raise self._unreadable(proc, exc) from None
             except (EOFError, OSError, ValueError):
                 pass  # the pipe broke or another thread closed it: the process is gone or going
             else:
@@ -324,10 +336,27 @@ class EngineHost:
         self._proc = self._conn = self._cancels = None
         self._loaded_key = None
         self.model_info = None
+        self._release(proc, conn, cancels)
+        return EngineCrashed(message=describe_exit(exitcode, tail))
+
+    def _unreadable(self, proc, exc: ProtocolError) -> EngineError:
+        log.error("engine host %s sent an unreadable frame: %s", self._role, exc)
+        if proc is self._proc:
+            self.close()
+        return EngineError(ErrorKind.INTERNAL, UNREADABLE_REPLY.format(reason=exc, log=self._log_path))
+
+    @staticmethod
+    def _release(proc, conn, cancels) -> None:
         if conn is not None:
             conn.close()
-        if isinstance(proc, ForeignProcess):
-            proc.release()
-        if isinstance(cancels, CancelLine):
+        if cancels is not None:
             cancels.close()
-        return EngineCrashed(message=describe_exit(exitcode, tail))
+        proc.release()
+
+
+def _seal(obj: Any) -> Envelope:
+    """An engine object ready to send; one the protocol does not carry is the caller's mistake, said in words."""
+    try:
+        return Envelope.seal(obj)
+    except ProtocolError as exc:
+        raise EngineError(ErrorKind.BAD_INPUT, f"This cannot be sent to the engine: {exc}.") from None

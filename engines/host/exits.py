@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import signal
 
+# The host's Python cannot speak the protocol (msgspec is missing: an environment installed by an older
+# Atelier). EX_PROTOCOL from sysexits.h; the parent turns it into "installed by another version".
+EXIT_ANOTHER_VERSION = 76
+
 _REASONS = {
     "SIGSEGV": "it crashed (segmentation fault)",
     "SIGABRT": "it aborted, usually a failed check inside llama.cpp",

@@ -1,25 +1,27 @@
-"""The engine host under another Python interpreter (a private engine environment).
+"""The engine host's own entry point, under this app's Python or another one.
 
-The parent (:class:`engines.host.client.EngineHost` with ``python=...``)
-listens on a ``multiprocessing.connection.Listener`` and starts::
+The parent (:class:`engines.host.client.EngineHost`, see
+:mod:`engines.host.launch`) listens on a ``multiprocessing.connection.Listener``
+and starts::
 
-    <python> -s -m engines.host.standalone <address> <log path> <parent pid>
+    <python> -m engines.host.standalone <address> <log path> <parent pid>
+    atelier --engine-host <address> <log path> <parent pid>      (the frozen app)
 
-with the listener's random authentication key written to the child's
-standard input (not on the command line, which every local user can read).
-The child connects twice: the first connection carries the usual protocol
-(:mod:`engines.host.protocol`) and runs the same :func:`~engines.host.process.serve`
-loop as the spawned host; the second is the cancel line. The parent writes a
-request id there to cancel that request (and every earlier one), and a
-reader thread in the child turns it into the flag the engine polls, so a
-cancel never waits behind the busy load or generation
-(:class:`~engines.host.cancel.RequestCancels`). A closed cancel line
-cancels everything. Like the spawned host, it dies with its parent
-(:mod:`engines.host.watchdog`), watched by the pid given on the command line.
+with the listener's random key written to standard input (not on the
+command line, which every local user can read). The host connects twice:
+the request line runs :func:`~engines.host.process.serve`, the cancel line
+feeds :class:`~engines.host.cancel.RequestCancels` from a reader thread, so
+a cancel never waits behind the busy load or generation. It dies with its
+parent (:mod:`engines.host.watchdog`), watched by the pid on the command line.
+
+A Python that cannot import the protocol (the private image engine of an
+older Atelier has no msgspec) exits with
+:data:`~engines.host.exits.EXIT_ANOTHER_VERSION`, which the parent turns
+into "installed by another version of Atelier".
 
 This module is also where :func:`engines_source_root` lives: the folder to
-put on the foreign interpreter's ``PYTHONPATH`` so it finds ``engines``.
-Importing it is cheap and it never imports Qt or an engine library.
+put on a Python's ``PYTHONPATH`` so it finds ``engines``. Importing it is
+cheap and it never imports Qt or an engine library.
 """
 
 from __future__ import annotations
@@ -29,11 +31,10 @@ import sys
 import threading
 from pathlib import Path
 
-from engines.host.cancel import CANCEL_ALL, RequestCancels
-
 SOURCE_ENV = "ATELIER_ENGINES_SOURCE"  # overrides where the engines/ source tree is
+USAGE = "usage: python -m engines.host.standalone ADDRESS LOG_PATH [PARENT_PID]  (authkey in hex on stdin)"
 
-__all__ = ["CANCEL_ALL", "SOURCE_ENV", "RequestCancels", "engines_source_root", "listener_family", "main"]
+__all__ = ["SOURCE_ENV", "engines_source_root", "listener_family", "main"]
 
 
 def engines_source_root() -> Path | None:
@@ -68,19 +69,26 @@ def listener_family(address: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) not in (2, 3):
-        print("usage: python -m engines.host.standalone ADDRESS LOG_PATH [PARENT_PID]  (authkey in hex on stdin)",
-              file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         return 2
     address, log_path = argv[:2]
     from engines.host.watchdog import die_with_parent
 
     die_with_parent(int(argv[2]) if len(argv) == 3 else os.getppid())
     authkey = bytes.fromhex(sys.stdin.readline().strip())
+    try:
+        from engines.host.cancel import RequestCancels
+        from engines.host.process import redirect_output, serve
+    except ImportError as exc:
+        if exc.name != "msgspec":
+            raise
+        from engines.host.exits import EXIT_ANOTHER_VERSION
+
+        print(f"engine host: this Python ({sys.executable}) cannot speak the engine protocol: {exc}", file=sys.stderr)
+        return EXIT_ANOTHER_VERSION
     from multiprocessing.connection import Client
 
-    from engines.host.process import _redirect_output, serve
-
-    _redirect_output(log_path)
+    redirect_output(log_path)
     family = listener_family(address)
     conn = Client(address, family=family, authkey=authkey)
     cancel_conn = Client(address, family=family, authkey=authkey)

@@ -1,11 +1,23 @@
-"""Starting the engine host under another Python interpreter (a private engine environment).
+"""Starting an engine host: one transport for this interpreter and for another one.
 
-The parent listens on a ``multiprocessing.connection.Listener`` with a
-random key and starts ``python -m engines.host.standalone``; the child
-connects twice (requests, and a cancel line) and serves the same protocol
-with the same loop as the spawned host. :func:`start_foreign_host` returns
-the process dressed as a ``multiprocessing.Process`` (so the client waits on
-its exit the same way), the request connection, and the cancel line.
+The parent listens on a ``multiprocessing.connection.Listener`` (a Unix
+socket, or a named pipe on Windows) with a random key, and starts the host
+as a plain process:
+
+* under this interpreter, ``python -m engines.host.standalone``, or in the
+  frozen app the app itself, ``atelier --engine-host`` (its own Python has
+  no ``-m``);
+* under another interpreter (the private image-engine environment,
+  :mod:`engines.envs`), ``<python> -s -m engines.host.standalone`` with
+  the environment of :func:`foreign_env`.
+
+Either way the key goes to the host's standard input (never the command
+line, which every local user can read), the host connects twice (the
+request line, then the cancel line) and speaks :mod:`engines.host.protocol`
+over ``send_bytes``/``recv_bytes``. :func:`start_host` returns the process
+dressed as a ``multiprocessing.Process`` (:class:`HostProcess`: the client
+waits on its exit next to the connection), the request connection and the
+cancel line. Native output goes to the log file from the first instant.
 """
 
 from __future__ import annotations
@@ -19,7 +31,11 @@ import time
 from pathlib import Path
 
 from engines.errors import EngineCrashed, EngineError, ErrorKind
-from engines.host.exits import describe_exit
+from engines.host.cancel import CancelLine
+from engines.host.exits import EXIT_ANOTHER_VERSION, describe_exit
+from engines.host.protocol import another_version
+
+ENGINE_HOST_FLAG = "--engine-host"  # the frozen app's own entry into the host (desktop/cli.py)
 
 
 def foreign_env(pythonpath: list[str] | None) -> dict[str, str]:
@@ -47,13 +63,40 @@ def foreign_env(pythonpath: list[str] | None) -> dict[str, str]:
     return env
 
 
-class ForeignProcess:
+def own_command(address: str, log_path: Path) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of a host under this interpreter (what multiprocessing's spawn did)."""
+    tail = [str(address), str(log_path), str(os.getpid())]
+    env = dict(os.environ)
+    if getattr(sys, "frozen", False):
+        return [sys.executable, ENGINE_HOST_FLAG, *tail], env
+    from engines.host.standalone import engines_source_root
+
+    root = engines_source_root()  # this checkout (or install) first, as spawn passed our sys.path
+    if root is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env["PYTHONSAFEPATH"] = "1"  # the log folder (its working directory) is not a place to import from
+    flags = ["-s"] if sys.flags.no_user_site else []
+    return [sys.executable, *flags, "-m", "engines.host.standalone", *tail], env
+
+
+def foreign_command(python: str, pythonpath: list[str] | None, address: str, log_path: Path
+                    ) -> tuple[list[str], dict[str, str]]:
+    if pythonpath is None:
+        from engines.host.standalone import engines_source_root
+
+        root = engines_source_root()
+        pythonpath = [str(root)] if root is not None else []
+    return ([python, "-s", "-m", "engines.host.standalone", str(address), str(log_path), str(os.getpid())],
+            foreign_env(pythonpath))
+
+
+class HostProcess:
     """A ``subprocess.Popen`` dressed as a ``multiprocessing.Process`` (pid, sentinel, exitcode, join)."""
 
     def __init__(self, popen: subprocess.Popen) -> None:
         self._popen = popen
         self.pid = popen.pid
-        self.sentinel = None  # something wait() can watch for the exit; None: poll instead
+        self.sentinel = None  # something wait() can watch for the exit; None: poll instead (macOS)
         if hasattr(os, "pidfd_open"):
             try:
                 self.sentinel = os.pidfd_open(popen.pid)
@@ -90,48 +133,25 @@ class ForeignProcess:
         self.sentinel = None
 
 
-class CancelLine:
-    """The foreign host's cancel flags: a request id written to the second connection.
+def start_host(python: str | None, pythonpath: list[str] | None, log_path: Path, role: str,
+               start_timeout: float) -> tuple[HostProcess, object, CancelLine]:
+    """Start a host (this interpreter when *python* is None); return (process, request connection, cancel line).
 
-    Safe from any thread. The child keeps "cancelled up to" itself
-    (:class:`engines.host.cancel.RequestCancels`).
+    Raises EngineError UNAVAILABLE when the interpreter cannot be started,
+    and EngineCrashed, with the reason, when it ends or does not connect
+    within *start_timeout* seconds.
     """
-
-    def __init__(self, conn) -> None:
-        self._conn = conn
-        self._lock = threading.Lock()
-
-    def cancel(self, request_id: int) -> None:
-        with self._lock:
-            if self._conn is None:
-                return
-            try:
-                self._conn.send(int(request_id))
-            except (OSError, ValueError):
-                pass
-
-    def close(self) -> None:
-        with self._lock:
-            conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
-
-
-def start_foreign_host(python: str, pythonpath: list[str] | None, log_path: Path, role: str,
-                       start_timeout: float):
-    """Start ``python -m engines.host.standalone``; return (process, request connection, cancel line)."""
     from multiprocessing.connection import Client, Listener
 
-    from engines.host.standalone import engines_source_root
-
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_path.write_text("", encoding="utf-8")
-    if pythonpath is None:
-        root = engines_source_root()
-        pythonpath = [str(root)] if root is not None else []
+    log_path.write_text("", encoding="utf-8")  # one run per log: the tail is this run's
     family = "AF_PIPE" if sys.platform == "win32" else "AF_UNIX"
     authkey = secrets.token_bytes(32)
     listener = Listener(family=family, authkey=authkey)  # a fresh address in a private temp folder
+    if python:
+        command, env = foreign_command(python, pythonpath, listener.address, log_path)
+    else:
+        command, env = own_command(listener.address, log_path)
     accepted: list = []
 
     def accept() -> None:
@@ -141,18 +161,17 @@ def start_foreign_host(python: str, pythonpath: list[str] | None, log_path: Path
         except Exception as exc:  # noqa: BLE001 - reported below
             accepted.append(exc)
 
-    command = [python, "-s", "-m", "engines.host.standalone", str(listener.address), str(log_path), str(os.getpid())]
     try:
         with open(log_path, "ab") as log:
             popen = subprocess.Popen(
-                command, stdin=subprocess.PIPE, stdout=log, stderr=log,
-                env=foreign_env(pythonpath), cwd=str(log_path.parent),
+                command, stdin=subprocess.PIPE, stdout=log, stderr=log, env=env, cwd=str(log_path.parent),
+                creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),  # no console window flashing on Windows
             )
     except OSError as exc:
         listener.close()
-        raise EngineError(ErrorKind.UNAVAILABLE, f"The engine's Python ({python}) could not be started: "
+        raise EngineError(ErrorKind.UNAVAILABLE, f"The engine's Python ({command[0]}) could not be started: "
                                                  f"{exc.strerror or exc}.") from exc
-    proc = ForeignProcess(popen)
+    proc = HostProcess(popen)
     try:
         popen.stdin.write((authkey.hex() + "\n").encode("ascii"))
         popen.stdin.close()
@@ -163,7 +182,7 @@ def start_foreign_host(python: str, pythonpath: list[str] | None, log_path: Path
     deadline = time.monotonic() + start_timeout
     while waiter.is_alive() and proc.is_alive() and time.monotonic() < deadline:
         waiter.join(0.05)
-    for _ in range(2):  # unblock accept() if the child never connected
+    for _ in range(2):  # unblock accept() if the host never connected
         if not waiter.is_alive():
             break
         try:
@@ -183,7 +202,9 @@ def start_foreign_host(python: str, pythonpath: list[str] | None, log_path: Path
     proc.release()
     if timed_out:
         raise EngineCrashed(message=f"The engine did not start within {start_timeout:.0f} s under "
-                                    f"{python}. Details are in {log_path}.")
+                                    f"{command[0]}. Details are in {log_path}.")
+    if proc.exitcode == EXIT_ANOTHER_VERSION:
+        raise another_version(bool(python), "it cannot speak this app's engine protocol")
     try:
         tail = log_path.read_text(encoding="utf-8", errors="replace")[-4000:]
     except OSError:
