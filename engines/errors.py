@@ -12,6 +12,7 @@ file or a Qt signal as the plain string it always was ("network",
 from __future__ import annotations
 
 from enum import Enum
+from typing import Sequence
 
 try:
     from enum import StrEnum
@@ -74,3 +75,13 @@ class EngineCrashed(EngineError):
 
     def __init__(self, kind: str = ErrorKind.CRASHED, message: str = "The engine stopped unexpectedly.") -> None:
         super().__init__(kind, message)
+
+
+def problems_sentence(problems: Sequence[str], lead: str = "") -> str:
+    """A validation's problems as one sentence for a person: "Lead: a; b." or, with no lead, "A; b.".
+
+    Every request and spec reports its problems this way. Only the first letter is raised:
+    ``str.capitalize`` would lower all the others ("gpu", "lcm").
+    """
+    text = "; ".join(problems)
+    return f"{lead}: {text}." if lead else text[:1].upper() + text[1:] + "."

@@ -34,7 +34,7 @@ from engines.diffusion.types import (
     PreviewEvent,
     StepEvent,
 )
-from engines.errors import EngineError, ErrorKind
+from engines.errors import EngineError, ErrorKind, problems_sentence
 
 
 class Cancelled(Exception):
@@ -58,7 +58,7 @@ def validate_request(request: ImageRequest, folder: ModelFolder, size_multiple: 
                 problems.append(f"with the ONNX version of this model, {label} must be a multiple of "
                                 f"{size_multiple} (got {value}; try {nearest})")
     if problems:
-        raise EngineError(ErrorKind.BAD_INPUT, "Cannot make this image: " + "; ".join(problems) + ".")
+        raise EngineError(ErrorKind.BAD_INPUT, problems_sentence(problems, "Cannot make this image"))
 
 
 def make_seeds(request: ImageRequest) -> list[int]:

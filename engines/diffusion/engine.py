@@ -12,7 +12,7 @@ from engines.api import CancelFlag, Emit
 from engines.diffusion.auto import choose_backend, onnx_copy_of
 from engines.model_folder import inspect_model_folder
 from engines.diffusion.types import ImageLoadSpec, ImageModelInfo, ImageRequest, ImageResult
-from engines.errors import EngineError, ErrorKind
+from engines.errors import EngineError, ErrorKind, problems_sentence
 
 
 class DiffusionEngine:
@@ -26,7 +26,7 @@ class DiffusionEngine:
         # ``cancel``: the engine host stops a cancelled load once it returns (engines.host.process).
         problems = spec.validate()
         if problems:
-            raise EngineError(ErrorKind.BAD_INPUT, "Cannot load the model: " + "; ".join(problems) + ".")
+            raise EngineError(ErrorKind.BAD_INPUT, problems_sentence(problems, "Cannot load the model"))
         folder = inspect_model_folder(spec.model_path)
         backend = choose_backend(folder, spec)
         if self._engine is not None and backend != self._backend:

@@ -40,7 +40,7 @@ from engines.model_folder import ModelFolder, inspect_model_folder
 from engines.diffusion.onnx_text import ORT_TYPES, text_conditioning
 from engines.diffusion.schedulers import extra_step_kwargs, make_scheduler
 from engines.diffusion.types import ImageLoadSpec, ImageModelInfo, ImageRequest, ImageResult
-from engines.errors import EngineError, ErrorKind
+from engines.errors import EngineError, ErrorKind, problems_sentence
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class OnnxDiffusionEngine:
         """Open the ONNX sessions. ``folder`` lets the dispatcher pass an already-inspected ONNX copy."""
         problems = spec.validate()
         if problems:
-            raise EngineError(ErrorKind.BAD_INPUT, "Cannot load the model: " + "; ".join(problems) + ".")
+            raise EngineError(ErrorKind.BAD_INPUT, problems_sentence(problems, "Cannot load the model"))
         if self._info is not None and spec == self._spec and (folder is None or folder.path == self._folder.path):
             return self._info
         if spec.backend == "torch":

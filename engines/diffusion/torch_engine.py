@@ -40,7 +40,7 @@ from engines.diffusion.common import (
 from engines.model_folder import ModelFolder, inspect_model_folder
 from engines.diffusion.schedulers import make_scheduler
 from engines.diffusion.types import ImageLoadSpec, ImageModelInfo, ImageRequest, ImageResult
-from engines.errors import EngineError, ErrorKind
+from engines.errors import EngineError, ErrorKind, problems_sentence
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class TorchDiffusionEngine:
     def load(self, spec: ImageLoadSpec, emit: Emit) -> ImageModelInfo:
         problems = spec.validate()
         if problems:
-            raise EngineError(ErrorKind.BAD_INPUT, "Cannot load the model: " + "; ".join(problems) + ".")
+            raise EngineError(ErrorKind.BAD_INPUT, problems_sentence(problems, "Cannot load the model"))
         if self._info is not None and spec == self._spec:
             return self._info  # already warm
         if spec.backend == "onnx":

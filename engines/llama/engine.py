@@ -31,7 +31,7 @@ from engines.api import (
     TextRequest,
     TextResult,
 )
-from engines.errors import EngineError, ErrorKind
+from engines.errors import EngineError, ErrorKind, problems_sentence
 from engines.kv_cache import cache_type_info
 from engines.llama.cache_options import cache_refusal, llama_cache_kwargs, read_cache_report
 from engines.llama.construct import abortable_model_load, skip_library_chat_templates
@@ -80,7 +80,7 @@ class LlamaCppEngine:
         _stop_if_cancelled(cancel, path)
         problems = spec.validate()
         if problems:
-            raise EngineError(ErrorKind.BAD_INPUT, "; ".join(problems).capitalize() + ".")
+            raise EngineError(ErrorKind.BAD_INPUT, problems_sentence(problems))
         cache = cache_type_info(spec.cache_type)
         import llama_cpp
 
@@ -234,7 +234,7 @@ class LlamaCppEngine:
             raise EngineError(ErrorKind.BAD_INPUT, "No model is loaded.")
         problems = request.validate()
         if problems:
-            raise EngineError(ErrorKind.BAD_INPUT, "; ".join(problems).capitalize() + ".")
+            raise EngineError(ErrorKind.BAD_INPUT, problems_sentence(problems))
         if isinstance(request, EmbeddingRequest) or self._info.embedding:
             return self._embed(request, emit, cancel)
         llm, n_ctx = self._llm, self._info.context_length

@@ -38,7 +38,7 @@ from engines.api import (
     ProgressEvent,
     TextRequest,
 )
-from engines.errors import EngineError, ErrorKind
+from engines.errors import EngineError, ErrorKind, problems_sentence
 from engines.remote.http import cut, failure, fetch_models, http_failure, one_line, open_client, socket_tracer
 from engines.remote.keys import read_key
 from engines.remote.spec import ENGINE, RemoteSpec
@@ -155,7 +155,7 @@ class RemoteHost:
                               f"{type(request).__name__}.")
         problems = request.validate()
         if problems:
-            raise EngineError(ErrorKind.BAD_INPUT, "; ".join(problems))
+            raise EngineError(ErrorKind.BAD_INPUT, problems_sentence(problems))
         require_allowed(spec.name, spec.base_url)
         handle = self._begin()
         try:
