@@ -1,7 +1,9 @@
 """The engine interface: plain requests, results and events.
 
-Everything here is a picklable dataclass so that it can cross the pipe to
-the engine-host process unchanged. An engine never sees the GUI: it gets a
+Everything here is a plain dataclass that msgspec encodes field by field, so
+it crosses to the engine-host process unchanged, and without pickle
+(:mod:`engines.host.payloads` lists the types the host protocol carries).
+An engine never sees the GUI: it gets a
 request, an ``emit`` callback for events and a cancel flag, and returns a
 result that records the exact parameters that produced it.
 """

@@ -1,9 +1,10 @@
 """Requests, results and events of the image engines.
 
-Like :mod:`engines.api`, everything here is a frozen, picklable dataclass
-that crosses the pipe to the engine host unchanged, and importing this
-module is cheap (no torch, no diffusers) so the GUI can build and validate
-requests without loading an engine.
+Like :mod:`engines.api`, everything here is a frozen, plain dataclass
+that crosses to the engine host unchanged (msgspec, see
+:mod:`engines.host.payloads`), and importing this module is cheap (no
+torch, no diffusers) so the GUI can build and validate requests without
+loading an engine.
 
 A result carries the exact request that produced it plus the seed actually
 used for every image, so any image can be reproduced.
