@@ -1,9 +1,11 @@
 """What Atelier connects to, and when, in the words every page uses; the sidebar's privacy badge.
 
-Atelier runs everything on this computer. Only two things ever open a
-network connection, and only when the user clicks them: searching the
-Hugging Face Hub and downloading a model. There is no telemetry, no update
-check, no crash report. Offline mode blocks even those two. Settings, the
+Atelier runs everything on this computer. Only three things ever open a
+network connection, and only when the user asks for them: searching the
+Hugging Face Hub, downloading a model, and chatting with a model on a
+remote server the user added (engines/remote). There is no telemetry, no
+update check, no crash report. Offline mode blocks all three (a remote
+server on this computer, on loopback, stays allowed). Settings, the
 first-run dialog and the sidebar badge all say so from the text here, so
 they can never disagree.
 """
@@ -23,11 +25,15 @@ OFFLINE_ENV = "ATELIER_OFFLINE"
 CONNECTS = (
     "Searching Hugging Face, only when you click Search on the Models page.",
     "Downloading a model, only when you click Download (and resuming it later).",
+    "Chatting with a model on a remote server you added (Models, Add remote server…): your messages go to "
+    "that server, and only to it.",
 )
 NEVER = (
-    "Nothing else connects: your chats, prompts, images and files never leave this computer.",
+    "Nothing else connects: your chats, prompts, images and files never leave this computer, except what you "
+    "send to a model on a remote server.",
     "No telemetry, no usage statistics, no update checks, no crash reports.",
-    "Offline mode blocks even searching and downloading: Atelier then opens no connection at all.",
+    "Offline mode blocks even searching, downloading and remote servers: Atelier then opens no connection "
+    "beyond this computer.",
 )
 
 
