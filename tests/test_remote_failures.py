@@ -333,3 +333,50 @@ def test_offline_mode_refuses_a_server_elsewhere_and_keeps_one_on_loopback(opena
     assert run_.returncode == 0, run_.stderr
     run_ = run_atelier("chat", "--model", "near/stub", "--prompt", "hi", env=env)
     assert (run_.returncode, run_.stdout.decode()) == (0, "Hello, world!\n")
+
+
+def test_the_key_is_asked_for_on_a_terminal_when_the_server_wants_one(openai_stub: StubOpenAI) -> None:
+    """A person at a terminal types the key (not echoed); it goes to the keyring, which here says it is missing."""
+    import os
+    import pty
+    import select
+    import subprocess
+
+    from tests.fixtures.cli_runner import ROOT, atelier_script
+
+    openai_stub.key = "sk-typed"
+    main, terminal = pty.openpty()
+    env = cli_env(PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring")  # never the developer's real keyring
+    process = subprocess.Popen([atelier_script(), "remote", "add", "box", openai_stub.base_url], cwd=ROOT,
+                               stdin=terminal, stdout=subprocess.PIPE, stderr=terminal, env=env)
+    os.close(terminal)
+    seen = b""
+
+    def read_until(text: bytes) -> None:
+        nonlocal seen
+
+        def more() -> bool:
+            nonlocal seen
+            if text in seen:
+                return True
+            if not select.select([main], [], [], 0.05)[0]:
+                return False
+            try:
+                seen += os.read(main, 4096)
+            except OSError:  # the terminal closed: the process ended
+                return True
+            return text in seen
+
+        wait_until(more, f"the terminal showed {text!r}", limit=HANG_S)
+
+    read_until(b"(kept in the system keyring): ")
+    os.write(main, b"sk-typed\n")
+    read_until(b"error:")
+    read_until(b"\n")
+    process.wait(HANG_S)
+    os.close(main)
+    assert process.returncode == 1
+    assert b"The server 'box' needs an API key (kept in the system keyring): " in seen
+    assert b"sk-typed" not in seen  # not echoed
+    assert openai_stub.authorizations[-1] == "Bearer sk-typed"  # checked with the typed key before keeping it
+    assert b"error: No system keyring is available here, so the key for 'box' was not saved." in seen
