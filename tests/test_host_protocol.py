@@ -251,7 +251,7 @@ def exchange(host: EngineHost, frame: bytes):
 
 def test_the_host_says_hello_with_the_protocol_version(host):
     host.start()
-    assert host.hello == Hello(PROTOCOL_VERSION, host.pid, platform.python_version(), platform.platform(terse=True))
+    assert host.hello == Hello(PROTOCOL_VERSION, host.pid, platform.python_version(), sys.platform)
 
 
 def test_crafted_frames_are_refused_and_the_host_keeps_serving(host, tiny_gguf, tmp_path):

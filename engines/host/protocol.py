@@ -27,13 +27,13 @@ frame raises :data:`PROTOCOL_VERSION`.
 
 from __future__ import annotations
 
-import platform
+import os
+import sys
 from typing import Any, Union
 
 import msgspec
 
 from engines.errors import EngineError, ErrorKind
-from engines.host.payloads import BY_NAME, NAME_OF
 
 PROTOCOL_VERSION = 2  # 1 was pickled dataclasses over a multiprocessing pipe
 
@@ -58,20 +58,27 @@ class Envelope(msgspec.Struct, array_like=True, frozen=True):
 
     @classmethod
     def seal(cls, obj: Any) -> "Envelope":
-        name = NAME_OF.get(type(obj))
+        name = _carried().NAME_OF.get(type(obj))
         if name is None:
             raise ProtocolError(f"{type(obj).__name__} is not a type the engine protocol carries")
         return cls(name, msgspec.Raw(_ENCODER.encode(obj)))
 
     def open(self) -> Any:
         """The object, decoded into its registered type with every field checked."""
-        cls = BY_NAME.get(self.type)
+        cls = _carried().BY_NAME.get(self.type)
         if cls is None:
             raise ProtocolError(f"it names the type {self.type[:80]!r}, which the engine protocol does not carry")
         try:
             return msgspec.msgpack.decode(self.data, type=cls)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise ProtocolError(f"its {self.type} does not have the expected fields ({exc})") from None
+
+
+def _carried():
+    """The closed list, imported on first use: a host says Hello before it needs any engine type."""
+    from engines.host import payloads
+
+    return payloads
 
 
 # ---- parent -> host ------------------------------------------------------
@@ -107,7 +114,7 @@ class Hello(msgspec.Struct, tag="hello", array_like=True, frozen=True):
     protocol: int
     pid: int
     python: str  # "3.11.7"
-    platform: str = ""  # "Linux-6.1-x86_64"
+    platform: str = ""  # sys.platform: "linux", "win32", "darwin"
 
 
 class Loaded(msgspec.Struct, tag="loaded", array_like=True, frozen=True):
@@ -183,9 +190,7 @@ def request_id_of(frame: bytes) -> int:
 
 
 def hello() -> Hello:
-    import os
-
-    return Hello(PROTOCOL_VERSION, os.getpid(), platform.python_version(), platform.platform(terse=True))
+    return Hello(PROTOCOL_VERSION, os.getpid(), sys.version.split()[0], sys.platform)
 
 
 def check_hello(message: Any, foreign: bool) -> Hello:
