@@ -81,14 +81,14 @@ class TicketStream:
             error = EngineError(ErrorKind.INTERNAL, f"The engine failed unexpectedly ({type(exc).__name__}); "
                                 "the details are in the server log.")
         self._ended = True
-        if error is not None:
-            self._deliver(error)
-        self._deliver(_END)
-        if self._on_end is not None:
+        if self._on_end is not None:  # before the route hears of the end, so its log line has the tokens
             try:
                 self._on_end(result, error)
             except Exception:
                 log.exception("noting the end of a request failed")
+        if error is not None:
+            self._deliver(error)
+        self._deliver(_END)
 
     def _deliver(self, item) -> None:
         try:
