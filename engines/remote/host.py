@@ -24,6 +24,7 @@ notice, as the local engine does with its own token count.
 from __future__ import annotations
 
 import itertools
+import logging
 import secrets
 import socket
 import threading
@@ -44,6 +45,8 @@ from engines.remote.keys import read_key
 from engines.remote.spec import ENGINE, RemoteSpec
 from engines.remote.stream import TEMPLATE, ReplyStream
 from engines.remote.urls import require_allowed
+
+log = logging.getLogger(__name__)
 
 MAX_EVENT_BYTES = 4 * 2**20
 
@@ -122,7 +125,10 @@ class RemoteHost:
             if request.cancelled.is_set():
                 raise self._stopped(spec)
             if self._on_models is not None:
-                self._on_models(spec.name, [m.id for m in listed])
+                try:
+                    self._on_models(spec.name, [m.id for m in listed])
+                except (EngineError, OSError) as exc:  # a list that cannot be saved never stops a chat
+                    log.info("could not keep what %s lists: %s", spec.name, exc)
             found = next((m for m in listed if m.id == spec.model), None)
             if found is None:
                 names = ", ".join(one_line(m.id, 60) for m in listed[:8]) or "none"
