@@ -21,7 +21,7 @@ from pydantic import Field
 from starlette.background import BackgroundTask
 
 from engines.api import ChatMessage, FinishedEvent, StatsEvent, TokenEvent
-from engines.errors import EngineError
+from engines.errors import EngineError, ErrorKind
 from engines.server.errors import ApiError, from_engine_error
 from engines.server.openai_schema import Body, StopList
 from engines.server.runner import client_id, finished_result, first_output
@@ -92,7 +92,7 @@ async def messages(body: MessagesBody, request: Request):
                                "delta": {"type": "text_delta", "text": event.text}}, "content_block_delta")
             result = tickets.result
             if result is None or result.finish_reason == "cancelled":
-                raise EngineError("cancelled", "The generation was cancelled.")
+                raise EngineError(ErrorKind.CANCELLED, "The generation was cancelled.")
         except EngineError as exc:
             yield sse(from_engine_error(exc, "messages").body(request.url.path), "error")
             return

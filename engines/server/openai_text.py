@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
 from engines.api import ChatMessage, FinishedEvent, TokenEvent
-from engines.errors import EngineError
+from engines.errors import EngineError, ErrorKind
 from engines.server.errors import ApiError, from_engine_error
 from engines.server.openai_schema import ChatCompletionBody, CompletionBody
 from engines.server.runner import client_id, finished_result, first_output
@@ -82,7 +82,7 @@ async def _answer(request: Request, context, served, text_request, stream: bool,
                     yield data
             result = tickets.result
             if result is not None and result.finish_reason == "cancelled":
-                yield sse(from_engine_error(EngineError("cancelled", "The generation was cancelled.")).body(""))
+                yield sse(from_engine_error(EngineError(ErrorKind.CANCELLED, "The generation was cancelled.")).body(""))
             elif include_usage and result is not None:
                 yield sse(reply.usage_chunk(result))
         except EngineError as exc:
