@@ -426,3 +426,16 @@ def test_img2img_png_bytes_cross_the_host_both_ways(tiny_sd, tmp_path):
     assert result.request.init_image == init
     assert [d.image for d in done] == list(result.images) and len(result.images) == 1
     assert Image.open(io.BytesIO(result.images[0].png)).size == (64, 64)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["only-one"], "error: usage: python -m engines.host.standalone ADDRESS LOG_PATH [PARENT_PID]  "
+                   "(authkey in hex on stdin)"),
+    (["addr", "log", "not-a-pid"], "error: usage: python -m engines.host.standalone ADDRESS LOG_PATH [PARENT_PID]  "
+                                   "(authkey in hex on stdin)"),
+    (["addr", "log"], "error: the engine host reads its key from standard input (started by Atelier only)"),
+])
+def test_the_engine_host_entry_started_by_hand_says_how_it_is_used(tmp_path, args, message):
+    run = subprocess.run([sys.executable, "-m", "desktop", "--engine-host", *args], cwd=ROOT, input="",
+                         capture_output=True, text=True, timeout=120)
+    assert (run.returncode, run.stderr, run.stdout) == (2, message + "\n", "")

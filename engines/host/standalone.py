@@ -68,14 +68,20 @@ def listener_family(address: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) not in (2, 3):
-        print(USAGE, file=sys.stderr)
+    if len(argv) not in (2, 3) or (len(argv) == 3 and not argv[2].isdigit()):
+        print(f"error: {USAGE}", file=sys.stderr)
         return 2
     address, log_path = argv[:2]
     from engines.host.watchdog import die_with_parent
 
     die_with_parent(int(argv[2]) if len(argv) == 3 else os.getppid())
-    authkey = bytes.fromhex(sys.stdin.readline().strip())
+    try:
+        authkey = bytes.fromhex(sys.stdin.readline().strip())
+    except ValueError:
+        authkey = b""
+    if not authkey:
+        print("error: the engine host reads its key from standard input (started by Atelier only)", file=sys.stderr)
+        return 2
     try:
         from engines.host.cancel import RequestCancels
         from engines.host.process import redirect_output, serve
