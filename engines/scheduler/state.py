@@ -52,4 +52,3 @@ class SchedulerState:
     cpu_lanes: int
     cpu_lanes_busy: int
     max_queue: int
-    ram_free_bytes: int | None = None  # free RAM when the snapshot was taken (None when not probed)
