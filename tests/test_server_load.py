@@ -42,13 +42,21 @@ def _wait(condition, what: str):
     raise AssertionError(f"never happened: {what}")
 
 
-def _ended_entry(api, path: str):
-    """The newest log entry for ``path`` once its generation has ended (its finish reason is known)."""
-    return api.server.log.wait_for(lambda e: e.path == path and e.finish not in (None, "client went away"),
-                                   HANG_GUARD_S)
+def _last_id(api) -> int:
+    entries = api.server.log.entries()
+    return entries[-1].id if entries else 0
+
+
+def _ended_entry(api, path: str, after: int):
+    """The log entry of the next request to ``path`` once its generation has ended (its finish reason is known)."""
+    entry = api.server.log.wait_for(lambda e: e.id > after and e.path == path
+                                    and e.finish not in (None, "client went away"), HANG_GUARD_S)
+    assert entry is not None, f"no finished request to {path} in the log"
+    return entry
 
 
 def test_a_client_that_disconnects_mid_stream_cancels_its_generation(gemma):
+    before = _last_id(gemma)
     received = 0
     with gemma.http() as client:
         with client.stream("POST", "/v1/completions", json={"model": gemma.ids["gemma"], "stream": True, **STORY}) as response:
@@ -58,7 +66,7 @@ def test_a_client_that_disconnects_mid_stream_cancels_its_generation(gemma):
                     received += 1
                     if received == 3:
                         break  # leaving the block closes the connection mid-stream
-    entry = _ended_entry(gemma, "/v1/completions")
+    entry = _ended_entry(gemma, "/v1/completions", before)
     assert entry.finish == "cancelled"
     assert entry.status == 200
     # The engine stops at the first token after the cancel: a handful of tokens in flight, not the 2,000 asked for.
@@ -68,13 +76,14 @@ def test_a_client_that_disconnects_mid_stream_cancels_its_generation(gemma):
 
 
 def test_a_client_that_disconnects_while_waiting_for_a_whole_reply_cancels_it(gemma):
+    before = _last_id(gemma)
     body = json.dumps({"model": gemma.ids["gemma"], **STORY}).encode()
     with socket.create_connection(("127.0.0.1", gemma.port), timeout=HANG_GUARD_S) as conn:
         conn.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
                      b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
         _wait(lambda: any(w.state == "running" for w in gemma.scheduler.snapshot().running), "the generation started")
-    entry = _ended_entry(gemma, "/v1/completions")
+    entry = _ended_entry(gemma, "/v1/completions", before)
     assert entry.finish == "cancelled"
     assert entry.completion_tokens < STORY["max_tokens"]
     _wait(lambda: not gemma.scheduler.snapshot().running, "the scheduler is idle again")
