@@ -8,8 +8,10 @@ A test that needs work to be waiting holds a host's load on an Event.
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +19,7 @@ from engines.api import ChatMessage, FinishedEvent, ProgressEvent, SamplingParam
 from engines.host import EngineHost
 from engines.scheduler import Scheduler, Work
 from engines.scheduler.lanes import cpu_lane_count, threads_per_lane
+from tests.fixtures.openai_stub import openai_stub  # noqa: F401  (fixture)
 from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
 from tests.fixtures.tiny_sd import tiny_sd  # noqa: F401  (session fixture)
 
@@ -36,6 +39,10 @@ class GatedHost(EngineHost):
 
 
 def factory(engine, spec, log_path, role):
+    if engine == "remote":
+        from engines.remote import RemoteHost
+
+        return RemoteHost()
     return GatedHost(log_path, role=role)
 
 
@@ -141,3 +148,52 @@ def test_with_two_lanes_text_runs_side_by_side_and_an_image_runs_alone(scheduler
     assert overlap(first, second)
     assert picture.started_seq > second.ended_seq and third.started_seq > picture.ended_seq
     assert second.model_info.threads == threads_per_lane(2)  # each text host gets its share of the cores
+
+
+def test_remote_work_takes_no_lane(schedulers, tiny_gguf, openai_stub):  # noqa: F811
+    from engines.remote import RemoteSpec
+
+    scheduler = schedulers(cpu_lanes=1)
+    GatedHost.gates[str(tiny_gguf)] = gate = threading.Event()
+    local = scheduler.submit(Work("llama_cpp", TextLoadSpec(str(tiny_gguf), context_length=256), chat()), "chat")
+    remote = scheduler.submit(Work("remote", RemoteSpec("stub", openai_stub.base_url, "stub"), chat()), "server")
+    assert (local.state, remote.state) == ("running", "running")  # the lane is held, the remote one runs anyway
+    assert finished(remote)[-1].result.text == "Hello, world!"
+    gate.set()
+    finished(local)
+    assert overlap(local, remote)
+    (model,) = [m for m in scheduler.snapshot().loaded if m.engine == "remote"]
+    assert model.pid is None and model.name == "stub"  # no process of its own
+
+
+def test_work_on_a_gpu_takes_no_lane(schedulers, tiny_gguf):
+    """No GPU here: a stand-in image host that reports a CUDA device (the real torch engine's info, as on a GPU)."""
+    from dataclasses import replace
+
+    from engines.diffusion.types import ImageLoadSpec, ImageRequest
+    from tests.fixtures.fake_image_host import FakeImageHost
+
+    class OnGpu(FakeImageHost):
+        def load(self, engine, spec, on_event=None):
+            self.model_info = replace(super().load(engine, spec, on_event), device="cuda")
+            return self.model_info
+
+    def hosts(engine, spec, log_path, role):
+        return OnGpu() if engine == "diffusers" else GatedHost(log_path, role=role)
+
+    scheduler = Scheduler(Path(tempfile.mkdtemp()) / "logs", idle_unload_s=None, host_factory=hosts, cpu_lanes=1)
+    try:
+        image = Work("diffusers", ImageLoadSpec("/models/sd-gpu"), ImageRequest("a boat", width=64, height=64, steps=2))
+        finished(scheduler.submit(image, "images"))  # loaded (its load took the lane: nothing is known before)
+        GatedHost.gates[str(tiny_gguf)] = gate = threading.Event()
+        text = scheduler.submit(Work("llama_cpp", TextLoadSpec(str(tiny_gguf), context_length=256), chat()), "chat")
+        picture = scheduler.submit(image, "images")
+        assert (text.state, picture.state) == ("running", "running")
+        finished(picture)
+        gate.set()
+        finished(text)
+        assert overlap(text, picture)
+        assert [m.gpu_resident for m in scheduler.snapshot().loaded if m.engine == "diffusers"] == [True]
+    finally:
+        gate.set()
+        scheduler.shutdown()
