@@ -301,7 +301,7 @@ class EngineHost:
         while True:
             try:
                 sentinel = proc.sentinel
-                if sentinel is None:  # no waitable exit here (macOS foreign host): poll
+                if sentinel is None:  # no waitable exit here (macOS has no pidfd): poll
                     ready = wait([conn], timeout=0.2)
                     if not ready and proc.is_alive():
                         continue
