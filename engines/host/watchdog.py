@@ -1,20 +1,19 @@
 """The engine host dies with its parent, on every OS.
 
 When the GUI or the CLI is killed (SIGKILL, SIGTERM, a crash), nobody sends
-the host a Shutdown. A host that is idle notices: its pipe reaches EOF. A
-host that is busy does not: it may be blocked in ``open()``, deep inside
+the host a Shutdown. A host that is idle notices: its connection reaches
+EOF. A host that is busy does not: it may be blocked in ``open()``, deep inside
 llama.cpp, or spinning in a hostile chat template, and it would be left
-behind for ever, holding gigabytes and a CPU core (it also keeps
-multiprocessing's resource tracker alive, which waits for every holder of
-its pipe). So the host protects itself twice, from its first instant:
+behind for ever, holding gigabytes and a CPU core. So the host protects
+itself twice, from its first instant:
 
 - on Linux, ``prctl(PR_SET_PDEATHSIG, SIGKILL)``: the kernel kills it when
   the parent goes, whatever its threads are doing, even in native code
   that holds the GIL;
-- on every OS, a daemon thread that waits for the parent to go (the
-  multiprocessing parent sentinel, a pidfd, a process handle on Windows,
-  or a poll of the parent pid) and then ends the process with
-  ``os._exit``, which needs no lock that the stuck main thread may hold.
+- on every OS, a daemon thread that waits for the parent to go (a pidfd,
+  a process handle on Windows, or a poll of the parent pid) and then ends
+  the process with ``os._exit``, which needs no lock that the stuck main
+  thread may hold.
 
 One caveat of PR_SET_PDEATHSIG: it fires when the parent *thread* that
 started the host ends, not only the process. Start hosts from threads
@@ -35,17 +34,12 @@ _PR_SET_PDEATHSIG = 1
 _POLL_S = 0.5
 
 
-def die_with_parent(parent_pid: int, sentinel=None) -> None:
-    """Make this process end as soon as ``parent_pid`` does.
-
-    ``sentinel``: something :func:`multiprocessing.connection.wait` can
-    wait on that becomes ready when the parent is gone
-    (``multiprocessing.parent_process().sentinel`` in a spawned child).
-    """
+def die_with_parent(parent_pid: int) -> None:
+    """Make this process end as soon as ``parent_pid`` does."""
     _set_parent_death_signal()
     if not _parent_alive(parent_pid):  # it went before the signal was armed
         _exit_now()
-    threading.Thread(target=_watch, args=(parent_pid, sentinel), name="parent-watchdog", daemon=True).start()
+    threading.Thread(target=_watch, args=(parent_pid,), name="parent-watchdog", daemon=True).start()
 
 
 def _set_parent_death_signal() -> None:
@@ -64,14 +58,9 @@ def _parent_alive(parent_pid: int) -> bool:
     return os.getppid() == parent_pid  # a dead parent's children are re-parented
 
 
-def _watch(parent_pid: int, sentinel) -> None:
+def _watch(parent_pid: int) -> None:
     try:
-        if sentinel is not None:
-            from multiprocessing.connection import wait
-
-            wait([sentinel])
-        else:
-            _wait_for_pid(parent_pid)
+        _wait_for_pid(parent_pid)
     except Exception:  # noqa: BLE001 - a watchdog that cannot wait falls back to polling
         while _parent_alive(parent_pid):
             time.sleep(_POLL_S)
