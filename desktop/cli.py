@@ -268,8 +268,7 @@ def _end_like_a_unix_tool() -> int:
     """The reader of stdout is gone: end at once and quietly, with the status a shell shows for ``cat`` there.
 
     That status is 141, 128 + SIGPIPE. The process exits with it rather than killing itself with
-    the signal, so the interpreter still shuts down properly: multiprocessing's resource tracker
-    would otherwise complain about the engine host's semaphores on stderr. The command's own
+    the signal, so the interpreter still shuts down properly (its exit handlers run). The command's own
     clean-up (the engine host's shutdown) already ran while the error rose; pointing stdout at
     /dev/null keeps the interpreter from a second failed flush on the way out.
     """
