@@ -71,11 +71,7 @@ def run_serve(args) -> int:
     directory = _directory(workspace, args.ctx)
     preloads = [_preload_target(workspace, directory, text) for text in args.model]
 
-    from engines.envs import image_host_launch
-    from engines.scheduler import Scheduler
-
-    scheduler = Scheduler(workspace.paths.logs, max_queue=args.max_queue,
-                          image_host_launch=lambda: image_host_launch(workspace))
+    scheduler = workspace.scheduler(max_queue=args.max_queue)
     stop = threading.Event()
     try:
         for served in preloads:

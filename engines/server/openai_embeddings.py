@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from engines.api import EmbeddingRequest
+from engines.errors import problems_sentence
 from engines.server.errors import ApiError
 from engines.server.openai_schema import EmbeddingBody
 from engines.server.runner import client_id, finished_result
@@ -28,7 +29,7 @@ async def embeddings(body: EmbeddingBody, request: Request):
     embedding_request = EmbeddingRequest(texts=body.input, normalize=True)
     problems = embedding_request.validate()
     if problems:
-        raise ApiError(400, "; ".join(problems).capitalize() + ".", param="input")
+        raise ApiError(400, problems_sentence(problems), param="input")
     context = request.app.state.context
     served = await context.find(body.model, "embedding")
     tickets = await context.start(served, embedding_request, client_id(request, body.user), request.state.log_entry)

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from engines.diffusion.types import ImageRequest
+from engines.errors import problems_sentence
 from engines.server.errors import ApiError
 from engines.server.openai_schema import ImageGenerationBody
 from engines.server.runner import client_id, finished_result
@@ -41,7 +42,7 @@ async def generate_images(body: ImageGenerationBody, request: Request):
         scheduler=body.sampler or _DEFAULTS.scheduler, seed=body.seed, batch_count=body.n, preview_every=0)
     problems = image_request.validate()
     if problems:
-        raise ApiError(400, "; ".join(problems).capitalize() + ".", param="prompt" if "prompt" in problems[0] else None)
+        raise ApiError(400, problems_sentence(problems), param="prompt" if "prompt" in problems[0] else None)
     context = request.app.state.context
     served = await context.find(body.model, "image")
     tickets = await context.start(served, image_request, client_id(request, body.user), request.state.log_entry)

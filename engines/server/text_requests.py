@@ -9,6 +9,7 @@ when it is absent, so it is the model's context length. Whatever
 from __future__ import annotations
 
 from engines.api import ChatMessage, SamplingParams, TextRequest
+from engines.errors import problems_sentence
 from engines.server.errors import ApiError
 
 _DEFAULTS = SamplingParams()
@@ -33,7 +34,7 @@ def sampling(*, max_tokens: int, temperature=None, top_p=None, top_k=None, min_p
 def checked(request: TextRequest, param: str = "messages") -> TextRequest:
     problems = request.validate()
     if problems:
-        raise ApiError(400, "; ".join(problems).capitalize() + ".", param=param)
+        raise ApiError(400, problems_sentence(problems), param=param)
     return request
 
 
