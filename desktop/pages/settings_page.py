@@ -11,13 +11,11 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFormLayout,
-    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
-    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -26,6 +24,7 @@ from desktop.open_external import open_path
 from desktop.privacy import OFFLINE_ENV, offline_forced_by_environment, offline_mode_on, privacy_html
 from desktop.widgets.expert import expert_mode
 from desktop.widgets.labels import banner_label
+from desktop.widgets.scroll_area import scroll_area, transparent_body
 from engines.errors import EngineError, ErrorKind
 from engines.workspace import Workspace
 
@@ -60,15 +59,8 @@ class SettingsPage(QWidget):
         self.workspace = workspace
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
-        scroll = QScrollArea()
-        scroll.setObjectName("PanelScroll")
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.NoFrame)
-        outer.addWidget(scroll)
-        body = QWidget()
-        body.setObjectName("SettingsBody")
-        body.setStyleSheet("QWidget#SettingsBody { background: transparent; }")
-        scroll.setWidget(body)
+        body = transparent_body("SettingsBody")
+        outer.addWidget(scroll_area(body, sideways=True))
         body_layout = QHBoxLayout(body)
         body_layout.setContentsMargins(24, 16, 24, 16)
         column = QWidget()

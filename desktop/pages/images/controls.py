@@ -25,7 +25,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QPlainTextEdit,
     QPushButton,
-    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -33,6 +32,7 @@ from PySide6.QtWidgets import (
 
 from desktop.pages.images.init_image import InitImageGroup
 from desktop.widgets.expert import HiddenControlsNote, mark_advanced
+from desktop.widgets.scroll_area import scroll_area
 from engines.diffusion.schedulers import scheduler_problems
 from engines.diffusion.types import MAX_BATCH, MAX_SEED, MAX_SIZE, MIN_SIZE, SCHEDULER_NAMES, ImageLoadSpec, ImageRequest
 
@@ -84,13 +84,9 @@ class ImageControls(QWidget):
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.setSpacing(0)
-        scroll = QScrollArea()
-        scroll.setObjectName("PanelScroll")
-        scroll.setWidgetResizable(True)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         body = QFrame()
         body.setObjectName("Panel")
-        scroll.setWidget(body)
+        scroll = scroll_area(body)
         outer.addWidget(scroll, 1)
         layout = QVBoxLayout(body)
         layout.setContentsMargins(12, 12, 12, 12)

@@ -18,13 +18,13 @@ from PySide6.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
-    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
 
 from desktop.pages.models.verdict_view import fmt_eta, fmt_speed
 from desktop.widgets.labels import banner_label
+from desktop.widgets.scroll_area import scroll_area, transparent_body
 from engines.byte_sizes import format_bytes
 from engines.errors import EngineError
 from engines.library.download.queue import DownloadJob, DownloadQueue
@@ -170,19 +170,12 @@ class DownloadsTab(QWidget):
         self.empty = QLabel("No downloads. Pick a model in the Catalog tab, or search Hugging Face there.")
         self.empty.setObjectName("Muted")
         layout.addWidget(self.empty)
-        scroll = QScrollArea()
-        scroll.setObjectName("PanelScroll")
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.NoFrame)
-        body = QWidget()
-        body.setObjectName("DownloadsBody")
-        body.setStyleSheet("QWidget#DownloadsBody { background: transparent; }")
+        body = transparent_body("DownloadsBody")
         self.list_layout = QVBoxLayout(body)
         self.list_layout.setContentsMargins(0, 0, 4, 0)
         self.list_layout.setSpacing(8)
         self.list_layout.addStretch(1)
-        scroll.setWidget(body)
-        layout.addWidget(scroll, 1)
+        layout.addWidget(scroll_area(body, sideways=True), 1)
 
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import html
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QFormLayout, QFrame, QHBoxLayout, QLabel, QPushButton, QScrollArea, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFormLayout, QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from desktop.pages.models.table_models import KINDS
 from desktop.pages.models.verdict_view import VerdictView, fmt_parameters
 from desktop.widgets.labels import banner_label
+from desktop.widgets.scroll_area import scroll_area, transparent_body
 from engines.byte_sizes import format_bytes
 from engines.library.advisor import CatalogAdvice
 from engines.library.catalog import CatalogEntry
@@ -48,16 +49,8 @@ class EntryDetails(QFrame):
         self.entry: CatalogEntry | None = None
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
-        scroll = QScrollArea()
-        scroll.setObjectName("PanelScroll")
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        outer.addWidget(scroll)
-        body = QWidget()
-        body.setObjectName("DetailsBody")
-        body.setStyleSheet("QWidget#DetailsBody { background: transparent; }")
-        scroll.setWidget(body)
+        body = transparent_body("DetailsBody")
+        outer.addWidget(scroll_area(body))
         layout = QVBoxLayout(body)
         layout.setContentsMargins(16, 14, 16, 14)
         layout.setSpacing(8)

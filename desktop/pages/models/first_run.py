@@ -29,7 +29,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
-    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -37,6 +36,7 @@ from PySide6.QtWidgets import (
 from desktop.pages.models.verdict_view import dot_html, fmt_parameters
 from desktop.privacy import offline_mode_on, privacy_html
 from desktop.widgets.labels import banner_label
+from desktop.widgets.scroll_area import scroll_area
 from desktop.workers.background import BackgroundTask, run_in_background
 from engines.byte_sizes import format_bytes
 from engines.errors import EngineError
@@ -81,13 +81,8 @@ class WelcomeDialog(QDialog):
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 12)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        outer.addWidget(scroll, 1)
         body = QWidget()
-        scroll.setWidget(body)
+        outer.addWidget(scroll_area(body), 1)
         layout = QVBoxLayout(body)
         layout.setContentsMargins(24, 20, 24, 8)
         layout.setSpacing(10)
