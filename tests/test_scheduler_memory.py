@@ -97,7 +97,8 @@ def test_a_model_that_cannot_fit_is_refused_with_the_verdicts_arithmetic(schedul
                              Resources.from_report(machine(), gpu_offload=False))
     assert not verdict.fits
     assert refused.value.kind == ErrorKind.MEMORY
-    assert refused.value.message == (f"Not enough memory to load tiny-llama.gguf: {verdict.explanation} "
+    # In the words of llama.cpp's own preflight, so the GUI, the CLI and the server read the same sentence.
+    assert refused.value.message == (f"Not enough memory for a context of 256 tokens: {verdict.explanation} "
                                      f"{' '.join(verdict.suggestions)}")
     assert scheduler.snapshot().loaded == ()  # refused before any process started
     assert not (tmp_path / "logs" / "engine-host-text.log").exists()

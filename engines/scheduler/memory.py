@@ -33,6 +33,15 @@ class Estimate:
     name: str
     judge: Callable[[Any], Any]  # HardwareReport -> engines.machine.fit.FitVerdict
     block_count: int | None = None  # text models: the layers, to tell "every layer on the GPU"
+    context_length: int | None = None  # text models: the context it is loaded with
+
+    def refusal(self, verdict) -> str:
+        """Why it cannot load, in the verdict's words; for a GGUF model, the words llama.cpp's preflight uses."""
+        if self.context_length is not None:
+            head = f"Not enough memory for a context of {self.context_length:,} tokens"
+        else:
+            head = f"Not enough memory to load {self.name}"
+        return f"{head}: {verdict.explanation}"
 
     def bytes_needed(self, report) -> int | None:
         try:
@@ -77,7 +86,7 @@ def _text_estimate(spec, gpu_offload: bool) -> Estimate:
     def judge(report):
         return judge_text_fit(shape, context, Resources.from_report(report, gpu_offload), cache)
 
-    return Estimate(model_name(spec), judge, shape.block_count)
+    return Estimate(model_name(spec), judge, shape.block_count, context)
 
 
 def _image_estimate(spec) -> Estimate:

@@ -429,7 +429,7 @@ class Scheduler:
         if busy and estimate.judge(memory.with_freed(base, all_ram, all_vram)).fits:
             return "wait"  # once they are idle they can be unloaded
         verdict = estimate.judge(memory.with_freed(base, ram, vram))
-        message = f"Not enough memory to load {estimate.name}: {verdict.explanation}"
+        message = estimate.refusal(verdict)
         if chosen or leaving:
             names = ", ".join(s.name for s in [*leaving, *chosen])
             message += f" That counts the {memory.describe(ram)} that unloading {names} would give back."
