@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import random
 import signal
-import subprocess
 import sys
 
 import pytest
 
 from engines.library.download.queue import DownloadQueue
-from tests.fixtures.http_server import sha256
-from tests.test_two_processes import FAST, OWNER, ROOT, clean_env
+from tests.fixtures.download_owner import another_process_downloading
+from tests.test_two_processes import FAST
 
 pytestmark = [pytest.mark.gui, pytest.mark.skipif(sys.platform == "win32", reason="uses SIGKILL")]
 
@@ -20,44 +18,32 @@ pytestmark = [pytest.mark.gui, pytest.mark.skipif(sys.platform == "win32", reaso
 def test_a_job_another_process_runs_is_shown_with_its_progress_and_no_controls(qtbot, http_server, tmp_path):
     from desktop.pages.models.downloads_tab import DownloadsTab
 
-    data = random.Random(7).randbytes(3_000_000)
-    http_server.add("/big.gguf", data)
-    hold = http_server.fault("/big.gguf", hold_after=1_250_000)
-    state, models = tmp_path / "downloads.json", tmp_path / "models"
-    owner = subprocess.Popen([sys.executable, "-c", OWNER, str(state), str(models), http_server.url("/big.gguf"),
-                              str(len(data)), sha256(data)], cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-    queue = None
-    try:
-        job_id = owner.stdout.readline().strip()
-        assert http_server.wait_for(hold.reached.is_set, timeout=120)
-        queue = DownloadQueue(state, models, check=None, transfer_options=FAST)
-        queue.start()
-        tab = DownloadsTab(queue)
-        qtbot.addWidget(tab)
-        tab.show()
-        row = tab.rows[job_id]
-        qtbot.waitUntil(lambda: row.job.bytes_done > 0, timeout=60000)
-        assert row.state.text() == "Downloading" and row.progress.value() > 0
-        assert not [verb for verb, button in row.buttons.items() if button.isVisibleTo(row)]
-        assert row.detail.text().endswith("in another Atelier window or command")
-        assert tab.active_count == 1
+    with another_process_downloading(http_server, tmp_path, seed=7) as other:
+        owner, job_id, data, models, hold = other.process, other.job_id, other.data, other.models, other.hold
+        queue = DownloadQueue(other.state, models, check=None, transfer_options=FAST)
+        try:
+            queue.start()
+            tab = DownloadsTab(queue)
+            qtbot.addWidget(tab)
+            tab.show()
+            row = tab.rows[job_id]
+            qtbot.waitUntil(lambda: row.job.bytes_done > 0, timeout=60000)
+            assert row.state.text() == "Downloading" and row.progress.value() > 0
+            assert not [verb for verb, button in row.buttons.items() if button.isVisibleTo(row)]
+            assert row.detail.text().endswith("in another Atelier window or command")
+            assert tab.active_count == 1
 
-        owner.send_signal(signal.SIGKILL)  # its process dies: this one resumes the job and controls it
-        owner.wait(30)
-        hold.release.set()
-        qtbot.waitUntil(lambda: tab.rows[job_id].job.state == "completed", timeout=60000)
-        row = tab.rows[job_id]
-        assert [verb for verb, button in row.buttons.items() if button.isVisibleTo(row)] == ["remove"]
-        assert row.detail.text() == "100% · 3 MB of 3 MB · installed"
-        assert (models / "big.gguf").read_bytes() == data
-        tab.shutdown()
-    finally:
-        hold.release.set()
-        if owner.poll() is None:
-            owner.kill()
-            owner.wait()
-        if queue is not None:
+            owner.send_signal(signal.SIGKILL)  # its process dies: this one resumes the job and controls it
+            owner.wait(30)
+            hold.release.set()
+            qtbot.waitUntil(lambda: tab.rows[job_id].job.state == "completed", timeout=60000)
+            row = tab.rows[job_id]
+            assert [verb for verb, button in row.buttons.items() if button.isVisibleTo(row)] == ["remove"]
+            assert row.detail.text() == "100% · 3.0 MB of 3.0 MB · installed"
+            assert (models / "big.gguf").read_bytes() == data
+            tab.shutdown()
+        finally:
+            hold.release.set()
             queue.shutdown(wait=True, timeout=10)
 
 

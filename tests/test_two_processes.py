@@ -10,12 +10,10 @@ from __future__ import annotations
 import json
 import os
 import pty
-import random
 import select
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -23,16 +21,13 @@ from engines.byte_sizes import format_bytes
 from engines.errors import EngineError
 from engines.library.download import FileSpec
 from engines.library.download.queue import DownloadQueue
+from tests.fixtures.cli_runner import ROOT, cli_env
+from tests.fixtures.download_owner import another_process_downloading
 from tests.fixtures.http_server import sha256
 from tests.fixtures.waits import wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
 FAST = {"stall_timeout": 10, "backoff": (0.01,), "max_attempts": 3}
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="uses SIGKILL and a pty")
-
-
-def clean_env() -> dict:
-    return {k: v for k, v in os.environ.items() if k != "ATELIER_OFFLINE"}
 
 
 # ---- models.json (D15) ---------------------------------------------------------------------
@@ -87,10 +82,10 @@ def test_a_second_pull_follows_the_first_and_both_end_installed(http_server, ate
     http_server.add("/files/model.gguf", data)
     hold = http_server.fault("/files/model.gguf", hold_after=1_000_000)
     url = http_server.url("/files/model.gguf")
-    first = subprocess.Popen(cli("models", "pull", url, "--json"), cwd=ROOT, env=clean_env(),
+    first = subprocess.Popen(cli("models", "pull", url, "--json"), cwd=ROOT, env=cli_env(ATELIER_OFFLINE=None),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     master, slave = pty.openpty()  # the second runs in a terminal, so it draws its progress bar
-    second = subprocess.Popen(cli("models", "pull", url), cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE,
+    second = subprocess.Popen(cli("models", "pull", url), cwd=ROOT, env=cli_env(ATELIER_OFFLINE=None), stdout=subprocess.PIPE,
                               stderr=slave, text=True)
     os.close(slave)
     seen = bytearray()
@@ -126,62 +121,37 @@ def test_a_second_pull_follows_the_first_and_both_end_installed(http_server, ate
     assert sha256((atelier_home / "data" / "models" / "model.gguf").read_bytes()) == sha256(data)
 
 
-OWNER = """
-import sys, time
-from pathlib import Path
-from engines.library.download import FileSpec
-from engines.library.download.queue import DownloadQueue
-state, models, url, size, digest = sys.argv[1:]
-queue = DownloadQueue(Path(state), Path(models), max_parallel=2, check=None)
-queue.start()
-job = queue.add("hf/big", "Big", [FileSpec(url, "big.gguf", size=int(size), sha256=digest)], "big.gguf")
-print(job.id, flush=True)
-time.sleep(600)
-"""
-
-
 @pytest.mark.slow
 def test_another_process_s_job_is_shown_followed_untouched_and_taken_over_when_it_dies(http_server, tmp_path):
-    data = random.Random(5).randbytes(3_000_000)
-    http_server.add("/big.gguf", data)
-    hold = http_server.fault("/big.gguf", hold_after=1_250_000)
-    state, models = tmp_path / "downloads.json", tmp_path / "models"
-    owner = subprocess.Popen([sys.executable, "-c", OWNER, str(state), str(models), http_server.url("/big.gguf"),
-                              str(len(data)), sha256(data)], cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-    gui = None
-    try:
-        job_id = owner.stdout.readline().strip()
-        assert http_server.wait_for(hold.reached.is_set, timeout=120)
+    with another_process_downloading(http_server, tmp_path, seed=5) as other:
+        owner, job_id, data, state, models, hold = (other.process, other.job_id, other.data, other.state, other.models,
+                                                    other.hold)
         # What the GUI's Models page does at start: a queue of its own on the same files, started.
         gui = DownloadQueue(state, models, max_parallel=2, check=None, transfer_options=FAST)
-        gui.start()
-        job = gui.get(job_id)
-        assert job.state == "running" and job.owner_pid == owner.pid and gui.runs_elsewhere(job_id)
-        wait_until(lambda: gui.get(job_id).bytes_done > 0, "the progress of the other process's job reached the GUI")
-        for verb, action in (("paused", gui.pause), ("cancelled", gui.cancel)):
-            with pytest.raises(EngineError) as err:
-                action(job_id)
-            assert err.value.message == (f"Big is being downloaded by another Atelier process (pid {owner.pid}); "
-                                         f"it cannot be {verb} from here.")
-        # The GUI runs a download of its own beside it, and neither disturbs the other.
-        http_server.add("/small.gguf", data[:200_000])
-        small = gui.add("hf/small", "Small", [FileSpec(http_server.url("/small.gguf"), "small.gguf", 200_000,
-                                                        sha256(data[:200_000]))], "small.gguf")
-        wait_until(lambda: gui.get(small.id).state == "completed", "the GUI's own download completed")
-        assert gui.get(job_id).state == "running" and http_server.ranges("/big.gguf") == [None]
+        try:
+            gui.start()
+            job = gui.get(job_id)
+            assert job.state == "running" and job.owner_pid == owner.pid and gui.runs_elsewhere(job_id)
+            wait_until(lambda: gui.get(job_id).bytes_done > 0, "the progress of the other process's job reached the GUI")
+            for verb, action in (("paused", gui.pause), ("cancelled", gui.cancel)):
+                with pytest.raises(EngineError) as err:
+                    action(job_id)
+                assert err.value.message == (f"Big is being downloaded by another Atelier process (pid {owner.pid}); "
+                                             f"it cannot be {verb} from here.")
+            # The GUI runs a download of its own beside it, and neither disturbs the other.
+            http_server.add("/small.gguf", data[:200_000])
+            small = gui.add("hf/small", "Small", [FileSpec(http_server.url("/small.gguf"), "small.gguf", 200_000,
+                                                            sha256(data[:200_000]))], "small.gguf")
+            wait_until(lambda: gui.get(small.id).state == "completed", "the GUI's own download completed")
+            assert gui.get(job_id).state == "running" and http_server.ranges("/big.gguf") == [None]
 
-        owner.send_signal(signal.SIGKILL)  # the other process dies mid-download: its job is resumed here
-        owner.wait(30)
-        hold.release.set()
-        wait_until(lambda: gui.get(job_id).state == "completed", "the GUI took over and finished the orphaned job")
-        assert (models / "big.gguf").read_bytes() == data
-        assert http_server.ranges("/big.gguf") == [None, "bytes=1250000-"]
-        assert json.loads(state.read_text())["jobs"][0]["state"] == "completed"
-    finally:
-        hold.release.set()
-        if owner.poll() is None:
-            owner.kill()
-            owner.wait()
-        if gui is not None:
+            owner.send_signal(signal.SIGKILL)  # the other process dies mid-download: its job is resumed here
+            owner.wait(30)
+            hold.release.set()
+            wait_until(lambda: gui.get(job_id).state == "completed", "the GUI took over and finished the orphaned job")
+            assert (models / "big.gguf").read_bytes() == data
+            assert http_server.ranges("/big.gguf") == [None, "bytes=1250000-"]
+            assert json.loads(state.read_text())["jobs"][0]["state"] == "completed"
+        finally:
+            hold.release.set()
             gui.shutdown(wait=True, timeout=10)
