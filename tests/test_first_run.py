@@ -9,32 +9,10 @@ import pytest
 
 from engines.byte_sizes import format_bytes
 from engines.workspace import open_workspace
+from tests.fixtures.models_page import make_page  # noqa: F401  (fixture)
 from tests.test_gui_models import tiny_catalog
 
 pytestmark = pytest.mark.gui
-
-
-@pytest.fixture
-def make_page(qtbot):
-    from desktop.workers.background import wait_for_background
-
-    pages = []
-
-    def make(library):
-        from desktop.pages.models_page import ModelsPage
-
-        page = ModelsPage(library)
-        qtbot.addWidget(page)
-        pages.append(page)
-        qtbot.waitUntil(lambda: page.advice is not None, timeout=20000)
-        return page
-
-    yield make
-    for page in pages:
-        page.shutdown()
-        page.wait_idle()
-        page.library.queue().shutdown(wait=True, timeout=5)
-    wait_for_background()
 
 
 def closed_port() -> int:
@@ -46,6 +24,7 @@ def closed_port() -> int:
 def test_the_dialog_offers_the_recommended_model_with_size_time_fit_and_speed(qtbot, make_page, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
     page = make_page(open_workspace().library())
+    qtbot.waitUntil(lambda: page.advice is not None, timeout=20000)
     dialog = page.show_welcome()
     pick = page.advice.recommended["chat"]
     entry = page.library.catalog.get(pick.entry_id)
@@ -75,6 +54,7 @@ def test_offline_mode_says_what_to_do_instead_and_opens_no_connection(qtbot, mak
         raise AssertionError("a connection was attempted in offline mode")
 
     page = make_page(open_workspace().library())
+    qtbot.waitUntil(lambda: page.advice is not None, timeout=20000)
     monkeypatch.setattr(socket.socket, "connect", forbidden)
     monkeypatch.setattr(socket, "getaddrinfo", forbidden)
     dialog = page.show_welcome()
@@ -92,6 +72,7 @@ def test_one_click_downloads_the_recommended_model_and_a_failure_offers_retry(qt
     http_server.add("/someone/Tiny-GGUF/resolve/main/tiny.gguf", data)
     http_server.fault("/someone/Tiny-GGUF/resolve/main/tiny.gguf", status=404)
     page = make_page(open_workspace().library(catalog=tiny_catalog(tmp_path, data)))
+    qtbot.waitUntil(lambda: page.advice is not None, timeout=20000)
     dialog = page.show_welcome()
     assert dialog.name.text() == "★ Tiny Chat"
     qtbot.waitUntil(lambda: dialog.reachable is True, timeout=10000)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import random
 import socket
@@ -20,6 +21,7 @@ from engines.machine.hardware import CpuInfo, DiskInfo, HardwareReport, MemoryIn
 from engines.library.hub_search import HubFile, HubRepo
 from engines.workspace import open_workspace
 from tests.fixtures.http_server import http_server  # noqa: F401  (fixture)
+from tests.fixtures.models_page import make_page  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.gui
 VERDICT_LABELS = ("Runs fully on GPU", "Partly on GPU", "CPU only", "Won't fit")
@@ -36,29 +38,6 @@ def library(workspace):
     lib = workspace.library()
     yield lib
     lib.queue().shutdown(wait=True, timeout=5)
-
-
-@pytest.fixture
-def make_page(qtbot):
-    from desktop.workers.background import wait_for_background
-
-    pages = []
-
-    def make(library):
-        from desktop.pages.models_page import ModelsPage
-
-        page = ModelsPage(library)
-        qtbot.addWidget(page)
-        page.resize(1112, 760)
-        page.show()
-        pages.append(page)
-        return page
-
-    yield make
-    for page in pages:
-        page.shutdown(stop_downloads=False)
-        page.wait_idle()
-    wait_for_background()
 
 
 @pytest.fixture
@@ -402,7 +381,9 @@ def test_every_catalog_row_has_an_expected_speed_and_the_recommended_come_first(
     assert tab.select(chat)
     details = tab.details
     assert details.recommended.isVisibleTo(details)
-    assert details.recommended.text().startswith("<b>★ Recommended for this machine.</b> The most capable chat model")
+    # the advisor's reason: its words depend on the speed measured on this machine (and on its load meanwhile)
+    assert details.recommended.text() == (f"<b>★ Recommended for this machine.</b> "
+                                          f"{html.escape(advice.recommended['chat'].reason)}")
     verdict = advice.verdicts[chat]
     assert details.verdict.label.text().endswith(f"<b>{verdict.label} · {verdict.speed.words}</b>")
     assert details.verdict.speed.text() == f"Expected speed: {verdict.speed.basis}."
