@@ -8,6 +8,11 @@ rendered under a time and size budget, prompts in which message text never
 becomes control tokens, context fitting, a cancel flag polled at every step
 of a load, at every token and inside llama.cpp's compute graph, and the
 figures the user sees (time to first token, decode rate, context used).
+For serving it also keeps a prompt cache per conversation
+(:mod:`~engines.llama.prompt_cache`), ends replies at stop sequences
+(:mod:`~engines.llama.decode_loop`), constrains them by a JSON schema
+(:mod:`~engines.llama.grammar`) and, loaded in embedding mode, embeds texts
+(:mod:`~engines.llama.embeddings`).
 """
 
 from __future__ import annotations
@@ -322,7 +327,11 @@ class LlamaCppEngine:
                 template_name: str, dropped: int) -> TextResult:
         n_ctx = self._info.context_length
         t_start = time.perf_counter()
-        reuse = self._prompt_cache.prepare(self._llm, plan.prompt_tokens, request.cache_key)
+        try:
+            reused = self._prompt_cache.prepare(self._llm, plan.prompt_tokens, request.cache_key).reused_tokens
+        except Exception:  # a cache: it may fail to help, never fail the reply (the prompt is then read in full)
+            log.warning("the prompt cache could not prepare this request", exc_info=True)
+            reused = 0
         self._cancel = cancel
         self._arm_abort(True)  # the prompt is read inside llama.cpp: let Stop reach it there
         try:
@@ -347,7 +356,7 @@ class LlamaCppEngine:
             seed=plan.seed,
             dropped_messages=dropped,
             sampling=request.sampling,
-            cached_prompt_tokens=reuse.reused_tokens,
+            cached_prompt_tokens=reused,
         )
 
 
