@@ -34,3 +34,16 @@ def tiny_gguf(tmp_path_factory) -> Path:
     from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
 
     return write_tiny_llama_gguf(tmp_path_factory.mktemp("tiny") / "tiny-llama.gguf")
+
+
+# A test that needs a tiny diffusion pipeline is slow whatever it does with it: building one imports torch and
+# diffusers and writes real weights (tens of seconds on a shared 2-core box), and most then run real denoising
+# steps. `make test-fast` (-m "not slow") leaves them to `make test`. Other slow tests are marked where they are.
+PIPELINE_FIXTURES = frozenset({"tiny_sd", "tiny_sd_onnx", "tiny_sdxl", "tiny_sdxl_onnx"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects on the marks
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if PIPELINE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -55,6 +55,7 @@ def test_raw_mode(tiny_gguf):
         (["--model", "{tiny}", "--prompt", "hi", "--temperature", "-1"], "temperature must be between 0 and 5"),
     ],
 )
+@pytest.mark.slow
 def test_bad_input_exits_2_with_one_error_line(tiny_gguf, tmp_path, args, message):
     notgguf = tmp_path / "photo.gguf"
     notgguf.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)

@@ -81,6 +81,7 @@ def test_commands_never_import_the_cli_module():
     assert not offenders, offenders
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [("chat", "--help"), ("models", "list"), ("models", "check", "demo", "--json")])
 def test_the_cli_never_imports_qt(args):
     run = run_atelier(*args, env=cli_env(PYTHONPROFILEIMPORTTIME="1"))
@@ -93,6 +94,7 @@ def test_the_cli_never_imports_qt(args):
 # ---- bad input: one line, exit 2 ----------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("env_change", [{}, {"PYTHONIOENCODING": "utf-8"}, {"LC_ALL": "C", "LANG": "C"}])
 def test_invalid_utf8_on_stdin_is_bad_input(env_change):
     run = run_atelier("chat", "--model", "demo", input=b"hello \xff world", env=cli_env(**env_change))
@@ -100,6 +102,7 @@ def test_invalid_utf8_on_stdin_is_bad_input(env_change):
                                   "convert it first, e.g. with 'iconv -f latin1 -t utf-8'")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("env_change", [{}, {"PYTHONIOENCODING": "utf-8"}, {"LC_ALL": "C", "LANG": "C"}])
 def test_invalid_utf8_in_argv_is_bad_input(env_change):
     run = run_atelier("chat", "--model", "demo", "--prompt", b"ok \xff", env=cli_env(**env_change))
@@ -110,11 +113,13 @@ def test_invalid_utf8_in_argv_is_bad_input(env_change):
     assert_one_error_line(run, 2, "SOURCE is not valid UTF-8 text (byte 0xe9 at position 25); pass UTF-8 text")
 
 
+@pytest.mark.slow
 def test_a_utf8_bom_on_stdin_is_not_part_of_the_prompt_and_an_empty_prompt_is_refused():
     run = run_atelier("chat", "--model", "demo", input="\ufeff  \n".encode("utf-8"))
     assert_one_error_line(run, 2, "the prompt is empty: pass --prompt TEXT or pipe the text on stdin")
 
 
+@pytest.mark.slow
 def test_usage_mistakes_are_one_error_line():
     run = run_atelier("chat", "--prompt", "hi")
     assert_one_error_line(run, 2, "the following arguments are required: --model (see 'atelier chat --help')")
@@ -127,6 +132,7 @@ def test_usage_mistakes_are_one_error_line():
 # ---- an unusable profile folder (D11) and --selftest's guard (D4) ----------------
 
 
+@pytest.mark.slow
 def test_atelier_home_that_is_a_file_is_one_clear_line_for_every_command(tmp_path):
     home = tmp_path / "afile"
     home.write_text("not a folder\n")
@@ -137,6 +143,7 @@ def test_atelier_home_that_is_a_file_is_one_clear_line_for_every_command(tmp_pat
         assert_one_error_line(run, 2, expected)
 
 
+@pytest.mark.slow
 def test_atelier_home_under_proc_is_one_clear_line():
     run = run_atelier("chat", "--model", "demo", "--prompt", "hi", env=cli_env(ATELIER_HOME="/proc/atelier"))
     assert_one_error_line(run, 2, "cannot use ATELIER_HOME=/proc/atelier for Atelier's files: /proc/atelier: No such "
@@ -163,6 +170,7 @@ def test_the_error_handler_survives_an_unusable_log_folder(tmp_path, monkeypatch
     assert "Traceback" in log.read_text() and "ZeroDivisionError" in log.read_text()
 
 
+@pytest.mark.slow
 def test_an_unwritable_log_folder_is_one_line(tmp_path, tiny_gguf):
     """As root, chmod does not stop writes: the immutable flag does (skipped where chattr cannot set it)."""
     home = tmp_path / "home"
@@ -193,11 +201,13 @@ def _run_into_a_closed_pipe(*args: str) -> subprocess.CompletedProcess:
     return proc
 
 
+@pytest.mark.slow
 def test_a_closed_stdout_ends_the_command_quietly_like_a_unix_tool():
     run = _run_into_a_closed_pipe("models", "list", "--catalog")
     assert run.returncode == 128 + signal.SIGPIPE and run.stderr == b""
 
 
+@pytest.mark.slow
 def test_models_list_into_head_exits_quietly_through_a_real_shell():
     script = f"set -o pipefail; '{atelier_script()}' models list --catalog | head -1; echo \"status=$?\" >&2"
     run = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, env=cli_env(), timeout=600)

@@ -19,6 +19,7 @@ def atelier(*args, timeout=120, **kw):
     return subprocess.run([sys.executable, "-m", "desktop", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, **kw)
 
 
+@pytest.mark.slow
 def test_list_check_import_remove(tiny_gguf):
     listed = json.loads(atelier("models", "list", "--catalog", "--json").stdout)["models"]
     assert len(listed) >= 20 and all(row["label"] for row in listed)
@@ -33,6 +34,7 @@ def test_list_check_import_remove(tiny_gguf):
     assert removed.returncode == 0 and tiny_gguf.exists()
 
 
+@pytest.mark.slow
 def test_check_a_bad_file_is_one_error_line(tmp_path):
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"GGUF" + b"\xff" * 64)
@@ -40,6 +42,7 @@ def test_check_a_bad_file_is_one_error_line(tmp_path):
     assert run.returncode == 2 and run.stderr.startswith("error: ") and len(run.stderr.splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_pull_survives_kill_9_and_verifies_its_hash(http_server, atelier_home, tmp_path):
     from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
 
@@ -66,6 +69,7 @@ def test_pull_survives_kill_9_and_verifies_its_hash(http_server, atelier_home, t
     assert json.loads(second.stdout)["state"] == "completed"
 
 
+@pytest.mark.slow
 def test_pull_with_a_wrong_checksum_installs_nothing(http_server, atelier_home):
     http_server.add("/files/bad.gguf", b"x" * 100_000)
     run = atelier("models", "pull", http_server.url("/files/bad.gguf"), "--sha256", "0" * 64)
@@ -75,6 +79,7 @@ def test_pull_with_a_wrong_checksum_installs_nothing(http_server, atelier_home):
     assert not (atelier_home / "data" / "models" / "bad.gguf").exists()
 
 
+@pytest.mark.slow
 def test_pull_404_is_a_clear_error(http_server):
     run = atelier("models", "pull", http_server.url("/nope.gguf"))
     assert run.returncode != 0 and "error:" in run.stderr and "Traceback" not in run.stderr
@@ -82,6 +87,7 @@ def test_pull_404_is_a_clear_error(http_server):
 
 
 
+@pytest.mark.slow
 def test_check_with_a_q8_0_cache_needs_less(gemma_path):
     def check(*extra):
         run = atelier("models", "check", str(gemma_path), "--ctx", "8192", *extra)
@@ -158,6 +164,7 @@ def test_import_refuses_what_no_engine_runs_and_never_blocks(tmp_path):
         assert run.stderr == "error: x.gguf is not a regular file (it is a FIFO (named pipe)).\n", args
 
 
+@pytest.mark.slow
 def test_terminal_escapes_in_a_model_name_never_reach_the_terminal(tmp_path):
     from tests.fixtures.stripped_models import write_gguf
 
@@ -167,6 +174,7 @@ def test_terminal_escapes_in_a_model_name_never_reach_the_terminal(tmp_path):
     assert run.stdout == "Added Evil fake line (chat model) as 'local/evil'.\n"
 
 
+@pytest.mark.slow
 def test_a_symlink_loop_in_the_models_folder_is_listed_not_fatal(demo_unpacked):
     models = demo_unpacked
     (models / "a.gguf").symlink_to(models / "b.gguf")
@@ -180,6 +188,7 @@ def test_a_symlink_loop_in_the_models_folder_is_listed_not_fatal(demo_unpacked):
     assert text.returncode == 0 and "In the models folder but not models (2):" in text.stdout
 
 
+@pytest.mark.slow
 def test_verdicts_in_the_cli_carry_the_expected_speed_and_the_recommendation(demo_unpacked):
     """Issue 9: every verdict says how fast the model would run here, in the CLI as on the Models page."""
     check = json.loads(atelier("models", "check", "demo", "--json").stdout)

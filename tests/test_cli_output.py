@@ -39,6 +39,7 @@ def test_model_text_is_stripped_on_a_terminal_and_exact_in_a_pipe(tmp_path):
         assert model_text_filter(file)(HOSTILE) == HOSTILE
 
 
+@pytest.mark.slow
 def test_a_hostile_path_in_an_error_is_escaped(tmp_path):
     path = tmp_path / "x\x1b]0;PWNED\x07\x1b[2J\r\nerror: fake.gguf"
     run = run_atelier("chat", "--model", str(path), "--prompt", "hi")
@@ -48,6 +49,7 @@ def test_a_hostile_path_in_an_error_is_escaped(tmp_path):
     assert "x\\x1b]0;PWNED\\x07\\x1b[2J\\r\\nerror: fake.gguf" in lines[0]
 
 
+@pytest.mark.slow
 def test_a_hostile_model_name_is_escaped_on_import(tiny_gguf, tmp_path):
     evil = tmp_path / "evil.gguf"
     data = tiny_gguf.read_bytes()

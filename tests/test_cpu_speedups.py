@@ -26,6 +26,7 @@ def _reference_attention(q, k, v):
     return torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_sliced_attention_matches_the_fused_kernel(dtype):
     # 1,100 tokens: above the slicing threshold and not a multiple of the 512-query slice.

@@ -434,6 +434,7 @@ def test_the_first_host_refusing_is_still_retried(tmp_path):
     assert err.value.message == "Could not reach 127.0.0.1 after 4 attempts; check the internet connection."
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_a_pull_prints_one_clean_line_and_resumes(http_server, tiny_disk, tmp_path):
     """D12: the message and the kept part are right, and nothing else reaches stderr (no logging traceback)."""
     import os

@@ -25,6 +25,7 @@ def long_request(seed=1) -> TextRequest:
     return TextRequest((ChatMessage("user", "tell me everything"),), SamplingParams(max_tokens=2000, temperature=1.0, min_p=0.0, seed=seed))
 
 
+@pytest.mark.slow
 def test_load_generate_and_reuse(host, tiny_gguf):
     spec = TextLoadSpec(str(tiny_gguf), context_length=256)
     info = host.load("llama_cpp", spec)
@@ -37,6 +38,7 @@ def test_load_generate_and_reuse(host, tiny_gguf):
     assert host.load("llama_cpp", spec) is info and host.pid == pid  # same model: no reload
 
 
+@pytest.mark.slow
 def test_switching_models_restarts_the_process(host, tiny_gguf, tmp_path):
     from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
 
@@ -130,6 +132,7 @@ def test_unknown_architecture(host, tmp_path):
     assert info.value.kind == ErrorKind.UNSUPPORTED and "quantum-llm" in info.value.message
 
 
+@pytest.mark.slow
 def test_context_too_large_for_memory(host, gemma_path):
     with pytest.raises(EngineError) as info:
         host.load("llama_cpp", TextLoadSpec(str(gemma_path), context_length=4_194_304))

@@ -71,6 +71,7 @@ def test_a_schema_the_converter_cannot_read_is_refused_with_its_reason(tiny_gguf
     engine.unload()
 
 
+@pytest.mark.slow
 def test_bounds_no_value_can_meet_are_refused_where_they_are(tiny_gguf):
     """The converter would silently drop these, and the reply would break the schema it was promised."""
     engine = load(tiny_gguf)

@@ -75,6 +75,7 @@ def press_everything(qtbot, root: QWidget, settle) -> int:
     return pressed
 
 
+@pytest.mark.slow
 def test_every_control_of_the_models_page(qtbot, answered, tiny_gguf):
     from desktop.pages.models_page import ModelsPage
 

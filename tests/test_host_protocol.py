@@ -341,6 +341,7 @@ def stand_in_python(tmp_path: Path, mode: str) -> str:
     return str(python)
 
 
+@pytest.mark.slow
 @posix_only
 @pytest.mark.parametrize("mode", ["pickle", "future"])
 def test_an_image_engine_of_another_version_gets_one_sentence(tmp_path, mode):
@@ -352,6 +353,7 @@ def test_an_image_engine_of_another_version_gets_one_sentence(tmp_path, mode):
     assert not host.is_running
 
 
+@pytest.mark.slow
 @posix_only
 def test_an_image_engine_python_without_msgspec_gets_the_same_sentence(tmp_path):
     python = tmp_path / "python-old"
@@ -367,6 +369,7 @@ def test_an_image_engine_python_without_msgspec_gets_the_same_sentence(tmp_path)
     assert "cannot speak the engine protocol" in (tmp_path / "image.log").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 @posix_only
 def test_a_host_that_sends_a_type_outside_the_list_is_stopped(tmp_path):
     host = EngineHost(tmp_path / "image.log", role="image", python=stand_in_python(tmp_path, "hostile"))

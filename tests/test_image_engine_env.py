@@ -146,6 +146,7 @@ def test_uv_is_a_pinned_dependency_with_its_binary():
 # ---- status from install.json ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_dev_checkout_has_it_and_installs_nothing(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("diffusers")
@@ -460,6 +461,7 @@ def test_foreign_host_loads_generates_cancels_and_survives_a_kill(foreign_host, 
                                                              SamplingParams(max_tokens=2))))[-1], FinishedEvent)
 
 
+@pytest.mark.slow
 def test_foreign_host_that_cannot_start_says_why(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -77,6 +77,7 @@ def test_qts_own_words_stay_when_no_library_is_missing():
     assert "no Qt platform plugin could be initialized" in text and "Atelier needs" not in text
 
 
+@pytest.mark.slow
 def test_the_console_script_opens_the_window_offscreen():
     run = run_atelier(env=cli_env(QT_QPA_PLATFORM="offscreen", ATELIER_QUIT_AFTER_SHOW="300",
                                   ATELIER_REPORT_STARTUP="1"))

@@ -47,6 +47,7 @@ def test_library_hub_and_downloads_refuse_cleanly(no_network):
     assert no_network == []
 
 
+@pytest.mark.slow
 def test_the_window_and_a_chat_work_offline(qtbot, no_network, tiny_gguf):
     from desktop.main_window import MainWindow
     from engines.api import ChatMessage, FinishedEvent, SamplingParams, TextLoadSpec, TextRequest

@@ -165,6 +165,7 @@ def test_a_server_that_never_accepts_the_connection_is_given_up_on(monkeypatch) 
                            "0.5 s.")
 
 
+@pytest.mark.slow
 def test_a_server_that_never_answers_is_given_up_on_after_its_timeout(openai_stub: StubOpenAI) -> None:
     openai_stub.models_mode = "hang"
     with pytest.raises(EngineError) as slow:
@@ -278,6 +279,7 @@ def test_a_stop_never_reaches_the_next_request(openai_stub: StubOpenAI) -> None:
 # ---- keys and TLS ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_server_that_wants_a_key_says_so_and_the_key_from_the_environment_is_sent(openai_stub: StubOpenAI,
                                                                                     monkeypatch) -> None:
     openai_stub.key = "sk-box-123"
@@ -305,6 +307,7 @@ def test_a_server_that_wants_a_key_says_so_and_the_key_from_the_environment_is_s
         "here. Set it where Atelier starts from, then try again."]
 
 
+@pytest.mark.slow
 def test_a_self_signed_certificate_is_refused_and_verification_cannot_be_skipped(tmp_path: Path) -> None:
     tls, cert = self_signed_tls(tmp_path)
     stub = StubOpenAI(tls=tls).start()
@@ -323,6 +326,7 @@ def test_a_self_signed_certificate_is_refused_and_verification_cannot_be_skipped
         stub.stop()
 
 
+@pytest.mark.slow
 def test_offline_mode_refuses_a_server_elsewhere_and_keeps_one_on_loopback(openai_stub: StubOpenAI) -> None:
     env = cli_env(ATELIER_OFFLINE="1")
     run_ = run_atelier("remote", "add", "far", "http://192.0.2.1:8000/v1", env=env)

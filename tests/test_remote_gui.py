@@ -114,6 +114,7 @@ def test_a_key_the_server_wants_and_no_keyring_are_both_said_plainly(qtbot, tab,
     dialog.reject()
 
 
+@pytest.mark.slow
 def test_removing_a_remote_model_removes_its_server_after_asking(qtbot, tab, openai_stub, monkeypatch) -> None:
     from engines.remote.manage import add_server
 

@@ -53,6 +53,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_two_clients_share_one_loaded_model(scheduler, tiny_gguf):
     spec = TextLoadSpec(str(tiny_gguf), context_length=256)
     chat_page, server = scheduler.host_for("chat page"), scheduler.host_for("server")
@@ -74,6 +75,7 @@ def test_generate_before_load_is_refused_like_an_engine_host(scheduler):
     assert (refused.value.kind, refused.value.message) == (ErrorKind.BAD_INPUT, "No model is loaded.")
 
 
+@pytest.mark.slow
 def test_closing_a_host_unloads_its_model(scheduler, tiny_gguf):
     host = scheduler.host_for("chat page")
     spec = TextLoadSpec(str(tiny_gguf), context_length=256)
@@ -85,6 +87,7 @@ def test_closing_a_host_unloads_its_model(scheduler, tiny_gguf):
     assert host.model_info is not None and host.pid != pid
 
 
+@pytest.mark.slow
 def test_a_chat_turn_runs_through_the_scheduler(scheduler, tiny_gguf, tmp_path):
     with ChatStore(tmp_path / "atelier.sqlite3") as store:
         chat = store.create_conversation()
@@ -98,6 +101,7 @@ def test_a_chat_turn_runs_through_the_scheduler(scheduler, tiny_gguf, tmp_path):
         assert isinstance(seen[-1], FinishedEvent)
 
 
+@pytest.mark.slow
 def test_stop_while_the_reply_waits_its_turn_saves_it_cancelled(tmp_path, tiny_gguf):
     gate = threading.Event()
     scheduler = Scheduler(tmp_path / "logs", idle_unload_s=None,

@@ -150,6 +150,7 @@ def test_with_two_lanes_text_runs_side_by_side_and_an_image_runs_alone(scheduler
     assert second.model_info.threads == threads_per_lane(2)  # each text host gets its share of the cores
 
 
+@pytest.mark.slow
 def test_remote_work_takes_no_lane(schedulers, tiny_gguf, openai_stub):  # noqa: F811
     from engines.remote import RemoteSpec
 
@@ -166,6 +167,7 @@ def test_remote_work_takes_no_lane(schedulers, tiny_gguf, openai_stub):  # noqa:
     assert model.pid is None and model.name == "stub"  # no process of its own
 
 
+@pytest.mark.slow
 def test_work_on_a_gpu_takes_no_lane(schedulers, tiny_gguf):
     """No GPU here: a stand-in image host that reports a CUDA device (the real torch engine's info, as on a GPU)."""
     from dataclasses import replace

@@ -104,6 +104,7 @@ def test_a_model_that_cannot_fit_is_refused_with_the_verdicts_arithmetic(schedul
     assert not (tmp_path / "logs" / "engine-host-text.log").exists()
 
 
+@pytest.mark.slow
 def test_idle_models_are_unloaded_least_recently_used_first_to_make_room(schedulers, tmp_path):
     paths = [write_tiny_llama_gguf(tmp_path / f"{name}.gguf", seed=seed) for name, seed in (("a", 1), ("b", 2), ("c", 3))]
     a, b, c = (TextLoadSpec(str(p), context_length=CTX) for p in paths)
@@ -151,6 +152,7 @@ def test_when_busy_models_hold_the_memory_the_load_waits_for_them(schedulers, ti
     assert [m.name for m in scheduler.snapshot().loaded] == ["tiny-llama.gguf"]
 
 
+@pytest.mark.slow
 def test_an_idle_model_is_unloaded_after_the_idle_time(schedulers, tiny_gguf):
     clock = Clock()
     scheduler = schedulers(idle_unload_s=600.0, clock=clock)
@@ -187,6 +189,7 @@ def test_a_busy_model_is_never_unloaded_for_being_idle(schedulers, gemma_path):
     assert scheduler.model_info(("llama_cpp", spec)) is not None
 
 
+@pytest.mark.slow
 def test_measured_memory_is_reported_beside_the_estimate(schedulers, tiny_gguf):
     scheduler = schedulers()
     spec = TextLoadSpec(str(tiny_gguf), context_length=CTX)

@@ -24,6 +24,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_show_token_prints_the_same_private_token_every_time(atelier_home):
     first = run_atelier("serve", "--show-token", env=cli_env(ATELIER_API_KEY=None))
     second = run_atelier("serve", "--show-token", env=cli_env(ATELIER_API_KEY=None))
@@ -48,12 +49,14 @@ def test_show_token_prints_the_same_private_token_every_time(atelier_home):
                                    "'no-such-model'. See 'atelier models list' (and --catalog)."),
     (["--port", "70000"], "error: the port must be between 1 and 65535, not 70000"),
 ])
+@pytest.mark.slow
 def test_bad_options_are_one_error_line_and_exit_2(args, message):
     run = run_atelier("serve", *args)
     assert run.returncode == 2, run.stderr
     assert error_lines(run) == [message]
 
 
+@pytest.mark.slow
 def test_a_port_in_use_is_one_error_line_and_exit_1():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -101,6 +104,7 @@ def test_serve_preloads_answers_the_openai_client_and_stops_on_sigterm(tmp_path,
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_serve_never_imports_qt(tmp_path, atelier_home):
     """The serving process, asked for its models over HTTP, has not imported PySide6 (headless servers have no Qt)."""
     port = _free_port()

@@ -110,6 +110,7 @@ def test_the_token_is_taken_as_bearer_or_as_x_api_key(api):
         assert client.get("/v1/models", headers={"Authorization": f"bearer {TOKEN}"}).status_code == 200
 
 
+@pytest.mark.slow
 def test_the_official_clients_name_a_wrong_key_as_such(api):
     import anthropic
     import openai

@@ -70,6 +70,7 @@ def test_a_workspace_opens_on_damaged_state_files_and_says_so(atelier_home):
     ]
 
 
+@pytest.mark.slow
 def test_models_list_warns_about_a_set_aside_model_list_and_still_works(atelier_home):
     import subprocess
     import sys
@@ -87,6 +88,7 @@ def test_models_list_warns_about_a_set_aside_model_list_and_still_works(atelier_
     assert json.loads(run.stdout)["models"] is not None
 
 
+@pytest.mark.slow
 @pytest.mark.gui
 def test_the_installed_tab_says_the_model_list_was_set_aside(qtbot, atelier_home):
     from desktop.pages.models_page import ModelsPage
