@@ -221,24 +221,30 @@ def inspect_model_folder(path: str | Path) -> ModelFolder:
         entry = index.get(component)
         if component == "unet" or (isinstance(entry, list) and entry and entry[0] is not None):
             variants.add(_check_component_weights(folder, component))
-    unet_config = _optional_json(folder / "unet" / "config.json", "UNet config")
-    vae_config = _optional_json(folder / "vae" / "config.json", "VAE config")
-    scale = _vae_scale(vae_config)
     safety = index.get("safety_checker")
     return ModelFolder(
         path=folder,
         kind="diffusers",
         pipeline_class=pipeline_class,
+        **_from_configs(folder, family, scheduler_config, folder / "vae"),
+        variant="fp16" if "fp16" in variants else None,
+        components=index,
+        has_safety_checker=isinstance(safety, list) and bool(safety) and safety[0] is not None,
+    )
+
+
+def _from_configs(folder: Path, family: str, scheduler_config: dict, vae: Path) -> dict:
+    """What both layouts read from the same configs, the same way: the sizes a model makes, and whether it is distilled."""
+    unet_config = _optional_json(folder / "unet" / "config.json", "UNet config")
+    scale = _vae_scale(_optional_json(vae / "config.json", "VAE config"))
+    return dict(
         name=folder.name,
         family=family,
         distilled=is_distilled(folder.name, scheduler_config, unet_config),
         vae_scale_factor=scale,
         native_size=int(unet_config.get("sample_size") or (128 if family == "sdxl" else 64)) * scale,
         size_multiple=scale * _unet_up_factor(unet_config),
-        variant="fp16" if "fp16" in variants else None,
-        components=index,
         scheduler_config=scheduler_config,
-        has_safety_checker=isinstance(safety, list) and bool(safety) and safety[0] is not None,
     )
 
 
@@ -266,21 +272,12 @@ def _inspect_onnx(folder: Path, index: dict, pipeline_class: str, scheduler_conf
     if missing:
         raise _bad(f"The ONNX model in {folder} is incomplete: {', '.join(missing)} missing. "
                    "Convert or copy the model again.")
-    unet_config = _optional_json(folder / "unet" / "config.json", "UNet config")
-    vae_config = _optional_json(folder / "vae_decoder" / "config.json", "VAE config")
-    scale = _vae_scale(vae_config)
     return ModelFolder(
         path=folder,
         kind="onnx",
         pipeline_class=pipeline_class or ("ORTStableDiffusionXLPipeline" if family == "sdxl"
                                           else "OnnxStableDiffusionPipeline"),
-        name=folder.name,
-        family=family,
-        distilled=is_distilled(folder.name, scheduler_config, unet_config),
-        vae_scale_factor=scale,
-        native_size=int(unet_config.get("sample_size") or (128 if family == "sdxl" else 64)) * scale,
-        size_multiple=scale * _unet_up_factor(unet_config),
+        **_from_configs(folder, family, scheduler_config, folder / "vae_decoder"),
         components=index,
-        scheduler_config=scheduler_config,
         has_vae_encoder=(folder / "vae_encoder" / "model.onnx").is_file(),
     )
