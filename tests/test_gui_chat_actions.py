@@ -355,7 +355,7 @@ def test_every_button_menu_and_action_of_the_chat_page(qtbot, window, tmp_path, 
     assert "oldest 2 message" in page.view.toPlainText()
 
     visible = [b.text() for b in page.findChildren(QAbstractButton) if b.isVisible() and b.isEnabled()]
-    assert {"＋  New chat", "Send", "↻  Regenerate", "✎  Edit last", "Add model file…", "Unload",
+    assert {"+  New chat", "Send", "↻  Regenerate", "✎  Edit last", "Add model file…", "Unload",
             "Reset to defaults"} <= set(visible)
 
 
