@@ -20,6 +20,10 @@ from tests.fixtures.tiny_sd import tiny_sd  # noqa: E402,F401  (fixture)
 
 needs_onednn = pytest.mark.skipif(not cpu_speedups.onednn_packing_available(),
                                   reason="this PyTorch build has no oneDNN weight packing")
+needs_bf16_packing = pytest.mark.skipif(not cpu_speedups.onednn_packing_available_for("bf16"),
+                                        reason="oneDNN packs bf16 weights only with AVX-512 (BW/VL/DQ), "
+                                               "AVX-NE-CONVERT or AMX, which this CPU lacks")
+BOTH_DTYPES = [torch.float32, pytest.param(torch.bfloat16, marks=needs_bf16_packing)]
 
 
 def _reference_attention(q, k, v):
@@ -68,7 +72,7 @@ def test_sliced_processor_matches_the_stock_one_and_falls_back_on_masks():
 
 
 @needs_onednn
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", BOTH_DTYPES)
 def test_packed_layers_are_exact_and_drop_the_plain_weight(dtype):
     torch.manual_seed(0)
     model = torch.nn.Sequential(
@@ -98,7 +102,7 @@ def test_subclassed_layers_keep_their_own_forward():
 
 
 @needs_onednn
-@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("dtype", ["fp32", pytest.param("bf16", marks=needs_bf16_packing)])
 def test_engine_with_and_without_speedups_gives_the_same_image(tiny_sd, dtype):  # noqa: F811
     from engines.diffusion.torch_engine import TorchDiffusionEngine
     from tests.test_diffusion_torch import png_pixels
@@ -147,7 +151,7 @@ def test_sliced_attention_is_installed_only_over_the_stock_processor():
 
 
 @needs_onednn
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", BOTH_DTYPES)
 def test_packed_geglu_matches_diffusers_geglu(dtype):
     from diffusers.models.activations import GEGLU
 
@@ -165,7 +169,7 @@ def test_packed_geglu_matches_diffusers_geglu(dtype):
     assert error < (1e-5 if dtype == torch.float32 else 1e-2)
 
 
-@needs_onednn
+@needs_bf16_packing
 def test_packed_layers_survive_a_dtype_cast_of_their_model():
     """SDXL's img2img up-casts the VAE to fp32 around its encoder; packed bf16 layers must still run."""
     torch.manual_seed(0)
@@ -195,3 +199,11 @@ def test_a_failing_speed_up_leaves_a_working_engine(tiny_sd, monkeypatch):  # no
     result = engine.generate(ImageRequest("a red fox", width=64, height=64, steps=2, seed=1), lambda e: None)
     assert len(result.images) == 1
     engine.unload()
+
+
+def test_bf16_is_left_unpacked_where_onednn_cannot_pack_it(monkeypatch):
+    """On an AVX2-only CPU oneDNN refuses bf16 weights: the speed-ups keep the stock layers instead of failing."""
+    monkeypatch.setattr(cpu_speedups, "_BF16_PACKING", False)
+    monkeypatch.setattr(cpu_speedups, "onednn_packing_available", lambda: True)
+    assert not cpu_speedups.onednn_packing_available_for("bf16")
+    assert cpu_speedups.onednn_packing_available_for("fp32")

@@ -59,6 +59,33 @@ def onednn_packing_available() -> bool:
                 and hasattr(mkldnn, "_reorder_convolution_weight") and hasattr(mkldnn, "_linear_pointwise"))
 
 
+_BF16_PACKING: bool | None = None
+
+
+def onednn_packing_available_for(dtype: str) -> bool:
+    """:func:`onednn_packing_available`, and for bf16 a CPU whose oneDNN can pack bf16 weights.
+
+    oneDNN packs bf16 convolution weights only with AVX-512 (BW, VL, DQ),
+    AVX-NE-CONVERT or AMX; on an AVX2-only CPU the reorder raises. Asked once,
+    by packing a tiny weight, rather than from CPU flags, so the answer is
+    the library's own.
+    """
+    global _BF16_PACKING
+    if not onednn_packing_available():
+        return False
+    if dtype != "bf16":
+        return True
+    if _BF16_PACKING is None:
+        try:
+            weight = torch.zeros(8, 8, 3, 3, dtype=torch.bfloat16)
+            torch.ops.mkldnn._reorder_convolution_weight(weight, [1, 1], [1, 1], [1, 1], 1, [1, 8, 8, 8])
+            _BF16_PACKING = True
+        except RuntimeError as exc:
+            log.info("bf16 weights are not packed on this CPU: %s", exc)
+            _BF16_PACKING = False
+    return _BF16_PACKING
+
+
 # The input shape oneDNN is told when packing a convolution's weight. It only guides the choice of blocked
 # layout, and other shapes still compute correctly: packed for 64×64 or 1×1, an 8×8, 32×32 or 64×64 step ran
 # at the same speed (within 3%), so the weights are packed once, at load time, for any resolution.
@@ -298,7 +325,7 @@ def speed_up_for_cpu(pipe, dtype: str) -> dict[str, int]:
             continue
         if dtype == "bf16":
             done["sliced_attention_layers"] += use_sliced_attention(model)
-        if onednn_packing_available():
+        if onednn_packing_available_for(dtype):
             done["packed_layers"] += pack_weights(model)  # convolutions then hand on channels-last activations
             release_file_pages(model)
     log.info("CPU speed-ups (%s): %s", dtype, done)
