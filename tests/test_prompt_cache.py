@@ -178,7 +178,7 @@ def test_the_memory_budget_is_eight_full_contexts_at_most_and_a_tenth_of_free_me
     import psutil
 
     cache = prompt_cache.PromptCache(n_ctx=4096)
-    sample = SavedState(np.arange(1000, dtype=np.int32), bytearray(10_000_000))  # ~10 KB a token, like Gemma 3 270M
+    sample = SavedState(np.arange(1000, dtype=np.int32), bytearray(18_000_000))  # ~18 KB a token, like Gemma 3 270M
     budget = cache.ram_budget(sample)
     per_token = sample.nbytes / 1000
     assert budget <= 8 * per_token * 4096 + 1
@@ -197,4 +197,38 @@ def test_gemma_gives_the_same_tokens_with_and_without_a_restored_state(gemma_pat
     assert other.cached_prompt_tokens < 8
     assert live.cached_prompt_tokens == restored.cached_prompt_tokens == first.prompt_tokens - 1
     assert restored.text == live.text == first.text
+    engine.unload()
+
+
+@pytest.mark.slow
+def test_a_restored_gemma_state_keeps_the_cells_its_sliding_window_needs(gemma_path):
+    """Gemma 3 attends over a 512-token window in 5 of 6 layers, and llama.cpp's per-sequence state drops the
+    cells that slid out of it. A follow-up that leaves the saved state a few tokens before its end needs them:
+    restored and then cut back, the context must give exactly the logits of the live context cut back."""
+    import llama_cpp
+
+    from engines.llama.context_state import capture, restore
+
+    engine = load(gemma_path, ctx=2048)
+    llm = engine._llm
+    prompt = llm.tokenize(" ".join(f"w{i}" for i in range(330)).encode(), add_bos=True)  # ~1,200 tokens
+    reply = llm.tokenize(b" and then the keeper climbed the stairs to light the lamp for the ships", add_bos=False)
+    follow = llm.tokenize(b" Meanwhile the cat slept by the warm stove", add_bos=False)
+    assert len(prompt) > 1024 and len(reply) > 8
+
+    def logits_after_cutting_back() -> np.ndarray:
+        assert llm._ctx.kv_cache_seq_rm(-1, len(prompt), -1)
+        llm.n_tokens = len(prompt)
+        llm.eval(follow)
+        row = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
+        return np.ctypeslib.as_array(row, shape=(llm.n_vocab(),)).copy()
+
+    llm.reset()
+    llm.eval(prompt + reply)
+    state = capture(llm, "story")
+    live = logits_after_cutting_back()
+    llm.reset()
+    assert restore(llm, state)
+    restored = logits_after_cutting_back()
+    assert np.array_equal(live, restored)
     engine.unload()

@@ -1,12 +1,20 @@
-"""Save and restore what llama.cpp has read: the KV cache of sequence 0, with its tokens.
+"""Save and restore what llama.cpp has read: the context's KV cache, with its tokens.
 
-llama-cpp-python's ``Llama.save_state`` copies the whole context, logits
-included: with Gemma 3's 262,144-token vocabulary that is a 512-row score
-matrix (over 500 MB) per saved state. llama.cpp's per-sequence state
-(``llama_state_seq_get_data``) holds only the KV cells of the sequence,
-about 10 KB per token for Gemma 3 270M, and no logits; the next request
-re-reads at least its last prompt token anyway, which gives fresh logits
-(``Llama.generate`` does that for any restored or truncated state).
+llama-cpp-python's ``Llama.save_state`` copies the context and its own
+score matrix too: with Gemma 3's 262,144-token vocabulary that is a
+512-row matrix (over 500 MB) per saved state. llama.cpp's own context state
+(``llama_state_get_data``) is the KV cells and the last logits only: about
+18 KB per token for Gemma 3 270M at f16. The next request re-reads at least
+its last prompt token anyway, which gives fresh logits (``Llama.generate``
+does that for any restored or truncated state).
+
+The whole-context state, not the per-sequence one: for a model with
+sliding-window attention (Gemma 3: 512 tokens in 5 of every 6 layers) the
+per-sequence state leaves out the cells that have slid out of the window.
+Such a state can only be extended from its very end; a follow-up whose
+prompt differs from it even a few tokens before the end would then attend
+over a window with holes, and quietly get different tokens than the same
+prompt read from scratch. The whole-context state keeps every cell.
 
 A state is only taken when it is exactly the tokens llama-cpp-python thinks
 it holds (positions 0..n-1 in sequence 0), so a restore can never pair a
@@ -62,9 +70,9 @@ def capture(llm, key: str | None) -> SavedState | None:
     if (llama_cpp.llama_memory_seq_pos_min(memory, SEQ) != 0
             or llama_cpp.llama_memory_seq_pos_max(memory, SEQ) != n - 1):
         return None  # llama.cpp holds something else than input_ids[:n] says (a shifted or partial cache)
-    size = int(llama_cpp.llama_state_seq_get_size(ctx, SEQ))
+    size = int(llama_cpp.llama_state_get_size(ctx))
     blob = bytearray(size)
-    written = int(llama_cpp.llama_state_seq_get_data(ctx, _pointer(blob), size, SEQ))
+    written = int(llama_cpp.llama_state_get_data(ctx, _pointer(blob), size))
     if written <= 0 or written > size:
         log.warning("llama.cpp could not copy the context state (%d of %d bytes)", written, size)
         return None
@@ -86,8 +94,9 @@ def restore(llm, state: SavedState) -> bool:
     llm._requires_eval = True
     if n == 0 or n >= llm.n_ctx():
         return False
-    read = int(llama_cpp.llama_state_seq_set_data(ctx, _pointer(state.blob), len(state.blob), SEQ))
-    if read == 0 or llama_cpp.llama_memory_seq_pos_max(memory, SEQ) != n - 1:
+    read = int(llama_cpp.llama_state_set_data(ctx, _pointer(state.blob), len(state.blob)))
+    if (read == 0 or llama_cpp.llama_memory_seq_pos_min(memory, SEQ) != 0
+            or llama_cpp.llama_memory_seq_pos_max(memory, SEQ) != n - 1):
         log.warning("llama.cpp refused a saved context state of %d tokens; reading the prompt instead", n)
         llama_cpp.llama_memory_clear(memory, True)
         return False

@@ -22,7 +22,7 @@ Bounds, in memory: at most ``RAM_STATES`` full-context states (8: the
 conversations one switches between) and at most ``RAM_SHARE`` (10%) of the
 memory still available, re-measured at each save, so the cache shrinks when
 the machine needs the memory; least recently used first. A 4,096-token state
-of Gemma 3 270M is 42 MB, so it keeps all 8 (336 MB); an 8B model at 8,192
+of Gemma 3 270M is 75 MB, so it keeps all 8 (600 MB); an 8B model at 8,192
 tokens (1 GB a state) keeps what 10% of free memory allows. States that no
 longer fit in memory stay on disk (:mod:`engines.llama.state_store`).
 """

@@ -15,8 +15,8 @@ ages out. Each file holds its tokens before the state bytes, so the index
 
 Bounds: all models together keep at most ``min(2 GiB, 10% of the disk's
 free space)``; the least recently used files go first (a read touches the
-file's time). 2 GiB holds about 50 Gemma 3 270M conversations of 4,000
-tokens (42 MB each) or two of an 8B model at 8,000 tokens (1 GB each): the
+file's time). 2 GiB holds about 27 Gemma 3 270M conversations of 4,000
+tokens (74 MB each) or two of an 8B model at 8,000 tokens (1 GB each): the
 conversations a person switches between, not an archive; and a cache must
 never be what fills the user's disk.
 
