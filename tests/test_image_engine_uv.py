@@ -67,8 +67,8 @@ def test_offline_from_a_folder_of_wheels_then_removed(engine, tmp_path, monkeypa
     assert status.state == "ready" and status.torch_variant == "cpu" and status.python == engine.python
     assert status.versions["torch"] == "2.13.0+cpu" and status.versions["diffusers"] == "0.42.1"
     messages = [s.message for s in steps]
-    assert "uv chose PyTorch 2.13.0+cpu for this computer (10 packages to install)" in messages
-    assert messages[-1].startswith("Installed: ") and "Installed 10 packages" in messages
+    assert "uv chose PyTorch 2.13.0+cpu for this computer (11 packages to install)" in messages
+    assert messages[-1].startswith("Installed: ") and "Installed 11 packages" in messages
     fractions = [s.fraction for s in steps if s.fraction is not None]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     # The cache is gone once the engine is ready; the environment kept its files.
