@@ -12,7 +12,9 @@ it: from the request leaving the calling process to the first token event.
 - new host: the same chat after the host ended and a new one loaded the
   model (the state comes from the disk).
 
-Targets (issue 12): follow-up ≤ 150 ms, after switching and back ≤ 300 ms.
+Targets (issue 12): follow-up ≤ 150 ms, after switching and back ≤ 300 ms,
+judged on the median of the rounds; the best round is reported too, because
+on a shared machine the other processes' load lands on single rounds.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 
 CONTEXT = 8192
 TURNS = 14
-ROUNDS = 3
+ROUNDS = 5
 FOLLOW_UP_TARGET_MS = 150
 SWITCH_BACK_TARGET_MS = 300
 
@@ -102,9 +104,11 @@ def run() -> dict:
         "conversation_tokens": first.prompt_tokens,
         "first_turn_ttft_ms": round(first_ttft * 1000, 1),
         "follow_up_ttft_ms": round(follow * 1000, 1),
+        "follow_up_best_ms": round(min(figures["follow_up"]) * 1000, 1),
         "follow_up_target_ms": FOLLOW_UP_TARGET_MS,
         "other_chat_ttft_ms": round(statistics.median(figures["other_chat"]) * 1000, 1),
         "switch_back_ttft_ms": round(back * 1000, 1),
+        "switch_back_best_ms": round(min(figures["switch_back"]) * 1000, 1),
         "switch_back_target_ms": SWITCH_BACK_TARGET_MS,
         "new_host_ttft_ms": round(new_host_ttft * 1000, 1),
         "new_host_cached_tokens": new_host.cached_prompt_tokens,
