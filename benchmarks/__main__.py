@@ -6,14 +6,15 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks import bench_chat_decode, bench_download, bench_fit, bench_startup
+from benchmarks import bench_chat_decode, bench_download, bench_fit, bench_prompt_cache, bench_startup
 
 
 def main() -> int:
     out = Path(__file__).resolve().parent / "results" / "latest.json"
     results = json.loads(out.read_text()) if out.exists() else {}
     only = set(sys.argv[1:])
-    for name, module in (("startup", bench_startup), ("chat_decode", bench_chat_decode), ("fit", bench_fit), ("download", bench_download)):
+    for name, module in (("startup", bench_startup), ("chat_decode", bench_chat_decode),
+                         ("prompt_cache", bench_prompt_cache), ("fit", bench_fit), ("download", bench_download)):
         if only and name not in only:
             continue
         print(f"== {name}", flush=True)
