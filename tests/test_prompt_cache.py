@@ -232,3 +232,17 @@ def test_a_restored_gemma_state_keeps_the_cells_its_sliding_window_needs(gemma_p
     restored = logits_after_cutting_back()
     assert np.array_equal(live, restored)
     engine.unload()
+
+
+def test_a_state_pushed_out_of_memory_by_the_save_before_it_is_still_restored(tiny_gguf):
+    """Memory for one state, and no disk: saving B must not lose A, which is about to be restored."""
+    engine = load(tiny_gguf)
+    cache = engine._prompt_cache = prompt_cache.PromptCache(n_ctx=1024, store=None)
+    ask(engine, LONG_A, "A")
+    ask(engine, LONG_B, "B")  # saves A
+    (saved_a,) = cache._ram.values()
+    cache._fixed_budget = int(saved_a.nbytes * 1.5)
+    back = ask(engine, LONG_A, "A")  # saves B, which pushes A out of memory, then restores A
+    assert cache.states_in_ram == 1 and next(iter(cache._ram.values())).key == "B"
+    assert back.cached_prompt_tokens == back.prompt_tokens - 1
+    engine.unload()

@@ -123,7 +123,9 @@ class PromptCache:
 
     def _load(self, candidate) -> SavedState | None:
         if isinstance(candidate, SavedState):
-            self._ram.move_to_end(_token_hash(candidate.tokens))
+            digest = _token_hash(candidate.tokens)
+            if digest in self._ram:  # saving the live state may just have pushed it out of memory
+                self._ram.move_to_end(digest)
             return candidate
         state = self._store.load(candidate)
         if state is not None:
