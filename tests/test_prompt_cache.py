@@ -246,3 +246,60 @@ def test_a_state_pushed_out_of_memory_by_the_save_before_it_is_still_restored(ti
     assert cache.states_in_ram == 1 and next(iter(cache._ram.values())).key == "B"
     assert back.cached_prompt_tokens == back.prompt_tokens - 1
     engine.unload()
+
+
+@pytest.mark.slow
+def test_a_restored_and_extended_gemma_context_is_saved_again_and_cut_back_exactly(gemma_path):
+    """After a restore llama.cpp puts new tokens in the cells that slid out of Gemma's window: the context then
+    starts above position 0 in those layers. It must still be saved when another chat comes, and a cut that
+    stays within what it holds must give the live context's logits, bit for bit; a deeper cut is refused."""
+    import llama_cpp
+
+    from engines.llama.context_state import capture, exact_from, live_floor, restore, sliding_window
+
+    engine = load(gemma_path, ctx=2048)
+    llm = engine._llm
+    window = sliding_window(llm)
+    prompt = llm.tokenize(" ".join(f"w{i}" for i in range(330)).encode(), add_bos=True)
+    reply = llm.tokenize(b" and then the keeper climbed the stairs to light the lamp", add_bos=False)
+    more = llm.tokenize(b" for the ships that came in from the sea at night", add_bos=False)
+    follow = llm.tokenize(b" Meanwhile the cat slept by the warm stove", add_bos=False)
+    assert window == 512 and len(prompt) > 2 * window
+
+    llm.reset()
+    llm.eval(prompt)
+    assert restore(llm, capture(llm, "story"))
+    llm.eval(reply + more)  # extended after a restore: the oldest window cells are reused
+    floor = live_floor(llm)
+    assert 0 < floor <= len(reply + more)
+    saved = capture(llm, "story")
+    assert saved is not None and saved.floor == floor
+    cut = len(prompt) + len(reply)
+    assert exact_from(floor, cut, window) and not exact_from(floor, floor + window - 2, window)
+
+    def logits_after_cutting_back() -> np.ndarray:
+        assert llm._ctx.kv_cache_seq_rm(-1, cut, -1)
+        llm.n_tokens = cut
+        llm.eval(follow)
+        row = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
+        return np.ctypeslib.as_array(row, shape=(llm.n_vocab(),)).copy()
+
+    live = logits_after_cutting_back()
+    assert restore(llm, saved)
+    assert np.array_equal(live, logits_after_cutting_back())
+    engine.unload()
+
+
+@pytest.mark.slow
+def test_switching_back_and_forth_keeps_finding_the_latest_turn_on_gemma(gemma_path):
+    engine = load(gemma_path, ctx=2048)
+    story = [ChatMessage("user", " ".join(f"Line {i}: the keeper counted {i} ships." for i in range(45)))]
+    reply = ask(engine, story, "story", max_tokens=6, temperature=0.0)
+    assert reply.prompt_tokens > 512  # longer than Gemma's 512-token window
+    for turn in range(2):
+        ask(engine, [ChatMessage("user", f"Cats, question {turn}?")], "cats", max_tokens=4)
+        story = story + [ChatMessage("assistant", reply.text), ChatMessage("user", f"And question {turn}?")]
+        previous = reply.prompt_tokens
+        reply = ask(engine, story, "story", max_tokens=6, temperature=0.0)
+        assert reply.cached_prompt_tokens >= previous  # the latest turn's state (restored and extended before)
+    engine.unload()

@@ -16,8 +16,17 @@ prompt differs from it even a few tokens before the end would then attend
 over a window with holes, and quietly get different tokens than the same
 prompt read from scratch. The whole-context state keeps every cell.
 
+Once a whole-context state is back, llama.cpp starts placing new tokens in
+the cells that slid out of the window (it searches for free cells from the
+first one), so a context that was restored, then extended, holds positions
+``floor``..n-1 in its sliding-window layers (all of 0..n-1 in the others).
+That is exact for any continuation that cuts it back no further than
+``floor + window - 1``: the cut-off cells are outside every window it still
+reads. :func:`exact_from` says whether a given cut is; the prompt cache
+never makes another, neither with a saved state nor with the live context.
+
 A state is only taken when it is exactly the tokens llama-cpp-python thinks
-it holds (positions 0..n-1 in sequence 0), so a restore can never pair a
+it holds (positions up to n-1 in sequence 0), so a restore can never pair a
 KV cache with the wrong tokens; llama.cpp itself refuses a state made for
 another model layout or cache type (it returns 0), and the context is then
 cleared and the prompt read from scratch.
@@ -42,6 +51,7 @@ class SavedState:
     tokens: np.ndarray
     blob: bytearray
     key: str | None = None  # the conversation it came from (TextRequest.cache_key), a lookup hint
+    floor: int = 0  # the lowest position its sliding-window layers hold (0 for other models)
 
     @property
     def nbytes(self) -> int:
@@ -58,8 +68,38 @@ def can_cache(llm) -> bool:
     return not (getattr(llm, "_is_recurrent", False) or getattr(llm, "_is_hybrid", False))
 
 
+def sliding_window(llm) -> int:
+    """The attention window of the model's sliding-window layers, in tokens; 0 when it has none."""
+    import llama_cpp
+
+    return max(0, int(llama_cpp.llama_model_n_swa(llm._model.model)))
+
+
+def live_floor(llm) -> int:
+    """The lowest position the live context holds in every layer (see the module docstring)."""
+    import llama_cpp
+
+    if llm.n_tokens <= 0:
+        return 0
+    return max(0, int(llama_cpp.llama_memory_seq_pos_min(llama_cpp.llama_get_memory(llm._ctx.ctx), SEQ)))
+
+
+def exact_from(floor: int, cut: int, window: int) -> bool:
+    """Whether reading on from position ``cut`` over cells ``floor``..cut-1 gives what a full context gives."""
+    return floor == 0 or (window > 0 and cut - window + 1 >= floor)
+
+
+def clear(llm) -> None:
+    """Forget the live context: the next prompt is read from its first token."""
+    import llama_cpp
+
+    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(llm._ctx.ctx), True)
+    llm.n_tokens = 0
+    llm._requires_eval = True
+
+
 def capture(llm, key: str | None) -> SavedState | None:
-    """A copy of the live context's state, or None when it is empty or not a plain 0..n-1 prefix."""
+    """A copy of the live context's state, or None when it is empty or not the tokens it should be."""
     import llama_cpp
 
     n = int(llm.n_tokens)
@@ -67,8 +107,8 @@ def capture(llm, key: str | None) -> SavedState | None:
         return None
     ctx = llm._ctx.ctx
     memory = llama_cpp.llama_get_memory(ctx)
-    if (llama_cpp.llama_memory_seq_pos_min(memory, SEQ) != 0
-            or llama_cpp.llama_memory_seq_pos_max(memory, SEQ) != n - 1):
+    floor = live_floor(llm)
+    if llama_cpp.llama_memory_seq_pos_max(memory, SEQ) != n - 1 or (floor and not sliding_window(llm)):
         return None  # llama.cpp holds something else than input_ids[:n] says (a shifted or partial cache)
     size = int(llama_cpp.llama_state_get_size(ctx))
     blob = bytearray(size)
@@ -79,7 +119,7 @@ def capture(llm, key: str | None) -> SavedState | None:
     del blob[written:]
     tokens = np.array(llm.input_ids[:n], dtype=np.int32)
     tokens.setflags(write=False)
-    return SavedState(tokens, blob, key)
+    return SavedState(tokens, blob, key, floor)
 
 
 def restore(llm, state: SavedState) -> bool:
@@ -89,13 +129,11 @@ def restore(llm, state: SavedState) -> bool:
     n = len(state.tokens)
     ctx = llm._ctx.ctx
     memory = llama_cpp.llama_get_memory(ctx)
-    llama_cpp.llama_memory_clear(memory, True)
-    llm.n_tokens = 0
-    llm._requires_eval = True
+    clear(llm)
     if n == 0 or n >= llm.n_ctx():
         return False
     read = int(llama_cpp.llama_state_set_data(ctx, _pointer(state.blob), len(state.blob)))
-    if (read == 0 or llama_cpp.llama_memory_seq_pos_min(memory, SEQ) != 0
+    if (read == 0 or llama_cpp.llama_memory_seq_pos_min(memory, SEQ) != state.floor
             or llama_cpp.llama_memory_seq_pos_max(memory, SEQ) != n - 1):
         log.warning("llama.cpp refused a saved context state of %d tokens; reading the prompt instead", n)
         llama_cpp.llama_memory_clear(memory, True)

@@ -35,7 +35,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engines.llama.context_state import SavedState, can_cache, capture, common_prefix, live_tokens, restore
+from engines.llama.context_state import (
+    SavedState,
+    can_cache,
+    capture,
+    clear,
+    common_prefix,
+    exact_from,
+    live_floor,
+    live_tokens,
+    restore,
+    sliding_window,
+)
 from engines.llama.state_store import StateStore
 
 log = logging.getLogger(__name__)
@@ -73,11 +84,14 @@ class PromptCache:
         live_match = common_prefix(live, prompt)
         if not can_cache(llm):
             return CacheReport(_reusable(live_match, len(prompt)), False, False)
-        best, best_match = self._best(prompt, key)
-        gain = best_match - live_match
+        window = sliding_window(llm)
+        live_exact = exact_from(live_floor(llm), _reusable(live_match, len(prompt)), window)
+        best, best_match = self._best(prompt, key, window)
+        gain = best_match - (live_match if live_exact else 0)
         restore_it = best is not None and gain >= max(MIN_GAIN_TOKENS, int(best_match * GAIN_SHARE))
         saved = False
-        if len(live) >= MIN_STATE_TOKENS and (restore_it or len(live) - live_match >= MIN_STATE_TOKENS):
+        discarded = len(live) - live_match if live_exact else len(live)
+        if len(live) >= MIN_STATE_TOKENS and (restore_it or discarded >= MIN_STATE_TOKENS):
             state = capture(llm, self._live_key)  # the live conversation is about to be overwritten
             if state is not None:
                 saved = self._put(state)
@@ -88,6 +102,9 @@ class PromptCache:
             live_match = common_prefix(state.tokens, prompt) if restored else 0
             if not restored:
                 self._forget(best)  # unreadable, or llama.cpp refused it: it always will
+        elif not live_exact:
+            clear(llm)  # cutting it back that far would read over cells it no longer has
+            live_match = 0
         self._live_key = key
         return CacheReport(_reusable(live_match, len(prompt)), restored, saved)
 
@@ -106,8 +123,11 @@ class PromptCache:
 
     # ---- lookup ----------------------------------------------------------
 
-    def _best(self, prompt: list[int], key: str | None):
-        """The saved state sharing the longest prefix with ``prompt`` (ties: same key, then most recent)."""
+    def _best(self, prompt: list[int], key: str | None, window: int):
+        """The saved state sharing the longest prefix with ``prompt`` (ties: same key, then most recent).
+
+        Only states that can be cut back to where ``prompt`` leaves them exactly count (see ``exact_from``).
+        """
         best, best_rank = None, (0, False)
         prompt_array = np.asarray(prompt, dtype=np.int32)
         candidates = list(reversed(self._ram.values()))
@@ -117,7 +137,8 @@ class PromptCache:
         for candidate in candidates:
             match = common_prefix(candidate.tokens, prompt_array)
             rank = (match, key is not None and candidate.key == key)
-            if match >= MIN_STATE_TOKENS and rank > best_rank:
+            if (match >= MIN_STATE_TOKENS and rank > best_rank
+                    and exact_from(candidate.floor, _reusable(match, len(prompt)), window)):
                 best, best_rank = candidate, rank
         return best, best_rank[0]
 

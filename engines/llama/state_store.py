@@ -52,8 +52,8 @@ log = logging.getLogger(__name__)
 FOLDER_NAME = "prompt-states"
 MAX_DISK_BYTES = 2 << 30
 DISK_SHARE_OF_FREE = 0.10
-_MAGIC = b"ATLKV\x00\x01\x00"
-_HEADER = struct.Struct("<8sII")  # magic, token count, key length (then the key, the tokens, the state)
+_MAGIC = b"ATLKV\x00\x02\x00"
+_HEADER = struct.Struct("<8sIII")  # magic, token count, floor, key length (then the key, the tokens, the state)
 _MAX_TOKENS = 1 << 24
 _STALE_TMP_S = 600.0  # a temporary file this old was left by a killed process
 
@@ -64,6 +64,7 @@ class DiskEntry:
     tokens: np.ndarray
     key: str | None
     nbytes: int
+    floor: int = 0  # as SavedState.floor
 
 
 def model_key(model_path: str, cache_type: str, flash_attention: bool) -> str:
@@ -116,7 +117,7 @@ class StateStore:
         try:
             with open(entry.path, "rb") as handle:
                 head = handle.read(_HEADER.size)
-                _, count, key_size = _HEADER.unpack(head)
+                _, count, _, key_size = _HEADER.unpack(head)
                 handle.seek(_HEADER.size + key_size + 4 * count)
                 blob = bytearray(os.fstat(handle.fileno()).st_size - handle.tell())
                 if handle.readinto(blob) != len(blob) or not blob:
@@ -126,7 +127,7 @@ class StateStore:
             log.info("saved state %s unusable (%s)", entry.path.name, exc)
             self.remove(entry.path)
             return None
-        return SavedState(entry.tokens, blob, entry.key)
+        return SavedState(entry.tokens, blob, entry.key, entry.floor)
 
     def discard(self, tokens: np.ndarray) -> None:
         """Remove the file of the state of ``tokens``, if there is one."""
@@ -177,7 +178,7 @@ class StateStore:
         key = (state.key or "").encode("utf-8")[:1024]
         tokens = np.ascontiguousarray(state.tokens, dtype="<i4")
         path = self._folder / _file_name(tokens)
-        atomic_write_bytes(path, b"".join((_HEADER.pack(_MAGIC, len(tokens), len(key)), key, tokens.tobytes(),
+        atomic_write_bytes(path, b"".join((_HEADER.pack(_MAGIC, len(tokens), state.floor, len(key)), key, tokens.tobytes(),
                                            state.blob)))
         for old in subsumed:
             if _file_name(np.ascontiguousarray(old, dtype="<i4")) != path.name:
@@ -226,8 +227,8 @@ def _file_name(tokens: np.ndarray) -> str:
 def _read_header(path: Path) -> DiskEntry | None:
     try:
         with open(path, "rb") as handle:
-            magic, count, key_size = _HEADER.unpack(handle.read(_HEADER.size))
-            if magic != _MAGIC or not 0 < count <= _MAX_TOKENS or key_size > 1024:
+            magic, count, floor, key_size = _HEADER.unpack(handle.read(_HEADER.size))
+            if magic != _MAGIC or not 0 < count <= _MAX_TOKENS or floor >= count or key_size > 1024:
                 raise ValueError("not a saved state")
             key = handle.read(key_size).decode("utf-8", errors="replace") or None
             tokens = np.frombuffer(handle.read(4 * count), dtype="<i4")
@@ -241,7 +242,7 @@ def _read_header(path: Path) -> DiskEntry | None:
         return None
     tokens = tokens.astype(np.int32)
     tokens.setflags(write=False)
-    return DiskEntry(path, tokens, key, size)
+    return DiskEntry(path, tokens, key, size, floor)
 
 
 def _unlink(path: Path) -> None:
