@@ -15,7 +15,6 @@ shows its figures as a local model does.
 - :mod:`.host`: :class:`RemoteHost`, the engine host look-alike that runs it;
 - :mod:`.listing`: the servers' models as ``NAME/MODEL`` for pickers and ``--model``;
 - :mod:`.manage`: add, check, refresh and remove a server (both front ends);
-- :mod:`.routing`: one host for local and remote chat until the scheduler serves both.
 
 Nothing here imports Qt; httpx2 is imported only when a server is asked.
 """
