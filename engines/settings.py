@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
@@ -55,8 +55,33 @@ class LoadPrefs(BaseModel):
         return value
 
 
-class ImagePrefs(BaseModel):
+class _BadValuesFallBack(BaseModel):
+    """A bad value (hand-edited, or from a newer version) falls back to its default; the others are kept.
+
+    As for ``LoadPrefs.cache_type``: failing validation would set the whole
+    settings file aside for one stale field. ``_what`` names the group in the log.
+    """
+
+    _what: ClassVar[str] = "settings"
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _bad_values_fall_back(cls, data, handler):
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            if not isinstance(data, dict):
+                log.warning("%s are not an object (%r); using the defaults", cls._what, type(data).__name__)
+                return handler({})
+            bad = {error["loc"][0] for error in exc.errors() if error["loc"]}
+            log.warning("unusable %s %s; using their defaults", cls._what, sorted(map(str, bad)))
+            return handler({key: value for key, value in data.items() if key not in bad})
+
+
+class ImagePrefs(_BadValuesFallBack):
     """What the Images page showed last (prompt, size, sampling, seed mode, backend, model), restored at start."""
+
+    _what: ClassVar[str] = "image settings"
 
     model_id: str | None = None
     backend: Literal["auto", "torch", "onnx"] = "auto"
@@ -70,23 +95,16 @@ class ImagePrefs(BaseModel):
     random_seed: bool = True
     seed: int = Field(0, ge=0, le=2**32 - 1)
 
-    @model_validator(mode="wrap")
-    @classmethod
-    def _bad_values_fall_back(cls, data, handler):
-        """A bad value (hand-edited, or from a newer version) falls back to its default; the others are kept.
 
-        As for ``LoadPrefs.cache_type``: failing validation would set the
-        whole settings file aside for one stale field.
-        """
-        try:
-            return handler(data)
-        except ValidationError as exc:
-            if not isinstance(data, dict):
-                log.warning("image settings are not an object (%r); using the defaults", type(data).__name__)
-                return handler({})
-            bad = {error["loc"][0] for error in exc.errors() if error["loc"]}
-            log.warning("unusable image settings %s; using their defaults", sorted(map(str, bad)))
-            return handler({key: value for key, value in data.items() if key not in bad})
+class ServerPrefs(_BadValuesFallBack):
+    """The Server page's switch and what it binds to: the API server comes back with the app only if left on."""
+
+    _what: ClassVar[str] = "server settings"
+
+    enabled: bool = False
+    host: Literal["127.0.0.1", "0.0.0.0"] = "127.0.0.1"  # loopback, or every interface (needs the token)
+    port: int = Field(8080, ge=1, le=65535)
+    cors_origins: list[str] = Field(default_factory=list)  # exact origins; checked again when the server starts
 
 
 class Settings(BaseModel):
@@ -101,6 +119,7 @@ class Settings(BaseModel):
     first_run_done: bool = False  # the first-run dialog was shown (desktop/pages/models/first_run.py)
     load_prefs: dict[str, LoadPrefs] = Field(default_factory=dict)
     images: ImagePrefs = Field(default_factory=ImagePrefs)
+    server: ServerPrefs = Field(default_factory=ServerPrefs)
 
     # The file as this process last read or wrote it: saving merges against it.
     _on_disk: dict = PrivateAttr(default_factory=dict)
