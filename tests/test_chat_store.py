@@ -466,7 +466,7 @@ def test_a_schema_1_history_is_migrated_with_its_chats_intact(db_path: Path) -> 
     raw.commit()
     raw.close()
     with ChatStore(db_path) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 2
+        assert store.schema_version() == SCHEMA_VERSION >= 2
         user, reply = store.messages(1)
         assert (reply.content, reply.version, reply.versions) == ("hi there", 1, 1)
         store.begin_new_version(reply.id)

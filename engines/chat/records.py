@@ -58,6 +58,37 @@ MIGRATIONS: list[tuple[str, ...]] = [
             stats_json TEXT NULL, notice TEXT NULL,
             UNIQUE (message_id, version))""",
     ),
+    # 3: Tools. A reply that called tools keeps each call and its result, in order, so the
+    # chat shows them under the reply and the next turn re-sends them to the model in its
+    # template's tool-call and tool-result form. A call belongs to one version of its reply
+    # (Regenerate makes new calls); calls made by one model output share a ``round`` (one
+    # assistant message with several calls), and ``text`` is what the model wrote before
+    # them. ``arguments_json`` is kept as the model wrote it, valid or not: what was shown
+    # for approval is what is saved. ``conversation_tools`` is what a chat has switched
+    # on: its tool servers and the JSON schema its replies must follow, if any.
+    (
+        """CREATE TABLE tool_calls (
+            id INTEGER PRIMARY KEY,
+            message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            version INTEGER NOT NULL,
+            round INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            text TEXT NOT NULL DEFAULT '',
+            call_id TEXT NOT NULL,
+            server TEXT NOT NULL,
+            tool TEXT NOT NULL,
+            arguments_json TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending'
+                CHECK (status IN ('pending', 'running', 'done', 'error', 'refused', 'invalid')),
+            result TEXT NOT NULL DEFAULT '',
+            result_json TEXT NULL,
+            created_at REAL NOT NULL, updated_at REAL NOT NULL,
+            UNIQUE (message_id, version, seq))""",
+        """CREATE TABLE conversation_tools (
+            conversation_id INTEGER PRIMARY KEY REFERENCES conversations(id) ON DELETE CASCADE,
+            servers_json TEXT NOT NULL DEFAULT '[]',
+            json_schema TEXT NULL)""",
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
