@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from engines.chat import ChatStore
+from engines.chat.records import SCHEMA_VERSION
 from engines.chat.session import CLOSED_NOTICE
 from engines.library.installed import InstalledModel
 from engines.workspace import open_workspace
@@ -154,7 +155,7 @@ def test_a_history_from_a_newer_atelier_is_read_only_and_left_unchanged(qtbot, a
     assert not win.chat_controller.streaming
     assert page.banner.text() == (
         f"Your message was not sent because it could not be saved. The chat history at {db} was written by a "
-        "newer version of Atelier (schema 9, this version knows 2). This version does not change it. "
+        f"newer version of Atelier (schema 9, this version knows {SCHEMA_VERSION}). This version does not change it. "
         "It is still in the message box.")
     assert page.composer.toPlainText() == "hello"
     win.close()

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from engines.api import ChatMessage, FinishedEvent, SamplingParams, TextLoadSpec, TextRequest
+from engines.api import ChatMessage, FinishedEvent, SamplingParams, TextLoadSpec, TextRequest, TokenEvent
 from engines.envs import ImageEngineEnv, InstallPlan, engines_source_root, image_engine_root, make_plan
 from engines.envs.installer import NO_PYTHON, NO_SPACE, StateFile, find_base_python, tree_size
 from engines.envs.plan import BACKEND_ENV, PACKAGES, TORCH_VERSION, WHEELS_ENV
@@ -437,23 +437,23 @@ def test_foreign_host_loads_generates_cancels_and_survives_a_kill(foreign_host, 
     events = list(foreign_host.generate(TextRequest((ChatMessage("user", "hi"),),
                                                     SamplingParams(max_tokens=4, seed=1))))
     assert isinstance(events[-1], FinishedEvent) and events[-1].result.text
-    # Cancel from another thread: the cancel line stops it before its 2,000 tokens. (The random tiny model
-    # streams few TokenEvents: most of its tokens are not valid UTF-8 text, so a timer cancels.)
-    timer = threading.Timer(0.3, foreign_host.cancel)
-    timer.start()
-    events = list(foreign_host.generate(long_request()))
-    timer.join()
+    # Cancel as soon as the first text arrives: the cancel line stops it long before its 2,000 tokens (a timer
+    # raced the tiny model, which can reach its end-of-text token within a fraction of a second).
+    events = []
+    for event in foreign_host.generate(long_request()):
+        events.append(event)
+        if isinstance(event, TokenEvent) and len([e for e in events if isinstance(e, TokenEvent)]) == 1:
+            foreign_host.cancel()
     assert events[-1].result.finish_reason == "cancelled", events[-1].result
     # The cancel did not leak into the next request.
     events = list(foreign_host.generate(TextRequest((ChatMessage("user", "hi"),),
                                                     SamplingParams(max_tokens=4, seed=1))))
     assert events[-1].result.finish_reason == "length"
     # kill -9 mid-reply: EngineCrashed with the reason, and the next request starts a fresh host.
-    killer = threading.Timer(0.3, os.kill, (foreign_host.pid, signal.SIGKILL))
-    killer.start()
     with pytest.raises(EngineCrashed) as crash:
-        list(foreign_host.generate(long_request()))
-    killer.join()
+        for event in foreign_host.generate(long_request()):
+            if isinstance(event, TokenEvent):
+                os.kill(foreign_host.pid, signal.SIGKILL)
     assert "killed" in crash.value.message and not foreign_host.is_running
     foreign_host.load("llama_cpp", spec)
     assert foreign_host.pid not in (None, first_pid)
