@@ -15,15 +15,43 @@ from typing import Callable, Literal, Protocol, Union, runtime_checkable
 
 from engines.kv_cache import DEFAULT_CACHE_TYPE, cache_type_problem
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 OverflowPolicy = Literal["stop", "drop_oldest"]
 MAX_STOP_SEQUENCES = 16  # OpenAI allows 4; llama.cpp's server has no limit. 16 keeps the per-token scan cheap.
+MAX_IMAGES_PER_REQUEST = 16  # images a conversation may hold in one request; each costs hundreds of tokens
+
+
+@dataclass(frozen=True)
+class ToolFunction:
+    """A tool the model may call, as chat templates render it (OpenAI's ``function``: name, description, schema)."""
+
+    name: str
+    description: str
+    parameters: dict  # the JSON schema of the arguments
+
+
+@dataclass(frozen=True)
+class ToolCallRequest:
+    """A call the model made: ``arguments`` as it wrote them, already parsed (never executed) by engines.tools."""
+
+    id: str
+    name: str
+    arguments: dict
 
 
 @dataclass(frozen=True)
 class ChatMessage:
     role: Role
     content: str
+    # An assistant message that called tools (its content is what it wrote before the calls), and a
+    # "tool" message with one call's result (``tool_call_id`` and ``name`` say which). The model's own
+    # template renders them in its tool-call form; engines.tools flattens them for a template without one.
+    tool_calls: tuple[ToolCallRequest, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+    # Images attached to a user message (the encoded PNG/JPEG/WebP bytes, in order) for a vision model:
+    # one loaded with its projector (TextLoadSpec.projector), which reads them through llama.cpp's mtmd.
+    images: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -70,6 +98,8 @@ class TextLoadSpec:
     # llama.cpp's embedding mode: the model answers EmbeddingRequest, not TextRequest.
     # Part of the spec (and so of the scheduler's key) because it changes how the context is built.
     embedding: bool = False
+    # The vision projector (a GGUF "mmproj" file) that lets the model read images; None: text only.
+    projector: str | None = None
 
     def validate(self) -> list[str]:
         """Human-readable problems, empty when the spec is usable."""
@@ -79,6 +109,8 @@ class TextLoadSpec:
         cache_problem = cache_type_problem(self.cache_type)
         if cache_problem:
             problems.append(cache_problem)
+        if self.projector is not None and self.embedding:
+            problems.append("an embedding model cannot be loaded with a vision projector")
         return problems
 
 
@@ -99,6 +131,9 @@ class TextRequest:
     # A hint naming the conversation (a chat id, a server client's key). The prompt cache finds
     # a conversation's saved state by longest token prefix without it; with it, it looks there first.
     cache_key: str | None = None
+    # Tools the model may call, rendered by its chat template where the template defines tools
+    # (ModelInfo.tools_in_template); engines.tools runs the calls, the engine only renders them.
+    tools: tuple[ToolFunction, ...] = ()
 
     def validate(self) -> list[str]:
         problems = list(self.sampling.validate())
@@ -113,8 +148,19 @@ class TextRequest:
                 problems.append("the prompt is empty")
         else:
             users = [m for m in self.messages if m.role == "user"]
-            if not users or not users[-1].content.strip():
+            if not users or not (users[-1].content.strip() or users[-1].images):
                 problems.append("the prompt is empty")
+        if len({tool.name for tool in self.tools}) != len(self.tools):
+            problems.append("two tools have the same name")
+        images = [image for m in self.messages for image in m.images]
+        if any(m.images and m.role != "user" for m in self.messages):
+            problems.append("only user messages can carry images")
+        if any(not isinstance(image, bytes) or not image for image in images):
+            problems.append("an attached image is empty")
+        if len(images) > MAX_IMAGES_PER_REQUEST:
+            problems.append(f"at most {MAX_IMAGES_PER_REQUEST} images fit in one conversation")
+        if images and self.raw_prompt is not None:
+            problems.append("a raw prompt cannot carry images; send them in a message")
         return problems
 
 
@@ -136,6 +182,8 @@ class ModelInfo:
     flash_attention: bool = False  # on whenever the cache is quantized: llama.cpp needs it for a quantized V cache
     kv_cache_bytes: int | None = None  # the cache size llama.cpp reported, when it did
     embedding: bool = False  # loaded in embedding mode: it answers EmbeddingRequest only
+    tools_in_template: bool = False  # the chat template renders tool definitions (else engines.tools' fallback)
+    vision: bool = False  # loaded with a projector: its user messages may carry images
 
 
 @dataclass(frozen=True)
@@ -154,6 +202,8 @@ class TextResult:
     # Prompt tokens llama.cpp did not read again: the live context or a saved conversation state
     # held them (OpenAI's usage.prompt_tokens_details.cached_tokens).
     cached_prompt_tokens: int = 0
+    # Prompt tokens that are images (counted in prompt_tokens): what the vision projector made of them.
+    image_tokens: int = 0
 
     @property
     def context_used(self) -> int:
