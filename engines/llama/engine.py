@@ -12,7 +12,9 @@ For serving it also keeps a prompt cache per conversation
 (:mod:`~engines.llama.prompt_cache`), ends replies at stop sequences
 (:mod:`~engines.llama.decode_loop`), constrains them by a JSON schema
 (:mod:`~engines.llama.grammar`) and, loaded in embedding mode, embeds texts
-(:mod:`~engines.llama.embeddings`).
+(:mod:`~engines.llama.embeddings`). Loaded with a vision projector, it reads
+the images in user messages through llama.cpp's mtmd
+(:mod:`~engines.llama.vision`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import logging
 import os
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from engines.api import (
@@ -74,6 +77,7 @@ class LlamaCppEngine:
         self._abort_callback = None  # keep the ctypes callback alive while the context lives
         self._native_log = NATIVE_LOG
         self._prompt_cache: PromptCache | None = None
+        self._vision = None  # engines.llama.vision.VisionProjector, when loaded with a projector
 
     # ---- load ------------------------------------------------------------
 
@@ -139,6 +143,8 @@ class LlamaCppEngine:
             except (TemplateCancelled, EngineError) as exc:
                 llm.close()
                 raise _load_stopped(path) if isinstance(exc, TemplateCancelled) else exc from None
+        if spec.projector is not None:
+            self._vision = _open_projector(llm, Path(spec.projector), threads, offload and gpu_layers != 0, flash)
         self._llm = llm
         self._install_abort_callback()
         self._template = template
@@ -163,6 +169,7 @@ class LlamaCppEngine:
             flash_attention=flash,
             kv_cache_bytes=report.total_bytes if report else None,
             embedding=spec.embedding,
+            vision=self._vision is not None,
         )
         emit(ProgressEvent("load", f"Loaded {self._info.name}", 1.0))
         log.info("loaded %s: %s", path, self._info)
@@ -225,8 +232,11 @@ class LlamaCppEngine:
                     self._prompt_cache.close(self._llm)  # the live conversation goes to disk
                 except Exception:  # a cache: never a reason for an unload to fail
                     log.warning("could not keep the prompt cache", exc_info=True)
+            if self._vision is not None:
+                self._vision.close()
             self._llm.close()
         self._llm = None
+        self._vision = None
         self._prompt_cache = None
         self._template = None
         self._tokens = None
@@ -261,6 +271,8 @@ class LlamaCppEngine:
                     f"{n_ctx:,} with room for the reply. Shorten it or use a longer context.",
                 )
             stop: tuple[str, ...] = request.stop
+        elif any(m.images for m in request.messages):
+            return self._see(request, seed, emit, cancel)
         else:
             try:
                 fitted = fit_conversation(
@@ -294,11 +306,39 @@ class LlamaCppEngine:
 
         return embed(self._llm, request, name, emit, cancel)
 
-    def _render_tokens(self, messages, emit: Emit, cancel: CancelFlag) -> tuple[list[int], tuple[str, ...]]:
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` as plain text (no BOS, no control tokens): for splitting documents by the model's own tokenizer."""
+        if self._llm is None:
+            raise EngineError(ErrorKind.BAD_INPUT, "No model is loaded.")
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def _render_tokens(self, messages, emit: Emit, cancel: CancelFlag,
+                       image_marker: str | None = None) -> tuple[list[int], tuple[str, ...]]:
         """The prompt's tokens and stop strings; message text never becomes control tokens."""
         rendered = self._render(list(messages), emit, cancel)
-        tokens = self._tokens.tokenize(rendered, add_bos=not rendered.added_special)
+        tokens = self._tokens.tokenize(rendered, add_bos=not rendered.added_special, image_marker=image_marker)
         return tokens, rendered.stop
+
+    def _see(self, request: TextRequest, seed: int, emit: Emit, cancel: CancelFlag) -> TextResult:
+        """A conversation with images (see engines.llama.vision): fitted, read and answered like text."""
+        from engines.llama.vision import no_projector_message, read_vision_request
+
+        if self._vision is None:
+            raise EngineError(ErrorKind.BAD_INPUT, no_projector_message(self._info.name))
+        try:
+            prompt, stop, dropped = read_vision_request(self._vision, request, self._render_tokens, emit, cancel,
+                                                        self._info.context_length)
+        except TemplateCancelled:
+            return self._cancelled_before_start(request, seed, self._info.context_length)
+        try:
+            if dropped:
+                emit(NoticeEvent(f"The conversation was longer than the context: the oldest {dropped} message(s) were left out of this reply."))
+            grammar = grammar_for_schema(request.json_schema, self._llm) if request.json_schema is not None else None
+            max_tokens = max(1, min(request.sampling.max_tokens, self._info.context_length - prompt.size))
+            plan = DecodePlan(prompt.tokens, request.sampling, seed, max_tokens, stop + request.stop, grammar)
+            return self._stream(plan, request, emit, cancel, self._template.name, dropped, prompt)
+        finally:
+            self._vision.release(prompt)
 
     def _render(self, messages, emit: Emit, cancel: CancelFlag) -> RenderedPrompt:
         """Render with the model's template; one that goes over its budget is replaced for good."""
@@ -324,17 +364,20 @@ class LlamaCppEngine:
         )
 
     def _stream(self, plan: DecodePlan, request: TextRequest, emit: Emit, cancel: CancelFlag,
-                template_name: str, dropped: int) -> TextResult:
+                template_name: str, dropped: int, vision=None) -> TextResult:
         n_ctx = self._info.context_length
         t_start = time.perf_counter()
+        cached = vision.text_before_images() if vision is not None else plan.prompt_tokens
         try:
-            reused = self._prompt_cache.prepare(self._llm, plan.prompt_tokens, request.cache_key).reused_tokens
+            reused = self._prompt_cache.prepare(self._llm, cached, request.cache_key).reused_tokens
         except Exception:  # a cache: it may fail to help, never fail the reply (the prompt is then read in full)
             log.warning("the prompt cache could not prepare this request", exc_info=True)
             reused = 0
         self._cancel = cancel
         self._arm_abort(True)  # the prompt is read inside llama.cpp: let Stop reach it there
         try:
+            if vision is not None:  # text and images are read here; decode samples from where they end
+                plan = replace(plan, prompt_tokens=self._vision.read(self._llm, vision, reused, cancel))
             decoded = decode(self._llm, plan, emit, cancel, t_start=t_start, n_ctx=n_ctx,
                              on_first_token=lambda: self._arm_abort(False))
         except RuntimeError as exc:
@@ -347,7 +390,7 @@ class LlamaCppEngine:
         return TextResult(
             text=decoded.text,
             finish_reason=decoded.finish_reason,
-            prompt_tokens=len(plan.prompt_tokens),
+            prompt_tokens=vision.size if vision is not None else len(plan.prompt_tokens),
             completion_tokens=decoded.completion_tokens,
             time_to_first_token_s=ttft(t_start, decoded.t_first),
             tokens_per_second=rate(decoded.completion_tokens, decoded.t_first, decoded.t_last),
@@ -357,6 +400,7 @@ class LlamaCppEngine:
             dropped_messages=dropped,
             sampling=request.sampling,
             cached_prompt_tokens=reused,
+            image_tokens=vision.image_tokens if vision is not None else 0,
         )
 
 
@@ -371,6 +415,19 @@ def open_prompt_cache(path: Path, n_ctx: int, cache_type: str, flash: bool) -> P
         log.info("prompt states stay in memory only: %s", exc)
         store = None
     return PromptCache(n_ctx, store)
+
+
+def _open_projector(llm, path: Path, threads: int, use_gpu: bool, flash: bool):
+    """The model's vision projector, or an error in words (the model is closed then: nothing half-loaded stays)."""
+    from engines.llama.vision import VisionProjector
+
+    try:
+        if not path.is_file():
+            raise EngineError(ErrorKind.MODEL_FILE, f"The vision projector {path} does not exist.")
+        return VisionProjector(llm, path, threads, use_gpu, flash)
+    except BaseException:
+        llm.close()
+        raise
 
 
 def _stop_if_cancelled(cancel: CancelFlag | None, path: Path) -> None:

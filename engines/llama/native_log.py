@@ -53,6 +53,11 @@ class NativeLog:
         self._callback = llama_cpp.llama_log_callback(on_log)
         llama_cpp.llama_log_set(self._callback, ctypes.c_void_p(0))
 
+    def also_capture(self, set_log) -> None:
+        """Route another llama.cpp library's log here too (``set_log``: e.g. mtmd's ``mtmd_log_set``)."""
+        self.install()
+        set_log(self._callback, ctypes.c_void_p(0))
+
     def clear(self) -> None:
         self._lines.clear()
         self._partial = ""

@@ -20,6 +20,12 @@ contains such text gets ordinary tokens for it.
 When the template rewrites message text beyond trimming (so segments are
 None), the whole prompt is tokenized the old way only if no message holds
 control-token text; otherwise the request is refused in words.
+
+For a vision model, ``image_marker`` names the text that stands for an
+attached image in the messages: each one becomes :data:`IMAGE_SLOT` in the
+tokens, and the text on either side is tokenized on its own, as llama.cpp's
+``mtmd_tokenize`` does around its media marker
+(:mod:`engines.llama.vision` puts the image's own tokens there).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ _ATTR_RSTRIP = 1 << 8
 _SPECIAL = _ATTR_CONTROL | _ATTR_UNKNOWN
 _SPACES = " \t\n\v\f\r"  # C isspace(), which llama.cpp strips with
 _CACHE_LIMIT = 512
+IMAGE_SLOT = -1  # where an image goes in a token list: no vocabulary has a token -1
 
 
 class PromptTokenizer:
@@ -46,13 +53,13 @@ class PromptTokenizer:
         self._markup: dict[str, tuple] = {}  # template text -> its runs and control tokens
         self._attrs: dict[int, int] = {}
 
-    def tokenize(self, rendered: RenderedPrompt, add_bos: bool) -> list[int]:
+    def tokenize(self, rendered: RenderedPrompt, add_bos: bool, image_marker: str | None = None) -> list[int]:
         if rendered.segments is None:
-            return self._tokenize_unsplit(rendered, add_bos)
-        units: list = []  # str: text of a run; int: a control token's id
+            return self._tokenize_unsplit(rendered, add_bos, image_marker)
+        units: list = []  # str: text of a run; int: a control token's id (or IMAGE_SLOT)
         for text, from_message in rendered.segments:
             if from_message:
-                units.append(text)
+                units.extend(_split_at(text, image_marker))
             else:
                 units.extend(self._split_markup(text))
         tokens = [self._model.token_bos()] if add_bos and self._model.add_bos_token() else []
@@ -61,6 +68,11 @@ class PromptTokenizer:
         for unit in units:
             if isinstance(unit, str):
                 run.append(unit)
+                continue
+            if unit == IMAGE_SLOT:  # the run before it ends here; nothing is stripped around an image
+                tokens.extend(self._run_tokens("".join(run), previous, None))
+                tokens.append(IMAGE_SLOT)
+                run, previous = [], None
                 continue
             tokens.extend(self._run_tokens("".join(run), previous, unit))
             tokens.append(unit)
@@ -121,7 +133,7 @@ class PromptTokenizer:
             attr = self._attrs[token] = int(self._model.token_get_attr(token))
         return attr
 
-    def _tokenize_unsplit(self, rendered: RenderedPrompt, add_bos: bool) -> list[int]:
+    def _tokenize_unsplit(self, rendered: RenderedPrompt, add_bos: bool, image_marker: str | None) -> list[int]:
         for text in rendered.messages:
             if self.has_control_text(text):
                 raise EngineError(
@@ -130,4 +142,22 @@ class PromptTokenizer:
                     "model's chat template rewrites messages in a way that cannot keep the two apart. "
                     "Remove the markup from the message.",
                 )
-        return self._llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=add_bos, special=True)
+        tokens: list[int] = []
+        for unit in _split_at(rendered.prompt, image_marker):
+            if unit == IMAGE_SLOT:
+                tokens.append(IMAGE_SLOT)
+            elif unit:
+                tokens.extend(self._llm.tokenize(unit.encode("utf-8"), add_bos=add_bos and not tokens, special=True))
+        return tokens
+
+
+def _split_at(text: str, marker: str | None) -> list:
+    """``text`` as runs (str) with IMAGE_SLOT where ``marker`` was."""
+    if not marker or marker not in text:
+        return [text]
+    units: list = []
+    for i, part in enumerate(text.split(marker)):
+        if i:
+            units.append(IMAGE_SLOT)
+        units.append(part)
+    return units
