@@ -25,12 +25,13 @@ from PySide6.QtWidgets import (
 from desktop.pages.chat_controller import ChatController
 from desktop.pages.chat_page import ChatPage
 from desktop.pages.images_page import ImagesPage
+from desktop.pages.server_page import ServerPage
 from desktop.pages.settings_page import SettingsPage
 from desktop.privacy import PrivacyBadge, offline_mode_on
 from engines.workspace import Workspace
 from resources import icon_path
 
-PAGES = ("Chat", "Images", "Models", "Settings")
+PAGES = ("Chat", "Images", "Models", "Server", "Settings")
 
 
 class MainWindow(QMainWindow):
@@ -78,10 +79,11 @@ class MainWindow(QMainWindow):
         # numpy: it is built right after the window is shown, or on first visit.
         self.models_page = None
         self._models_slot = QWidget()
+        self.server_page = ServerPage(workspace, self.scheduler)  # the API server, on this window's scheduler
         self.settings_page = SettingsPage(workspace)
         self.settings_page.offline_changed.connect(self.privacy_badge.set_offline)
         self.privacy_badge.clicked.connect(lambda: self.show_page("Settings"))
-        for page in (self.chat_page, self.images_page, self._models_slot, self.settings_page):
+        for page in (self.chat_page, self.images_page, self._models_slot, self.server_page, self.settings_page):
             self.stack.addWidget(page)
         self.nav.currentRowChanged.connect(self._navigate)
         self.nav.setCurrentRow(0)
@@ -157,6 +159,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:  # noqa: N802
         self._models_timer.stop()
+        self.server_page.shutdown()  # first: no new API work while the pages stop; its own is cancelled
         self.chat_page.shutdown()
         self.chat_controller.shutdown()
         self.images_page.shutdown()

@@ -205,3 +205,30 @@ def test_verdicts_in_the_cli_carry_the_expected_speed_and_the_recommendation(dem
     assert picks[0]["label"].startswith("★ recommended for this machine · ")
     fitting = [row for row in catalog if row["verdict"] != "wont_fit"]
     assert all(row["speed"] is not None for row in fitting)
+
+
+@pytest.mark.slow
+def test_models_list_shows_the_remote_servers_models_after_the_local_ones(demo_unpacked):
+    """Issue 12: NAME/MODEL, marked remote, after the installed models; what each server listed last, no connection."""
+    from engines.remote import RemoteServer, RemoteServers
+    from engines.workspace import open_workspace
+
+    url = "http://192.0.2.1:8000/v1"  # TEST-NET: never reached, listing asks no server
+    RemoteServers.beside(open_workspace().models.file).add(
+        RemoteServer("box", url, models=("Qwen/Qwen2.5-7B-Instruct", "llama")))
+    text = atelier("models", "list")
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[0].startswith("demo/gemma-3-270m-q4_k_m ") and len(lines) == 3
+    assert lines[1:] == [f"{model:<42} {'—':>9}  remote · on the server 'box' ({url})"
+                         for model in ("box/Qwen/Qwen2.5-7B-Instruct", "box/llama")]
+    rows = json.loads(atelier("models", "list", "--json").stdout)["models"]
+    assert [(row["id"], row["remote"]) for row in rows] == [
+        ("demo/gemma-3-270m-q4_k_m", False), ("box/Qwen/Qwen2.5-7B-Instruct", True), ("box/llama", True)]
+    assert rows[2] == {"id": "box/llama", "name": "llama · box (remote)", "kind": "chat", "engine": "remote",
+                       "format": "remote", "size_bytes": None, "path": url, "source": "remote", "verdict": "remote",
+                       "label": f"remote · on the server 'box' ({url})", "total_bytes": None, "speed": None,
+                       "measured": None, "remote": True}
+    offline = atelier("models", "list", env={**os.environ, "ATELIER_OFFLINE": "1"})
+    assert offline.stdout.splitlines()[2] == (f"{'box/llama':<42} {'—':>9}  remote · on the server 'box' ({url}) · "
+                                              "not used in offline mode")

@@ -94,7 +94,9 @@ def _list(library: ModelLibrary, args) -> int:
                 label, code, total, speed = f"unusable: {exc.message}", "unknown", None, {"speed": None, "measured": None}
             rows.append({"id": model.id, "name": model.name, "kind": model.kind, "engine": model.engine,
                          "format": model.format, "size_bytes": model.size_bytes, "path": model.path,
-                         "source": model.source, "verdict": code, "label": label, "total_bytes": total, **speed})
+                         "source": model.source, "verdict": code, "label": label, "total_bytes": total, **speed,
+                         "remote": False})
+        rows += _remote_rows(library)
     if args.json:
         data = {"models": rows}
         if not args.catalog:
@@ -110,6 +112,33 @@ def _list(library: ModelLibrary, args) -> int:
         for item in unknown:
             print(f"  {clean(item.reason)}")
     return 0
+
+
+def _remote_rows(library: ModelLibrary) -> list[dict]:
+    """The remote servers' models, after the local ones, as NAME/MODEL and marked remote.
+
+    No verdict: they run on the server, which loads them with its own
+    settings. The list is what each server listed when last asked
+    (``remotes.json``), so listing opens no connection.
+    """
+    from engines.network import network_allowed
+    from engines.remote import RemoteServers, remote_models
+    from engines.remote.urls import is_loopback
+
+    servers = RemoteServers.beside(library.models.file)
+    found = remote_models(servers)
+    _warn([servers.problem] if servers.problem else [])
+    online = network_allowed()
+    rows = []
+    for model in found:
+        label = f"remote · on the server '{model.server.name}' ({model.server.base_url})"
+        if not online and not is_loopback(model.server.base_url):
+            label += " · not used in offline mode"
+        rows.append({"id": model.id, "name": model.name, "kind": model.kind, "engine": model.engine,
+                     "format": model.format, "size_bytes": None, "path": model.server.base_url, "source": "remote",
+                     "verdict": "remote", "label": label, "total_bytes": None, "speed": None, "measured": None,
+                     "remote": True})
+    return rows
 
 
 def _check(library: ModelLibrary, args) -> int:

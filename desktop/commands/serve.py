@@ -148,7 +148,7 @@ def _preload(scheduler, served) -> None:
 
 
 def _announce(server, token_source: str, args) -> None:
-    from engines.server.config import is_loopback
+    from engines.server.config import is_loopback, network_warning
 
     print(f"Atelier API at {server.url}  (OpenAI and Anthropic clients: use it as the base URL)", flush=True)
     if server.token is None:
@@ -158,8 +158,7 @@ def _announce(server, token_source: str, args) -> None:
     else:
         print(f"API token: in {clean(token_source)}; 'atelier serve --show-token' prints it", flush=True)
     if not is_loopback(args.host):
-        print_note(f"listening on {clean(args.host)}: every machine that can reach this one can use the API "
-                   "with the token; keep the token secret, and prefer 127.0.0.1 unless you need the network")
+        print_note(network_warning(clean(args.host)))
     for origin in args.cors_origin:
         print_note(f"web pages from {clean(origin)} may call the API")
     print("Ctrl-C stops the server.", file=sys.stderr, flush=True)

@@ -73,6 +73,12 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def network_warning(host: str) -> str:
+    """What ``atelier serve`` prints and the Server page shows when the bind reaches beyond this machine."""
+    return (f"listening on {host}: every machine that can reach this one can use the API with the token; "
+            "keep the token secret, and prefer 127.0.0.1 unless you need the network")
+
+
 def is_wildcard(host: str) -> bool:
     return host.strip("[]") in ("0.0.0.0", "::", "")
 

@@ -44,6 +44,19 @@ def api_token(config_dir: Path, env: str = TOKEN_ENV) -> tuple[str, str]:
     return token, str(path)
 
 
+def regenerate_token(config_dir: Path) -> str:
+    """A new generated token replaces the stored one (the Server page's "Regenerate token").
+
+    Clients holding the old one are refused once the server restarts with
+    the new one. ``ATELIER_API_KEY``, when set, still wins over the file.
+    """
+    path = token_file(config_dir)
+    with state_lock(path):
+        token = secrets.token_urlsafe(32)
+        atomic_write_text(path, token + "\n", mode=0o600)
+    return token
+
+
 def _read(path: Path) -> str | None:
     """The stored token, or None when there is none yet (or it is unusable and will be replaced)."""
     try:

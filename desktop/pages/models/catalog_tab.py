@@ -14,9 +14,10 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QLineEdit, QSplitt
 
 from desktop.pages.models.entry_details import EntryDetails, job_words
 from desktop.pages.models.hub_search import HubSearchPanel
-from desktop.pages.models.table_models import ITEM_ROLE, CatalogFilter, CatalogTableModel, list_table_view
+from desktop.pages.models.table_models import ITEM_ROLE, CatalogFilter, CatalogTableModel
 from desktop.pages.models.verdict_view import confirm_download_anyway
 from desktop.widgets.labels import banner_label
+from desktop.widgets.list_table import list_table_view
 from engines.errors import EngineError, ErrorKind
 from engines.library.advisor import CatalogAdvice
 from engines.library.catalog import CatalogEntry

@@ -21,8 +21,9 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.open_external import reveal_path
-from desktop.pages.models.table_models import ITEM_ROLE, InstalledTableModel, list_table_view
+from desktop.pages.models.table_models import ITEM_ROLE, InstalledTableModel
 from desktop.widgets.labels import banner_label
+from desktop.widgets.list_table import list_table_view
 from desktop.workers.background import BackgroundTask, run_in_background
 from engines.byte_sizes import format_bytes
 from engines.errors import EngineError

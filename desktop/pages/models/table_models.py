@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
+from PySide6.QtCore import QModelIndex, QSortFilterProxyModel, Qt
 from PySide6.QtGui import QFont, QPalette
-from PySide6.QtWidgets import QAbstractItemView, QApplication, QHeaderView, QTableView
+from PySide6.QtWidgets import QApplication
 
 from desktop.pages.models.verdict_view import dot_icon
+from desktop.widgets.list_table import ListTableModel as _ListTableModel
 from engines.byte_sizes import format_bytes
 from engines.library.advisor import CatalogAdvice
 from engines.library.catalog import CatalogEntry
@@ -44,26 +45,6 @@ def _bold() -> QFont:
     font = QApplication.font()
     font.setBold(True)
     return font
-
-
-class _ListTableModel(QAbstractTableModel):
-    """A read-only table over a Python list: counts and headers; subclasses give ``data``."""
-
-    COLUMNS: tuple[str, ...] = ()
-
-    def _items(self) -> list:
-        raise NotImplementedError
-
-    def rowCount(self, parent=QModelIndex()) -> int:  # noqa: N802
-        return 0 if parent.isValid() else len(self._items())
-
-    def columnCount(self, parent=QModelIndex()) -> int:  # noqa: N802
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def headerData(self, section, orientation, role=DISPLAY):  # noqa: N802
-        if orientation == Qt.Orientation.Horizontal and role == DISPLAY:
-            return self.COLUMNS[section]
-        return None
 
 
 class CatalogTableModel(_ListTableModel):
@@ -347,23 +328,3 @@ class InstalledTableModel(_ListTableModel):
         if role == TOOLTIP:
             return f"Not a model Atelier can run: {item.reason}\n{item.path}"
         return None
-
-
-def list_table_view(model, stretch_column: int) -> QTableView:
-    """A read-only, row-selecting table styled like the rest of the Models page."""
-    table = QTableView()
-    table.setModel(model)
-    table.setSelectionBehavior(QAbstractItemView.SelectRows)
-    table.setSelectionMode(QAbstractItemView.SingleSelection)
-    table.setEditTriggers(QAbstractItemView.NoEditTriggers)
-    table.setAlternatingRowColors(True)
-    table.setShowGrid(False)
-    table.setWordWrap(False)
-    table.verticalHeader().hide()
-    table.verticalHeader().setDefaultSectionSize(30)
-    header = table.horizontalHeader()
-    header.setHighlightSections(False)
-    header.setDefaultAlignment(Qt.AlignLeft | Qt.AlignVCenter)
-    header.setSectionResizeMode(QHeaderView.Interactive)
-    header.setSectionResizeMode(stretch_column, QHeaderView.Stretch)
-    return table
