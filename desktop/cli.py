@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_remote_parser(sub)
 
+    from desktop.commands.tools import add_parser as add_tools_parser
+
+    add_tools_parser(sub)
+
     from desktop.commands.serve import add_parser as add_serve_parser
 
     add_serve_parser(sub)
@@ -111,8 +115,12 @@ def _selftest() -> int:
 
 
 def _dispatch(argv: list[str]) -> int:
+    from desktop.commands.tools import split_server_command
+
     parser = build_parser()
+    argv, server_command = split_server_command(argv)  # 'tools add NAME -- COMMAND...': the command is not parsed
     args = parser.parse_args(argv)
+    args.server_command = server_command
     if args.command is None:
         raise CliError(f"no command given (see '{parser.prog} --help')")
     _require_utf8_text(args, parser)
@@ -137,6 +145,10 @@ def _dispatch(argv: list[str]) -> int:
         from desktop.commands.remote import run_remote
 
         return run_remote(args)
+    if args.command == "tools":
+        from desktop.commands.tools import run_tools
+
+        return run_tools(args)
     if args.command == "serve":
         from desktop.commands.serve import run_serve
 
