@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--raw", action="store_true", help="complete the prompt as it is, without the chat template")
     chat.add_argument("--json", action="store_true", help="print one JSON line with the reply and its figures")
     chat.add_argument("--drop-oldest", action="store_true", help="(with a long --system) drop what does not fit instead of stopping")
+    chat.add_argument("--image", action="append", metavar="FILE",
+                      help="attach an image (PNG, JPEG, WebP, BMP) for a vision model, whose mmproj file is beside it; repeatable")
 
     from desktop.commands.library import add_parser as add_models_parser
 

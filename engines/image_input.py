@@ -11,6 +11,9 @@ engine's vision path) and in the front ends that read the file
 and devices): the same limits and the same sentences, wherever a request
 comes from.
 
+:func:`read_image_file` reads a file the user named without ever blocking
+(:func:`engines.gguf.regular.open_regular_file`: a FIFO or a device such as
+``/dev/zero`` is refused in words), at most :data:`MAX_IMAGE_BYTES` + 1 bytes.
 :func:`check_image` reads the header only (format and pixel count).
 :func:`decode_rgb` decodes an image that passed it into plain RGB pixels,
 upright (EXIF orientation applied) and scaled down to a longest side, which
@@ -24,6 +27,7 @@ engines, and runs in the private image engine's Python too.
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -72,6 +76,30 @@ def check_image(data: bytes, what: str = "The image") -> tuple[int, int]:
         raise _bad(f"{what} is {width}×{height} pixels ({width * height / 1e6:.0f} megapixels); Atelier takes at "
                    f"most {MAX_IMAGE_PIXELS // 1_000_000} megapixels. Scale it down first.")
     return width, height
+
+
+def read_image_file(path: str | os.PathLike[str], what: str) -> bytes:
+    """The bytes of the image file at ``path``, checked (:func:`check_image`); BAD_INPUT in words otherwise.
+
+    ``what`` begins each sentence, naming the file ("The image photo.png").
+    """
+    from engines.gguf.regular import NotARegularFileError, open_regular_file
+
+    try:
+        with open_regular_file(os.fspath(path)) as handle:
+            if os.fstat(handle.fileno()).st_size > MAX_IMAGE_BYTES:
+                raise _bad(f"{what} is larger than {format_bytes(MAX_IMAGE_BYTES)}; choose a smaller image.")
+            data = handle.read(MAX_IMAGE_BYTES + 1)  # the file may have grown since fstat
+    except NotARegularFileError as exc:
+        raise _bad(f"{what} is {exc.kind}, not an image file.") from None
+    except FileNotFoundError:
+        raise _bad(f"{what} does not exist.") from None
+    except PermissionError:
+        raise _bad(f"{what} cannot be read: permission denied.") from None
+    except OSError as exc:
+        raise _bad(f"{what} cannot be read: {exc.strerror or exc}.") from None
+    check_image(data, what)
+    return data
 
 
 @dataclass(frozen=True)

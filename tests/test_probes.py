@@ -46,9 +46,9 @@ def test_a_gguf_lora_adapter_is_a_lora_no_engine_runs(tmp_path):
 
 def test_a_vision_projector_is_not_a_model_on_its_own(tmp_path):
     found = identify(stripped.write_mmproj(tmp_path / "mmproj-f16.gguf"))
-    assert found.kind == "unknown" and found.format == "gguf"
-    assert found.reason == ("mmproj-f16.gguf is a vision projector (mmproj): the image half of a multimodal model, "
-                            "not a model on its own.")
+    assert (found.kind, found.format, found.engine) == ("projector", "gguf", None) and not found.runnable
+    assert found.description == ("vision projector (mmproj, clip): the image half of a multimodal model, "
+                                 "used beside its model")
 
 
 def test_terminal_escapes_in_general_name_never_reach_the_record(tmp_path):
@@ -218,7 +218,7 @@ def test_a_fifo_inside_a_model_folder_is_never_opened(tmp_path):
 def test_one_probe_per_kind_and_format():
     assert [(p.kind, p.format) for p in PROBES] == [
         ("chat", "gguf"), ("embedding", "gguf"), ("lora", "gguf"), ("image", "diffusers"), ("image", "onnx"),
-        ("lora", "safetensors"), ("upscaler", "safetensors")]
+        ("lora", "safetensors"), ("upscaler", "safetensors"), ("projector", "gguf")]
 
     class Twice(Probe):
         kind, format = "chat", "gguf"

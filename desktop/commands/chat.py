@@ -1,4 +1,9 @@
-"""``atelier chat``: one turn with a model, streamed to stdout."""
+"""``atelier chat``: one turn with a model, streamed to stdout.
+
+``--image FILE`` (repeatable) attaches images to the message for a vision
+model: the model's projector (``mmproj``) is found beside it
+(:func:`engines.library.probes.projector.find_projector`) and loaded with it.
+"""
 
 from __future__ import annotations
 
@@ -37,8 +42,32 @@ def read_prompt(args) -> str:
                        "convert it first, e.g. with 'iconv -f latin1 -t utf-8'") from None
 
 
-def build_request(args, prompt: str) -> TextRequest:
-    if not prompt.strip():
+def read_images(args) -> tuple[bytes, ...]:
+    """The ``--image`` files, each checked (readable, a PNG/JPEG/WebP/BMP within the pixel cap)."""
+    from engines.image_input import read_image_file
+
+    paths = getattr(args, "image", None) or []
+    if paths and args.raw:
+        raise CliError("--image needs the chat template: it cannot be used with --raw")
+    try:
+        return tuple(read_image_file(Path(p).expanduser(), f"The image {p}") for p in paths)
+    except EngineError as exc:
+        raise CliError.from_engine(exc) from None
+
+
+def projector_for(model_path: Path, name: str) -> str:
+    """The vision projector beside ``model_path``, or a CliError that says the model cannot see images."""
+    from engines.library.probes.projector import find_projector
+
+    found = find_projector(model_path)
+    if found is None:
+        raise CliError(f"{name} cannot see images: no vision projector (an mmproj .gguf file made for it) is "
+                       f"beside it in {model_path.parent}. Use a vision model, or leave out --image.")
+    return str(found)
+
+
+def build_request(args, prompt: str, images: tuple[bytes, ...] = ()) -> TextRequest:
+    if not prompt.strip() and not images:
         raise CliError("the prompt is empty: pass --prompt TEXT or pipe the text on stdin")
     sampling = SamplingParams(
         temperature=args.temperature,
@@ -52,7 +81,8 @@ def build_request(args, prompt: str) -> TextRequest:
     if args.raw:
         request = TextRequest(sampling=sampling, raw_prompt=prompt)
     else:
-        messages = ([ChatMessage("system", args.system)] if args.system.strip() else []) + [ChatMessage("user", prompt)]
+        messages = ([ChatMessage("system", args.system)] if args.system.strip() else []) + [
+            ChatMessage("user", prompt, images=images)]
         request = TextRequest(tuple(messages), sampling, overflow="drop_oldest" if args.drop_oldest else "stop")
     problems = request.validate()
     if problems:
@@ -74,7 +104,8 @@ def is_demo(workspace: Workspace, model_path: Path) -> bool:
 
 
 def run_chat(args) -> int:
-    request = build_request(args, read_prompt(args))
+    images = read_images(args)
+    request = build_request(args, read_prompt(args) if args.prompt is not None or not images else "", images)
     workspace = open_workspace()
     servers = RemoteServers.beside(workspace.models.file)
     try:
@@ -89,12 +120,16 @@ def run_chat(args) -> int:
     note = DEMO_NOTE if not args.raw and remote is None and is_demo(workspace, model_path) else None
     if note and not args.json:
         print_note(note)
+    if remote is not None and images:
+        raise CliError(f"--image works with local vision models; '{remote.id}' runs on a remote server")
     if remote is not None:  # the server loads it: --ctx and the other load options are its own
         engine, spec = "remote", remote.spec
     else:
         engine = "llama_cpp"
+        name = resolved.installed.id if resolved.installed is not None else model_path.name
         spec = TextLoadSpec(str(model_path), context_length=args.ctx, threads=args.threads,
-                            gpu_layers=args.gpu_layers, cache_type=args.cache_type)
+                            gpu_layers=args.gpu_layers, cache_type=args.cache_type,
+                            projector=projector_for(model_path, name) if images else None)
     # Through the scheduler like every front end: the same memory check before loading as the GUI and the server.
     scheduler = workspace.scheduler(idle_unload_s=None, roles={"llama_cpp": "cli"})
     host = scheduler.host_for("cli")
@@ -124,6 +159,8 @@ def run_chat(args) -> int:
         data["cache_type"] = loaded.cache_type
         data["flash_attention"] = loaded.flash_attention
         data["kv_cache_bytes"] = loaded.kv_cache_bytes
+        if images:
+            data["projector"] = spec.projector
         if note:
             data["note"] = note
         print_json(data)

@@ -1,9 +1,10 @@
 """The probe registry: what a file or folder holds, decided in one place.
 
 ``identify(path)`` returns a :class:`ProbedModel` whose ``kind`` is
-"chat", "embedding", "image", "lora", "upscaler" or "unknown" (with the
-reason). One probe per format (GGUF chat, GGUF embedding, GGUF adapter,
-diffusers folder, ONNX folder, LoRA, ESRGAN upscaler) recognises a path
+"chat", "embedding", "image", "lora", "upscaler", "projector" or "unknown"
+(with the reason). One probe per format (GGUF chat, GGUF embedding, GGUF
+adapter, diffusers folder, ONNX folder, LoRA, ESRGAN upscaler, vision
+projector) recognises a path
 or raises :class:`NotAMatch`; see :mod:`.registry`.
 """
 

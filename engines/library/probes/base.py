@@ -23,8 +23,8 @@ from typing import Any, ClassVar, Literal, Mapping
 from engines.library.probes.files import Unreadable, folder_size, read_prefix
 from engines.library.probes.safetensors_header import NotSafetensors, SafetensorsHeader, read_safetensors_header
 
-Kind = Literal["chat", "embedding", "image", "lora", "upscaler", "unknown"]
-KINDS: tuple[str, ...] = ("chat", "embedding", "image", "lora", "upscaler", "unknown")
+Kind = Literal["chat", "embedding", "image", "lora", "upscaler", "projector", "unknown"]
+KINDS: tuple[str, ...] = ("chat", "embedding", "image", "lora", "upscaler", "projector", "unknown")
 
 
 @dataclass(frozen=True)

@@ -11,20 +11,20 @@ everywhere). What tells them apart:
 * everything else that reads is a **chat** model, base or instruction-tuned.
 
 A vision projector (``mmproj``, architecture ``clip``) is only half of a
-multimodal model, so it is refused with that reason instead of being
-offered in the chat picker.
+multimodal model: :mod:`.projector` recognises it, and it is never offered
+in the chat picker.
 """
 
 from __future__ import annotations
 
 from engines.library.probes.base import Candidate, NotAMatch, Probe, ProbedModel
 from engines.library.probes.names import clean_name
+from engines.library.probes.projector import is_projector
 
 EMBEDDING_ARCHITECTURES = frozenset({
     "bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3", "modern-bert", "neo-bert",
     "t5encoder", "gemma-embedding",
 })
-PROJECTOR_ARCHITECTURES = frozenset({"clip", "mmproj"})
 
 
 def is_embedding(header) -> bool:
@@ -54,9 +54,8 @@ class GGUFChatProbe(Probe):
     @classmethod
     def probe(cls, candidate: Candidate) -> ProbedModel:
         header = candidate.gguf()
-        if header.architecture in PROJECTOR_ARCHITECTURES:
-            raise NotAMatch(f"{candidate.path.name} is a vision projector (mmproj): the image half of a multimodal "
-                            "model, not a model on its own.", recognised=True)
+        if is_projector(header):
+            raise NotAMatch(f"{candidate.path.name} is a vision projector (mmproj), not a chat model.")
         if is_embedding(header) or is_adapter(header):
             raise NotAMatch(f"{candidate.path.name} is not a chat model.")
         arch = clean_name(header.architecture)

@@ -25,6 +25,7 @@ from engines.library.probes.gguf_files import GGUFAdapterProbe, GGUFChatProbe, G
 from engines.library.probes.image_folders import DiffusersFolderProbe, OnnxFolderProbe
 from engines.library.probes.lora import LoraProbe
 from engines.library.probes.names import clean_name
+from engines.library.probes.projector import GGUFProjectorProbe
 from engines.library.probes.upscaler import UpscalerProbe
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def register(probe: type[Probe]) -> type[Probe]:
 
 # Order matters only where two probes could both claim a path; these never do.
 for _probe in (GGUFChatProbe, GGUFEmbeddingProbe, GGUFAdapterProbe, DiffusersFolderProbe, OnnxFolderProbe,
-               LoraProbe, UpscalerProbe):
+               LoraProbe, UpscalerProbe, GGUFProjectorProbe):
     register(_probe)
 
 
