@@ -23,7 +23,7 @@ from engines.errors import EngineError
 
 # Options that name files or folders: any bytes are a valid name on Linux, so they may hold
 # undecodable bytes. Every other text option must be valid UTF-8 (it becomes a prompt, an id, a URL).
-_PATH_OPTIONS = frozenset({"model", "path", "src", "dst", "out", "init_image"})
+_PATH_OPTIONS = frozenset({"model", "path", "src", "dst", "out", "init_image", "source"})
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     from desktop.commands.image import add_parsers as add_image_parsers
 
     add_image_parsers(sub)
+    from desktop.commands.upscale import add_parser as add_upscale_parser
+
+    add_upscale_parser(sub)
     from desktop.commands.remote import add_parser as add_remote_parser
 
     add_remote_parser(sub)
@@ -139,6 +142,10 @@ def _dispatch(argv: list[str]) -> int:
         from desktop.commands.image import run_image
 
         return run_image(args)
+    if args.command == "upscale":
+        from desktop.commands.upscale import run_upscale
+
+        return run_upscale(args)
     if args.command == "convert":
         from desktop.commands.image import run_convert
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 
-from engines.diffusion.plugin import ONNX_PLUGIN, PLUGIN as DIFFUSERS_PLUGIN
+from engines.diffusion.plugin import ONNX_PLUGIN, PLUGIN as DIFFUSERS_PLUGIN, UPSCALE_PLUGIN
 from engines.engine_plugin import BrokenPlugin, EnginePlugin
 from engines.errors import EngineError, ErrorKind
 from engines.llama.plugin import PLUGIN as LLAMA_PLUGIN
@@ -24,7 +24,7 @@ ENTRY_POINT_GROUP = "atelier.engines"
 
 
 def _builtin_plugins() -> list[EnginePlugin]:
-    return [LLAMA_PLUGIN, DIFFUSERS_PLUGIN, ONNX_PLUGIN]
+    return [LLAMA_PLUGIN, DIFFUSERS_PLUGIN, ONNX_PLUGIN, UPSCALE_PLUGIN]
 
 
 def discover() -> dict[str, EnginePlugin | BrokenPlugin]:

@@ -41,6 +41,7 @@ from engines.api import (
     TextResult,
     TokenEvent,
 )
+from engines.diffusion.upscale_types import UpscaleLoadSpec, UpscaleRequest, UpscaleResult, UpscalerInfo
 from engines.diffusion.types import (
     GeneratedImage,
     ImageDoneEvent,
@@ -116,6 +117,10 @@ def samples() -> list:
         StepEvent(1, 20, 0, 2, None),
         PreviewEvent(3, png, 1),
         ImageDoneEvent(image, 0, 2),
+        UpscaleLoadSpec("/up/x4 ü.safetensors", device="cpu", dtype="fp32"),
+        UpscaleRequest(png, scale=2, tile=64, source_name="a b.png"),
+        UpscalerInfo("/up/x4.safetensors", "x4", 4, "RRDBNet", "esrgan", 23, 64, "cpu", "fp32"),
+        UpscaleResult(png, 96, 96, 48, 48, 2, 1, "x4", "cpu", "fp32", 4, 32, 0.5, None),
     ]
 
 

@@ -183,9 +183,10 @@ def test_verdict_for_a_path_follows_what_the_probe_found(tmp_path, tiny_gguf):
     os.mkfifo(fifo)
     with pytest.raises(EngineError, match=r"^x.gguf is not a regular file \(it is a FIFO \(named pipe\)\).$"):
         library.verdict_for_file(fifo)
-    with pytest.raises(EngineError, match=r"^up.safetensors is an ESRGAN 4× upscaler \(RRDBNet, 3 blocks\): "
-                                          r"Atelier cannot use upscalers yet.$"):
-        library.verdict_for_file(stripped.write_esrgan(tmp_path / "up.safetensors"))
+    upscaler = library.verdict_for_file(stripped.write_esrgan(tmp_path / "up.safetensors"))
+    assert upscaler.verdict in ("cpu_only", "gpu_full")  # an upscaler's verdict: a 1024-pixel image at its scale
+    assert "for the 4096×4096 result" in upscaler.explanation
+    assert upscaler.explanation.split("; ")[0].endswith(" to upscale a 1024×1024 image")
 
 
 # ---- one resolver for --model and ids ---------------------------------------------------

@@ -134,7 +134,8 @@ def test_a_kohya_lora_takes_its_name_from_its_metadata(tmp_path):
 @pytest.mark.parametrize("layout, scale", [("basicsr", 4), ("basicsr", 2), ("esrgan", 4), ("esrgan", 2)])
 def test_esrgan_upscalers_with_their_scale(tmp_path, layout, scale):
     found = identify(stripped.write_esrgan(tmp_path / f"RealESRGAN_x{scale}.safetensors", layout, scale))
-    assert (found.kind, found.format, found.engine, found.architecture) == ("upscaler", "safetensors", None, "RRDBNet")
+    assert (found.kind, found.format, found.engine, found.architecture) == ("upscaler", "safetensors", "esrgan",
+                                                                            "RRDBNet")
     assert found.details == {"scale": scale, "layout": layout, "blocks": 3}
     assert found.description == f"ESRGAN {scale}× upscaler (RRDBNet, 3 blocks)"
 

@@ -32,7 +32,7 @@ def _bad(message: str) -> EngineError:
     return EngineError(ErrorKind.BAD_INPUT, message)
 
 
-def check_init_image(data: bytes, name: str = "") -> tuple[int, int]:
+def check_init_image(data: bytes, name: str = "", role: str = "init image") -> tuple[int, int]:
     """The (width, height) of an encoded init image, read from its header; BAD_INPUT when it is unusable.
 
     Refuses what is empty, too large, not one of :data:`INIT_IMAGE_FORMATS`
@@ -40,7 +40,7 @@ def check_init_image(data: bytes, name: str = "") -> tuple[int, int]:
     """
     from PIL import Image, UnidentifiedImageError
 
-    what = f"The init image {name}" if name else "The init image"
+    what = f"The {role} {name}" if name else f"The {role}"  # role: "init image", "image to upscale"
     if not data:
         raise _bad(f"{what} is empty (0 bytes); choose an image file.")
     if len(data) > MAX_INIT_IMAGE_BYTES:

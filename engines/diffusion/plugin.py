@@ -30,3 +30,14 @@ ONNX_PLUGIN = EnginePlugin(
     formats=("onnx",),
     install_hint="Install the image extra with onnxruntime (plus torch and diffusers for the schedulers).",
 )
+
+UPSCALE_PLUGIN = EnginePlugin(
+    name="esrgan",
+    kind="image",
+    display_name="ESRGAN upscalers (PyTorch)",
+    factory="engines.diffusion.upscale:UpscaleEngine",
+    requires=("torch", "safetensors"),
+    distribution="torch",
+    formats=("safetensors",),
+    install_hint="Install the image extra (PyTorch and safetensors are what the upscalers need).",
+)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from engines import api
 from engines.diffusion import types as image
+from engines.diffusion import upscale_types as upscale
 
 CARRIED: tuple[type, ...] = (
     # text engines
@@ -44,6 +45,11 @@ CARRIED: tuple[type, ...] = (
     image.StepEvent,
     image.PreviewEvent,
     image.ImageDoneEvent,
+    # the upscaler engine
+    upscale.UpscaleLoadSpec,
+    upscale.UpscaleRequest,
+    upscale.UpscalerInfo,
+    upscale.UpscaleResult,
 )
 
 BY_NAME: dict[str, type] = {cls.__name__: cls for cls in CARRIED}

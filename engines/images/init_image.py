@@ -26,10 +26,13 @@ def _bad(message: str) -> EngineError:
     return EngineError(ErrorKind.BAD_INPUT, message)
 
 
-def read_init_image(path: str | PathLike[str]) -> bytes:
-    """The bytes of the init image at ``path``, or a BAD_INPUT error that says what is wrong with the file."""
+def read_init_image(path: str | PathLike[str], role: str = "init image") -> bytes:
+    """The bytes of the init image at ``path``, or a BAD_INPUT error that says what is wrong with the file.
+
+    ``role`` names the image in those errors ("image to upscale" for ``atelier upscale``).
+    """
     name = os.fspath(path)
-    what = f"The init image {name}"
+    what = f"The {role} {name}"
     try:
         with open_regular_file(name) as handle:
             if os.fstat(handle.fileno()).st_size > MAX_INIT_IMAGE_BYTES:
@@ -47,5 +50,5 @@ def read_init_image(path: str | PathLike[str]) -> bytes:
         raise _bad(f"{what} is larger than {_LIMIT}; choose a smaller image.")
     if not data:
         raise _bad(f"{what} is empty (0 bytes); choose an image file.")
-    check_init_image(data, name)
+    check_init_image(data, name, role)
     return data

@@ -134,6 +134,10 @@ class ModelLibrary:
             runtime = "onnx" if probed.format == "onnx" else "torch"
             return judge_image_fit(weights, shape.native_size, self.hardware(), file_dtype=dtype, shape=shape,
                                    runtime=runtime)
+        if probed.kind == "upscaler":
+            from engines.machine.upscale_fit import judge_upscaler_fit
+
+            return judge_upscaler_fit(probed.size_bytes, int(probed.details.get("scale", 4)), self.hardware())
         header = probed.gguf_header
         context = context_length or min(DEFAULT_CONTEXT, header.context_length or DEFAULT_CONTEXT)
         return judge_text_fit(ModelShape.from_header(header), context, self.resources(), cache_type or DEFAULT_CACHE_TYPE)

@@ -25,8 +25,9 @@ from engines.errors import EngineError, ErrorKind
 
 # Engines served in this process, without an engine host or the CPU lane (engines.remote.spec.ENGINE).
 REMOTE_ENGINE = "remote"
-# Engines whose host runs PyTorch or ONNX Runtime: they use every core (see engines.scheduler.lanes).
-IMAGE_ENGINES = frozenset({"diffusers", "onnxruntime"})
+# Engines whose host runs PyTorch or ONNX Runtime: they use every core (see engines.scheduler.lanes), and run
+# under the private image engine's Python when one is installed (the upscaler, "esrgan", too).
+IMAGE_ENGINES = frozenset({"diffusers", "onnxruntime", "esrgan"})
 
 _ids = itertools.count(1)
 

@@ -9,8 +9,9 @@
   and the last conv as further ``model.N`` entries.
 
 The scale factor is counted from the up-convolutions, so a 4× model is
-told from a 2× one without loading anything. No engine in Atelier runs
-upscalers yet; the record names the file for what it is.
+told from a 2× one without loading anything. The engine that runs them is
+``esrgan`` (:mod:`engines.diffusion.upscale`), which loads the same two
+layouts with strict keys.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class UpscalerProbe(Probe):
         blocks = len({k.split(".")[1] for k in shapes if k.startswith("body.") and ".rdb1." in k}) or \
             len({k.split(".")[3] for k in shapes if _OLD_BODY.match(k)})
         return ProbedModel(
-            kind="upscaler", format="safetensors", engine=None, name=clean_name(candidate.path.stem),
+            kind="upscaler", format="safetensors", engine="esrgan", name=clean_name(candidate.path.stem),
             path=str(candidate.path), size_bytes=candidate.size_bytes,
             description=f"ESRGAN {scale}× upscaler (RRDBNet, {blocks} blocks)", architecture="RRDBNet",
             details={"scale": scale, "layout": layout, "blocks": blocks},
