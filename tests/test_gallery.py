@@ -54,8 +54,14 @@ def test_the_file_is_written_whole_and_first(tmp_path):
     assert err.value.path.read_bytes() == b"\x89PNG kept"  # the image is kept; only its row is missing
     assert str(err.value) == (f"{err.value.path} was saved, but the gallery index could not be updated "
                               "(attempt to write a readonly database)")
-    assert [e.id for e in gallery.list()] == [entry.id]
+    kept = err.value.entry
+    assert kept.path == str(err.value.path) and kept.seed == 6
+    # This session still lists it (newest first), so the page shows what was just made ...
+    assert [e.id for e in gallery.list()] == [kept.id, entry.id]
+    assert gallery.get(kept.id) == kept
     gallery.close()
+    # ... but only the indexed image is in the database for the next start.
+    assert [e.id for e in Gallery(paths.database, paths.data / "images").list()] == [entry.id]
 
 
 def test_a_corrupt_database_is_refused_at_open_and_images_still_have_a_home(tmp_path):

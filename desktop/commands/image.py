@@ -3,10 +3,12 @@
 The model runs in an engine host like chat does, so torch, diffusers and
 onnxruntime are imported only there. Bad input (``--out`` and the init
 image included) is refused with exit code 2 and one ``error:`` line before
-anything is generated. Each image is written the moment the engine
-finishes it, ``--out`` first and then the gallery, so Ctrl-C, a crash or an
-unwritable gallery never costs a finished image; the command says what it
-kept.
+anything is generated. The run itself is the image job service's
+(:mod:`engines.images.jobs`, shared with the Images page): each image gets
+its Content Credentials (unless ``--no-credentials``) and is written the
+moment the engine finishes it, ``--out`` first and then the gallery, so
+Ctrl-C, a crash or an unwritable gallery never costs a finished image; this
+module only says what was kept, in lines a terminal or a script reads.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sqlite3
 import sys
 import tempfile
 import threading
@@ -42,6 +43,8 @@ def add_parsers(sub) -> None:
     image.add_argument("--init-image", help="an image to start from (img2img)")
     image.add_argument("--strength", type=float, default=0.75, help="img2img: how much of the init image to replace")
     image.add_argument("--out", help="where to write the PNG (default: the gallery folder)")
+    image.add_argument("--no-credentials", action="store_true",
+                       help="leave out the Content Credentials (the signed C2PA manifest) for this run")
     image.add_argument("--json", action="store_true", help="print one JSON line with the result")
 
     convert = sub.add_parser("convert", help="convert a model to another format")
@@ -96,77 +99,11 @@ def output_paths(out: Path, count: int) -> list[Path]:
     return targets
 
 
-class ImageKeeper:
-    """Saves each image the moment the engine reports it: ``--out`` first, then the gallery.
-
-    The gallery is a convenience here, the image is the point: a gallery
-    whose database cannot be used (corrupt, read-only) still gets the PNG
-    file, and a gallery that cannot be written at all (a full data disk)
-    costs a warning when ``--out`` has the image, never the image.
-    """
-
-    def __init__(self, workspace, targets: list[Path], record: dict, announce) -> None:
-        from engines.images.gallery import open_gallery
-
-        self.images_dir = workspace.paths.data / "images"
-        self.targets = targets
-        self.record = record
-        self.announce = announce  # called with each kept image's summary, as it is kept
-        self.kept: list[dict] = []
-        self.lost: list[str] = []  # one sentence per image that could not be written anywhere asked for
-        self._warned: set[str] = set()
-        self.gallery = open_gallery(workspace.paths.database, self.images_dir)
-        if self.gallery.problem:
-            where = f"--out and {self.images_dir}" if targets else str(self.images_dir)
-            self.warn(f"{self.gallery.problem}; images are written to {where} without a gallery entry")
-
-    def warn(self, message: str) -> None:
-        if message not in self._warned:
-            self._warned.add(message)
-            print(f"warning: {clean(message)}", file=sys.stderr, flush=True)
-
-    def keep(self, image, index: int, model_name: str, backend: str) -> None:
-        from engines.images.gallery import NotIndexed
-        from engines.storage import atomic_write_bytes
-
-        path = None
-        if self.targets:
-            target = self.targets[index]
-            try:
-                path = atomic_write_bytes(target, image.png)
-            except OSError as exc:
-                self.lost.append(f"could not write {target}: {exc.strerror or exc}")
-        stored = None
-        try:
-            stored = Path(self.gallery.save(image.png, self.record, seed=image.seed, width=image.width,
-                                            height=image.height, model=model_name, backend=backend).path)
-        except NotIndexed as exc:
-            stored = exc.path
-            self.warn(f"the gallery index could not be updated ({exc.cause}); the image files are kept")
-        except (sqlite3.Error, OSError) as exc:
-            detail = getattr(exc, "strerror", None) or str(exc)
-            if self.targets:
-                self.warn(f"the image could not be added to the gallery ({detail})")
-            else:
-                self.lost.append(f"could not write the image to {self.images_dir}: {detail}")
-        path = path or stored
-        if path is None:
-            return
-        item = {"path": str(path), "seed": image.seed, "width": image.width, "height": image.height}
-        if self.targets and stored is not None:
-            item["gallery_path"] = str(stored)
-        self.kept.append(item)
-        self.announce(item)
-
-    def close(self) -> None:
-        self.gallery.close()
-
-
 def run_image(args) -> int:
-    from engines.api import FinishedEvent
+    from engines.diffusion.types import ImageLoadSpec, ImageRequest, StepEvent
+    from engines.images.gallery import open_gallery
     from engines.images.init_image import read_init_image
-    from engines.diffusion.types import ImageDoneEvent, ImageLoadSpec, ImageRequest, StepEvent
-    from engines.images.gallery import request_record
+    from engines.images.jobs import ImageJob, ImageJobs, ImageKept, Notice
     from engines.workspace import open_workspace
 
     init = None
@@ -186,72 +123,86 @@ def run_image(args) -> int:
     targets = output_paths(Path(args.out).expanduser(), request.batch_count) if args.out else []
     workspace = open_workspace()
     model_path, model_id = _resolve(args.model)
-    spec = ImageLoadSpec(str(model_path), backend=args.backend, dtype=args.precision)
+    job = ImageJob(ImageLoadSpec(str(model_path), backend=args.backend, dtype=args.precision), request,
+                   model_id=model_id, targets=tuple(targets), credentials=not args.no_credentials)
+    images_dir = workspace.paths.data / "images"
+    jobs = ImageJobs(lambda: open_gallery(workspace.paths.database, images_dir), images_dir, workspace.paths.config)
     tty = sys.stderr.isatty() and not args.json
+    if jobs.gallery.problem:
+        where = f"--out and {images_dir}" if targets else str(images_dir)
+        _warn(f"{jobs.gallery.problem}; images are written to {where} without a gallery entry")
 
-    def announce(item: dict) -> None:
-        if tty:
-            sys.stderr.write("\r\x1b[K")  # clear the progress line before the path is printed
-        if not args.json:
-            print(f"{clean(item['path'])}  (seed {item['seed']})", flush=True)
+    def on_event(event) -> None:
+        if isinstance(event, ImageKept):
+            if tty:
+                sys.stderr.write("\r\x1b[K")  # clear the progress line before the path is printed
+            if not args.json:
+                print(f"{clean(str(event.path))}  (seed {event.seed})", flush=True)
+        elif isinstance(event, Notice):
+            if tty:
+                sys.stderr.write("\r\x1b[K")
+            _warn(event.message)
+        elif isinstance(event, StepEvent) and tty:
+            eta = f", {event.eta_s:.0f} s left" if event.eta_s else ""
+            sys.stderr.write(f"\rimage {event.image_index + 1}/{event.batch_count}: "
+                             f"step {event.step}/{event.total}{eta}   ")
+            sys.stderr.flush()
 
-    keeper = ImageKeeper(workspace, targets, request_record(request, spec.model_path, spec.backend, model_id), announce)
     # Through the scheduler like every front end (the private image engine's Python when one is installed).
     scheduler = workspace.scheduler(idle_unload_s=None, roles={"diffusers": "cli-image", "onnxruntime": "cli-image"})
-    host = scheduler.host_for("cli")
-    interrupted = threading.Event()
-    result = info = None
     try:
-        info = host.load("diffusers", spec)
-        with _ctrl_c_cancels(host, interrupted):
-            try:
-                for event in host.generate(request):
-                    if isinstance(event, ImageDoneEvent):
-                        keeper.keep(event.image, event.image_index, info.name, info.backend)
-                    elif isinstance(event, StepEvent) and tty:
-                        eta = f", {event.eta_s:.0f} s left" if event.eta_s else ""
-                        sys.stderr.write(f"\rimage {event.image_index + 1}/{event.batch_count}: "
-                                         f"step {event.step}/{event.total}{eta}   ")
-                        sys.stderr.flush()
-                    elif isinstance(event, FinishedEvent):
-                        result = event.result
-            except EngineError:
-                if not interrupted.is_set():  # Ctrl-C reached the engine process too, and ended it
-                    raise
-    except EngineError as exc:
-        raise CliError(_with_kept(exc.message, keeper), exit_code_for(exc.kind)) from None
+        with _ctrl_c_cancels(jobs):
+            outcome = jobs.run(scheduler.host_for("cli"), job, on_event)
     finally:
         scheduler.shutdown()
-        keeper.close()
+        jobs.close()
         if tty:
             sys.stderr.write("\n")
-    cancelled = interrupted.is_set() or result is None or result.cancelled
+    kept = [_kept_item(image, bool(targets)) for image in outcome.kept]
+    if outcome.error is not None:
+        raise CliError(_with_kept(outcome.error.message, kept), exit_code_for(outcome.error.kind))
+    result, info = outcome.result, outcome.info
     if args.json:
         print_json({
-            "images": keeper.kept, "backend": info.backend, "device": getattr(result, "device", info.device),
-            "dtype": getattr(result, "dtype", info.dtype), "model": info.name,
+            "images": kept, "backend": getattr(info, "backend", None),
+            "device": getattr(result, "device", getattr(info, "device", None)),
+            "dtype": getattr(result, "dtype", getattr(info, "dtype", None)), "model": getattr(info, "name", None),
             "seconds": round(result.seconds, 3) if result else None,
             "seconds_per_step": round(result.seconds_per_step, 4) if result else None,
-            "steps": request.steps, "scheduler": request.scheduler, "cancelled": cancelled,
+            "steps": request.steps, "scheduler": request.scheduler, "cancelled": outcome.cancelled,
+            "credentials": all(image.signed for image in outcome.kept) if outcome.kept else not args.no_credentials,
         })
-    if keeper.lost:
-        raise CliError(_with_kept("; ".join(keeper.lost), keeper), EXIT_FAILED)
-    if cancelled:
-        raise CliError(_with_kept(f"interrupted after {len(keeper.kept)} of {request.batch_count} images", keeper),
+    if outcome.lost:
+        raise CliError(_with_kept("; ".join(outcome.lost), kept), EXIT_FAILED)
+    if outcome.cancelled:
+        raise CliError(_with_kept(f"interrupted after {len(kept)} of {request.batch_count} images", kept),
                        EXIT_INTERRUPTED)
     return 0
 
 
-def _with_kept(message: str, keeper: ImageKeeper) -> str:
+def _warn(message: str) -> None:
+    print(f"warning: {clean(message)}", file=sys.stderr, flush=True)
+
+
+def _kept_item(image, to_out: bool) -> dict:
+    """What --json says of one kept image (``gallery_path`` beside ``path`` when --out had it first)."""
+    item = {"path": str(image.path), "seed": image.seed, "width": image.width, "height": image.height,
+            "credentials": image.signed}
+    if to_out and image.entry is not None:
+        item["gallery_path"] = image.entry.path
+    return item
+
+
+def _with_kept(message: str, kept: list[dict]) -> str:
     """``message`` plus which finished images were kept, so an error line never hides saved work."""
-    if not keeper.kept:
+    if not kept:
         return message
-    paths = ", ".join(item["path"] for item in keeper.kept)
-    return f"{message}; kept {len(keeper.kept)} finished image{'s' if len(keeper.kept) != 1 else ''}: {paths}"
+    paths = ", ".join(item["path"] for item in kept)
+    return f"{message}; kept {len(kept)} finished image{'s' if len(kept) != 1 else ''}: {paths}"
 
 
 @contextlib.contextmanager
-def _ctrl_c_cancels(host, interrupted: threading.Event):
+def _ctrl_c_cancels(jobs):
     """While images are made, the first Ctrl-C cancels the run (finished images are kept); a second one quits.
 
     The engine stops within a step and every image it finished has already
@@ -263,10 +214,9 @@ def _ctrl_c_cancels(host, interrupted: threading.Event):
         return
 
     def on_sigint(_signum, _frame) -> None:
-        if interrupted.is_set():
+        if jobs.cancelled:
             raise KeyboardInterrupt
-        interrupted.set()
-        host.cancel()
+        jobs.cancel()
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:

@@ -1,23 +1,22 @@
 """The Images page: controls on the left, the image in the middle, the gallery below it.
 
-Layout, wiring and run state only. The image engine runs in an engine-host
-child process driven by :class:`desktop.workers.image_worker.ImageWorker`
-on its own thread; this page never imports torch, diffusers or ONNX
-Runtime. Every image is saved by the worker the moment it is finished and
-before the page hears of it, so the gallery is the record of everything
-made, a cancelled batch's finished images included. The controls' values
-are remembered across restarts (``Settings.images``), saved a moment after
-each edit and at every Generate.
+A thin view: layout, wiring and what to show. The run, the gallery and the
+worker belong to :class:`desktop.pages.images_controller.ImagesController`
+(as the chat page's belong to its ChatController); the image engine runs in
+an engine-host child process, so this page never imports torch, diffusers
+or ONNX Runtime. Every image is signed and saved by the image job service
+the moment it is finished and before the page hears of it. The selected
+image's Content Credentials are read off the GUI thread and shown under
+it. The controls' values are remembered across restarts
+(``Settings.images``), saved a moment after each edit and at every Generate.
 """
 
 from __future__ import annotations
 
-import logging
-import sqlite3
 import time
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QThread, QTimer, Signal
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QGuiApplication, QImage, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -31,20 +30,20 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.pages.images.controls import ImageControls, settings_from_entry
+from desktop.pages.images.controls import ImageControls
+from desktop.pages.images.credentials_view import CredentialsLine
 from desktop.pages.images.engine_panel import EngineEnvLine, EngineMissingPanel
 from desktop.pages.images.gallery_view import GalleryView
 from desktop.pages.images.image_view import ImageView
 from desktop.pages.images.status import BACKEND_NAMES, cancelled_message, crash_message, format_step
 from desktop.open_external import open_path, reveal_path
+from desktop.pages.images_controller import ImagesController
 from desktop.widgets.labels import banner_label
-from desktop.workers.image_worker import CANCELLED, ENGINE_NAME, ImageWorker, open_gallery
+from desktop.workers.image_worker import CANCELLED, ENGINE_NAME, ImageWorker
 from engines.byte_sizes import format_bytes
-from engines.errors import EngineError, ErrorKind
-from engines.settings import ImagePrefs
+from engines.errors import ErrorKind
 from engines.workspace import Workspace
 
-log = logging.getLogger(__name__)
 EMPTY_VIEW_TEXT = "Write a prompt and press Generate (Ctrl+Enter).\nYour image appears here as it forms."
 PREFS_SAVE_DELAY_MS = 1500  # typing saves once it pauses, not at every key
 
@@ -64,12 +63,8 @@ def image_engine_availability():
 
 
 class ImagesPage(QWidget):
-    _run = Signal(str, object, object)
-    _unload = Signal()
-    _reset_host = Signal()
-
     def __init__(self, workspace: Workspace, worker: ImageWorker | None = None, parent=None, engine_env=None,
-                 scheduler=None) -> None:
+                 scheduler=None, controller: ImagesController | None = None) -> None:
         super().__init__(parent)
         self.workspace = workspace
         if engine_env is None:
@@ -78,12 +73,8 @@ class ImagesPage(QWidget):
             engine_env = ImageEngineEnv(image_engine_root(workspace.paths))
         self.engine_env = engine_env  # the private image engine (engines.envs), installed on demand
         self._pending_remove = False
-        self.gallery = open_gallery(workspace)
-        self.running = False
         self.engine_available = True
         self._shown_id = ""  # the gallery image in the view ("" for none)
-        self._run_saved: list = []  # GalleryImages of the current run
-        self._started = 0.0
         self._closed = False
         self._init_problem_shown = False  # the banner holds an init-image problem (cleared by a good image)
         self._prefs_timer = QTimer(self)
@@ -91,17 +82,27 @@ class ImagesPage(QWidget):
         self._prefs_timer.setInterval(PREFS_SAVE_DELAY_MS)
         self._prefs_timer.timeout.connect(self.save_prefs)
         self._build()
-        self.worker = worker or ImageWorker(workspace, scheduler=scheduler)  # the window's scheduler, shared
-        self._thread = QThread()
-        self._thread.setObjectName("image-worker")
-        self.worker.moveToThread(self._thread)
+        # the window's scheduler, shared with the chat page and the server
+        self.controller = controller or ImagesController(workspace, worker=worker, scheduler=scheduler)
         self._wire()
-        self._thread.start()
         self.refresh_models()
         self.controls.apply_prefs(workspace.settings.images)
         self.controls.changed.connect(self._prefs_timer.start)  # after restoring: restoring is not an edit
         self.refresh_gallery()
         self.check_engine()
+
+    # The controller's parts, under the names the page always had.
+    @property
+    def worker(self) -> ImageWorker:
+        return self.controller.worker
+
+    @property
+    def gallery(self):
+        return self.controller.gallery
+
+    @property
+    def running(self) -> bool:
+        return self.controller.running
 
     # ---- layout ----------------------------------------------------------
 
@@ -151,6 +152,8 @@ class ImagesPage(QWidget):
         self.seed_line.setToolTip("Select the seed to copy it; “Use these settings again” restores it.")
         col.addWidget(self.status_line)
         col.addWidget(self.seed_line)
+        self.credentials_line = CredentialsLine()  # the shown image's Content Credentials, once read
+        col.addWidget(self.credentials_line)
         self.engine_line = EngineEnvLine()
         col.addWidget(self.engine_line)
 
@@ -161,25 +164,24 @@ class ImagesPage(QWidget):
         splitter.setSizes([340, 760])
 
     def _wire(self) -> None:
-        c, w, g = self.controls, self.worker, self.gallery_view
+        c, k, g = self.controls, self.controller, self.gallery_view
         c.generate_requested.connect(self.generate)
         c.cancel_requested.connect(self.cancel)
         c.add_model_requested.connect(self._choose_model_folder)
         c.unload_requested.connect(self.unload)
         c.init_group.problem.connect(self._show_init_problem)
         c.init_group.changed.connect(self._clear_init_problem)
-        self._run.connect(w.run)
-        self._unload.connect(w.unload)
-        w.loading.connect(self._on_loading)
-        w.loaded.connect(self._on_loaded)
-        w.step.connect(self._on_step)
-        w.preview.connect(self._on_preview)
-        w.saved.connect(self._on_saved)
-        w.finished.connect(self._on_finished)
-        w.failed.connect(self._on_failed)
-        w.unloaded.connect(lambda: self.status_line.setText("Image model unloaded; its memory was given back."))
-        self._reset_host.connect(w.reset_host)
-        w.host_reset.connect(self._on_host_reset)
+        k.loading.connect(self.status_line.setText)
+        k.loaded.connect(lambda info: c.set_native_size(getattr(info, "native_size", None)))
+        k.step.connect(self._on_step)
+        k.preview.connect(lambda png: self.view.show_png(png, kind="preview"))
+        k.saved.connect(self._on_saved)
+        k.notice.connect(self._show_banner)
+        k.finished.connect(self._on_finished)
+        k.failed.connect(self._on_failed)
+        k.unloaded.connect(lambda: self.status_line.setText("Image model unloaded; its memory was given back."))
+        k.host_reset.connect(self._on_host_reset)
+        k.credentials.connect(self._on_credentials)
         p = self.engine_panel
         p.installed.connect(self._on_engine_installed)
         p.removed.connect(self._on_engine_removed)
@@ -224,7 +226,7 @@ class ImagesPage(QWidget):
             return None
 
     def _on_engine_installed(self, status) -> None:
-        self._reset_host.emit()  # the next run starts the host under the new engine's Python
+        self.controller.reset_host()  # the next run starts the host under the new engine's Python
         self.check_engine()
         self.status_line.setText("Image engine installed. Choose a model and press Generate.")
 
@@ -244,7 +246,7 @@ class ImagesPage(QWidget):
         self._pending_remove = True
         self.engine_line.remove_button.setEnabled(False)
         self.status_line.setText("Removing the image engine…")
-        self._reset_host.emit()  # its process must be gone before its files are
+        self.controller.reset_host()  # its process must be gone before its files are
         return True
 
     def _on_host_reset(self) -> None:
@@ -279,7 +281,7 @@ class ImagesPage(QWidget):
         self.controls.generate_button.setToolTip("Make the image (Ctrl+Enter)")
 
     def refresh_models(self, selected_id: str | None = None) -> None:
-        self.controls.set_models(self.workspace.models.runnable("image"), selected_id)
+        self.controls.set_models(self.controller.models(), selected_id)
 
     def _choose_model_folder(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Add an image model folder (diffusers or ONNX)", str(Path.home()))
@@ -288,16 +290,9 @@ class ImagesPage(QWidget):
 
     def add_model_folder(self, path: str):
         """Register a diffusers or ONNX folder as an installed model; None (and a banner) when it is not one."""
-        from engines.library.importer import import_model  # the probe registry, as every way in; no torch
-
-        try:
-            model = import_model(path, self.workspace.models)
-        except EngineError as exc:
-            self._show_banner(f"Could not add that folder: {exc.message}")
-            return None
-        if model.kind != "image":
-            self._show_banner(f"{model.name} is not an image model; it was added to the library for the page that "
-                              "runs it.")
+        model, problem = self.controller.add_model_folder(path)
+        if model is None:
+            self._show_banner(problem)
             return None
         self.refresh_models(model.id)
         self._show_banner("")
@@ -317,9 +312,9 @@ class ImagesPage(QWidget):
         model = self.controls.current_model()
         spec = self.controls.load_spec()
         request = self.controls.request()
-        self.running = True
-        self._run_saved = []
-        self._started = time.monotonic()
+        fresh = self.controller.loaded_model_path() != spec.model_path
+        if not self.controller.generate(model, spec, request):
+            return False
         self._show_banner("")
         self.save_prefs()
         self.controls.set_running(True)
@@ -327,47 +322,27 @@ class ImagesPage(QWidget):
         self.progress.setRange(0, 0)  # busy until the first step
         self.progress.show()
         self.seed_line.setText("")
-        loaded = getattr(self.worker.host, "model_info", None)
-        fresh = loaded is None or str(getattr(loaded, "path", "")) != spec.model_path
         self.status_line.setText(f"Loading {model.name}…" if fresh else "Starting…")
-        self.worker.model_id = model.id
-        self._run.emit(model.path, spec, request)
         return True
 
     def cancel(self) -> None:
-        if self.running:
-            self.worker.cancel()
+        if self.controller.cancel():
             self.status_line.setText("Cancelling…")
             self.controls.cancel_button.setEnabled(False)
 
     def unload(self) -> None:
-        if not self.running:
-            self._unload.emit()
-
-    def _on_loading(self, message: str) -> None:
-        if self.running:
-            self.status_line.setText(message)
-
-    def _on_loaded(self, info) -> None:
-        self.controls.set_native_size(getattr(info, "native_size", None))
+        self.controller.unload()
 
     def _on_step(self, event) -> None:
-        if not self.running:
-            return
         total = max(event.total, 1) * max(event.batch_count, 1)
         self.progress.setRange(0, total)
         self.progress.setValue(event.image_index * event.total + event.step)
         self.status_line.setText(format_step(event))
 
-    def _on_preview(self, png: bytes) -> None:
-        if self.running:
-            self.view.show_png(png, kind="preview")
-
     def _on_saved(self, entry) -> None:
-        self.gallery.remember(entry)  # the worker's own connection saved it; a files-only gallery keeps it here
-        self._run_saved.append(entry)
-        self.gallery_view.add_entry(entry, select=len(self._run_saved) == 1)
-        if len(self._run_saved) == 1:
+        first = len(self.controller.run_saved) == 1
+        self.gallery_view.add_entry(entry, select=first)
+        if first:
             self._display(entry)
 
     def _on_finished(self, result) -> None:
@@ -376,8 +351,9 @@ class ImagesPage(QWidget):
         backend = BACKEND_NAMES.get(result.backend, result.backend)
         made = f"Made {count} images" if count != 1 else "Made 1 image"
         self.status_line.setText(f"{made} in {result.seconds:.1f} s · {backend} · {result.device} · {result.dtype}")
-        if self._run_saved:
-            first = self._run_saved[0]
+        saved = self.controller.run_saved
+        if saved:
+            first = saved[0]
             self._display(first)  # the batch's first image, selected in the strip, replaces the last preview
             seeds = f"Seed {first.seed}" if count == 1 else f"Seed {first.seed} (batch {result.seeds[0]}–{result.seeds[-1]})"
             self.seed_line.setText(f"{seeds}  ·  {result.seconds_per_step:.2f} s/step")
@@ -386,7 +362,7 @@ class ImagesPage(QWidget):
         self._end_run()
         self._restore_view()
         if kind == CANCELLED:
-            self.status_line.setText(cancelled_message(len(self._run_saved)))
+            self.status_line.setText(cancelled_message(len(self.controller.run_saved)))
             return
         self.status_line.setText("")
         if kind == ErrorKind.CRASHED:
@@ -395,18 +371,17 @@ class ImagesPage(QWidget):
             self._show_banner(message)
 
     def _end_run(self) -> None:
-        self.running = False
         self.cancel_shortcut.setEnabled(False)
         self.progress.hide()
         self.controls.set_running(False, can_generate=self.engine_available)
 
     def _restore_view(self) -> None:
         """After a failed or cancelled run: the first image this run kept, else the one shown before."""
-        if self._run_saved:
-            self._display(self._run_saved[0])
+        if self.controller.run_saved:
+            self._display(self.controller.run_saved[0])
             return
         if self.view.kind == "preview" or not self._shown_id:
-            entry = self.gallery.get(self._shown_id) if self._shown_id else None
+            entry = self.controller.entry(self._shown_id)
             if entry is not None:
                 self._display(entry)
             else:
@@ -415,19 +390,12 @@ class ImagesPage(QWidget):
     # ---- gallery ---------------------------------------------------------
 
     def refresh_gallery(self) -> None:
-        problem = self.gallery.problem
-        try:
-            entries = self.gallery.list()
-        except sqlite3.Error as exc:  # a damaged table: the page still works, and says why the strip is empty
-            entries, problem = [], f"the gallery's index cannot be read: {exc}"
+        entries, problem = self.controller.gallery_entries()
         self.gallery_view.set_entries(entries)
-        if problem:
-            problem = (f"{problem[0].upper()}{problem[1:]}. New images are still saved as files in "
-                       f"{self.workspace.paths.data / 'images'}; this list shows only the ones made now.")
         self.gallery_view.set_problem(problem)
 
     def show_image(self, image_id: str) -> None:
-        entry = self.gallery.get(image_id) if image_id else None
+        entry = self.controller.entry(image_id)
         if entry is not None and not self.running:
             self._display(entry)
             made = time.strftime("%d %b %Y, %H:%M", time.localtime(entry.created_at))
@@ -440,14 +408,19 @@ class ImagesPage(QWidget):
         guidance = f"{entry.guidance:g}"
         self.seed_line.setText(f"Seed {entry.seed}  ·  {entry.width}×{entry.height} · {entry.steps} steps · "
                                f"{entry.scheduler} · CFG {guidance}")
+        if self.credentials_line.image_id != entry.id:
+            self.credentials_line.show_pending(entry.id)
+            self.controller.read_credentials(entry)
+
+    def _on_credentials(self, image_id: str, credentials) -> None:
+        self.credentials_line.show_credentials(image_id, credentials)
 
     def reuse_settings(self, image_id: str) -> list[str]:
         """Put an image's prompt, seed (fixed) and settings back into the controls."""
-        entry = self.gallery.get(image_id)
-        if entry is None:
+        found = self.controller.reuse(image_id)
+        if found is None:
             return []
-        settings = settings_from_entry(entry)
-        model = self._installed_model_for(settings)
+        settings, model = found
         notes = self.controls.apply_settings(settings, model.id if model else None)
         if model is None:
             notes.insert(0, f"the model {settings.get('model') or 'it used'} is not installed, so the current one stays")
@@ -456,21 +429,11 @@ class ImagesPage(QWidget):
             self._show_banner("Settings restored, but " + "; ".join(notes) + ".")
         else:
             self._show_banner("")
-        self.status_line.setText(f"Settings of the image with seed {entry.seed} restored.")
+        self.status_line.setText(f"Settings of the image with seed {settings.get('seed')} restored.")
         return notes
 
-    def _installed_model_for(self, settings: dict):
-        models = self.workspace.models.runnable("image")
-        for match in (lambda m: m.id == settings.get("model_id"),
-                      lambda m: settings.get("model_path") and Path(m.path) == Path(settings["model_path"]),
-                      lambda m: settings.get("model") in (m.name, Path(m.path).name)):
-            found = next((m for m in models if match(m)), None)
-            if found is not None:
-                return found
-        return None
-
     def delete_image(self, image_id: str, confirm: bool = True) -> bool:
-        entry = self.gallery.get(image_id)
+        entry = self.controller.entry(image_id)
         if entry is None:
             return False
         if confirm:
@@ -481,29 +444,29 @@ class ImagesPage(QWidget):
             )
             if answer != QMessageBox.Yes:
                 return False
-        try:
-            self.gallery.delete(image_id)
-        except OSError as exc:
-            self._show_banner(f"Could not delete {entry.path}: {exc.strerror or exc}")
+        problem = self.controller.delete(image_id)
+        if problem:
+            self._show_banner(problem)
             return False
         self.gallery_view.remove(image_id)
         if self._shown_id == image_id:
             self._shown_id = ""
             self.seed_line.setText("")
+            self.credentials_line.clear()
             if not self.running:
                 self.view.show_message(EMPTY_VIEW_TEXT)
         self.status_line.setText("Image deleted.")
         return True
 
     def open_image(self, image_id: str) -> bool:
-        entry = self.gallery.get(image_id)
+        entry = self.controller.entry(image_id)
         if entry is None or not self._exists(entry):
             return False
         self._show_banner("")
         return open_path(entry.path, self._show_banner)
 
     def copy_image(self, image_id: str) -> bool:
-        entry = self.gallery.get(image_id)
+        entry = self.controller.entry(image_id)
         if entry is None or not self._exists(entry):
             return False
         image = QImage(entry.path)
@@ -515,7 +478,7 @@ class ImagesPage(QWidget):
         return True
 
     def reveal_image(self, image_id: str) -> bool:
-        entry = self.gallery.get(image_id)
+        entry = self.controller.entry(image_id)
         if entry is None or not self._exists(entry):
             return False
         self._show_banner("")
@@ -547,14 +510,7 @@ class ImagesPage(QWidget):
     def save_prefs(self) -> None:
         """Remember the controls' values (``Settings.images``) for the next start."""
         self._prefs_timer.stop()
-        prefs = ImagePrefs.model_validate(self.controls.prefs())
-        if prefs == self.workspace.settings.images:
-            return
-        self.workspace.settings.images = prefs
-        try:
-            self.workspace.save_settings()
-        except OSError as exc:  # a full or read-only disk: the values stay in memory, the page keeps working
-            log.warning("could not save the Images page's settings: %s", exc)
+        self.controller.save_prefs(self.controls.prefs())
 
     def showEvent(self, event) -> None:  # noqa: N802
         super().showEvent(event)
@@ -569,9 +525,4 @@ class ImagesPage(QWidget):
         if self._prefs_timer.isActive():
             self.save_prefs()
         self.engine_panel.shutdown()
-        if self.running:
-            self.worker.cancel()
-        self._thread.quit()
-        self._thread.wait(15000)
-        self.worker.shutdown()  # the thread is done: safe to call directly
-        self.gallery.close()
+        self.controller.shutdown()

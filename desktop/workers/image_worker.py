@@ -1,21 +1,21 @@
-"""Runs image generations on a worker thread and saves every image at once.
+"""Runs image jobs on a worker thread, for the Images page.
 
-The worker drives the image engine through the app's one scheduler
-(:mod:`engines.scheduler`: torch, diffusers and ONNX Runtime live only in
-the engine host it starts), so an image and a chat reply take turns on a
-small machine's CPU instead of thrashing each other. The worker lives in
-its own QThread; it talks to the GUI only through queued signals. Stop is not a signal (a queued signal
+The work itself is the image job service's (:mod:`engines.images.jobs`,
+the same one ``atelier image`` uses): it loads the model through the app's
+one scheduler (torch, diffusers and ONNX Runtime live only in the engine
+host it starts, and an image and a chat reply take turns on a small
+machine's CPU), signs each finished image's Content Credentials and saves
+it to the gallery the moment the engine reports it, before the GUI hears
+of it, so an image is never lost because the batch was cancelled, the
+engine crashed, or the window closed. This worker only turns the
+service's events into queued signals, and thins live previews to about
+ten a second so painting never falls behind a fast GPU.
+
+The worker lives in its own QThread. Stop is not a signal (a queued signal
 would wait behind the busy generation loop): the GUI calls
-:meth:`ImageWorker.cancel`, which sets the engine host's shared flag.
-
-Each image is written to the gallery here, in the worker thread, the
-moment the engine reports it finished (an ``ImageDoneEvent``) and before
-the GUI hears of it, so an image is never lost because the batch was
-cancelled, the engine crashed, or the window closed. Live previews are
-thinned to about ten a second so painting never falls behind a fast GPU.
-
-The engine host runs under this interpreter, or under the private image
-engine's Python when one is installed (the scheduler asks
+:meth:`ImageWorker.cancel`, which reaches the engine at once. The engine
+host runs under this interpreter, or under the private image engine's
+Python when one is installed (the scheduler asks
 :func:`engines.envs.image_host_launch` each time it starts one), and
 :meth:`ImageWorker.reset_host` unloads every image model after the private
 engine was installed or removed, so the next run uses the new one. Without
@@ -24,21 +24,19 @@ a scheduler given, the worker opens one of its own (tests, a lone page).
 
 from __future__ import annotations
 
-import threading
 import time
-from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal, Slot
 
-from engines.api import FinishedEvent, ProgressEvent
-from engines.diffusion.types import ImageDoneEvent, ImageLoadSpec, ImageRequest, PreviewEvent, StepEvent
-from engines.errors import EngineCrashed, EngineError, ErrorKind
-from engines.images.gallery import FilesOnlyGallery, Gallery, NotIndexed, request_record
+from engines.diffusion.types import ImageLoadSpec, ImageRequest, PreviewEvent, StepEvent
+from engines.errors import EngineCrashed, ErrorKind
+from engines.images.gallery import FilesOnlyGallery, Gallery
 from engines.images.gallery import open_gallery as open_gallery_at
+from engines.images.jobs import ENGINE, ImageJob, ImageJobs, ImageKept, Loaded, Loading, Notice
 from engines.scheduler.work import IMAGE_ENGINES
 from desktop.workers.speed_recorder import record_image_run
 
-ENGINE_NAME = "diffusers"
+ENGINE_NAME = ENGINE
 CLIENT = "images page"  # whom the scheduler's fair queue serves
 PREVIEW_INTERVAL_S = 0.1  # at most ~10 previews a second reach the GUI
 CANCELLED = "cancelled"  # the ``kind`` of failed() when the user stopped the run
@@ -48,7 +46,11 @@ SAVE_FAILED = "save_failed"  # the ``kind`` of failed() when an image could not 
 def open_gallery(workspace) -> Gallery | FilesOnlyGallery:
     """The gallery of ``workspace``: PNGs under ``<data>/images``, rows in the app database (files only when the
     database cannot be used)."""
-    return open_gallery_at(workspace.paths.database, workspace.paths.data / "images")
+    return open_gallery_at(workspace.paths.database, images_dir(workspace))
+
+
+def images_dir(workspace):
+    return workspace.paths.data / "images"
 
 
 class ImageWorker(QObject):
@@ -56,7 +58,8 @@ class ImageWorker(QObject):
     loaded = Signal(object)  # ImageModelInfo, once the model is ready
     step = Signal(object)  # StepEvent
     preview = Signal(bytes)  # a small PNG of the image so far
-    saved = Signal(object)  # GalleryImage, already on disk and in the database, as each image finishes
+    saved = Signal(object)  # GalleryImage, already on disk (signed) and in the gallery, as each image finishes
+    notice = Signal(str)  # something to tell that cost no image (the gallery's index, the credentials)
     finished = Signal(object)  # ImageResult of a completed (not cancelled) run
     failed = Signal(str, str)  # kind (ErrorKind value, CANCELLED or SAVE_FAILED), message for the user
     unloaded = Signal()
@@ -69,10 +72,8 @@ class ImageWorker(QObject):
         self._host = host
         self._scheduler = scheduler
         self._owns_scheduler = False
-        self._gallery_factory = gallery_factory or (lambda: open_gallery(workspace))
-        self._gallery: Gallery | None = None
-        self._cancelled = threading.Event()
-        self._save_error = ""  # why the last image could not be saved, in words ("" when all were)
+        self.jobs = ImageJobs(gallery_factory or (lambda: open_gallery(workspace)), images_dir(workspace),
+                              workspace.paths.config)
         self.model_id: str | None = None  # set by the page: the installed model's id, stored with each image
 
     @property
@@ -88,8 +89,8 @@ class ImageWorker(QObject):
         return self._scheduler.host_for(CLIENT)
 
     def cancel(self) -> None:
-        """Called from the GUI thread: sets the flag the engine checks at every step."""
-        self._cancelled.set()
+        """Called from the GUI thread: the engine stops at its next step; finished images are kept."""
+        self.jobs.cancel()
         if self._host is not None:
             self._host.cancel()
 
@@ -106,86 +107,47 @@ class ImageWorker(QObject):
 
     @Slot(str, object, object)
     def run(self, model_path: str, spec: ImageLoadSpec, request: ImageRequest) -> None:
-        """Load ``model_path`` (if it is not loaded already), make the images and save each one as it is done."""
-        self._cancelled.clear()
-        self._save_error = ""
+        """Load ``model_path`` (if it is not loaded already), make the images and keep each one as it is done."""
         if not spec.model_path:
             spec = ImageLoadSpec(model_path, spec.backend, spec.device, spec.dtype)
-        try:
-            result = self._generate(model_path, spec, request)
-        except EngineCrashed as exc:
-            self.failed.emit(ErrorKind.CRASHED, exc.message)
-            return
-        except EngineError as exc:
-            self.failed.emit(exc.kind, exc.message)
-            return
-        except Exception as exc:  # a bug: say so in words, never a traceback
-            self.failed.emit(ErrorKind.INTERNAL, f"The image run failed unexpectedly ({type(exc).__name__}: {exc}).")
-            return
-        if self._save_error:
-            self.failed.emit(SAVE_FAILED, self._save_error)
-            return
-        if result is None and not self._cancelled.is_set():
-            self.failed.emit(ErrorKind.INTERNAL, "The image engine ended the run without a result.")
-            return
-        if result is None or result.cancelled:
-            self.failed.emit(CANCELLED, "Cancelled")
-            return
-        record_image_run(self._workspace, self.model_id, result)  # the Models page shows it beside the estimate
-        self.finished.emit(result)
+        job = ImageJob(spec, request, model_id=self.model_id)
+        last_preview = [0.0]
 
-    def _generate(self, model_path: str, spec: ImageLoadSpec, request: ImageRequest):
-        info = getattr(self.host, "model_info", None)
-        if info is None or str(getattr(info, "path", "")) != str(spec.model_path):
-            self.loading.emit(f"Loading {Path(model_path).name}…")
-
-        def on_load_event(event) -> None:
-            if isinstance(event, ProgressEvent):
-                self.loading.emit(event.message)
-
-        info = self.host.load(ENGINE_NAME, spec, on_load_event)
-        self.loaded.emit(info)
-        if self._cancelled.is_set():
-            return None
-        record = request_record(request, spec.model_path, spec.backend, self.model_id)
-        last_preview = 0.0
-        result = None
-        for event in self.host.generate(request):
-            if self._cancelled.is_set():
-                self.host.cancel()  # a cancel that came before generate() reset the host's flag
-            if isinstance(event, ImageDoneEvent):
-                self._save(event.image, record, info)
+        def on_event(event) -> None:
+            if isinstance(event, ImageKept):
+                if event.entry is not None:
+                    self.saved.emit(event.entry)
             elif isinstance(event, StepEvent):
                 self.step.emit(event)
             elif isinstance(event, PreviewEvent):
                 now = time.monotonic()
-                if now - last_preview >= PREVIEW_INTERVAL_S:
-                    last_preview = now
+                if now - last_preview[0] >= PREVIEW_INTERVAL_S:
+                    last_preview[0] = now
                     self.preview.emit(event.png)
-            elif isinstance(event, FinishedEvent):
-                result = event.result
-        return result
+            elif isinstance(event, Loading):
+                self.loading.emit(event.message)
+            elif isinstance(event, Loaded):
+                self.loaded.emit(event.info)
+            elif isinstance(event, Notice):
+                self.notice.emit(_sentence(event.message))
 
-    def _save(self, image, record: dict, info) -> None:
-        """Write one finished image to the gallery; on failure stop the run (the next ones could not be kept)."""
         try:
-            if self._gallery is None:
-                self._gallery = self._gallery_factory()  # SQLite connection opened in this thread
-            entry = self._gallery.save(image.png, record, seed=image.seed, width=image.width, height=image.height,
-                                       model=info.name, backend=info.backend)
-        except NotIndexed as exc:  # the file is on disk; only its gallery row is missing
-            self._save_error = (f"The image was saved as {exc.path}, but the gallery could not record it "
-                                f"({exc.cause}).")
-        except Exception as exc:  # disk full, folder not writable, database locked or corrupt...
-            detail = getattr(exc, "strerror", None) or str(exc)
-            self._save_error = f"The image could not be saved to {self._images_dir()}: {detail}"
-        else:
-            self.saved.emit(entry)
+            outcome = self.jobs.run(self.host, job, on_event)
+        except Exception as exc:  # a bug: say so in words, never a traceback
+            self.failed.emit(ErrorKind.INTERNAL, f"The image run failed unexpectedly ({type(exc).__name__}: {exc}).")
             return
-        self.host.cancel()
-
-    def _images_dir(self) -> Path:
-        return self._workspace.paths.data / "images"
+        if outcome.error is not None:
+            error = outcome.error
+            self.failed.emit(ErrorKind.CRASHED if isinstance(error, EngineCrashed) else error.kind, error.message)
+        elif outcome.lost:
+            self.failed.emit(SAVE_FAILED, _sentence("; ".join(outcome.lost)))
+        elif outcome.result is None and not self.jobs.cancelled:
+            self.failed.emit(ErrorKind.INTERNAL, "The image engine ended the run without a result.")
+        elif outcome.cancelled:
+            self.failed.emit(CANCELLED, "Cancelled")
+        else:
+            record_image_run(self._workspace, self.model_id, outcome.result)  # the Models page shows it
+            self.finished.emit(outcome.result)
 
     @Slot()
     def unload(self) -> None:
@@ -196,11 +158,18 @@ class ImageWorker(QObject):
 
     @Slot()
     def shutdown(self) -> None:
-        self._cancelled.set()
+        self.jobs.cancel()
         if self._host is not None:
             self._host.close()
         if self._owns_scheduler:
             self._scheduler.shutdown()
-        if self._gallery is not None:
-            self._gallery.close()
-            self._gallery = None
+        self.jobs.close()
+
+
+def _sentence(text: str) -> str:
+    """The service's words as a banner sentence: a capital first, a full stop last."""
+    text = text.strip()
+    if not text:
+        return text
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."

@@ -35,8 +35,9 @@ import io
 import uuid
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 
-from engines.images.signing_identity import SigningIdentity
+from engines.images.signing_identity import SigningIdentity, load_or_create_identity
 
 IPTC = "http://cv.iptc.org/newscodes/digitalsourcetype/"
 GENERATED = IPTC + "trainedAlgorithmicMedia"
@@ -130,6 +131,44 @@ def add_content_credentials(png: bytes, provenance: Provenance, identity: Signin
     finally:
         signer.close()
     return out.getvalue()
+
+
+@dataclass(frozen=True)
+class Signed:
+    png: bytes  # the signed PNG, or the PNG as it came when it could not be signed
+    signed: bool
+    notices: tuple[str, ...] = ()  # sentences for the user: a key replaced, credentials left off and why
+
+
+class CredentialsSigner:
+    """Signs PNGs with the profile's key (made on first use); every caller that writes a PNG goes through it.
+
+    It never raises: an image is worth more than its credentials, so a key
+    that cannot be made or a manifest c2pa will not write leaves the PNG as
+    it was, with a sentence saying so in :attr:`Signed.notices`.
+    """
+
+    def __init__(self, config_dir: Path) -> None:
+        self.config_dir = Path(config_dir)
+        self._identity: SigningIdentity | None = None
+
+    def sign(self, png: bytes, provenance: Provenance) -> Signed:
+        notices = []
+        if self._identity is None:
+            try:
+                self._identity = load_or_create_identity(self.config_dir)
+            except Exception as exc:  # an unwritable config folder, a lock held too long, a broken library
+                detail = getattr(exc, "strerror", None) or str(exc)
+                return Signed(png, False, (f"the Content Credentials key in {self.config_dir} cannot be made "
+                                           f"({detail}); the images are saved without credentials",))
+            if self._identity.notice:
+                notices.append(self._identity.notice)
+        try:
+            return Signed(add_content_credentials(png, provenance, self._identity), True, tuple(notices))
+        except Exception as exc:  # c2pa's own errors, or a library that will not load
+            notices.append(f"Content Credentials could not be added ({type(exc).__name__}: {exc}); "
+                           "the images are saved without them")
+            return Signed(png, False, tuple(notices))
 
 
 def _ingredient(provenance: Provenance, source_id: str) -> dict:

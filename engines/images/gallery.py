@@ -45,12 +45,13 @@ SCHEMA = (
 
 
 class NotIndexed(OSError):
-    """The PNG was written to ``path``, but the database would not take its row."""
+    """The PNG was written to ``path``, but the database would not take its row (``entry`` describes it)."""
 
-    def __init__(self, path: Path, cause: BaseException) -> None:
+    def __init__(self, path: Path, cause: BaseException, entry: "GalleryImage | None" = None) -> None:
         super().__init__(f"{path} was saved, but the gallery index could not be updated ({cause})")
         self.path = Path(path)
         self.cause = cause
+        self.entry = entry
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ class Gallery:
     def __init__(self, db_path: Path, images_dir: Path) -> None:
         self._images = Path(images_dir)
         self._lock = threading.Lock()
+        self._unindexed: dict[str, GalleryImage] = {}  # saved as files this session, their rows refused
         self._db = sqlite3.connect(str(db_path), check_same_thread=False, timeout=10)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -144,18 +146,24 @@ class Gallery:
                      entry.steps, entry.guidance, entry.scheduler, model, backend, json.dumps(record)),
                 )
         except sqlite3.Error as exc:
-            raise NotIndexed(path, exc) from exc
+            with self._lock:
+                self._unindexed[entry.id] = entry
+            raise NotIndexed(path, exc, entry) from exc
         return entry
 
     def list(self, limit: int = 500) -> list[GalleryImage]:
         with self._lock:
             rows = self._db.execute("SELECT * FROM gallery_images ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
-        return [_entry(row) for row in rows]
+            unindexed = list(self._unindexed.values())
+        entries = [_entry(row) for row in rows]
+        if unindexed:
+            entries = sorted(entries + unindexed, key=lambda e: e.created_at, reverse=True)[:limit]
+        return entries
 
     def get(self, image_id: str) -> GalleryImage | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM gallery_images WHERE id = ?", (image_id,)).fetchone()
-        return _entry(row) if row else None
+            return _entry(row) if row else self._unindexed.get(image_id)
 
     def delete(self, image_id: str) -> None:
         entry = self.get(image_id)
@@ -163,10 +171,15 @@ class Gallery:
             return
         Path(entry.path).unlink(missing_ok=True)
         with self._lock, self._db:
+            self._unindexed.pop(image_id, None)
             self._db.execute("DELETE FROM gallery_images WHERE id = ?", (image_id,))
 
     def remember(self, entry: GalleryImage) -> None:
-        """An image saved through another connection (the worker's): already in the database, nothing to do."""
+        """An image saved through another connection (the worker's). Normally its row is in the database
+        already; one whose row could not be written (:class:`NotIndexed`) is listed for this session."""
+        if self.get(entry.id) is None:
+            with self._lock:
+                self._unindexed[entry.id] = entry
 
 
 class FilesOnlyGallery:
