@@ -280,7 +280,7 @@ def test_the_server_comes_back_with_the_app_only_if_it_was_left_on(qtbot) -> Non
 
 
 def test_a_refresh_where_nothing_changed_repaints_nothing(qtbot) -> None:
-    """The tables are refreshed every second: only new rows reset a table, and a repeat changes nothing."""
+    """The tables are refreshed every second: a repeat changes nothing, a new request is one row inserted."""
     from desktop.pages.server.tables import LoadedModelsTable, QueueTable, RequestLogTable
     from engines.scheduler.state import LoadedModel, QueuedWork, SchedulerState
     from engines.server.request_log import RequestLog
@@ -300,6 +300,8 @@ def test_a_refresh_where_nothing_changed_repaints_nothing(qtbot) -> None:
     for table in tables:
         table.modelReset.connect(lambda: signals.append("reset"))
         table.dataChanged.connect(lambda *_: signals.append("changed"))
+        table.rowsInserted.connect(lambda _parent, first, last: signals.append(f"inserted {first}-{last}"))
+        table.rowsRemoved.connect(lambda _parent, first, last: signals.append(f"removed {first}-{last}"))
     assert [table.update(given) for table, given in zip(tables, inputs)] == [True, True, True]
     assert signals == ["reset"] * 3
     signals.clear()
@@ -312,7 +314,9 @@ def test_a_refresh_where_nothing_changed_repaints_nothing(qtbot) -> None:
     started = time.perf_counter()
     assert tables[0].update(log.entries())
     added_s = time.perf_counter() - started
-    assert signals == ["reset"] and tables[0].rows[0][1][2:4] == ("GET", "/v1/models")
+    # the log is full (500): the oldest request leaves at the bottom, the new one comes in on top, nothing reset
+    assert signals == ["removed 499-499", "inserted 0-0"] and tables[0].rows[0][1][2:4] == ("GET", "/v1/models")
+    assert [row[0] for row in tables[0].rows] == [entry.id for entry in reversed(log.entries())]
     assert tables[0].rows[1][1][4:] == ("local/tiny", "200", tables[0].rows[1][1][6], "12 + 30")
     assert [row[1][0] for row in tables[1].rows] == ["local/spec0", "local/spec1", "local/spec2"]
     assert tables[2].rows[0][1][:3] == ("API 10.0.0.0", "m0.gguf", "Waiting (1 of 20)")

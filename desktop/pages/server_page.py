@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QMessageBox,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -144,9 +145,7 @@ class ServerPage(QWidget):
         self.regenerate_button.clicked.connect(self.regenerate_token)
         form.addRow("API token", _row(self.token, self.show_token_button, self.copy_token_button,
                                       self.regenerate_button))
-        self.token_note = QLabel()
-        self.token_note.setObjectName("Muted")
-        self.token_note.setWordWrap(True)
+        self.token_note = _note_label()
         form.addRow("", self.token_note)
         self.host = QComboBox()
         for label, value in HOSTS:
@@ -168,15 +167,10 @@ class ServerPage(QWidget):
         self.origins.editingFinished.connect(self._origins_edited)
         form.addRow("Web pages allowed", self.origins)
         mark_advanced(self.origins)
-        self.note = QLabel()
-        self.note.setObjectName("Muted")
-        self.note.setWordWrap(True)
+        self.note = _note_label()
         form.addRow("", self.note)
         layout.addWidget(connection)
-        self.notice = QLabel()  # what a button just did ("The URL was copied."), until the next one
-        self.notice.setObjectName("Muted")
-        self.notice.setWordWrap(True)
-        self.notice.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.notice = _note_label()  # what a button just did ("The URL was copied."), until the next one
         layout.addWidget(self.notice)
 
         self.activity = ServerActivity(scheduler, self._log_entries, self._model_name, self._set_note, self)
@@ -301,6 +295,7 @@ class ServerPage(QWidget):
         elif self._token_source:
             self.token_note.setText(f"Kept in {self._token_source}, readable by you only; 'atelier serve' uses "
                                     "the same token.")
+        self.token_note.setToolTip(self.token_note.text())  # whole, where a narrow window cuts it
         self._show_snippets()
 
     def regenerate_token(self) -> None:
@@ -454,3 +449,12 @@ def _row(*widgets) -> QHBoxLayout:
         row.addWidget(widget, 1 if index == 0 else 0)
     return row
 
+
+def _note_label() -> QLabel:
+    """A one-line muted note. Not word-wrapped: a wrapped label in a form is given room for three lines and
+    leaves gaps around its one; a line too long for a narrow window is cut, and the tooltip has it whole."""
+    label = QLabel()
+    label.setObjectName("Muted")
+    label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+    label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+    return label

@@ -14,7 +14,16 @@ from __future__ import annotations
 
 from typing import Callable
 
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QPushButton, QTabWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from desktop.pages.server.tables import LoadedModelsTable, QueueTable, RequestLogTable
 from desktop.widgets.list_table import list_table_view
@@ -37,17 +46,17 @@ class ServerActivity(QTabWidget):
         self._log_entries = log_entries  # the request log's entries, oldest first ([] before the first start)
         self._say = say  # a short note under the connection settings
         self.log_table = RequestLogTable(self)
-        self.log_view = list_table_view(self.log_table, 3)
+        self.log_view = _fitted(list_table_view(self.log_table, 4))
         self.addTab(_tab(self.log_view, LOG_NOTE), "Requests")
         self.loaded_table = LoadedModelsTable(model_name, self)
-        self.loaded_view = list_table_view(self.loaded_table, 0)
+        self.loaded_view = _fitted(list_table_view(self.loaded_table, 0))
         self.loaded_view.selectionModel().selectionChanged.connect(lambda *_: self._update_unload())
         self.unload_button = QPushButton("Unload")
         self.unload_button.setToolTip("End the model's engine and give its memory back; it loads again when asked")
         self.unload_button.clicked.connect(self.unload_selected)
         self.addTab(_tab(self.loaded_view, LOADED_NOTE, self.unload_button), "Loaded models")
         self.queue_table = QueueTable(self.loaded_table.display_name, self)
-        self.queue_view = list_table_view(self.queue_table, 1)
+        self.queue_view = _fitted(list_table_view(self.queue_table, 1))
         self.addTab(_tab(self.queue_view, QUEUE_NOTE), "Queue")
         self._update_unload()
 
@@ -84,6 +93,17 @@ class ServerActivity(QTabWidget):
         self._scheduler.unload(model.key, wait=False)
         self._say(f"Unloading {name}: its memory goes back to the system. It loads again on its next request.")
         self.refresh()
+
+
+def _fitted(view):
+    """Every column as wide as what it shows (the visible rows only: cheap with 500 logged requests), but the
+    stretching one (the model), which takes the rest: addresses and paths are not cut at 1024 pixels."""
+    header = view.horizontalHeader()
+    header.setResizeContentsPrecision(0)
+    for column in range(view.model().columnCount()):
+        if header.sectionResizeMode(column) != QHeaderView.Stretch:
+            header.setSectionResizeMode(column, QHeaderView.ResizeToContents)
+    return view
 
 
 def _tab(view, note: str, *buttons) -> QWidget:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-from PySide6.QtGui import QFontDatabase
+from PySide6.QtGui import QFontDatabase, QFontMetrics
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
 
 from desktop.pages.server.snippets import curl_snippet, masked, python_snippet
+from desktop.widgets.scroll_area import scroll_area, transparent_body
 
 INTRO = ("Give any OpenAI or Anthropic client the URL as its base URL and the token as its API key. Models are "
          "named by their id, as in 'atelier models list'. The token is hidden here until you press Show; Copy "
@@ -25,7 +26,11 @@ class ConnectTab(QWidget):
         super().__init__(parent)
         self._copy = copy  # (text, what to say once copied)
         self._filled = ("", None, "MODEL")  # url, token, model
-        layout = QVBoxLayout(self)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        body = transparent_body("ConnectBody")
+        outer.addWidget(scroll_area(body))  # a short window scrolls the tab instead of squeezing the code
+        layout = QVBoxLayout(body)
         layout.setContentsMargins(8, 8, 8, 8)
         intro = QLabel(INTRO)
         intro.setObjectName("Muted")
@@ -40,18 +45,21 @@ class ConnectTab(QWidget):
         self.copy_curl_button.setToolTip("Copy the curl command with the real token")
         self.copy_python_button.clicked.connect(lambda: self._copy(self.text(python_snippet), "Copied, with the token."))
         self.copy_curl_button.clicked.connect(lambda: self._copy(self.text(curl_snippet), "Copied, with the token."))
-        for label, code, button in (("Python (pip install openai)", self.python_code, self.copy_python_button),
-                                    ("curl", self.curl_code, self.copy_curl_button)):
+        line = QFontMetrics(mono).lineSpacing()
+        for label, code, button, lines in (
+                ("Python (pip install openai)", self.python_code, self.copy_python_button, 7),
+                ("curl", self.curl_code, self.copy_curl_button, 4)):
             code.setReadOnly(True)
             code.setFont(mono)
             code.setLineWrapMode(QPlainTextEdit.NoWrap)
-            code.setMinimumHeight(90)
+            code.setFixedHeight(lines * line + 28)  # every line, and room for a sideways scroll bar
             head = QHBoxLayout()
             head.addWidget(QLabel(label))
             head.addStretch(1)
             head.addWidget(button)
             layout.addLayout(head)
-            layout.addWidget(code, 1)
+            layout.addWidget(code)
+        layout.addStretch(1)
 
     def fill(self, url: str, token: str | None, model: str, token_shown: bool) -> None:
         """Show the snippets for this URL, token (masked unless shown) and model."""
