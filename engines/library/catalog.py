@@ -14,6 +14,11 @@ the Hub for each file's current size and SHA-256 at download time and
 verifies the bytes against those, so a catalog that drifts from the Hub can
 never install a wrong file, only give a slightly wrong estimate.
 
+A vision model lists its projector (``mmproj``) among its files and names
+it in ``projector``: it is downloaded with the model, into the model's own
+folder, where the engine finds it beside the model (LM Studio users report
+companion files that are never downloaded, #870), and the fit counts it.
+
 The file is data, edited by hand, so it is validated strictly: unknown keys,
 missing fields, duplicate ids and file paths that could escape the model
 folder (``..``, absolute paths) are errors. A bad catalog must never take
@@ -181,6 +186,7 @@ class CatalogEntry(_Strict):
     tags: list[str] = Field(default_factory=list)
     arch: GGUFArch | None = None
     image: ImageSpec | None = None
+    projector: str | None = Field(default=None, description="The vision projector among 'files' (a chat model's mmproj).")
 
     @field_validator("id")
     @classmethod
@@ -209,8 +215,10 @@ class CatalogEntry(_Strict):
                 raise ValueError("a chat entry must be GGUF, with 'arch' and without 'image'")
             if not all(p.endswith(".gguf") for p in paths):
                 raise ValueError("a GGUF entry may only list .gguf files")
+            if self.projector is not None and (self.projector not in paths or self.projector == paths[0]):
+                raise ValueError("'projector' must name one of the files, after the model's own")
         else:
-            if self.format == "gguf" or self.image is None or self.arch is not None:
+            if self.format == "gguf" or self.image is None or self.arch is not None or self.projector is not None:
                 raise ValueError("an image entry must be diffusers or onnx, with 'image' and without 'arch'")
             if "model_index.json" not in paths:
                 raise ValueError("an image pipeline needs its model_index.json")
@@ -223,6 +231,16 @@ class CatalogEntry(_Strict):
     def total_size(self) -> int:
         """Bytes on disk once every file is downloaded."""
         return sum(f.size for f in self.files)
+
+    @property
+    def projector_file(self) -> CatalogFile | None:
+        """The vision projector downloaded with the model; None for a text-only model."""
+        return next((f for f in self.files if f.path == self.projector), None)
+
+    @property
+    def model_size(self) -> int:
+        """Bytes of the model's own weights, without its projector."""
+        return self.total_size - (self.projector_file.size if self.projector_file else 0)
 
     @property
     def main_file(self) -> CatalogFile:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
@@ -20,7 +20,7 @@ from engines.kv_cache import DEFAULT_CACHE_TYPE
 from engines.library.catalog import Catalog, CatalogEntry, load_catalog
 from engines.library.download.queue import FAILED, PAUSED, DownloadJob, DownloadQueue
 from engines.library.download.transfer import FileSpec, check_disk_space, safe_relpath
-from engines.machine.fit import FitVerdict, ModelShape, Resources, judge_text_fit
+from engines.machine.fit import FitVerdict, ModelShape, ProjectorShape, Resources, judge_text_fit
 from engines.machine.hardware import HardwareReport, probe
 from engines.machine.image_fit import PipelineShape, folder_weights, judge_image_fit
 from engines.paths import AppPaths
@@ -47,8 +47,9 @@ def shape_from_catalog(entry: CatalogEntry) -> ModelShape:
     every layer counts at the full context here, as it does after loading.
     """
     arch = entry.arch
+    projector = entry.projector_file
     return ModelShape(
-        weights_bytes=entry.total_size,
+        weights_bytes=entry.model_size,
         block_count=arch.block_count,
         embedding_length=arch.embedding_length,
         feed_forward_length=4 * arch.embedding_length,
@@ -58,6 +59,7 @@ def shape_from_catalog(entry: CatalogEntry) -> ModelShape:
         value_length=arch.value_length,
         vocab_size=arch.vocab_size,
         trained_context=entry.context_length,
+        projector=ProjectorShape.from_file_size(projector.size) if projector else None,
     )
 
 
@@ -140,7 +142,14 @@ class ModelLibrary:
             return judge_upscaler_fit(probed.size_bytes, int(probed.details.get("scale", 4)), self.hardware())
         header = probed.gguf_header
         context = context_length or min(DEFAULT_CONTEXT, header.context_length or DEFAULT_CONTEXT)
-        return judge_text_fit(ModelShape.from_header(header), context, self.resources(), cache_type or DEFAULT_CACHE_TYPE)
+        shape = ModelShape.from_header(header)
+        if probed.kind == "chat":  # a vision model's projector is loaded with it: counted here too
+            from engines.library.probes.projector import find_projector
+            from engines.llama.preflight import projector_shape
+
+            projector = find_projector(path, header.embedding_length)
+            shape = replace(shape, projector=projector_shape(projector)) if projector else shape
+        return judge_text_fit(shape, context, self.resources(), cache_type or DEFAULT_CACHE_TYPE)
 
     def verdict_for_installed(self, model: InstalledModel, context_length: int | None = None,
                               cache_type: str | None = None) -> FitVerdict:
@@ -285,7 +294,10 @@ class ModelLibrary:
     def _register_download(self, job: DownloadJob) -> None:
         """Record a finished download for what the probe registry finds it is (a .safetensors file is no GGUF)."""
         entry = self.catalog.get(job.model_id)
-        self.register_path(self.paths.models / safe_relpath(job.target), "download", job.model_id, job.name,
+        target = self.paths.models / safe_relpath(job.target)
+        if entry is not None and entry.format == "gguf" and job.is_folder:  # a model and its projector: the model
+            target = target / safe_relpath(entry.main_file.path)
+        self.register_path(target, "download", job.model_id, job.name,
                            description=entry.description if entry else None,
                            sha256=None if job.is_folder else job.files[0].sha256)
 

@@ -48,7 +48,7 @@ from engines.llama.decode_loop import DecodePlan, Decoded, decode, rate, ttft
 from engines.llama.grammar import grammar_for_schema
 from engines.llama.native_log import NATIVE_LOG
 from engines.gguf.model_file import check_model_file
-from engines.llama.preflight import check_memory_for_context
+from engines.llama.preflight import check_memory_for_context, projector_shape
 from engines.llama.prompt_cache import PromptCache
 from engines.llama.prompt_tokens import PromptTokenizer
 from engines.llama.template_sandbox import TemplateBudgetError, TemplateCancelled
@@ -106,7 +106,9 @@ class LlamaCppEngine:
             # A text is read in one batch (non-causal models need it); no text is longer than the trained context.
             n_ctx = min(n_ctx, header.context_length or n_ctx, EMBEDDING_BATCH_MAX)
             mode_kwargs = {"embedding": True, "n_batch": n_ctx, "n_ubatch": n_ctx}
-        check_memory_for_context(header, n_ctx, gpu_offload=offload and gpu_layers != 0, cache_type=cache.name)
+        projector = projector_shape(Path(spec.projector)) if spec.projector is not None else None
+        check_memory_for_context(header, n_ctx, gpu_offload=offload and gpu_layers != 0, cache_type=cache.name,
+                                 projector=projector)
         threads = spec.threads or default_threads()
         cache_kwargs = llama_cache_kwargs(cache.name)
         flash = bool(cache_kwargs.get("flash_attn"))
@@ -422,8 +424,6 @@ def _open_projector(llm, path: Path, threads: int, use_gpu: bool, flash: bool):
     from engines.llama.vision import VisionProjector
 
     try:
-        if not path.is_file():
-            raise EngineError(ErrorKind.MODEL_FILE, f"The vision projector {path} does not exist.")
         return VisionProjector(llm, path, threads, use_gpu, flash)
     except BaseException:
         llm.close()

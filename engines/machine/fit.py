@@ -6,6 +6,9 @@ For a GGUF model the need is the sum of:
               (element size from the chosen cache type: engines/kv_cache.py)
 + buffers   = activations of one micro-batch + attention scratch + output logits
 + overhead  = the engine-host process itself (Python, llama.cpp runtime)
++ projector = for a vision model, its mmproj weights and the buffers of one
+              image encode (:class:`ProjectorShape`); the image's tokens go in
+              the context, whose cache is already counted at full length
 It is judged against memory that is *free now*, keeping a reserve, and the
 layers are split between VRAM and RAM when a usable GPU is present. Every
 verdict carries the arithmetic in plain words, and a suggestion when the
@@ -37,6 +40,35 @@ def ram_reserve(total_bytes: int) -> int:
 
 
 @dataclass(frozen=True)
+class ProjectorShape:
+    """A vision projector (mmproj) loaded beside the model: its weights and one image encode's buffers."""
+
+    weights_bytes: int
+    encode_bytes: int
+
+    @classmethod
+    def from_header(cls, header, file_bytes: int) -> "ProjectorShape":
+        """From the projector's GGUF header: its vision tower attends over every patch of an image at once.
+
+        The encode keeps the f32 attention scores of one layer (patches² per
+        head) and a few activations per patch; for Gemma 3's SigLIP (896 px
+        in 14 px patches, 16 heads) that is 1.2 GB, what llama.cpp reports.
+        """
+        meta = header.metadata
+        size, patch = meta.get("clip.vision.image_size"), meta.get("clip.vision.patch_size")
+        heads, width = meta.get("clip.vision.attention.head_count"), meta.get("clip.vision.embedding_length")
+        if not all(isinstance(v, int) and v > 0 for v in (size, patch, heads, width)):
+            return cls.from_file_size(file_bytes)
+        patches = (size // patch) ** 2
+        return cls(int(header.tensor_data_bytes or file_bytes), patches * patches * heads * 4 + patches * width * 4 * 8)
+
+    @classmethod
+    def from_file_size(cls, file_bytes: int) -> "ProjectorShape":
+        """Before download (the catalog knows only the file's size): the encode's buffers are about as large."""
+        return cls(file_bytes, file_bytes)
+
+
+@dataclass(frozen=True)
 class ModelShape:
     """The numbers the estimate needs, from a GGUF header or a catalog entry."""
 
@@ -51,6 +83,7 @@ class ModelShape:
     vocab_size: int
     layer_bytes: tuple[int, ...] = ()  # per block; empty: spread evenly
     trained_context: int | None = None
+    projector: ProjectorShape | None = None  # a vision model's mmproj, loaded with it
 
     @classmethod
     def from_header(cls, header) -> "ModelShape":
@@ -93,6 +126,7 @@ class MemoryNeed:
     overhead_bytes: int
     context_length: int = 0
     cache_type: str = DEFAULT_CACHE_TYPE
+    projector_bytes: int = 0  # of weights_bytes and buffers_bytes: the vision projector's part
 
     @property
     def total_bytes(self) -> int:
@@ -102,6 +136,8 @@ class MemoryNeed:
         """The sum in words, every term in GB so that it can be checked by eye."""
         weights, cache = format_bytes(self.weights_bytes, in_gb=True), format_bytes(self.kv_cache_bytes, in_gb=True)
         parts = [f"{weights} weights"]
+        if self.projector_bytes:
+            parts[0] += f" (with {format_bytes(self.projector_bytes, in_gb=True)} for the vision projector)"
         if self.context_length:
             parts.append(f"{cache} context cache ({self.cache_type}) at {self.context_length:,} tokens")
         elif self.kv_cache_bytes:
@@ -152,13 +188,15 @@ def estimate_text(shape: ModelShape, context_length: int, cache_type: str = DEFA
     activations = batch * (shape.embedding_length + shape.feed_forward_length) * 4 * 8
     attention = batch * min(context_length, 4096) * shape.head_count * 4
     logits = shape.vocab_size * 4 * OUTPUT_ROWS
+    projector = shape.projector or ProjectorShape(0, 0)
     return MemoryNeed(
-        weights_bytes=shape.weights_bytes,
+        weights_bytes=shape.weights_bytes + projector.weights_bytes,
         kv_cache_bytes=int(shape.kv_bytes_per_token(element_bytes(cache_type)) * context_length),
-        buffers_bytes=activations + attention + logits,
+        buffers_bytes=activations + attention + logits + projector.encode_bytes,
         overhead_bytes=PROCESS_OVERHEAD,
         context_length=context_length,
         cache_type=cache_type,
+        projector_bytes=projector.weights_bytes + projector.encode_bytes,
     )
 
 

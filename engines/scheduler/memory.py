@@ -81,6 +81,10 @@ def _text_estimate(spec, gpu_offload: bool) -> Estimate:
     from engines.gguf.model_file import check_model_file
 
     shape = ModelShape.from_header(check_model_file(Path(spec.model_path)))
+    if getattr(spec, "projector", None):  # a vision model: its projector is loaded with it
+        from engines.llama.preflight import projector_shape
+
+        shape = replace(shape, projector=projector_shape(Path(spec.projector)))
     context, cache = spec.context_length, spec.cache_type
 
     def judge(report):

@@ -27,6 +27,9 @@ def check_download(job: DownloadJob, staged: Path) -> None:
     from engines.library.importer import check_recordable
     from engines.library.probes import identify
 
+    if job.is_folder and PurePosixPath(job.files[0].relpath).suffix.lower() == ".gguf":
+        _check_companions(job, staged)  # a GGUF model with its vision projector: the model is the first file
+        staged = staged / job.files[0].relpath
     probed = identify(staged)
     expected, label = _claimed(job)
     if probed.kind == "unknown" or (expected and probed.format != expected and not (expected == "image" and probed.kind == "image")):
@@ -39,8 +42,22 @@ def check_download(job: DownloadJob, staged: Path) -> None:
         raise DownloadRejected(exc.kind, f"{exc.message} Nothing was installed.") from None
 
 
+def _check_companions(job: DownloadJob, staged: Path) -> None:
+    """The files that come with a GGUF model (its vision projector) must be what they claim too."""
+    from engines.library.probes import identify
+
+    for spec in job.files[1:]:
+        probed = identify(staged / spec.relpath)
+        if probed.kind != "projector":
+            why = probed.reason.rstrip(".") if probed.kind == "unknown" else f"it is {probed.description}"
+            raise DownloadRejected(ErrorKind.MODEL_FILE, f"The download of {job.name} brought {spec.relpath}, which "
+                                   f"is not a vision projector: {why}. Nothing was installed.")
+
+
 def _claimed(job: DownloadJob) -> tuple[str | None, str]:
     """The format the job's name promises, and how to say it."""
+    if job.is_folder and PurePosixPath(job.files[0].relpath).suffix.lower() == ".gguf":
+        return "gguf", "a GGUF model"
     if job.is_folder:
         return "image", "an image model folder"
     suffix = PurePosixPath(job.target).suffix.lower()
