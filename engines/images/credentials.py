@@ -99,7 +99,7 @@ def add_content_credentials(png: bytes, provenance: Provenance, identity: Signin
     """
     import c2pa
 
-    source_id = f"xmp:iid:{uuid.uuid4()}"
+    source_id = f"xmp.iid:{uuid.uuid4()}"
     agent = {"name": provenance.model or "an unnamed model"}
     link = {"ingredientIds": [source_id]} if provenance.source is not None else {}
     if provenance.edit:
