@@ -12,11 +12,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from PySide6.QtCore import Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QColor, QDesktopServices, QGuiApplication, QPalette, QTextCursor
+from PySide6.QtGui import QColor, QDesktopServices, QGuiApplication, QImage, QPalette, QTextCursor, QTextDocument
 from PySide6.QtWidgets import QFrame, QTextBrowser, QTextEdit, QWidget
 
 from desktop.chat.render import (
-    MessageDisplay, RenderedMessage, Theme, parse_copy_href, parse_version_href, render_empty_state, render_message,
+    MessageDisplay, RenderedMessage, Theme, parse_copy_href, parse_image_href, parse_version_href, render_empty_state,
+    render_message,
 )
 
 __all__ = ["MessageView"]
@@ -24,6 +25,7 @@ __all__ = ["MessageView"]
 _PIN_SLACK_PX = 40  # "at the bottom" when within this many pixels of it
 _CACHE_LIMIT = 2000  # rendered messages kept per theme
 _MAX_COALESCE_MS = 500  # a coalesced streaming update waits at most this long
+THUMBNAIL_PX = 200  # an attached image's longer side in the transcript
 
 
 class MessageView(QTextBrowser):
@@ -49,6 +51,7 @@ class MessageView(QTextBrowser):
         self._theme = Theme(dark=dark)
         self._cache: dict[tuple, RenderedMessage] = {}
         self._code: dict[str, list[str]] = {}  # message key -> its code blocks
+        self._thumbs: dict[bytes, QImage] = {}  # an attached image's bytes -> its thumbnail
         self._messages: list[MessageDisplay] = []
         self._last_start: int | None = None  # document position where the last message begins
         self._empty: tuple[str, str] | None = None
@@ -177,8 +180,32 @@ class MessageView(QTextBrowser):
         self._flush_timer.stop()
         self._pending = None
 
+    def loadResource(self, kind: int, url: QUrl):  # noqa: N802 (Qt naming)
+        """An attached image's thumbnail, from the message's own bytes; nothing else is ever fetched."""
+        target = parse_image_href(url.toString())
+        if kind != QTextDocument.ResourceType.ImageResource.value or target is None:
+            return None
+        key, index = target
+        message = next((m for m in self.messages() if m.key == key), None)
+        if message is None or index >= len(message.images):
+            return None
+        data = message.images[index]
+        thumb = self._thumbs.get(data)  # a rebuilt transcript (each new message) must not decode every photo again
+        if thumb is None:
+            image = QImage.fromData(data)
+            if image.isNull():
+                return None
+            if len(self._thumbs) >= _CACHE_LIMIT:
+                self._thumbs.clear()
+            if max(image.width(), image.height()) > THUMBNAIL_PX:  # scaled down, never up
+                image = image.scaled(THUMBNAIL_PX, THUMBNAIL_PX, Qt.AspectRatioMode.KeepAspectRatio,
+                                     Qt.TransformationMode.SmoothTransformation)
+            thumb = self._thumbs[data] = image
+        return thumb
+
     def _render(self, msg: MessageDisplay) -> RenderedMessage:
-        key = (msg.key, msg.role, msg.content, msg.status, msg.notice, msg.meta, msg.version, msg.versions)
+        key = (msg.key, msg.role, msg.content, msg.status, msg.notice, msg.meta, msg.version, msg.versions,
+               msg.images)
         hit = self._cache.get(key)
         if hit is None:
             if len(self._cache) >= _CACHE_LIMIT:

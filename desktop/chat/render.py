@@ -45,6 +45,7 @@ class MessageDisplay:
     meta: str = ""  # small grey line, e.g. "Gemma 3 270M · 34.1 tok/s"
     version: int = 1  # which of the reply's versions is shown (Regenerate adds versions)
     versions: int = 1
+    images: tuple[bytes, ...] = ()  # attached to a user message (for a vision model), shown above its text
 
 
 _LIGHT = dict(
@@ -348,6 +349,27 @@ def _versions(msg: MessageDisplay, t: Theme) -> str:
             f'{arrow("›", 1, msg.version < msg.versions)}</p>')
 
 
+IMAGE_SCHEME = "atelier-image"  # the view serves these from the message's own bytes (MessageView.loadResource)
+
+
+def image_href(message_key: str, index: int) -> str:
+    return f"{IMAGE_SCHEME}:{quote(message_key, safe='')}/{index}"
+
+
+def parse_image_href(href: str) -> tuple[str, int] | None:
+    if not href.startswith(IMAGE_SCHEME + ":"):
+        return None
+    key, _, index = href[len(IMAGE_SCHEME) + 1:].rpartition("/")
+    return (unquote(key), int(index)) if index.isdigit() else None
+
+
+def _images(msg: MessageDisplay) -> str:
+    """The message's attached images, side by side as thumbnails (never loaded from the text: see _image)."""
+    tags = "&nbsp;".join(f'<img src="{image_href(msg.key, i)}" alt="attached image {i + 1}">'
+                         for i in range(len(msg.images)))
+    return f'<p style="margin-top:0px; margin-bottom:8px;">{tags}</p>' if tags else ""
+
+
 def render_message(msg: MessageDisplay, theme: Theme) -> RenderedMessage:
     """Render one message to a self-contained HTML fragment (a one-cell table)."""
     t = theme
@@ -357,7 +379,7 @@ def render_message(msg: MessageDisplay, theme: Theme) -> RenderedMessage:
         body = _add_cursor(body, t)
     elif not body and msg.role == "assistant" and msg.status == "complete":
         body = _small("(empty reply)", t.muted, top=0)
-    parts = [body.rstrip("\n")]
+    parts = [_images(msg) + body.rstrip("\n")]
     if msg.versions > 1 and msg.status != "streaming":
         parts.append(_versions(msg, t))
     if msg.meta:

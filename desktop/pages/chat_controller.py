@@ -75,6 +75,7 @@ class ChatController(QObject):
         self._retry.setInterval(RETRY_UNSAVED_MS)
         self._retry.timeout.connect(self._retry_unsaved)
         self.remote_servers = RemoteServers.beside(workspace.models.file)
+        self._projectors: dict[str, str | None] = {}  # model path -> the vision projector beside it
         self._own_scheduler = None
         if host is None:
             if scheduler is None:
@@ -278,7 +279,38 @@ class ChatController(QObject):
         if model.engine == "remote":
             return model.spec  # the server loads it with its own settings
         prefs = self.workspace.settings.prefs_for(model.id)
-        return TextLoadSpec(model.path, prefs.context_length, prefs.threads, prefs.gpu_layers, prefs.cache_type)
+        return TextLoadSpec(model.path, prefs.context_length, prefs.threads, prefs.gpu_layers, prefs.cache_type,
+                            projector=self.projector_for(model))
+
+    def projector_for(self, model: InstalledModel) -> str | None:
+        """The vision projector found beside a local model (looked for once per file), loaded with it."""
+        if model.engine == "remote":
+            return None
+        if model.path not in self._projectors:
+            from engines.library.probes.projector import find_projector
+
+            found = find_projector(model.path)
+            self._projectors[model.path] = str(found) if found else None
+        return self._projectors[model.path]
+
+    def vision_problem(self, model: InstalledModel | None) -> str | None:
+        """Why ``model`` cannot be shown an image, in words; None when it can."""
+        if model is None:
+            return "Add a vision model first: images need a model that can see them."
+        if model.engine == "remote":
+            return (f"{model.name} runs on a remote server: Atelier sends images only to vision models on this "
+                    "computer. Send the message without the image.")
+        if self.projector_for(model) is None:
+            from pathlib import Path
+
+            return (f"{model.name} cannot see images: no vision projector (an mmproj .gguf file made for it) is "
+                    f"beside it in {Path(model.path).parent}. Choose a vision model, or send the message without "
+                    "the image.")
+        return None
+
+    def images_of_current(self) -> dict[int, tuple[bytes, ...]]:
+        """The current chat's attached images by message id; may raise ChatStoreError."""
+        return self.store.images_of(self.current_id) if self.current_id else {}
 
     def set_load_prefs(self, prefs) -> None:
         model = self.current_model()
@@ -307,17 +339,21 @@ class ChatController(QObject):
 
     # ---- sending ---------------------------------------------------------
 
-    def send(self, text: str, sampling=None, system_prompt: str = "") -> bool:
-        """Save the user's message, then ask the worker for a reply.
+    def send(self, text: str, sampling=None, system_prompt: str = "", images: tuple[bytes, ...] = ()) -> bool:
+        """Save the user's message (and the images attached to it), then ask the worker for a reply.
 
         ``sampling`` and ``system_prompt`` seed a chat created by this
         message. False when nothing was sent; the caller keeps the text.
         """
-        if self.streaming or not text.strip():
+        if self.streaming or not (text.strip() or images):
             return False
         model = self.current_model()
         if model is None:
             self.banner.emit("Add a model first: use “Add model file…” or drop a .gguf file onto the window.")
+            return False
+        problem = self.vision_problem(model) if images else None
+        if problem:
+            self.banner.emit(problem)
             return False
         self._save_unsaved()
         try:
@@ -325,7 +361,7 @@ class ChatController(QObject):
                 self._create_conversation(sampling, system_prompt)
                 self.conversations_changed.emit()
             self.store.set_conversation_model(self.current_id, model.id)
-            self.store.add_message(self.current_id, "user", text)
+            self.store.add_message(self.current_id, "user", text, images=images)
         except (ChatStoreError, ChatNotFound) as exc:
             self.banner.emit(f"Your message was not sent because it could not be saved. {exc} "
                              "It is still in the message box.")

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 from desktop.chat.message_view import MessageView
 from desktop.chat.render import MessageDisplay
 from desktop.pages.chat_controller import ChatController
+from desktop.widgets.attachments import AttachmentStrip
 from desktop.widgets.chat_settings_panel import ChatSettingsPanel
 from desktop.widgets.composer import Composer
 from desktop.widgets.conversation_list import ConversationList
@@ -126,6 +127,8 @@ class ChatPage(QWidget):
         self.status_line.setWordWrap(True)
         self.status_line.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)  # wraps rather than widening the page
         center_layout.addWidget(self.status_line)
+        self.attachments = AttachmentStrip()
+        center_layout.addWidget(self.attachments)
         self.composer = Composer()
         compose_row = QHBoxLayout()
         compose_row.addWidget(self.composer, 1)
@@ -180,6 +183,8 @@ class ChatPage(QWidget):
     def _wire(self) -> None:
         c = self.controller
         self.composer.submitted.connect(self._submit)
+        self.composer.images_dropped.connect(self.attach_files)
+        self.composer.image_pasted.connect(lambda data: self.attach_image(data, "pasted image"))
         self.send_button.clicked.connect(lambda: self._submit(self.composer.toPlainText()))
         self.stop_button.clicked.connect(c.stop)
         self.regenerate_button.clicked.connect(self._regenerate)
@@ -300,8 +305,10 @@ class ChatPage(QWidget):
 
     def _displays(self) -> list[MessageDisplay]:
         c = self.controller
+        images = c.images_of_current()
         return [
-            MessageDisplay(str(m.id), m.role, m.content, m.status, m.notice, _meta_for(m), m.version, m.versions)
+            MessageDisplay(str(m.id), m.role, m.content, m.status, m.notice, _meta_for(m), m.version, m.versions,
+                           images.get(m.id, ()))
             for m in c.messages()
             if not (c.streaming and (m.status == "streaming" or m.id == c.regenerating_id))
         ]
@@ -360,15 +367,53 @@ class ChatPage(QWidget):
         self.panel.model_combo.setEnabled(not streaming)
 
     def _submit(self, text: str) -> None:
-        if not text.strip():
+        images = () if self._editing else self.attachments.images()
+        if not (text.strip() or images):
             return
         if self._editing:
             accepted = self.controller.edit_and_resend(text)
         else:
-            accepted = self.controller.send(text, self.panel.sampling(), self.panel.system_prompt.toPlainText())
+            accepted = self.controller.send(text, self.panel.sampling(), self.panel.system_prompt.toPlainText(),
+                                            images=images)
         if accepted:
             self.composer.clear()
+            self.attachments.clear()
             self._end_edit(keep_text=True)
+
+    # ---- images for a vision model ---------------------------------------
+
+    def attach_files(self, paths: list[str]) -> None:
+        """Image files dropped on the composer: each checked, then attached to the next message."""
+        from engines.image_input import read_image_file
+
+        for path in paths:
+            try:
+                data = read_image_file(path, f"The image {Path(path).name}")
+            except EngineError as exc:
+                self._show_banner(f"{exc.message} The image was not attached.")
+                return
+            if not self.attach_image(data, Path(path).name):
+                return
+
+    def attach_image(self, data: bytes, name: str) -> bool:
+        """Attach checked image bytes, or say in the banner why the current model cannot take them."""
+        from engines.api import MAX_IMAGES_PER_REQUEST
+        from engines.image_input import check_image
+
+        problem = self.controller.vision_problem(self.controller.current_model())
+        if problem is None and len(self.attachments.images()) >= MAX_IMAGES_PER_REQUEST:
+            problem = f"At most {MAX_IMAGES_PER_REQUEST} images go with one message."
+        if problem is None:
+            try:
+                check_image(data, f"The {name}" if name == "pasted image" else f"The image {name}")
+            except EngineError as exc:
+                problem = f"{exc.message} The image was not attached."
+        if problem:
+            self._show_banner(problem)
+            return False
+        self._show_banner("")
+        self.attachments.add(data, name)
+        return True
 
     def _regenerate(self) -> None:
         self._end_edit()

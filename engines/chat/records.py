@@ -89,6 +89,18 @@ MIGRATIONS: list[tuple[str, ...]] = [
             servers_json TEXT NOT NULL DEFAULT '[]',
             json_schema TEXT NULL)""",
     ),
+    # 4: Images a user attached to a message for a vision model, in order, as the encoded
+    # bytes that were sent (PNG/JPEG/WebP, already checked): the chat shows them and the
+    # next turn sends them again. In the database, not beside it, so a chat and its images
+    # are saved, exported and deleted together, in one transaction.
+    (
+        """CREATE TABLE message_images (
+            id INTEGER PRIMARY KEY,
+            message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            data BLOB NOT NULL,
+            UNIQUE (message_id, seq))""",
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

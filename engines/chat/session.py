@@ -67,12 +67,14 @@ def history_for(store: ChatStore, conversation_id: int) -> tuple[ChatMessage, ..
     messages: list[ChatMessage] = []
     if conversation.system_prompt.strip():
         messages.append(ChatMessage("system", conversation.system_prompt))
+    images = store.images_of(conversation_id)
     for stored in store.messages(conversation_id):
-        if stored.role == "system" or not stored.content.strip():
+        attached = images.get(stored.id, ()) if stored.role == "user" else ()
+        if stored.role == "system" or not (stored.content.strip() or attached):
             continue
         if stored.role == "assistant" and stored.status not in _HISTORY_STATUSES:
             continue
-        messages.append(ChatMessage(stored.role, stored.content))
+        messages.append(ChatMessage(stored.role, stored.content, images=attached))
     return tuple(messages)
 
 

@@ -123,6 +123,7 @@ class ChatStore:
                 self._migrate()
             version = self.schema_version()
             self._message_columns = MESSAGE_COLUMNS if version >= 2 else MESSAGE_COLUMNS_V1
+            self._has_images = version >= 4  # a read-only file from before images has none
         except BaseException:
             self._db.close()
             raise
@@ -377,9 +378,10 @@ class ChatStore:
         return int(cursor.lastrowid)
 
     def add_message(
-        self, conversation_id: int, role: str, content: str, status: MessageStatus = "complete"
+        self, conversation_id: int, role: str, content: str, status: MessageStatus = "complete",
+        images: tuple[bytes, ...] = (),
     ) -> StoredMessage:
-        """Append a message and commit at once.
+        """Append a message (with the images attached to it) and commit at once.
 
         The app calls this for the user's message *before* generation starts,
         so the question survives a crash. The first user message of a chat
@@ -387,7 +389,20 @@ class ChatStore:
         """
         with self._write() as db:
             message_id = self._insert_message(db, conversation_id, role, content, status)
+            db.executemany("INSERT INTO message_images (message_id, seq, data) VALUES (?, ?, ?)",
+                           [(message_id, seq, sqlite3.Binary(data)) for seq, data in enumerate(images)])
         return self.get_message(message_id)
+
+    def images_of(self, conversation_id: int) -> dict[int, tuple[bytes, ...]]:
+        """The images attached to the conversation's messages: message id -> its images, in order."""
+        if not self._has_images:
+            return {}
+        rows = self._read("SELECT i.message_id, i.data FROM message_images i JOIN messages m ON m.id = i.message_id "
+                          "WHERE m.conversation_id = ? ORDER BY i.message_id, i.seq", (conversation_id,))
+        found: dict[int, tuple[bytes, ...]] = {}
+        for message_id, data in rows:
+            found[message_id] = found.get(message_id, ()) + (bytes(data),)
+        return found
 
     def begin_reply(self, conversation_id: int) -> int:
         """An empty assistant message with status ``streaming``; returns its id."""

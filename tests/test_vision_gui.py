@@ -1,0 +1,133 @@
+"""An image in the chat: dropped or pasted into the composer, sent to a vision model, shown in the message, saved.
+
+The real window offscreen, on the real scheduler and engine host, with the
+tiny Gemma 3 VLM (tests/fixtures/tiny_vlm.py) and its projector in one
+folder, as a download leaves them; and a text-only model (the same weights
+without the projector) for the refusal.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QMimeData, QUrl
+from PySide6.QtGui import QImage
+
+from engines.library.installed import InstalledModel
+from engines.workspace import open_workspace
+from tests.fixtures.bad_images import header_only_png, real_png
+from tests.fixtures.tiny_vlm import tiny_vlm  # noqa: F401  (session fixture)
+
+pytest.importorskip("llama_cpp")
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def window(qtbot, tiny_vlm, tmp_path, monkeypatch):  # noqa: F811
+    from desktop.main_window import MainWindow
+
+    monkeypatch.setattr(MainWindow, "ensure_models_page", lambda self: None)
+    folder = tmp_path / "tiny-vlm"
+    folder.mkdir()
+    shutil.copy(tiny_vlm.projector, folder / "mmproj-tiny-vlm-f32.gguf")
+    lonely = tmp_path / "text-only"
+    lonely.mkdir()
+    ws = open_workspace()
+    vision = ws.models.add(InstalledModel("local/tiny-vlm", "Tiny VLM", str(shutil.copy(tiny_vlm.model, folder)),
+                                          1000, "llama_cpp", "gguf", "import", kind="chat"))
+    ws.models.add(InstalledModel("local/text-only", "Text Only", str(shutil.copy(tiny_vlm.model, lonely)),
+                                 1000, "llama_cpp", "gguf", "import", kind="chat"))
+    ws.settings.last_model_id = vision.id
+    ws.save_settings()
+    win = MainWindow(ws)
+    qtbot.addWidget(win)
+    win.show()
+    yield win
+    win.close()
+
+
+def drop(composer, *paths: Path) -> None:
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    assert composer.canInsertFromMimeData(mime)
+    composer.insertFromMimeData(mime)
+
+
+@pytest.mark.slow
+def test_a_dropped_image_reaches_the_vision_model_and_stays_with_the_message(qtbot, window, tmp_path):
+    page, controller = window.chat_page, window.chat_controller
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(real_png(64, 48, (30, 120, 220)))
+    drop(page.composer, photo)
+    assert page.attachments.names() == ["photo.png"] and page.attachments.isVisible()
+    assert page.composer.toPlainText() == ""  # the path never lands in the text
+    page.panel.max_tokens.setValue(4)
+    page.composer.setPlainText("what is this?")
+    page.send_button.click()
+    qtbot.waitUntil(lambda: controller.streaming, timeout=10_000)
+    qtbot.waitUntil(lambda: not controller.streaming, timeout=240_000)
+
+    assert page.banner.isHidden(), page.banner.text()
+    assert not page.attachments.isVisible() and page.attachments.images() == ()
+    user, reply = controller.messages()[-2:]
+    assert (user.content, reply.status) == ("what is this?", "complete")
+    assert reply.stats["image_tokens"] == 16  # the projector's tokens were in the prompt
+    assert controller.images_of_current() == {user.id: (photo.read_bytes(),)}
+    html = page.view.toHtml()
+    assert f'src="atelier-image:{user.id}/0"' in html
+    thumb = page.view.loadResource(2, QUrl(f"atelier-image:{user.id}/0"))
+    assert isinstance(thumb, QImage) and (thumb.width(), thumb.height()) == (64, 48)
+
+    # The next turn sends the image again: the history keeps it.
+    page.composer.setPlainText("and now?")
+    page.send_button.click()
+    qtbot.waitUntil(lambda: controller.streaming, timeout=10_000)
+    qtbot.waitUntil(lambda: not controller.streaming, timeout=240_000)
+    assert controller.messages()[-1].stats["image_tokens"] == 16
+
+
+@pytest.mark.slow
+def test_a_pasted_image_is_attached_and_can_be_removed(qtbot, window):
+    page = window.chat_page
+    mime = QMimeData()
+    image = QImage(40, 30, QImage.Format.Format_RGB32)
+    image.fill(0xFF336699)
+    mime.setImageData(image)
+    page.composer.insertFromMimeData(mime)
+    assert page.attachments.names() == ["pasted image"]
+    assert QImage.fromData(page.attachments.images()[0]).size().toTuple() == (40, 30)
+    page.attachments.remove(0)
+    assert page.attachments.images() == () and not page.attachments.isVisible()
+
+
+@pytest.mark.slow
+def test_bad_images_and_a_text_only_model_are_refused_in_the_banner(qtbot, window, tmp_path):
+    page, controller = window.chat_page, window.chat_controller
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(header_only_png(30000, 30000))
+    drop(page.composer, bomb)
+    assert page.banner.text() == ("The image bomb.png has far more than 64 megapixels; scale it down first. "
+                                  "The image was not attached.")
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    drop(page.composer, broken)
+    assert page.banner.text().startswith("The image broken.jpg could not be read (")
+    assert page.attachments.images() == ()
+
+    page.panel.model_combo.setCurrentIndex(page.panel.model_combo.findData("local/text-only"))
+    assert controller.current_model().id == "local/text-only"
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(real_png())
+    drop(page.composer, photo)
+    assert page.banner.text() == (
+        "Text Only cannot see images: no vision projector (an mmproj .gguf file made for it) is beside it in "
+        f"{tmp_path / 'text-only'}. Choose a vision model, or send the message without the image.")
+    assert page.attachments.images() == ()
+    page.composer.setPlainText("hello")  # the chat goes on, in text
+    page.panel.max_tokens.setValue(2)
+    page.send_button.click()
+    qtbot.waitUntil(lambda: controller.streaming, timeout=10_000)
+    qtbot.waitUntil(lambda: not controller.streaming, timeout=240_000)
+    assert controller.messages()[-1].status == "complete"

@@ -1,0 +1,43 @@
+"""Images attached to chat messages in the history (schema 4): saved with the message, sent again, deleted with it."""
+
+import sqlite3
+from pathlib import Path
+
+from engines.chat import ChatStore
+from engines.chat.records import MIGRATIONS
+from engines.chat.session import history_for
+from tests.fixtures.bad_images import real_png
+
+
+def test_images_are_saved_with_their_message_in_order_and_sent_again(tmp_path: Path) -> None:
+    first, second = real_png(40, 30, (255, 0, 0)), real_png(20, 10, (0, 0, 255))
+    with ChatStore(tmp_path / "chats.sqlite3") as store:
+        chat = store.create_conversation()
+        asked = store.add_message(chat.id, "user", "", images=(first, second))  # an image alone is a message
+        store.add_message(chat.id, "assistant", "two squares")
+        store.add_message(chat.id, "user", "which is red?")
+        assert store.images_of(chat.id) == {asked.id: (first, second)}
+        history = history_for(store, chat.id)
+        assert [(m.role, m.content, m.images) for m in history] == [
+            ("user", "", (first, second)), ("assistant", "two squares", ()), ("user", "which is red?", ())]
+        store.delete_conversation(chat.id)
+        assert store._db.execute("SELECT COUNT(*) FROM message_images").fetchone()[0] == 0  # gone with the chat
+
+
+def test_a_schema_3_history_gains_images_and_keeps_its_chats(tmp_path: Path) -> None:
+    path = tmp_path / "chats.sqlite3"
+    raw = sqlite3.connect(path)
+    for migration in MIGRATIONS[:3]:
+        for statement in migration:
+            raw.execute(statement)
+    raw.execute("INSERT INTO conversations (id, title, created_at, updated_at) VALUES (1, 'Old chat', 1, 1)")
+    raw.execute("INSERT INTO messages (conversation_id, position, role, content, created_at, updated_at) "
+                "VALUES (1, 0, 'user', 'hello', 1, 1)")
+    raw.execute("PRAGMA user_version = 3")
+    raw.commit()
+    raw.close()
+    with ChatStore(path) as store:
+        assert store.schema_version() == 4
+        assert [m.content for m in store.messages(1)] == ["hello"] and store.images_of(1) == {}
+        store.add_message(1, "user", "look", images=(real_png(),))
+        assert list(store.images_of(1).values()) == [(real_png(),)]
