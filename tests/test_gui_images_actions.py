@@ -24,7 +24,7 @@ pytestmark = pytest.mark.gui
 
 # What the page offers once it has a model, a distilled model, an image in the gallery and a run going.
 EXPECTED_BUTTONS = {"Add model folder…", "Unload", "Use the recommended settings", "Random", "Choose…", "Clear",
-                    "Generate", "Cancel", "Use these settings again", "Open", "Copy", "Reveal", "Delete…"}
+                    "Generate", "Cancel", "Use these settings again", "Open", "Copy", "Reveal", "Delete…", "Details"}
 EXPECTED_MENU = ["Use these settings again", "Open", "Copy image", "Reveal in folder", "Delete…"]
 
 
@@ -47,8 +47,9 @@ def answered(monkeypatch, tmp_path, system_opener):
 
 
 def settle(qtbot, page) -> None:
-    """Wait until what a press started has ended: a run, an init-image read, thumbnails."""
-    qtbot.waitUntil(lambda: not page.running and not page.controls.init_group.loading, timeout=10000)
+    """Wait until what a press started has ended: a run, an init-image read, the shown image's credentials."""
+    qtbot.waitUntil(lambda: not page.running and not page.controls.init_group.loading
+                    and not page.credentials_line.reading, timeout=10000)
 
 
 def visible_buttons(page) -> dict[str, QAbstractButton]:

@@ -207,12 +207,16 @@ class ImagesController(QObject):
 
     def read_credentials(self, entry) -> None:
         """Read ``entry``'s Content Credentials off the GUI thread; ``credentials(id, Credentials)`` follows."""
-        from engines.images.credentials_read import read_credentials  # c2pa: loaded on the pool thread's first use
+        from engines.images.credentials_read import UNREADABLE, Credentials, read_credentials  # c2pa: on first use
 
         path, image_id = entry.path, entry.id
+
+        def failed(error) -> None:  # read_credentials never raises; a library that will not load does
+            log.warning("could not read the credentials of %s: %s", path, error)
+            self.credentials.emit(image_id, Credentials(UNREADABLE, problem=f"{error}."))
+
         run_in_background(lambda: read_credentials(path), lambda found: self.credentials.emit(image_id, found),
-                          lambda error: log.warning("could not read the credentials of %s: %s", path, error),
-                          pool=self._credentials_pool)
+                          failed, pool=self._credentials_pool)
 
     # ---- remembered settings ---------------------------------------------
 

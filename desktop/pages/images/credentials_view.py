@@ -51,6 +51,11 @@ class CredentialsLine(QWidget):
         self.credentials = None
         self.clear()
 
+    @property
+    def reading(self) -> bool:
+        """An image is shown and its credentials are still being read."""
+        return bool(self.image_id) and self.credentials is None
+
     def clear(self) -> None:
         self.image_id = ""
         self.credentials = None
