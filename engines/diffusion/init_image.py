@@ -14,48 +14,20 @@ in the private image engine's Python too.
 
 from __future__ import annotations
 
-import io
-import warnings
+from engines.image_input import IMAGE_FORMATS, IMAGE_SUFFIXES, READ_HINT, check_image
 
-from engines.byte_sizes import format_bytes
-from engines.diffusion.types import MAX_INIT_IMAGE_BYTES, MAX_INIT_IMAGE_PIXELS
-from engines.errors import EngineError, ErrorKind
-
-# What Pillow may open: the common photo formats. Others (EPS runs Ghostscript, TIFF and friends carry a
-# long history of decoder bugs) are refused before any decoder sees them.
-INIT_IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
-INIT_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-READ_HINT = "Use a PNG, JPEG or WebP file."
-
-
-def _bad(message: str) -> EngineError:
-    return EngineError(ErrorKind.BAD_INPUT, message)
+# The image check is engines.image_input's (the vision path uses it too); these names stay for the image engines.
+INIT_IMAGE_FORMATS = IMAGE_FORMATS
+INIT_IMAGE_SUFFIXES = IMAGE_SUFFIXES
+__all__ = ["INIT_IMAGE_FORMATS", "INIT_IMAGE_SUFFIXES", "READ_HINT", "check_init_image"]
 
 
 def check_init_image(data: bytes, name: str = "", role: str = "init image") -> tuple[int, int]:
     """The (width, height) of an encoded init image, read from its header; BAD_INPUT when it is unusable.
 
     Refuses what is empty, too large, not one of :data:`INIT_IMAGE_FORMATS`
-    or above :data:`MAX_INIT_IMAGE_PIXELS`, before a single pixel is decoded.
+    or above the pixel cap, before a single pixel is decoded
+    (:func:`engines.image_input.check_image`, in the words of ``role``:
+    "init image", "image to upscale").
     """
-    from PIL import Image, UnidentifiedImageError
-
-    what = f"The {role} {name}" if name else f"The {role}"  # role: "init image", "image to upscale"
-    if not data:
-        raise _bad(f"{what} is empty (0 bytes); choose an image file.")
-    if len(data) > MAX_INIT_IMAGE_BYTES:
-        raise _bad(f"{what} is larger than {format_bytes(MAX_INIT_IMAGE_BYTES)}; choose a smaller image.")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, in words
-            with Image.open(io.BytesIO(data), formats=INIT_IMAGE_FORMATS) as image:
-                width, height = image.size
-    except Image.DecompressionBombError:
-        raise _bad(f"{what} has far more than {MAX_INIT_IMAGE_PIXELS // 1_000_000} megapixels; "
-                   "scale it down first.") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise _bad(f"{what} could not be read ({type(exc).__name__}: {exc}). {READ_HINT}") from None
-    if width * height > MAX_INIT_IMAGE_PIXELS:
-        raise _bad(f"{what} is {width}×{height} pixels ({width * height / 1e6:.0f} megapixels); Atelier takes at "
-                   f"most {MAX_INIT_IMAGE_PIXELS // 1_000_000} megapixels. Scale it down first.")
-    return width, height
+    return check_image(data, f"The {role} {name}" if name else f"The {role}")
