@@ -167,3 +167,26 @@ def test_an_image_reaches_the_model_in_the_engine_host(tmp_path, tiny_vlm):  # n
         assert bomb.value.message == "Image 1 has far more than 64 megapixels; scale it down first."
     finally:
         host.close()
+
+
+@pytest.mark.slow
+def test_stop_between_two_images_ends_the_reply_and_the_model_goes_on(vision_engine, monkeypatch, tiny_vlm):  # noqa: F811
+    cancel = threading.Event()
+    projector = vision_engine._vision
+    read_image = projector._read_image
+    read = []
+
+    def read_then_stop(llm, image):
+        read_image(llm, image)
+        read.append(image)
+        cancel.set()  # Stop pressed while the first image was read: the context now ends on it
+
+    monkeypatch.setattr(projector, "_read_image", read_then_stop)
+    request = TextRequest((ChatMessage("user", "two", images=(noise_png(1), noise_png(2))),), GREEDY)
+    result = vision_engine.generate(request, lambda event: None, cancel)
+    assert (result.finish_reason, result.text, len(read)) == ("cancelled", "", 1)
+    monkeypatch.undo()
+    after = ask(vision_engine, ChatMessage("user", "describe", images=(noise_png(1),)))
+    fresh = ask(vision_engine, ChatMessage("user", "describe", images=(noise_png(1),)))
+    assert after.image_tokens == tiny_vlm.image_tokens and after.text == fresh.text
+    assert ask(vision_engine, ChatMessage("user", "describe")).completion_tokens >= 1  # text after images

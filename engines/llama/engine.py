@@ -380,8 +380,11 @@ class LlamaCppEngine:
         try:
             if vision is not None:  # text and images are read here; decode samples from where they end
                 plan = replace(plan, prompt_tokens=self._vision.read(self._llm, vision, reused, cancel))
-            decoded = decode(self._llm, plan, emit, cancel, t_start=t_start, n_ctx=n_ctx,
-                             on_first_token=lambda: self._arm_abort(False))
+            if cancel.is_set():  # stopped between two parts: the context may end on an image, never decode that
+                decoded = Decoded("", "cancelled", 0, None, None)
+            else:
+                decoded = decode(self._llm, plan, emit, cancel, t_start=t_start, n_ctx=n_ctx,
+                                 on_first_token=lambda: self._arm_abort(False))
         except RuntimeError as exc:
             if not cancel.is_set():  # llama_decode returns 2 when our abort callback fired
                 raise EngineError(ErrorKind.INTERNAL, f"llama.cpp failed while generating: {exc}") from None
