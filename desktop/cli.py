@@ -23,7 +23,7 @@ from engines.errors import EngineError
 
 # Options that name files or folders: any bytes are a valid name on Linux, so they may hold
 # undecodable bytes. Every other text option must be valid UTF-8 (it becomes a prompt, an id, a URL).
-_PATH_OPTIONS = frozenset({"model", "path", "src", "dst", "out", "init_image", "source"})
+_PATH_OPTIONS = frozenset({"model", "path", "src", "dst", "out", "embedding_model", "init_image", "source"})
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--raw", action="store_true", help="complete the prompt as it is, without the chat template")
     chat.add_argument("--json", action="store_true", help="print one JSON line with the reply and its figures")
     chat.add_argument("--drop-oldest", action="store_true", help="(with a long --system) drop what does not fit instead of stopping")
+    chat.add_argument("--docs", metavar="NAME", help="answer from this document collection ('atelier docs add'), with its sources")
     chat.add_argument("--image", action="append", metavar="FILE",
                       help="attach an image (PNG, JPEG, WebP, BMP) for a vision model, whose mmproj file is beside it; repeatable")
 
@@ -83,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     from desktop.commands.serve import add_parser as add_serve_parser
 
     add_serve_parser(sub)
+
+    from desktop.commands.docs import add_parser as add_docs_parser
+
+    add_docs_parser(sub)
 
     doctor = sub.add_parser("doctor", help="describe this machine and the engines available")
     doctor.add_argument("--json", action="store_true")
@@ -162,6 +167,10 @@ def _dispatch(argv: list[str]) -> int:
         from desktop.commands.serve import run_serve
 
         return run_serve(args)
+    if args.command == "docs":
+        from desktop.commands.docs import run_docs
+
+        return run_docs(args)
     from desktop.commands.doctor import run_doctor
 
     return run_doctor(args)

@@ -16,6 +16,7 @@ import logging
 
 from engines.diffusion.plugin import ONNX_PLUGIN, PLUGIN as DIFFUSERS_PLUGIN, UPSCALE_PLUGIN
 from engines.engine_plugin import BrokenPlugin, EnginePlugin
+from engines.doc_index.plugin import PLUGIN as DOCUMENTS_PLUGIN
 from engines.errors import EngineError, ErrorKind
 from engines.llama.plugin import PLUGIN as LLAMA_PLUGIN
 
@@ -24,7 +25,7 @@ ENTRY_POINT_GROUP = "atelier.engines"
 
 
 def _builtin_plugins() -> list[EnginePlugin]:
-    return [LLAMA_PLUGIN, DIFFUSERS_PLUGIN, ONNX_PLUGIN, UPSCALE_PLUGIN]
+    return [LLAMA_PLUGIN, DOCUMENTS_PLUGIN, DIFFUSERS_PLUGIN, ONNX_PLUGIN, UPSCALE_PLUGIN]
 
 
 def discover() -> dict[str, EnginePlugin | BrokenPlugin]:

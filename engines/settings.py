@@ -29,6 +29,12 @@ from engines.storage import atomic_write_text, read_state, state_lock
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 WHAT = "The settings file"
+# What a model answering from the user's documents is told before them (engines/documents/grounding.py fills
+# {documents}); shown and edited in Settings, so the user sees exactly what the model is asked.
+DEFAULT_GROUNDING_PROMPT = (
+    "Answer using the documents below. After each statement taken from them, cite its source as [1], [2]... "
+    "If the documents do not contain the answer, say so plainly instead of guessing.\n\n{documents}"
+)
 
 
 class LoadPrefs(BaseModel):
@@ -120,6 +126,7 @@ class Settings(BaseModel):
     load_prefs: dict[str, LoadPrefs] = Field(default_factory=dict)
     images: ImagePrefs = Field(default_factory=ImagePrefs)
     server: ServerPrefs = Field(default_factory=ServerPrefs)
+    grounding_prompt: str = Field(DEFAULT_GROUNDING_PROMPT, min_length=1, max_length=20_000)
 
     # The file as this process last read or wrote it: saving merges against it.
     _on_disk: dict = PrivateAttr(default_factory=dict)

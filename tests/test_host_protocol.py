@@ -52,6 +52,7 @@ from engines.diffusion.types import (
     PreviewEvent,
     StepEvent,
 )
+from engines.doc_index.types import IndexFileRequest, IndexFileResult, PassageHit, SearchRequest, SearchResult
 from engines.errors import EngineError, ErrorKind
 from engines.host import EngineHost
 from engines.host import protocol
@@ -121,6 +122,11 @@ def samples() -> list:
         UpscaleRequest(png, scale=2, tile=64, source_name="a b.png"),
         UpscalerInfo("/up/x4.safetensors", "x4", 4, "RRDBNet", "esrgan", 23, 64, "cpu", "fp32"),
         UpscaleResult(png, 96, 96, 48, 48, 2, 1, "x4", "cpu", "fp32", 4, 32, 0.5, None),
+        IndexFileRequest("/data/documents.sqlite3", 3, "/docs/ü é.pdf", max_passages=8),
+        IndexFileResult("/docs/a.pdf", "partial", "", 8, 20, 8, 2048, 3, "1 of 3 pages have no text layer"),
+        SearchRequest("/data/documents.sqlite3", 3, "When was the lamp lit?", top_k=2),
+        SearchResult((PassageHit(7, "/docs/a.pdf", 1, 0, 99, "The lamp…", 0.032, 0.61, None),), 20, 0.61, 0.3,
+                     "MiniLM"),
     ]
 
 

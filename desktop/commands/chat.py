@@ -12,6 +12,7 @@ from pathlib import Path
 
 from desktop.cli_contract import EXIT_FAILED, CliError
 from desktop.cli_output import model_text_filter, print_json, print_note
+from desktop.commands.chat_docs import citations_json, ground_chat, print_sources
 from engines.api import ChatMessage, FinishedEvent, NoticeEvent, SamplingParams, TextLoadSpec, TextRequest, TokenEvent
 from engines.errors import EngineError
 from engines.library.demo import DEMO_ID
@@ -135,6 +136,7 @@ def run_chat(args) -> int:
     host = scheduler.host_for("cli")
     show = model_text_filter(sys.stdout)
     try:
+        grounding, request = ground_chat(args, workspace, scheduler, request) if args.docs else (None, request)
         loaded = host.load(engine, spec)
         result = None
         for event in host.generate(request):
@@ -155,6 +157,8 @@ def run_chat(args) -> int:
     if args.json:
         data = result.to_dict()
         data["model"] = remote.id if remote is not None else str(model_path)
+        if grounding is not None:
+            data.update(citations_json(grounding))
         data["template_source"] = "none" if args.raw else loaded.template_source
         data["cache_type"] = loaded.cache_type
         data["flash_attention"] = loaded.flash_attention
@@ -167,4 +171,6 @@ def run_chat(args) -> int:
     else:
         sys.stdout.write("\n")
         sys.stdout.flush()
+        if grounding is not None:
+            print_sources(grounding)
     return 0

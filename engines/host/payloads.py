@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from engines import api
 from engines.diffusion import types as image
+from engines.doc_index import types as documents
 from engines.diffusion import upscale_types as upscale
 
 CARRIED: tuple[type, ...] = (
@@ -45,6 +46,11 @@ CARRIED: tuple[type, ...] = (
     image.StepEvent,
     image.PreviewEvent,
     image.ImageDoneEvent,
+    # the documents engine (indexing and search)
+    documents.IndexFileRequest,
+    documents.IndexFileResult,
+    documents.SearchRequest,
+    documents.SearchResult,
     # the upscaler engine
     upscale.UpscaleLoadSpec,
     upscale.UpscaleRequest,

@@ -314,6 +314,12 @@ class LlamaCppEngine:
             raise EngineError(ErrorKind.BAD_INPUT, "No model is loaded.")
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` as plain text (no BOS, no control tokens): for splitting documents by the model's own tokenizer."""
+        if self._llm is None:
+            raise EngineError(ErrorKind.BAD_INPUT, "No model is loaded.")
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
     def _render_tokens(self, messages, emit: Emit, cancel: CancelFlag,
                        image_marker: str | None = None) -> tuple[list[int], tuple[str, ...]]:
         """The prompt's tokens and stop strings; message text never becomes control tokens."""

@@ -23,7 +23,7 @@ from typing import Any, Callable
 from engines.byte_sizes import format_bytes
 log = logging.getLogger(__name__)
 
-TEXT_ENGINES = frozenset({"llama_cpp"})
+TEXT_ENGINES = frozenset({"llama_cpp", "documents"})  # documents: llama.cpp in embedding mode
 
 
 @dataclass(frozen=True)

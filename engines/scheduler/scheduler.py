@@ -57,7 +57,7 @@ from engines.scheduler.work import IMAGE_ENGINES, REMOTE_ENGINE, QueueFull, Tick
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ROLES = {"llama_cpp": "text", "diffusers": "image", "onnxruntime": "image", "esrgan": "upscale"}
+DEFAULT_ROLES = {"llama_cpp": "text", "documents": "documents", "diffusers": "image", "onnxruntime": "image", "esrgan": "upscale"}
 CLOSING = "Atelier is closing."
 CANCELLED_IN_QUEUE = "Stopped while waiting for its turn."
 SHUTDOWN_GRACE_S = 2.0  # how long shutdown lets running work stop on its own before closing the hosts
