@@ -13,6 +13,7 @@ import re
 import shlex
 import socket
 import subprocess
+import threading
 import time
 
 import httpx2 as httpx
@@ -25,6 +26,7 @@ from engines.library.installed import InstalledModel
 from engines.server.token import token_file
 from engines.workspace import open_workspace
 from tests.fixtures.llama_server import free_port
+from tests.fixtures.openai_stub import openai_stub  # noqa: F401  (fixture)
 from tests.fixtures.waits import HANG_S
 
 pytestmark = pytest.mark.gui
@@ -277,6 +279,61 @@ def test_the_server_comes_back_with_the_app_only_if_it_was_left_on(qtbot) -> Non
     finally:
         if on is not None:
             on.shutdown()
+
+
+def test_a_busy_model_is_in_the_queue_and_unloading_it_asks_first_then_stops_the_request(qtbot, page, monkeypatch,
+                                                                                          openai_stub) -> None:
+    """A remote model held mid-reply by its server (tests/fixtures/openai_stub.py) is busy for as long as the test
+    wants: the queue shows who runs on it, and Unload asks before it stops that request."""
+    from engines.remote import RemoteServer, RemoteServers
+
+    openai_stub.chat_mode = "hold"
+    RemoteServers.beside(page.workspace.models.file).add(RemoteServer("box", openai_stub.base_url, models=("stub",)))
+    switch(qtbot, page, True)
+    client = openai.OpenAI(base_url=page.url.text(), api_key=page.runner.server.token, max_retries=0)
+    outcome: list = []
+
+    def chat() -> None:
+        try:
+            stream = client.chat.completions.create(model="box/stub", stream=True,
+                                                    messages=[{"role": "user", "content": "hi"}])
+            outcome.append("".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices))
+        except openai.APIError as exc:
+            outcome.append(exc)
+
+    asking = threading.Thread(target=chat)
+    asking.start()
+    try:
+        assert openai_stub.first_sent.wait(HANG_S)
+        qtbot.waitUntil(lambda: (page.refresh(), len(page.activity.queue_table.rows) == 1)[1], timeout=WAIT_MS)
+        assert page.activity.queue_table.rows[0][1][:3] == ("API 127.0.0.1", "box/stub", "Running")
+        assert page.activity.tabText(2) == "Queue (1)"
+        assert [row[1][:5] for row in page.activity.loaded_table.rows] == [
+            ("box/stub", "Chat (remote)", "Working", "on the server", "—")]
+
+        page.activity.loaded_view.selectRow(0)
+        asked = answer(monkeypatch, QMessageBox.No)
+        page.activity.unload_button.click()
+        assert asked == ["box/stub is answering a request now. Unload it anyway?\n\nThe request stops; whoever "
+                         "sent it is told so."]
+        assert len(page.scheduler.snapshot().loaded) == 1 and asking.is_alive()  # No: nothing stopped
+
+        answer(monkeypatch, QMessageBox.Yes)
+        page.activity.unload_button.click()
+        assert page.notice.text() == ("Unloading box/stub: its memory goes back to the system. It loads again on its "
+                                      "next request.")
+        asking.join(HANG_S)
+        assert not asking.is_alive() and len(outcome) == 1
+        qtbot.waitUntil(lambda: not page.scheduler.snapshot().loaded, timeout=WAIT_MS)
+        qtbot.waitUntil(lambda: (page.refresh(), page.activity.log_table.rows != [])[1], timeout=WAIT_MS)
+        assert page.activity.queue_table.rows == [] and page.activity.loaded_table.rows == []
+        assert page.activity.log_table.rows[0][1][2:6] == ("POST", "/v1/chat/completions", "box/stub",
+                                                            "200 · cancelled")
+        assert isinstance(outcome[0], openai.APIError)  # told in the stream, after what the server had sent
+        assert outcome[0].message == "The generation was cancelled."
+    finally:
+        openai_stub.release.set()
+        asking.join(HANG_S)
 
 
 def test_a_refresh_where_nothing_changed_repaints_nothing(qtbot) -> None:

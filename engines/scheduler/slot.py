@@ -110,6 +110,9 @@ class ModelSlot:
             if self.info is None:
                 self.info = self.host.load(self.engine, self.spec, relay)
                 self._measure()
+                with self._scheduler._lock:  # loaded: the snapshot says "busy" while the first request runs
+                    if self.state == "loading":
+                        self.state = "busy"
             ticket.model_info = self.info
             if work.request is not None:
                 if ticket.cancelled:

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
-from engines.api import ChatMessage, FinishedEvent, TokenEvent
+from engines.api import ChatMessage, FinishedEvent, SamplingParams, TokenEvent
 from engines.errors import EngineError, ErrorKind
 from engines.server.errors import ApiError, from_engine_error
 from engines.server.openai_schema import ChatCompletionBody, CompletionBody
@@ -34,7 +34,10 @@ async def chat_completions(body: ChatCompletionBody, request: Request):
     _refuse_unsupported(body.n, body.tools, body.logprobs)
     context = request.app.state.context
     served = await context.find(body.model, "chat")
-    params = sampling(max_tokens=body.max_completion_tokens or body.max_tokens or served.spec.context_length,
+    # No max_tokens: up to the context's end, as OpenAI does; a remote model's context is its server's (a
+    # RemoteSpec has none), so it gets the usual reply budget rather than a number the server might refuse.
+    budget = getattr(served.spec, "context_length", None) or SamplingParams().max_tokens
+    params = sampling(max_tokens=body.max_completion_tokens or body.max_tokens or budget,
                       temperature=body.temperature, top_p=body.top_p, top_k=body.top_k, min_p=body.min_p,
                       repeat_penalty=body.repeat_penalty, seed=body.seed)
     text_request = chat_request(_messages(body), params, stop=body.stop, json_schema=_json_schema(body))
