@@ -194,6 +194,23 @@ def test_a_token_from_the_environment_cannot_be_regenerated_here(qtbot, monkeypa
     page.shutdown()
 
 
+def test_an_unusable_token_in_the_environment_is_said_and_nothing_starts(qtbot, monkeypatch) -> None:
+    from desktop.pages.server_page import ServerPage
+
+    monkeypatch.setenv("ATELIER_API_KEY", "two words")
+    workspace = open_workspace()
+    page = ServerPage(workspace, workspace.scheduler())
+    qtbot.addWidget(page)
+    page.show()
+    said = ("The API token cannot be used: $ATELIER_API_KEY must be at least 8 printable characters without "
+            "spaces.")
+    assert page.token_note.text() == said and page.token.text() == "" and not page.regenerate_button.isEnabled()
+    page.switch.click()
+    assert page.banner.text() == said
+    assert page.state == "stopped" and not page.switch.isChecked() and page.runner.server is None
+    page.shutdown()
+
+
 def test_every_network_interface_is_asked_first_then_warned_and_remembered(qtbot, page, monkeypatch) -> None:
     asked = answer(monkeypatch, QMessageBox.No)
     page.host.setCurrentIndex(page.host.findData("0.0.0.0"))
