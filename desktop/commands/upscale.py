@@ -156,18 +156,12 @@ def _credentials(result, source: bytes, workspace, off: bool) -> tuple[bytes, bo
     """The PNG signed as an edit of ``source`` (C2PA ``c2pa.edited``, the source as its parent)."""
     if off:
         return result.png, False, []
-    from engines.images.credentials import Provenance, add_content_credentials
-    from engines.images.signing_identity import load_or_create_identity
+    from engines.images.credentials import CredentialsSigner, Provenance
 
     provenance = Provenance(model=result.model_name, source=source,
                             edit=f"Upscaled {result.scale}× with {result.model_name}", title="upscaled.png")
-    try:
-        identity = load_or_create_identity(workspace.paths.config)
-        notices = [identity.notice] if identity.notice else []
-        return add_content_credentials(result.png, provenance, identity), True, notices
-    except Exception as exc:  # noqa: BLE001 - an image is worth more than its credentials
-        return result.png, False, [f"Content Credentials could not be added ({type(exc).__name__}: {exc}); "
-                                   "the image is saved without them"]
+    signed = CredentialsSigner(workspace.paths.config).sign(result.png, provenance)  # never raises
+    return signed.png, signed.signed, list(signed.notices)
 
 
 def _write(target: Path, png: bytes) -> None:
