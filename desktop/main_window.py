@@ -144,7 +144,15 @@ class MainWindow(QMainWindow):
 
     def dropEvent(self, event) -> None:  # noqa: N802
         """A .gguf becomes the chat model; anything else (an image-model folder, a LoRA...) goes to the Models
-        page, which identifies it off the GUI thread and says what it is."""
+        page, which identifies it off the GUI thread and says what it is. Images dropped on the Chat page are
+        attached to the message being written, as on the composer."""
+        from desktop.widgets.composer import image_files
+
+        images = image_files(event.mimeData())
+        if images and self.stack.currentWidget() is self.chat_page:
+            self.chat_page.attach_files(images)
+            event.acceptProposedAction()
+            return
         for url in event.mimeData().urls():
             path = url.toLocalFile()
             if path.lower().endswith(".gguf"):

@@ -131,3 +131,21 @@ def test_bad_images_and_a_text_only_model_are_refused_in_the_banner(qtbot, windo
     qtbot.waitUntil(lambda: controller.streaming, timeout=10_000)
     qtbot.waitUntil(lambda: not controller.streaming, timeout=240_000)
     assert controller.messages()[-1].status == "complete"
+
+
+@pytest.mark.slow
+def test_an_image_dropped_anywhere_on_the_chat_page_is_attached(qtbot, window, tmp_path):
+    from PySide6.QtCore import QPointF, Qt
+    from PySide6.QtGui import QDropEvent
+
+    photo = tmp_path / "photo.jpg"
+    from PIL import Image
+
+    Image.new("RGB", (30, 20), (10, 20, 30)).save(photo, "JPEG")
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(photo))])
+    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    window.dropEvent(event)
+    assert window.chat_page.attachments.names() == ["photo.jpg"]
+    assert window.chat_page.banner.isHidden()

@@ -75,16 +75,18 @@ def find_projector(model_path: str | Path, embedding_length: int | None = None) 
     from engines.gguf.model_file import check_model_file
 
     model = Path(model_path)
-    if embedding_length is None:
-        try:
-            embedding_length = check_model_file(model).embedding_length
-        except EngineError:
-            return None
     try:
         siblings = [p for p in model.parent.iterdir()
                     if p != model and p.suffix.lower() == ".gguf" and any(h in p.name.lower() for h in NAME_HINTS)]
     except OSError:
         return None
+    if not siblings:  # most models: no header is read at all
+        return None
+    if embedding_length is None:
+        try:
+            embedding_length = check_model_file(model).embedding_length
+        except EngineError:
+            return None
     fitting = []
     for path in siblings:
         try:
