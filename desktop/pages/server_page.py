@@ -429,6 +429,7 @@ class ServerPage(QWidget):
     def showEvent(self, event) -> None:  # noqa: N802
         super().showEvent(event)
         self._ensure_token()
+        self._show_snippets()  # the chat page's model may have changed since
         self.refresh()
         self._timer.start()
 
