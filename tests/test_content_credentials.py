@@ -156,6 +156,15 @@ def test_reading_back_in_words(tmp_path):
                                "valid, self-signed (untrusted)")
     assert "signingCredential.untrusted" in found.verdict
 
+    import hashlib
+
+    source = source_png()
+    derived = tmp_path / "derived.png"
+    derived.write_bytes(CredentialsSigner(tmp_path).sign(generated_png(), Provenance("tiny-sd", source=source)).png)
+    short = hashlib.sha256(source).hexdigest()[:12]
+    assert read_credentials(derived).claims == ("Made by a generative AI model (tiny-sd)",
+                                                f"Made from a source image: the init image (sha256 {short}…)")
+
     plain = tmp_path / "plain.png"
     plain.write_bytes(generated_png())
     assert read_credentials(plain).state == NONE

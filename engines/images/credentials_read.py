@@ -125,7 +125,7 @@ def _claims(manifest: dict) -> tuple[str, ...]:
     for ingredient in manifest.get("ingredients") or []:
         relationship = ingredient.get("relationship")
         title = ingredient.get("title") or "an image"
-        detail = f" ({ingredient['description']})" if ingredient.get("description") else ""
+        detail = f" ({_short_hash(ingredient['description'])})" if ingredient.get("description") else ""
         if relationship == "inputTo":
             sentences.append(f"Made from a source image: {title}{detail}")
         elif relationship == "parentOf":
@@ -150,6 +150,14 @@ def _action_sentence(action: dict) -> str:
         return ""  # the ingredient it opened says it
     kind = source.removeprefix(IPTC) if source else ""
     return f"{name}{with_model}{f' [{kind}]' if kind else ''}{how}"
+
+
+def _short_hash(description: str) -> str:
+    """"sha256 92aedc8815d3…" for a 64-digit hash: enough to compare by eye, short enough to wrap a line."""
+    kind, _, digest = description.partition(" ")
+    if kind == "sha256" and len(digest) == 64:
+        return f"sha256 {digest[:12]}…"
+    return description
 
 
 def _mime(path: Path) -> str:

@@ -15,9 +15,10 @@ from __future__ import annotations
 from html import escape
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QScrollArea, QVBoxLayout, QWidget
 
 TITLE = "Credentials:"
+DETAILS_MAX_HEIGHT = 150  # the details scroll rather than squeeze the image in a small window
 
 
 class CredentialsLine(QWidget):
@@ -45,8 +46,14 @@ class CredentialsLine(QWidget):
         self.details.setWordWrap(True)
         self.details.setTextFormat(Qt.RichText)
         self.details.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.details.hide()
-        layout.addWidget(self.details)
+        self.details_area = QScrollArea()
+        self.details_area.setWidget(self.details)
+        self.details_area.setWidgetResizable(True)
+        self.details_area.setFrameShape(QFrame.NoFrame)
+        self.details_area.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.details_area.setMaximumHeight(DETAILS_MAX_HEIGHT)
+        self.details_area.hide()
+        layout.addWidget(self.details_area)
         self.image_id = ""  # the image these credentials belong to ("" when none is shown)
         self.credentials = None
         self.clear()
@@ -62,6 +69,7 @@ class CredentialsLine(QWidget):
         self.summary.setText("")
         self.details.setText("")
         self.details_button.setChecked(False)
+        self.details_area.hide()
         self.hide()
 
     def show_pending(self, image_id: str) -> None:
@@ -71,7 +79,7 @@ class CredentialsLine(QWidget):
         self.summary.setText(f"{TITLE} reading…")
         self.details.setText("")
         self.details_button.setEnabled(False)
-        self.details.hide()
+        self.details_area.hide()
         self.show()
 
     def show_credentials(self, image_id: str, credentials) -> bool:
@@ -83,12 +91,12 @@ class CredentialsLine(QWidget):
         self.details.setText(details_html(credentials))
         has_details = credentials.state not in ("none", "unreadable")
         self.details_button.setEnabled(has_details)
-        self.details.setVisible(has_details and self.details_button.isChecked())
+        self.details_area.setVisible(has_details and self.details_button.isChecked())
         self.show()
         return True
 
     def _toggle(self, on: bool) -> None:
-        self.details.setVisible(on and bool(self.details.text()))
+        self.details_area.setVisible(on and bool(self.details.text()))
 
 
 def details_html(credentials) -> str:
@@ -105,6 +113,7 @@ def details_html(credentials) -> str:
     if credentials.generator:
         rows.append(("Written by", credentials.generator))
     rows.append(("Verdict", credentials.verdict))
-    cells = "".join(f"<tr><td style='padding-right:10px'><b>{escape(k)}</b></td><td>{escape(v)}</td></tr>"
+    cells = "".join(f"<tr><td style='padding-right:10px; white-space:nowrap'><b>{escape(k)}</b></td>"
+                    f"<td>{escape(v)}</td></tr>"
                     for k, v in rows)
     return f"<table>{cells}</table>"
