@@ -120,8 +120,8 @@ def test_bad_requests_are_one_error_line(tmp_path, minilm_gguf):  # noqa: F811
     assert (missing.returncode, error_lines(missing)) == (2, [
         "error: the new collection 'x' needs an embedding model: pass --embedding-model ID_OR_PATH (a GGUF "
         "embedding model such as all-MiniLM-L6-v2; 'atelier models list --catalog' lists some)"])
-    gemma_like = run_atelier("docs", "add", "x", str(tmp_path / "nowhere"), "--embedding-model", str(minilm_gguf))
-    assert (gemma_like.returncode, error_lines(gemma_like)) == (2, [f"error: Not found: {tmp_path / 'nowhere'}"])
+    nowhere = run_atelier("docs", "add", "x", str(tmp_path / "nowhere"), "--embedding-model", str(minilm_gguf))
+    assert (nowhere.returncode, error_lines(nowhere)) == (2, [f"error: Not found: {tmp_path / 'nowhere'}"])
     unknown = run_atelier("docs", "query", "nope", "anything")
     assert (unknown.returncode, error_lines(unknown)) == (2, [
         "error: There is no collection named 'nope' (there are no collections yet: 'atelier docs add NAME "
@@ -130,31 +130,37 @@ def test_bad_requests_are_one_error_line(tmp_path, minilm_gguf):  # noqa: F811
     assert (top.returncode, error_lines(top)) == (2, ["error: --top must be between 1 and 100"])
 
 
+def indexed_files(database: Path) -> int:
+    """Files marked indexed, read as another process would while the indexer writes."""
+    if not database.exists():
+        return 0
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+        try:
+            return db.execute("SELECT count(*) FROM files WHERE state = 'indexed'").fetchone()[0]
+        except sqlite3.OperationalError:  # the schema is being created
+            return 0
+
+
+def _notes(folder: Path, count: int) -> None:
+    folder.mkdir()
+    for number in range(count):
+        (folder / f"note-{number:02d}.txt").write_text(f"Note {number}: the parcel number {number * 7} was "
+                                                        f"delivered to warehouse {number % 5}.")
+
+
 def test_a_kill_9_midway_resumes_with_no_passage_stored_twice(tmp_path, minilm_gguf):  # noqa: F811
     corpus = tmp_path / "many"
-    corpus.mkdir()
-    for number in range(40):
-        (corpus / f"note-{number:02d}.txt").write_text(f"Note {number}: the parcel number {number * 7} was "
-                                                        f"delivered to warehouse {number % 5}.")
+    _notes(corpus, 40)
     database = Path(os.environ["ATELIER_HOME"]) / "data" / "documents.sqlite3"
     child = subprocess.Popen([atelier_script(), "docs", "add", "many", str(corpus), "--embedding-model",
                               str(minilm_gguf)], env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
-    def indexed() -> int:
-        if not database.exists():
-            return 0
-        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
-            try:
-                return db.execute("SELECT count(*) FROM files WHERE state = 'indexed'").fetchone()[0]
-            except sqlite3.OperationalError:  # the schema is being created
-                return 0
-
     try:
-        wait_until(lambda: indexed() >= 3, "three files indexed", child)
+        wait_until(lambda: indexed_files(database) >= 3, "three files indexed", child)
         os.kill(child.pid, signal.SIGKILL)
     finally:
         child.communicate()
-    done_before = indexed()
+    done_before = indexed_files(database)
     assert 3 <= done_before < 40, "the run ended before it could be killed midway"
     resumed = out(ok(run_atelier("docs", "add", "many", str(corpus)))).splitlines()[0]
     assert resumed.startswith(f"many: 40 files, {40 - done_before} indexed, {done_before} unchanged, 0 skipped, "
@@ -203,3 +209,39 @@ def test_chat_with_docs_answers_with_its_citations_and_says_when_nothing_is_rele
     raw = run_atelier("chat", "--model", str(gemma_path), "--docs", "mine", "--prompt", "x", "--raw")
     assert (raw.returncode, error_lines(raw)) == (2, ["error: --docs needs chat mode (the documents go in a system "
                                                       "message); drop --raw"])
+
+
+def test_ctrl_c_pauses_and_the_same_command_resumes(tmp_path, minilm_gguf):  # noqa: F811
+    corpus = tmp_path / "many"
+    _notes(corpus, 30)
+    database = Path(os.environ["ATELIER_HOME"]) / "data" / "documents.sqlite3"
+    child = subprocess.Popen([atelier_script(), "docs", "add", "many", str(corpus), "--embedding-model",
+                              str(minilm_gguf)], env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    wait_until(lambda: indexed_files(database) >= 2, "two files indexed", child)
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate()
+    assert child.returncode == 130, stderr
+    assert ("note: paused: what was indexed of 'many' is kept; run the same command again to resume"
+            in stderr.decode().splitlines())
+    done_before = indexed_files(database)
+    assert done_before < 30, "the run ended before Ctrl-C"
+    resumed = out(ok(run_atelier("docs", "add", "many", str(corpus)))).splitlines()[0]
+    assert resumed.startswith(f"many: 30 files, {30 - done_before} indexed, {done_before} unchanged, 0 skipped")
+    assert docs_json("list")["collections"][0]["passages"] == 30
+
+
+def test_another_embedding_model_indexes_the_collection_again(tmp_path, minilm_gguf):  # noqa: F811
+    corpus = tmp_path / "few"
+    _notes(corpus, 3)
+    other = tmp_path / "models" / "minilm-copy.gguf"
+    other.parent.mkdir()
+    shutil.copyfile(minilm_gguf, other)
+    ok(run_atelier("docs", "add", "few", str(corpus), "--embedding-model", str(minilm_gguf)))
+    same = out(ok(run_atelier("docs", "add", "few", str(corpus), "--embedding-model", str(minilm_gguf))))
+    assert same.startswith("few: 3 files, 0 indexed, 3 unchanged,")
+    again = out(ok(run_atelier("docs", "add", "few", str(corpus), "--embedding-model", str(other))))
+    assert again.startswith("few: 3 files, 3 indexed, 0 unchanged, 0 skipped, 0 removed; 3 passages embedded in ")
+    listed = docs_json("list", "few")
+    assert listed["model_path"] == str(other) and listed["model"] == "minilm-copy"
+    assert [f["state"] for f in listed["files"]] == ["indexed"] * 3
