@@ -190,3 +190,28 @@ def test_stop_between_two_images_ends_the_reply_and_the_model_goes_on(vision_eng
     fresh = ask(vision_engine, ChatMessage("user", "describe", images=(noise_png(1),)))
     assert after.image_tokens == tiny_vlm.image_tokens and after.text == fresh.text
     assert ask(vision_engine, ChatMessage("user", "describe")).completion_tokens >= 1  # text after images
+
+
+@pytest.mark.slow
+def test_a_follow_up_keeps_the_image_it_already_read(vision_engine, tiny_vlm):  # noqa: F811
+    first = ChatMessage("user", "describe", images=(noise_png(3),))
+    reply = ask(vision_engine, first)
+    follow_up = (first, ChatMessage("assistant", reply.text or "x"), ChatMessage("user", "and the colours?"))
+    NATIVE_LOG.clear()
+    kept = ask(vision_engine, *follow_up)
+    assert "image slice encoded" not in NATIVE_LOG.text()  # not encoded again...
+    assert kept.cached_prompt_tokens > reply.prompt_tokens - 2 and kept.image_tokens == tiny_vlm.image_tokens
+
+    engine = LlamaCppEngine()  # ...and the reply is the one a fresh read of the whole conversation gives
+    engine.load(TextLoadSpec(str(tiny_vlm.model), context_length=512, projector=str(tiny_vlm.projector)),
+                lambda event: None)
+    try:
+        fresh = ask(engine, *follow_up)
+    finally:
+        engine.unload()
+    assert (fresh.text, fresh.prompt_tokens, fresh.cached_prompt_tokens) == (kept.text, kept.prompt_tokens, 0)
+
+    other = (ChatMessage("user", "describe", images=(noise_png(4),)), *follow_up[1:])  # another image there
+    NATIVE_LOG.clear()
+    changed = ask(vision_engine, *other)
+    assert "image slice encoded" in NATIVE_LOG.text() and changed.cached_prompt_tokens < reply.prompt_tokens - 18

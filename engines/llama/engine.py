@@ -314,12 +314,6 @@ class LlamaCppEngine:
             raise EngineError(ErrorKind.BAD_INPUT, "No model is loaded.")
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
-    def count_tokens(self, text: str) -> int:
-        """Tokens of ``text`` as plain text (no BOS, no control tokens): for splitting documents by the model's own tokenizer."""
-        if self._llm is None:
-            raise EngineError(ErrorKind.BAD_INPUT, "No model is loaded.")
-        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
-
     def _render_tokens(self, messages, emit: Emit, cancel: CancelFlag,
                        image_marker: str | None = None) -> tuple[list[int], tuple[str, ...]]:
         """The prompt's tokens and stop strings; message text never becomes control tokens."""
@@ -375,12 +369,18 @@ class LlamaCppEngine:
                 template_name: str, dropped: int, vision=None) -> TextResult:
         n_ctx = self._info.context_length
         t_start = time.perf_counter()
-        cached = vision.text_before_images() if vision is not None else plan.prompt_tokens
-        try:
-            reused = self._prompt_cache.prepare(self._llm, cached, request.cache_key).reused_tokens
-        except Exception:  # a cache: it may fail to help, never fail the reply (the prompt is then read in full)
-            log.warning("the prompt cache could not prepare this request", exc_info=True)
-            reused = 0
+        # A follow-up that sends the same images again keeps them from the live context (engines.llama.vision);
+        # otherwise the prompt cache looks for the prompt's text, up to its first image.
+        reused = self._vision.reusable(self._llm, vision) if vision is not None else 0
+        if not reused:
+            if self._vision is not None:
+                self._vision.forget_live_images()  # the cache may cut or replace the live context
+            cached = vision.text_before_images() if vision is not None else plan.prompt_tokens
+            try:
+                reused = self._prompt_cache.prepare(self._llm, cached, request.cache_key).reused_tokens
+            except Exception:  # a cache: it may fail to help, never fail the reply (the prompt is then read in full)
+                log.warning("the prompt cache could not prepare this request", exc_info=True)
+                reused = 0
         self._cancel = cancel
         self._arm_abort(True)  # the prompt is read inside llama.cpp: let Stop reach it there
         try:

@@ -32,6 +32,7 @@ prefix reuse never take one image's context for another's.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,8 @@ class PreparedImage:
     chunks: object  # mtmd_input_chunks_p, freed by VisionProjector.release
     n_tokens: int  # every token it adds to the prompt, wrapper text included
     image_tokens: int  # the image embeddings alone
+    digest: bytes = b""  # of the encoded image: what tells two images apart in the live context
+    layout: tuple[int, ...] = ()  # its positions in the context: wrapper tokens, IMAGE_SLOT where embeddings go
 
 
 @dataclass
@@ -79,6 +82,31 @@ class VisionPrompt:
     def text_before_images(self) -> list[int]:
         """The tokens before the first image: what a saved or live context can share with this prompt."""
         return self.tokens[: self.tokens.index(IMAGE_SLOT)] if self.images else list(self.tokens)
+
+    def units(self):
+        """The prompt in reading order: lists of text tokens, and images."""
+        images = iter(self.images)
+        run: list[int] = []
+        for token in self.tokens:
+            if token != IMAGE_SLOT:
+                run.append(token)
+                continue
+            yield run
+            run = []
+            yield next(images)
+        yield run
+
+    def positions(self) -> tuple[list[int], list[tuple[int, int, bytes]]]:
+        """The context this prompt makes, position by position, and where each image lies (start, end, digest)."""
+        flat: list[int] = []
+        spans: list[tuple[int, int, bytes]] = []
+        for unit in self.units():
+            if isinstance(unit, PreparedImage):
+                spans.append((len(flat), len(flat) + len(unit.layout), unit.digest))
+                flat.extend(unit.layout)
+            else:
+                flat.extend(unit)
+        return flat, spans
 
 
 class VisionProjector:
@@ -111,6 +139,7 @@ class VisionProjector:
             raise EngineError(ErrorKind.MODEL_FILE,
                               f"{path.name} is a projector for sound, not images; choose the model's vision projector.")
         self.marker = mtmd_cpp.mtmd_default_marker().decode("utf-8")
+        self._live_images: dict[int, tuple[int, bytes]] = {}  # start -> (end, digest) of each image read
 
     def close(self) -> None:
         if self._ctx:
@@ -141,9 +170,15 @@ class VisionProjector:
             mtmd.mtmd_input_chunks_free(chunks)
             raise EngineError(ErrorKind.BAD_INPUT, f"The vision projector could not read image {number} "
                                                    f"({rgb.width}×{rgb.height}; mtmd error {status}).")
-        image_tokens = sum(mtmd.mtmd_input_chunk_get_n_tokens(chunk) for chunk, kind in self._chunks(chunks)
-                           if kind == _CHUNK_IMAGE)
-        return PreparedImage(chunks, int(mtmd.mtmd_helper_get_n_tokens(chunks)), int(image_tokens))
+        image_tokens, layout = 0, []
+        for chunk, kind in self._chunks(chunks):
+            if kind == _CHUNK_TEXT:
+                layout.extend(_text_tokens(mtmd, chunk))
+            else:
+                image_tokens += mtmd.mtmd_input_chunk_get_n_tokens(chunk)
+                layout.extend([IMAGE_SLOT] * mtmd.mtmd_input_chunk_get_n_pos(chunk))  # M-RoPE: fewer positions
+        return PreparedImage(chunks, int(mtmd.mtmd_helper_get_n_tokens(chunks)), int(image_tokens),
+                             hashlib.sha256(data).digest(), tuple(layout))
 
     def release(self, prompt: VisionPrompt | None) -> None:
         for image in prompt.images if prompt else ():
@@ -159,32 +194,65 @@ class VisionProjector:
 
     # ---- reading the prompt -----------------------------------------------
 
+    def reusable(self, llm, prompt: VisionPrompt) -> int:
+        """How much of the live context ``prompt`` can keep, images included; 0 when only its text could be.
+
+        A follow-up in a chat with an image sends the image again: its
+        embeddings are still in the live context, so they are kept, not
+        encoded again, when the image there is the same image (by digest:
+        the context holds token -1 at every image position, whatever the
+        image) and the context can be cut back there exactly.
+        """
+        from engines.llama.context_state import common_prefix, exact_from, live_floor, sliding_window
+
+        flat, spans = prompt.positions()
+        keep = common_prefix(llm.input_ids[: llm.n_tokens], flat)
+        first = spans[0][0] if spans else keep
+        for start, end, digest in spans:
+            if start >= keep:
+                break
+            if self._live_images.get(start) != (end, digest) or end > keep:
+                keep = start  # another image there, or the cut would fall inside this one
+                break
+        keep = min(keep, len(flat) - 1)  # the last position is read again for the first reply token's logits
+        if keep <= first or any(start < keep < end for start, end, _d in spans):
+            return 0
+        return keep if exact_from(live_floor(llm), keep, sliding_window(llm)) else 0
+
+    def forget_live_images(self) -> None:
+        """The live context is about to be changed by other means (a text prompt, a restored state)."""
+        self._live_images.clear()
+
     def read(self, llm, prompt: VisionPrompt, reused: int, cancel: CancelFlag) -> list[int]:
-        """Read ``prompt`` into the context after its first ``reused`` tokens; returns the context's tokens.
+        """Read ``prompt`` into the context after its first ``reused`` positions; returns the context's tokens.
 
         Text runs go through ``Llama.eval`` and images through mtmd; the
         last text run leaves the logits the first reply token is sampled
-        from. Stops (returns early) when ``cancel`` is set between two parts.
+        from. ``reused`` never falls inside an image (see :meth:`reusable`).
+        Stops (returns early) when ``cancel`` is set between two parts.
         """
-        llm.n_tokens = min(reused, llm.n_tokens)
-        start = llm.n_tokens
-        images = iter(prompt.images)
+        llm.n_tokens = start = min(reused, llm.n_tokens)
+        self._live_images = {k: v for k, v in self._live_images.items() if v[0] <= start}
+        position = 0
         run: list[int] = []
-        for position, token in enumerate(prompt.tokens):
-            if position < start:
+        for unit in prompt.units():
+            if not isinstance(unit, PreparedImage):
+                run.extend(unit[max(0, start - position):])
+                position += len(unit)
                 continue
-            if token != IMAGE_SLOT:
-                run.append(token)
-                continue
+            position += len(unit.layout)
+            if position <= start:
+                continue  # kept from the live context
             if run:
                 llm.eval(run)
                 run = []
             if cancel.is_set():
-                break
-            self._read_image(llm, next(images))
-        else:
-            if run:
-                llm.eval(run)
+                return llm.input_ids[: llm.n_tokens].tolist()
+            first = llm.n_tokens
+            self._read_image(llm, unit)
+            self._live_images[first] = (llm.n_tokens, unit.digest)
+        if run:
+            llm.eval(run)
         return llm.input_ids[: llm.n_tokens].tolist()
 
     def _read_image(self, llm, image: PreparedImage) -> None:
@@ -193,9 +261,7 @@ class VisionProjector:
         mtmd = self._mtmd
         for chunk, kind in self._chunks(image.chunks):
             if kind == _CHUNK_TEXT:
-                count = ctypes.c_size_t()
-                ids = mtmd.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(count))
-                llm.eval([ids[i] for i in range(count.value)])
+                llm.eval(_text_tokens(mtmd, chunk))
                 continue
             n_past = llm.n_tokens
             new_n_past = llama_cpp.llama_pos(0)
@@ -207,6 +273,12 @@ class VisionProjector:
             llm.input_ids[n_past:new_n_past.value] = IMAGE_SLOT
             llm.n_tokens = new_n_past.value
             llm._requires_eval = True  # the logits are the image's, not a text token's
+
+
+def _text_tokens(mtmd, chunk) -> list[int]:
+    count = ctypes.c_size_t()
+    ids = mtmd.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(count))
+    return [ids[i] for i in range(count.value)]
 
 
 def read_vision_request(projector: VisionProjector, request, render_tokens, emit, cancel: CancelFlag,
