@@ -18,6 +18,7 @@ from PySide6.QtGui import QImage
 from engines.library.installed import InstalledModel
 from engines.workspace import open_workspace
 from tests.fixtures.bad_images import header_only_png, real_png
+from tests.fixtures.models_page import make_page  # noqa: F401  (fixture)
 from tests.fixtures.tiny_vlm import tiny_vlm  # noqa: F401  (session fixture)
 
 pytest.importorskip("llama_cpp")
@@ -149,3 +150,17 @@ def test_an_image_dropped_anywhere_on_the_chat_page_is_attached(qtbot, window, t
     window.dropEvent(event)
     assert window.chat_page.attachments.names() == ["photo.jpg"]
     assert window.chat_page.banner.isHidden()
+
+
+def test_the_catalog_says_a_vision_model_brings_its_projector(qtbot, make_page):  # noqa: F811
+    library = open_workspace().library()
+    page = make_page(library)
+    count = len(library.catalog.entries)
+    qtbot.waitUntil(lambda: len(page.catalog_tab.verdicts) == count, timeout=10000)
+    assert page.catalog_tab.select("gemma-3-4b-it-q4_k_m")
+    details = page.catalog_tab.details
+    assert details.files.text() == ("2 files: the model and its vision projector (851 MB), so it can read images "
+                                    "you drop into the chat")
+    assert "with 1.7 GB for the vision projector" in details.verdict.explanation.text()
+    assert page.catalog_tab.select("qwen2.5-1.5b-instruct-q4_k_m")
+    assert details.files.text() == "1 file"

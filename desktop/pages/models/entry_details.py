@@ -90,6 +90,7 @@ class EntryDetails(QFrame):
         self.parameters = QLabel()
         self.context = QLabel()
         self.files = QLabel()
+        self.files.setWordWrap(True)
         self.download_time = QLabel()
         self.download_time.setWordWrap(True)
         self.license = QLabel()
@@ -153,7 +154,12 @@ class EntryDetails(QFrame):
         noun = "prompt tokens" if entry.kind == "image" else "tokens"
         self.context.setText(f"{entry.context_length:,} {noun}")
         count = len(entry.files)
-        self.files.setText(f"{count} file" if count == 1 else f"{count} files")
+        files = f"{count} file" if count == 1 else f"{count} files"
+        projector = entry.projector_file
+        if projector is not None:  # the companion file comes with the model (LM Studio #870: it often does not)
+            files += (f": the model and its vision projector ({format_bytes(projector.size)}), "
+                      "so it can read images you drop into the chat")
+        self.files.setText(files)
         self.download_time.setText(f"{format_bytes(entry.total_size)}, {advice.download_time(entry.total_size).words}")
         gated = ("<br><span style='color:palette(placeholder-text)'>Gated: accept its terms on Hugging Face "
                  "and add your token in Settings.</span>") if entry.gated else ""
