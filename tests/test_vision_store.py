@@ -41,3 +41,23 @@ def test_a_schema_3_history_gains_images_and_keeps_its_chats(tmp_path: Path) -> 
         assert [m.content for m in store.messages(1)] == ["hello"] and store.images_of(1) == {}
         store.add_message(1, "user", "look", images=(real_png(),))
         assert list(store.images_of(1).values()) == [(real_png(),)]
+
+
+def test_an_exported_chat_keeps_its_images(tmp_path: Path) -> None:
+    import base64
+    import json
+
+    from engines.chat.export import export_json, export_markdown
+
+    png = real_png(8, 6)
+    with ChatStore(tmp_path / "chats.sqlite3") as store:
+        chat = store.create_conversation()
+        asked = store.add_message(chat.id, "user", "what is this?", images=(png,))
+        store.add_message(chat.id, "assistant", "a square")
+        conversation, messages, images = store.get_conversation(chat.id), store.messages(chat.id), store.images_of(chat.id)
+        data = json.loads(export_json(conversation, messages, images))
+        assert data["messages"][0]["images"] == [{"media_type": "image/png", "data": base64.b64encode(png).decode()}]
+        assert "images" not in data["messages"][1]
+        markdown = export_markdown(conversation, messages, images)
+        assert f"**You**\n\n![image 1](data:image/png;base64,{base64.b64encode(png).decode()})\n\nwhat is this?" in markdown
+        assert asked.id in images

@@ -291,8 +291,9 @@ class ChatPage(QWidget):
         path, _ = QFileDialog.getSaveFileName(self, "Export chat", str(Path.home() / name), filters)
         if not path:
             return
-        messages = c.store.messages(conversation_id)
-        text = export_markdown(conversation, messages) if kind == "md" else export_json(conversation, messages)
+        messages, images = c.store.messages(conversation_id), c.store.images_of(conversation_id)
+        export = export_markdown if kind == "md" else export_json
+        text = export(conversation, messages, images)
         try:
             write_export(path, text)
         except OSError as exc:

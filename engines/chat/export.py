@@ -16,13 +16,19 @@ keys, and a breaking change bumps ``version``::
          "content": "...",
          "status": "complete" | "interrupted" | "cancelled" | "error" | "streaming",
          "created_at": "...",                       # ISO-8601, UTC
-         "stats": {...} | null}                     # e.g. tokens, speed, seed
+         "stats": {...} | null,                     # e.g. tokens, speed, seed
+         "images": [{"media_type": "image/png", "data": "<base64>"}]}  # only when the message has any
       ]
     }
+
+Images attached to a message (for a vision model) are kept in both: in
+the JSON as base64, in the Markdown as ``data:`` images, so an exported
+chat is whole in one file.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from dataclasses import asdict
@@ -77,8 +83,25 @@ def _blockquote(text: str) -> str:
     return "\n".join(f"> {line}" if line else ">" for line in text.splitlines())
 
 
-def export_markdown(conversation: Conversation, messages: Iterable[StoredMessage]) -> str:
-    """The conversation as Markdown; message text (code blocks included) is kept verbatim."""
+def media_type(data: bytes) -> str:
+    """The MIME type of an attached image, from its first bytes (they were checked to be one of these)."""
+    if data.startswith(b"\x89PNG"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return "image/bmp" if data.startswith(b"BM") else "application/octet-stream"
+
+
+def _data_url(data: bytes) -> str:
+    return f"data:{media_type(data)};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def export_markdown(conversation: Conversation, messages: Iterable[StoredMessage],
+                    images: dict[int, tuple[bytes, ...]] | None = None) -> str:
+    """The conversation as Markdown; message text (code blocks included) is kept verbatim, images inline."""
+    images = images or {}
     title = " ".join(conversation.title.split()) or "Untitled chat"
     parts = [f"# {title}"]
     meta = [f"Started {datetime.fromtimestamp(conversation.created_at).strftime('%Y-%m-%d %H:%M')}"]
@@ -89,6 +112,7 @@ def export_markdown(conversation: Conversation, messages: Iterable[StoredMessage
         parts.append("> **System prompt**\n>\n" + _blockquote(conversation.system_prompt))
     for message in messages:
         parts.append(_ROLE_HEADERS.get(message.role, f"**{message.role}**"))
+        parts += [f"![image {i + 1}]({_data_url(data)})" for i, data in enumerate(images.get(message.id, ()))]
         content = message.content.rstrip("\n")
         fence = _open_fence(content)
         if fence is not None:
@@ -103,9 +127,11 @@ def export_markdown(conversation: Conversation, messages: Iterable[StoredMessage
     return "\n\n".join(parts) + "\n"
 
 
-def export_data(conversation: Conversation, messages: Iterable[StoredMessage]) -> dict:
+def export_data(conversation: Conversation, messages: Iterable[StoredMessage],
+                images: dict[int, tuple[bytes, ...]] | None = None) -> dict:
     """The JSON export as plain data (see the module docstring for the layout)."""
     sampling = conversation.sampling or SamplingParams()
+    images = images or {}
     return {
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
@@ -121,15 +147,19 @@ def export_data(conversation: Conversation, messages: Iterable[StoredMessage]) -
                 "status": m.status,
                 "created_at": iso_time(m.created_at),
                 "stats": m.stats,
+                **({"images": [{"media_type": media_type(data), "data": base64.b64encode(data).decode("ascii")}
+                               for data in images[m.id]]} if images.get(m.id) else {}),
             }
             for m in messages
         ],
     }
 
 
-def export_json(conversation: Conversation, messages: Iterable[StoredMessage]) -> str:
+def export_json(conversation: Conversation, messages: Iterable[StoredMessage],
+                images: dict[int, tuple[bytes, ...]] | None = None) -> str:
     """The conversation as JSON text: UTF-8 friendly, indented, keys in a fixed order."""
-    return json.dumps(export_data(conversation, messages), ensure_ascii=False, indent=2, default=str) + "\n"
+    data = export_data(conversation, messages, images)
+    return json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n"
 
 
 def suggested_filename(conversation: Conversation, extension: str) -> str:
