@@ -55,21 +55,37 @@ def test_an_image_without_credentials_says_so(qtbot, page):
     assert not page.credentials_line.details_button.isEnabled()
 
 
-def test_a_damaged_key_is_replaced_and_the_banner_says_so(qtbot, workspace, engine_ready):
+def test_the_key_is_made_at_first_start_private_to_the_user(qtbot, workspace, engine_ready):
+    import stat
+
+    key = workspace.paths.config / "content-credentials.pem"
+    assert not key.exists()
+    page = make_page(qtbot, workspace)
+    try:
+        qtbot.waitUntil(key.exists, timeout=15000)  # no image made yet
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+        assert not page.banner.isVisible()
+    finally:
+        page.shutdown()
+
+
+def test_a_damaged_key_is_replaced_at_start_and_the_banner_says_so(qtbot, workspace, engine_ready):
     key = workspace.paths.config / "content-credentials.pem"
     key.parent.mkdir(parents=True, exist_ok=True)
     key.write_text("this is not a key")
     page = make_page(qtbot, workspace)
     try:
-        fill(page, seed=8)
-        run(qtbot, page)
-        assert page.banner.isVisible()
+        qtbot.waitUntil(page.banner.isVisible, timeout=15000)
         text = page.banner.text()
         assert text.startswith(f"The Content Credentials key ({key}) could not be used: it holds no PEM keys or "
                                "certificates; it was set aside as content-credentials.unreadable-")
         assert text.endswith(", and a new key was made. Images signed before keep their credentials.")
+        fill(page, seed=8)
+        run(qtbot, page)
         credentials_read(qtbot, page)
         assert page.credentials_line.summary.text().endswith(" · valid, self-signed (untrusted)")
         assert [e.seed for e in page.gallery.list()] == [8]
+        assert not page.banner.isVisible()  # replaced once, said once
+        assert len(list(key.parent.glob("content-credentials.unreadable-*.pem"))) == 1
     finally:
         page.shutdown()

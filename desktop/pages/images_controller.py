@@ -19,7 +19,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QThread, Signal
+from PySide6.QtCore import QObject, QThread, QTimer, Signal
 
 from desktop.pages.images.controls import settings_from_entry
 from desktop.workers.background import run_in_background, serial_pool
@@ -30,6 +30,7 @@ from engines.workspace import Workspace
 
 log = logging.getLogger(__name__)
 SHUTDOWN_WAIT_MS = 15000  # for the worker to end its run once the engine is told to stop
+KEY_AFTER_START_MS = 1000  # the signing key is made (or checked) once the window is up, never before it
 
 
 class ImagesController(QObject):
@@ -78,6 +79,7 @@ class ImagesController(QObject):
         w.unloaded.connect(self.unloaded)
         w.host_reset.connect(self.host_reset)
         self._thread.start()
+        QTimer.singleShot(KEY_AFTER_START_MS, self.prepare_signing_key)
 
     @property
     def images_dir(self) -> Path:
@@ -217,6 +219,24 @@ class ImagesController(QObject):
 
         run_in_background(lambda: read_credentials(path), lambda found: self.credentials.emit(image_id, found),
                           failed, pool=self._credentials_pool)
+
+    def prepare_signing_key(self) -> None:
+        """Make the Content Credentials key at the app's first start (check it at every later one), off the GUI
+        thread; a damaged key is set aside and replaced now, and ``notice`` says so. An unwritable config folder
+        is only logged here: the first image to sign says it, in the banner, when it matters."""
+        if self._closed:
+            return
+        from engines.images.signing_identity import load_or_create_identity
+
+        config = self.workspace.paths.config
+
+        def made(identity) -> None:
+            if identity.notice and not self._closed:
+                self.notice.emit(identity.notice)
+
+        run_in_background(lambda: load_or_create_identity(config), made,
+                          lambda error: log.warning("the Content Credentials key could not be made: %s", error),
+                          pool=self._credentials_pool)
 
     # ---- remembered settings ---------------------------------------------
 

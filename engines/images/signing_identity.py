@@ -1,10 +1,10 @@
 """The key that signs Content Credentials: a local certificate authority and a signing certificate it issued.
 
 C2PA signs with an X.509 certificate chain; no public authority issues one
-to a desktop app offline, so the first time Atelier signs an image it
-makes its own (with ``cryptography``, in the front-end process): an EC
-P-256 CA and a leaf issued by it (digitalSignature, EKU emailProtection,
-as C2PA wants). Validators therefore say ``signingCredential.untrusted``:
+to a desktop app offline, so Atelier makes its own (the window a moment
+after its first start, ``atelier image`` when it first signs; with
+``cryptography``, in the front-end process): an EC P-256 CA and a leaf
+issued by it (digitalSignature, EKU emailProtection, as C2PA wants). Validators therefore say ``signingCredential.untrusted``:
 the signature proves the file was not changed since this Atelier signed
 it, not who the user is. Nothing personal goes into the certificates; a
 short random tag tells two installations apart.
