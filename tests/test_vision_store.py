@@ -61,3 +61,26 @@ def test_an_exported_chat_keeps_its_images(tmp_path: Path) -> None:
         markdown = export_markdown(conversation, messages, images)
         assert f"**You**\n\n![image 1](data:image/png;base64,{base64.b64encode(png).decode()})\n\nwhat is this?" in markdown
         assert asked.id in images
+
+
+def test_recovered_chats_keep_their_images_on_their_own_messages(tmp_path: Path) -> None:
+    from engines.chat.salvage import salvage
+
+    old_path, photo = tmp_path / "old.sqlite3", real_png(12, 9, (0, 200, 0))
+    with ChatStore(old_path) as old:
+        for i in range(3):  # message ids in the old file that the live one will hand to other messages
+            chat = old.create_conversation(f"chat {i}")
+            old.add_message(chat.id, "user", f"question {i}")
+        pictured = old.create_conversation("with a picture")
+        old.add_message(pictured.id, "user", "what is this?", images=(photo,))
+    live = ChatStore(tmp_path / "live.sqlite3")
+    mine = live.create_conversation("mine")
+    for i in range(4):
+        live.add_message(mine.id, "user", f"live {i}")
+    report = salvage(old_path, live)
+    assert (report.conversations, report.other_rows) == (4, 0)  # images come with their message, not as rows
+    recovered = next(c for c in live.list_conversations() if c.title == "with a picture")
+    (asked,) = live.messages(recovered.id)
+    assert live.images_of(recovered.id) == {asked.id: (photo,)}
+    assert live.images_of(mine.id) == {}  # never on a live message that happens to have the old id
+    live.close()

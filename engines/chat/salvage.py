@@ -30,7 +30,8 @@ from engines.chat.titles import DEFAULT_TITLE, auto_title_from
 
 log = logging.getLogger(__name__)
 
-CHAT_TABLES = ("conversations", "messages", "reply_versions")
+# Rows keyed by message id are carried with their message (recovered messages get new ids), never copied as is.
+CHAT_TABLES = ("conversations", "messages", "reply_versions", "message_images")
 _MAX_SKIP = 1 << 62
 
 
@@ -129,6 +130,17 @@ def _as_float(value, default: float) -> float:
         return default
 
 
+def _images(scratch: sqlite3.Connection) -> dict[int, tuple[bytes, ...]]:
+    """The readable attached images of the scratch copy, by (old) message id, in order."""
+    if scratch.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'message_images'").fetchone() is None:
+        return {}
+    found: dict[int, tuple[bytes, ...]] = {}
+    for message_id, data in scratch.execute("SELECT message_id, data FROM message_images ORDER BY message_id, seq"):
+        if isinstance(data, bytes) and data:
+            found[message_id] = found.get(message_id, ()) + (data,)
+    return found
+
+
 def _chat_records(scratch: sqlite3.Connection) -> list[tuple[Conversation, list[StoredMessage]]]:
     """The conversations (with their messages) of the scratch copy; messages without one get a new one."""
     names = {row[0] for row in scratch.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -208,11 +220,11 @@ def salvage(damaged: Path, into: ChatStore) -> SalvageReport:
             copy_readable(damaged, scratch_path)
             scratch = sqlite3.connect(scratch_path)
             try:
-                records = _chat_records(scratch)
+                records, images = _chat_records(scratch), _images(scratch)
             finally:
                 scratch.close()
             for conversation, found in records:
-                into.import_conversation(conversation, found)
+                into.import_conversation(conversation, found, images)
                 conversations += 1
                 messages += len(found)
             other_rows = _copy_other_tables(scratch_path, into.path)

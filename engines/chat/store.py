@@ -547,11 +547,13 @@ class ChatStore:
 
     # ---- bulk import (recovery) -------------------------------------------
 
-    def import_conversation(self, conversation: Conversation, messages: list[StoredMessage]) -> int:
+    def import_conversation(self, conversation: Conversation, messages: list[StoredMessage],
+                            images: dict[int, tuple[bytes, ...]] | None = None) -> int:
         """Add a whole conversation read from elsewhere (a damaged file), keeping its times; returns its new id.
 
         A reply left ``streaming`` comes in as ``interrupted``; positions are
         renumbered in order, so gaps left by unreadable messages close up.
+        ``images`` (by the messages' old ids) come with their messages.
         """
         with self._write() as db:
             cursor = db.execute(
@@ -564,12 +566,15 @@ class ChatStore:
             new_id = int(cursor.lastrowid)
             for position, message in enumerate(sorted(messages, key=lambda m: m.position)):
                 status = "interrupted" if message.status == "streaming" else message.status
-                db.execute(
+                inserted = db.execute(
                     "INSERT INTO messages (conversation_id, position, role, content, status, created_at, "
                     "updated_at, stats_json, notice) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (new_id, position, message.role, message.content, status, message.created_at,
                      message.updated_at, dict_to_json(message.stats), message.notice),
-                )
+                ).lastrowid
+                db.executemany("INSERT INTO message_images (message_id, seq, data) VALUES (?, ?, ?)",
+                               [(inserted, seq, sqlite3.Binary(data))
+                                for seq, data in enumerate((images or {}).get(message.id, ()))])
         return new_id
 
 
