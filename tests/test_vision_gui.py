@@ -61,6 +61,7 @@ def test_a_dropped_image_reaches_the_vision_model_and_stays_with_the_message(qtb
     page, controller = window.chat_page, window.chat_controller
     photo = tmp_path / "photo.png"
     photo.write_bytes(real_png(64, 48, (30, 120, 220)))
+    assert page.panel.model_note.text().endswith(" · reads images (drop one on the message box)")
     drop(page.composer, photo)
     assert page.attachments.names() == ["photo.png"] and page.attachments.isVisible()
     assert page.composer.toPlainText() == ""  # the path never lands in the text
@@ -119,6 +120,7 @@ def test_bad_images_and_a_text_only_model_are_refused_in_the_banner(qtbot, windo
 
     page.panel.model_combo.setCurrentIndex(page.panel.model_combo.findData("local/text-only"))
     assert controller.current_model().id == "local/text-only"
+    assert "reads images" not in page.panel.model_note.text()
     photo = tmp_path / "photo.png"
     photo.write_bytes(real_png())
     drop(page.composer, photo)

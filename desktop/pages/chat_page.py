@@ -468,7 +468,8 @@ class ChatPage(QWidget):
             self.panel.set_model_note("No models yet. Add a .gguf file, or drop one onto the window.")
         else:
             size = format_bytes(model.size_bytes) if model.size_bytes else ""
-            self.panel.set_model_note(" · ".join(x for x in (model.description, size) if x))
+            sees = "reads images (drop one on the message box)" if self.controller.projector_for(model) else ""
+            self.panel.set_model_note(" · ".join(x for x in (model.description, size, sees) if x))
         self.panel.set_remote_model(model is not None and model.engine == "remote")
 
     def _model_changed(self, model_id: str) -> None:
