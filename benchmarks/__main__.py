@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks import bench_chat_decode, bench_download, bench_fit, bench_prompt_cache, bench_startup
+from benchmarks import bench_chat_decode, bench_download, bench_fit, bench_prompt_cache, bench_serve, bench_startup
 
 
 def main() -> int:
@@ -14,7 +14,7 @@ def main() -> int:
     results = json.loads(out.read_text()) if out.exists() else {}
     only = set(sys.argv[1:])
     for name, module in (("startup", bench_startup), ("chat_decode", bench_chat_decode),
-                         ("prompt_cache", bench_prompt_cache), ("fit", bench_fit), ("download", bench_download)):
+                         ("prompt_cache", bench_prompt_cache), ("serve", bench_serve), ("fit", bench_fit), ("download", bench_download)):
         if only and name not in only:
             continue
         print(f"== {name}", flush=True)
