@@ -49,8 +49,15 @@ def test_text_to_image_is_signed_and_no_credentials_turns_it_off(tiny_sd, tmp_pa
     signed, plain = tmp_path / "signed.png", tmp_path / "plain.png"
     common = ["image", "--model", str(tiny_sd), "--prompt", "a red lighthouse", "--steps", "2", "--width", "64",
               "--height", "64", "--seed", "3", "--json"]
+    key = atelier_home / "config" / "content-credentials.pem"
+    key.parent.mkdir(parents=True, exist_ok=True)
+    key.write_text("a damaged key")  # replaced with a warning, never a crash
     run = atelier(*common, "--out", str(signed))
     assert run.returncode == 0, run.stderr
+    warnings = [line for line in run.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and warnings[0].startswith(
+        f"warning: The Content Credentials key ({key}) could not be used: it holds no PEM keys or certificates; "
+        "it was set aside as content-credentials.unreadable-")
     data = json.loads(run.stdout)
     assert data["credentials"] is True and data["images"][0]["credentials"] is True
     manifest = manifest_of(signed)
@@ -60,7 +67,6 @@ def test_text_to_image_is_signed_and_no_credentials_turns_it_off(tiny_sd, tmp_pa
     assert action["softwareAgent"] == {"name": data["model"]} and data["model"] == tiny_sd.name
     assert manifest.get("ingredients", []) == []
     assert read_png_parameters(signed)["prompt"] == "a red lighthouse"  # the A1111 chunk stays
-    key = atelier_home / "config" / "content-credentials.pem"
     assert key.exists() and key.stat().st_mode & 0o777 == 0o600
 
     run = atelier(*common, "--out", str(plain), "--no-credentials")
