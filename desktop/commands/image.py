@@ -42,6 +42,9 @@ def add_parsers(sub) -> None:
     image.add_argument("--batch", type=int, default=1, help="how many images, with consecutive seeds")
     image.add_argument("--init-image", help="an image to start from (img2img)")
     image.add_argument("--strength", type=float, default=0.75, help="img2img: how much of the init image to replace")
+    image.add_argument("--lora", action="append", default=[], metavar="FILE_OR_ID:WEIGHT",
+                       help="apply a LoRA (.safetensors, kohya or diffusers/PEFT layout) with a weight (default 1); "
+                            "repeatable")
     image.add_argument("--out", help="where to write the PNG (default: the gallery folder)")
     image.add_argument("--no-credentials", action="store_true",
                        help="leave out the Content Credentials (the signed C2PA manifest) for this run")
@@ -67,6 +70,32 @@ def _resolve(model: str) -> tuple[Path, str | None]:
         return found.local_path(), (found.installed.id if found.installed is not None else None)
     except EngineError as exc:
         raise CliError.from_engine(exc) from None
+
+
+def _loras(texts: list[str]) -> tuple:
+    """``--lora FILE_OR_ID[:WEIGHT]``, each resolved by the one resolver as a LoRA (a pickle or another kind refused)."""
+    from engines.diffusion.types import LoraSpec
+    from engines.library.resolve import resolve_model
+    from engines.workspace import open_workspace
+
+    loras = []
+    for text in texts:
+        name, sep, weight = text.rpartition(":")
+        if not sep:
+            name, weight = text, "1"
+        try:
+            value = float(weight)
+        except ValueError:
+            raise CliError(f"--lora {text}: the weight after the last ':' must be a number "
+                           "(e.g. --lora style.safetensors:0.8)") from None
+        if not name:
+            raise CliError(f"--lora {text}: give a LoRA file or an installed LoRA's id before the ':'")
+        try:
+            path = resolve_model(name, open_workspace().models, kind="lora").local_path()
+        except EngineError as exc:
+            raise CliError.from_engine(exc) from None
+        loras.append(LoraSpec(str(path), value))
+    return tuple(loras)
 
 
 def output_paths(out: Path, count: int) -> list[Path]:
@@ -115,7 +144,7 @@ def run_image(args) -> int:
     request = ImageRequest(
         prompt=args.prompt, negative_prompt=args.negative, width=args.width, height=args.height, steps=args.steps,
         guidance=args.guidance, scheduler=args.scheduler, seed=args.seed, batch_count=args.batch,
-        init_image=init, strength=args.strength, preview_every=0,
+        init_image=init, strength=args.strength, preview_every=0, loras=_loras(args.lora),
     )
     problems = request.validate()
     if problems:

@@ -204,6 +204,10 @@ class OnnxDiffusionEngine:
         if not self._sessions:
             raise EngineError(ErrorKind.BAD_INPUT, "No image model is loaded.")
         validate_request(request, self._folder, size_multiple=self._folder.size_multiple)
+        if any(lora.weight != 0 for lora in request.loras):
+            from engines.diffusion.lora import ONNX_REFUSED
+
+            raise EngineError(ErrorKind.UNSUPPORTED, ONNX_REFUSED)
         init = request_init_image(request)
         if init is not None:
             self._vae_encoder()

@@ -9,6 +9,9 @@ Two chunks are written:
       Negative prompt: <negative>
       Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 123, Size: 512x512, Model: name
 
+  LoRAs are written into the prompt line as A1111 writes them,
+  ``<lora:name:weight>``, and read back out of it.
+
 * ``atelier`` (iTXt, UTF-8 JSON) with the full request, the seed of this
   image and how it ran (backend, device, dtype), so Atelier can reproduce
   it exactly. The init image of an img2img run is not embedded (it could be
@@ -26,7 +29,7 @@ from pathlib import Path
 
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
-from engines.diffusion.types import ImageRequest
+from engines.diffusion.types import ImageRequest, LoraSpec
 from engines.errors import EngineError, ErrorKind
 
 ATELIER_KEY = "atelier"
@@ -35,6 +38,7 @@ FORMAT_VERSION = 1
 # AUTOMATIC1111's own pattern for "Key: value" pairs (values with commas are JSON-quoted).
 _PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
+_LORA_TAG = re.compile(r"\s*<lora:([^:<>]+):([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)>")  # A1111's <lora:name:weight>
 
 
 def _quote(text: str) -> str:
@@ -47,7 +51,8 @@ def _number(value: float) -> str:
 
 def format_parameters(request: ImageRequest, extra: dict) -> str:
     """The A1111 ``parameters`` text for one image (``extra["seed"]`` is this image's seed)."""
-    lines = [request.prompt]
+    tags = "".join(f" <lora:{lora.label}:{_number(lora.weight)}>" for lora in request.loras)
+    lines = [request.prompt + tags]
     if request.negative_prompt:
         lines.append(f"Negative prompt: {request.negative_prompt}")
     pairs = [
@@ -107,7 +112,10 @@ def parse_parameters(text: str) -> dict:
             except json.JSONDecodeError:
                 pass
         settings[key.strip()] = value
-    result: dict = {"prompt": "\n".join(prompt), "negative_prompt": "\n".join(negative), "settings": settings}
+    text = "\n".join(prompt)
+    loras = [{"name": name.strip(), "weight": float(weight)} for name, weight in _LORA_TAG.findall(text)]
+    result: dict = {"prompt": _LORA_TAG.sub("", text), "negative_prompt": "\n".join(negative), "settings": settings,
+                    "loras": loras}
     for key, name, cast in (("Steps", "steps", int), ("Sampler", "sampler", str), ("CFG scale", "cfg_scale", float),
                             ("Seed", "seed", int), ("Model", "model", str),
                             ("Denoising strength", "denoising_strength", float)):
@@ -159,6 +167,8 @@ def request_from_metadata(meta: dict) -> ImageRequest:
         values = {k: v for k, v in record.items() if k in known}
         if meta[ATELIER_KEY].get("seed") is not None:
             values["seed"] = meta[ATELIER_KEY]["seed"]
+        values["loras"] = tuple(LoraSpec(**{k: v for k, v in lora.items() if k in ("path", "weight", "name")})
+                                for lora in values.get("loras") or () if isinstance(lora, dict))
         values["batch_count"] = 1
         return ImageRequest(**values)
     if not meta.get("prompt"):
@@ -172,4 +182,6 @@ def request_from_metadata(meta: dict) -> ImageRequest:
         guidance=meta.get("cfg_scale", 7.0),
         scheduler=meta.get("sampler", "Euler"),
         seed=meta.get("seed"),
+        # Another tool names its LoRAs without files: the front end finds them in the library by name.
+        loras=tuple(LoraSpec("", lora["weight"], lora["name"]) for lora in meta.get("loras", ())),
     )

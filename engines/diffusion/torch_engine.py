@@ -149,14 +149,16 @@ class TorchDiffusionEngine:
         self._txt2img = None
         self._img2img = None
         self._scheduler_config: dict = {}
+        self._loras: tuple = ()  # the LoRAs fused into the loaded weights (engines.diffusion.lora)
 
     # ---- loading ---------------------------------------------------------
 
-    def load(self, spec: ImageLoadSpec, emit: Emit) -> ImageModelInfo:
+    def load(self, spec: ImageLoadSpec, emit: Emit, loras: tuple = ()) -> ImageModelInfo:
+        """Load ``spec``'s pipeline with ``loras`` fused into its weights (see :mod:`engines.diffusion.lora`)."""
         problems = spec.validate()
         if problems:
             raise EngineError(ErrorKind.BAD_INPUT, problems_sentence(problems, "Cannot load the model"))
-        if self._info is not None and spec == self._spec:
+        if self._info is not None and spec == self._spec and loras == self._loras:
             return self._info  # already warm
         if spec.backend == "onnx":
             raise EngineError(ErrorKind.BAD_INPUT, "The PyTorch engine cannot run the ONNX backend.")
@@ -177,6 +179,10 @@ class TorchDiffusionEngine:
         emit(ProgressEvent("load", f"Moving the model to {device}…", 0.8))
         try:
             pipe.to(device)
+            if loras:  # fused before the CPU speed-ups pack the weights, so LoRA layers are packed too
+                from engines.diffusion.lora import apply_loras
+
+                apply_loras(pipe, loras, folder.family, folder.name, emit)
             if device == "cpu" and spec.cpu_speedups:
                 from engines.diffusion.cpu_speedups import speed_up_for_cpu
 
@@ -198,7 +204,7 @@ class TorchDiffusionEngine:
         self._txt2img = pipe
         self._img2img = None  # built on first use: it shares every component, so it costs nothing to keep
         self._scheduler_config = dict(pipe.scheduler.config)
-        self._spec, self._folder = spec, folder
+        self._spec, self._folder, self._loras = spec, folder, loras
         self._run = RunInfo("torch", device, dtype, folder.name, folder.family)
         self._info = make_info(folder, "torch", device, dtype)
         emit(ProgressEvent("load", f"{folder.name} is ready ({device}, {dtype}).", 1.0))
@@ -225,9 +231,33 @@ class TorchDiffusionEngine:
         if self._txt2img is None:
             raise EngineError(ErrorKind.BAD_INPUT, "No image model is loaded.")
         validate_request(request, self._folder)
+        self._use_loras(request, emit)
         init = request_init_image(request)
         return run_batch(request, emit, cancel, self._run,
                          lambda seed, reporter: self._one(request, seed, init, reporter))
+
+    def _use_loras(self, request: ImageRequest, emit: Emit) -> None:
+        """Load the pipeline again with the request's LoRAs when they differ from the fused ones.
+
+        The files are checked first, so a LoRA that is refused costs no
+        reload; one that fails while it is applied leaves the base model
+        loaded again, ready for the next request.
+        """
+        from engines.diffusion.lora import active, check_lora
+
+        loras = active(request.loras)
+        if loras == self._loras:
+            return
+        width = getattr(self._txt2img.unet.config, "cross_attention_dim", None)
+        for lora in loras:
+            check_lora(lora, self._folder.family, width if isinstance(width, int) else None, self._folder.name)
+        spec = self._spec
+        try:
+            self.load(spec, emit, loras)
+        except EngineError:
+            if loras and self._info is None:
+                self.load(spec, emit, ())
+            raise
 
     def _one(self, request: ImageRequest, seed: int, init, reporter: StepReporter):
         import torch
@@ -273,6 +303,7 @@ class TorchDiffusionEngine:
         device = self._run.device if self._run else "cpu"
         self._txt2img = self._img2img = None
         self._info = self._spec = self._folder = self._run = None
+        self._loras = ()
         gc.collect()
         if device == "cuda":
             import torch

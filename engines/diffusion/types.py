@@ -26,6 +26,8 @@ SCHEDULER_NAMES: tuple[str, ...] = ("Euler", "Euler a", "DPM++ 2M Karras", "DDIM
 MIN_SIZE, MAX_SIZE = 64, 2048
 MAX_SEED = 2**32 - 1
 MAX_BATCH = 16
+MAX_LORAS = 8  # LoRAs applied at once; each is fused into the weights (engines.diffusion.lora)
+MAX_LORA_WEIGHT = 10.0  # a weight beyond ±10 only turns the image to noise
 # Init images: a photo from any camera fits (a 50 MP JPEG is ~25 MB); a decompression bomb or /dev/zero does not.
 # Decoding 64 MP as RGB takes ~200 MB, the most an img2img source that is resized to 2048 px at most should cost.
 MAX_INIT_IMAGE_BYTES = 64_000_000  # "64 MB": decimal, as every size is shown (engines.byte_sizes)
@@ -55,6 +57,36 @@ class ImageLoadSpec:
 
 
 @dataclass(frozen=True)
+class LoraSpec:
+    """One LoRA to apply: its ``.safetensors`` file, its weight, and the name the PNG records (``<lora:name:w>``).
+
+    ``path`` is empty only in a request read back from another tool's PNG,
+    which names its LoRAs without files; such a request must have them
+    found in the library before it can run.
+    """
+
+    path: str
+    weight: float = 1.0
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        """The name in ``<lora:name:weight>``: the given one, else the file's stem."""
+        if self.name:
+            return self.name
+        stem = self.path.replace("\\", "/").rsplit("/", 1)[-1]
+        return stem.rsplit(".", 1)[0] if "." in stem else stem
+
+    def validate(self) -> list[str]:
+        if not self.path:
+            return [f"the LoRA '{self.label}' has no file (add it to the library, or give its path)"]
+        if not isinstance(self.weight, (int, float)) or not -MAX_LORA_WEIGHT <= self.weight <= MAX_LORA_WEIGHT:
+            return [f"the weight of the LoRA '{self.label}' must be between -{MAX_LORA_WEIGHT:g} and "
+                    f"{MAX_LORA_WEIGHT:g} (got {self.weight})"]
+        return []
+
+
+@dataclass(frozen=True)
 class ImageRequest:
     """One text-to-image (or, with ``init_image``, image-to-image) job of ``batch_count`` images."""
 
@@ -70,6 +102,7 @@ class ImageRequest:
     init_image: bytes | None = None  # an encoded image file (PNG, JPEG, WebP...) for img2img
     strength: float = 0.75  # img2img: how much of the init image is replaced by noise
     preview_every: int = 1  # a PreviewEvent every N steps; 0 turns previews off
+    loras: tuple[LoraSpec, ...] = ()  # applied in order, each with its weight (PyTorch backend: engines.diffusion.lora)
 
     def validate(self) -> list[str]:
         """Human-readable problems, empty when the request is usable by any model."""
@@ -93,6 +126,10 @@ class ImageRequest:
             problems.append(f"batch count must be between 1 and {MAX_BATCH} (got {self.batch_count})")
         if not isinstance(self.preview_every, int) or self.preview_every < 0:
             problems.append("preview interval must be 0 (off) or a number of steps")
+        if len(self.loras) > MAX_LORAS:
+            problems.append(f"at most {MAX_LORAS} LoRAs can be applied at once (got {len(self.loras)})")
+        for lora in self.loras:
+            problems.extend(lora.validate())
         if self.init_image is not None:
             # b"" is an init image too (an empty file): refused here, never silently treated as txt2img.
             if not isinstance(self.init_image, bytes) or not self.init_image:

@@ -47,6 +47,7 @@ PACKAGES: tuple[str, ...] = (
     "onnx==1.23.2",  # the ONNX converter (engines/diffusion/convert.py)
     "Pillow==13.0.0",
     "numpy>=1.26",
+    "peft==0.21.2",  # LoRAs: diffusers loads them through PEFT (engines/diffusion/lora.py)
     "psutil==7.2.2",  # engines/machine/hardware.py (the CPU probe the torch engine asks)
     "msgspec==0.22.0",  # the engine-host protocol (engines/host/protocol.py), pinned as pyproject.toml pins it
 )
