@@ -199,3 +199,16 @@ def test_the_private_image_engine_never_needs_c2pa():
     root = Path(__file__).resolve().parents[1] / "engines" / "diffusion"
     users = [p.name for p in root.rglob("*.py") if "c2pa" in p.read_text(encoding="utf-8")]
     assert users == []
+
+
+def test_starting_the_gui_loads_neither_c2pa_nor_cryptography():
+    """Their native libraries load when an image is signed or its credentials read, not when the window opens."""
+    import subprocess
+    import sys
+
+    code = ("import sys, desktop.main_window, desktop.app; "
+            "print(sorted(m for m in ('c2pa', 'cryptography') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
