@@ -95,6 +95,17 @@ def test_an_image_to_image_png_links_its_source_as_an_ingredient(tmp_path):
     assert created["parameters"]["ingredients"][0]["url"].endswith("c2pa.ingredient.v3")
 
 
+def test_the_loras_of_a_request_are_named(tmp_path):
+    from engines.diffusion.types import LoraSpec
+
+    request = ImageRequest("a lighthouse", width=64, height=64, steps=4, seed=1,
+                           loras=(LoraSpec("/loras/ink.safetensors", 0.8), LoraSpec("/loras/x.safetensors", 1.0, "film")))
+    provenance = Provenance.of_request(request, "tiny-sd")
+    assert provenance.description == "Text to image, 4 steps, with LoRA ink (0.8), film (1)"
+    [created] = actions_of(manifest_of(CredentialsSigner(tmp_path).sign(generated_png(), provenance).png)[0])
+    assert created["description"] == "Text to image, 4 steps, with LoRA ink (0.8), film (1)"
+
+
 def test_an_edit_says_what_was_done_to_the_original(tmp_path):
     signed = CredentialsSigner(tmp_path).sign(
         generated_png(), Provenance("RealESRGAN x4", source=source_png(), edit="Upscaled 4× with RealESRGAN x4"))

@@ -70,6 +70,9 @@ class Provenance:
             how = f"Image to image (strength {request.strength:g}), {request.steps} steps"
         else:
             how = f"Text to image, {request.steps} steps"
+        loras = getattr(request, "loras", ())  # the LoRAs change what the model makes: the manifest names them
+        if loras:
+            how += ", with LoRA " + ", ".join(f"{lora.label} ({lora.weight:g})" for lora in loras)
         return cls(model=model, source=request.init_image, description=how)
 
 
