@@ -107,11 +107,12 @@ def test_unsupported_parameters_are_refused_in_words(tiny):
     with pytest.raises(openai.BadRequestError) as several:
         client.chat.completions.create(model=model, messages=CHAT, n=2)
     assert several.value.message == "Error code: 400 - n must be 1: Atelier generates one choice per request (got 2)."
-    with pytest.raises(openai.BadRequestError) as image:
+    with pytest.raises(openai.BadRequestError) as audio:  # images: tests/test_vision_server.py
         client.chat.completions.create(model=model, messages=[{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}])
-    assert image.value.param == "messages[0].content"
-    assert image.value.body["message"] == "'messages[0].content' has a part of type 'image_url'; only text parts are supported."
+            {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]}])
+    assert audio.value.param == "messages[0].content"
+    assert audio.value.body["message"] == ("'messages[0].content' has a part of type 'input_audio'; only text parts "
+                                           "(and image_url parts in user messages) are supported.")
     with pytest.raises(openai.BadRequestError) as embedding:
         client.embeddings.create(model=model, input="hi")
     assert embedding.value.body["message"] == f"'{model}' is a chat model, but this needs an embedding model."

@@ -75,7 +75,6 @@ class ChatController(QObject):
         self._retry.setInterval(RETRY_UNSAVED_MS)
         self._retry.timeout.connect(self._retry_unsaved)
         self.remote_servers = RemoteServers.beside(workspace.models.file)
-        self._projectors: dict[str, str | None] = {}  # model path -> the vision projector beside it
         self._own_scheduler = None
         if host is None:
             if scheduler is None:
@@ -283,15 +282,13 @@ class ChatController(QObject):
                             projector=self.projector_for(model))
 
     def projector_for(self, model: InstalledModel) -> str | None:
-        """The vision projector found beside a local model (looked for once per file), loaded with it."""
+        """The vision projector found beside a local model, loaded with it (the server finds the same one)."""
         if model.engine == "remote":
             return None
-        if model.path not in self._projectors:
-            from engines.library.probes.projector import find_projector
+        from engines.library.probes.projector import find_projector
 
-            found = find_projector(model.path)
-            self._projectors[model.path] = str(found) if found else None
-        return self._projectors[model.path]
+        found = find_projector(model.path)
+        return str(found) if found else None
 
     def vision_problem(self, model: InstalledModel | None) -> str | None:
         """Why ``model`` cannot be shown an image, in words; None when it can."""

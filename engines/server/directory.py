@@ -20,6 +20,7 @@ from typing import Any
 
 from engines.api import TextLoadSpec
 from engines.errors import EngineError
+from engines.library.probes.projector import find_projector
 from engines.server.errors import ApiError, from_engine_error, model_not_found
 
 SERVED_KINDS = ("chat", "embedding", "image")
@@ -103,9 +104,10 @@ class ModelDirectory:
 
             return ServedModel(model.id, "image", IMAGE_ENGINE, ImageLoadSpec(model.path), int(model.added_at))
         prefs = self._settings.prefs_for(model.id)
+        projector = find_projector(model.path) if model.kind == "chat" else None  # as the chat page loads it
         spec = TextLoadSpec(model.path, context_length=self._context_length or prefs.context_length,
                             threads=prefs.threads, gpu_layers=prefs.gpu_layers, cache_type=prefs.cache_type,
-                            embedding=model.kind == "embedding")
+                            embedding=model.kind == "embedding", projector=str(projector) if projector else None)
         return ServedModel(model.id, model.kind, TEXT_ENGINE, spec, int(model.added_at))
 
     @staticmethod

@@ -21,6 +21,7 @@ from starlette.background import BackgroundTask
 from engines.api import ChatMessage, FinishedEvent, SamplingParams, TokenEvent
 from engines.errors import EngineError, ErrorKind
 from engines.server.errors import ApiError, from_engine_error
+from engines.server.image_parts import image_of
 from engines.server.openai_schema import ChatCompletionBody, CompletionBody
 from engines.server.runner import client_id, finished_result, first_output
 from engines.server.streams import SSE_HEADERS, cancel_on_disconnect, sse
@@ -160,24 +161,28 @@ def _messages(body: ChatCompletionBody) -> tuple[ChatMessage, ...]:
             raise ApiError(400, f"{where} has the role '{message.role}'; tool calls are not supported.",
                            param=f"{where}.role")
         role = "system" if message.role == "developer" else message.role
-        messages.append(ChatMessage(role, _text_of(message.content, f"{where}.content")))
+        text, images = _content_of(message.content, f"{where}.content", role)
+        messages.append(ChatMessage(role, text, images=images))
     return tuple(messages)
 
 
-def _text_of(content, param: str) -> str:
-    """A message's text: a string, or a list of ``{"type": "text", "text": ...}`` parts joined."""
+def _content_of(content, param: str, role: str) -> tuple[str, tuple[bytes, ...]]:
+    """A message's text (a string, or its text parts joined) and, in a user message, its images (image_url parts)."""
     if content is None:
         raise ApiError(400, f"'{param}' is missing; every message needs text content.", param=param)
     if isinstance(content, str):
-        return content
-    texts = []
-    for part in content:
+        return content, ()
+    texts, images = [], []
+    for index, part in enumerate(content):
         kind = part.get("type")
+        if kind == "image_url" and role == "user":
+            images.append(image_of(part, f"{param}[{index}]"))
+            continue
         if kind != "text" or not isinstance(part.get("text"), str):
-            raise ApiError(400, f"'{param}' has a part of type '{kind}'; only text parts are supported.",
-                           param=param)
+            raise ApiError(400, f"'{param}' has a part of type '{kind}'; only text parts (and image_url parts in "
+                                "user messages) are supported.", param=param)
         texts.append(part["text"])
-    return "\n".join(texts)
+    return "\n".join(texts), tuple(images)
 
 
 def _json_schema(body: ChatCompletionBody) -> dict | None:

@@ -19,6 +19,7 @@ models costs no fifty header reads.
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 from pathlib import Path
 
@@ -69,12 +70,23 @@ def find_projector(model_path: str | Path, embedding_length: int | None = None) 
 
     ``embedding_length`` is the model's width (read from its header when
     None). Of several projectors that fit, the one whose name is closest to
-    the model's wins.
+    the model's wins. The answer is kept until a file is added to or
+    removed from the folder (its modification time), so a server that
+    asks at every request reads no header twice.
     """
+    model = Path(model_path)
+    try:
+        stamp = model.parent.stat().st_mtime_ns
+    except OSError:
+        return None
+    return _find_projector(model, stamp, embedding_length)
+
+
+@functools.lru_cache(maxsize=64)
+def _find_projector(model: Path, _folder_stamp: int, embedding_length: int | None) -> Path | None:
     from engines.errors import EngineError
     from engines.gguf.model_file import check_model_file
 
-    model = Path(model_path)
     try:
         siblings = [p for p in model.parent.iterdir()
                     if p != model and p.suffix.lower() == ".gguf" and any(h in p.name.lower() for h in NAME_HINTS)]
