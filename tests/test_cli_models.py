@@ -149,12 +149,15 @@ def test_import_a_diffusers_folder_as_the_gui_does_then_remove_it_by_prefix(tmp_
 
 
 @pytest.mark.slow
-def test_import_refuses_what_no_engine_runs_and_never_blocks(tmp_path):
+def test_import_takes_a_lora_with_its_family_and_never_blocks(tmp_path):
     from tests.fixtures.stripped_models import write_kohya_lora
 
     lora = atelier("models", "import", str(write_kohya_lora(tmp_path / "style.safetensors", "sd1")))
-    assert lora.returncode == 2
-    assert lora.stderr == "error: style.safetensors is a LoRA for SD 1.x (kohya layout): Atelier cannot use LoRAs yet.\n"
+    assert (lora.returncode, lora.stderr) == (0, "")
+    assert lora.stdout == "Added kohya sd1 style (LoRA) as 'local/style.safetensors'.\n"
+    check = atelier("models", "check", "local/style.safetensors")
+    assert check.stdout.startswith("Applied to an image model: A LoRA for SD 1.x: its 0.00 GB are fused into the "
+                                   "weights of the image model it is applied to")
     fifo = tmp_path / "x.gguf"
     os.mkfifo(fifo)
     for args in (("models", "import", str(fifo)), ("models", "check", str(fifo)),

@@ -355,17 +355,15 @@ def test_a_download_that_is_not_the_model_it_claims_is_never_installed(http_serv
     assert (queues.models / "model-h.gguf").read_bytes() == tiny_model
 
 
-def test_a_lora_is_named_for_what_it_is_and_not_installed(http_server, queues, tmp_path):
+def test_a_lora_is_checked_for_what_it_is_and_installed(http_server, queues, tmp_path):
     from tests.fixtures.stripped_models import write_kohya_lora
 
     data = write_kohya_lora(tmp_path / "style.safetensors", "sd1").read_bytes()
     queue = queues(check=check_download)
     queue.start()
     job = queue.add("url/style.safetensors", "style.safetensors", [serve(http_server, "/style.safetensors", data)], "style.safetensors")
-    job = wait_state(queue, job.id, "failed")
-    assert job.error == ("style.safetensors is a LoRA for SD 1.x (kohya layout): Atelier cannot use LoRAs yet. "
-                         "Nothing was installed.")
-    assert not (queues.models / "style.safetensors").exists()
+    wait_state(queue, job.id, "completed")
+    assert (queues.models / "style.safetensors").read_bytes() == data
 
 
 # ---- a state file that lies or is damaged (D6, D23) ------------------------------------------

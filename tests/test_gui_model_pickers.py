@@ -73,11 +73,16 @@ def test_dropping_a_model_folder_imports_it_for_the_images_page(qtbot, window, t
     assert "local/turbo-onnx" not in combo_ids(window.chat_page.panel.model_combo)
 
 
-def test_dropping_a_lora_says_what_it_is(qtbot, window, tmp_path):
+def test_dropping_a_lora_adds_it_to_the_library_not_to_the_pickers(qtbot, window, tmp_path):
     lora = stripped.write_kohya_lora(tmp_path / "style.safetensors", "sdxl")
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(lora))])
     tab = with_models_page(window).installed_tab
     window.dropEvent(QDropEvent(QPointF(10, 10), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier))
-    qtbot.waitUntil(lambda: tab.banner.isVisible(), timeout=10000)
-    assert "style.safetensors is a LoRA for SDXL (kohya layout): Atelier cannot use LoRAs yet." in tab.banner.text()
+    qtbot.waitUntil(lambda: tab.status.text().startswith("Added") or tab.banner.isVisible(), timeout=10000)
+    assert not tab.banner.isVisible(), tab.banner.text()
+    record = window.workspace.models.get("local/style.safetensors")
+    assert (record.kind, record.base) == ("lora", "sdxl")
+    assert tab.status.text() == f"Added {record.name}. The file stays where it is: {lora}"
+    assert "local/style.safetensors" not in combo_ids(window.images_page.controls.model_combo)
+    assert "local/style.safetensors" not in combo_ids(window.chat_page.panel.model_combo)

@@ -121,7 +121,6 @@ def test_the_models_folder_scan_registers_by_kind_and_explains_the_rest(tmp_path
     assert unknown == {
         "a.gguf": "a.gguf is a symbolic link loop (it points back to itself).",
         "b.gguf": "b.gguf is a symbolic link loop (it points back to itself).",
-        "style.safetensors": "style.safetensors is a LoRA for SDXL (kohya layout): Atelier cannot use LoRAs yet.",
     }
     image = library.models.get("folder/my-sdxl")
     assert (image.kind, image.format, image.engine, image.base, image.source) == (
@@ -129,7 +128,10 @@ def test_the_models_folder_scan_registers_by_kind_and_explains_the_rest(tmp_path
     assert image.description == "SDXL image model (diffusers), found in the models folder"
     embedding = library.models.get("folder/minilm")
     assert (embedding.kind, embedding.engine, embedding.name) == ("embedding", "llama_cpp", "all-MiniLM-L6-v2")
-    assert library.scan_models_folder() and len(library.models.all()) == 3  # the demo, plus two; nothing twice
+    lora = library.models.get("folder/style.safetensors")
+    assert (lora.kind, lora.engine, lora.base) == ("lora", "diffusers", "sdxl")
+    assert lora.description.startswith("LoRA for SDXL (kohya layout), found in the models folder")
+    assert library.scan_models_folder() and len(library.models.all()) == 4  # the demo, plus three; nothing twice
     assert [m.id for m in library.models.runnable("image")] == ["folder/my-sdxl"]
     assert "folder/minilm" not in [m.id for m in library.models.runnable("chat")]
 
@@ -145,10 +147,9 @@ def test_import_takes_a_gguf_or_an_image_folder_and_refuses_the_rest(tmp_path, t
     assert import_model(str(tiny_gguf), store) == chat  # the same file twice keeps one record
     onnx = import_model(stripped.write_onnx_folder(tmp_path / "turbo-onnx", "sd1"), store)
     assert (onnx.id, onnx.kind, onnx.format, onnx.engine) == ("local/turbo-onnx", "image", "onnx", "diffusers")
-    with pytest.raises(EngineError) as lora:
-        import_model(stripped.write_peft_lora(tmp_path / "x.safetensors", "sd1"), store)
-    assert (lora.value.kind, lora.value.message) == (
-        "unsupported", "x.safetensors is a LoRA for SD 1.x (peft layout): Atelier cannot use LoRAs yet.")
+    lora = import_model(stripped.write_peft_lora(tmp_path / "x.safetensors", "sd1"), store)
+    assert (lora.id, lora.kind, lora.engine, lora.base) == ("local/x.safetensors", "lora", "diffusers", "sd1")
+    assert lora.description == f"LoRA for SD 1.x (peft layout), added from {tmp_path}"
     fifo = tmp_path / "pipe.gguf"
     os.mkfifo(fifo)
     with pytest.raises(EngineError) as pipe:

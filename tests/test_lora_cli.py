@@ -30,7 +30,9 @@ def test_two_loras_with_their_weights_are_applied_and_recorded(tiny_sd, tmp_path
 
     ink = write_peft_lora(tiny_sd, tmp_path / "ink.safetensors")
     glow = write_kohya_lora(tiny_sd, tmp_path / "glow.safetensors", seed=1)
-    run = image(tiny_sd, tmp_path / "with.png", "--lora", f"{ink}:0.8", "--lora", str(glow))
+    imported = atelier("models", "import", str(glow))  # an installed LoRA is named by its id
+    assert imported.stdout == "Added glow (LoRA) as 'local/glow.safetensors'.\n", imported.stderr
+    run = image(tiny_sd, tmp_path / "with.png", "--lora", f"{ink}:0.8", "--lora", "local/glow.safetensors")
     assert run.returncode == 0, run.stderr
     base = image(tiny_sd, tmp_path / "base.png")
     assert base.returncode == 0, base.stderr

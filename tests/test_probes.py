@@ -121,7 +121,7 @@ def test_an_image_folder_that_is_not_usable_says_why(tmp_path):
 @pytest.mark.parametrize("base, label", [("sd1", "SD 1.x"), ("sd2", "SD 2.x"), ("sdxl", "SDXL")])
 def test_loras_with_their_layout_and_base(tmp_path, writer, layout, base, label):
     found = identify(writer(tmp_path / "style.safetensors", base))
-    assert (found.kind, found.format, found.engine, found.base) == ("lora", "safetensors", None, base)
+    assert (found.kind, found.format, found.engine, found.base) == ("lora", "safetensors", "diffusers", base)
     assert found.description == f"LoRA for {label} ({layout} layout)"
     assert found.details["layout"] == layout and found.details["rank"] in (4, 8)
 

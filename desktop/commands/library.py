@@ -236,7 +236,8 @@ def _import(library: ModelLibrary, args) -> int:
         print_json({"id": model.id, "name": model.name, "kind": model.kind, "format": model.format,
                     "engine": model.engine, "path": model.path, "size_bytes": model.size_bytes})
     else:
-        print(f"Added {clean(model.name)} ({model.kind} model) as '{clean(model.id)}'.")
+        what = {"lora": "LoRA", "upscaler": "upscaler"}.get(model.kind, f"{model.kind} model")
+        print(f"Added {clean(model.name)} ({what}) as '{clean(model.id)}'.")
     return 0
 
 

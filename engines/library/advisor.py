@@ -135,8 +135,8 @@ class Advisor:
 
     def installed_speed(self, model: InstalledModel, verdict: FitVerdict) -> SpeedEstimate | None:
         """The expected speed of an installed model at its own settings (catalog defaults for catalog images)."""
-        if model.kind == "upscaler":
-            return None  # no estimate for upscalers yet: their time depends on the image they are given
+        if model.kind in ("upscaler", "lora"):
+            return None  # an upscaler's time depends on the image; a LoRA adds no time to its model's
         if model.format == "gguf":
             return self.text_speed(verdict)
         entry = self.library.catalog.get(model.id)
@@ -149,7 +149,7 @@ class Advisor:
 
     def image_base(self, model: InstalledModel) -> str | None:
         """The architecture of an installed image model ("sd15", "sd21", "sdxl"...); None for a chat model."""
-        if model.format == "gguf" or model.kind == "upscaler":
+        if model.format == "gguf" or model.kind in ("upscaler", "lora"):
             return None
         entry = self.library.catalog.get(model.id)
         if entry is not None and entry.image is not None:

@@ -8,8 +8,8 @@ name and refusal wherever it comes from.
 
 Imported files and folders stay where they are (models are large; a copy
 would double the disk use). Only what an engine in Atelier can run is
-recorded: chat, embedding and image models, and upscalers. A LoRA is named
-for what it is and refused, since nothing can use it yet.
+recorded: chat, embedding and image models, LoRAs (applied by the image
+engine, listed with the family they were trained for) and upscalers.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from engines.library.installed import InstalledModel, InstalledModels, Source
 from engines.library.probes import ProbedModel, identify
 from engines.library.probes.files import real_path
 
-RECORDED_KINDS = ("chat", "embedding", "image", "upscaler")
+RECORDED_KINDS = ("chat", "embedding", "image", "lora", "upscaler")
 # The id prefix says where a model came from: "local/" for what the user added from elsewhere.
 ID_PREFIX: dict[str, str] = {"import": "local", "folder": "folder", "download": "download", "demo": "demo"}
 _SOURCE_WORDS = {"import": "added from {parent}", "folder": "found in the models folder", "download": "downloaded",

@@ -40,6 +40,20 @@ class UnknownFile:
     reason: str
 
 
+def lora_verdict(probed) -> FitVerdict:
+    """A LoRA needs no memory of its own: it is fused into the weights of the image model it is applied to."""
+    from engines.byte_sizes import format_bytes
+    from engines.machine.fit import MemoryNeed
+
+    from engines.diffusion.lora_files import BASE_LABELS
+
+    family = f" for {BASE_LABELS[probed.base]}" if probed.base in BASE_LABELS else ""
+    return FitVerdict("cpu_only", "Applied to an image model",
+                      f"A LoRA{family}: its {format_bytes(probed.size_bytes, in_gb=True)} are fused into the weights "
+                      "of the image model it is applied to, which needs no more memory for it.",
+                      MemoryNeed(probed.size_bytes, 0, 0, 0))
+
+
 def shape_from_catalog(entry: CatalogEntry) -> ModelShape:
     """The estimate's inputs from catalog numbers, before anything is downloaded.
 
@@ -136,6 +150,8 @@ class ModelLibrary:
             runtime = "onnx" if probed.format == "onnx" else "torch"
             return judge_image_fit(weights, shape.native_size, self.hardware(), file_dtype=dtype, shape=shape,
                                    runtime=runtime)
+        if probed.kind == "lora":
+            return lora_verdict(probed)
         if probed.kind == "upscaler":
             from engines.machine.upscale_fit import judge_upscaler_fit
 

@@ -32,8 +32,8 @@ class ProbedModel:
     """What a path holds, found from its files alone.
 
     ``engine`` is the engine that runs it ("llama_cpp", "diffusers"), or None
-    when no engine in Atelier can use it (a LoRA, an upscaler, an unknown
-    file). ``reason`` says why a path is ``unknown`` (empty otherwise);
+    when no engine in Atelier can use it (an unknown file; a LoRA runs on
+    "diffusers", an upscaler on "esrgan"). ``reason`` says why a path is ``unknown`` (empty otherwise);
     ``description`` says what a known model is, in a few words. ``name`` is
     safe to print: control characters are stripped (defect D19).
     """

@@ -27,7 +27,7 @@ class LoraProbe(Probe):
         target = f" for {BASE_LABELS[base]}" if base in BASE_LABELS else ""
         name = clean_name(header.metadata.get("ss_output_name"), candidate.path.stem)
         return ProbedModel(
-            kind="lora", format="safetensors", engine=None, name=name, path=str(candidate.path),
+            kind="lora", format="safetensors", engine="diffusers", name=name, path=str(candidate.path),
             size_bytes=candidate.size_bytes, description=f"LoRA{target} ({layout} layout)", base=base,
             details={"layout": layout, "rank": rank_of(header.shapes), "tensors": len(header.shapes)},
         )
