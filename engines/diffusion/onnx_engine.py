@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.api import CancelFlag, Emit, ProgressEvent
+from engines.api import CancelFlag, Emit, NoticeEvent, ProgressEvent
 from engines.diffusion.common import (
     RunInfo,
     StepReporter,
@@ -211,8 +211,13 @@ class OnnxDiffusionEngine:
         init = request_init_image(request)
         if init is not None:
             self._vae_encoder()
+        guided = request.guidance > 1.0  # the diffusers pipelines skip the unconditional pass at ≤ 1
+        inputs, notices = self._text(request, guided)  # once for the whole batch: every image has the same prompt
+        for notice in notices:
+            emit(NoticeEvent(notice))
+        conditioning = {name: value.astype(self._unet_types[name]) for name, value in inputs.items()}
         return run_batch(request, emit, cancel, self._run,
-                         lambda seed, reporter: self._one(request, seed, init, reporter))
+                         lambda seed, reporter: self._one(request, seed, init, conditioning, guided, reporter))
 
     def _timestep(self, t, batch: int) -> np.ndarray:
         dtype = self._unet_types["timestep"]
@@ -248,14 +253,12 @@ class OnnxDiffusionEngine:
         noise = torch.randn(init_latents.shape, generator=generator, dtype=torch.float32)
         return scheduler.add_noise(init_latents, noise, timesteps[:1]), timesteps
 
-    def _one(self, request: ImageRequest, seed: int, init, reporter: StepReporter):
+    def _one(self, request: ImageRequest, seed: int, init, conditioning: dict, guided: bool,
+             reporter: StepReporter):
         import torch
 
         scheduler = make_scheduler(request.scheduler, self._scheduler_config)
         generator = cpu_generator(seed)
-        guided = request.guidance > 1.0  # the diffusers pipelines skip the unconditional pass at ≤ 1
-        conditioning = {name: value.astype(self._unet_types[name])
-                        for name, value in self._text(request, guided).items()}
         latents, timesteps = self._initial(request, scheduler, generator, init)
         step_kwargs = extra_step_kwargs(scheduler, generator)
         unet = self._sessions["unet"]

@@ -10,10 +10,10 @@ the inputs its UNet needs, the unconditional half first when
 classifier-free guidance is on, so that
 :mod:`engines.diffusion.onnx_engine` runs one denoising loop for both.
 
-The maths is diffusers' (0.42) ``StableDiffusionPipeline.encode_prompt``
-and ``StableDiffusionXLPipeline.encode_prompt`` / ``_get_add_time_ids``,
-which the PyTorch engine runs: following them step for step is what makes
-one seed give the same image on both backends. Encoder outputs are found by
+The maths is diffusers' (0.42) ``encode_prompt`` and ``_get_add_time_ids``,
+with A1111's prompt weighting and 77-token chunks, written once for both
+backends in :mod:`engines.diffusion.prompt_conditioning`: that is what
+makes one seed give the same image on both. Encoder outputs are found by
 the names optimum gives them (``last_hidden_state``, ``hidden_states.N``,
 ``text_embeds``), which Atelier's converter uses too, so optimum's exports
 run as well as Atelier's own.
@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.diffusion.prompt_conditioning import ClipSide, PromptEmbeds, sd_embeds, sdxl_embeds
 from engines.diffusion.types import ImageRequest
 from engines.errors import EngineError, ErrorKind
 
@@ -46,7 +47,7 @@ def load_tokenizer(folder: Path):
 
 
 class TextEncoder:
-    """A tokenizer and its ONNX text encoder: a prompt → the encoder outputs asked for, by name."""
+    """A tokenizer and its ONNX text encoder: 77 token ids → the encoder outputs asked for, by name."""
 
     def __init__(self, tokenizer, session, where: str) -> None:
         self.tokenizer = tokenizer
@@ -56,12 +57,13 @@ class TextEncoder:
         self._ids_name, self._ids_type = ids.name, ORT_TYPES.get(ids.type, np.int64)
         self.outputs = [output.name for output in session.get_outputs()]
 
-    def encode(self, text: str, names: list[str]) -> list[np.ndarray]:
-        """Pad or truncate to the tokenizer's window, as the pipelines do, and run the encoder."""
-        ids = self.tokenizer([text], padding="max_length", max_length=self.tokenizer.model_max_length,
-                             truncation=True, return_tensors="np").input_ids
-        results = self.session.run(names, {self._ids_name: ids.astype(self._ids_type)})
-        return [np.asarray(result, dtype=np.float32) for result in results]
+    def side(self, names: list[str]) -> ClipSide:
+        """This encoder as the shared conditioning code takes it: ids (1 × 77) → the outputs ``names``."""
+        def encode(ids: np.ndarray) -> list[np.ndarray]:
+            results = self.session.run(names, {self._ids_name: ids.astype(self._ids_type)})
+            return [np.asarray(result, dtype=np.float32) for result in results]
+
+        return ClipSide(self.tokenizer, encode)
 
     def last_hidden_state(self) -> str:
         return "last_hidden_state" if "last_hidden_state" in self.outputs else self.outputs[0]
@@ -77,23 +79,27 @@ class TextEncoder:
         return f"hidden_states.{layers[-2]}"
 
 
+def _unet_inputs(embeds: PromptEmbeds, guided: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """The UNet's batch: the negative half first when guided, as the pipelines order it."""
+    if not guided:
+        return embeds.prompt, embeds.pooled
+    pooled = None if embeds.pooled is None else np.concatenate([embeds.negative_pooled, embeds.pooled])
+    return np.concatenate([embeds.negative, embeds.prompt]), pooled
+
+
 class SdText:
     """SD 1.x/2.x: the text encoder's last hidden state."""
 
     input_names = ("encoder_hidden_states",)
 
     def __init__(self, encoder: TextEncoder) -> None:
-        self._encoder = encoder
-        self._output = encoder.last_hidden_state()
+        self._side = encoder.side([encoder.last_hidden_state()])
 
-    def _encode(self, text: str) -> np.ndarray:
-        return self._encoder.encode(text, [self._output])[0]
-
-    def __call__(self, request: ImageRequest, guided: bool) -> dict[str, np.ndarray]:
-        embeds = self._encode(request.prompt)
-        if guided:  # the pipeline encodes an empty negative prompt as "" too
-            embeds = np.concatenate([self._encode(request.negative_prompt), embeds])
-        return {"encoder_hidden_states": embeds}
+    def __call__(self, request: ImageRequest, guided: bool) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
+        """The UNet's text inputs, and the notices about the prompt (unbalanced brackets)."""
+        embeds = sd_embeds(request.prompt, request.negative_prompt, guided, self._side)
+        hidden, _ = _unet_inputs(embeds, guided)
+        return {"encoder_hidden_states": hidden}, embeds.notices
 
 
 def add_time_ids(width: int, height: int) -> np.ndarray:
@@ -116,28 +122,18 @@ class SdxlText:
             raise EngineError(ErrorKind.MODEL_FILE,
                               f"{second.where} does not output text_embeds (the pooled prompt an SDXL UNet needs). "
                               "Convert the model again with Atelier (atelier convert onnx).")
-        self._first, self._second = first, second
-        self._layers = (first.penultimate_hidden_state(), second.penultimate_hidden_state())
+        self._first = first.side([first.penultimate_hidden_state()])
+        self._second = second.side([second.penultimate_hidden_state(), "text_embeds"])
         self._force_zeros = force_zeros_for_empty_prompt
 
-    def _encode(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        (hidden_1,) = self._first.encode(text, [self._layers[0]])
-        hidden_2, pooled = self._second.encode(text, [self._layers[1], "text_embeds"])
-        return np.concatenate([hidden_1, hidden_2], axis=-1), pooled
-
-    def __call__(self, request: ImageRequest, guided: bool) -> dict[str, np.ndarray]:
-        embeds, pooled = self._encode(request.prompt)
+    def __call__(self, request: ImageRequest, guided: bool) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
+        embeds = sdxl_embeds(request.prompt, request.negative_prompt, guided, self._first, self._second,
+                             self._force_zeros)
+        hidden, pooled = _unet_inputs(embeds, guided)
         time_ids = add_time_ids(request.width, request.height)
         if guided:
-            if not request.negative_prompt and self._force_zeros:
-                # SDXL was trained to read "no negative prompt" as all-zero embeddings, not as "" encoded.
-                negative, negative_pooled = np.zeros_like(embeds), np.zeros_like(pooled)
-            else:
-                negative, negative_pooled = self._encode(request.negative_prompt)
-            embeds = np.concatenate([negative, embeds])
-            pooled = np.concatenate([negative_pooled, pooled])
             time_ids = np.concatenate([time_ids, time_ids])
-        return {"encoder_hidden_states": embeds, "text_embeds": pooled, "time_ids": time_ids}
+        return {"encoder_hidden_states": hidden, "text_embeds": pooled, "time_ids": time_ids}, embeds.notices
 
 
 def text_conditioning(folder, sessions: dict) -> SdText | SdxlText:

@@ -22,7 +22,7 @@ import gc
 import inspect
 import logging
 
-from engines.api import CancelFlag, Emit, ProgressEvent
+from engines.api import CancelFlag, Emit, NoticeEvent, ProgressEvent
 from engines.diffusion.common import (
     Cancelled,
     DenoisedTap,
@@ -148,6 +148,7 @@ class TorchDiffusionEngine:
         self._run: RunInfo | None = None
         self._txt2img = None
         self._img2img = None
+        self._text = None
         self._scheduler_config: dict = {}
         self._loras: tuple = ()  # the LoRAs fused into the loaded weights (engines.diffusion.lora)
 
@@ -202,6 +203,9 @@ class TorchDiffusionEngine:
             raise
         pipe.set_progress_bar_config(disable=True)
         self._txt2img = pipe
+        from engines.diffusion.torch_text import PipelineText
+
+        self._text = PipelineText(pipe, folder.family)
         self._img2img = None  # built on first use: it shares every component, so it costs nothing to keep
         self._scheduler_config = dict(pipe.scheduler.config)
         self._spec, self._folder, self._loras = spec, folder, loras
@@ -233,8 +237,13 @@ class TorchDiffusionEngine:
         validate_request(request, self._folder)
         self._use_loras(request, emit)
         init = request_init_image(request)
+        # The prompt is encoded once for the batch, weighted and in 77-token chunks (engines.diffusion.torch_text).
+        embeds = self._text.embeds(request.prompt, request.negative_prompt, guided=request.guidance > 1.0)
+        for notice in embeds.notices:
+            emit(NoticeEvent(notice))
+        prompt_kwargs = self._text.pipeline_kwargs(embeds)
         return run_batch(request, emit, cancel, self._run,
-                         lambda seed, reporter: self._one(request, seed, init, reporter))
+                         lambda seed, reporter: self._one(request, seed, init, prompt_kwargs, reporter))
 
     def _use_loras(self, request: ImageRequest, emit: Emit) -> None:
         """Load the pipeline again with the request's LoRAs when they differ from the fused ones.
@@ -259,7 +268,7 @@ class TorchDiffusionEngine:
                 self.load(spec, emit, ())
             raise
 
-    def _one(self, request: ImageRequest, seed: int, init, reporter: StepReporter):
+    def _one(self, request: ImageRequest, seed: int, init, prompt_kwargs: dict, reporter: StepReporter):
         import torch
 
         pipe = self._img2img_pipe() if init is not None else self._txt2img
@@ -272,8 +281,7 @@ class TorchDiffusionEngine:
             return tensors
 
         kwargs = dict(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt or None,
+            **prompt_kwargs,
             num_inference_steps=request.steps,
             guidance_scale=request.guidance,
             generator=generator,
@@ -301,7 +309,7 @@ class TorchDiffusionEngine:
     def unload(self) -> None:
         """Drop the pipelines. The engine host ends the process to return all memory; this frees most."""
         device = self._run.device if self._run else "cpu"
-        self._txt2img = self._img2img = None
+        self._txt2img = self._img2img = self._text = None
         self._info = self._spec = self._folder = self._run = None
         self._loras = ()
         gc.collect()
