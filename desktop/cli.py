@@ -23,7 +23,7 @@ from engines.errors import EngineError
 
 # Options that name files or folders: any bytes are a valid name on Linux, so they may hold
 # undecodable bytes. Every other text option must be valid UTF-8 (it becomes a prompt, an id, a URL).
-_PATH_OPTIONS = frozenset({"model", "path", "src", "dst", "out", "embedding_model", "init_image", "source"})
+_PATH_OPTIONS = frozenset({"model", "path", "src", "dst", "out", "embedding_model", "init_image", "source", "json_schema"})
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,6 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--json", action="store_true", help="print one JSON line with the reply and its figures")
     chat.add_argument("--drop-oldest", action="store_true", help="(with a long --system) drop what does not fit instead of stopping")
     chat.add_argument("--docs", metavar="NAME", help="answer from this document collection ('atelier docs add'), with its sources")
+    chat.add_argument("--json-schema", metavar="FILE", help="the reply must be JSON matching this JSON schema "
+                      "(enforced token by token by a llama.cpp grammar)")
+    chat.add_argument("--tools", metavar="SERVER[,SERVER]", help="let the model call the tools of these MCP servers "
+                      "('atelier tools list')")
+    chat.add_argument("--allow-tools", action="store_true", help="allow every tool call without asking (needed to "
+                      "allow calls in a non-interactive run)")
+    chat.add_argument("--tool-choice", choices=("auto", "required"), default="auto",
+                      help="'required': the model's first step must call a tool (default: it decides)")
+    chat.add_argument("--max-tool-calls", type=int, default=8, metavar="N",
+                      help="at most N tool calls in the reply (1 to 8; default 8), then the model must answer")
     chat.add_argument("--image", action="append", metavar="FILE",
                       help="attach an image (PNG, JPEG, WebP, BMP) for a vision model, whose mmproj file is beside it; repeatable")
 

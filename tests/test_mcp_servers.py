@@ -93,6 +93,10 @@ def test_cli_bad_input_is_one_line_and_nothing_is_added(atelier_home):
             "error: 'atelier' is the name of Atelier's own tools: choose another name for the server.",
         ("tools", "add", "web", "--url", "ftp://example.org/mcp"):
             "error: The URL must start with http:// or https://, not ftp://.",
+        ("tools", "add", "gh", "--secret-env", "ATELIER_TEST_UNSET_TOKEN", "--", "true"):
+            "error: --secret-env ATELIER_TEST_UNSET_TOKEN: the variable ATELIER_TEST_UNSET_TOKEN is not set here, so "
+            "there is no value to keep. Set it for this command only, e.g. ATELIER_TEST_UNSET_TOKEN=... atelier tools "
+            "add gh --secret-env ATELIER_TEST_UNSET_TOKEN -- COMMAND",
         ("tools", "call", "nope", "t", "{}"):
             "error: There is no tool server called 'nope' (added: none yet). Add one with 'atelier tools add NAME "
             "-- COMMAND' or 'atelier tools add NAME --url URL'.",

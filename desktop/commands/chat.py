@@ -8,6 +8,7 @@ model: the model's projector (``mmproj``) is found beside it
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from desktop.cli_contract import EXIT_FAILED, CliError
@@ -79,12 +80,23 @@ def build_request(args, prompt: str, images: tuple[bytes, ...] = ()) -> TextRequ
         max_tokens=args.max_tokens,
         seed=args.seed,
     )
+    from desktop.commands.chat_tools import check_tool_options
+
+    check_tool_options(args)
+    if args.json_schema and args.tools:
+        raise CliError("--json-schema and --tools cannot be combined: a reply that calls tools is not one JSON answer")
+    if args.raw and (args.json_schema or args.tools):
+        raise CliError("--raw completes the prompt as it is; --json-schema and --tools need chat mode")
     if args.raw:
         request = TextRequest(sampling=sampling, raw_prompt=prompt)
     else:
         messages = ([ChatMessage("system", args.system)] if args.system.strip() else []) + [
             ChatMessage("user", prompt, images=images)]
         request = TextRequest(tuple(messages), sampling, overflow="drop_oldest" if args.drop_oldest else "stop")
+    if args.json_schema:
+        from desktop.commands.chat_tools import read_json_schema
+
+        request = replace(request, json_schema=read_json_schema(args.json_schema))
     problems = request.validate()
     if problems:
         raise CliError("; ".join(problems))
@@ -135,11 +147,19 @@ def run_chat(args) -> int:
     scheduler = workspace.scheduler(idle_unload_s=None, roles={"llama_cpp": "cli"})
     host = scheduler.host_for("cli")
     show = model_text_filter(sys.stdout)
+    tools = None
     try:
+        if args.tools:
+            from desktop.commands.chat_tools import run_tool_reply, tool_servers
+
+            servers = tool_servers(workspace, args.tools)
         grounding, request = ground_chat(args, workspace, scheduler, request) if args.docs else (None, request)
         loaded = host.load(engine, spec)
         result = None
-        for event in host.generate(request):
+        if args.tools:  # the tool loop: its own steps, the calls on stderr, the answer streamed like any reply
+            tools = run_tool_reply(args, host, request, servers, show)
+            result = tools.result
+        for event in host.generate(request) if tools is None else ():
             if isinstance(event, TokenEvent) and not args.json:
                 sys.stdout.write(show(event.text))
                 sys.stdout.flush()
@@ -156,6 +176,10 @@ def run_chat(args) -> int:
         scheduler.shutdown()
     if args.json:
         data = result.to_dict()
+        if tools is not None:
+            from desktop.commands.chat_tools import calls_json
+
+            data.update(text=tools.text, tool_calls=calls_json(tools.calls), tool_mode=tools.mode)
         data["model"] = remote.id if remote is not None else str(model_path)
         if grounding is not None:
             data.update(citations_json(grounding))

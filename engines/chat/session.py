@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from engines.api import (
@@ -33,6 +33,7 @@ from engines.api import (
 )
 from engines.chat.errors import ChatNotFound, ChatStoreError
 from engines.chat.store import ChatStore
+from engines.chat.tool_log import as_messages, calls_in, save_call
 from engines.errors import EngineCrashed, EngineError, ErrorKind
 
 SAVE_INTERVAL_S = 1.0
@@ -68,11 +69,14 @@ def history_for(store: ChatStore, conversation_id: int) -> tuple[ChatMessage, ..
     if conversation.system_prompt.strip():
         messages.append(ChatMessage("system", conversation.system_prompt))
     images = store.images_of(conversation_id)
+    calls = calls_in(store, conversation_id) if store.schema_version() >= 3 else {}
     for stored in store.messages(conversation_id):
         attached = images.get(stored.id, ()) if stored.role == "user" else ()
-        if stored.role == "system" or not (stored.content.strip() or attached):
-            continue
         if stored.role == "assistant" and stored.status not in _HISTORY_STATUSES:
+            continue
+        if stored.role == "assistant" and stored.id in calls:  # the reply's tool calls and results, before its text
+            messages += as_messages(calls[stored.id])
+        if stored.role == "system" or not (stored.content.strip() or attached):
             continue
         messages.append(ChatMessage(stored.role, stored.content, images=attached))
     return tuple(messages)
@@ -123,6 +127,9 @@ class ChatTurn:
         save_interval: float = SAVE_INTERVAL_S,
         regenerate_id: int | None = None,
         closing: threading.Event | None = None,
+        tools=None,
+        approvals=None,
+        json_schema: dict | None = None,
     ) -> None:
         self.store = store
         self.host = host
@@ -133,11 +140,17 @@ class ChatTurn:
         self.save_interval = save_interval
         self.regenerate_id = regenerate_id
         self.closing = closing or threading.Event()
+        # A ToolSet (engines.tools.toolset) the model may call, and the Approvals that allow its calls:
+        # the reply then runs the tool loop (engines.tools.loop), and each call is saved as it changes.
+        self.tools = tools
+        self.approvals = approvals
+        self.json_schema = json_schema  # "Reply as JSON matching this schema": the engine's grammar path
 
     def run(self, on_event: Callable[[EngineEvent], None], prepare: Callable[[], None] | None = None) -> TurnOutcome:
         try:
             sampling = self.store.get_sampling(self.conversation_id)
-            request = TextRequest(history_for(self.store, self.conversation_id), sampling, overflow=self.overflow)
+            request = TextRequest(history_for(self.store, self.conversation_id), sampling, overflow=self.overflow,
+                                  json_schema=self.json_schema)
             if self.regenerate_id is not None:
                 reply_id = self.store.begin_new_version(self.regenerate_id)
             else:
@@ -167,6 +180,8 @@ class ChatTurn:
         if prepare is not None:
             prepare()
         self.host.load(self.engine, self.spec, on_event)
+        if self.tools:
+            return self._generate_with_tools(reply_id, request, parts, on_event)
         events = self.host.generate(request)
         try:
             for event in events:
@@ -194,6 +209,42 @@ class ChatTurn:
             if close is not None:
                 close()  # a turn ended early stops the engine's request and drains it
         raise EngineError(ErrorKind.INTERNAL, "The engine ended the reply without a result.")
+
+    def _generate_with_tools(self, reply_id, request, parts, on_event) -> TurnOutcome:
+        """The tool loop in place of one generation; the reply's text and every call are saved as they come."""
+        from engines.tools.loop import Approvals, ToolCallEvent, run_tool_turn
+
+        version = self.store.get_message(reply_id).version
+        notice, last_save = None, time.monotonic()
+
+        def on_loop_event(event) -> None:
+            nonlocal notice, last_save
+            if isinstance(event, TokenEvent):
+                parts.append(event.text)
+                if time.monotonic() - last_save >= self.save_interval:
+                    self._save(lambda: self.store.update_reply(reply_id, "".join(parts)))
+                    last_save = time.monotonic()
+            elif isinstance(event, NoticeEvent):
+                notice = event.message
+            elif isinstance(event, ToolCallEvent):
+                self._save(lambda: save_call(self.store, reply_id, version, event.call))
+            on_event(event)
+
+        outcome = run_tool_turn(self.host.generate, request, self.tools, self.approvals or Approvals(), on_loop_event)
+        if outcome.result is None:
+            raise EngineError(ErrorKind.INTERNAL, "The engine ended the reply without a result.")
+        result = replace(outcome.result, text=outcome.text)
+        on_event(FinishedEvent(result))
+        status = "cancelled" if result.finish_reason == "cancelled" else "complete"
+        return self._end(reply_id, outcome.text, status, stats_of(result), notice, result=result)
+
+    def _save(self, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except ChatNotFound:
+            raise _ChatGone() from None
+        except ChatStoreError as exc:
+            raise _SaveFailed() from exc
 
     def _engine_failed(self, reply_id: int, text: str, error: EngineError) -> TurnOutcome:
         if not text and error.kind in (ErrorKind.CONTEXT_OVERFLOW, ErrorKind.BAD_INPUT):

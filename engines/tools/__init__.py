@@ -29,4 +29,35 @@ Checking calls (``engines.tools.arguments``)
     ``check_call(name, arguments, tools_by_name)`` refuses an unknown tool
     or arguments that do not match the tool's JSON schema (``jsonschema``)
     before anything is sent; model output is parsed as JSON, never run.
+
+A turn's tools (``engines.tools.toolset``)
+    ``ToolSet.open(servers)`` starts the chosen enabled servers and lists
+    their tools (one that fails is a line in ``.problems``; the others are
+    offered); ``add_builtin(ListedTool, run)`` adds a Python tool;
+    ``close()`` (or ``with``) stops the servers.
+
+The loop (``engines.tools.loop``)
+    ``run_tool_turn(host.generate, request, toolset, approvals, on_event,
+    first_choice="auto"|"required", max_calls=8)`` → ``LoopOutcome(text,
+    result, calls, messages, mode)``. ``on_event`` gets the engine's events
+    (``TokenEvent`` carries only the answer, never the JSON around it) and:
+    ``ToolCallEvent(call)`` each time a call appears or changes status
+    (``pending`` → while ``Approvals`` decides; ``running``; then ``done``,
+    ``error``, ``refused`` or ``invalid``; ``call.arguments_json`` is what
+    to show, ``call.result`` what to show collapsed under it), and
+    ``ToolProgressEvent(call_id, progress, total, message)``.
+    ``Approvals(ask, allow_all=False, always=(), refusal=...)``: ``ask(call)``
+    returns ``"once"``, ``"always"`` (remembered per tool name in
+    ``approvals.always``) or ``"refuse"``; it is called on the thread that
+    runs the turn, so the GUI blocks it on its dialog. Every model runs
+    the JSON-grammar fallback for now (``engines.tools.fallback``); name it
+    in the UI with ``fallback.FALLBACK_NAME`` (``LoopOutcome.mode``).
+
+In the chat (``engines.chat``)
+    ``ChatTurn(..., tools=toolset, approvals=approvals)`` runs the loop in
+    place of one generation and saves each call as it changes
+    (``engines.chat.tool_log``: ``calls_of(store, message_id, version)``
+    to draw a reply's calls, ``set_chat_tools``/``chat_tools`` for the
+    servers and reply schema a chat has switched on). ``history_for``
+    re-sends earlier calls and results in later turns.
 """
