@@ -245,3 +245,17 @@ def test_another_embedding_model_indexes_the_collection_again(tmp_path, minilm_g
     listed = docs_json("list", "few")
     assert listed["model_path"] == str(other) and listed["model"] == "minilm-copy"
     assert [f["state"] for f in listed["files"]] == ["indexed"] * 3
+
+
+def test_embedding_models_in_the_catalog_have_verdicts_and_a_missing_one_names_the_pull(tmp_path):
+    listed = json.loads(out(ok(run_atelier("models", "list", "--catalog", "--json"))))
+    rows = {row["id"]: row for row in listed["models"]
+            if row["kind"] == "embedding"}
+    assert len(rows) == 4 and all(row["verdict"] != "wont_fit" for row in rows.values())
+    speed = rows["all-minilm-l6-v2-q8_0"]["speed"]  # what indexing reads a second, not a decode rate
+    assert speed["unit"] == "tokens/s" and speed["basis"].startswith("22 MFLOP per token read, at 14% of the ")
+    (tmp_path / "a.txt").write_text("Some text.")
+    missing = run_atelier("docs", "add", "x", str(tmp_path / "a.txt"), "--embedding-model", "all-minilm-l6-v2-q8_0")
+    assert (missing.returncode, error_lines(missing)) == (2, [
+        "error: all-MiniLM-L6-v2 is in the catalog but not downloaded yet. Get it with 'atelier models pull "
+        "all-minilm-l6-v2-q8_0'."])

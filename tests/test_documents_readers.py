@@ -189,3 +189,17 @@ def test_a_damaged_database_is_set_aside_with_a_sentence(tmp_path):
     assert store.problem.startswith("The documents index (documents.sqlite3) could not be read (")
     assert "a new, empty index was started: add your folders again." in store.problem
     store.close()
+
+
+def test_the_catalog_offers_embedding_models_including_a_multilingual_one():
+    from engines.library.catalog import CatalogEntry, load_catalog
+
+    catalog = load_catalog()
+    embedding = {e.id: e for e in catalog.entries if e.kind == "embedding"}
+    assert sorted(embedding) == ["all-minilm-l6-v2-q8_0", "bge-small-en-v1.5-q8_0", "multilingual-e5-small-q8_0",
+                                 "nomic-embed-text-v1.5-q8_0"]
+    assert all(e.format == "gguf" and e.engine == "llama_cpp" and e.arch is not None for e in embedding.values())
+    assert "multilingual" in embedding["multilingual-e5-small-q8_0"].tags
+    raw = embedding["all-minilm-l6-v2-q8_0"].model_dump()
+    with pytest.raises(ValueError, match="an embedding entry has no vision projector"):
+        CatalogEntry.model_validate({**raw, "projector": raw["files"][0]["path"]})

@@ -19,11 +19,13 @@ the batch being embedded. Requests:
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import replace
 
 import numpy as np
 
 from engines.api import CancelFlag, EmbeddingRequest, Emit, ModelInfo, ProgressEvent, TextLoadSpec
+from engines.doc_index.document import Document
 from engines.doc_index.file_bytes import Unreadable, read_document_bytes
 from engines.doc_index.passages import Passage, split_passages
 from engines.doc_index.readers import format_of, read_document, unsupported_reason
@@ -42,7 +44,7 @@ class DocumentIndexEngine:
         self._info: ModelInfo | None = None
         self._stores: dict[str, DocumentStore] = {}
         self._vectors = VectorCache()
-        self._split: tuple[tuple, list[Passage]] | None = None  # the last file's passages, by (path, sha256)
+        self._split: tuple[tuple, Document, list[Passage]] | None = None  # the last file's, by (path, sha256)
 
     def load(self, spec: TextLoadSpec, emit: Emit, cancel: CancelFlag | None = None) -> ModelInfo:
         self._info = self._llama.load(replace(spec, embedding=True), emit, cancel)
@@ -80,7 +82,6 @@ class DocumentIndexEngine:
             return self._skip(store, collection, path, unsupported_reason(path))
         try:
             content = read_document_bytes(path)
-            document = read_document(path, content.data)
         except Unreadable as exc:
             return self._skip(store, collection, path, str(exc), format=kind)
         known = store.file(collection.id, path)
@@ -89,7 +90,10 @@ class DocumentIndexEngine:
                 store.touch(known.id, content.size, content.mtime_ns)
             return IndexFileResult(path, "unchanged", passages_done=known.passages, passages_total=known.passages,
                                    pages=known.pages, note=known.note)
-        passages = self._passages(path, content.sha256, document, collection)
+        try:
+            document, passages = self._passages(path, content, collection)
+        except Unreadable as exc:
+            return self._skip(store, collection, path, str(exc), format=kind)
         if not passages:
             return self._skip(store, collection, path, "the file has no text", format=document.format)
         pages = len(document.pages) if document.format == "pdf" else None
@@ -118,23 +122,23 @@ class DocumentIndexEngine:
         return IndexFileResult(path, state, passages_done=done, passages_total=len(passages), embedded=len(batch),
                                tokens=embedded_tokens, pages=pages, note=document.note)
 
-    def _passages(self, path: str, sha256: str, document, collection: Collection) -> list[Passage]:
-        key = (path, sha256, collection.id, collection.passage_tokens, collection.overlap_tokens)
+    def _passages(self, path: str, content, collection: Collection) -> tuple[Document, list[Passage]]:
+        """The file's text and passages; the last file's are kept, so the next batch of a big PDF is not parsed again."""
+        key = (path, content.sha256, collection.id, collection.passage_tokens, collection.overlap_tokens)
         if self._split is not None and self._split[0] == key:
-            return self._split[1]
+            return self._split[1], self._split[2]
+        document = read_document(path, content.data)
         prefix_tokens = self._llama.count_tokens(collection.document_prefix) if collection.document_prefix else 0
         passages = split_passages(document.pages, self._llama.count_tokens,
                                   passage_tokens=collection.passage_tokens - prefix_tokens,
                                   overlap_tokens=collection.overlap_tokens)
-        self._split = (key, passages)
-        return passages
+        self._split = (key, document, passages)
+        return document, passages
 
     def _skip(self, store: DocumentStore, collection: Collection, path: str, reason: str, *,
               format: str | None = None) -> IndexFileResult:
         size = mtime = None
         try:
-            import os
-
             info = os.stat(path)
             size, mtime = info.st_size, info.st_mtime_ns
         except OSError:

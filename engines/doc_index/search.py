@@ -75,7 +75,7 @@ def keywords(question: str) -> list[str]:
     """The question's words that carry meaning, in order, once each."""
     seen: dict[str, None] = {}
     for word in _WORD.findall(question.lower()):
-        if word not in _STOP_WORDS and len(word) > 1:
+        if word not in _STOP_WORDS and (len(word) > 1 or word.isdigit()):  # "crate 7": a digit is a keyword
             seen.setdefault(word, None)
     return list(seen)
 

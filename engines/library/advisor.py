@@ -28,7 +28,7 @@ from engines.library.installed import InstalledModel
 from engines.machine.machine_speed import MachineSpeed, machine_speed
 from engines.library.measured_speeds import MeasuredSpeed, read_download_rate, read_measured, speeds_file
 from engines.library.recommend import Recommendation, recommend, suitability_order
-from engines.machine.speed import SpeedEstimate, compare_words, text_speed_for_verdict
+from engines.machine.speed import SpeedEstimate, compare_words, estimate_embedding_speed, text_speed_for_verdict
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,12 @@ class Advisor:
     def entry_speed(self, entry: CatalogEntry, verdict: FitVerdict) -> SpeedEstimate | None:
         if entry.kind == "chat":
             return self.text_speed(verdict)
+        if entry.kind == "embedding":  # it reads documents, it never writes: its rate is arithmetic, not bandwidth
+            machine = self.machine()
+            if machine is None or not verdict.fits:
+                return None
+            table = entry.arch.vocab_size * entry.arch.embedding_length  # a lookup, not arithmetic
+            return estimate_embedding_speed(entry.parameters - table, machine.matmul_flops)
         spec = entry.image
         return self.image_speed(verdict, spec.base, spec.default_size, spec.default_steps, spec.default_guidance,
                                 entry.format == "onnx")

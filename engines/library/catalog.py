@@ -171,7 +171,7 @@ class CatalogEntry(_Strict):
     id: str
     name: str = Field(min_length=1)
     family: str = Field(min_length=1)
-    kind: Literal["chat", "image"]
+    kind: Literal["chat", "image", "embedding"]  # embedding: GGUF models for documents (engines.doc_index)
     engine: Literal["llama_cpp", "diffusers", "onnx"]
     format: Literal["gguf", "diffusers", "onnx"]
     repo: str
@@ -210,9 +210,11 @@ class CatalogEntry(_Strict):
         if _ENGINE_FOR_FORMAT[self.format] != self.engine:
             expected = _ENGINE_FOR_FORMAT[self.format]
             raise ValueError(f"format {self.format!r} is run by {expected!r}, not {self.engine!r}")
-        if self.kind == "chat":
+        if self.kind in ("chat", "embedding"):
             if self.format != "gguf" or self.arch is None or self.image is not None:
-                raise ValueError("a chat entry must be GGUF, with 'arch' and without 'image'")
+                raise ValueError(f"a {self.kind} entry must be GGUF, with 'arch' and without 'image'")
+            if self.kind == "embedding" and self.projector is not None:
+                raise ValueError("an embedding entry has no vision projector")
             if not all(p.endswith(".gguf") for p in paths):
                 raise ValueError("a GGUF entry may only list .gguf files")
             if self.projector is not None and (self.projector not in paths or self.projector == paths[0]):

@@ -49,7 +49,7 @@ class CatalogTab(QWidget):
         self.filter_edit.setClearButtonEnabled(True)
         self.filter_edit.setMaximumWidth(280)
         self.kind_filter = QComboBox()
-        for label, kind in (("All", ""), ("Chat", "chat"), ("Image", "image")):
+        for label, kind in (("All", ""), ("Chat", "chat"), ("Image", "image"), ("Embedding", "embedding")):
             self.kind_filter.addItem(label, kind)
         toolbar.addWidget(self.filter_edit, 1)
         toolbar.addWidget(self.kind_filter)
