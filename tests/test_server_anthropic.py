@@ -61,12 +61,13 @@ def test_assistant_turns_and_text_blocks_are_taken(tiny):
 
 def test_bad_requests_get_anthropics_error_types(tiny):
     client, model = tiny.anthropic(), tiny.ids["tiny"]
-    with pytest.raises(anthropic.BadRequestError) as image:
+    with pytest.raises(anthropic.BadRequestError) as document:  # images: tests/test_vision_server.py
         client.messages.create(model=model, max_tokens=4, messages=[{"role": "user", "content": [
-            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}]}])
-    assert image.value.body == {"type": "error", "error": {
+            {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "AAAA"}}]}])
+    assert document.value.body == {"type": "error", "error": {
         "type": "invalid_request_error",
-        "message": "messages.0.content: blocks of type 'image' are not supported; send text."}}
+        "message": "messages.0.content: blocks of type 'document' are not supported; send text (and images in "
+                   "user turns)."}}
     with pytest.raises(anthropic.BadRequestError) as overflow:
         client.messages.create(model=model, max_tokens=4, messages=[{"role": "user", "content": "Hello " * 600}])
     assert overflow.value.body["error"]["type"] == "invalid_request_error"

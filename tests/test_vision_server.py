@@ -73,3 +73,21 @@ def test_images_the_server_cannot_take_are_a_400_in_words(served):
                                                 "(mmproj file). Choose a vision model with its projector, or send "
                                                 "the message without the image.")
     assert served.is_up()
+
+
+@pytest.mark.slow
+def test_an_anthropic_image_block_reaches_the_served_vision_model(served, tiny_vlm):  # noqa: F811
+    import anthropic
+
+    client, model = served.anthropic(), served.ids["vision"]
+    block = {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                         "data": base64.b64encode(real_png(32, 24)).decode()}}
+    text_only = client.messages.create(model=model, max_tokens=2, messages=[{"role": "user", "content": "describe"}])
+    seen = client.messages.create(model=model, max_tokens=2, messages=[{"role": "user", "content": [
+        block, {"type": "text", "text": "describe"}]}])
+    assert seen.usage.input_tokens == text_only.usage.input_tokens + tiny_vlm.image_tokens + 2 + 1
+    with pytest.raises(anthropic.BadRequestError) as linked:
+        client.messages.create(model=model, max_tokens=2, messages=[{"role": "user", "content": [
+            {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}}]}])
+    assert linked.value.body["error"]["message"] == ("messages.0.content.0: an image must come as a base64 source; "
+                                                     "Atelier does not fetch images from the network.")

@@ -23,6 +23,7 @@ from starlette.background import BackgroundTask
 from engines.api import ChatMessage, FinishedEvent, StatsEvent, TokenEvent
 from engines.errors import EngineError, ErrorKind
 from engines.server.errors import ApiError, from_engine_error
+from engines.server.image_parts import anthropic_image_of
 from engines.server.openai_schema import Body, StopList
 from engines.server.runner import client_id, finished_result, first_output
 from engines.server.streams import SSE_HEADERS, cancel_on_disconnect, sse
@@ -56,7 +57,9 @@ async def messages(body: MessagesBody, request: Request):
     if body.tools:
         raise ApiError(400, "tools: tool use is not supported yet.", param="tools")
     chat = ([ChatMessage("system", _text_of(body.system, "system"))] if body.system else [])
-    chat += [ChatMessage(m.role, _text_of(m.content, f"messages.{i}.content")) for i, m in enumerate(body.messages)]
+    for i, m in enumerate(body.messages):
+        text, images = _content_of(m.content, f"messages.{i}.content", m.role)
+        chat.append(ChatMessage(m.role, text, images=images))
     context = request.app.state.context
     served = await context.find(body.model, "chat")
     params = sampling(max_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p, top_k=body.top_k)
@@ -116,12 +119,21 @@ def _message(message_id: str, model: str, content: list, stop_reason: str | None
 
 def _text_of(content, param: str) -> str:
     """Text, or a list of ``{"type": "text", "text": ...}`` blocks joined; other blocks are refused by name."""
+    return _content_of(content, param, "system")[0]
+
+
+def _content_of(content, param: str, role: str) -> tuple[str, tuple[bytes, ...]]:
+    """The text of ``content`` and, in a user turn, its images (base64 ``image`` blocks, for a vision model)."""
     if isinstance(content, str):
-        return content
-    texts = []
-    for block in content:
+        return content, ()
+    texts, images = [], []
+    for index, block in enumerate(content):
         kind = block.get("type")
+        if kind == "image" and role == "user":
+            images.append(anthropic_image_of(block, f"{param}.{index}"))
+            continue
         if kind != "text" or not isinstance(block.get("text"), str):
-            raise ApiError(400, f"{param}: blocks of type '{kind}' are not supported; send text.", param=param)
+            raise ApiError(400, f"{param}: blocks of type '{kind}' are not supported; send text"
+                                f"{' (and images in user turns)' if role == 'user' else ''}.", param=param)
         texts.append(block["text"])
-    return "\n".join(texts)
+    return "\n".join(texts), tuple(images)
