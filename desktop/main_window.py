@@ -82,6 +82,14 @@ class MainWindow(QMainWindow):
         self.server_page = ServerPage(workspace, self.scheduler)  # the API server, on this window's scheduler
         self.settings_page = SettingsPage(workspace)
         self.settings_page.offline_changed.connect(self.privacy_badge.set_offline)
+        # the badge says what leaves the computer now: the chat page's model on a remote server, the API server
+        # open to other machines; both pages tell it when that changes
+        self.privacy_badge.set_chat_model(self.chat_page.shown_model)
+        self.chat_page.model_shown.connect(self.privacy_badge.set_chat_model)
+        self.server_page.running_changed.connect(
+            lambda _running: self.privacy_badge.set_api_server(self.server_page.runner.listening()))
+        self.server_page.set_chat_model(self.chat_page.shown_model)
+        self.chat_page.model_shown.connect(self.server_page.set_chat_model)
         self.privacy_badge.clicked.connect(lambda: self.show_page("Settings"))
         for page in (self.chat_page, self.images_page, self._models_slot, self.server_page, self.settings_page):
             self.stack.addWidget(page)

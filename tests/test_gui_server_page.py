@@ -254,6 +254,11 @@ def test_web_page_origins_are_checked_saved_and_served(qtbot, page) -> None:
     other = httpx.get(page.url.text() + "/models", headers={"Authorization": f"Bearer {token}",
                                                             "Origin": "https://evil.example"})
     assert other.status_code == 403
+    # the page's own setting, not `atelier serve`'s --cors-origin (test_server_cli.py checks that wording)
+    assert other.json()["error"]["message"] == (
+        "Requests from web pages at https://evil.example are not allowed; to allow them, stop the server on "
+        "Atelier's Server page, add https://evil.example to 'Web pages allowed' (an advanced setting: Settings, "
+        "Controls) and start it again.")
 
 
 def test_the_server_comes_back_with_the_app_only_if_it_was_left_on(qtbot) -> None:
@@ -462,3 +467,150 @@ def test_the_chat_page_and_the_api_share_one_loaded_model_and_closing_stops_the_
         window.close()
     assert refused(url)  # closing the window stopped the server...
     assert saved_server_prefs().enabled  # ...and left the switch on for the next start
+
+
+def test_the_examples_name_the_chat_pages_remote_model_when_the_server_serves_it(qtbot, page) -> None:
+    """A model on a remote server (TEST-NET: never reached) chosen on the chat page: the page's server serves it
+    as NAME/MODEL, so the examples name it and say where it runs; offline mode keeps it out of reach, so they name
+    the first chat model on this computer, and say why."""
+    from engines.remote import RemoteServer, RemoteServers, find_remote_model
+
+    servers = RemoteServers.beside(page.workspace.models.file)
+    servers.add(RemoteServer("box", "http://192.0.2.1:8000/v1", models=("qwen",)))
+    remote = find_remote_model("box/qwen", servers)
+    tab = page.connect_tab
+    assert tab.model_note.text() == ("The examples use demo/gemma-3-270m-q4_k_m, the first chat model on this "
+                                     "computer.")  # nothing chosen yet
+
+    page.set_chat_model(remote)
+    assert tab.model_note.text() == ("The examples use box/qwen, the chat page's model: it runs on the remote server "
+                                     "'box' (http://192.0.2.1:8000/v1), and the server passes what they send on to it.")
+    assert '    model="box/qwen",' in tab.python_code.toPlainText()
+    assert '"model": "box/qwen"' in tab.curl_code.toPlainText()
+    switch(qtbot, page, True)  # ...and the server does serve it
+    client = openai.OpenAI(base_url=page.url.text(), api_key=page.runner.server.token, max_retries=0)
+    assert [model.id for model in client.models.list()] == ["demo/gemma-3-270m-q4_k_m", "box/qwen"]
+
+    page.workspace.settings.offline = True
+    page.set_chat_model(remote)
+    assert tab.model_note.text() == (
+        "The examples use demo/gemma-3-270m-q4_k_m, the first chat model on this computer: the chat page's model, "
+        "box/qwen, runs on the remote server 'box', which offline mode keeps out of reach.")
+    assert '    model="demo/gemma-3-270m-q4_k_m",' in tab.python_code.toPlainText()
+    page.workspace.settings.offline = False
+    page.set_chat_model(page.workspace.models.get("demo/gemma-3-270m-q4_k_m"))
+    assert tab.model_note.text() == "The examples use demo/gemma-3-270m-q4_k_m, the chat page's model."
+
+
+@pytest.mark.slow
+def test_the_python_example_as_shown_runs_against_the_pages_server(qtbot, page, tiny_gguf) -> None:
+    """The exact text of the "How to connect" Python example, with the token shown, run by Python: a complete
+    script that streams a capped reply from the page's server (llama.cpp on the tiny GGUF)."""
+    import sys
+
+    pytest.importorskip("llama_cpp")
+    model = page.workspace.models.add(InstalledModel("local/tiny", "Tiny", str(tiny_gguf), 1000, "llama_cpp", "gguf",
+                                                     "import", kind="chat"))
+    page.set_chat_model(model)
+    assert page.connect_tab.model_note.text() == "The examples use local/tiny, the chat page's model."
+    switch(qtbot, page, True)
+    page.show_token_button.click()
+    shown = page.connect_tab.python_code.toPlainText()
+    page.connect_tab.copy_python_button.click()
+    assert shown == QGuiApplication.clipboard().text()  # what is shown is what is copied
+    token = page.runner.server.token
+    assert shown == (
+        "from openai import OpenAI\n"
+        "\n"
+        f'client = OpenAI(base_url="{page.url.text()}", api_key="{token}")\n'
+        "stream = client.chat.completions.create(\n"
+        '    model="local/tiny",\n'
+        '    messages=[{"role": "user", "content": "Name three colors."}],\n'
+        "    max_tokens=256,\n"
+        "    stream=True,\n"
+        ")\n"
+        "for chunk in stream:\n"
+        "    if chunk.choices:\n"
+        '        print(chunk.choices[0].delta.content or "", end="", flush=True)\n'
+        "print()\n")
+    run = subprocess.run([sys.executable, "-c", shown], capture_output=True, text=True, timeout=HANG_S)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+    assert run.stdout.endswith("\n") and run.stdout.strip()  # the reply, printed as it came
+    log = page.activity.log_table  # the reply's end is noted once its stream ended: wait for it
+    qtbot.waitUntil(lambda: (page.refresh(), len(log.rows) == 1 and " · " in log.rows[0][1][5])[1], timeout=WAIT_MS)
+    cells = log.rows[0][1]
+    assert cells[2:6] in (("POST", "/v1/chat/completions", "local/tiny", "200 · length"),
+                          ("POST", "/v1/chat/completions", "local/tiny", "200 · stop"))
+    assert 0 < int(cells[7].split(" + ")[1]) <= 256  # prompt + completion tokens: capped by max_tokens
+
+
+def test_the_sidebar_badge_says_what_leaves_the_computer_as_it_changes(qtbot, monkeypatch) -> None:
+    """The real window: the badge follows the chat page's model (a remote server beyond loopback, TEST-NET, never
+    reached; one on loopback) and the API server (every interface, then this computer only), and offline mode."""
+    from desktop.main_window import MainWindow
+    from desktop.privacy import CLICK, OFFLINE, PRIVATE, privacy_text
+    from engines.network import set_offline
+    from engines.remote import RemoteServer, RemoteServers
+
+    workspace = open_workspace()
+    port = free_port()
+    workspace.settings.server.port = port
+    workspace.save_settings()
+    servers = RemoteServers.beside(workspace.models.file)
+    servers.add(RemoteServer("box", "http://192.0.2.1:8000/v1", models=("qwen",)))
+    servers.add(RemoteServer("here", "http://127.0.0.1:9/v1", models=("llama",)))
+    monkeypatch.setattr(MainWindow, "ensure_models_page", lambda self: None)  # not needed here; only slower
+    window = MainWindow(workspace)
+    qtbot.addWidget(window)
+    window.show()
+    badge, chat, page = window.privacy_badge, window.chat_page, window.server_page
+    tail = f"\n\n{privacy_text()}\n\n{CLICK}"
+
+    def choose(model_id: str) -> None:
+        chat.panel.model_combo.setCurrentIndex(chat.panel.model_combo.findData(model_id))
+        assert chat.shown_model.id == model_id
+
+    try:
+        assert (badge.text(), badge.toolTip()) == (PRIVATE, f"{privacy_text()}\n\n{CLICK}")
+        choose("box/qwen")
+        sent = ("• Chats with 'box' are sent to http://192.0.2.1:8000/v1: your messages, the chat's earlier ones and "
+                "its system prompt.")
+        remote_only = ("● Chats go to the remote server 'box'", f"Right now:\n{sent}{tail}")
+        assert (badge.text(), badge.toolTip()) == remote_only
+
+        window.show_page("Server")  # its examples follow the chat page's model
+        assert page.connect_tab.model_note.text().startswith("The examples use box/qwen, the chat page's model:")
+        answer(monkeypatch, QMessageBox.Yes)
+        page.host.setCurrentIndex(page.host.findData("0.0.0.0"))
+        switch(qtbot, page, True)
+        open_to_all = (f"• The API server accepts other machines on 0.0.0.0:{port}: any that can reach this one can "
+                       "use your models with the token.\n"
+                       "   To close it, stop the server or choose 'This computer only' on the Server page.")
+        assert (badge.text(), badge.toolTip()) == ("● Chats go to 'box'; the API server accepts other machines",
+                                                   f"Right now:\n{sent}\n{open_to_all}{tail}")
+        choose("demo/gemma-3-270m-q4_k_m")
+        assert (badge.text(), badge.toolTip()) == ("● The API server accepts other machines",
+                                                   f"Right now:\n{open_to_all}{tail}")
+        assert page.connect_tab.model_note.text() == "The examples use demo/gemma-3-270m-q4_k_m, the chat page's model."
+
+        window.settings_page.offline.setChecked(True)  # offline mode opens nothing, but the server still listens
+        assert (badge.text(), badge.toolTip()) == ("● Offline mode; the API server accepts other machines",
+                                                   f"Right now:\n{open_to_all}{tail}")
+        choose("box/qwen")
+        assert badge.text() == "● Offline mode; the API server accepts other machines"
+        assert badge.toolTip() == ("Right now:\n• Chats with 'box' are blocked: offline mode keeps them from "
+                                   f"http://192.0.2.1:8000/v1 (not on this computer).\n{open_to_all}{tail}")
+        switch(qtbot, page, False)
+        assert badge.text() == OFFLINE
+        window.settings_page.offline.setChecked(False)
+        assert (badge.text(), badge.toolTip()) == remote_only
+
+        page.host.setCurrentIndex(page.host.findData("127.0.0.1"))
+        switch(qtbot, page, True)
+        choose("here/llama")  # a "remote" server on this computer: nothing leaves it
+        assert (badge.text(), badge.toolTip()) == (PRIVATE, (
+            "Right now:\n• Chats with 'here' go to http://127.0.0.1:9/v1, a server on this computer: they do not "
+            f"leave it.\n• The API server answers apps on this computer only (127.0.0.1:{port}).{tail}"))
+    finally:
+        set_offline(False)
+        window.close()

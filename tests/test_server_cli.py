@@ -86,6 +86,13 @@ def test_serve_preloads_answers_the_openai_client_and_stops_on_sigterm(tmp_path,
         reply = client.chat.completions.create(model="local/tiny-llama", max_tokens=5, seed=1,
                                                messages=[{"role": "user", "content": "secret-words-in-the-prompt"}])
         assert reply.usage.completion_tokens == 5
+        import httpx2
+
+        refused = httpx2.get(f"http://127.0.0.1:{port}/v1/models", headers={
+            "Authorization": "Bearer cli-test-token-1", "Origin": "http://localhost:3000"})
+        assert (refused.status_code, refused.json()["error"]["message"]) == (403, (  # the CLI's flag, not the page's
+            "Requests from web pages at http://localhost:3000 are not allowed; start the server with --cors-origin "
+            "http://localhost:3000 to allow them."))
         serve.send_signal(signal.SIGTERM)
         out, err = serve.communicate(timeout=HANG_GUARD_S)
     finally:

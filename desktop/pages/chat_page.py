@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -92,9 +92,12 @@ def _shows_store_errors(method):
 
 
 class ChatPage(QWidget):
+    model_shown = Signal(object)  # the model the page shows as the chat's (installed, remote, or None)
+
     def __init__(self, controller: ChatController, parent=None) -> None:
         super().__init__(parent)
         self.controller = controller
+        self.shown_model = None  # what model_shown last said
         self._editing = False
         self._idle_status = ""
         self._import_pool = serial_pool("model-import")
@@ -471,6 +474,8 @@ class ChatPage(QWidget):
             sees = "reads images (drop one on the message box)" if self.controller.projector_for(model) else ""
             self.panel.set_model_note(" · ".join(x for x in (model.description, size, sees) if x))
         self.panel.set_remote_model(model is not None and model.engine == "remote")
+        self.shown_model = model
+        self.model_shown.emit(model)  # the sidebar's privacy badge and the Server page's examples follow
 
     def _model_changed(self, model_id: str) -> None:
         self.controller.choose_model(model_id)

@@ -48,6 +48,7 @@ from PySide6.QtWidgets import (
 from desktop.pages.server.activity import ServerActivity
 from desktop.pages.server.connect_tab import ConnectTab
 from desktop.pages.server.running import Binding, ServerRunner
+from desktop.privacy import offline_mode_on
 from desktop.widgets.expert import mark_advanced
 from desktop.widgets.labels import banner_label
 from engines.errors import EngineError
@@ -59,6 +60,7 @@ ASK_NETWORK = ("Listen on every network interface?\n\nEvery machine that can rea
                "models with the API token. Keep the token secret, and prefer \"This computer only\" unless another "
                "machine needs the models.")
 STARTING, RUNNING, STOPPING, STOPPED = "starting", "running", "stopping", "stopped"
+_UNSET = object()
 
 
 def parse_origins(text: str) -> tuple[tuple[str, ...], str | None]:
@@ -92,6 +94,7 @@ class ServerPage(QWidget):
         self._token_source = ""
         self._token_error: str | None = None
         self._user_started = False  # the switch was pressed (not the start with the app)
+        self._chat_model_id = _UNSET  # the chat page's model, once the window says (set_chat_model)
         prefs = workspace.settings.server
 
         layout = QVBoxLayout(self)
@@ -399,18 +402,50 @@ class ServerPage(QWidget):
 
     # ---- how to connect ---------------------------------------------------------------------
 
-    def _snippet_model(self) -> str:
-        """The model the snippets name: the chat page's model when it is a chat model, else the first one."""
+    def set_chat_model(self, model) -> None:
+        """The chat page shows ``model`` (installed, remote, or None): the examples name it when the server serves
+        it (the window tells the page; a page alone goes by the saved choice)."""
+        self._chat_model_id = model.id if model is not None else None
+        if self.isVisible():
+            self._show_snippets()
+
+    def _snippet_model(self) -> tuple[str, str]:
+        """The model the examples name, and which one that is, in a sentence: the chat page's model when the
+        server serves it, else the first chat model on this computer."""
         models = self.workspace.models
-        chosen = models.get(self.workspace.settings.last_model_id or "")
-        if chosen is None or chosen.kind != "chat":
-            chosen = next(iter(models.runnable("chat")), None)
-        return chosen.id if chosen is not None else "MODEL"
+        chosen_id = self._chat_model_id if self._chat_model_id is not _UNSET else self.workspace.settings.last_model_id
+        chosen = models.get(chosen_id or "")
+        if chosen is not None and chosen.kind == "chat" and chosen.engine:
+            return chosen.id, f"The examples use {chosen.id}, the chat page's model."
+        remote, blocked = self._served_remote(chosen_id) if chosen is None and chosen_id else (None, "")
+        if remote is not None:
+            return remote.id, (f"The examples use {remote.id}, the chat page's model: it runs on the remote server "
+                               f"'{remote.server.name}' ({remote.server.base_url}), and the server passes what "
+                               "they send on to it.")
+        first = next(iter(models.runnable("chat")), None)
+        if first is None:
+            return "MODEL", ("No chat model is installed here: put a model's id in place of MODEL "
+                             "('atelier models list' lists them).")
+        why = f": the chat page's model, {chosen_id}, {blocked}" if blocked else ""
+        return first.id, f"The examples use {first.id}, the first chat model on this computer{why}."
+
+    def _served_remote(self, model_id: str):
+        """(the remote model ``model_id`` names, if this server serves it; else None and why not, or "")."""
+        from engines.remote import RemoteServers, find_remote_model
+        from engines.remote.urls import is_loopback
+
+        remote = find_remote_model(model_id, RemoteServers.beside(self.workspace.models.file))
+        if remote is None:
+            return None, ""
+        if offline_mode_on(self.workspace.settings) and not is_loopback(remote.server.base_url):
+            return None, (f"runs on the remote server '{remote.server.name}', which offline mode keeps out of "
+                          "reach")
+        return remote, ""
 
     def _show_snippets(self) -> None:
         if hasattr(self, "connect_tab"):
-            self.connect_tab.fill(self.url.text(), self._token, self._snippet_model(),
-                                  self.show_token_button.isChecked())
+            model, note = self._snippet_model()
+            self.connect_tab.fill(self.url.text(), self._token, model, self.show_token_button.isChecked(), note)
 
     # ---- small things ---------------------------------------------------------------------------
 

@@ -24,6 +24,9 @@ from engines.errors import EngineError, ErrorKind
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+# How to allow a refused web page's origin, in the words of the front end that started the server; {origin}
+# stands for the refused origin. The CLI's names its flag; the GUI's Server page passes its own setting's words.
+CLI_ORIGIN_HINT = "start the server with --cors-origin {origin} to allow them"
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class ServerConfig:
     token: str | None = None  # None only on loopback (``--no-token``)
     extra_hosts: tuple[str, ...] = ()  # Host names allowed beyond the defaults (a LAN name for the machine)
     cors_origins: tuple[str, ...] = ()  # exact origins, e.g. "http://localhost:3000"
+    origin_hint: str = CLI_ORIGIN_HINT  # how a refused origin is allowed, told in the refusal ({origin}: it)
     limits: Limits = field(default_factory=Limits)
 
     def validate(self) -> None:

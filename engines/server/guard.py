@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 
-from engines.server.config import Limits, host_header_name
+from engines.server.config import CLI_ORIGIN_HINT, Limits, host_header_name
 from engines.server.errors import ApiError
 
 ALLOWED_METHODS = "GET, POST, OPTIONS"
@@ -30,8 +30,9 @@ ALLOWED_REQUEST_HEADERS = "authorization, content-type, x-api-key, anthropic-ver
 
 class SecurityGuard:
     def __init__(self, app, *, hosts: frozenset[str], cors_origins: tuple[str, ...], token: str | None,
-                 limits: Limits) -> None:
+                 limits: Limits, origin_hint: str = CLI_ORIGIN_HINT) -> None:
         self._app = app
+        self._origin_hint = origin_hint  # {origin}: the refused one
         self._hosts = hosts
         self._origins = frozenset(cors_origins)
         self._token = token.encode("utf-8") if token else None
@@ -54,9 +55,9 @@ class SecurityGuard:
         cors = {}
         if origin is not None:
             if origin not in self._origins:
+                hint = self._origin_hint.replace("{origin}", origin)
                 await send_error(send, path, ApiError(403, f"Requests from web pages at {origin} are not allowed; "
-                                                      f"start the server with --cors-origin {origin} to allow them.",
-                                                      code="origin_not_allowed"))
+                                                      f"{hint}.", code="origin_not_allowed"))
                 return
             cors = {"access-control-allow-origin": origin, "vary": "Origin"}
             if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:

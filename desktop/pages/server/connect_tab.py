@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QFontDatabase, QFontMetrics
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
 
@@ -36,6 +37,11 @@ class ConnectTab(QWidget):
         intro.setObjectName("Muted")
         intro.setWordWrap(True)
         layout.addWidget(intro)
+        self.model_note = QLabel()  # which model the examples name, and why that one
+        self.model_note.setObjectName("Muted")
+        self.model_note.setWordWrap(True)
+        self.model_note.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        layout.addWidget(self.model_note)
         mono = QFontDatabase.systemFont(QFontDatabase.FixedFont)
         self.python_code = QPlainTextEdit()
         self.curl_code = QPlainTextEdit()
@@ -47,8 +53,8 @@ class ConnectTab(QWidget):
         self.copy_curl_button.clicked.connect(lambda: self._copy(self.text(curl_snippet), "Copied, with the token."))
         line = QFontMetrics(mono).lineSpacing()
         for label, code, button, lines in (
-                ("Python (pip install openai)", self.python_code, self.copy_python_button, 7),
-                ("curl", self.curl_code, self.copy_curl_button, 4)):
+                ("Python (pip install openai)", self.python_code, self.copy_python_button, _lines(python_snippet)),
+                ("curl", self.curl_code, self.copy_curl_button, _lines(curl_snippet))):
             code.setReadOnly(True)
             code.setFont(mono)
             code.setLineWrapMode(QPlainTextEdit.NoWrap)
@@ -61,9 +67,11 @@ class ConnectTab(QWidget):
             layout.addWidget(code)
         layout.addStretch(1)
 
-    def fill(self, url: str, token: str | None, model: str, token_shown: bool) -> None:
-        """Show the snippets for this URL, token (masked unless shown) and model."""
+    def fill(self, url: str, token: str | None, model: str, token_shown: bool, model_note: str = "") -> None:
+        """Show the snippets for this URL, token (masked unless shown) and model, and which model that is."""
         self._filled = (url, token, model)
+        self.model_note.setText(model_note)
+        self.model_note.setVisible(bool(model_note))
         self.python_code.setPlainText(self.text(python_snippet, token_shown))
         self.curl_code.setPlainText(self.text(curl_snippet, token_shown))
 
@@ -71,3 +79,8 @@ class ConnectTab(QWidget):
         """One snippet, as shown (``token_shown`` False: masked) or as copied (the real token)."""
         url, token, model = self._filled
         return make(url, masked(token, token_shown) or "TOKEN", model)
+
+
+def _lines(make) -> int:
+    """How many lines a snippet has (the box shows every one)."""
+    return make("URL", "TOKEN", "MODEL").count("\n")

@@ -27,6 +27,9 @@ from engines.errors import EngineError, ErrorKind
 
 log = logging.getLogger(__name__)
 STOP_WAIT_MS = 15_000  # a start or stop in progress when the window closes: ApiServer.stop joins within 8 s
+# How a web page refused by the page's server is allowed (engines.server.config.CLI_ORIGIN_HINT names the CLI's flag)
+ORIGIN_HINT = ("to allow them, stop the server on Atelier's Server page, add {origin} to 'Web pages allowed' (an "
+               "advanced setting: Settings, Controls) and start it again")
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,13 @@ class ServerRunner(QObject):
         server = self.server
         return server is not None and server.running
 
+    def listening(self) -> tuple[str, int] | None:
+        """Where the server listens, (bind address, port), while it runs; None when it does not."""
+        server = self.server
+        if server is None or not server.running:
+            return None
+        return server.config.host, int(server.url.rsplit(":", 1)[1].split("/", 1)[0])
+
     def start(self, binding: Binding, token: str) -> None:
         """Start serving (off the GUI thread); ``started`` or ``failed`` says how it went."""
         self._track(run_in_background(lambda: self._start(binding, token), self.started.emit,
@@ -117,7 +127,7 @@ class ServerRunner(QObject):
         models = self._workspace.models
         directory = ModelDirectory(models, self._workspace.settings, remotes=RemoteServers.beside(models.file))
         config = ServerConfig(host=binding.host, port=binding.port, token=token,
-                              cors_origins=tuple(binding.cors_origins))
+                              cors_origins=tuple(binding.cors_origins), origin_hint=ORIGIN_HINT)
         server = ApiServer(self._scheduler, directory, config=config, request_log=self.log)
         server.start()  # EngineError: BUSY for a port in use, BAD_INPUT for a bad address
         with self._lock:

@@ -11,6 +11,7 @@ import json
 import shlex
 
 MASK = "•" * 12
+MAX_TOKENS = 256  # the Python example's cap on the reply (curl's is shorter: its answer is read as JSON)
 
 
 def masked(token: str | None, show: bool) -> str:
@@ -21,15 +22,23 @@ def masked(token: str | None, show: bool) -> str:
 
 
 def python_snippet(url: str, token: str, model: str) -> str:
-    """A complete, streamed chat with the official ``openai`` client (``pip install openai``)."""
+    """A complete, runnable script: a streamed chat with the official ``openai`` client (``pip install openai``),
+    with a cap on the reply's length, printed as it comes (a chunk without choices, such as a usage-only one,
+    is skipped)."""
     return (
         "from openai import OpenAI\n"
         "\n"
         f"client = OpenAI(base_url={_text(url)}, api_key={_text(token)})\n"
-        f"stream = client.chat.completions.create(model={_text(model)}, stream=True,\n"
-        '    messages=[{"role": "user", "content": "Name three colors."}])\n'
+        "stream = client.chat.completions.create(\n"
+        f"    model={_text(model)},\n"
+        '    messages=[{"role": "user", "content": "Name three colors."}],\n'
+        f"    max_tokens={MAX_TOKENS},\n"
+        "    stream=True,\n"
+        ")\n"
         "for chunk in stream:\n"
-        '    print(chunk.choices[0].delta.content or "", end="")\n'
+        "    if chunk.choices:\n"
+        '        print(chunk.choices[0].delta.content or "", end="", flush=True)\n'
+        "print()\n"
     )
 
 
