@@ -66,6 +66,10 @@ def test_json_schema_bad_files_and_schemas_are_one_line(tmp_path):
                                  "not one JSON answer"]
     lone = run_atelier("chat", "--model", "demo", "--prompt", "hi", "--allow-tools")
     assert error_lines(lone) == ["error: --allow-tools, --tool-choice and --max-tool-calls need --tools SERVER[,SERVER]"]
+    no_image_model = run_atelier("chat", "--model", "demo", "--prompt", "hi", "--tools", "atelier")
+    assert error_lines(no_image_model)[-1] == (
+        "error: the image tool (--tools atelier) uses the Images page's model, and none is chosen yet: pick one on "
+        "the Images page")
     unknown = run_atelier("chat", "--model", "demo", "--prompt", "hi", "--tools", "nope")
     assert unknown.returncode == 2
     assert error_lines(unknown)[-1] == (

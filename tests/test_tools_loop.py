@@ -14,52 +14,23 @@ import json
 import jsonschema
 import pytest
 
-from engines.api import (
-    ChatMessage,
-    FinishedEvent,
-    NoticeEvent,
-    SamplingParams,
-    TextLoadSpec,
-    TextRequest,
-    TextResult,
-    TokenEvent,
-)
+from engines.api import ChatMessage, FinishedEvent, NoticeEvent, SamplingParams, TextLoadSpec, TextRequest, TokenEvent
 from engines.tools import fallback
 from engines.tools.connection import ToolOutcome, ToolServerError
 from engines.tools.loop import Approvals, ToolCallEvent, ToolProgressEvent, run_tool_turn
 from engines.tools.servers import ListedTool, ToolServer
 from engines.tools.toolset import ToolSet
 from tests.fixtures.mcp_servers import time_server_command
+from tests.fixtures.scripted_model import ASK, ScriptedModel, calls_step
 
 ADD = ListedTool("add", "Adds two integers", {"type": "object", "properties": {"a": {"type": "integer"},
                  "b": {"type": "integer", "minimum": 0}}, "required": ["a", "b"]})
-ASK = TextRequest((ChatMessage("system", "Be brief."), ChatMessage("user", "What is 2 + 3?")),
-                  SamplingParams(max_tokens=100, seed=1))
-
-
-class ScriptedModel:
-    """A model that writes the given step texts, a few characters per token, and keeps each request."""
-
-    def __init__(self, *steps: str) -> None:
-        self.steps = list(steps)
-        self.requests: list[TextRequest] = []
-
-    def __call__(self, request: TextRequest):
-        self.requests.append(request)
-        text = self.steps.pop(0)
-        for start in range(0, len(text), 3):
-            yield TokenEvent(text[start:start + 3])
-        yield FinishedEvent(TextResult(text, "stop", 10, len(text), None, None, 4096, "gemma", 1))
 
 
 def adder() -> ToolSet:
     tools = ToolSet()
     tools.add_builtin(ADD, lambda args, progress: ToolOutcome(str(args["a"] + args["b"])), server="maths")
     return tools
-
-
-def calls_step(*calls) -> str:
-    return json.dumps({"tool_calls": [{"name": name, "arguments": args} for name, args in calls]})
 
 
 def run(model, tools, approvals=None, **options):

@@ -157,7 +157,8 @@ def run_chat(args) -> int:
         loaded = host.load(engine, spec)
         result = None
         if args.tools:  # the tool loop: its own steps, the calls on stderr, the answer streamed like any reply
-            tools = run_tool_reply(args, host, request, servers, show)
+            tools = run_tool_reply(args, host, request, servers, show, workspace,
+                                   image_host=lambda: scheduler.host_for("cli-image"))
             result = tools.result
         for event in host.generate(request) if tools is None else ():
             if isinstance(event, TokenEvent) and not args.json:

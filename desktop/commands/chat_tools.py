@@ -49,23 +49,48 @@ def check_tool_options(args) -> None:
 
 
 def tool_servers(workspace, names: str):
-    """The enabled servers named by ``--tools a,b``; one ``error:`` line for an unknown or disabled one."""
-    from engines.tools.servers import ToolServers
+    """(the enabled servers named by ``--tools a,b``, the image model when ``atelier`` is named, else None).
+
+    ``atelier`` is Atelier's own image engine as a tool (engines.images.image_tool), with the Images
+    page's model. One ``error:`` line for an unknown or disabled server, or no image model.
+    """
+    from engines.tools.servers import BUILTIN_SERVER, ToolServers
 
     servers = ToolServers.beside(workspace.models.file)
-    chosen = []
+    chosen, image = [], None
     for name in [n.strip() for n in names.split(",") if n.strip()]:
+        if name == BUILTIN_SERVER:
+            image = _image_model(workspace)
+            continue
         server = servers.require(name)
         if not server.enabled:
             raise CliError(f"the tool server '{name}' is disabled; 'atelier tools enable {name}' lets it run")
         chosen.append(server)
-    if not chosen:
+    if not chosen and image is None:
         raise CliError("--tools needs at least one server name (see 'atelier tools list')")
-    return chosen
+    return chosen, image
 
 
-def run_tool_reply(args, host, request, servers, show):
-    """The loop's outcome, with the reply streamed through ``show`` unless ``--json``."""
+def _image_model(workspace):
+    """(ImageLoadSpec, installed id) of the Images page's model."""
+    from engines.diffusion.types import ImageLoadSpec
+    from engines.library.resolve import resolve_model
+
+    prefs = workspace.settings.images
+    if not prefs.model_id:
+        raise CliError("the image tool (--tools atelier) uses the Images page's model, and none is chosen yet: pick "
+                       "one on the Images page")
+    found = resolve_model(prefs.model_id, workspace.models, kind="image")
+    return ImageLoadSpec(str(found.local_path()), backend=prefs.backend), (
+        found.installed.id if found.installed is not None else None)
+
+
+def run_tool_reply(args, host, request, chosen, show, workspace=None, image_host=None):
+    """The loop's outcome, with the reply streamed through ``show`` unless ``--json``.
+
+    ``chosen``: what :func:`tool_servers` returned; ``image_host()`` gives the host the image tool runs on.
+    """
+    servers, image = chosen
     from engines.tools.loop import Approvals, ToolCallEvent, run_tool_turn
     from engines.tools.toolset import ToolSet
 
@@ -82,6 +107,10 @@ def run_tool_reply(args, host, request, servers, show):
             _show_call(event.call)
 
     with ToolSet.open(servers) as toolset:
+        if image is not None:
+            from engines.images.image_tool import add_image_tool
+
+            add_image_tool(toolset, image_host(), workspace.paths, workspace.settings.images, *image)
         for problem in toolset.problems:
             print_note(problem)
         from engines.tools.fallback import FALLBACK_NAME

@@ -34,7 +34,11 @@ A turn's tools (``engines.tools.toolset``)
     ``ToolSet.open(servers)`` starts the chosen enabled servers and lists
     their tools (one that fails is a line in ``.problems``; the others are
     offered); ``add_builtin(ListedTool, run)`` adds a Python tool;
-    ``close()`` (or ``with``) stops the servers.
+    ``close()`` (or ``with``) stops the servers. Atelier's image engine is
+    one: ``engines.images.image_tool.add_image_tool(toolset, host, paths,
+    prefs, spec, model_id)`` offers ``make_image`` (server ``atelier``);
+    its result names the gallery file and ``call.structured["image"]`` is
+    its path, for the chat to show the image inline.
 
 The loop (``engines.tools.loop``)
     ``run_tool_turn(host.generate, request, toolset, approvals, on_event,
