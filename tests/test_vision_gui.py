@@ -89,6 +89,15 @@ def test_a_dropped_image_reaches_the_vision_model_and_stays_with_the_message(qtb
     qtbot.waitUntil(lambda: not controller.streaming, timeout=240_000)
     assert controller.messages()[-1].stats["image_tokens"] == 16
 
+    # A model that cannot see is not handed a chat that holds images: it says so, and the text stays.
+    page.panel.model_combo.setCurrentIndex(page.panel.model_combo.findData("local/text-only"))
+    page.composer.setPlainText("and in words?")
+    page.send_button.click()
+    assert page.banner.text() == ("This chat holds images, and Text Only cannot see them: choose a vision model for "
+                                  "this chat, or start a new chat.")
+    assert page.composer.toPlainText() == "and in words?" and not controller.streaming
+    assert not controller.regenerate() and controller.messages()[-1].stats["image_tokens"] == 16
+
 
 @pytest.mark.slow
 def test_a_pasted_image_is_attached_and_can_be_removed(qtbot, window):

@@ -305,6 +305,18 @@ class ChatController(QObject):
                     "the image.")
         return None
 
+    def _can_see_what_it_needs(self, model: InstalledModel, images: tuple[bytes, ...] = ()) -> bool:
+        """False, with the reason in the banner, when the message or the chat holds images the model cannot see."""
+        problem = self.vision_problem(model)
+        if problem and images:
+            self.banner.emit(problem)
+            return False
+        if problem and self.images_of_current():
+            self.banner.emit(f"This chat holds images, and {model.name} cannot see them: choose a vision model for "
+                             "this chat, or start a new chat.")
+            return False
+        return True
+
     def images_of_current(self) -> dict[int, tuple[bytes, ...]]:
         """The current chat's attached images by message id; may raise ChatStoreError."""
         return self.store.images_of(self.current_id) if self.current_id else {}
@@ -348,9 +360,7 @@ class ChatController(QObject):
         if model is None:
             self.banner.emit("Add a model first: use “Add model file…” or drop a .gguf file onto the window.")
             return False
-        problem = self.vision_problem(model) if images else None
-        if problem:
-            self.banner.emit(problem)
+        if not self._can_see_what_it_needs(model, images):
             return False
         self._save_unsaved()
         try:
@@ -376,7 +386,7 @@ class ChatController(QObject):
             if not any(m.role == "user" for m in messages):
                 return False
             model = self.current_model()
-            if model is None:
+            if model is None or not self._can_see_what_it_needs(model):
                 return False
             self._save_unsaved()
             last = messages[-1]
