@@ -311,10 +311,10 @@ def read_vision_request(projector: VisionProjector, request, render_tokens, emit
 
         fitted = fit_conversation(request.messages, count, n_ctx, request.sampling.max_tokens, request.overflow)
         tokens, stop = render_tokens(with_image_markers(fitted.messages, marker), emit, cancel, marker)
-        kept = images_of(fitted.messages)
-        if tokens.count(IMAGE_SLOT) != len(kept):
+        if tokens.count(IMAGE_SLOT) != len(images_of(fitted.messages)):
             raise EngineError(ErrorKind.UNSUPPORTED, "This model's chat template left out an attached image, so "
                               "the model cannot be shown it. Send the image in a message of its own.")
+        kept = images_of(fitted.messages)  # from here on the caller frees them (VisionProjector.release)
         return VisionPrompt(tokens, kept), stop, fitted.dropped
     finally:
         projector.release(VisionPrompt([], [image for image in every if image not in kept]))
