@@ -197,3 +197,26 @@ def test_state_file_keeps_unknown_fields_and_sets_a_damaged_file_aside(tmp_path)
     assert ToolServers(file).all() == []
     kept = list(tmp_path.glob("mcp-servers.unreadable-*.json"))
     assert [p.read_text() for p in kept] == ["{torn"]
+
+
+@pytest.mark.slow
+def test_cli_calls_the_everything_servers_long_running_tool_with_progress_on_stderr():
+    added = run_atelier("tools", "add", "everything", "--", *everything_server_command())
+    assert added.returncode == 0, added.stderr
+    assert "trigger-long-running-operation" in _out(added)
+    run = run_atelier("tools", "call", "everything", "trigger-long-running-operation", '{"duration": 1, "steps": 2}')
+    assert run.returncode == 0, run.stderr
+    assert _out(run) == "Long running operation completed. Duration: 1 seconds, Steps: 2.\n"
+    assert error_lines(run) == ["progress: 1/2", "progress: 2/2"]
+    echo = run_atelier("tools", "call", "everything", "echo", '{"message": 5}')
+    assert error_lines(echo) == ["error: The arguments for 'echo' do not match its schema: message: 5 is not of "
+                                 "type 'string'."]
+
+
+def test_offline_mode_refuses_a_url_server_that_is_not_on_this_computer():
+    from tests.fixtures.cli_runner import cli_env
+
+    run = run_atelier("tools", "add", "web", "--url", "http://example.org/mcp", env=cli_env(ATELIER_OFFLINE="1"))
+    assert (run.returncode, error_lines(run)) == (1, [
+        "error: Atelier is in offline mode, and the tool server 'web' (http://example.org/mcp) is not on this "
+        "computer. Turn offline mode off in Settings to use it; servers on 127.0.0.1 work offline."])

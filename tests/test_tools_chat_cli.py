@@ -110,3 +110,46 @@ def test_chat_with_the_real_time_tool_refused_without_allow_tools_then_allowed()
     shown = [line for line in lines if line.startswith("tool: time.")]
     assert len(shown) == 2 and shown[1].startswith(shown[0].split(" {")[0] + " ")
     assert shown[1].split(" ")[2] in ("done:", "error:")
+
+
+@pytest.mark.slow
+def test_on_a_terminal_each_call_is_asked_for_and_no_refuses_it():
+    import os
+    import pty
+    import subprocess
+
+    from tests.fixtures.cli_runner import ROOT, atelier_script, cli_env
+
+    assert run_atelier("tools", "add", "time", "--", *time_server_command()).returncode == 0
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        [atelier_script(), "chat", "--model", "demo", "--prompt", "What time is it in Tokyo?", "--tools", "time",
+         "--tool-choice", "required", "--max-tool-calls", "1", "--seed", "3", "--max-tokens", "60", "--ctx", "2048"],
+        stdin=slave, stdout=slave, stderr=slave, cwd=ROOT, env=cli_env())
+    os.close(slave)
+    output = b""
+
+    def read_until(marker: bytes | None) -> None:
+        nonlocal output
+        while marker is None or marker not in output:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the command ended and closed the terminal
+                return
+            if not chunk:
+                return
+            output += chunk
+
+    try:
+        read_until(b"[n]o: ")
+        os.write(master, b"n\n")
+        read_until(None)
+    finally:
+        os.close(master)
+        process.wait()
+    text = output.decode("utf-8", "replace").replace("\r\n", "\n")
+    assert process.returncode == 0, text
+    asked = [line for line in text.splitlines() if line.startswith("Allow time.")]
+    assert len(asked) == 1 and asked[0].endswith("? [y]es once, [a]lways for this tool, [n]o: n")
+    tool = asked[0].split(" ")[1]
+    assert f"tool: {tool} refused: The user did not allow this call." in text.splitlines()

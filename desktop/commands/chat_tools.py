@@ -91,11 +91,12 @@ def run_tool_reply(args, host, request, chosen, show, workspace=None, image_host
     ``chosen``: what :func:`tool_servers` returned; ``image_host()`` gives the host the image tool runs on.
     """
     servers, image = chosen
-    from engines.tools.loop import Approvals, ToolCallEvent, run_tool_turn
+    from engines.tools.loop import REFUSED_RESULT, Approvals, ToolCallEvent, run_tool_turn
     from engines.tools.toolset import ToolSet
 
-    approvals = Approvals(_ask if _interactive() else None, allow_all=args.allow_tools,
-                          refusal=NON_INTERACTIVE_REFUSAL)
+    interactive = _interactive()
+    approvals = Approvals(_ask if interactive else None, allow_all=args.allow_tools,
+                          refusal=REFUSED_RESULT if interactive else NON_INTERACTIVE_REFUSAL)
 
     def on_event(event) -> None:
         if isinstance(event, TokenEvent) and not args.json:
