@@ -98,6 +98,8 @@ def test_add_list_query_and_remove_real_documents(tmp_path, minilm_gguf):  # noq
     # A second run reads nothing unchanged; a changed file is embedded again; a deleted one leaves the index.
     (corpus / "notes.md").write_text("# Garden\n\nSow the carrots directly in April.\n", encoding="utf-8")
     (corpus / "memo.docx").unlink()
+    states = {Path(f["path"]).name: f["state"] for f in docs_json("list", "mine")["files"]}
+    assert (states["notes.md"], states["memo.docx"], states["fib.py"]) == ("changed", "deleted", "indexed")
     again = out(ok(run_atelier("docs", "add", "mine", str(corpus)))).splitlines()[0]
     assert again.startswith("mine: 14 files, 1 indexed, 4 unchanged, 9 skipped, 1 removed; 1 passages embedded in ")
     carrots = docs_json("query", "mine", "When do I sow carrots?")["hits"][0]

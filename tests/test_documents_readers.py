@@ -203,3 +203,47 @@ def test_the_catalog_offers_embedding_models_including_a_multilingual_one():
     raw = embedding["all-minilm-l6-v2-q8_0"].model_dump()
     with pytest.raises(ValueError, match="an embedding entry has no vision projector"):
         CatalogEntry.model_validate({**raw, "projector": raw["files"][0]["path"]})
+
+
+class _Library:
+    """The two things grounding asks of a DocumentLibrary: a store, and a search (fixed here)."""
+
+    def __init__(self, path: Path, result) -> None:
+        self.path, self.result = path, result
+
+    def store(self) -> DocumentStore:
+        return DocumentStore(self.path)
+
+    def query(self, name, question, top_k):
+        return self.result
+
+
+def test_grounding_gives_the_whole_text_when_it_fits_else_the_best_excerpts_with_the_users_template(tmp_path):
+    from engines.doc_index.types import PassageHit, SearchResult
+    from engines.documents import ground
+
+    text = " ".join(f"w{i}" for i in range(60))
+    passages = split_passages(((3, text),), lambda word: 1, passage_tokens=20, overlap_tokens=5)
+    path = tmp_path / "documents.sqlite3"
+    with DocumentStore(path) as store:
+        collection = store.create_collection("c", "/m.gguf", "m", passage_tokens=20, overlap_tokens=5,
+                                             query_prefix="", document_prefix="", threshold=0.3)
+        file_id, _ = store.begin_file(collection.id, "/docs/a.pdf", sha256="a", size=1, mtime_ns=1, format="pdf",
+                                      pages=3, characters=len(text), note="")
+        store.add_passages(collection.id, file_id, [NewPassage(p.ordinal, p.page, p.start, p.end, p.tokens, p.text,
+                                                               b"\0" * 16) for p in passages], 4)
+        store.finish_file(file_id)
+    hit = PassageHit(2, "/docs/a.pdf", 3, passages[1].start, passages[1].end, passages[1].text, 0.03, 0.6)
+    library = _Library(path, SearchResult((hit,), len(passages), 0.6, 0.3, "m"))
+    template = "Use {these} words: {documents}"
+    whole = ground(library, "c", "q", 10_000, template)
+    assert whole.mode == "full_text" and whole.citations == (hit,)
+    assert whole.system == "Use {these} words: [/docs/a.pdf, page 3]\n" + text  # rebuilt exactly from overlaps
+    excerpt = ground(library, "c", "q", 200, template)
+    assert excerpt.mode == "excerpts"
+    assert excerpt.system == f"Use {{these}} words: [1] /docs/a.pdf, page 3\n{passages[1].text}"
+    nothing = ground(_Library(path, SearchResult((), len(passages), 0.12, 0.3, "m")), "c", "q", 10_000, template)
+    assert nothing.mode == "nothing" and nothing.citations == ()
+    assert nothing.notice == ("Nothing relevant was found in 'c': the closest of its 4 passages has a similarity of "
+                              "0.12, below the 0.30 a relevant passage needs.")
+    assert nothing.system.startswith("No passage of the user's document collection 'c' is relevant to this question.")

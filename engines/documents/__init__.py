@@ -25,7 +25,7 @@ may be used from any thread)::
   when the embedding model itself cannot run (its sentence is the banner).
 - Files and their state: ``library.files(name)`` gives ``FileRecord`` rows;
   :func:`file_status` turns one into the dict the list shows (``state``:
-  indexed, changed, partial, pending, skipped; ``reason``; ``note``;
+  indexed, changed, deleted, partial, pending, skipped; ``reason``; ``note``;
   ``passages``; ``pages``).
 - A **citation** is a :class:`PassageHit`: ``path``, ``page`` (1-based, PDF
   only, else None), ``start``/``end`` (characters in that page's text, or

@@ -308,9 +308,15 @@ def _known(collections: list[Collection]) -> str:
 
 
 def file_status(record: FileRecord) -> dict:
-    """One file as the lists show it; ``changed``: indexed, but different on disk now (the next run updates it)."""
+    """One file as the lists show it.
+
+    ``changed``: indexed, but different on disk now; ``deleted``: gone from
+    the disk. The next run updates the one and drops the other.
+    """
     state = record.state
-    if state == "indexed" and not _unchanged(record):
+    if state in ("indexed", "indexing") and not os.path.lexists(record.path):
+        state = "deleted"
+    elif state == "indexed" and not _unchanged(record):
         state = "changed"
     elif state == "indexing":
         state = "partial"  # some passages stored; the next run resumes after them
