@@ -149,6 +149,17 @@ def test_bad_servers_each_end_as_one_line_and_are_stopped():
         assert connection.call("slow", {"seconds": 0}).text == "done"
 
 
+def test_a_result_that_is_not_mcp_is_one_line_and_the_next_call_starts_afresh():
+    garbage = ToolServer("garbage", command=tuple(bad_server_command("garbage")), timeout_s=20)
+    with McpConnection(garbage) as connection:
+        assert [t.name for t in connection.list_tools()] == ["echo"]
+        for _ in range(2):
+            with pytest.raises(ToolServerError) as bad:
+                connection.call("echo", {"text": "hi"})
+            assert bad.value.message == ("The tool server 'garbage' answered something that is not MCP when asked to "
+                                         "run 'echo' (2 validation errors for CallToolResult).")
+
+
 @pytest.mark.slow
 def test_streamable_http_server_by_url(tmp_path):
     with socket.socket() as probe:
