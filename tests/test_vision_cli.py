@@ -109,3 +109,18 @@ def test_chat_image_errors_are_one_line_and_exit_2(vlm_folder, tiny_vlm, tmp_pat
     assert run.returncode == 2
     assert run.stderr.startswith(f"error: The image {broken} could not be read (")
     assert run.stderr.strip().endswith("Use a PNG, JPEG or WebP file.")
+
+
+def test_adding_a_projector_on_its_own_says_what_to_do(tmp_path):
+    from engines.errors import EngineError
+    from engines.library.importer import import_model
+    from engines.workspace import open_workspace
+
+    path = stripped.write_gguf(tmp_path / "mmproj-model-f16.gguf", "clip", name="mmproj", tokens=(),
+                               tensors=("v.patch_embd.weight",), kv={"clip.projector_type": "gemma3"})
+    with pytest.raises(EngineError) as refused:
+        import_model(path, open_workspace().models)
+    assert refused.value.message == (
+        "mmproj-model-f16.gguf is a vision projector (mmproj, gemma3): the image half of a multimodal model, used "
+        "beside its model. Keep it in the same folder as its model and add the model: chats with it can then read "
+        "images.")

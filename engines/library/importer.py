@@ -34,6 +34,9 @@ def check_recordable(probed: ProbedModel) -> ProbedModel:
         return probed
     if probed.kind == "unknown":
         raise EngineError(ErrorKind.MODEL_FILE, probed.reason)
+    if probed.kind == "projector":  # not a model on its own: the chat finds it beside its model
+        raise EngineError(ErrorKind.UNSUPPORTED, f"{Path(probed.path).name} is a {probed.description}. Keep it in "
+                          "the same folder as its model and add the model: chats with it can then read images.")
     article = "an" if probed.description[:1].lower() in "aeiou" else "a"
     raise EngineError(ErrorKind.UNSUPPORTED, f"{Path(probed.path).name} is {article} {probed.description}: "
                       f"Atelier cannot use {_plural(probed.kind)} yet.")
