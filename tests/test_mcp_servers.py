@@ -231,3 +231,42 @@ def test_offline_mode_refuses_a_url_server_that_is_not_on_this_computer():
     assert (run.returncode, error_lines(run)) == (1, [
         "error: Atelier is in offline mode, and the tool server 'web' (http://example.org/mcp) is not on this "
         "computer. Turn offline mode off in Settings to use it; servers on 127.0.0.1 work offline."])
+
+
+@pytest.mark.slow
+def test_a_secret_env_value_lives_in_the_keyring_and_reaches_the_server(tmp_path, monkeypatch):
+    import keyring
+    from keyring.backend import KeyringBackend
+
+    from engines.tools.manage import add_server, connect, remove_server
+
+    class MemoryKeyring(KeyringBackend):
+        priority = 1
+        values: dict = {}
+
+        def set_password(self, service, username, password):
+            self.values[(service, username)] = password
+
+        def get_password(self, service, username):
+            return self.values.get((service, username))
+
+        def delete_password(self, service, username):
+            self.values.pop((service, username))
+
+    previous = keyring.get_keyring()
+    keyring.set_keyring(MemoryKeyring())
+    try:
+        monkeypatch.setenv("ATELIER_TEST_SECRET", "s3cret-value")
+        servers = ToolServers(tmp_path / FILE_NAME)
+        added = add_server(servers, "everything", command=everything_server_command(),
+                           secret_env=["ATELIER_TEST_SECRET"])
+        assert added.secret_env == ("ATELIER_TEST_SECRET",)
+        assert "s3cret-value" not in (tmp_path / FILE_NAME).read_text()
+        assert MemoryKeyring.values == {("atelier", "mcp:everything:ATELIER_TEST_SECRET"): "s3cret-value"}
+        monkeypatch.delenv("ATELIER_TEST_SECRET")  # the server gets it from the keyring, not from here
+        with connect(servers.require("everything")) as connection:
+            assert '"ATELIER_TEST_SECRET": "s3cret-value"' in connection.call("get-env", {}).text
+        remove_server(servers, "everything")
+        assert MemoryKeyring.values == {}
+    finally:
+        keyring.set_keyring(previous)
