@@ -86,15 +86,15 @@ def test_approval_refused_once_and_always():
     asked = []
     answers = iter(["refuse", "once", "always"])
     approvals = Approvals(lambda call: asked.append(call.arguments) or next(answers))
-    step = calls_step(("add", {"a": 1, "b": 1}))
-    model = ScriptedModel(step, step, step, step, '{"reply": "ok"}')
+    steps = [calls_step(("add", {"a": n, "b": 1})) for n in (1, 2, 3, 4)]
+    model = ScriptedModel(*steps, '{"reply": "ok"}')
     outcome, events = run(model, adder(), approvals)
-    assert asked == [{"a": 1, "b": 1}] * 3  # the fourth call was allowed by "always", without asking
+    assert asked == [{"a": 1, "b": 1}, {"a": 2, "b": 1}, {"a": 3, "b": 1}]  # the fourth: "always", not asked
     assert [(c.status, c.result) for c in outcome.calls] == [
-        ("refused", "The user did not allow this call."), ("done", "2"), ("done", "2"), ("done", "2")]
+        ("refused", "The user did not allow this call."), ("done", "3"), ("done", "4"), ("done", "5")]
     assert approvals.always == {"add"}
     # Without a way to ask (a non-interactive run) every call is refused, with the caller's words.
-    outcome, _ = run(ScriptedModel(step, '{"reply": "ok"}'), adder(), Approvals(refusal="Pass --allow-tools."))
+    outcome, _ = run(ScriptedModel(steps[0], '{"reply": "ok"}'), adder(), Approvals(refusal="Pass --allow-tools."))
     assert [(c.status, c.result) for c in outcome.calls] == [("refused", "Pass --allow-tools.")]
 
 
@@ -111,9 +111,24 @@ def test_a_failing_server_is_one_line_and_the_conversation_goes_on():
     assert outcome.calls[0].result == "Error: The tool server 'maths' stopped while asked to run 'add'."
 
 
+def test_a_repeated_call_gets_the_earlier_result_without_running_and_then_the_model_must_answer():
+    ran = []
+    tools = ToolSet()
+    tools.add_builtin(ADD, lambda args, progress: ran.append(args) or ToolOutcome("2"), server="maths")
+    step = calls_step(("add", {"a": 1, "b": 1}))
+    model = ScriptedModel(step, step, '{"reply": "2."}')
+    outcome, events = run(model, tools)
+    assert ran == [{"a": 1, "b": 1}]
+    assert [(c.status, c.result) for c in outcome.calls] == [("done", "2"), ("done", "2")]
+    assert model.requests[1].json_schema == fallback.step_schema(tools.definitions(), "auto")
+    assert model.requests[2].json_schema == fallback.step_schema((), "none")
+    assert outcome.text == "2."
+
+
 def test_the_loop_stops_at_its_bound_and_then_asks_for_an_answer_with_tools_off():
-    step = calls_step(("add", {"a": 1, "b": 1}), ("add", {"a": 2, "b": 2}))
-    model = ScriptedModel(step, step, '{"reply": "Enough."}')
+    step1 = calls_step(("add", {"a": 1, "b": 1}), ("add", {"a": 2, "b": 2}))
+    step2 = calls_step(("add", {"a": 3, "b": 3}), ("add", {"a": 4, "b": 4}))
+    model = ScriptedModel(step1, step2, '{"reply": "Enough."}')
     outcome, _ = run(model, adder(), max_calls=3)
     assert [c.status for c in outcome.calls] == ["done", "done", "done", "refused"]
     assert outcome.calls[3].result == "Not run: at most 3 tool calls are made in one reply."

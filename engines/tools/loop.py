@@ -19,6 +19,11 @@ in the CLI, the chat worker's host in the GUI). A step either answers
 Every change of a call is an :class:`ToolCallEvent` on ``on_event`` (the
 GUI draws the call and its result under the reply; the chat turn saves it).
 
+A call identical to an earlier one of the same reply (same tool, same
+arguments) is not run again: it gets the earlier result, and a step made
+only of such repeats is followed by a step that must answer. Small models
+otherwise go round in circles (the demo asked for the time eight times).
+
 The loop is bounded: at most :data:`MAX_CALLS_PER_TURN` calls per reply.
 A small model can repeat a call forever, and each step costs a generation
 and context; eight is room for a real chain (look something up, convert
@@ -162,12 +167,18 @@ def run_tool_turn(generate: Callable[[TextRequest], Iterable[EngineEvent]], requ
         if reply is not None:
             outcome.text = reply
             return outcome
-        assistant_calls, results = [], []
+        assistant_calls, results, repeats = [], [], 0
         for index, raw in enumerate(calls):
             call = _new_call(raw, step, len(outcome.calls) + 1, tools)
+            earlier = next((c for c in outcome.calls if (c.name, c.arguments_json) == (call.name, call.arguments_json)
+                            and c.status in ("done", "error")), None)
             outcome.calls.append(call)
             if index >= left:
                 _finish(call, "refused", f"Not run: at most {max_calls} tool calls are made in one reply.", on_event)
+            elif earlier is not None:  # a model going round in circles: the same call again gets the same answer
+                repeats += 1
+                _finish(call, earlier.status, earlier.result, on_event)
+                call.structured = earlier.structured
             else:
                 _carry_out(call, tools, approvals, on_event)
             assistant_calls.append(ToolCallRequest(call.call_id, call.name,
@@ -176,7 +187,8 @@ def run_tool_turn(generate: Callable[[TextRequest], Iterable[EngineEvent]], requ
         assistant = ChatMessage("assistant", "", tool_calls=tuple(assistant_calls))
         conversation += [assistant, *results]
         outcome.messages += [assistant, *results]
-        choice = "auto"
+        # A step that only repeated earlier calls learns nothing new: the next one must answer.
+        choice = "none" if repeats == len(calls) else "auto"
 
 
 def _one_step(generate, request: TextRequest, on_event) -> tuple[str, TextResult | None]:
