@@ -383,11 +383,14 @@ class DocumentStore:
             elif known[0] != dimensions:
                 raise EngineError(ErrorKind.BAD_INPUT, f"The embedding model gives {dimensions}-wide vectors, but the "
                                                        f"collection holds {known[0]}-wide ones.")
+            # OR IGNORE: two indexers on one file (the window and 'atelier docs add') embed the same passages;
+            # the first to commit stores each one, the other's copy is dropped instead of failing the file.
             db.executemany(
-                "INSERT INTO passages(file_id, ordinal, page, char_start, char_end, tokens, text, vector)"
+                "INSERT OR IGNORE INTO passages(file_id, ordinal, page, char_start, char_end, tokens, text, vector)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(file_id, p.ordinal, p.page, p.start, p.end, p.tokens, p.text, p.vector) for p in passages])
-            db.execute("UPDATE files SET passages = passages + ? WHERE id = ?", (len(passages), file_id))
+            db.execute("UPDATE files SET passages = (SELECT count(*) FROM passages WHERE file_id = ?) WHERE id = ?",
+                       (file_id, file_id))
             _bump(db, collection_id)
 
     def finish_file(self, file_id: int) -> None:
