@@ -19,6 +19,7 @@ from desktop.chat.render import (
     MessageDisplay, RenderedMessage, Theme, parse_copy_href, parse_image_href, parse_version_href, render_empty_state,
     render_message,
 )
+from desktop.chat.tool_calls import parse_call_href, parse_tool_image_href
 
 __all__ = ["MessageView"]
 
@@ -34,6 +35,7 @@ class MessageView(QTextBrowser):
 
     copied = Signal(str)
     version_requested = Signal(str, int)  # message key, -1 or +1
+    call_toggled = Signal(str, str)  # message key, tool call id: its result opened or folded
 
     def __init__(self, parent: QWidget | None = None, *, dark: bool = False) -> None:
         super().__init__(parent)
@@ -182,6 +184,9 @@ class MessageView(QTextBrowser):
 
     def loadResource(self, kind: int, url: QUrl):  # noqa: N802 (Qt naming)
         """An attached image's thumbnail, from the message's own bytes; nothing else is ever fetched."""
+        tool_image = parse_tool_image_href(url.toString())
+        if tool_image is not None and kind == QTextDocument.ResourceType.ImageResource.value:
+            return self._tool_image(tool_image)
         target = parse_image_href(url.toString())
         if kind != QTextDocument.ResourceType.ImageResource.value or target is None:
             return None
@@ -203,9 +208,17 @@ class MessageView(QTextBrowser):
             thumb = self._thumbs[data] = image
         return thumb
 
+    def _tool_image(self, path: str):
+        """An image a tool made (a gallery file), scaled like an attachment; None when it cannot be read."""
+        image = QImage(path)
+        if image.isNull():
+            return None
+        return image.scaled(2 * THUMBNAIL_PX, 2 * THUMBNAIL_PX, Qt.AspectRatioMode.KeepAspectRatio,
+                            Qt.TransformationMode.SmoothTransformation)
+
     def _render(self, msg: MessageDisplay) -> RenderedMessage:
         key = (msg.key, msg.role, msg.content, msg.status, msg.notice, msg.meta, msg.version, msg.versions,
-               msg.images)
+               msg.images, msg.calls)
         hit = self._cache.get(key)
         if hit is None:
             if len(self._cache) >= _CACHE_LIMIT:
@@ -245,6 +258,10 @@ class MessageView(QTextBrowser):
 
     def _on_anchor_clicked(self, url: QUrl) -> None:
         href = url.toString(QUrl.ComponentFormattingOption.FullyEncoded)
+        call = parse_call_href(href)
+        if call is not None:
+            self.call_toggled.emit(*call)
+            return
         version = parse_version_href(href)
         if version is not None:
             self.version_requested.emit(*version)

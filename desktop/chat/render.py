@@ -46,6 +46,7 @@ class MessageDisplay:
     version: int = 1  # which of the reply's versions is shown (Regenerate adds versions)
     versions: int = 1
     images: tuple[bytes, ...] = ()  # attached to a user message (for a vision model), shown above its text
+    calls: tuple = ()  # a reply's tool calls (desktop.chat.tool_calls.CallDisplay), shown before its answer
 
 
 _LIGHT = dict(
@@ -379,6 +380,10 @@ def render_message(msg: MessageDisplay, theme: Theme) -> RenderedMessage:
         body = _add_cursor(body, t)
     elif not body and msg.role == "assistant" and msg.status == "complete":
         body = _small("(empty reply)", t.muted, top=0)
+    if msg.calls:
+        from desktop.chat.tool_calls import render_calls
+
+        body = render_calls(msg.calls, msg.key, t) + body
     parts = [_images(msg) + body.rstrip("\n")]
     if msg.versions > 1 and msg.status != "streaming":
         parts.append(_versions(msg, t))

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop.chat.chat_tools import ChatTools
 from desktop.chat.message_view import MessageView
 from desktop.chat.render import MessageDisplay
 from desktop.pages.chat_controller import ChatController
@@ -167,6 +168,7 @@ class ChatPage(QWidget):
         splitter.setStretchFactor(1, 1)
         splitter.setSizes([200, 720, 310])
 
+        self.tools = ChatTools(self)  # the panel's Tools box, approvals and the calls drawn under replies
         self._shortcuts()
         self._wire()
         problem = controller.history_problem
@@ -309,10 +311,10 @@ class ChatPage(QWidget):
 
     def _displays(self) -> list[MessageDisplay]:
         c = self.controller
-        images = c.images_of_current()
+        images, calls = c.images_of_current(), self.tools.saved_calls()
         return [
             MessageDisplay(str(m.id), m.role, m.content, m.status, m.notice, _meta_for(m), m.version, m.versions,
-                           images.get(m.id, ()))
+                           images.get(m.id, ()), calls.get(m.id, ()))
             for m in c.messages()
             if not (c.streaming and (m.status == "streaming" or m.id == c.regenerating_id))
         ]
@@ -343,7 +345,8 @@ class ChatPage(QWidget):
             return
         self.view.set_messages(displays)
         if c.streaming and c._stream_conversation == conversation_id:
-            self.view.update_last(MessageDisplay("streaming", "assistant", "".join(c._stream_parts), "streaming"))
+            self.view.update_last(MessageDisplay("streaming", "assistant", "".join(c._stream_parts), "streaming",
+                                                 calls=self.tools.live_calls()))
 
     def _show_empty_chat(self) -> None:
         """The welcome of an empty chat names the model the picker shows now, never an earlier one."""
@@ -357,7 +360,8 @@ class ChatPage(QWidget):
 
     def _render_stream(self, conversation_id: int, text: str) -> None:
         if conversation_id == self.controller.current_id:
-            self.view.update_last(MessageDisplay("streaming", "assistant", text, "streaming"))
+            self.view.update_last(MessageDisplay("streaming", "assistant", text, "streaming",
+                                                 calls=self.tools.live_calls()))
 
     def _flip_version(self, key: str, step: int) -> None:
         if key.isdigit():
@@ -372,7 +376,7 @@ class ChatPage(QWidget):
 
     def _submit(self, text: str) -> None:
         images = () if self._editing else self.attachments.images()
-        if not (text.strip() or images):
+        if not (text.strip() or images) or not self.tools.check_before_send():
             return
         if self._editing:
             accepted = self.controller.edit_and_resend(text)

@@ -133,6 +133,10 @@ class SettingsPage(QWidget):
         self.network_note.setWordWrap(True)
         network_layout.addWidget(self.network_note)
         layout.addWidget(network)
+        from desktop.pages.settings_mcp import McpServersSection
+
+        self.mcp_servers = McpServersSection(workspace)  # tool servers a chat can switch on
+        layout.addWidget(self.mcp_servers)
 
         files = QGroupBox("Files")
         files_form = _form(files)

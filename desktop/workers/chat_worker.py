@@ -47,6 +47,10 @@ class ChatWorker(QObject):
     model_loaded = Signal(object)  # ModelInfo
     finished = Signal(int, object)  # conversation id, TurnOutcome
     unloaded = Signal()
+    tool_event = Signal(int, object)  # conversation id, a ToolCallEvent or ToolProgressEvent of the tool loop
+    # Set by the chat page (desktop.chat.chat_tools.ChatTools): open_turn(conversation id) on this thread gives a
+    # turn its tools, approvals and reply schema (or None); cancel() refuses a call waiting for approval.
+    tools_for = None
 
     def __init__(self, store_factory, host) -> None:
         super().__init__()
@@ -61,11 +65,15 @@ class ChatWorker(QObject):
 
     def cancel(self) -> None:
         """Called from the GUI thread: sets a flag the engine polls every token."""
+        if self.tools_for is not None:
+            self.tools_for.cancel()
         self._host.cancel()
 
     def abandon(self) -> None:
         """Called from the GUI thread on close: end the engine host now, even if it no longer answers."""
         self.closing.set()
+        if self.tools_for is not None:
+            self.tools_for.cancel()
         self._host.cancel()
         kill = getattr(self._host, "kill", None)
         if kill is not None:
@@ -100,6 +108,9 @@ class ChatWorker(QObject):
                 self.notice.emit(conversation_id, event.message)
             elif isinstance(event, FinishedEvent):
                 flush()
+            else:  # the tool loop's call and progress events
+                flush()
+                self.tool_event.emit(conversation_id, event)
 
         def prepare() -> None:
             if model.source == "demo" and not model.exists:
@@ -107,11 +118,14 @@ class ChatWorker(QObject):
             materialize(model)
 
         outcome = TurnOutcome(None, "", error=EngineError(ErrorKind.INTERNAL, "The reply could not start."))
+        tools = None
         try:
             if self._store is None:
                 self._store = self._store_factory()  # a SQLite connection of this thread's own
-            turn = ChatTurn(self._store, self._host, conversation_id, spec, overflow=overflow,
-                            engine=model.engine or "llama_cpp", regenerate_id=regenerate_id, closing=self.closing)
+            tools = self.tools_for.open_turn(conversation_id) if self.tools_for is not None else None
+            turn = ChatTurn(self._store, tools.host(self._host) if tools else self._host, conversation_id, spec,
+                            overflow=overflow, engine=model.engine or "llama_cpp", regenerate_id=regenerate_id,
+                            closing=self.closing, **(tools.turn_args() if tools else {}))
             outcome = turn.run(on_event, prepare=prepare)
         except (ChatStoreError, sqlite3.Error) as exc:  # this thread's connection could not be opened
             outcome = TurnOutcome(None, "", save_error=str(exc))
@@ -119,6 +133,8 @@ class ChatWorker(QObject):
             log.exception("chat turn failed")
             outcome = TurnOutcome(None, "", error=EngineError(ErrorKind.INTERNAL, f"The reply failed: {exc}"))
         finally:
+            if tools is not None:
+                tools.close()
             flush()
             if self._host.model_info is not None:
                 self.model_loaded.emit(self._host.model_info)

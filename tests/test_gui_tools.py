@@ -1,0 +1,280 @@
+"""Tools in the real window, offscreen: Settings → MCP servers, the chat's Tools box, approval, calls in the reply.
+
+The MCP server is the real ``mcp-server-time`` (PyPI). The model is the
+contract-checked FakeHost (tests/fixtures/fake_host.py) writing the tool
+loop's JSON-grammar steps in turn, as tests/fixtures/scripted_model.py does
+for the engine tests: the subject here is the window around the loop (the
+dialog, the worker thread waiting on it, Stop, what is drawn and saved);
+the real Gemma runs the same loop in tests/test_tools_loop.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QMessageBox
+
+from engines.chat.tool_log import calls_of, chat_tools
+from engines.library.installed import InstalledModel
+from engines.tools.loop import REFUSED_RESULT
+from engines.tools.servers import ToolServer, ToolServers
+from engines.workspace import open_workspace
+from tests.fixtures.fake_host import FakeHost
+from tests.fixtures.mcp_servers import bad_server_command, time_server_command
+from tests.fixtures.scripted_model import calls_step
+
+pytestmark = pytest.mark.gui
+
+ANSWER = '{"reply": "It is noon in UTC."}'
+
+
+class StepsHost(FakeHost):
+    """FakeHost writing one given text per request (each step of the tool loop), then its usual reply."""
+
+    def __init__(self) -> None:
+        super().__init__(delay=0.002)
+        self.steps: list[str] = []
+
+    def generate(self, request):
+        if self.steps:
+            self.reply = self.steps.pop(0)
+        return super().generate(request)
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    ws = open_workspace()
+    model = ws.models.add(InstalledModel("local/fake", "Fake model", str(tmp_path / "fake.gguf"), 1000, "llama_cpp",
+                                         "gguf", "import"))
+    ws.settings.last_model_id = model.id
+    return ws
+
+
+@pytest.fixture
+def window(qtbot, workspace, monkeypatch):
+    from desktop.main_window import MainWindow
+    from desktop.pages.chat_controller import ChatController
+
+    monkeypatch.setattr(MainWindow, "ensure_models_page", lambda self: None)
+    host = StepsHost()
+    controller = ChatController(workspace, host=host)
+    win = MainWindow(workspace, controller)
+    qtbot.addWidget(win)
+    win.show()
+    win.host = host
+    yield win
+    win.close()
+
+
+def add_time_server(workspace):
+    from engines.tools.manage import add_server
+
+    return add_server(ToolServers.beside(workspace.models.file), "time", command=time_server_command(), timeout_s=30)
+
+
+def switch_on(window, name="time"):
+    tools = window.chat_page.tools
+    tools.refresh_servers()
+    tools.box.switches[name].setChecked(True)
+
+
+def send(qtbot, window, text):
+    page = window.chat_page
+    page.composer.setPlainText(text)
+    with qtbot.waitSignal(window.chat_controller.streaming_changed, timeout=5000):
+        page.send_button.click()
+
+
+def answer_dialog(qtbot, window, button: str):
+    bridge = window.chat_page.tools.bridge
+    qtbot.waitUntil(lambda: bridge.dialog is not None and bridge.dialog.isVisible(), timeout=20000)
+    dialog = bridge.dialog
+    shown = dialog.arguments.toPlainText()
+    getattr(dialog, f"{button}_button").click()
+    return shown
+
+
+def wait_done(qtbot, window):
+    qtbot.waitUntil(lambda: not window.chat_controller.streaming, timeout=30000)
+
+
+def reply_calls(window):
+    c = window.chat_controller
+    reply = c.store.messages(c.current_id)[-1]
+    return reply, calls_of(c.store, reply.id, reply.version)
+
+
+def test_settings_adds_refreshes_disables_and_removes_the_real_time_server(qtbot, window, monkeypatch):
+    section = window.settings_page.mcp_servers
+    section.name.setText("time")
+    section.where.setText(shlex.join(time_server_command()))
+    section.add_button.click()
+    qtbot.waitUntil(lambda: section.list.count() == 1, timeout=30000)
+    assert section.list.item(0).text().startswith("time  ·  on  ·  2 tools  ·  ")
+    assert "• get_current_time: " in section.tools_label.text() and "• convert_time: " in section.tools_label.text()
+    assert section.status.text() == "Added time: 2 tool(s). Switch it on in a chat's Tools section."
+    section.refresh_button.click()
+    qtbot.waitUntil(lambda: section.status.text() == "time lists 2 tool(s).", timeout=30000)
+    section.enable_button.click()
+    assert section.status.text() == "time is disabled: no chat starts it."
+    assert ToolServers.beside(window.workspace.models.file).get("time").enabled is False
+    window.chat_page.tools.refresh_servers()
+    assert window.chat_page.tools.box.switches == {}  # the chat lists enabled servers only
+    section.enable_button.click()
+    assert section.enable_button.text() == "Disable"
+    window.chat_page.tools.refresh_servers()
+    assert list(window.chat_page.tools.box.switches) == ["time"]
+    # the same name again, and a program that is not installed: one line each, nothing added
+    section.name.setText("time")
+    section.where.setText("mcp-server-time")
+    section.add_button.click()
+    qtbot.waitUntil(lambda: section.add_button.isEnabled(), timeout=30000)
+    assert section.status.text() == ("A tool server called 'time' exists already. Remove it first, or choose "
+                                     "another name.")
+    section.name.setText("nothere")
+    section.where.setText("no-such-program-atelier --stdio")
+    section.add_button.click()
+    qtbot.waitUntil(lambda: section.add_button.isEnabled() and "no-such-program" in section.status.text(),
+                    timeout=30000)
+    assert "\n" not in section.status.text() and section.list.count() == 1
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.No)
+    section.remove_button.click()
+    assert section.list.count() == 1
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+    section.remove_button.click()
+    assert section.list.count() == 0 and section.status.text() == "Removed time."
+
+
+def test_a_call_allowed_once_is_run_drawn_saved_and_drawn_again_when_the_chat_is_reopened(qtbot, window):
+    add_time_server(window.workspace)
+    switch_on(window)
+    page = window.chat_page
+    assert page.tools.box.mode.text().startswith("Mode: Tool calls through a JSON grammar")
+    window.host.steps = [calls_step(("get_current_time", {"timezone": "UTC"})), ANSWER]
+    send(qtbot, window, "What time is it?")
+    shown = answer_dialog(qtbot, window, "once")
+    assert json.loads(shown) == {"timezone": "UTC"} and shown == '{\n  "timezone": "UTC"\n}'
+    wait_done(qtbot, window)
+    reply, calls = reply_calls(window)
+    assert reply.content == "It is noon in UTC." and reply.status == "complete"
+    assert [(c.server, c.tool, c.status) for c in calls] == [("time", "get_current_time", "done")]
+    assert '"timezone": "UTC"' in calls[0].result
+    text = page.view.toPlainText()
+    assert "⚙ get_current_time  time · done" in text and "▸ Show result" in text
+    assert '"datetime"' in calls[0].result and '"datetime"' not in text  # folded
+    page.view.call_toggled.emit(str(reply.id), calls[0].call_id)
+    qtbot.waitUntil(lambda: "▾ Hide result" in page.view.toPlainText())
+    assert '"datetime"' in page.view.toPlainText()
+    # the chat remembers its tools; reopened, its calls are drawn from the history
+    conversation = window.chat_controller.current_id
+    assert chat_tools(window.chat_controller.store, conversation) == (["time"], None)
+    page.new_chat()
+    assert page.tools.box.chosen() == []
+    page._select(conversation)
+    assert page.tools.box.chosen() == ["time"]
+    assert "⚙ get_current_time  time · done" in page.view.toPlainText()
+    # the next turn re-sends the call and its result to the model
+    window.host.steps = ['{"reply": "Still noon."}']
+    send(qtbot, window, "And now?")
+    wait_done(qtbot, window)
+    sent = window.host.requests[-1].messages
+    assert any(m.content.startswith("Result of get_current_time: ") for m in sent)
+
+
+def test_always_allow_asks_once_per_chat_and_refuse_goes_back_to_the_model(qtbot, window):
+    add_time_server(window.workspace)
+    switch_on(window)
+    window.host.steps = [calls_step(("get_current_time", {"timezone": "UTC"})), ANSWER]
+    send(qtbot, window, "Time?")
+    answer_dialog(qtbot, window, "always")
+    wait_done(qtbot, window)
+    window.host.steps = [calls_step(("get_current_time", {"timezone": "Europe/Paris"})), ANSWER]
+    asked = []
+    window.chat_page.tools.bridge.asked.connect(asked.append)
+    send(qtbot, window, "And in Paris?")
+    wait_done(qtbot, window)
+    assert asked == []
+    assert [c.status for c in reply_calls(window)[1]] == ["done"]
+    # another tool of the same server is asked for; refused, the model is told so and answers
+    window.host.steps = [calls_step(("convert_time", {"source_timezone": "UTC", "time": "12:00",
+                                                      "target_timezone": "Asia/Tokyo"})), ANSWER]
+    send(qtbot, window, "Noon UTC in Tokyo?")
+    answer_dialog(qtbot, window, "refuse")
+    wait_done(qtbot, window)
+    reply, calls = reply_calls(window)
+    assert [(c.tool, c.status, c.result) for c in calls] == [("convert_time", "refused", REFUSED_RESULT)]
+    assert reply.content == "It is noon in UTC."
+    assert "⚙ convert_time  time · refused" in window.chat_page.view.toPlainText()
+
+
+def test_stop_while_the_dialog_waits_refuses_and_ends_the_turn(qtbot, window):
+    add_time_server(window.workspace)
+    switch_on(window)
+    window.host.steps = [calls_step(("get_current_time", {"timezone": "UTC"})), ANSWER]
+    send(qtbot, window, "Time?")
+    bridge = window.chat_page.tools.bridge
+    qtbot.waitUntil(lambda: bridge.dialog is not None and bridge.dialog.isVisible(), timeout=20000)
+    assert "⚙ get_current_time  time · waiting for your approval" in window.chat_page.view.toPlainText()
+    window.chat_page.stop_button.click()
+    wait_done(qtbot, window)
+    assert bridge.dialog is None
+    reply, calls = reply_calls(window)
+    assert reply.status == "cancelled" and [c.status for c in calls] == ["refused"]
+    assert len(window.host.requests) == 1  # no step after the Stop
+    assert window.chat_page.status_line.text() == "Stopped."
+    # the next turn asks again
+    window.host.steps = [calls_step(("get_current_time", {"timezone": "UTC"})), ANSWER]
+    send(qtbot, window, "Time, please?")
+    answer_dialog(qtbot, window, "once")
+    wait_done(qtbot, window)
+    assert reply_calls(window)[0].content == "It is noon in UTC."
+
+
+def test_a_server_that_fails_to_start_is_one_line_and_the_chat_goes_on(qtbot, window):
+    servers = ToolServers.beside(window.workspace.models.file)
+    servers.add(ToolServer("broken", command=tuple(bad_server_command("crash")), timeout_s=10))
+    switch_on(window, "broken")
+    window.host.steps = ["A plain answer."]
+    send(qtbot, window, "Hello")
+    wait_done(qtbot, window)
+    banner = window.chat_page.banner.text()
+    assert "broken" in banner and banner.endswith("The reply goes on without it.") and "\n" not in banner
+    reply, calls = reply_calls(window)
+    assert reply.content == "A plain answer." and reply.status == "complete" and calls == []
+
+
+def test_reply_as_json_checks_the_schema_before_sending_and_is_kept_with_the_chat(qtbot, window, tmp_path,
+                                                                                 monkeypatch):
+    page = window.chat_page
+    box = page.tools.box
+    box.json_switch.setChecked(True)
+    box.schema.setPlainText('{"type": "object",')
+    page.composer.setPlainText("Name a colour")
+    page.send_button.click()
+    assert not window.chat_controller.streaming and page.composer.toPlainText() == "Name a colour"
+    assert box.problem.text().startswith("The reply schema is not JSON: ")
+    box.schema.setPlainText('{"type": "object", "properties": {"n": {"type": "integer", "minimum": 3}}}')
+    page.send_button.click()
+    assert not window.chat_controller.streaming
+    assert box.problem.text().startswith("The JSON schema cannot be used to constrain the reply: ")
+    assert "minimum" in box.problem.text() and page.banner.text() == box.problem.text()
+    schema = {"type": "object", "properties": {"colour": {"enum": ["red", "blue"]}}, "required": ["colour"]}
+    file = tmp_path / "schema.json"
+    file.write_text(json.dumps(schema))
+    monkeypatch.setattr("desktop.chat.chat_tools.QFileDialog.getOpenFileName", lambda *a, **k: (str(file), ""))
+    box.load_button.click()
+    assert json.loads(box.schema.toPlainText()) == schema
+    window.host.steps = ['{"colour": "red"}']
+    send(qtbot, window, "Name a colour")
+    wait_done(qtbot, window)
+    assert window.host.requests[-1].json_schema == schema
+    conversation = window.chat_controller.current_id
+    assert chat_tools(window.chat_controller.store, conversation) == ([], schema)
+    page.new_chat()
+    assert not box.json_switch.isChecked()
+    page._select(conversation)
+    assert box.json_switch.isChecked() and json.loads(box.schema.toPlainText()) == schema
+    assert box.schema.isEnabled() and Qt  # the box is live again
