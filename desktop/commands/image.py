@@ -45,6 +45,13 @@ def add_parsers(sub) -> None:
     image.add_argument("--lora", action="append", default=[], metavar="FILE_OR_ID:WEIGHT",
                        help="apply a LoRA (.safetensors, kohya or diffusers/PEFT layout) with a weight (default 1); "
                             "repeatable")
+    image.add_argument("--vae", default="full", metavar="tiny|full|PATH",
+                       help="the final decode: the model's own VAE (full), the installed tiny VAE of its family "
+                            "(tiny: TAESD or TAESDXL, several times faster, slightly less detail), or a tiny VAE "
+                            "folder")
+    image.add_argument("--deep-cache", type=int, default=0, metavar="N",
+                       help="faster, slight quality loss: the UNet runs in full every N steps (2 to 5) and reuses "
+                            "its deep features in between (PyTorch backend)")
     image.add_argument("--out", help="where to write the PNG (default: the gallery folder)")
     image.add_argument("--no-credentials", action="store_true",
                        help="leave out the Content Credentials (the signed C2PA manifest) for this run")
@@ -98,6 +105,16 @@ def _loras(texts: list[str]) -> tuple:
     return tuple(loras)
 
 
+def _vae(choice: str, model_path: Path, models) -> str:
+    """``--vae tiny|full|PATH`` → the request's ``vae`` (engines.images.vae_choice), refused before any engine starts."""
+    from engines.images.vae_choice import resolve_vae
+
+    try:
+        return resolve_vae(choice, model_path, models)
+    except EngineError as exc:
+        raise CliError.from_engine(exc) from None
+
+
 def output_paths(out: Path, count: int) -> list[Path]:
     """Where ``--out`` puts each image of the batch, checked before anything is generated.
 
@@ -144,7 +161,7 @@ def run_image(args) -> int:
     request = ImageRequest(
         prompt=args.prompt, negative_prompt=args.negative, width=args.width, height=args.height, steps=args.steps,
         guidance=args.guidance, scheduler=args.scheduler, seed=args.seed, batch_count=args.batch,
-        init_image=init, strength=args.strength, preview_every=0, loras=_loras(args.lora),
+        init_image=init, strength=args.strength, preview_every=0, deep_cache=args.deep_cache, loras=_loras(args.lora),
     )
     problems = request.validate()
     if problems:
@@ -152,6 +169,10 @@ def run_image(args) -> int:
     targets = output_paths(Path(args.out).expanduser(), request.batch_count) if args.out else []
     workspace = open_workspace()
     model_path, model_id = _resolve(args.model)
+    if args.vae != "full":
+        from dataclasses import replace
+
+        request = replace(request, vae=_vae(args.vae, model_path, workspace.models))
     job = ImageJob(ImageLoadSpec(str(model_path), backend=args.backend, dtype=args.precision), request,
                    model_id=model_id, targets=tuple(targets), credentials=not args.no_credentials)
     images_dir = workspace.paths.data / "images"

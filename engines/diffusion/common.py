@@ -155,6 +155,8 @@ class StepReporter:
         self.emit = emit
         self.cancel = cancel
         self.family = family
+        # latents → preview PNG; an engine with a tiny VAE swaps in its real decode (engines.diffusion.taesd)
+        self.render_preview = lambda latents: preview_png(latents, family)
         self.total = request.denoising_steps
         self.index = 0
         self._last = time.perf_counter()
@@ -181,7 +183,7 @@ class StepReporter:
                             round(remaining * self.seconds_per_step, 2)))
         every = self.request.preview_every
         if every and (step % every == 0 or step == self.total):
-            self.emit(PreviewEvent(step, preview_png(denoised if denoised is not None else latents, self.family),
+            self.emit(PreviewEvent(step, self.render_preview(denoised if denoised is not None else latents),
                                    self.index))
         self.check_cancel()
 

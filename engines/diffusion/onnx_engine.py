@@ -86,6 +86,7 @@ class OnnxDiffusionEngine:
         self._run: RunInfo | None = None
         self._sessions: dict = {}
         self._provider = "CPUExecutionProvider"
+        self._tiny = None  # the tiny VAEs asked for so far (engines.diffusion.taesd)
 
     # ---- loading ---------------------------------------------------------
 
@@ -170,6 +171,9 @@ class OnnxDiffusionEngine:
 
             self._latents_stats = (torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1))
         self._image_processor = VaeImageProcessor(vae_scale_factor=folder.vae_scale_factor)
+        from engines.diffusion.taesd import TinyVaes
+
+        self._tiny = TinyVaes(self._latent_channels, folder.vae_scale_factor)
         unet_inputs = {i.name: i for i in sessions["unet"].get_inputs()}
         expected = {"sample", "timestep", *self._text.input_names}
         if set(unet_inputs) != expected:
@@ -215,9 +219,15 @@ class OnnxDiffusionEngine:
         inputs, notices = self._text(request, guided)  # once for the whole batch: every image has the same prompt
         for notice in notices:
             emit(NoticeEvent(notice))
+        if request.deep_cache > 1:
+            emit(NoticeEvent("Step caching needs the PyTorch backend (an ONNX UNet is one graph, with no deep "
+                             "features to reuse), so every step ran in full."))
         conditioning = {name: value.astype(self._unet_types[name]) for name, value in inputs.items()}
+        decoder = self._tiny.get(request.vae)  # None: the model's own VAE decoder session
+        previewer = self._tiny.get(request.preview_vae) or decoder
         return run_batch(request, emit, cancel, self._run,
-                         lambda seed, reporter: self._one(request, seed, init, conditioning, guided, reporter))
+                         lambda seed, reporter: self._one(request, seed, init, conditioning, guided, reporter,
+                                                          decoder, previewer))
 
     def _timestep(self, t, batch: int) -> np.ndarray:
         dtype = self._unet_types["timestep"]
@@ -254,9 +264,11 @@ class OnnxDiffusionEngine:
         return scheduler.add_noise(init_latents, noise, timesteps[:1]), timesteps
 
     def _one(self, request: ImageRequest, seed: int, init, conditioning: dict, guided: bool,
-             reporter: StepReporter):
+             reporter: StepReporter, decoder=None, previewer=None):
         import torch
 
+        if previewer is not None:
+            reporter.render_preview = previewer.preview_png
         scheduler = make_scheduler(request.scheduler, self._scheduler_config)
         generator = cpu_generator(seed)
         latents, timesteps = self._initial(request, scheduler, generator, init)
@@ -278,8 +290,11 @@ class OnnxDiffusionEngine:
                 output = scheduler.step(noise, t, latents, **step_kwargs, return_dict=False)
                 latents = output[0]
                 reporter.step(i + 1, latents, denoised_of(output), total=len(timesteps))
-            decoded = self._sessions["vae_decoder"].run(
-                None, {"latent_sample": self._unscale(latents).numpy().astype(self._float)})[0]
+            if decoder is not None:  # a tiny VAE reads the latents as the UNet holds them (its scaling is 1)
+                decoded = decoder.decode(latents).numpy()
+            else:
+                decoded = self._sessions["vae_decoder"].run(
+                    None, {"latent_sample": self._unscale(latents).numpy().astype(self._float)})[0]
         except Exception as exc:
             if is_out_of_memory(exc):
                 raise memory_error(self._run.device) from None

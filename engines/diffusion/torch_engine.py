@@ -149,6 +149,7 @@ class TorchDiffusionEngine:
         self._txt2img = None
         self._img2img = None
         self._text = None
+        self._tiny = None  # the tiny VAEs asked for so far (engines.diffusion.taesd)
         self._scheduler_config: dict = {}
         self._loras: tuple = ()  # the LoRAs fused into the loaded weights (engines.diffusion.lora)
 
@@ -206,6 +207,9 @@ class TorchDiffusionEngine:
         from engines.diffusion.torch_text import PipelineText
 
         self._text = PipelineText(pipe, folder.family)
+        from engines.diffusion.taesd import TinyVaes
+
+        self._tiny = TinyVaes(int(pipe.vae.config.latent_channels), folder.vae_scale_factor)
         self._img2img = None  # built on first use: it shares every component, so it costs nothing to keep
         self._scheduler_config = dict(pipe.scheduler.config)
         self._spec, self._folder, self._loras = spec, folder, loras
@@ -242,8 +246,11 @@ class TorchDiffusionEngine:
         for notice in embeds.notices:
             emit(NoticeEvent(notice))
         prompt_kwargs = self._text.pipeline_kwargs(embeds)
+        decoder = self._tiny.get(request.vae)  # None: the model's own VAE
+        previewer = self._tiny.get(request.preview_vae) or decoder
         return run_batch(request, emit, cancel, self._run,
-                         lambda seed, reporter: self._one(request, seed, init, prompt_kwargs, reporter))
+                         lambda seed, reporter: self._one(request, seed, init, prompt_kwargs, reporter,
+                                                          decoder, previewer))
 
     def _use_loras(self, request: ImageRequest, emit: Emit) -> None:
         """Load the pipeline again with the request's LoRAs when they differ from the fused ones.
@@ -268,10 +275,13 @@ class TorchDiffusionEngine:
                 self.load(spec, emit, ())
             raise
 
-    def _one(self, request: ImageRequest, seed: int, init, prompt_kwargs: dict, reporter: StepReporter):
+    def _one(self, request: ImageRequest, seed: int, init, prompt_kwargs: dict, reporter: StepReporter,
+             decoder=None, previewer=None):
         import torch
 
         pipe = self._img2img_pipe() if init is not None else self._txt2img
+        if previewer is not None:
+            reporter.render_preview = previewer.preview_png
         pipe.scheduler = make_scheduler(request.scheduler, self._scheduler_config)
         tap = DenoisedTap(pipe.scheduler)
         generator = cpu_generator(seed)
@@ -287,7 +297,7 @@ class TorchDiffusionEngine:
             generator=generator,
             callback_on_step_end=on_step_end,
             callback_on_step_end_tensor_inputs=["latents"],
-            output_type="pil",
+            output_type="latent" if decoder is not None else "pil",  # the tiny VAE decodes the latents below
         )
         if init is not None:
             kwargs.update(image=init, strength=request.strength)
@@ -297,8 +307,13 @@ class TorchDiffusionEngine:
             latents = initial_latents(generator, shape).to(self._run.device, pipe.unet.dtype)
             kwargs.update(width=request.width, height=request.height, latents=latents)
         try:
-            with torch.inference_mode():
-                return pipe(**kwargs).images[0]
+            from engines.diffusion.deep_cache import DeepCache
+
+            with torch.inference_mode(), DeepCache(pipe.unet, request.deep_cache):
+                images = pipe(**kwargs).images
+                if decoder is None:
+                    return images[0]
+                return pipe.image_processor.postprocess(decoder.decode(images), output_type="pil")[0]
         except Cancelled:
             raise
         except Exception as exc:
@@ -309,7 +324,7 @@ class TorchDiffusionEngine:
     def unload(self) -> None:
         """Drop the pipelines. The engine host ends the process to return all memory; this frees most."""
         device = self._run.device if self._run else "cpu"
-        self._txt2img = self._img2img = self._text = None
+        self._txt2img = self._img2img = self._text = self._tiny = None
         self._info = self._spec = self._folder = self._run = None
         self._loras = ()
         gc.collect()

@@ -102,6 +102,14 @@ class ImageRequest:
     init_image: bytes | None = None  # an encoded image file (PNG, JPEG, WebP...) for img2img
     strength: float = 0.75  # img2img: how much of the init image is replaced by noise
     preview_every: int = 1  # a PreviewEvent every N steps; 0 turns previews off
+    # The final decode: "full" (the model's own VAE) or a tiny VAE folder (TAESD/TAESDXL, engines.diffusion.taesd),
+    # several times faster for a slight loss of detail. Front ends turn "--vae tiny" into the installed folder.
+    vae: str = "full"
+    # A tiny VAE folder that decodes every preview into a real picture; "" projects the latents' colours instead.
+    preview_vae: str = ""
+    # "Faster, slight quality loss": the UNet runs in full every N steps and reuses its deep features in between
+    # (engines.diffusion.deep_cache, PyTorch backend). 0 or 1: every step in full.
+    deep_cache: int = 0
     loras: tuple[LoraSpec, ...] = ()  # applied in order, each with its weight (PyTorch backend: engines.diffusion.lora)
 
     def validate(self) -> list[str]:
@@ -130,6 +138,17 @@ class ImageRequest:
             problems.append(f"at most {MAX_LORAS} LoRAs can be applied at once (got {len(self.loras)})")
         for lora in self.loras:
             problems.extend(lora.validate())
+        if not isinstance(self.deep_cache, int) or not 0 <= self.deep_cache <= 5:
+            problems.append(f"step caching must reuse features for 0 to 5 steps (got {self.deep_cache})")
+        for label, vae in (("VAE", self.vae if self.vae != "full" else ""), ("preview VAE", self.preview_vae)):
+            if not isinstance(vae, str):
+                problems.append(f"the {label} must be 'full' or a tiny VAE folder (got {vae!r})")
+            elif vae:
+                from engines.diffusion.taesd import tiny_vae_problem  # cheap: json and pathlib, no torch
+
+                problem = tiny_vae_problem(vae)
+                if problem:
+                    problems.append(problem.rstrip("."))
         if self.init_image is not None:
             # b"" is an init image too (an empty file): refused here, never silently treated as txt2img.
             if not isinstance(self.init_image, bytes) or not self.init_image:
