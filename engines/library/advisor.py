@@ -127,6 +127,14 @@ class Advisor:
                                     on_gpu=verdict.verdict == "gpu_full")
 
     def entry_speed(self, entry: CatalogEntry, verdict: FitVerdict) -> SpeedEstimate | None:
+        if entry.kind == "upscaler":  # its arithmetic for a 1024-pixel image, at the measured matrix rate
+            machine = self.machine()
+            if machine is None or not verdict.fits:
+                return None
+            from engines.machine.upscale_fit import upscale_speed
+
+            spec = entry.upscaler
+            return upscale_speed(spec.blocks, spec.features, spec.scale, machine.matmul_flops)
         if entry.kind == "chat":
             return self.text_speed(verdict)
         if entry.kind == "embedding":  # it reads documents, it never writes: its rate is arithmetic, not bandwidth

@@ -45,6 +45,7 @@ __all__ = [
     "CatalogFile",
     "GGUFArch",
     "ImageSpec",
+    "UpscalerSpec",
     "default_catalog_path",
     "load_catalog",
 ]
@@ -162,7 +163,15 @@ class ImageSpec(_Strict):
     dtype: Literal["fp16", "bf16", "fp32"]
 
 
-_ENGINE_FOR_FORMAT = {"gguf": "llama_cpp", "diffusers": "diffusers", "onnx": "onnx"}
+class UpscalerSpec(_Strict):
+    """An ESRGAN-family upscaler (RRDBNet): its own scale and size, for the verdict before download."""
+
+    scale: Literal[2, 4]
+    blocks: int = Field(gt=0)
+    features: int = Field(gt=0)
+
+
+_ENGINE_FOR_FORMAT = {"gguf": "llama_cpp", "diffusers": "diffusers", "onnx": "onnx", "safetensors": "esrgan"}
 
 
 class CatalogEntry(_Strict):
@@ -171,9 +180,9 @@ class CatalogEntry(_Strict):
     id: str
     name: str = Field(min_length=1)
     family: str = Field(min_length=1)
-    kind: Literal["chat", "image", "embedding"]  # embedding: GGUF models for documents (engines.doc_index)
-    engine: Literal["llama_cpp", "diffusers", "onnx"]
-    format: Literal["gguf", "diffusers", "onnx"]
+    kind: Literal["chat", "image", "embedding", "upscaler"]  # embedding: GGUF models for documents (engines.doc_index)
+    engine: Literal["llama_cpp", "diffusers", "onnx", "esrgan"]
+    format: Literal["gguf", "diffusers", "onnx", "safetensors"]  # safetensors: an upscaler's one file
     repo: str
     revision: str = Field(default="main", min_length=1)
     files: list[CatalogFile] = Field(min_length=1)
@@ -181,11 +190,13 @@ class CatalogEntry(_Strict):
     gated: bool
     parameters: int = Field(gt=0, description="Parameter count (whole pipeline for image models).")
     quantization: str = Field(min_length=1)
-    context_length: int = Field(gt=0, description="Tokens of context (prompt tokens for image models).")
+    context_length: int = Field(gt=0, description="Tokens of context (prompt tokens for image models; 1 for an "
+                                                  "upscaler, which takes no prompt).")
     description: str = Field(min_length=1)
     tags: list[str] = Field(default_factory=list)
     arch: GGUFArch | None = None
     image: ImageSpec | None = None
+    upscaler: UpscalerSpec | None = None
     projector: str | None = Field(default=None, description="The vision projector among 'files' (a chat model's mmproj).")
 
     @field_validator("id")
@@ -219,8 +230,14 @@ class CatalogEntry(_Strict):
                 raise ValueError("a GGUF entry may only list .gguf files")
             if self.projector is not None and (self.projector not in paths or self.projector == paths[0]):
                 raise ValueError("'projector' must name one of the files, after the model's own")
+        elif self.kind == "upscaler":
+            if (self.format != "safetensors" or self.upscaler is None or self.image is not None or self.arch is not None
+                    or self.projector is not None or len(paths) != 1 or not paths[0].endswith(".safetensors")):
+                raise ValueError("an upscaler entry must be one .safetensors file, with 'upscaler' and without "
+                                 "'image', 'arch' or 'projector'")
         else:
-            if self.format == "gguf" or self.image is None or self.arch is not None or self.projector is not None:
+            if self.format in ("gguf", "safetensors") or self.image is None or self.arch is not None \
+                    or self.projector is not None or self.upscaler is not None:
                 raise ValueError("an image entry must be diffusers or onnx, with 'image' and without 'arch'")
             if "model_index.json" not in paths:
                 raise ValueError("an image pipeline needs its model_index.json")
@@ -246,8 +263,8 @@ class CatalogEntry(_Strict):
 
     @property
     def main_file(self) -> CatalogFile:
-        """The file an engine opens: the first GGUF part, or model_index.json."""
-        if self.format == "gguf":
+        """The file an engine opens: the first GGUF part, an upscaler's file, or model_index.json."""
+        if self.format in ("gguf", "safetensors"):
             return self.files[0]
         return next(f for f in self.files if f.path == "model_index.json")
 

@@ -117,6 +117,10 @@ class ModelLibrary:
 
     def verdict_for_entry(self, entry: CatalogEntry, context_length: int | None = None,
                           cache_type: str | None = None) -> FitVerdict:
+        if entry.kind == "upscaler":
+            from engines.machine.upscale_fit import judge_upscaler_fit
+
+            return judge_upscaler_fit(entry.total_size, entry.upscaler.scale, self.hardware(), entry.upscaler.features)
         if entry.kind == "image":
             return judge_image_fit(entry.total_size, entry.image.default_size, self.hardware(),
                                    file_dtype=entry.image.dtype, runtime="onnx" if entry.format == "onnx" else "torch")
@@ -256,6 +260,8 @@ class ModelLibrary:
             files = [FileSpec(entry.url(f), f.path, None, f.sha256) for f in entry.files]
             if entry.format == "gguf" and len(files) == 1:
                 return entry.id, entry.name, files, PurePosixPath(files[0].relpath).name, entry
+            if entry.format == "safetensors":  # an upscaler's one file, often generically named: kept as <id>.safetensors
+                return entry.id, entry.name, files, f"{entry.id}.safetensors", entry
             return entry.id, entry.name, files, entry.id, entry
         if source.startswith(("http://", "https://")):
             name = PurePosixPath(unquote(urlparse(source).path)).name
