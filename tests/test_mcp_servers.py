@@ -72,9 +72,25 @@ def test_cli_adds_lists_calls_and_removes_the_real_time_server(atelier_home):
     assert _out(run_atelier("tools", "disable", "time")) == "'time' is disabled: it will not be started.\n"
     disabled = run_atelier("tools", "call", "time", "get_current_time", '{"timezone": "UTC"}')
     assert error_lines(disabled) == ["error: the tool server 'time' is disabled; 'atelier tools enable time' lets it run"]
+    assert _out(run_atelier("tools", "enable", "time")) == "'time' is enabled.\n"
+
+    # --refresh asks each enabled server again; one that no longer starts is a warning, and the list goes on.
+    file = atelier_home / "data" / FILE_NAME
+    data = json.loads(file.read_text())
+    data["servers"].append({**data["servers"][0], "name": "gone", "command": ["no-such-mcp-server-xyz"]})
+    file.write_text(json.dumps(data))
+    refreshed = run_atelier("tools", "list", "--refresh", "--json")
+    assert refreshed.returncode == 0
+    assert error_lines(refreshed) == ["warning: The tool server 'gone' could not start: the program "
+                                      "'no-such-mcp-server-xyz' was not found. Is it installed, and on the PATH?"]
+    listed = {s["name"]: s for s in json.loads(refreshed.stdout)["servers"]}
+    assert (listed["time"]["error"], len(listed["time"]["tools"])) == (None, 2)
+    assert listed["gone"]["error"].startswith("The tool server 'gone' could not start")
+    assert run_atelier("tools", "remove", "gone").returncode == 0
+
     removed = run_atelier("tools", "remove", "time")
     assert _out(removed) == f"Removed 'time' ({' '.join(command)}).\n"
-    assert json.loads((atelier_home / "data" / FILE_NAME).read_text())["servers"] == []
+    assert json.loads(file.read_text())["servers"] == []
 
 
 def test_cli_bad_input_is_one_line_and_nothing_is_added(atelier_home):
