@@ -148,6 +148,16 @@ def test_a_reply_cut_by_the_token_limit_is_kept_and_a_cut_call_is_said():
         "to let it finish."]
 
 
+def test_a_disabled_or_missing_server_is_a_problem_line_and_offers_nothing():
+    with ToolSet.open([ToolServer("off", command=("true",), enabled=False),
+                       ToolServer("gone", command=("no-such-mcp-server-xyz",))]) as tools:
+        assert not tools and tools.names() == []
+        assert tools.problems == [
+            "The tool server 'off' is disabled; its tools are not offered.",
+            "The tool server 'gone' could not start: the program 'no-such-mcp-server-xyz' was not found. Is it "
+            "installed, and on the PATH? Its tools are not offered in this reply."]
+
+
 def test_grammar_safe_schemas_keep_the_shape_and_drop_what_a_grammar_cannot_enforce():
     schema = {"type": "object", "title": "x", "properties": {"n": {"type": "integer", "minimum": 1, "title": "N"},
               "minimum": {"type": "string", "format": "date"}}, "required": ["n"]}

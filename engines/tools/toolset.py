@@ -44,6 +44,9 @@ class ToolSet:
 
         toolset = cls()
         for server in servers:
+            if not server.enabled:  # a disabled server is never started
+                toolset.problems.append(f"The tool server '{server.name}' is disabled; its tools are not offered.")
+                continue
             try:
                 connection = (connect or default_connect)(server)
                 tools = connection.list_tools()
