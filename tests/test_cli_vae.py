@@ -35,24 +35,40 @@ def test_tiny_resolves_to_the_installed_tiny_vae_of_the_models_family(tiny_sd, t
     from engines.images.vae_choice import resolve_vae
     from engines.library.installed import InstalledModels
 
-    models = InstalledModels(tmp_path / "models.json")
-    assert resolve_vae("full", tiny_sd, models) == "full"
+    models, models_dir = InstalledModels(tmp_path / "models.json"), tmp_path / "models"
+    assert resolve_vae("full", tiny_sd, models, models_dir) == "full"
     with pytest.raises(EngineError) as caught:
-        resolve_vae("tiny", tiny_sdxl, models)
+        resolve_vae("tiny", tiny_sdxl, models, models_dir)
     assert caught.value.message == (
-        "No tiny VAE for SDXL models is installed. Download it with 'atelier models pull taesdxl', or give --vae "
+        f"No tiny VAE for SDXL models is installed: Atelier looks for the model 'taesdxl' in {models_dir / 'taesdxl'} "
+        "(madebyollin/taesdxl's config.json and diffusion_pytorch_model.safetensors). Put it there, or give --vae "
         "the path of an AutoencoderTiny folder.")
     install(models, "taesd", tiny_taesd)
-    assert resolve_vae("tiny", tiny_sd, models) == str(tiny_taesd)
+    assert resolve_vae("tiny", tiny_sd, models, models_dir) == str(tiny_taesd)
     with pytest.raises(EngineError):  # TAESD is not TAESDXL: the SDXL model still has none
-        resolve_vae("tiny", tiny_sdxl, models)
+        resolve_vae("tiny", tiny_sdxl, models, models_dir)
     assert resolve_vae(str(tiny_taesd), tiny_sdxl, models) == str(tiny_taesd.resolve())  # a path is the user's call
+
+
+def test_tiny_also_finds_a_copy_in_the_models_folder_under_its_id(tiny_sdxl, tiny_taesd, tmp_path):
+    import shutil
+
+    from engines.images.vae_choice import resolve_vae
+    from engines.library.installed import InstalledModels
+
+    models, models_dir = InstalledModels(tmp_path / "models.json"), tmp_path / "models"
+    shutil.copytree(tiny_taesd, models_dir / "taesdxl")  # where a download under that id lands
+    assert resolve_vae("tiny", tiny_sdxl, models, models_dir) == str(models_dir / "taesdxl")
+    (models_dir / "taesdxl" / "diffusion_pytorch_model.safetensors").unlink()  # unusable: not taken
+    with pytest.raises(EngineError):
+        resolve_vae("tiny", tiny_sdxl, models, models_dir)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("vae", "message"), [
-    ("tiny", "No tiny VAE for SD 1.x/2.x models is installed. Download it with 'atelier models pull taesd', or give "
-             "--vae the path of an AutoencoderTiny folder."),
+    ("tiny", "No tiny VAE for SD 1.x/2.x models is installed: Atelier looks for the model 'taesd' in "
+             "{models}/taesd (madebyollin/taesd's config.json and diffusion_pytorch_model.safetensors). Put it "
+             "there, or give --vae the path of an AutoencoderTiny folder."),
     ("{missing}", "The tiny VAE {missing} does not exist. --vae takes 'tiny', 'full' or the path of a tiny VAE "
                   "folder (TAESD, TAESDXL)."),
     ("{full_vae}", "{full_vae} is not a tiny VAE: its config.json describes AutoencoderKL, not an AutoencoderTiny "
@@ -60,7 +76,9 @@ def test_tiny_resolves_to_the_installed_tiny_vae_of_the_models_family(tiny_sd, t
 ])
 def test_a_vae_that_cannot_be_used_exits_2_with_one_error_line_before_any_engine_starts(
         vae, message, tiny_sd, tmp_path, atelier_home):
-    values = dict(missing=tmp_path / "nowhere", full_vae=tiny_sd / "vae")
+    from engines.paths import app_paths
+
+    values = dict(missing=tmp_path / "nowhere", full_vae=tiny_sd / "vae", models=app_paths().models)
     run = atelier("--model", str(tiny_sd), "--vae", vae.format(**values), "--out", str(tmp_path / "x.png"))
     assert run.returncode == 2, run.stderr
     assert run.stderr.strip().splitlines() == ["error: " + message.format(**values)]

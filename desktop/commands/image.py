@@ -105,12 +105,12 @@ def _loras(texts: list[str]) -> tuple:
     return tuple(loras)
 
 
-def _vae(choice: str, model_path: Path, models) -> str:
+def _vae(choice: str, model_path: Path, workspace) -> str:
     """``--vae tiny|full|PATH`` → the request's ``vae`` (engines.images.vae_choice), refused before any engine starts."""
     from engines.images.vae_choice import resolve_vae
 
     try:
-        return resolve_vae(choice, model_path, models)
+        return resolve_vae(choice, model_path, workspace.models, workspace.paths.models)
     except EngineError as exc:
         raise CliError.from_engine(exc) from None
 
@@ -172,7 +172,7 @@ def run_image(args) -> int:
     if args.vae != "full":
         from dataclasses import replace
 
-        request = replace(request, vae=_vae(args.vae, model_path, workspace.models))
+        request = replace(request, vae=_vae(args.vae, model_path, workspace))
     job = ImageJob(ImageLoadSpec(str(model_path), backend=args.backend, dtype=args.precision), request,
                    model_id=model_id, targets=tuple(targets), credentials=not args.no_credentials)
     images_dir = workspace.paths.data / "images"

@@ -4,10 +4,13 @@ The engine host knows nothing of the library, so the front ends turn the
 user's words into a folder before a request is made:
 
 * ``full``: the model's own VAE (the request says "full");
-* ``tiny``: the installed tiny VAE of the model's family, TAESD (catalog id
+* ``tiny``: the installed tiny VAE of the model's family, TAESD (id
   ``taesd``) for SD 1.x/2.x and SD-Turbo, TAESDXL (``taesdxl``) for SDXL
   and SDXL-Turbo: the two are not interchangeable (the SD and SDXL VAEs
-  make different latents), so the family decides;
+  make different latents), so the family decides. "Installed" is a model
+  record with that id, or else the folder of that name in the models
+  folder, which is where a download under that id lands, so a copy of
+  madebyollin/taesd put there by hand works too;
 * anything else: a path to an AutoencoderTiny folder, checked here so a
   wrong one is refused in a sentence before any engine starts.
 """
@@ -22,18 +25,22 @@ TINY_VAE_IDS = {"sd": "taesd", "sdxl": "taesdxl"}
 _FAMILY_NAMES = {"sd": "SD 1.x/2.x", "sdxl": "SDXL"}
 
 
-def installed_tiny_vae(family: str, models) -> str:
+def installed_tiny_vae(family: str, models, models_dir: str | Path | None = None) -> str:
     """The folder of the installed tiny VAE for ``family`` ("sd" or "sdxl"), or "" when there is none."""
     from engines.diffusion.taesd import tiny_vae_problem
 
     model_id = TINY_VAE_IDS.get(family)
-    record = models.get(model_id) if model_id else None
-    if record is None or tiny_vae_problem(record.path):
+    if model_id is None:
         return ""
-    return record.path
+    record = models.get(model_id)
+    for folder in (record.path if record is not None else None,
+                   str(Path(models_dir) / model_id) if models_dir is not None else None):
+        if folder and not tiny_vae_problem(folder):
+            return folder
+    return ""
 
 
-def resolve_vae(choice: str, model_path: str | Path, models) -> str:
+def resolve_vae(choice: str, model_path: str | Path, models, models_dir: str | Path | None = None) -> str:
     """The request's ``vae`` for the user's ``choice``: "full" or a tiny VAE folder; EngineError in words."""
     from engines.diffusion.taesd import tiny_vae_problem
 
@@ -43,12 +50,14 @@ def resolve_vae(choice: str, model_path: str | Path, models) -> str:
         from engines.model_folder import inspect_model_folder
 
         family = inspect_model_folder(model_path).family
-        found = installed_tiny_vae(family, models)
+        found = installed_tiny_vae(family, models, models_dir)
         if not found:
             model_id = TINY_VAE_IDS[family]
+            where = f" in {Path(models_dir) / model_id}" if models_dir is not None else ""
             raise EngineError(ErrorKind.BAD_INPUT,
-                              f"No tiny VAE for {_FAMILY_NAMES[family]} models is installed. Download it with "
-                              f"'atelier models pull {model_id}', or give --vae the path of an "
+                              f"No tiny VAE for {_FAMILY_NAMES[family]} models is installed: Atelier looks for "
+                              f"the model '{model_id}'{where} (madebyollin/{model_id}'s config.json and "
+                              "diffusion_pytorch_model.safetensors). Put it there, or give --vae the path of an "
                               "AutoencoderTiny folder.")
         return found
     path = Path(choice).expanduser()
