@@ -81,6 +81,10 @@ def switch_on(window, name="time"):
     tools.box.switches[name].setChecked(True)
 
 
+def servers_in_box(window):
+    return [name for name in window.chat_page.tools.box.switches if name != "atelier"]  # atelier: the image tool
+
+
 def send(qtbot, window, text):
     page = window.chat_page
     page.composer.setPlainText(text)
@@ -122,11 +126,11 @@ def test_settings_adds_refreshes_disables_and_removes_the_real_time_server(qtbot
     assert section.status.text() == "time is disabled: no chat starts it."
     assert ToolServers.beside(window.workspace.models.file).get("time").enabled is False
     window.chat_page.tools.refresh_servers()
-    assert window.chat_page.tools.box.switches == {}  # the chat lists enabled servers only
+    assert servers_in_box(window) == []  # the chat lists enabled servers only
     section.enable_button.click()
     assert section.enable_button.text() == "Disable"
     window.chat_page.tools.refresh_servers()
-    assert list(window.chat_page.tools.box.switches) == ["time"]
+    assert servers_in_box(window) == ["time"]
     # the same name again, and a program that is not installed: one line each, nothing added
     section.name.setText("time")
     section.where.setText("mcp-server-time")
@@ -278,3 +282,60 @@ def test_reply_as_json_checks_the_schema_before_sending_and_is_kept_with_the_cha
     page._select(conversation)
     assert box.json_switch.isChecked() and json.loads(box.schema.toPlainText()) == schema
     assert box.schema.isEnabled() and Qt  # the box is live again
+
+
+def test_an_unknown_tool_and_bad_arguments_are_drawn_as_invalid_and_nothing_runs(qtbot, window):
+    add_time_server(window.workspace)
+    switch_on(window)
+    asked = []
+    window.chat_page.tools.bridge.asked.connect(asked.append)
+    window.host.steps = [calls_step(("no_such_tool", {}), ("get_current_time", {"zone": 3})), ANSWER]
+    send(qtbot, window, "Time?")
+    wait_done(qtbot, window)
+    assert asked == []  # an invalid call is never offered for approval
+    reply, calls = reply_calls(window)
+    assert [(c.tool, c.status) for c in calls] == [("no_such_tool", "invalid"), ("get_current_time", "invalid")]
+    assert calls[0].result == "Error: there is no tool 'no_such_tool'. The tools are: get_current_time, convert_time."
+    text = window.chat_page.view.toPlainText()
+    assert "⚙ no_such_tool  not run: invalid call" in text
+    assert "⚙ get_current_time  time · not run: invalid call" in text
+
+
+def test_the_image_tool_switch_and_an_image_it_made_shown_inline(qtbot, window, tmp_path):
+    import importlib.util
+
+    from PySide6.QtGui import QColor, QImage, QTextDocument
+    from PySide6.QtCore import QUrl
+
+    from desktop.chat.render import MessageDisplay
+    from desktop.chat.tool_calls import CallDisplay, display_of, tool_image_href
+    from engines.chat.tool_log import SavedCall
+
+    if importlib.util.find_spec("engines.images.image_tool") is None:
+        pytest.skip("this Atelier has no image tool (engines/images/image_tool.py)")
+    page = window.chat_page
+    page.tools.refresh_servers()
+    box = page.tools.box
+    assert box.switches["atelier"].text() == "Atelier's image engine"
+    box.switches["atelier"].setChecked(True)
+    window.host.steps = ["No image today."]
+    send(qtbot, window, "Make an image of a fox")
+    wait_done(qtbot, window)
+    assert page.banner.text() == ("The image tool is not offered: no image model is chosen on the Images page yet; "
+                                  "pick one there. The reply goes on without it.")
+    assert reply_calls(window)[0].content == "No image today."
+    assert chat_tools(window.chat_controller.store, window.chat_controller.current_id) == (["atelier"], None)
+    # a make_image call's gallery file is drawn under the call, from its result line as the history keeps it
+    picture = tmp_path / "fox.png"
+    image = QImage(64, 48, QImage.Format.Format_RGB32)
+    image.fill(QColor("orange"))
+    assert image.save(str(picture))
+    saved = SavedCall(1, 1, 1, 1, "call_1", "atelier", "make_image", '{"prompt":"a fox"}', "done",
+                      f"Made a 64x48 image (seed 7); it is in the gallery as fox.png ({picture}).")
+    shown = display_of(saved)
+    assert shown == CallDisplay("call_1", "make_image", "atelier", '{"prompt":"a fox"}', "done", saved.result,
+                                image=str(picture))
+    page.view.set_messages([MessageDisplay("9", "assistant", "Here is your fox.", calls=(shown,))])
+    loaded = page.view.loadResource(QTextDocument.ResourceType.ImageResource.value, QUrl(tool_image_href(str(picture))))
+    assert (loaded.width(), loaded.height()) == (64, 48)
+    assert "⚙ make_image  atelier · done" in page.view.toPlainText()

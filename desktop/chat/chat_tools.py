@@ -133,8 +133,11 @@ class ToolsBox(QGroupBox):
     def set_mode(self, text: str) -> None:
         self.mode.setText(text)
 
-    def set_servers(self, servers, chosen: list[str]) -> None:
-        """The enabled servers, each a switch with its tools listed under it; ``chosen`` are on."""
+    def set_servers(self, servers, chosen: list[str], builtin: str | None = None) -> None:
+        """The enabled servers, each a switch with its tools listed under it; ``chosen`` are on.
+
+        ``builtin``: the line under Atelier's own image tool, when it is offered (a switch named ``atelier``).
+        """
         self._updating = True
         while self.servers_area.count():
             item = self.servers_area.takeAt(0)
@@ -155,6 +158,21 @@ class ToolsBox(QGroupBox):
             listed.setToolTip("\n".join(f"{t.name}: {t.description.strip()}" for t in server.tools))
             self.servers_area.addWidget(listed)
             self.switches[server.name] = switch
+        if builtin is not None:
+            from engines.tools.servers import BUILTIN_SERVER
+
+            switch = QCheckBox("Atelier's image engine")
+            switch.setToolTip("make_image: the model may make a gallery image, with the Images page's model and "
+                              "settings; you allow each call as for any tool.")
+            switch.setChecked(BUILTIN_SERVER in chosen)
+            switch.toggled.connect(self._emit)
+            self.servers_area.addWidget(switch)
+            listed = QLabel(builtin)
+            listed.setObjectName("Muted")
+            listed.setWordWrap(True)
+            listed.setContentsMargins(22, 0, 0, 4)
+            self.servers_area.addWidget(listed)
+            self.switches[BUILTIN_SERVER] = switch
         self.empty.setVisible(not servers)
         self._updating = False
 
@@ -284,7 +302,31 @@ class ChatTools(QObject):
             enabled = []
             self.box.show_problem(exc.message)
         chosen = self.box.chosen() if self._loaded_for != -1 else []
-        self.box.set_servers(enabled, chosen)
+        self.box.set_servers(enabled, chosen, self.image_tool_line())
+
+    def image_tool_line(self) -> str | None:
+        """What the image tool's switch says under it; None when this Atelier has no image tool."""
+        import importlib.util
+
+        if importlib.util.find_spec("engines.images.image_tool") is None:
+            return None
+        model_id = self.controller.workspace.settings.images.model_id
+        model = self.controller.workspace.models.get(model_id) if model_id else None
+        if model is None:
+            return "make_image: pick an image model on the Images page first"
+        return f"make_image, with {model.name} (the Images page's model and settings)"
+
+    def _image_tool(self):
+        """(ImageLoadSpec, model id) of the Images page's model for the image tool; EngineError in words."""
+        from engines.diffusion.types import ImageLoadSpec
+        from engines.library.resolve import resolve_model
+
+        prefs = self.controller.workspace.settings.images
+        if not prefs.model_id:
+            raise EngineError(ErrorKind.BAD_INPUT, "no image model is chosen on the Images page yet; pick one there.")
+        found = resolve_model(prefs.model_id, self.controller.workspace.models, kind="image")
+        return ImageLoadSpec(str(found.local_path()), backend=prefs.backend), (
+            found.installed.id if found.installed is not None else None)
 
     def _chat_shown(self, conversation_id: int) -> None:
         current = self.controller.current_id or 0
@@ -300,7 +342,7 @@ class ChatTools(QObject):
             except Exception:  # noqa: BLE001 - a chat whose tools cannot be read shows none; the page shows the error
                 servers, schema = [], None
         enabled = [s for s in self.servers.all() if s.enabled]
-        self.box.set_servers(enabled, servers)
+        self.box.set_servers(enabled, servers, self.image_tool_line())
         self.box.set_schema(schema)
         self.expanded.clear()
 
@@ -344,8 +386,16 @@ class ChatTools(QObject):
         self._save(conversation_id)
         from engines.tools.loop import Approvals
 
+        from engines.tools.servers import BUILTIN_SERVER
+
         chosen = set(self.box.chosen())
         servers = [s for s in self.servers.all() if s.enabled and s.name in chosen]
+        image = None
+        if BUILTIN_SERVER in chosen and BUILTIN_SERVER in self.box.switches:
+            try:
+                image = self._image_tool()
+            except EngineError as exc:
+                self._show_problem(f"The image tool is not offered: {exc.message}")
         schema = None
         if self.box.json_switch.isChecked():
             schema, _problem = schema_problem_quick(self.box.schema.toPlainText())
@@ -356,27 +406,41 @@ class ChatTools(QObject):
         self.bridge.start_turn()
         self.live.clear()
         self.progress.clear()
-        self._snapshot = (servers, approvals, schema, self._stopped)
+        self._snapshot = (servers, image, approvals, schema, self._stopped)
 
     def open_turn(self, conversation_id: int) -> TurnTools | None:
         """On the worker's thread: start the chosen servers; None when the chat uses no tools and no schema."""
         snapshot, self._snapshot = self._snapshot, None
         if snapshot is None:
             return None
-        servers, approvals, schema, stopped = snapshot
-        if not servers and schema is None:
+        servers, image, approvals, schema, stopped = snapshot
+        if not servers and image is None and schema is None:
             return None
         toolset = None
-        if servers:
+        if servers or image is not None:
             from engines.tools.toolset import ToolSet
 
             toolset = ToolSet.open(servers)
             for line in toolset.problems:
                 self.problem.emit(line)
+            if image is not None:
+                self._add_image_tool(toolset, *image)
             if not toolset:
                 toolset.close()
                 toolset = None
         return TurnTools(toolset, approvals, schema, stopped)
+
+    def _add_image_tool(self, toolset, spec, model_id) -> None:
+        """Atelier's image engine as ``make_image``, on the window's scheduler (a chat model and an image model take turns)."""
+        from engines.images.image_tool import add_image_tool
+
+        workspace = self.controller.workspace
+        scheduler = getattr(self.controller.worker.host, "_scheduler", None)  # engines.scheduler.ScheduledHost
+        if scheduler is None:
+            self.problem.emit("The image tool is not offered: this chat does not run on the app's scheduler.")
+            return
+        add_image_tool(toolset, scheduler.host_for("chat image tool"), workspace.paths, workspace.settings.images,
+                       spec, model_id)
 
     def cancel(self) -> None:
         """Stop (GUI thread): refuse a call waiting for approval, and start no further step."""

@@ -211,8 +211,8 @@ class MessageView(QTextBrowser):
     def _tool_image(self, path: str):
         """An image a tool made (a gallery file), scaled like an attachment; None when it cannot be read."""
         image = QImage(path)
-        if image.isNull():
-            return None
+        if image.isNull() or max(image.width(), image.height()) <= 2 * THUMBNAIL_PX:  # scaled down, never up
+            return None if image.isNull() else image
         return image.scaled(2 * THUMBNAIL_PX, 2 * THUMBNAIL_PX, Qt.AspectRatioMode.KeepAspectRatio,
                             Qt.TransformationMode.SmoothTransformation)
 
