@@ -154,7 +154,7 @@ def test_bad_servers_each_end_as_one_line_and_are_stopped():
 
     dying = ToolServer("dying", command=tuple(bad_server_command("dies_on_call")), timeout_s=3)
     with McpConnection(dying) as connection:
-        assert [t.name for t in connection.list_tools()] == ["explode", "slow"]
+        assert [t.name for t in connection.list_tools()] == ["explode", "slow", "flood"]
         with pytest.raises(ToolServerError) as died:
             connection.call("explode", {"reason": "test"})
         assert died.value.message == "The tool server 'dying' stopped while asked to run 'explode'."
@@ -162,6 +162,13 @@ def test_bad_servers_each_end_as_one_line_and_are_stopped():
         with pytest.raises(ToolServerError) as slow:
             connection.call("slow", {"seconds": 30})
         assert slow.value.message == "The tool server 'dying' did not run 'slow' within 3 s, so it was stopped."
+        assert connection.call("slow", {"seconds": 0}).text == "done"
+        # Garbage over the channel mid-call: the call ends at its timeout as one bounded line, the server is stopped.
+        with pytest.raises(ToolServerError) as flooded:
+            connection.call("flood", {"lines": 100_000})
+        assert flooded.value.message.startswith("The tool server 'dying' did not run 'flood' within 3 s, so it was "
+                                                "stopped.")
+        assert len(flooded.value.message) < 400
         assert connection.call("slow", {"seconds": 0}).text == "done"
 
 
@@ -194,7 +201,7 @@ def test_streamable_http_server_by_url(tmp_path):
                     pytest.fail("the HTTP MCP server ended before listening")
                 time.sleep(0.1)
         with McpConnection(server) as connection:
-            assert [t.name for t in connection.list_tools()] == ["explode", "slow"]
+            assert [t.name for t in connection.list_tools()] == ["explode", "slow", "flood"]
             assert connection.call("slow", {"seconds": 0}).text == "done"
     finally:
         process.kill()
