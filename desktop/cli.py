@@ -23,7 +23,7 @@ from engines.errors import EngineError
 
 # Options that name files or folders: any bytes are a valid name on Linux, so they may hold
 # undecodable bytes. Every other text option must be valid UTF-8 (it becomes a prompt, an id, a URL).
-_PATH_OPTIONS = frozenset({"model", "path", "src", "dst", "out", "embedding_model", "init_image", "source", "json_schema"})
+_PATH_OPTIONS = frozenset({"model", "path", "src", "dst", "out", "embedding_model", "init_image", "input_image", "json_schema", "vae"})
 
 
 class _Parser(argparse.ArgumentParser):

@@ -30,7 +30,7 @@ def add_parser(sub) -> None:
     from engines.diffusion.upscale_types import MAX_TILE, MIN_TILE, SCALES
 
     up = sub.add_parser("upscale", help="make an image larger with an ESRGAN upscaler (Real-ESRGAN and kin)")
-    up.add_argument("source", metavar="IN", help="the image to upscale (PNG, JPEG, WebP or BMP)")
+    up.add_argument("input_image", metavar="IN", help="the image to upscale (PNG, JPEG, WebP or BMP)")
     up.add_argument("--scale", type=int, choices=SCALES,
                     help="how many times larger on each side (default: the upscaler's own, e.g. 4)")
     up.add_argument("--model", help="an installed upscaler's id or an ESRGAN .safetensors file "
@@ -50,7 +50,7 @@ def run_upscale(args) -> int:
     from engines.images.init_image import read_init_image
     from engines.workspace import open_workspace
 
-    source = Path(args.source).expanduser()
+    source = Path(args.input_image).expanduser()
     try:
         data = read_init_image(source, role="image to upscale")
     except EngineError as exc:
@@ -152,16 +152,16 @@ def _run(host, request, tty: bool):
     return result
 
 
-def _credentials(result, source: bytes, workspace, off: bool) -> tuple[bytes, bool, list[str]]:
-    """The PNG signed as an edit of ``source`` (C2PA ``c2pa.edited``, the source as its parent)."""
+def _credentials(result, source: bytes, workspace, off: bool) -> tuple[bytes, bool, tuple[str, ...]]:
+    """The PNG signed as an edit of ``source`` (C2PA ``c2pa.edited``, the source as its parent), by the one signer."""
     if off:
-        return result.png, False, []
+        return result.png, False, ()
     from engines.images.credentials import CredentialsSigner, Provenance
 
     provenance = Provenance(model=result.model_name, source=source,
                             edit=f"Upscaled {result.scale}× with {result.model_name}", title="upscaled.png")
-    signed = CredentialsSigner(workspace.paths.config).sign(result.png, provenance)  # never raises
-    return signed.png, signed.signed, list(signed.notices)
+    signed = CredentialsSigner(workspace.paths.config).sign(result.png, provenance)
+    return signed.png, signed.signed, signed.notices
 
 
 def _write(target: Path, png: bytes) -> None:
