@@ -7,6 +7,7 @@ tests/test_upscale.py.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 
@@ -98,6 +99,12 @@ def test_atelier_upscale_end_to_end_with_the_installed_upscaler(tmp_path):
     assert image.size == (256, 192)
     assert image.text["parameters"] == PARAMETERS
     assert image.text["postprocessing"] == "Postprocess upscale by: 4, Postprocess upscaler: RealESRGAN_x4plus"
+    from engines.images.credentials_read import read_credentials  # c2pa-python's own Reader
+
+    claims = read_credentials(out["path"]).claims
+    assert "Edited with a generative AI model (RealESRGAN_x4plus): Upscaled 4× with RealESRGAN_x4plus" in claims
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    assert f"Edited from the original image (sha256 {digest[:12]}…)" in claims  # the source, linked as the parent
     again = run_atelier("upscale", str(source), "--scale", "2", "--no-credentials")
     assert again.returncode == 0, error_lines(again)
     assert again.stdout.decode() == f"{tmp_path / 'lighthouse-x2.png'}  (64×48 → 128×96, RealESRGAN_x4plus)\n"
