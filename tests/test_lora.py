@@ -15,7 +15,7 @@ from PIL import Image
 
 from engines.diffusion.types import ImageLoadSpec, ImageRequest, LoraSpec
 from engines.errors import EngineError, ErrorKind
-from tests.fixtures.tiny_sd import tiny_sd  # noqa: F401  (session fixture)
+from tests.fixtures.tiny_sd import tiny_sd, tiny_sd_onnx  # noqa: F401  (session fixtures)
 
 pytestmark = pytest.mark.slow  # each test loads the tiny pipeline (and often loads it again with LoRAs)
 
@@ -148,3 +148,17 @@ def test_fused_loras_are_packed_by_the_cpu_speedups_with_the_same_image(tiny_sd,
         assert isinstance(to_k, PackedLinear) is speedups  # the LoRA-touched layer is packed like the others
         made.unload()
     assert np.abs(images[True] - images[False]).max() <= 2
+
+
+def test_onnx_runtime_refuses_loras_in_words_and_still_runs_without_them(tiny_sd_onnx, loras):  # noqa: F811
+    from engines.diffusion.onnx_engine import OnnxDiffusionEngine
+
+    made = OnnxDiffusionEngine()
+    made.load(ImageLoadSpec(str(tiny_sd_onnx), backend="onnx"), lambda event: None)
+    with pytest.raises(EngineError) as caught:
+        make(made, LoraSpec(str(loras["peft"]), 1.0))
+    assert (caught.value.kind, caught.value.message) == (
+        ErrorKind.UNSUPPORTED, "LoRAs run on the PyTorch backend only; choose the 'torch' (or 'auto') backend for "
+                               "this model, or leave the LoRAs out.")
+    assert make(made, LoraSpec(str(loras["peft"]), 0.0)).width == 64  # weight 0 changes nothing: it runs
+    made.unload()
