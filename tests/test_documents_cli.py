@@ -261,3 +261,19 @@ def test_embedding_models_in_the_catalog_have_verdicts_and_a_missing_one_names_t
     assert (missing.returncode, error_lines(missing)) == (2, [
         "error: all-MiniLM-L6-v2 is in the catalog but not downloaded yet. Get it with 'atelier models pull "
         "all-minilm-l6-v2-q8_0'."])
+
+
+def test_files_of_formats_atelier_does_not_read_are_one_line_per_kind(tmp_path, minilm_gguf):  # noqa: F811
+    corpus = tmp_path / "mixed"
+    corpus.mkdir()
+    (corpus / "notes.txt").write_text("The boiler is serviced every October.")
+    for name in ("a.gz", "b.gz", "c.gz", "photo.jpg", "tune.mp3"):
+        (corpus / name).write_bytes(b"\x1f\x8b not a document")
+    lines = out(ok(run_atelier("docs", "add", "m", str(corpus), "--embedding-model", str(minilm_gguf)))).splitlines()
+    assert lines[0].startswith("m: 6 files, 1 indexed, 0 unchanged, 5 skipped, 0 removed; 1 passages embedded in ")
+    assert lines[1:] == ["  skipped 3 file(s): '.gz' files are not a document format Atelier reads",
+                         "  skipped 1 file(s): '.jpg' files are not a document format Atelier reads",
+                         "  skipped 1 file(s): '.mp3' files are not a document format Atelier reads"]
+    listed = {Path(f["path"]).name: f["reason"] for f in docs_json("list", "m")["files"]}
+    assert listed["photo.jpg"] == ("'.jpg' files are not a document format Atelier reads (PDF, DOCX, EPUB, HTML, "
+                                   "Markdown, text, source code)")

@@ -17,6 +17,7 @@ import time
 
 from desktop.cli_contract import EXIT_INTERRUPTED, CliError
 from desktop.cli_output import clean, print_json, print_note
+from engines.doc_index.readers import UNSUPPORTED_TAIL
 from engines.errors import EngineError
 
 
@@ -94,8 +95,15 @@ def _add(workspace, library, args) -> int:
         print(clean(f"{summary.collection}: {summary.files_total} files, {summary.indexed} indexed, "
                     f"{summary.unchanged} unchanged, {len(summary.skipped)} skipped, {summary.removed} removed; "
                     f"{summary.passages} passages embedded in {summary.seconds:.1f} s"))
+        unread: dict[str, int] = {}  # kinds of files Atelier does not read: one line per kind, not per file
         for path, reason in summary.skipped:
-            print(clean(f"  skipped {path}: {reason}"))
+            if reason.endswith(UNSUPPORTED_TAIL):
+                kind = reason.split(" are not ", 1)[0]
+                unread[kind] = unread.get(kind, 0) + 1
+            else:
+                print(clean(f"  skipped {path}: {reason}"))
+        for kind, count in sorted(unread.items(), key=lambda item: -item[1]):
+            print(clean(f"  skipped {count} file(s): {kind} are not a document format Atelier reads"))
     return 0
 
 

@@ -68,10 +68,13 @@ def format_of(path: str) -> str | None:
     return None
 
 
+UNSUPPORTED_TAIL = "are not a document format Atelier reads (PDF, DOCX, EPUB, HTML, Markdown, text, source code)"
+
+
 def unsupported_reason(path: str) -> str:
     suffix = PurePosixPath(path).suffix.lower()
     what = f"'{suffix}' files" if suffix else "files without an extension"
-    return f"{what} are not a document format Atelier reads (PDF, DOCX, EPUB, HTML, Markdown, text, source code)"
+    return f"{what} {UNSUPPORTED_TAIL}"
 
 
 def read_document(path: str, data: bytes) -> Document:
