@@ -339,3 +339,73 @@ def test_the_image_tool_switch_and_an_image_it_made_shown_inline(qtbot, window, 
     loaded = page.view.loadResource(QTextDocument.ResourceType.ImageResource.value, QUrl(tool_image_href(str(picture))))
     assert (loaded.width(), loaded.height()) == (64, 48)
     assert "⚙ make_image  atelier · done" in page.view.toPlainText()
+
+
+@pytest.mark.slow
+def test_real_gemma_in_the_real_window_calls_the_real_time_tool_after_approval(qtbot, gemma_path, monkeypatch):
+    """The demo Gemma 270M, through the app's scheduler and engine host, under the grammar fallback.
+
+    Its choices are fixed by the seed, the prompt and the thread count (2, as the engine test runs it):
+    with seed 2 it calls the time tools. Every call it makes is asked for and allowed ("Always allow").
+    """
+    from desktop.main_window import MainWindow
+    from engines.settings import LoadPrefs
+
+    ws = open_workspace()
+    model = ws.models.add(InstalledModel("local/gemma", "Gemma 3 270M", str(gemma_path), gemma_path.stat().st_size,
+                                         "llama_cpp", "gguf", "import", kind="chat"))
+    ws.settings.last_model_id = model.id
+    ws.settings.load_prefs[model.id] = LoadPrefs(context_length=4096, threads=2)
+    ws.save_settings()
+    add_time_server(ws)
+    monkeypatch.setattr(MainWindow, "ensure_models_page", lambda self: None)
+    win = MainWindow(ws)  # the real scheduler, engine host and llama.cpp
+    qtbot.addWidget(win)
+    win.show()
+    page = win.chat_page
+    page.panel.random_seed.setChecked(False)
+    page.panel.seed.setValue(2)
+    page.panel.max_tokens.setValue(120)
+    page.panel.temperature.setValue(0.7)
+    switch_on(win)
+    asked = []
+    page.tools.bridge.asked.connect(lambda dialog: (asked.append(dialog.arguments.toPlainText()),
+                                                    dialog.always_button.click()))
+    page.composer.setPlainText("What time is it in Tokyo? Use the time tools.")
+    page.send_button.click()
+    qtbot.waitUntil(lambda: not win.chat_controller.streaming, timeout=600_000)
+    try:
+        reply, calls = reply_calls(win)
+        assert calls and asked, page.banner.text()
+        assert {c.status for c in calls} <= {"done", "error"}  # the server ran each: a time, or its own words
+        assert all(json.loads(shown) == json.loads(c.arguments_json) for shown, c in zip(asked, calls))
+        assert len(asked) == len({c.tool for c in calls})  # "Always" asks once per tool
+        assert reply.status == "complete"
+        text = page.view.toPlainText()
+        assert f"⚙ {calls[0].tool}  time · {calls[0].status}" in text
+        conversation = win.chat_controller.current_id
+        page.new_chat()
+        page._select(conversation)
+        assert page.view.toPlainText().count("⚙ ") == len(calls)
+    finally:
+        win.close()
+
+
+def test_closing_the_window_while_the_dialog_waits_ends_the_turn_and_the_worker(qtbot, window):
+    add_time_server(window.workspace)
+    switch_on(window)
+    window.host.steps = [calls_step(("get_current_time", {"timezone": "UTC"})), ANSWER]
+    send(qtbot, window, "Time?")
+    bridge = window.chat_page.tools.bridge
+    qtbot.waitUntil(lambda: bridge.dialog is not None and bridge.dialog.isVisible(), timeout=20000)
+    controller = window.chat_controller
+    window.close()
+    assert controller.worker_stopped and bridge.dialog is None
+    from engines.chat.store import ChatStore
+
+    with ChatStore(window.workspace.paths.database) as store:
+        (chat,) = store.list_conversations()
+        last = store.messages(chat.id)[-1]
+        [call] = calls_of(store, last.id, last.version)
+    assert last.role == "assistant" and last.status in ("interrupted", "cancelled")
+    assert (call.tool, call.status, call.result) == ("get_current_time", "refused", REFUSED_RESULT)

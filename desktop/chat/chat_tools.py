@@ -109,7 +109,7 @@ class ToolsBox(QGroupBox):
         layout.addWidget(self.empty)
         self.json_switch = QCheckBox("Reply as JSON matching this schema")
         self.json_switch.setToolTip("The reply is constrained token by token to the schema (a llama.cpp grammar). "
-                                    "With tools on, the schema waits: tool calls use their own grammar.")
+                                    "While a tool server is switched on, replies use the tool loop's own format instead.")
         layout.addWidget(self.json_switch)
         self.schema = QPlainTextEdit()
         self.schema.setPlaceholderText(SCHEMA_PLACEHOLDER)
@@ -294,13 +294,17 @@ class ChatTools(QObject):
 
     # ---- the box ---------------------------------------------------------
 
+    def _enabled(self) -> list:
+        """The enabled servers; none (and the reason under the box) when the list cannot be read."""
+        try:
+            return [s for s in self.servers.all() if s.enabled]
+        except EngineError as exc:
+            self.box.show_problem(exc.message)
+            return []
+
     def refresh_servers(self) -> None:
         """Show the enabled servers again (Settings may have changed them), keeping the chat's switches."""
-        try:
-            enabled = [s for s in self.servers.all() if s.enabled]
-        except EngineError as exc:
-            enabled = []
-            self.box.show_problem(exc.message)
+        enabled = self._enabled()
         chosen = self.box.chosen() if self._loaded_for != -1 else []
         self.box.set_servers(enabled, chosen, self.image_tool_line())
 
@@ -341,8 +345,7 @@ class ChatTools(QObject):
                 servers, schema = chat_tools(self.controller.store, current)
             except Exception:  # noqa: BLE001 - a chat whose tools cannot be read shows none; the page shows the error
                 servers, schema = [], None
-        enabled = [s for s in self.servers.all() if s.enabled]
-        self.box.set_servers(enabled, servers, self.image_tool_line())
+        self.box.set_servers(self._enabled(), servers, self.image_tool_line())
         self.box.set_schema(schema)
         self.expanded.clear()
 
@@ -389,7 +392,7 @@ class ChatTools(QObject):
         from engines.tools.servers import BUILTIN_SERVER
 
         chosen = set(self.box.chosen())
-        servers = [s for s in self.servers.all() if s.enabled and s.name in chosen]
+        servers = [s for s in self._enabled() if s.name in chosen]
         image = None
         if BUILTIN_SERVER in chosen and BUILTIN_SERVER in self.box.switches:
             try:
