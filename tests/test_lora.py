@@ -162,3 +162,24 @@ def test_onnx_runtime_refuses_loras_in_words_and_still_runs_without_them(tiny_sd
                                "this model, or leave the LoRAs out.")
     assert make(made, LoraSpec(str(loras["peft"]), 0.0)).width == 64  # weight 0 changes nothing: it runs
     made.unload()
+
+
+def test_auto_moves_a_model_from_onnx_runtime_to_pytorch_for_loras(tiny_sd, tiny_sd_onnx, loras, monkeypatch):  # noqa: F811
+    """Where "auto" picks the ONNX copy beside a diffusers folder (a CPU without native bf16), LoRAs still run."""
+    from engines.api import NoticeEvent
+    from engines.diffusion import engine as module
+
+    monkeypatch.setattr(module, "choose_backend", lambda folder, spec: "onnx" if spec.backend == "auto" else "torch")
+    monkeypatch.setattr(module, "onnx_copy_of", lambda path: tiny_sd_onnx)
+    made = module.DiffusionEngine()
+    made.load(ImageLoadSpec(str(tiny_sd)), lambda event: None)
+    assert made.backend == "onnx"
+    events = []
+    request = ImageRequest("a lighthouse", width=64, height=64, steps=2, seed=5, preview_every=0,
+                           loras=(LoraSpec(str(loras["peft"]), 1.0),))
+    result = made.generate(request, events.append)
+    assert (made.backend, result.backend) == ("torch", "torch")
+    assert [e.message for e in events if isinstance(e, NoticeEvent)][0] == (
+        "LoRAs run on PyTorch only, so the model moved from ONNX Runtime to PyTorch for them.")
+    assert result.images[0].parameters.splitlines()[0] == "a lighthouse <lora:ink-peft:1>"
+    made.unload()

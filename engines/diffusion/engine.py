@@ -3,12 +3,16 @@
 :class:`DiffusionEngine` resolves the backend (see :mod:`engines.diffusion.auto`)
 at load time and hands every call to the PyTorch or the ONNX Runtime engine.
 Loading a model on the other backend drops the current engine first, so one
-engine host never holds two models.
+engine host never holds two models. LoRAs run on PyTorch only: when "auto"
+chose ONNX Runtime for a diffusers folder, a request with LoRAs moves the
+model to PyTorch (with a notice) instead of failing.
 """
 
 from __future__ import annotations
 
-from engines.api import CancelFlag, Emit
+from dataclasses import replace
+
+from engines.api import CancelFlag, Emit, NoticeEvent
 from engines.diffusion.auto import choose_backend, onnx_copy_of
 from engines.model_folder import inspect_model_folder
 from engines.diffusion.types import ImageLoadSpec, ImageModelInfo, ImageRequest, ImageResult
@@ -21,6 +25,7 @@ class DiffusionEngine:
     def __init__(self) -> None:
         self._engine = None
         self._backend: str | None = None
+        self._torch_spec: ImageLoadSpec | None = None  # "auto" on a diffusers folder: where LoRAs can run
 
     def load(self, spec: ImageLoadSpec, emit: Emit, cancel: CancelFlag | None = None) -> ImageModelInfo:
         # ``cancel``: the engine host stops a cancelled load once it returns (engines.host.process).
@@ -43,11 +48,16 @@ class DiffusionEngine:
             engine = self._engine or TorchDiffusionEngine()
             info = engine.load(spec, emit)
         self._engine, self._backend = engine, backend
+        auto = spec.backend == "auto" and folder.kind == "diffusers"
+        self._torch_spec = replace(spec, backend="torch") if auto and backend == "onnx" else None
         return info
 
     def generate(self, request: ImageRequest, emit: Emit, cancel: CancelFlag | None = None) -> ImageResult:
         if self._engine is None:
             raise EngineError(ErrorKind.BAD_INPUT, "No image model is loaded.")
+        if self._torch_spec is not None and any(lora.weight != 0 for lora in request.loras):
+            emit(NoticeEvent("LoRAs run on PyTorch only, so the model moved from ONNX Runtime to PyTorch for them."))
+            self.load(self._torch_spec, emit)
         return self._engine.generate(request, emit, cancel)
 
     def unload(self) -> None:
