@@ -409,3 +409,38 @@ def test_closing_the_window_while_the_dialog_waits_ends_the_turn_and_the_worker(
         [call] = calls_of(store, last.id, last.version)
     assert last.role == "assistant" and last.status in ("interrupted", "cancelled")
     assert (call.tool, call.status, call.result) == ("get_current_time", "refused", REFUSED_RESULT)
+
+
+def test_a_long_call_is_drawn_live_running_with_its_progress_then_done(qtbot, window):
+    """The real @modelcontextprotocol/server-everything's long-running tool reports progress as it goes."""
+    from engines.tools.loop import ToolCallEvent, ToolProgressEvent
+    from engines.tools.manage import add_server
+    from tests.fixtures.mcp_servers import everything_server_command
+
+    add_server(ToolServers.beside(window.workspace.models.file), "everything", command=everything_server_command(),
+               timeout_s=60)
+    switch_on(window, "everything")
+    from PySide6.QtCore import QObject, Slot
+
+    page = window.chat_page
+    seen = []
+
+    class Recorder(QObject):  # on the GUI thread, after the page drew the event
+        @Slot(int, object)
+        def record(self, _conversation, event):
+            page.view.flush()
+            if isinstance(event, (ToolCallEvent, ToolProgressEvent)):
+                seen.append(next((l for l in page.view.toPlainText().splitlines() if l.startswith("⚙ ")), ""))
+
+    recorder = Recorder()
+    window.chat_controller.worker.tool_event.connect(recorder.record)
+    window.host.steps = [calls_step(("trigger-long-running-operation", {"duration": 1, "steps": 4})), ANSWER]
+    send(qtbot, window, "Run the long operation")
+    answer_dialog(qtbot, window, "once")
+    wait_done(qtbot, window)
+    shown = list(dict.fromkeys(seen))
+    assert shown[0] == "⚙ trigger-long-running-operation  everything · waiting for your approval"
+    assert "⚙ trigger-long-running-operation  everything · running…" in shown
+    assert "⚙ trigger-long-running-operation  everything · running… 4 / 4" in shown
+    assert shown[-1] == "⚙ trigger-long-running-operation  everything · done"
+    assert [c.status for c in reply_calls(window)[1]] == ["done"]

@@ -29,7 +29,7 @@ import json
 import threading
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtCore import QObject, QTimer, Signal, Slot
 from PySide6.QtWidgets import (
     QCheckBox,
     QFileDialog,
@@ -450,11 +450,13 @@ class ChatTools(QObject):
         self._stopped.set()
         self.bridge.cancel()
 
+    @Slot(str)
     def _show_problem(self, line: str) -> None:
         self.page._show_banner(f"{line} The reply goes on without it.")
 
     # ---- calls in the transcript ---------------------------------------------
 
+    @Slot(int, object)
     def _tool_event(self, conversation_id: int, event) -> None:
         from engines.tools.loop import ToolCallEvent, ToolProgressEvent
 
