@@ -40,9 +40,8 @@ def test_tiny_resolves_to_the_installed_tiny_vae_of_the_models_family(tiny_sd, t
     with pytest.raises(EngineError) as caught:
         resolve_vae("tiny", tiny_sdxl, models, models_dir)
     assert caught.value.message == (
-        f"No tiny VAE for SDXL models is installed: Atelier looks for the model 'taesdxl' in {models_dir / 'taesdxl'} "
-        "(madebyollin/taesdxl's config.json and diffusion_pytorch_model.safetensors). Put it there, or give --vae "
-        "the path of an AutoencoderTiny folder.")
+        "No tiny VAE for SDXL models is installed. Get it with 'atelier models pull taesdxl' (madebyollin/taesdxl, "
+        "10 MB), or give --vae the path of an AutoencoderTiny folder.")
     install(models, "taesd", tiny_taesd)
     assert resolve_vae("tiny", tiny_sd, models, models_dir) == str(tiny_taesd)
     with pytest.raises(EngineError):  # TAESD is not TAESDXL: the SDXL model still has none
@@ -66,9 +65,8 @@ def test_tiny_also_finds_a_copy_in_the_models_folder_under_its_id(tiny_sdxl, tin
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("vae", "message"), [
-    ("tiny", "No tiny VAE for SD 1.x/2.x models is installed: Atelier looks for the model 'taesd' in "
-             "{models}/taesd (madebyollin/taesd's config.json and diffusion_pytorch_model.safetensors). Put it "
-             "there, or give --vae the path of an AutoencoderTiny folder."),
+    ("tiny", "No tiny VAE for SD 1.x/2.x models is installed. Get it with 'atelier models pull taesd' "
+             "(madebyollin/taesd, 10 MB), or give --vae the path of an AutoencoderTiny folder."),
     ("{missing}", "The tiny VAE {missing} does not exist. --vae takes 'tiny', 'full' or the path of a tiny VAE "
                   "folder (TAESD, TAESDXL)."),
     ("{full_vae}", "{full_vae} is not a tiny VAE: its config.json describes AutoencoderKL, not an AutoencoderTiny "
@@ -76,9 +74,7 @@ def test_tiny_also_finds_a_copy_in_the_models_folder_under_its_id(tiny_sdxl, tin
 ])
 def test_a_vae_that_cannot_be_used_exits_2_with_one_error_line_before_any_engine_starts(
         vae, message, tiny_sd, tmp_path, atelier_home):
-    from engines.paths import app_paths
-
-    values = dict(missing=tmp_path / "nowhere", full_vae=tiny_sd / "vae", models=app_paths().models)
+    values = dict(missing=tmp_path / "nowhere", full_vae=tiny_sd / "vae")
     run = atelier("--model", str(tiny_sd), "--vae", vae.format(**values), "--out", str(tmp_path / "x.png"))
     assert run.returncode == 2, run.stderr
     assert run.stderr.strip().splitlines() == ["error: " + message.format(**values)]

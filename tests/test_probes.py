@@ -218,8 +218,8 @@ def test_a_fifo_inside_a_model_folder_is_never_opened(tmp_path):
 
 def test_one_probe_per_kind_and_format():
     assert [(p.kind, p.format) for p in PROBES] == [
-        ("chat", "gguf"), ("embedding", "gguf"), ("lora", "gguf"), ("image", "diffusers"), ("image", "onnx"),
-        ("lora", "safetensors"), ("upscaler", "safetensors"), ("projector", "gguf")]
+        ("chat", "gguf"), ("embedding", "gguf"), ("lora", "gguf"), ("vae", "diffusers"), ("image", "diffusers"),
+        ("image", "onnx"), ("lora", "safetensors"), ("upscaler", "safetensors"), ("projector", "gguf")]
 
     class Twice(Probe):
         kind, format = "chat", "gguf"

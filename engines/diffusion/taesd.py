@@ -35,6 +35,7 @@ from engines.errors import EngineError, ErrorKind
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 PREVIEW_LATENT_SIDE = 32  # latents pooled to at most 32 per side: a 256² preview whatever the image's size
+DECODE_FLOP_512 = 141_400_000_000  # TAESD's decoder on 64×64 latents (a 512² image), by torch.utils.flop_counter
 
 
 def tiny_vae_problem(path: str | Path) -> str:

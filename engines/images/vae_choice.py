@@ -8,9 +8,9 @@ user's words into a folder before a request is made:
   ``taesd``) for SD 1.x/2.x and SD-Turbo, TAESDXL (``taesdxl``) for SDXL
   and SDXL-Turbo: the two are not interchangeable (the SD and SDXL VAEs
   make different latents), so the family decides. "Installed" is a model
-  record with that id, or else the folder of that name in the models
-  folder, which is where a download under that id lands, so a copy of
-  madebyollin/taesd put there by hand works too;
+  record with that id (``atelier models pull taesd``: catalog entries), or
+  else the folder of that name in the models folder, which is where a
+  download under that id lands, so a copy put there by hand works too;
 * anything else: a path to an AutoencoderTiny folder, checked here so a
   wrong one is refused in a sentence before any engine starts.
 """
@@ -53,12 +53,10 @@ def resolve_vae(choice: str, model_path: str | Path, models, models_dir: str | P
         found = installed_tiny_vae(family, models, models_dir)
         if not found:
             model_id = TINY_VAE_IDS[family]
-            where = f" in {Path(models_dir) / model_id}" if models_dir is not None else ""
             raise EngineError(ErrorKind.BAD_INPUT,
-                              f"No tiny VAE for {_FAMILY_NAMES[family]} models is installed: Atelier looks for "
-                              f"the model '{model_id}'{where} (madebyollin/{model_id}'s config.json and "
-                              "diffusion_pytorch_model.safetensors). Put it there, or give --vae the path of an "
-                              "AutoencoderTiny folder.")
+                              f"No tiny VAE for {_FAMILY_NAMES[family]} models is installed. Get it with 'atelier "
+                              f"models pull {model_id}' (madebyollin/{model_id}, 10 MB), or give --vae the path of "
+                              "an AutoencoderTiny folder.")
         return found
     path = Path(choice).expanduser()
     problem = tiny_vae_problem(path)

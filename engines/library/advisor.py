@@ -135,6 +135,15 @@ class Advisor:
 
             spec = entry.upscaler
             return upscale_speed(spec.blocks, spec.features, spec.scale, machine.matmul_flops)
+        if entry.kind == "vae":  # one 512² decode (0.14 TFLOP, torch.utils.flop_counter) at the measured rate
+            from engines.diffusion.taesd import DECODE_FLOP_512
+
+            machine = self.machine()
+            if machine is None or not verdict.fits:
+                return None
+            return SpeedEstimate(DECODE_FLOP_512 / machine.matmul_flops, "s/image",
+                                 f"{DECODE_FLOP_512 / 1e12:.2f} TFLOP to decode a 512×512 image at "
+                                 f"{machine.matmul_flops / 1e12:.2f} TFLOP/s measured here")
         if entry.kind == "chat":
             return self.text_speed(verdict)
         if entry.kind == "embedding":  # it reads documents, it never writes: its rate is arithmetic, not bandwidth
@@ -149,8 +158,9 @@ class Advisor:
 
     def installed_speed(self, model: InstalledModel, verdict: FitVerdict) -> SpeedEstimate | None:
         """The expected speed of an installed model at its own settings (catalog defaults for catalog images)."""
-        if model.kind in ("upscaler", "lora"):
-            return None  # an upscaler's time depends on the image; a LoRA adds no time to its model's
+        if model.kind in ("upscaler", "lora", "vae"):
+            # an upscaler's time depends on the image; a LoRA adds no time to its model's; a tiny VAE saves some
+            return None
         if model.format == "gguf":
             return self.text_speed(verdict)
         entry = self.library.catalog.get(model.id)
@@ -163,7 +173,7 @@ class Advisor:
 
     def image_base(self, model: InstalledModel) -> str | None:
         """The architecture of an installed image model ("sd15", "sd21", "sdxl"...); None for a chat model."""
-        if model.format == "gguf" or model.kind in ("upscaler", "lora"):
+        if model.format == "gguf" or model.kind in ("upscaler", "lora", "vae"):
             return None
         entry = self.library.catalog.get(model.id)
         if entry is not None and entry.image is not None:

@@ -180,7 +180,8 @@ class CatalogEntry(_Strict):
     id: str
     name: str = Field(min_length=1)
     family: str = Field(min_length=1)
-    kind: Literal["chat", "image", "embedding", "upscaler"]  # embedding: GGUF models for documents (engines.doc_index)
+    # embedding: GGUF models for documents (engines.doc_index); vae: a tiny VAE (TAESD) beside an image model
+    kind: Literal["chat", "image", "embedding", "upscaler", "vae"]
     engine: Literal["llama_cpp", "diffusers", "onnx", "esrgan"]
     format: Literal["gguf", "diffusers", "onnx", "safetensors"]  # safetensors: an upscaler's one file
     repo: str
@@ -197,6 +198,8 @@ class CatalogEntry(_Strict):
     arch: GGUFArch | None = None
     image: ImageSpec | None = None
     upscaler: UpscalerSpec | None = None
+    tiny_vae_for: Literal["sd", "sdxl"] | None = Field(
+        default=None, description="A tiny VAE's image family: TAESD reads SD 1.x/2.x latents, TAESDXL SDXL's.")
     projector: str | None = Field(default=None, description="The vision projector among 'files' (a chat model's mmproj).")
 
     @field_validator("id")
@@ -235,9 +238,16 @@ class CatalogEntry(_Strict):
                     or self.projector is not None or len(paths) != 1 or not paths[0].endswith(".safetensors")):
                 raise ValueError("an upscaler entry must be one .safetensors file, with 'upscaler' and without "
                                  "'image', 'arch' or 'projector'")
+        elif self.kind == "vae":
+            if (self.format != "diffusers" or self.tiny_vae_for is None or self.image is not None
+                    or self.arch is not None or self.projector is not None or self.upscaler is not None
+                    or sorted(paths) != ["config.json", "diffusion_pytorch_model.safetensors"]):
+                raise ValueError("a tiny VAE entry must be a diffusers folder of config.json and "
+                                 "diffusion_pytorch_model.safetensors, with 'tiny_vae_for' and without 'image', "
+                                 "'arch', 'projector' or 'upscaler'")
         else:
             if self.format in ("gguf", "safetensors") or self.image is None or self.arch is not None \
-                    or self.projector is not None or self.upscaler is not None:
+                    or self.projector is not None or self.upscaler is not None or self.tiny_vae_for is not None:
                 raise ValueError("an image entry must be diffusers or onnx, with 'image' and without 'arch'")
             if "model_index.json" not in paths:
                 raise ValueError("an image pipeline needs its model_index.json")

@@ -21,7 +21,7 @@ from engines.library.installed import InstalledModel, InstalledModels, Source
 from engines.library.probes import ProbedModel, identify
 from engines.library.probes.files import real_path
 
-RECORDED_KINDS = ("chat", "embedding", "image", "lora", "upscaler")
+RECORDED_KINDS = ("chat", "embedding", "image", "lora", "upscaler", "vae")
 # The id prefix says where a model came from: "local/" for what the user added from elsewhere.
 ID_PREFIX: dict[str, str] = {"import": "local", "folder": "folder", "download": "download", "demo": "demo"}
 _SOURCE_WORDS = {"import": "added from {parent}", "folder": "found in the models folder", "download": "downloaded",

@@ -54,6 +54,21 @@ def lora_verdict(probed) -> FitVerdict:
                       MemoryNeed(probed.size_bytes, 0, 0, 0))
 
 
+TINY_VAE_DECODE_BYTES = 2 * 64 * 512 * 512 * 4  # its widest layer at 512²: two 64-channel fp32 maps, in and out
+
+
+def tiny_vae_verdict(size_bytes: int) -> FitVerdict:
+    """A tiny VAE runs beside the image model it decodes for: its few MB, and one layer's maps at a time."""
+    from engines.byte_sizes import format_bytes
+    from engines.machine.fit import MemoryNeed
+
+    total = size_bytes + TINY_VAE_DECODE_BYTES
+    return FitVerdict("cpu_only", "CPU only",  # TinyVae always decodes on the CPU, whatever runs the UNet
+                      f"A tiny VAE: {format_bytes(size_bytes)} weights + {format_bytes(TINY_VAE_DECODE_BYTES)} for "
+                      f"its widest layer at 512² = {format_bytes(total)} beside the image model it previews and "
+                      "decodes for (atelier image --vae tiny).", MemoryNeed(size_bytes, 0, TINY_VAE_DECODE_BYTES, 0))
+
+
 def shape_from_catalog(entry: CatalogEntry) -> ModelShape:
     """The estimate's inputs from catalog numbers, before anything is downloaded.
 
@@ -121,6 +136,8 @@ class ModelLibrary:
             from engines.machine.upscale_fit import judge_upscaler_fit
 
             return judge_upscaler_fit(entry.total_size, entry.upscaler.scale, self.hardware(), entry.upscaler.features)
+        if entry.kind == "vae":
+            return tiny_vae_verdict(entry.total_size)
         if entry.kind == "image":
             return judge_image_fit(entry.total_size, entry.image.default_size, self.hardware(),
                                    file_dtype=entry.image.dtype, runtime="onnx" if entry.format == "onnx" else "torch")
@@ -156,6 +173,8 @@ class ModelLibrary:
                                    runtime=runtime)
         if probed.kind == "lora":
             return lora_verdict(probed)
+        if probed.kind == "vae":
+            return tiny_vae_verdict(probed.size_bytes)
         if probed.kind == "upscaler":
             from engines.machine.upscale_fit import judge_upscaler_fit
 

@@ -26,6 +26,7 @@ from engines.library.probes.image_folders import DiffusersFolderProbe, OnnxFolde
 from engines.library.probes.lora import LoraProbe
 from engines.library.probes.names import clean_name
 from engines.library.probes.projector import GGUFProjectorProbe
+from engines.library.probes.tiny_vae import TinyVaeProbe
 from engines.library.probes.upscaler import UpscalerProbe
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,11 @@ def register(probe: type[Probe]) -> type[Probe]:
     return probe
 
 
-# Order matters only where two probes could both claim a path; these never do.
-for _probe in (GGUFChatProbe, GGUFEmbeddingProbe, GGUFAdapterProbe, DiffusersFolderProbe, OnnxFolderProbe,
-               LoraProbe, UpscalerProbe, GGUFProjectorProbe):
+# Order matters only where two probes could both claim a path; these never do. It also orders the reasons for a
+# path no probe takes: the tiny VAE probe comes before the image-folder ones, so a tiny VAE with pickled weights
+# is refused for that, not for lacking the model_index.json that no tiny VAE has.
+for _probe in (GGUFChatProbe, GGUFEmbeddingProbe, GGUFAdapterProbe, TinyVaeProbe, DiffusersFolderProbe,
+               OnnxFolderProbe, LoraProbe, UpscalerProbe, GGUFProjectorProbe):
     register(_probe)
 
 
