@@ -423,6 +423,10 @@ class ChatTools(QObject):
         if servers or image is not None:
             from engines.tools.toolset import ToolSet
 
+            if servers:
+                names = ", ".join(server.name for server in servers)
+                self.controller.worker.progress.emit(f"Starting the tool server{'s' if len(servers) > 1 else ''} "
+                                                     f"{names}…")
             toolset = ToolSet.open(servers)
             for line in toolset.problems:
                 self.problem.emit(line)
