@@ -444,3 +444,23 @@ def test_a_long_call_is_drawn_live_running_with_its_progress_then_done(qtbot, wi
     assert "⚙ trigger-long-running-operation  everything · running… 4 / 4" in shown
     assert shown[-1] == "⚙ trigger-long-running-operation  everything · done"
     assert [c.status for c in reply_calls(window)[1]] == ["done"]
+
+
+def test_a_server_that_dies_on_a_call_is_one_line_under_the_reply_and_the_chat_goes_on(qtbot, window):
+    servers = ToolServers.beside(window.workspace.models.file)
+    servers.add(ToolServer("dying", command=tuple(bad_server_command("dies_on_call")), timeout_s=10))
+    switch_on(window, "dying")
+    window.host.steps = [calls_step(("explode", {"reason": "test"})), '{"reply": "The tool failed, sorry."}']
+    send(qtbot, window, "Blow it up")
+    answer_dialog(qtbot, window, "once")
+    wait_done(qtbot, window)
+    reply, calls = reply_calls(window)
+    line = "The tool server 'dying' stopped while asked to run 'explode'."
+    assert [(c.tool, c.status, c.result) for c in calls] == [("explode", "error", f"Error: {line}")]
+    assert reply.content == "The tool failed, sorry." and reply.status == "complete" and reply.notice == line
+    text = window.chat_page.view.toPlainText()
+    assert "⚙ explode  dying · error" in text and line in text
+    window.host.steps = ['{"reply": "Still here."}']
+    send(qtbot, window, "Are you there?")
+    wait_done(qtbot, window)
+    assert reply_calls(window)[0].content == "Still here."
