@@ -464,3 +464,41 @@ def test_a_server_that_dies_on_a_call_is_one_line_under_the_reply_and_the_chat_g
     send(qtbot, window, "Are you there?")
     wait_done(qtbot, window)
     assert reply_calls(window)[0].content == "Still here."
+
+
+def test_settings_adds_a_streamable_http_server_by_url_and_an_unreachable_url_is_one_line(qtbot, window):
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = Path(__file__).parent / "fixtures" / "mcp_dying_server.py"
+    process = subprocess.Popen([sys.executable, str(script), "http", str(port)], stderr=subprocess.DEVNULL)
+    section = window.settings_page.mcp_servers
+    try:
+        for _ in range(200):  # until it listens (the loop ends when it connects)
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+                break
+            except OSError:
+                assert process.poll() is None, "the HTTP MCP server ended before listening"
+                time.sleep(0.1)
+        section.name.setText("web")
+        section.where.setText(f"http://127.0.0.1:{port}/mcp")
+        section.where.returnPressed.emit()
+        qtbot.waitUntil(lambda: section.list.count() == 1, timeout=30000)
+        assert section.list.item(0).text() == f"web  ·  on  ·  3 tools  ·  http://127.0.0.1:{port}/mcp"
+        assert section.tools_label.text().startswith("web offers:\n• explode: ")
+    finally:
+        process.kill()
+        process.wait()
+    section.refresh_button.click()
+    qtbot.waitUntil(lambda: section.add_button.isEnabled() and "could not be reached" in section.status.text(),
+                    timeout=30000)
+    assert section.status.text().startswith(f"The tool server 'web' at http://127.0.0.1:{port}/mcp could not be "
+                                            "reached: ")
+    assert "\n" not in section.status.text() and section.list.count() == 1
