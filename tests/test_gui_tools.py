@@ -502,3 +502,26 @@ def test_settings_adds_a_streamable_http_server_by_url_and_an_unreachable_url_is
     assert section.status.text().startswith(f"The tool server 'web' at http://127.0.0.1:{port}/mcp could not be "
                                             "reached: ")
     assert "\n" not in section.status.text() and section.list.count() == 1
+
+
+def test_regenerate_makes_new_calls_and_each_version_shows_its_own(qtbot, window):
+    add_time_server(window.workspace)
+    switch_on(window)
+    page = window.chat_page
+    window.host.steps = [calls_step(("get_current_time", {"timezone": "UTC"})), ANSWER]
+    send(qtbot, window, "Time?")
+    answer_dialog(qtbot, window, "always")
+    wait_done(qtbot, window)
+    window.host.steps = [calls_step(("convert_time", {"source_timezone": "UTC", "time": "12:00",
+                                                      "target_timezone": "Asia/Tokyo"})), '{"reply": "21:00 in Tokyo."}']
+    with qtbot.waitSignal(window.chat_controller.streaming_changed, timeout=5000):
+        page.regenerate_button.click()
+    answer_dialog(qtbot, window, "once")
+    wait_done(qtbot, window)
+    reply, calls = reply_calls(window)
+    assert reply.version == 2 and [c.tool for c in calls] == ["convert_time"]
+    text = page.view.toPlainText()
+    assert "⚙ convert_time  time · done" in text and "get_current_time" not in text
+    page.view.version_requested.emit(str(reply.id), -1)
+    text = page.view.toPlainText()
+    assert "⚙ get_current_time  time · done" in text and "convert_time" not in text
