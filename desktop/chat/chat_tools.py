@@ -395,8 +395,13 @@ class ChatTools(QObject):
         servers = [s for s in self._enabled() if s.name in chosen]
         image = None
         if BUILTIN_SERVER in chosen and BUILTIN_SERVER in self.box.switches:
+            # the window's one scheduler (a chat model and an image model take turns on a small machine)
+            scheduler = getattr(self.page.window(), "scheduler", None) or \
+                getattr(self.controller.worker.host, "_scheduler", None)
             try:
-                image = self._image_tool()
+                if scheduler is None:
+                    raise EngineError(ErrorKind.INTERNAL, "this chat does not run on the app's scheduler.")
+                image = (*self._image_tool(), scheduler)
             except EngineError as exc:
                 self._show_problem(f"The image tool is not offered: {exc.message}")
         schema = None
@@ -437,15 +442,11 @@ class ChatTools(QObject):
                 toolset = None
         return TurnTools(toolset, approvals, schema, stopped)
 
-    def _add_image_tool(self, toolset, spec, model_id) -> None:
-        """Atelier's image engine as ``make_image``, on the window's scheduler (a chat model and an image model take turns)."""
+    def _add_image_tool(self, toolset, spec, model_id, scheduler) -> None:
+        """Atelier's image engine as ``make_image``, on the window's scheduler."""
         from engines.images.image_tool import add_image_tool
 
         workspace = self.controller.workspace
-        scheduler = getattr(self.controller.worker.host, "_scheduler", None)  # engines.scheduler.ScheduledHost
-        if scheduler is None:
-            self.problem.emit("The image tool is not offered: this chat does not run on the app's scheduler.")
-            return
         add_image_tool(toolset, scheduler.host_for("chat image tool"), workspace.paths, workspace.settings.images,
                        spec, model_id)
 
