@@ -25,6 +25,7 @@ from engines.workspace import open_workspace
 from tests.fixtures.fake_host import FakeHost
 from tests.fixtures.mcp_servers import bad_server_command, time_server_command
 from tests.fixtures.scripted_model import calls_step
+from tests.fixtures.tiny_sd import tiny_sd  # noqa: F401  (session fixture, built only by the slow image-tool test)
 
 pytestmark = pytest.mark.gui
 
@@ -525,3 +526,37 @@ def test_regenerate_makes_new_calls_and_each_version_shows_its_own(qtbot, window
     page.view.version_requested.emit(str(reply.id), -1)
     text = page.view.toPlainText()
     assert "⚙ get_current_time  time · done" in text and "convert_time" not in text
+
+
+@pytest.mark.slow
+def test_the_image_tool_makes_a_gallery_image_shown_under_its_call(qtbot, window, request):
+    """The tiny diffusion pipeline, run by the window's scheduler in its engine host, as the Images page runs it."""
+    from pathlib import Path
+
+    from desktop.pages.images_page import image_engine_availability
+    from engines.settings import ImagePrefs
+
+    state = image_engine_availability()
+    assert state.available, state.reason
+    tiny = request.getfixturevalue("tiny_sd")
+    ws = window.workspace
+    model = ws.models.add(InstalledModel("import/tiny-sd", "tiny-sd", str(tiny), 0, "diffusers", "diffusers", "import"))
+    ws.settings.images = ImagePrefs(model_id=model.id, width=64, height=64, steps=2, guidance=7.0)
+    page = window.chat_page
+    page.tools.refresh_servers()
+    assert page.tools.box.servers_area.itemAt(1).widget().text() == (
+        "make_image, with tiny-sd (the Images page's model and settings)")
+    page.tools.box.switches["atelier"].setChecked(True)
+    window.host.steps = [calls_step(("make_image", {"prompt": "a red lighthouse"})), '{"reply": "Here it is."}']
+    send(qtbot, window, "Make an image of a red lighthouse")
+    answer_dialog(qtbot, window, "once")
+    qtbot.waitUntil(lambda: not window.chat_controller.streaming, timeout=600_000)
+    reply, [call] = reply_calls(window)
+    assert (call.server, call.tool, call.status) == ("atelier", "make_image", "done"), call.result
+    assert reply.content == "Here it is."
+    from desktop.chat.tool_calls import display_of
+
+    image = display_of(call).image
+    assert Path(image).exists() and image.startswith(str(ws.paths.data / "images"))
+    html = page.view.toHtml()
+    assert "atelier-toolimage:" in html and "⚙ make_image  atelier · done" in page.view.toPlainText()
