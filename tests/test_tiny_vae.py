@@ -70,6 +70,16 @@ def test_each_unusable_tiny_vae_folder_is_named_in_a_sentence(tiny_sd, tiny_taes
     assert ImageRequest(**BASE, preview_vae=str(missing)).validate() == [f"The tiny VAE {missing} does not exist"]
 
 
+def test_the_png_parameters_name_the_tiny_vae_as_a1111_names_a_vae(tiny_taesd):
+    from engines.diffusion.png_meta import format_parameters, parse_parameters
+
+    text = format_parameters(ImageRequest(**BASE, vae=str(tiny_taesd)), {"seed": 11, "model": "tiny-sd"})
+    assert text.splitlines()[-1] == ("Steps: 3, Sampler: Euler, CFG scale: 5, Seed: 11, Size: 64x64, Model: tiny-sd, "
+                                     "VAE: tiny-taesd")
+    assert parse_parameters(text)["settings"]["VAE"] == "tiny-taesd"
+    assert "VAE" not in format_parameters(ImageRequest(**BASE), {"seed": 11})
+
+
 # ---- loading --------------------------------------------------------------------
 
 def test_a_tiny_vae_of_another_family_is_refused_in_words(tmp_path):

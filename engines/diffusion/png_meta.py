@@ -66,6 +66,8 @@ def format_parameters(request: ImageRequest, extra: dict) -> str:
         pairs.append(("Model", str(extra["model"])))
     if request.init_image is not None:
         pairs.append(("Denoising strength", _number(request.strength)))
+    if request.vae != "full":  # A1111 names the VAE a run used by its file name; here, the tiny VAE's folder
+        pairs.append(("VAE", Path(request.vae).name))
     lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in pairs))
     return "\n".join(lines)
 
