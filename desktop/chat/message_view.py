@@ -211,9 +211,10 @@ class MessageView(QTextBrowser):
     def _tool_image(self, path: str):
         """An image a tool made (a gallery file), scaled like an attachment; None when it cannot be read."""
         image = QImage(path)
-        if image.isNull() or max(image.width(), image.height()) <= 2 * THUMBNAIL_PX:  # scaled down, never up
+        limit = max(96, min(2 * THUMBNAIL_PX, self.viewport().width() - 110))  # within the reply's box
+        if image.isNull() or max(image.width(), image.height()) <= limit:  # scaled down, never up
             return None if image.isNull() else image
-        return image.scaled(2 * THUMBNAIL_PX, 2 * THUMBNAIL_PX, Qt.AspectRatioMode.KeepAspectRatio,
+        return image.scaled(limit, limit, Qt.AspectRatioMode.KeepAspectRatio,
                             Qt.TransformationMode.SmoothTransformation)
 
     def _render(self, msg: MessageDisplay) -> RenderedMessage:
