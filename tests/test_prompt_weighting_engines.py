@@ -188,3 +188,21 @@ def test_an_unbalanced_prompt_is_read_literally_with_a_notice(backend, sd_engine
     literal = text.embeds("a (red lighthouse", "", guided=False).prompt
     plain = pipeline_plain_embeds(sd_engines[0].pipeline, "a (red lighthouse", "")[0].numpy()
     assert np.array_equal(literal, plain)  # exactly what the pipeline makes of the text as written
+
+
+@pytest.mark.slow
+def test_the_command_line_says_an_unbalanced_prompt_was_read_literally(tiny_sd, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "literal.png"
+    run = subprocess.run([sys.executable, "-m", "desktop", "image", "--model", str(tiny_sd), "--prompt",
+                          "a (red lighthouse", "--steps", "2", "--width", "64", "--height", "64", "--seed", "1",
+                          "--out", str(out)], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.strip().splitlines() == [
+        "warning: The prompt's brackets do not balance (the '(' at character 3 is never closed), so it was read "
+        "literally, without weights. Close each '(' and '[', or write \\( and \\) for literal ones."]
+    assert out.is_file()

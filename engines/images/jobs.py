@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from engines.api import FinishedEvent, ProgressEvent
+from engines.api import FinishedEvent, NoticeEvent, ProgressEvent
 from engines.diffusion.types import ImageDoneEvent, ImageLoadSpec, ImageRequest
 from engines.errors import EngineError
 from engines.images.gallery import FilesOnlyGallery, Gallery, GalleryImage, NotIndexed, request_record
@@ -182,6 +182,8 @@ class ImageJobs:
                     host.cancel()  # the next images could not be kept either
             elif isinstance(event, FinishedEvent):
                 outcome.result = event.result
+            elif isinstance(event, NoticeEvent):  # the engine's word on the request (a prompt read literally)
+                self._tell(on_event, event.message)
             else:
                 on_event(event)
 
