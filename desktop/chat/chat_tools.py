@@ -16,7 +16,7 @@ the GUI thread; the worker then calls :meth:`ChatTools.open_turn` on its
 own thread, which starts the servers (``ToolSet.open``: one that fails is a
 line in the banner, the reply goes on without it) and hands the turn its
 ``ToolSet``, the chat's ``Approvals`` (the dialog, through
-:class:`desktop.dialogs.tool_approval.ApprovalBridge`) and the schema.
+:class:`desktop.chat.tool_approval.ApprovalBridge`) and the schema.
 Each ``ToolCallEvent`` / ``ToolProgressEvent`` redraws the streaming reply
 with its calls; a finished reply's calls are read from the history
 (``calls_in``). Stop refuses a call waiting for approval and ends the turn
@@ -43,7 +43,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.chat.tool_calls import CallDisplay, display_of
-from desktop.dialogs.tool_approval import ApprovalBridge
+from desktop.chat.tool_approval import ApprovalBridge
 from engines.errors import EngineError, ErrorKind
 
 NO_SERVERS = "No tool servers yet: add one in Settings → MCP servers."
