@@ -8,7 +8,8 @@
   keep in step, which is why no approximate index (usearch, HNSW) is
   used: benchmarks/bench_documents.py measures it.
 - **Keywords** come from the FTS5 table, BM25-ranked, every word of the
-  question OR-ed (stop words left out).
+  question OR-ed (stop words left out); one FTS query per question (which
+  of the best keyword passages hold every word is read from their text).
 - **Fusion** is reciprocal rank fusion (1/(60 + rank) summed over both
   rankings), as GPT4All's LocalDocs does: it needs no common scale for a
   cosine and a BM25 score.
@@ -91,8 +92,8 @@ def search(store: DocumentStore, collection: Collection, question: str, question
     best_rows = best_rows[np.argsort(-similarities[best_rows])]
     vector_rank = {int(ids[row]): rank for rank, row in enumerate(best_rows, start=1)}
     words = keywords(question)
-    keyword_rank = _keyword_ranking(store, collection.id, words, " OR ")
-    every_word = set(_keyword_ranking(store, collection.id, words, " AND ")) if words else set()
+    keyword_rank = _keyword_ranking(store, collection.id, words)
+    every_word = _holding_every_word(store, keyword_rank, words)
     fused: dict[int, float] = {}
     for ranking in (vector_rank, keyword_rank):
         for passage_id, rank in ranking.items():
@@ -108,15 +109,32 @@ def search(store: DocumentStore, collection: Collection, question: str, question
     return SearchResult(hits, len(ids), float(similarities.max()), collection.threshold, collection.model_name)
 
 
-def _keyword_ranking(store: DocumentStore, collection_id: int, words: list[str], joiner: str) -> dict[int, int]:
+def _keyword_ranking(store: DocumentStore, collection_id: int, words: list[str]) -> dict[int, int]:
     if not words:
         return {}
-    query = joiner.join('"' + word.replace('"', '""') + '"' for word in words)
+    query = " OR ".join('"' + word.replace('"', '""') + '"' for word in words)
     rows = store.db.execute(
         "SELECT passages_fts.rowid FROM passages_fts JOIN passages p ON p.id = passages_fts.rowid "
         "JOIN files f ON f.id = p.file_id WHERE passages_fts MATCH ? AND f.collection_id = ? "
         "ORDER BY passages_fts.rank LIMIT ?", (query, collection_id, CANDIDATES)).fetchall()
     return {int(row[0]): rank for rank, row in enumerate(rows, start=1)}
+
+
+def _holding_every_word(store: DocumentStore, keyword_rank: dict[int, int], words: list[str]) -> set[int]:
+    """The keyword candidates that hold every word of the question (checked on their words, not by a second search)."""
+    if not words or not keyword_rank:
+        return set()
+    marks = ",".join("?" * len(keyword_rank))
+    rows = store.db.execute(f"SELECT id, text FROM passages WHERE id IN ({marks})", list(keyword_rank)).fetchall()
+    wanted = {_fold(word) for word in words}
+    return {row[0] for row in rows if wanted <= set(_WORD.findall(_fold(row[1])))}
+
+
+def _fold(text: str) -> str:
+    """Lower case without accents, as FTS5's unicode61 tokenizer with remove_diacritics matches words."""
+    import unicodedata
+
+    return "".join(ch for ch in unicodedata.normalize("NFD", text.lower()) if not unicodedata.combining(ch))
 
 
 def _hit(store: DocumentStore, passage_id: int, score: float, similarity: float, keyword_rank: int | None) -> PassageHit:
