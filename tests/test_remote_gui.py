@@ -26,7 +26,8 @@ def tab(qtbot):
     from desktop.workers.background import serial_pool
 
     library = open_workspace().library()
-    tab = InstalledTab(library, serial_pool("test-installed"))
+    pool = serial_pool("test-installed")
+    tab = InstalledTab(library, pool)
     qtbot.addWidget(tab)
     tab.resize(1100, 600)
     tab.show()
@@ -34,6 +35,9 @@ def tab(qtbot):
     qtbot.waitUntil(lambda: tab.loaded, timeout=WAIT_MS)
     yield tab
     tab.shutdown()
+    # Its verdicts may still be computing (the demo model is written on first use): let the pool finish
+    # here, so no test's pool thread outlives it and the pool is never destroyed while busy.
+    assert pool.waitForDone(WAIT_MS)
 
 
 def open_dialog(tab, name: str, url: str, key: str = ""):
