@@ -259,6 +259,13 @@ def test_web_page_origins_are_checked_saved_and_served(qtbot, page) -> None:
         "Requests from web pages at https://evil.example are not allowed; to allow them, stop the server on "
         "Atelier's Server page, add https://evil.example to 'Web pages allowed' (an advanced setting: Settings, "
         "Controls) and start it again.")
+    rebound = httpx.get(page.url.text() + "/models", headers={"Authorization": f"Bearer {token}",
+                                                              "Host": "attacker.example"})
+    assert rebound.status_code == 403  # DNS rebinding: the page's words, not the CLI's --allow-host alone
+    assert rebound.json()["error"]["message"] == (
+        "Host 'attacker.example' is not allowed. This server answers to localhost and the names it was started "
+        "for; connect with this machine's address or host name instead (the URL on Atelier's Server page), or "
+        "serve with 'atelier serve --allow-host NAME' to add a name.")
 
 
 def test_the_server_comes_back_with_the_app_only_if_it_was_left_on(qtbot) -> None:

@@ -42,7 +42,8 @@ def create_app(context: ServerContext, config: ServerConfig, request_log: Reques
     api.add_exception_handler(Exception, _unexpected)
     guarded = SecurityGuard(api, hosts=allowed_host_names(config.host, config.extra_hosts),
                             cors_origins=config.cors_origins, token=config.token, limits=config.limits,
-                            origin_hint=config.origin_hint)
+                            origin_hint=config.origin_hint,
+                            host_hint=config.host_hint)
     return LogRequests(guarded, request_log)
 
 

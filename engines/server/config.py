@@ -27,6 +27,8 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 # How to allow a refused web page's origin, in the words of the front end that started the server; {origin}
 # stands for the refused origin. The CLI's names its flag; the GUI's Server page passes its own setting's words.
 CLI_ORIGIN_HINT = "start the server with --cors-origin {origin} to allow them"
+# How to reach the server under another name than it answers to, likewise in the front end's words.
+CLI_HOST_HINT = "start it with --allow-host NAME to add one"
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class ServerConfig:
     extra_hosts: tuple[str, ...] = ()  # Host names allowed beyond the defaults (a LAN name for the machine)
     cors_origins: tuple[str, ...] = ()  # exact origins, e.g. "http://localhost:3000"
     origin_hint: str = CLI_ORIGIN_HINT  # how a refused origin is allowed, told in the refusal ({origin}: it)
+    host_hint: str = CLI_HOST_HINT  # what a client refused for its Host header can do, told in the refusal
     limits: Limits = field(default_factory=Limits)
 
     def validate(self) -> None:

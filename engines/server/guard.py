@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 
-from engines.server.config import CLI_ORIGIN_HINT, Limits, host_header_name
+from engines.server.config import CLI_HOST_HINT, CLI_ORIGIN_HINT, Limits, host_header_name
 from engines.server.errors import ApiError
 
 ALLOWED_METHODS = "GET, POST, OPTIONS"
@@ -30,8 +30,9 @@ ALLOWED_REQUEST_HEADERS = "authorization, content-type, x-api-key, anthropic-ver
 
 class SecurityGuard:
     def __init__(self, app, *, hosts: frozenset[str], cors_origins: tuple[str, ...], token: str | None,
-                 limits: Limits, origin_hint: str = CLI_ORIGIN_HINT) -> None:
+                 limits: Limits, origin_hint: str = CLI_ORIGIN_HINT, host_hint: str = CLI_HOST_HINT) -> None:
         self._app = app
+        self._host_hint = host_hint
         self._origin_hint = origin_hint  # {origin}: the refused one
         self._hosts = hosts
         self._origins = frozenset(cors_origins)
@@ -48,8 +49,8 @@ class SecurityGuard:
         if host not in self._hosts:
             shown = host or "(none)"
             await send_error(send, path, ApiError(403, f"Host '{shown}' is not allowed. This server answers to "
-                                                  "localhost and the names it was started for; start it with "
-                                                  "--allow-host NAME to add one.", code="host_not_allowed"))
+                                                  "localhost and the names it was started for; "
+                                                  f"{self._host_hint}.", code="host_not_allowed"))
             return
         origin = headers.get("origin")
         cors = {}

@@ -30,6 +30,10 @@ STOP_WAIT_MS = 15_000  # a start or stop in progress when the window closes: Api
 # How a web page refused by the page's server is allowed (engines.server.config.CLI_ORIGIN_HINT names the CLI's flag)
 ORIGIN_HINT = ("to allow them, stop the server on Atelier's Server page, add {origin} to 'Web pages allowed' (an "
                "advanced setting: Settings, Controls) and start it again")
+# ... and what a client refused for its Host header can do (the page has no list of extra names; the CLI has
+# --allow-host): use an address or name the server answers to, the ones the page's URL is built from
+HOST_HINT = ("connect with this machine's address or host name instead (the URL on Atelier's Server page), or "
+             "serve with 'atelier serve --allow-host NAME' to add a name")
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,8 @@ class ServerRunner(QObject):
         models = self._workspace.models
         directory = ModelDirectory(models, self._workspace.settings, remotes=RemoteServers.beside(models.file))
         config = ServerConfig(host=binding.host, port=binding.port, token=token,
-                              cors_origins=tuple(binding.cors_origins), origin_hint=ORIGIN_HINT)
+                              cors_origins=tuple(binding.cors_origins), origin_hint=ORIGIN_HINT,
+                              host_hint=HOST_HINT)
         server = ApiServer(self._scheduler, directory, config=config, request_log=self.log)
         server.start()  # EngineError: BUSY for a port in use, BAD_INPUT for a bad address
         with self._lock:
