@@ -1,8 +1,8 @@
-""""Use these settings again" on an image made with LoRAs: the Images page has no LoRA controls yet, and says so.
+""""Use these settings again" on an image made with LoRAs that are not installed here: each is named, none dropped silently.
 
-The request and the PNG keep the LoRAs (tests/test_lora.py); until the page
-can apply them, restoring such an image names them instead of dropping them
-silently, whether the settings come from the gallery's record or from the PNG.
+The request and the PNG keep the LoRAs (tests/test_lora.py); restoring such
+an image picks the installed ones (tests/test_gui_images_lora.py) and names
+the others, whether the settings come from the gallery's record or the PNG.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from engines.images.gallery import request_record
 from tests.fixtures.fake_image_host import small_png
 from tests.fixtures.images_page import engine_ready, make_page, page, workspace  # noqa: F401  (fixtures)
 
-NOTE = ("it was made with LoRAs (ink 0.8, glow -1), which this page cannot apply yet: "
-        "'atelier image --lora FILE:WEIGHT' can")
+NOTES = ["the LoRA ink (weight 0.8) is not installed, so it was left out",
+         "the LoRA glow (weight -1) is not installed, so it was left out"]
 
 
 def test_restoring_an_image_made_with_loras_names_them(qtbot, page, tmp_path):  # noqa: F811
@@ -26,6 +26,7 @@ def test_restoring_an_image_made_with_loras_names_them(qtbot, page, tmp_path):  
     from_png = page.gallery.save(png, {}, seed=99, width=96, height=64, model="dream-b", backend="torch")
     page.refresh_gallery()
     for entry in (from_record, from_png):
-        assert page.reuse_settings(entry.id) == [NOTE]
+        assert page.reuse_settings(entry.id) == NOTES
         assert page.controls.prompt.toPlainText() == "a castle"  # the prompt without its <lora:...> tags
-        assert page.banner.text() == f"Settings restored, but {NOTE}."
+        assert page.banner.text() == f"Settings restored, but {'; '.join(NOTES)}."
+        assert page.controls.request().loras == ()

@@ -90,6 +90,20 @@ class ImagesController(QObject):
     def models(self) -> list:
         return self.workspace.models.runnable("image")
 
+    def loras(self) -> list:
+        """The library's LoRAs (records of kind "lora", with the family they were trained for)."""
+        try:
+            return [m for m in self.workspace.models.all() if m.kind == "lora"]
+        except Exception as exc:  # noqa: BLE001 - a damaged library costs the LoRA list, never the page
+            log.warning("could not list the LoRAs: %s", exc)
+            return []
+
+    def tiny_vae_for(self, family: str) -> str:
+        """The installed tiny VAE folder (TAESD, TAESDXL) for ``family`` ("sd" or "sdxl"); "" when none is."""
+        from engines.images.vae_choice import installed_tiny_vae
+
+        return installed_tiny_vae(family, self.workspace.models, self.workspace.paths.models)
+
     def loaded_model_path(self) -> str:
         info = getattr(self.worker.host, "model_info", None)
         return str(getattr(info, "path", "")) if info is not None else ""

@@ -85,6 +85,7 @@ class ImagesPage(QWidget):
         # the window's scheduler, shared with the chat page and the server
         self.controller = controller or ImagesController(workspace, worker=worker, scheduler=scheduler)
         self._wire()
+        self.controls.set_tiny_vae_finder(self.controller.tiny_vae_for)
         self.refresh_models()
         self.controls.apply_prefs(workspace.settings.images)
         self.controls.changed.connect(self._prefs_timer.start)  # after restoring: restoring is not an edit
@@ -281,6 +282,7 @@ class ImagesPage(QWidget):
         self.controls.generate_button.setToolTip("Make the image (Ctrl+Enter)")
 
     def refresh_models(self, selected_id: str | None = None) -> None:
+        self.controls.set_loras(self.controller.loras())  # first: the model's choice judges them
         self.controls.set_models(self.controller.models(), selected_id)
 
     def _choose_model_folder(self) -> None:

@@ -81,6 +81,18 @@ def check_lora(lora: LoraSpec, family: str, width: int | None, model_name: str) 
     if layout_of(shapes) is None:
         raise EngineError(ErrorKind.UNSUPPORTED, f"{path.name} is not a LoRA: it holds no LoRA tensors "
                                                  "(kohya, diffusers or PEFT layout).")
+    problem = family_problem(path.name, shapes, metadata, family, width, model_name)
+    if problem:
+        raise EngineError(ErrorKind.BAD_INPUT, problem)
+
+
+def family_problem(file_name: str, shapes: dict, metadata: dict, family: str, width: int | None,
+                   model_name: str) -> str | None:
+    """The sentence refusing a LoRA trained for another family than the model's, or None when it fits.
+
+    Pure (shapes from any header reader), so the Images page's LoRA picker
+    (engines.library.lora_choice) disables a LoRA with the engine's own words.
+    """
     lora_width = cross_attention_width(shapes)
     base = base_of(shapes, metadata)
     if lora_width is not None:
@@ -90,8 +102,9 @@ def check_lora(lora: LoraSpec, family: str, width: int | None, model_name: str) 
         wrong = base is not None and (base == "sdxl") != (family == "sdxl") or base == "flux"
         trained = BASE_LABELS.get(base, "another model")
     if wrong:
-        raise EngineError(ErrorKind.BAD_INPUT, f"{path.name} is a LoRA for {trained}, but {model_name} is "
-                          f"{model_words(family, width)}: a LoRA works only with the model family it was trained for.")
+        return (f"{file_name} is a LoRA for {trained}, but {model_name} is {model_words(family, width)}: "
+                "a LoRA works only with the model family it was trained for.")
+    return None
 
 
 def apply_loras(pipe, loras: tuple[LoraSpec, ...], family: str, model_name: str, emit: Emit) -> None:

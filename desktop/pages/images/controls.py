@@ -35,9 +35,11 @@ from PySide6.QtWidgets import (
 
 from desktop.pages.images.control_helpers import DEFAULTS, note as _note, plain_text as _text, set_role as _set_role
 from desktop.pages.images.init_image import InitImageGroup
+from desktop.pages.images.lora_picker import LoraPicker
 from desktop.pages.images.model_choice import BACKENDS, IMAGE_FORMATS, NO_MODELS_NOTE, ModelChoice  # noqa: F401
 from desktop.pages.images.settings_memory import SettingsMemory, settings_from_entry  # noqa: F401  (re-exported)
 from desktop.pages.images.size_choice import CUSTOM, SIZE_PRESETS, SizeChoice  # noqa: F401
+from desktop.pages.images.speed_options import SpeedOptions
 from desktop.widgets.expert import HiddenControlsNote, mark_advanced
 from desktop.widgets.scroll_area import scroll_area
 from engines.diffusion.schedulers import scheduler_problems
@@ -61,6 +63,7 @@ class ImageControls(ModelChoice, SizeChoice, SettingsMemory, QWidget):
         self._native_size: int | None = None
         self._sized_for: str | None = None  # the model whose native size the size fields were set to
         self._updating = False
+        self._lora_records: list = []  # the library's LoRA records, for the picker
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.setSpacing(0)
@@ -132,8 +135,14 @@ class ImageControls(ModelChoice, SizeChoice, SettingsMemory, QWidget):
         self.batch_spin.setToolTip("Images made one after another, with seeds seed, seed+1, …")
         form.addRow("Batch count", self.batch_spin)
         layout.addWidget(sampling_box)
-        # Simple mode (desktop/widgets/expert.py) keeps model, prompt, size, steps, guidance and batch.
-        mark_advanced(backend_row, self.sampler_combo, self.sampler_note, seed_row)
+
+        # ---- LoRAs and the speed options (tiny VAE, step caching)
+        self.lora_picker = LoraPicker()
+        layout.addWidget(self.lora_picker)
+        self.speed_options = SpeedOptions()
+        layout.addWidget(self.speed_options)
+        # Simple mode (desktop/widgets/expert.py) keeps model, prompt, size, steps, guidance, batch and LoRAs.
+        mark_advanced(backend_row, self.sampler_combo, self.sampler_note, seed_row, self.speed_options)
         self.hidden_note = HiddenControlsNote()
         layout.addWidget(self.hidden_note)
 
@@ -173,8 +182,9 @@ class ImageControls(ModelChoice, SizeChoice, SettingsMemory, QWidget):
                        self.height_spin.valueChanged, self.steps_spin.valueChanged, self.guidance_spin.valueChanged,
                        self.sampler_combo.currentIndexChanged, self.random_seed.toggled, self.seed_spin.valueChanged,
                        self.batch_spin.valueChanged, self.backend_combo.currentIndexChanged, self.init_group.changed,
-                       self.init_group.spin.valueChanged):
+                       self.init_group.spin.valueChanged, self.lora_picker.changed, self.speed_options.changed):
             signal.connect(self._edited)
+        self.backend_combo.currentIndexChanged.connect(self._judge_loras)
         for combo in body.findChildren(QComboBox):
             # A long entry ("DPM++ 2M Karras", a model's long name) elides instead of widening the column.
             combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
@@ -233,6 +243,8 @@ class ImageControls(ModelChoice, SizeChoice, SettingsMemory, QWidget):
             init_image=init,
             strength=self.init_group.strength() if init is not None else DEFAULTS.strength,
             preview_every=1,
+            loras=self.lora_picker.specs(),
+            **self.speed_options.request_fields(),
         )
 
     def load_spec(self) -> ImageLoadSpec | None:
@@ -251,7 +263,29 @@ class ImageControls(ModelChoice, SizeChoice, SettingsMemory, QWidget):
         problems += request.validate()
         if self._folder is not None and request.scheduler in SCHEDULER_NAMES:
             problems += scheduler_problems(request.scheduler, self._folder.distilled, self._folder.name)
+        problems += self.lora_picker.problems()
         return problems
+
+    # ---- LoRAs and tiny VAE: what depends on the model's family ----------------
+
+    def set_loras(self, models) -> None:
+        """The library's records (any kind: the LoRAs among them are offered), judged against the chosen model."""
+        self._lora_records = [m for m in models if m.kind == "lora"]
+        self._judge_loras()
+
+    def set_tiny_vae_finder(self, find) -> None:
+        """``find(family)`` → the installed tiny VAE folder of "sd" or "sdxl" ("" when none); see SpeedOptions."""
+        self.speed_options.set_tiny_vae_finder(find)
+
+    def _model_folder_changed(self) -> None:
+        self.speed_options.set_family(self._folder.family if self._folder is not None else "")
+        self._judge_loras()
+
+    def _judge_loras(self, *_args) -> None:
+        model = self.current_model()
+        onnx = self.backend_combo.currentData() == "onnx" or (self._folder is not None and self._folder.kind == "onnx")
+        self.lora_picker.set_installed(self._lora_records, self._folder, model.name if model else "the model", onnx)
+        self._refresh_problems()
 
     def show_problems(self, problems: list[str]) -> None:
         if problems:

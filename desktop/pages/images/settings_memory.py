@@ -86,12 +86,8 @@ class SettingsMemory:
         self.init_group.set_strength(float(settings.get("strength", DEFAULTS.strength)))
         if settings.get("img2img"):
             notes.append("it was made from a starting image, which is not stored: add it again for image to image")
-        loras = [lora if isinstance(lora, dict) else vars(lora) for lora in settings.get("loras") or ()]
-        if loras:  # the request and the PNG keep them; the page has no LoRA controls yet
-            names = ", ".join(f"{lora.get('name') or Path(str(lora.get('path', ''))).stem} {lora.get('weight', 1):g}"
-                              for lora in loras)
-            notes.append(f"it was made with LoRAs ({names}), which this page cannot apply yet: "
-                         "'atelier image --lora FILE:WEIGHT' can")
+        notes += self.lora_picker.restore(settings.get("loras") or ())
+        notes += self.speed_options.restore(settings)
         return notes
 
 
