@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 
 from desktop.pages.chat_controller import ChatController
 from desktop.pages.chat_page import ChatPage
+from desktop.pages.documents_page import DocumentsPage
 from desktop.pages.images_page import ImagesPage
 from desktop.pages.server_page import ServerPage
 from desktop.pages.settings_page import SettingsPage
@@ -31,7 +32,7 @@ from desktop.privacy import PrivacyBadge, offline_mode_on
 from engines.workspace import Workspace
 from resources import icon_path
 
-PAGES = ("Chat", "Images", "Models", "Server", "Settings")
+PAGES = ("Chat", "Documents", "Images", "Models", "Server", "Settings")
 
 
 class MainWindow(QMainWindow):
@@ -74,6 +75,9 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.stack, 1)
         self.chat_controller = controller or ChatController(workspace, scheduler=self.scheduler)
         self.chat_page = ChatPage(self.chat_controller)
+        self.documents_page = DocumentsPage(workspace, self.scheduler)  # indexes on this window's scheduler
+        self.documents_page.collections_changed.connect(self.chat_page.documents.refresh_collections)
+        self.documents_page.models_requested.connect(lambda: self.show_page("Models"))
         self.images_page = ImagesPage(workspace, scheduler=self.scheduler)
         # The Models page (catalog, Hub, downloads) pulls in requests, huggingface_hub and
         # numpy: it is built right after the window is shown, or on first visit.
@@ -91,7 +95,8 @@ class MainWindow(QMainWindow):
         self.server_page.set_chat_model(self.chat_page.shown_model)
         self.chat_page.model_shown.connect(self.server_page.set_chat_model)
         self.privacy_badge.clicked.connect(lambda: self.show_page("Settings"))
-        for page in (self.chat_page, self.images_page, self._models_slot, self.server_page, self.settings_page):
+        for page in (self.chat_page, self.documents_page, self.images_page, self._models_slot, self.server_page,
+                     self.settings_page):
             self.stack.addWidget(page)
         self.nav.currentRowChanged.connect(self._navigate)
         self.nav.setCurrentRow(0)
@@ -128,6 +133,7 @@ class MainWindow(QMainWindow):
     def _models_changed(self) -> None:
         self.chat_page.refresh_models()
         self.images_page.refresh_models(None)
+        self.documents_page.refresh()
 
     def show_page(self, name: str) -> None:
         self.nav.setCurrentRow(PAGES.index(name))
@@ -179,6 +185,7 @@ class MainWindow(QMainWindow):
         self.chat_page.shutdown()
         self.chat_controller.shutdown()
         self.images_page.shutdown()
+        self.documents_page.shutdown()
         if self.models_page is not None:
             self.models_page.shutdown()
         if self._owns_scheduler:

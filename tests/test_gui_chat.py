@@ -44,10 +44,10 @@ def send(qtbot, window, text):
     qtbot.waitUntil(lambda: not window.chat_controller.streaming, timeout=10000)
 
 
-def test_window_has_the_five_pages(window):
+def test_window_has_the_six_pages(window):
     assert window.windowTitle() == "Atelier"
     labels = [window.nav.item(i).text() for i in range(window.nav.count())]
-    assert [l.split()[-1] for l in labels] == ["Chat", "Images", "Models", "Server", "Settings"]
+    assert [l.split()[-1] for l in labels] == ["Chat", "Documents", "Images", "Models", "Server", "Settings"]
 
 
 def test_send_streams_and_saves(qtbot, window):

@@ -19,6 +19,7 @@ from desktop.chat.render import (
     MessageDisplay, RenderedMessage, Theme, parse_copy_href, parse_image_href, parse_version_href, render_empty_state,
     render_message,
 )
+from desktop.chat.citations import parse_source_href
 from desktop.chat.tool_calls import parse_call_href, parse_tool_image_href
 
 __all__ = ["MessageView"]
@@ -36,6 +37,7 @@ class MessageView(QTextBrowser):
     copied = Signal(str)
     version_requested = Signal(str, int)  # message key, -1 or +1
     call_toggled = Signal(str, str)  # message key, tool call id: its result opened or folded
+    source_clicked = Signal(str, str, int)  # action ("open" or "passage"), message key, source number
 
     def __init__(self, parent: QWidget | None = None, *, dark: bool = False) -> None:
         super().__init__(parent)
@@ -219,7 +221,7 @@ class MessageView(QTextBrowser):
 
     def _render(self, msg: MessageDisplay) -> RenderedMessage:
         key = (msg.key, msg.role, msg.content, msg.status, msg.notice, msg.meta, msg.version, msg.versions,
-               msg.images, msg.calls)
+               msg.images, msg.calls, msg.sources)
         hit = self._cache.get(key)
         if hit is None:
             if len(self._cache) >= _CACHE_LIMIT:
@@ -259,6 +261,10 @@ class MessageView(QTextBrowser):
 
     def _on_anchor_clicked(self, url: QUrl) -> None:
         href = url.toString(QUrl.ComponentFormattingOption.FullyEncoded)
+        source = parse_source_href(href)
+        if source is not None:
+            self.source_clicked.emit(*source)
+            return
         call = parse_call_href(href)
         if call is not None:
             self.call_toggled.emit(*call)

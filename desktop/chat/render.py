@@ -47,6 +47,7 @@ class MessageDisplay:
     versions: int = 1
     images: tuple[bytes, ...] = ()  # attached to a user message (for a vision model), shown above its text
     calls: tuple = ()  # a reply's tool calls (desktop.chat.tool_calls.CallDisplay), shown before its answer
+    sources: object = None  # a grounded reply's documents (engines.chat.citations.ReplySources), shown under it
 
 
 _LIGHT = dict(
@@ -385,6 +386,10 @@ def render_message(msg: MessageDisplay, theme: Theme) -> RenderedMessage:
 
         body = render_calls(msg.calls, msg.key, t) + body
     parts = [_images(msg) + body.rstrip("\n")]
+    if msg.sources is not None and msg.status != "streaming":
+        from desktop.chat.citations import render_sources
+
+        parts.append(render_sources(msg.sources, msg.key, t))
     if msg.versions > 1 and msg.status != "streaming":
         parts.append(_versions(msg, t))
     if msg.meta:

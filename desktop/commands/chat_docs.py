@@ -13,34 +13,24 @@ told so instead of getting passages.
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 
 from desktop.cli_contract import CliError
 from desktop.cli_output import clean, print_note
-from engines.api import ChatMessage, TextRequest
-
-PROMPT_OVERHEAD_TOKENS = 64  # the chat template's own markup around the messages
+from engines.api import TextRequest
 
 
 def ground_chat(args, workspace, scheduler, request: TextRequest):
     """(the grounding, the request with its system message grounded in ``args.docs``)."""
-    from engines.documents import DocumentLibrary, ground
-    from engines.documents.grounding import CHARS_PER_TOKEN
+    from engines.documents import DocumentLibrary
+    from engines.documents.grounding import grounded_request
 
     if args.raw:
         raise CliError("--docs needs chat mode (the documents go in a system message); drop --raw")
-    question = next(m.content for m in reversed(request.messages) if m.role == "user")
-    own_system = "\n\n".join(m.content for m in request.messages if m.role == "system")
-    used = (len(question) + len(own_system)) // CHARS_PER_TOKEN + PROMPT_OVERHEAD_TOKENS
-    budget_tokens = args.ctx - min(args.max_tokens, args.ctx // 2) - used
     library = DocumentLibrary(workspace.paths.data, scheduler, client="cli-documents")
-    grounding = ground(library, args.docs, question, max(0, budget_tokens) * CHARS_PER_TOKEN,
-                       workspace.settings.grounding_prompt)
+    grounding, request = grounded_request(library, args.docs, request, args.ctx, workspace.settings.grounding_prompt)
     if grounding.notice and not args.json:
         print_note(grounding.notice)
-    system = grounding.system + (f"\n\n{own_system}" if own_system.strip() else "")
-    rest = tuple(m for m in request.messages if m.role != "system")
-    return grounding, replace(request, messages=(ChatMessage("system", system), *rest))
+    return grounding, request
 
 
 def citations_json(grounding) -> dict:

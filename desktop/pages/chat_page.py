@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop.chat.chat_documents import ChatDocuments
 from desktop.chat.chat_tools import ChatTools
 from desktop.chat.message_view import MessageView
 from desktop.chat.render import MessageDisplay
@@ -169,6 +170,7 @@ class ChatPage(QWidget):
         splitter.setSizes([200, 720, 310])
 
         self.tools = ChatTools(self)  # the panel's Tools box, approvals and the calls drawn under replies
+        self.documents = ChatDocuments(self)  # the panel's Documents box, grounding, the sources under replies
         self._shortcuts()
         self._wire()
         problem = controller.history_problem
@@ -311,10 +313,10 @@ class ChatPage(QWidget):
 
     def _displays(self) -> list[MessageDisplay]:
         c = self.controller
-        images, calls = c.images_of_current(), self.tools.saved_calls()
+        images, calls, sources = c.images_of_current(), self.tools.saved_calls(), self.documents.saved_sources()
         return [
             MessageDisplay(str(m.id), m.role, m.content, m.status, m.notice, _meta_for(m), m.version, m.versions,
-                           images.get(m.id, ()), calls.get(m.id, ()))
+                           images.get(m.id, ()), calls.get(m.id, ()), sources.get(m.id))
             for m in c.messages()
             if not (c.streaming and (m.status == "streaming" or m.id == c.regenerating_id))
         ]

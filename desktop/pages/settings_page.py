@@ -103,6 +103,10 @@ class SettingsPage(QWidget):
         self.overflow.currentIndexChanged.connect(self._overflow_changed)
         chat_form.addRow("When a chat outgrows the context", self.overflow)
         layout.addWidget(chat)
+        from desktop.pages.documents.grounding_settings import GroundingPromptSection
+
+        self.grounding = GroundingPromptSection(workspace, self.show_error)  # what a grounded answer is told
+        layout.addWidget(self.grounding)
 
         network = QGroupBox("Privacy and network")
         network_layout = QVBoxLayout(network)

@@ -51,6 +51,9 @@ class ChatWorker(QObject):
     # Set by the chat page (desktop.chat.chat_tools.ChatTools): open_turn(conversation id) on this thread gives a
     # turn its tools, approvals and reply schema (or None); cancel() refuses a call waiting for approval.
     tools_for = None
+    # Set by the chat page (desktop.chat.chat_documents.ChatDocuments): open_turn(conversation id) on this thread
+    # gives a turn its documents (a ground(store, request, reply id) callable) or None.
+    documents_for = None
 
     def __init__(self, store_factory, host) -> None:
         super().__init__()
@@ -125,7 +128,8 @@ class ChatWorker(QObject):
             tools = self.tools_for.open_turn(conversation_id) if self.tools_for is not None else None
             turn = ChatTurn(self._store, tools.host(self._host) if tools else self._host, conversation_id, spec,
                             overflow=overflow, engine=model.engine or "llama_cpp", regenerate_id=regenerate_id,
-                            closing=self.closing, **(tools.turn_args() if tools else {}))
+                            closing=self.closing, **(tools.turn_args() if tools else {}),
+                            ground=self.documents_for.open_turn(conversation_id) if self.documents_for else None)
             outcome = turn.run(on_event, prepare=prepare)
         except (ChatStoreError, sqlite3.Error) as exc:  # this thread's connection could not be opened
             outcome = TurnOutcome(None, "", save_error=str(exc))

@@ -101,6 +101,23 @@ MIGRATIONS: list[tuple[str, ...]] = [
             data BLOB NOT NULL,
             UNIQUE (message_id, seq))""",
     ),
+    # 5: Documents. The collection a chat answers from (engines.documents), and the passages
+    # each grounded reply was given (file, page, span, score), per version of the reply, so
+    # its sources are listed under it when the chat is reopened (engines.chat.citations).
+    (
+        """CREATE TABLE conversation_documents (
+            conversation_id INTEGER PRIMARY KEY REFERENCES conversations(id) ON DELETE CASCADE,
+            collection TEXT NOT NULL)""",
+        """CREATE TABLE reply_citations (
+            id INTEGER PRIMARY KEY,
+            message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            version INTEGER NOT NULL,
+            collection TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            notice TEXT NULL,
+            citations_json TEXT NOT NULL DEFAULT '[]',
+            UNIQUE (message_id, version))""",
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -130,6 +130,7 @@ class ChatTurn:
         tools=None,
         approvals=None,
         json_schema: dict | None = None,
+        ground: Callable[[ChatStore, TextRequest, int], TextRequest] | None = None,
     ) -> None:
         self.store = store
         self.host = host
@@ -145,6 +146,10 @@ class ChatTurn:
         self.tools = tools
         self.approvals = approvals
         self.json_schema = json_schema  # "Reply as JSON matching this schema": the engine's grammar path
+        # Documents: ground(store, request, reply id) returns the request with the chat's collection in its system
+        # message (engines.documents.grounded_request) and keeps the reply's sources; its EngineError ends the
+        # reply with that sentence, like the engine's own.
+        self.ground = ground
 
     def run(self, on_event: Callable[[EngineEvent], None], prepare: Callable[[], None] | None = None) -> TurnOutcome:
         try:
@@ -177,6 +182,8 @@ class ChatTurn:
     def _generate(self, reply_id, request, parts, on_event, prepare) -> TurnOutcome:
         notice = None
         last_save = time.monotonic()
+        if self.ground is not None:
+            request = self.ground(self.store, request, reply_id)
         if prepare is not None:
             prepare()
         self.host.load(self.engine, self.spec, on_event)

@@ -36,6 +36,7 @@ NOTHING_FOUND_FOR_MODEL = (
     "from their documents."
 )
 CHARS_PER_TOKEN = 3  # budget conversion for callers: conservative for English prose and code
+PROMPT_OVERHEAD_TOKENS = 64  # the chat template's own markup around the messages
 
 
 @dataclass(frozen=True)
@@ -113,3 +114,28 @@ def full_text(library, collection: str) -> str | None:
                 where = record.path + (f", page {page}" if page else "")
                 blocks.append(f"[{where}]\n{text.strip()}")
     return "\n\n".join(blocks) if blocks else None
+
+
+def grounded_request(library, collection: str, request, context_tokens: int,
+                     template: str = DEFAULT_GROUNDING_PROMPT):
+    """(the grounding, ``request`` with its system message grounded in ``collection``): one path for the CLI and GUI.
+
+    The question is the last user message. The documents get what the
+    context has left after the conversation's messages and the reply
+    (``max_tokens``, at most half the context), so retrieved passages count
+    in the fit like any message; the chat engine's own fit and overflow
+    rules still apply to the whole prompt. The grounded text comes first in
+    the system message, then the chat's own system prompt.
+    """
+    from dataclasses import replace
+
+    from engines.api import ChatMessage
+
+    question = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+    own_system = "\n\n".join(m.content for m in request.messages if m.role == "system")
+    used = sum(len(m.content or "") for m in request.messages) // CHARS_PER_TOKEN + PROMPT_OVERHEAD_TOKENS
+    budget_tokens = context_tokens - min(request.sampling.max_tokens, context_tokens // 2) - used
+    grounding = ground(library, collection, question, max(0, budget_tokens) * CHARS_PER_TOKEN, template)
+    system = grounding.system + (f"\n\n{own_system}" if own_system.strip() else "")
+    rest = tuple(m for m in request.messages if m.role != "system")
+    return grounding, replace(request, messages=(ChatMessage("system", system), *rest))

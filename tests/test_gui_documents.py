@@ -1,0 +1,142 @@
+"""The Documents page under pytest-qt: collections, indexing with progress, file states, removal; the grounding prompt.
+
+The end-to-end test indexes real files (a Debian package's HTML manual, a
+text file, a zero-byte file) with the real all-MiniLM-L6-v2 GGUF in an
+engine host, on the window's one scheduler, as a user's click does.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from engines.library.installed import InstalledModel
+from engines.workspace import open_workspace
+from tests.fixtures.minilm import minilm_gguf  # noqa: F401  (session fixture)
+
+pytestmark = pytest.mark.gui
+
+DEBIAN_HTML = Path("/usr/share/doc/libffi8/html/Closure-Example.html")
+
+
+def make_window(qtbot, workspace, monkeypatch):
+    from desktop.main_window import MainWindow
+    from desktop.pages.chat_controller import ChatController
+    from tests.fixtures.fake_host import FakeHost
+
+    monkeypatch.setattr(MainWindow, "ensure_models_page", lambda self: None)
+    window = MainWindow(workspace, ChatController(workspace, host=FakeHost()))
+    qtbot.addWidget(window)
+    window.show()
+    window.show_page("Documents")
+    return window
+
+
+def add_minilm(workspace, path) -> InstalledModel:
+    return workspace.models.add(InstalledModel("local/all-minilm-l6-v2", "all-MiniLM-L6-v2", str(path),
+                                               path.stat().st_size, "llama_cpp", "gguf", "import", kind="embedding"))
+
+
+def test_without_an_embedding_model_the_page_says_what_to_do(qtbot, monkeypatch):
+    from desktop.pages.documents.model_choice import NO_MODEL
+
+    window = make_window(qtbot, open_workspace(), monkeypatch)
+    page = window.documents_page
+    try:
+        assert page.no_model.isVisible() and page.no_model.label.text() == NO_MODEL
+        assert "Catalog (all-MiniLM-L6-v2 is small and fast for English" in NO_MODEL
+        assert page.create_collection("Taxes") is False
+        assert page.banner.text() == "Install an embedding model first (see above): a collection is searched with one."
+        assert page.collection_list.count() == 0 and not page.index_button.isEnabled()
+        page.no_model.button.click()
+        assert window.stack.currentIndex() == 3  # the Models page's place (its slot, in this test)
+    finally:
+        window.close()
+
+
+def test_the_grounding_prompt_is_shown_edited_saved_and_restored(qtbot):
+    from desktop.pages.settings_page import SettingsPage
+    from engines.settings import DEFAULT_GROUNDING_PROMPT
+
+    workspace = open_workspace()
+    page = SettingsPage(workspace)
+    qtbot.addWidget(page)
+    section = page.grounding
+    assert section.prompt.toPlainText() == DEFAULT_GROUNDING_PROMPT
+    assert section.note.text() == "Atelier's default prompt."
+    section.prompt.setPlainText("Answer only from these notes:\n{documents}")
+    assert section.save()
+    assert open_workspace().settings.grounding_prompt == "Answer only from these notes:\n{documents}"
+    assert section.note.text() == "Your own prompt; it applies to the next grounded answer."
+    section.prompt.setPlainText("   ")
+    assert not section.save()
+    assert section.note.text().startswith("The prompt is empty, so it was not saved: the one saved before stays")
+    assert open_workspace().settings.grounding_prompt == "Answer only from these notes:\n{documents}"
+    section.restore_button.click()
+    assert section.prompt.toPlainText() == DEFAULT_GROUNDING_PROMPT
+    assert open_workspace().settings.grounding_prompt == DEFAULT_GROUNDING_PROMPT
+
+
+@pytest.mark.slow
+def test_a_collection_is_made_indexed_to_the_end_listed_and_removed(qtbot, monkeypatch, tmp_path,
+                                                                    minilm_gguf):  # noqa: F811
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "garden.txt").write_text("The tomato seedlings must be planted out after the last frost, in mid May. "
+                                       "Water them every evening during the first week.\n", encoding="utf-8")
+    (corpus / "empty.txt").write_bytes(b"")
+    workspace = open_workspace()
+    add_minilm(workspace, minilm_gguf)
+    window = make_window(qtbot, workspace, monkeypatch)
+    page = window.documents_page
+    try:
+        assert not page.no_model.isVisible()
+        assert page.model_combo.currentText() == "all-MiniLM-L6-v2"
+        events, summaries = [], []
+        page.runner.progress.connect(lambda name, p: events.append((name, p.files_done, p.files_total,
+                                                                    p.passages_done, p.last)))
+        page.runner.finished.connect(lambda name, summary: summaries.append(summary))
+        assert page.create_collection("Manuals", [str(corpus), str(DEBIAN_HTML)])
+        assert page.index_button.text() == "Pause" and page.progress_bar.isVisible()
+        qtbot.waitUntil(lambda: bool(summaries), timeout=600_000)
+
+        summary = summaries[0]
+        assert (summary.files_total, summary.indexed, summary.skipped) == (
+            3, 2, [(str(corpus / "empty.txt"), "the file is empty (0 bytes)")])
+        assert [e[1] for e in events] == sorted(e[1] for e in events) and events[-1][1:3] == (3, 3)
+        assert {e[0] for e in events} == {"Manuals"} and events[-1][3] == summary.passages > 2
+        assert page.progress_label.text().startswith("'Manuals': Done in ")
+        assert page.progress_label.text().endswith(f"3 files, 2 indexed, 0 unchanged, 1 skipped, 0 removed; "
+                                                   f"{summary.passages} passages embedded.")
+        assert page.index_button.text() == "Index" and not page.progress_bar.isVisible()
+        rows = {Path(r["path"]).name: r for r in page.files.rows}
+        assert {name: r["state"] for name, r in rows.items()} == {
+            "Closure-Example.html": "indexed", "garden.txt": "indexed", "empty.txt": "skipped"}
+        shown = {page.files.index(i, 1).data(): (page.files.index(i, 0).data(), page.files.index(i, 2).data())
+                 for i in range(page.files.rowCount())}
+        assert shown["empty.txt"] == ("Skipped", "the file is empty (0 bytes)")
+        assert shown["garden.txt"] == ("Indexed", "1 passage")
+        assert page.counts_label.text() == "2 indexed, 1 skipped"
+        assert [page.collection_list.item(i).text() for i in range(page.collection_list.count())] == ["Manuals"]
+        assert window.chat_page.documents.box.combo.findText("Manuals") == 1  # offered in the chat at once
+
+        (corpus / "garden.txt").write_text("Changed: the seedlings go out in June.\n", encoding="utf-8")
+        page.show_files()
+        assert {Path(r["path"]).name: r["state"] for r in page.files.rows}["garden.txt"] == "changed"
+
+        page.confirm = lambda title, text: (title, text) == (
+            "Remove file", f"Take Closure-Example.html out of 'Manuals'? Its passages are deleted from the index; "
+                           "the file itself is not touched.")
+        page.table.selectRow(next(i for i, r in enumerate(page.files.rows) if r["path"] == str(DEBIAN_HTML)))
+        page.remove_files_button.click()
+        assert sorted(Path(r["path"]).name for r in page.files.rows) == ["empty.txt", "garden.txt"]
+        assert page.progress_label.text().startswith("Removed Closure-Example.html: 1 file and ")
+
+        page.confirm = lambda title, text: title == "Remove collection" and text.startswith(
+            "Remove the collection 'Manuals'? Its passages and vectors are deleted from the index")
+        page.remove_collection_button.click()
+        qtbot.waitUntil(lambda: page.collection_list.count() == 0, timeout=60_000)
+        assert page.progress_label.text().startswith("Removed 'Manuals': 2 files and ")
+        assert page.library.collections() == []
+        assert window.chat_page.documents.box.combo.count() == 1  # only "None" left
+    finally:
+        window.close()
