@@ -303,3 +303,78 @@ def test_switching_back_and_forth_keeps_finding_the_latest_turn_on_gemma(gemma_p
         reply = ask(engine, story, "story", max_tokens=6, temperature=0.0)
         assert reply.cached_prompt_tokens >= previous  # the latest turn's state (restored and extended before)
     engine.unload()
+
+
+def test_each_request_renders_and_tokenizes_its_prompt_once(tiny_gguf):
+    from engines.llama.prompt_tokens import PromptTokenizer
+
+    engine = load(tiny_gguf)
+    first = ask(engine, LONG_A, "A")
+    follow_up = LONG_A + [ChatMessage("assistant", first.text), ChatMessage("user", "and then?")]
+    llm = engine._llm
+    texts: list[bytes] = []
+    real = llm.tokenize
+
+    def counting(text, *args, **kwargs):
+        texts.append(text)
+        return real(text, *args, **kwargs)
+
+    llm.tokenize = counting
+    try:
+        result = ask(engine, follow_up, "A")
+    finally:
+        del llm.tokenize
+    assert len([t for t in texts if b"and then?" in t]) == 1  # not once to count it and once to send it
+    rendered = engine._template.render(list(follow_up))
+    assert result.prompt_tokens == len(PromptTokenizer(llm).tokenize(rendered, add_bos=not rendered.added_special))
+    engine.unload()
+
+
+def test_a_follow_up_tokenizes_only_its_new_text_into_the_same_tokens(gemma_path):
+    import llama_cpp
+
+    from engines.llama.backends import ensure_backends_loaded
+    from engines.llama.prompt_tokens import PromptTokenizer
+    from engines.llama.templates import fallback_template
+
+    ensure_backends_loaded()
+    llm = llama_cpp.Llama(model_path=str(gemma_path), vocab_only=True, verbose=False)
+    template = fallback_template("gemma3", None)
+    history = [ChatMessage("system", "Be brief."), ChatMessage("user", "alpha " * 150),
+               ChatMessage("assistant", "Alpha, many times.")]
+    follow_up = history + [ChatMessage("user", "and then?")]
+    tokenizer = PromptTokenizer(llm)
+    rendered = template.render(history)
+    tokenizer.tokenize(rendered, add_bos=not rendered.added_special)
+    texts: list[bytes] = []
+    real = llm.tokenize
+
+    def counting(text, *args, **kwargs):
+        texts.append(text)
+        return real(text, *args, **kwargs)
+
+    llm.tokenize = counting
+    rendered = template.render(follow_up)
+    try:
+        tokens = tokenizer.tokenize(rendered, add_bos=not rendered.added_special)
+    finally:
+        del llm.tokenize
+    assert texts and [t for t in texts if b"alpha" in t or b"Alpha" in t] == []  # the history's runs are kept
+    assert any(b"and then?" in t for t in texts)
+    assert tokens == PromptTokenizer(llm).tokenize(rendered, add_bos=not rendered.added_special)
+    assert tokens.count(105) == 4  # <start_of_turn>: user (with the system prompt), model, user, model
+    llm.close()
+
+def test_the_run_token_cache_keeps_its_bound_least_recently_used_first():
+    from array import array
+
+    from engines.llama.prompt_tokens import _RunTokens
+
+    runs = _RunTokens(max_chars=10)
+    runs.put("aaaa", array("i", [1]))
+    runs.put("bbbb", array("i", [2]))
+    assert list(runs.get("aaaa")) == [1]  # now the most recently used
+    runs.put("cccc", array("i", [3]))  # 12 characters: the least recently used run goes
+    assert runs.get("bbbb") is None and list(runs.get("aaaa")) == [1] and list(runs.get("cccc")) == [3]
+    runs.put("x" * 11, array("i", [4]))  # longer than the whole budget: not kept, nothing dropped
+    assert runs.get("x" * 11) is None and len(runs) == 2

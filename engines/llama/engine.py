@@ -78,6 +78,7 @@ class LlamaCppEngine:
         self._native_log = NATIVE_LOG
         self._prompt_cache: PromptCache | None = None
         self._vision = None  # engines.llama.vision.VisionProjector, when loaded with a projector
+        self._request_tools: tuple = ()  # the tools of the request being rendered (TextRequest.tools)
 
     # ---- load ------------------------------------------------------------
 
@@ -172,6 +173,8 @@ class LlamaCppEngine:
             kv_cache_bytes=report.total_bytes if report else None,
             embedding=spec.embedding,
             vision=self._vision is not None,
+            tools_in_template=bool(template and template.tool_format),
+            tool_format=template.tool_format if template else None,
         )
         emit(ProgressEvent("load", f"Loaded {self._info.name}", 1.0))
         log.info("loaded %s: %s", path, self._info)
@@ -261,6 +264,10 @@ class LlamaCppEngine:
         if self._pending_note:
             emit(NoticeEvent(self._pending_note[0].upper() + self._pending_note[1:] + "."))
             self._pending_note = None
+        if request.tools and (self._template is None or self._template.tool_format is None):
+            raise EngineError(ErrorKind.BAD_INPUT, f"The chat template of {self._info.name} has no tool-call format: "
+                              "its tools go through Atelier's JSON format instead (engines.tools.fallback).")
+        self._request_tools = request.tools if request.tool_choice != "none" else ()
         dropped = 0
         if request.raw_prompt is not None:
             template_name = "raw"
@@ -276,15 +283,24 @@ class LlamaCppEngine:
         elif any(m.images for m in request.messages):
             return self._see(request, seed, emit, cancel)
         else:
+            # The conversation that fit_conversation counts last is the one sent: render and tokenize it once.
+            last: list = []  # [messages, (tokens, stop)]
+
+            def render_tokens(msgs) -> tuple[list[int], tuple[str, ...]]:
+                msgs = tuple(msgs)
+                if not last or last[0] != msgs:
+                    last[:] = [msgs, self._render_tokens(msgs, emit, cancel)]
+                return last[1]
+
             try:
                 fitted = fit_conversation(
                     request.messages,
-                    lambda msgs: len(self._render_tokens(msgs, emit, cancel)[0]),
+                    lambda msgs: len(render_tokens(msgs)[0]),
                     n_ctx,
                     sampling.max_tokens,
                     request.overflow,
                 )
-                prompt_tokens, stop = self._render_tokens(fitted.messages, emit, cancel)
+                prompt_tokens, stop = render_tokens(fitted.messages)
                 stop = stop + request.stop
             except TemplateCancelled:
                 return self._cancelled_before_start(request, seed, n_ctx)
@@ -293,7 +309,7 @@ class LlamaCppEngine:
             if dropped:
                 emit(NoticeEvent(f"The conversation was longer than the context: the oldest {dropped} message(s) were left out of this reply."))
 
-        grammar = grammar_for_schema(request.json_schema, llm) if request.json_schema is not None else None
+        grammar = self._grammar(request)
         max_tokens = max(1, min(sampling.max_tokens, n_ctx - len(prompt_tokens)))
         plan = DecodePlan(prompt_tokens, sampling, seed, max_tokens, stop, grammar)
         return self._stream(plan, request, emit, cancel, template_name, dropped)
@@ -335,17 +351,27 @@ class LlamaCppEngine:
         try:
             if dropped:
                 emit(NoticeEvent(f"The conversation was longer than the context: the oldest {dropped} message(s) were left out of this reply."))
-            grammar = grammar_for_schema(request.json_schema, self._llm) if request.json_schema is not None else None
+            grammar = self._grammar(request)
             max_tokens = max(1, min(request.sampling.max_tokens, self._info.context_length - prompt.size))
             plan = DecodePlan(prompt.tokens, request.sampling, seed, max_tokens, stop + request.stop, grammar)
             return self._stream(plan, request, emit, cancel, self._template.name, dropped, prompt)
         finally:
             self._vision.release(prompt)
 
+    def _grammar(self, request: TextRequest):
+        """The reply's grammar: its JSON schema, or one call in the template's own syntax (tool choice "required")."""
+        if request.json_schema is not None:
+            return grammar_for_schema(request.json_schema, self._llm)
+        if request.tools and request.tool_choice == "required":
+            from engines.llama.tool_templates import call_grammar
+
+            return call_grammar(self._template.tool_format, request.tools, self._llm)
+        return None
+
     def _render(self, messages, emit: Emit, cancel: CancelFlag) -> RenderedPrompt:
         """Render with the model's template; one that goes over its budget is replaced for good."""
         try:
-            return self._template.render(messages, cancel)
+            return self._template.render(messages, cancel, self._request_tools, self._tokens.has_control_text)
         except TemplateBudgetError as exc:
             self._template = fallback_template(*self._architecture, f"the model's chat template {exc.reason}")
             emit(NoticeEvent(self._template.note[0].upper() + self._template.note[1:] + "."))

@@ -17,6 +17,12 @@ tokenizes each run on its own. So for a message without control-token text
 the tokens are the same as before, boundaries included; and a message that
 contains such text gets ordinary tokens for it.
 
+Each run's tokens are kept (:class:`_RunTokens`): a conversation resends the
+same messages every turn, and tokenizing its unchanged history again cost a
+follow-up in a 4,000-token chat about as much as reading its new tokens.
+A run is tokenized on its own, so its cached tokens are exactly what
+tokenizing it again would give.
+
 When the template rewrites message text beyond trimming (so segments are
 None), the whole prompt is tokenized the old way only if no message holds
 control-token text; otherwise the request is refused in words.
@@ -30,6 +36,9 @@ tokens, and the text on either side is tokenized on its own, as llama.cpp's
 
 from __future__ import annotations
 
+from array import array
+from collections import OrderedDict
+
 from engines.errors import EngineError, ErrorKind
 from engines.llama.templates import RenderedPrompt
 
@@ -41,6 +50,7 @@ _ATTR_RSTRIP = 1 << 8
 _SPECIAL = _ATTR_CONTROL | _ATTR_UNKNOWN
 _SPACES = " \t\n\v\f\r"  # C isspace(), which llama.cpp strips with
 _CACHE_LIMIT = 512
+RUN_CACHE_CHARS = 1 << 21  # text of the runs whose tokens are kept: a few long conversations (~8 MB of tokens)
 IMAGE_SLOT = -1  # where an image goes in a token list: no vocabulary has a token -1
 
 
@@ -52,6 +62,7 @@ class PromptTokenizer:
         self._model = llm._model
         self._markup: dict[str, tuple] = {}  # template text -> its runs and control tokens
         self._attrs: dict[int, int] = {}
+        self._runs = _RunTokens(RUN_CACHE_CHARS)
 
     def tokenize(self, rendered: RenderedPrompt, add_bos: bool, image_marker: str | None = None) -> list[int]:
         if rendered.segments is None:
@@ -88,15 +99,19 @@ class PromptTokenizer:
 
     # ---- pieces ----------------------------------------------------------
 
-    def _run_tokens(self, text: str, before: int | None, after: int | None) -> list[int]:
+    def _run_tokens(self, text: str, before: int | None, after: int | None):
         """A run between two control tokens, with the whitespace they strip removed, as llama.cpp does."""
         if before is not None and self._attr(before) & _ATTR_RSTRIP:
             text = text.lstrip(_SPACES)
         if after is not None and self._attr(after) & _ATTR_LSTRIP:
             text = text.rstrip(_SPACES)
         if not text:
-            return []
-        return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+            return ()
+        tokens = self._runs.get(text)
+        if tokens is None:
+            tokens = array("i", self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+            self._runs.put(text, tokens)
+        return tokens
 
     def _split_markup(self, text: str) -> tuple:
         """Template text as runs (str) and control tokens (int), in order; cached, it repeats."""
@@ -149,6 +164,33 @@ class PromptTokenizer:
             elif unit:
                 tokens.extend(self._llm.tokenize(unit.encode("utf-8"), add_bos=add_bos and not tokens, special=True))
         return tokens
+
+
+class _RunTokens:
+    """Tokens of recently tokenized runs, least recently used dropped first, bounded by their text's length."""
+
+    def __init__(self, max_chars: int) -> None:
+        self._max_chars = max_chars
+        self._chars = 0
+        self._tokens: OrderedDict[str, array] = OrderedDict()
+
+    def get(self, text: str) -> array | None:
+        tokens = self._tokens.get(text)
+        if tokens is not None:
+            self._tokens.move_to_end(text)
+        return tokens
+
+    def put(self, text: str, tokens: array) -> None:
+        if len(text) > self._max_chars or text in self._tokens:
+            return
+        self._tokens[text] = tokens
+        self._chars += len(text)
+        while self._chars > self._max_chars:
+            old, _ = self._tokens.popitem(last=False)
+            self._chars -= len(old)
+
+    def __len__(self) -> int:
+        return len(self._tokens)
 
 
 def _split_at(text: str, marker: str | None) -> list:
