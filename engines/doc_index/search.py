@@ -7,9 +7,21 @@
   floats that is 150 MB and a few milliseconds, with nothing to build or
   keep in step, which is why no approximate index (usearch, HNSW) is
   used: benchmarks/bench_documents.py measures it.
-- **Keywords** come from the FTS5 table, BM25-ranked, every word of the
-  question OR-ed (stop words left out); one FTS query per question (which
-  of the best keyword passages hold every word is read from their text).
+- **Keywords** come from the FTS5 table, BM25-ranked, the words of the
+  question OR-ed (stop words left out); one ranking query per question
+  (which of the best keyword passages hold every word is read from their
+  text). BM25 scores every row that holds any of the words, so its cost
+  is the sum of the words' document frequencies: at 100,000 passages a
+  question of common words ("file", "must", "package") made it 100-150 ms.
+  So the words are ranked rarest first and kept while their frequencies
+  add up to at most ``POSTINGS_BUDGET`` rows (:func:`keyword_query`). A
+  word left out is one that a large share of the passages hold, whose
+  BM25 weight (its idf) is small beside the rarer words', so it cannot
+  drown a rare word, and the ranking barely moves; a collection whose
+  words all fit the budget (any collection of under 10,000 passages) is
+  ranked exactly as before.
+  The frequencies are counted over the whole keyword index, because that
+  is what the ranking query reads, whatever the collection.
 - **Fusion** is reciprocal rank fusion (1/(60 + rank) summed over both
   rankings), as GPT4All's LocalDocs does: it needs no common scale for a
   cosine and a BM25 score.
@@ -24,6 +36,7 @@ from __future__ import annotations
 
 import re
 import threading
+import unicodedata
 
 import numpy as np
 
@@ -32,6 +45,8 @@ from engines.doc_index.types import PassageHit, SearchResult
 
 RRF_K = 60
 CANDIDATES = 50  # per ranking, before fusion
+# Rows BM25 may score per question: at most about 20 ms of FTS5 on this machine (benchmarks/bench_documents.py).
+POSTINGS_BUDGET = 10_000
 _WORD = re.compile(r"\w+", re.UNICODE)
 _STOP_WORDS = frozenset("""
 a an and are as at be by can do does for from has have how i if in is it its me my not of on or so that the
@@ -110,14 +125,60 @@ def search(store: DocumentStore, collection: Collection, question: str, question
 
 
 def _keyword_ranking(store: DocumentStore, collection_id: int, words: list[str]) -> dict[int, int]:
-    if not words:
+    query = keyword_query(store, words)
+    if query is None:
         return {}
-    query = " OR ".join('"' + word.replace('"', '""') + '"' for word in words)
     rows = store.db.execute(
         "SELECT passages_fts.rowid FROM passages_fts JOIN passages p ON p.id = passages_fts.rowid "
         "JOIN files f ON f.id = p.file_id WHERE passages_fts MATCH ? AND f.collection_id = ? "
         "ORDER BY passages_fts.rank LIMIT ?", (query, collection_id, CANDIDATES)).fetchall()
     return {int(row[0]): rank for rank, row in enumerate(rows, start=1)}
+
+
+def keyword_query(store: DocumentStore, words: list[str]) -> str | None:
+    """The FTS5 query that ranks the question's words within ``POSTINGS_BUDGET`` rows (see the module docstring).
+
+    The rarest words, OR-ed, while their rows add up to the budget. When
+    even the rarest word is held by more rows than that, the rows holding
+    the rarest words together (AND-ed, one more at a time) if they fit;
+    else None: such words are so common that their BM25 order says little,
+    and the vectors rank the question alone. A word no passage holds is
+    left out (it adds nothing to any score). Counting a query's rows walks
+    its posting lists without scoring them: a few milliseconds, where
+    scoring the same rows takes 20-80.
+    """
+    frequencies = []
+    for order, word in enumerate(words):
+        rows = _rows_matching(store, _phrase(word))
+        if rows:
+            frequencies.append((rows, order, word))
+    frequencies.sort()
+    kept, total = [], 0
+    for rows, _, word in frequencies:
+        if total + rows > POSTINGS_BUDGET:
+            break
+        kept.append(_phrase(word))
+        total += rows
+    if kept:
+        return " OR ".join(kept)
+    together = [_phrase(word) for _, _, word in frequencies]
+    for count in range(2, len(together) + 1):
+        query = " AND ".join(together[:count])
+        rows = _rows_matching(store, query)
+        if rows == 0:
+            return None
+        if rows <= POSTINGS_BUDGET:
+            return query
+    return None
+
+
+def _rows_matching(store: DocumentStore, query: str) -> int:
+    return store.db.execute("SELECT count(*) FROM passages_fts WHERE passages_fts MATCH ?", (query,)).fetchone()[0]
+
+
+def _phrase(word: str) -> str:
+    """A word as an FTS5 string: quoted, so that no word of a question is read as FTS5 syntax (NOT, NEAR, *)."""
+    return '"' + word.replace('"', '""') + '"'
 
 
 def _holding_every_word(store: DocumentStore, keyword_rank: dict[int, int], words: list[str]) -> set[int]:
@@ -127,13 +188,28 @@ def _holding_every_word(store: DocumentStore, keyword_rank: dict[int, int], word
     marks = ",".join("?" * len(keyword_rank))
     rows = store.db.execute(f"SELECT id, text FROM passages WHERE id IN ({marks})", list(keyword_rank)).fetchall()
     wanted = {_fold(word) for word in words}
-    return {row[0] for row in rows if wanted <= set(_WORD.findall(_fold(row[1])))}
+    return {row[0] for row in rows if wanted <= _folded_words(row[1])}
+
+
+def _folded_words(text: str) -> set[str]:
+    """The text's words, folded as :func:`_fold` folds them.
+
+    Each distinct word is folded once, and only when it is not plain
+    ASCII: folding 50 passages character by character took 80 ms a
+    question, more than the rest of the search. The text is composed
+    (NFC) first, so that an accent typed as a separate combining mark
+    stays inside its word.
+    """
+    if text.isascii():
+        return set(_WORD.findall(text.lower()))
+    words = set(_WORD.findall(unicodedata.normalize("NFC", text).lower()))
+    return {word if word.isascii() else _fold(word) for word in words}
 
 
 def _fold(text: str) -> str:
     """Lower case without accents, as FTS5's unicode61 tokenizer with remove_diacritics matches words."""
-    import unicodedata
-
+    if text.isascii():
+        return text.lower()
     return "".join(ch for ch in unicodedata.normalize("NFD", text.lower()) if not unicodedata.combining(ch))
 
 
