@@ -11,14 +11,13 @@ either backend: the initial latents always come from a seeded *CPU*
 from __future__ import annotations
 
 import functools
-import io
 import secrets
 import statistics
 import time
 from dataclasses import dataclass
 
 from engines.api import CancelFlag, Emit
-from engines.diffusion.init_image import INIT_IMAGE_FORMATS, READ_HINT, check_init_image
+from engines.diffusion.init_image import check_init_image, decode_upright
 from engines.model_folder import ModelFolder
 from engines.diffusion.png_meta import encode_png, format_parameters
 from engines.diffusion.preview import preview_png
@@ -86,18 +85,10 @@ def decode_init_image(data: bytes, width: int, height: int):
     The header is checked first (:func:`check_init_image`: format, bytes and
     pixel count), so a decompression bomb is refused before it is decoded.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image
 
     check_init_image(data)
-    try:
-        with Image.open(io.BytesIO(data), formats=INIT_IMAGE_FORMATS) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image).convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise EngineError(
-            ErrorKind.BAD_INPUT,
-            f"The init image could not be read ({type(exc).__name__}: {exc}). {READ_HINT}",
-        )
+    image = decode_upright(data, "init image", "RGB")
     if image.size != (width, height):
         image = image.resize((width, height), Image.Resampling.LANCZOS)
     return image

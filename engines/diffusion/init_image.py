@@ -14,12 +14,15 @@ in the private image engine's Python too.
 
 from __future__ import annotations
 
+import io
+
+from engines.errors import EngineError, ErrorKind
 from engines.image_input import IMAGE_FORMATS, IMAGE_SUFFIXES, READ_HINT, check_image
 
 # The image check is engines.image_input's (the vision path uses it too); these names stay for the image engines.
 INIT_IMAGE_FORMATS = IMAGE_FORMATS
 INIT_IMAGE_SUFFIXES = IMAGE_SUFFIXES
-__all__ = ["INIT_IMAGE_FORMATS", "INIT_IMAGE_SUFFIXES", "READ_HINT", "check_init_image"]
+__all__ = ["INIT_IMAGE_FORMATS", "INIT_IMAGE_SUFFIXES", "READ_HINT", "check_init_image", "decode_upright"]
 
 
 def check_init_image(data: bytes, name: str = "", role: str = "init image") -> tuple[int, int]:
@@ -31,3 +34,20 @@ def check_init_image(data: bytes, name: str = "", role: str = "init image") -> t
     "init image", "image to upscale").
     """
     return check_image(data, f"The {role} {name}" if name else f"The {role}")
+
+
+def decode_upright(data: bytes, role: str = "init image", mode: str = "RGB"):
+    """``data`` decoded as a Pillow image in ``mode``, turned upright (EXIF orientation); BAD_INPUT in words.
+
+    For the init image (RGB) and an inpainting mask (L) alike; callers run
+    :func:`check_init_image` first, so nothing over the limits is decoded.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data), formats=INIT_IMAGE_FORMATS) as image:
+            image.load()
+            return ImageOps.exif_transpose(image).convert(mode)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise EngineError(ErrorKind.BAD_INPUT, f"The {role} could not be read ({type(exc).__name__}: {exc}). "
+                                               f"{READ_HINT}")
