@@ -95,17 +95,38 @@ def test_a_collection_is_made_indexed_to_the_end_listed_and_removed(qtbot, monke
         page.runner.progress.connect(lambda name, p: events.append((name, p.files_done, p.files_total,
                                                                     p.passages_done, p.last)))
         page.runner.finished.connect(lambda name, summary: summaries.append(summary))
+        index = page.library.index
+
+        def pause_after_garden(name, on_progress, stop):  # Pause, as pressed while the first text is embedded
+            def progress(p):
+                on_progress(p)
+                if p.last is not None and p.last.state == "indexed":
+                    page.runner.pause()
+            return index(name, progress, stop)
+
+        monkeypatch.setattr(page.library, "index", pause_after_garden)
         assert page.create_collection("Manuals", [str(corpus), str(DEBIAN_HTML)])
         assert page.index_button.text() == "Pause" and page.progress_bar.isVisible()
         qtbot.waitUntil(lambda: bool(summaries), timeout=600_000)
+        paused = summaries.pop()
+        assert paused.stopped and paused.indexed == 1 and events[-1][1:3] == (2, 3)  # empty.txt, garden.txt
+        assert page.progress_label.text() == ("'Manuals': Paused: 1 files indexed, "
+                                              f"{paused.passages} passages embedded; Index resumes where it stopped.")
+        shown = {page.files.index(i, 1).data(): page.files.index(i, 0).data() for i in range(page.files.rowCount())}
+        # what the run has not reached yet is listed, pending
+        assert shown == {"empty.txt": "Skipped", "garden.txt": "Indexed", "Closure-Example.html": "Pending"}
 
+        monkeypatch.setattr(page.library, "index", index)
+        events.clear()
+        page.index_button.click()  # resumes: the file indexed before is not read again
+        qtbot.waitUntil(lambda: bool(summaries), timeout=600_000)
         summary = summaries[0]
-        assert (summary.files_total, summary.indexed, summary.skipped) == (
-            3, 2, [(str(corpus / "empty.txt"), "the file is empty (0 bytes)")])
+        assert (summary.files_total, summary.unchanged, summary.indexed, summary.skipped) == (
+            3, 1, 1, [(str(corpus / "empty.txt"), "the file is empty (0 bytes)")])  # garden.txt is not read again
         assert [e[1] for e in events] == sorted(e[1] for e in events) and events[-1][1:3] == (3, 3)
-        assert {e[0] for e in events} == {"Manuals"} and events[-1][3] == summary.passages > 2
+        assert {e[0] for e in events} == {"Manuals"} and events[-1][3] == summary.passages > 0
         assert page.progress_label.text().startswith("'Manuals': Done in ")
-        assert page.progress_label.text().endswith(f"3 files, 2 indexed, 0 unchanged, 1 skipped, 0 removed; "
+        assert page.progress_label.text().endswith(f"3 files, 1 indexed, 1 unchanged, 1 skipped, 0 removed; "
                                                    f"{summary.passages} passages embedded.")
         assert page.index_button.text() == "Index" and not page.progress_bar.isVisible()
         rows = {Path(r["path"]).name: r for r in page.files.rows}

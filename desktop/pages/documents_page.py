@@ -89,6 +89,7 @@ class DocumentsPage(QWidget):
         self.setAcceptDrops(True)
         self._removal = None
         self._last_table_read = 0.0
+        self._walked: dict[str, list[str]] = {}  # the collection shown: the files its folders hold
         # Replaced by tests; the page asks before anything is deleted.
         self.confirm = lambda title, text: QMessageBox.question(
             self, title, text, QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
@@ -227,6 +228,7 @@ class DocumentsPage(QWidget):
         self._collection_selected()
 
     def _collection_selected(self) -> None:
+        self._walked = {}
         name = self.current()
         collection = None
         if name:
@@ -256,6 +258,8 @@ class DocumentsPage(QWidget):
                 sources = self.library.sources(name)
             except EngineError as exc:
                 self.show_banner(exc.message)
+        if name:
+            rows += self._pending_rows(name, {row["path"] for row in rows})
         self.files.set_rows(rows)
         self.sources_label.setText(("Folders and files: " + "; ".join(sources)) if sources else
                                    ("Nothing in it yet: add folders or files, or drop them here." if name else
@@ -263,6 +267,24 @@ class DocumentsPage(QWidget):
         counts = self.files.counts()
         self.counts_label.setText(", ".join(f"{count} {state}" for state, count in sorted(counts.items()))
                                   if rows else "")
+
+    def _pending_rows(self, name: str, known: set[str]) -> list[dict]:
+        """Files in the collection's folders that no run has reached yet, listed as pending.
+
+        The folders are walked when the collection is shown and when a run
+        starts or ends, not at every progress redraw (a large tree takes a
+        moment to walk).
+        """
+        from engines.documents.library import walk_sources
+
+        if name not in self._walked:
+            try:
+                found, _unusable = walk_sources(self.library.sources(name))
+            except (EngineError, OSError):
+                found = []
+            self._walked = {name: found}
+        return [{"path": path, "state": "pending", "reason": "", "note": "", "format": "", "pages": None,
+                 "passages": 0, "size": 0} for path in self._walked[name] if path not in known]
 
     def show_banner(self, text: str) -> None:
         self.banner.setText(text)
@@ -382,6 +404,7 @@ class DocumentsPage(QWidget):
             self.show_banner(exc.message)
             return False
         self.show_banner("")
+        self._walked = {}
         self.show_files()
         self.start_indexing(name)
         return True
@@ -414,6 +437,7 @@ class DocumentsPage(QWidget):
                  "folder to keep it out.") if inside_folder else ""
         self.progress_label.setText(f"Removed {Path(path).name}: {files} file and {passages} passages deleted "
                                     f"from the index.{again}")
+        self._walked = {}
         self.show_files()
 
     # ---- indexing -----------------------------------------------------------
@@ -434,6 +458,7 @@ class DocumentsPage(QWidget):
         return self.runner.start(name)
 
     def _run_started(self, name: str) -> None:
+        self._walked = {}
         self.show_banner("")
         self.progress_bar.setRange(0, 0)  # busy until the walk has counted the files
         self.progress_bar.show()
@@ -451,6 +476,7 @@ class DocumentsPage(QWidget):
             self._table_timer.start(max(0, int(wait)))
 
     def _run_ended(self) -> None:
+        self._walked = {}
         self.progress_bar.hide()
         self.index_button.setText("Index")
         self.index_button.setToolTip("Bring the index up to date: new and changed files are read, deleted ones "
