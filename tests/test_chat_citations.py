@@ -1,4 +1,4 @@
-"""Documents in the chat history (schema 5): a chat's collection and a grounded reply's sources, kept and read back."""
+"""Documents in the chat history (schema 5): a chat's collection and a grounded reply's sources, kept, read back."""
 
 import sqlite3
 
@@ -9,7 +9,8 @@ from engines.documents import Grounding
 
 
 def hit(path, page, text, score=0.03, similarity=0.61):
-    return PassageHit(passage_id=1, path=path, page=page, start=0, end=len(text), text=text, score=score, similarity=similarity)
+    return PassageHit(passage_id=1, path=path, page=page, start=0, end=len(text), text=text, score=score,
+                      similarity=similarity)
 
 
 def test_a_collection_stays_attached_and_a_replys_sources_come_back_per_version(tmp_path):

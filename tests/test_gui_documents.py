@@ -161,3 +161,19 @@ def test_a_collection_is_made_indexed_to_the_end_listed_and_removed(qtbot, monke
         assert window.chat_page.documents.box.combo.count() == 1  # only "None" left
     finally:
         window.close()
+
+
+def test_the_progress_line_and_the_file_names_say_where_a_run_is():
+    from desktop.pages.documents.file_table import detail_of, shown_name
+    from desktop.pages.documents_page import progress_words
+    from engines.documents import IndexProgress
+
+    early = IndexProgress(4270, files_done=4, passages_done=2, skipped=3, current="/d/adduser/README",
+                          seconds_left=65_000)
+    assert progress_words(early) == "4 of 4270 files · 2 passages · 3 skipped · README"  # no guess from 4 files
+    later = IndexProgress(4270, files_done=400, passages_done=900, current="/d/bash/INSTALL", seconds_left=4000)
+    assert progress_words(later) == "400 of 4270 files · 900 passages · about 67 min left · INSTALL"
+    assert shown_name("/d/adduser/README", ["/x", "/d/"]) == "adduser/README"
+    assert shown_name("/elsewhere/a.pdf", ["/d"]) == "a.pdf"
+    assert detail_of({"state": "partial", "passages": 12, "pages": 40, "note": "", "reason": ""}) == (
+        "12 passages; 40 pages; part of it is indexed; Index resumes after what is stored")

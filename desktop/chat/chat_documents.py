@@ -112,7 +112,8 @@ class ChatDocuments(QObject):
 
     def _scheduler(self):
         """The window's one scheduler (a chat model and an embedding model take turns on it)."""
-        return getattr(self.page.window(), "scheduler", None) or getattr(self.controller.worker.host, "_scheduler", None)
+        window_scheduler = getattr(self.page.window(), "scheduler", None)
+        return window_scheduler or getattr(self.controller.worker.host, "_scheduler", None)
 
     def library(self):
         from engines.documents import DocumentLibrary

@@ -43,6 +43,7 @@ from engines.errors import EngineError
 
 CLIENT = "documents page"  # whom the scheduler's fair queue serves
 DROP_HINT = "Drop folders and files here: PDF, DOCX, EPUB, HTML, Markdown, text and source code."
+MIN_FILES_FOR_ESTIMATE = 5  # the first files' rate includes loading the model: no time left before this many
 TABLE_REFRESH_MS = 500  # while indexing, the file list is read again at most this often
 
 
@@ -59,7 +60,7 @@ def progress_words(progress) -> str:
     parts = [f"{progress.files_done} of {progress.files_total} files", f"{progress.passages_done} passages"]
     if progress.skipped:
         parts.append(f"{progress.skipped} skipped")
-    if progress.seconds_left is not None and progress.files_done < progress.files_total:
+    if progress.seconds_left is not None and MIN_FILES_FOR_ESTIMATE <= progress.files_done < progress.files_total:
         parts.append(f"about {duration(progress.seconds_left)} left")
     if progress.current and progress.files_done < progress.files_total:
         parts.append(Path(progress.current).name)
@@ -260,7 +261,7 @@ class DocumentsPage(QWidget):
                 self.show_banner(exc.message)
         if name:
             rows += self._pending_rows(name, {row["path"] for row in rows})
-        self.files.set_rows(rows)
+        self.files.set_rows(rows, sources)
         self.sources_label.setText(("Folders and files: " + "; ".join(sources)) if sources else
                                    ("Nothing in it yet: add folders or files, or drop them here." if name else
                                     "Make a collection to start: give it a name, then add folders and files."))

@@ -35,7 +35,7 @@ class SavedCitation:
 
 @dataclass(frozen=True)
 class ReplySources:
-    """What one grounded reply was given: its collection, how (``excerpts``, ``full_text``, ``nothing``), its passages."""
+    """What one grounded reply was given: its collection, how (``excerpts``, ``full_text``, ``nothing``), passages."""
 
     collection: str
     mode: str

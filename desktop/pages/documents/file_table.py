@@ -9,6 +9,7 @@ full path is the tooltip of its name.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from PySide6.QtCore import QModelIndex, Qt
@@ -56,19 +57,31 @@ def detail_of(row: dict) -> str:
     return "; ".join(parts)
 
 
+def shown_name(path: str, sources) -> str:
+    """The path inside the added folder that holds it (many folders have a README), else the file's name."""
+    for source in sources:
+        prefix = source.rstrip(os.sep) + os.sep
+        if path.startswith(prefix):
+            return path[len(prefix):]
+    return Path(path).name
+
+
 class FileTableModel(ListTableModel):
     COLUMNS = ("State", "File", "Details")
 
     def __init__(self) -> None:
         super().__init__()
         self.rows: list[dict] = []
+        self._names: list[str] = []
 
     def _items(self) -> list:
         return self.rows
 
-    def set_rows(self, rows: list[dict]) -> None:
+    def set_rows(self, rows: list[dict], sources: list[str] = ()) -> None:
+        """``sources``: the collection's folders, so a file is named from its folder (``adduser/README``)."""
         self.beginResetModel()
         self.rows = list(rows)
+        self._names = [shown_name(row["path"], sources) for row in self.rows]
         self.endResetModel()
 
     def data(self, index: QModelIndex, role: int = DISPLAY):
@@ -80,7 +93,7 @@ class FileTableModel(ListTableModel):
             if column == 0:
                 return STATE_WORDS.get(row["state"], row["state"])
             if column == 1:
-                return Path(row["path"]).name
+                return self._names[index.row()]
             return detail_of(row)
         if role == TOOLTIP:
             return row["path"] if column == 1 else detail_of(row) if column == 2 else None

@@ -75,8 +75,12 @@ class IndexRunner(QObject):
     def _end(self) -> None:
         self.collection = None
 
-    def shutdown(self, wait_s: float = 2.0) -> None:
-        """Pause the run and wait a little for it (its request ends when the scheduler stops the host)."""
+    def shutdown(self, wait_s: float = 0.2) -> None:
+        """Pause the run and wait a moment for it; a request in hand ends when the scheduler stops its host.
+
+        Not longer: every batch is committed as it is embedded, so nothing is lost by not waiting, and a
+        window must close at once.
+        """
         self._stop.set()
         if self._thread is not None:
             self._thread.join(wait_s)
