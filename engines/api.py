@@ -134,6 +134,9 @@ class TextRequest:
     # Tools the model may call, rendered by its chat template where the template defines tools
     # (ModelInfo.tools_in_template); engines.tools runs the calls, the engine only renders them.
     tools: tuple[ToolFunction, ...] = ()
+    # "required": the reply must call one of ``tools``, in the template's own syntax, under a grammar;
+    # "auto": it may (parsed afterwards, never executed); "none": the tools are not offered.
+    tool_choice: Literal["auto", "required", "none"] = "auto"
 
     def validate(self) -> list[str]:
         problems = list(self.sampling.validate())
@@ -152,6 +155,12 @@ class TextRequest:
                 problems.append("the prompt is empty")
         if len({tool.name for tool in self.tools}) != len(self.tools):
             problems.append("two tools have the same name")
+        if self.tool_choice not in ("auto", "required", "none"):
+            problems.append("the tool choice must be auto, required or none")
+        elif self.tool_choice == "required" and not self.tools:
+            problems.append("a reply that must call a tool needs tools")
+        if self.tools and self.json_schema is not None:
+            problems.append("a reply that may call tools cannot also follow a JSON schema")
         images = [image for m in self.messages for image in m.images]
         if any(m.images and m.role != "user" for m in self.messages):
             problems.append("only user messages can carry images")
@@ -183,6 +192,7 @@ class ModelInfo:
     kv_cache_bytes: int | None = None  # the cache size llama.cpp reported, when it did
     embedding: bool = False  # loaded in embedding mode: it answers EmbeddingRequest only
     tools_in_template: bool = False  # the chat template renders tool definitions (else engines.tools' fallback)
+    tool_format: str | None = None  # its tool-call family ("hermes", "llama3", "mistral"), when tools_in_template
     vision: bool = False  # loaded with a projector: its user messages may carry images
 
 

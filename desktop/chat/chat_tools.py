@@ -62,23 +62,10 @@ def schema_problem(text: str) -> tuple[dict | None, str | None]:
         return None, f"The reply schema is not JSON: {exc}."
     if not isinstance(schema, dict):
         return None, f"The reply schema must be a JSON object (a schema), not {type(schema).__name__}."
-    from engines.llama import grammar
+    from engines.llama.grammar import check_schema
 
-    compact = json.dumps(schema)
     try:
-        if len(compact) > grammar.MAX_SCHEMA_BYTES:
-            raise grammar._bad(f"it is {len(compact):,} bytes; at most {grammar.MAX_SCHEMA_BYTES:,} are accepted")  # noqa: SLF001
-        problem = grammar._schema_problem(schema, "")  # noqa: SLF001 - the engine's own refusal, in its words
-        if problem:
-            raise grammar._bad(problem)  # noqa: SLF001
-        from llama_cpp.llama_grammar import json_schema_to_gbnf
-
-        try:
-            json_schema_to_gbnf(compact)
-        except RecursionError:
-            raise grammar._bad("it nests too deeply") from None  # noqa: SLF001
-        except Exception as exc:  # noqa: BLE001 - the converter's AssertionError, ValueError... with its reason
-            raise grammar._bad(str(exc) or type(exc).__name__) from None  # noqa: SLF001
+        check_schema(schema)
     except EngineError as exc:
         return None, exc.message
     return schema, None

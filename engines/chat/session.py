@@ -130,6 +130,7 @@ class ChatTurn:
         tools=None,
         approvals=None,
         json_schema: dict | None = None,
+        tool_choice: str = "auto",
         ground: Callable[[ChatStore, TextRequest, int], TextRequest] | None = None,
     ) -> None:
         self.store = store
@@ -146,6 +147,7 @@ class ChatTurn:
         self.tools = tools
         self.approvals = approvals
         self.json_schema = json_schema  # "Reply as JSON matching this schema": the engine's grammar path
+        self.tool_choice = tool_choice  # "required": the reply's first step must call a tool
         # Documents: ground(store, request, reply id) returns the request with the chat's collection in its system
         # message (engines.documents.grounded_request) and keeps the reply's sources; its EngineError ends the
         # reply with that sentence, like the engine's own.
@@ -186,9 +188,9 @@ class ChatTurn:
             request = self.ground(self.store, request, reply_id)
         if prepare is not None:
             prepare()
-        self.host.load(self.engine, self.spec, on_event)
+        info = self.host.load(self.engine, self.spec, on_event)
         if self.tools:
-            return self._generate_with_tools(reply_id, request, parts, on_event)
+            return self._generate_with_tools(reply_id, request, parts, on_event, getattr(info, "tool_format", None))
         events = self.host.generate(request)
         try:
             for event in events:
@@ -217,7 +219,7 @@ class ChatTurn:
                 close()  # a turn ended early stops the engine's request and drains it
         raise EngineError(ErrorKind.INTERNAL, "The engine ended the reply without a result.")
 
-    def _generate_with_tools(self, reply_id, request, parts, on_event) -> TurnOutcome:
+    def _generate_with_tools(self, reply_id, request, parts, on_event, tool_format: str | None = None) -> TurnOutcome:
         """The tool loop in place of one generation; the reply's text and every call are saved as they come."""
         from engines.tools.loop import Approvals, ToolCallEvent, run_tool_turn
 
@@ -237,7 +239,8 @@ class ChatTurn:
                 self._save(lambda: save_call(self.store, reply_id, version, event.call))
             on_event(event)
 
-        outcome = run_tool_turn(self.host.generate, request, self.tools, self.approvals or Approvals(), on_loop_event)
+        outcome = run_tool_turn(self.host.generate, request, self.tools, self.approvals or Approvals(), on_loop_event,
+                                first_choice=self.tool_choice, tool_format=tool_format)
         if outcome.result is None:
             raise EngineError(ErrorKind.INTERNAL, "The engine ended the reply without a result.")
         result = replace(outcome.result, text=outcome.text)

@@ -25,6 +25,7 @@ Three things are checked before a token is generated, each refused in words
 from __future__ import annotations
 
 import json
+import re
 
 from engines.errors import EngineError, ErrorKind
 
@@ -41,12 +42,17 @@ _LOOSE_CHAR = r'char ::= [^"\\] | "\\" ('
 _JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] | "\\" ('
 # Keywords whose values are data (or names), not schemas to look inside.
 _DATA = ("enum", "const", "default", "examples", "required")
+_SHAPE_DROPPED = ("title", "examples", "$schema", "$id")  # metadata a grammar never needs
 MAX_SCHEMA_BYTES = 64 * 1024  # a schema is a few KB; this keeps a hostile one from costing the engine seconds
 
 
-def grammar_for_schema(schema: dict, llm):
-    """A ``LlamaGrammar`` for ``schema``, checked by llama.cpp against this model's vocabulary."""
-    from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
+def check_schema(schema: dict) -> str:
+    """The GBNF grammar of ``schema``, or EngineError BAD_INPUT saying why it cannot constrain a reply.
+
+    Every check short of the model's vocabulary (size, remote references, keywords a grammar cannot
+    enforce, llama.cpp's converter): the GUI checks a typed schema with it before a model is loaded.
+    """
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     text = json.dumps(schema)
     if len(text) > MAX_SCHEMA_BYTES:
@@ -60,9 +66,55 @@ def grammar_for_schema(schema: dict, llm):
         raise _bad("it nests too deeply") from None
     except Exception as exc:  # the converter raises AssertionError, ValueError, KeyError... with its reason
         raise _bad(str(exc) or type(exc).__name__) from None
-    gbnf = _no_control_characters_in_strings(gbnf)
+    return _no_control_characters_in_strings(gbnf)
+
+
+def grammar_for_schema(schema: dict, llm, wrap: tuple[str, str] | None = None):
+    """A ``LlamaGrammar`` for ``schema``, checked by llama.cpp against this model's vocabulary.
+
+    ``wrap`` (two GBNF fragments, e.g. ``('"<tool_call>\\n" ', ' "\\n</tool_call>"')``) puts literal text
+    before and after the JSON value: a tool call in a chat template's own syntax.
+    """
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    gbnf = check_schema(schema)
+    if wrap is not None and any(wrap):
+        gbnf = re.sub(r"^root ::=", "wrapped-value ::=", gbnf, count=1, flags=re.M)
+        gbnf += f"\nroot ::= {wrap[0]}wrapped-value{wrap[1]}\n"
     _check_llama_parses(gbnf, llm)
     return LlamaGrammar.from_string(gbnf)
+
+
+def shape_only(schema: dict | None) -> dict:
+    """A schema without what a grammar cannot enforce, for constraining a tool call's arguments.
+
+    Bounds such as ``minimum`` cannot be enforced by a grammar, so :func:`check_schema` refuses
+    schemas that carry them. For a tool's arguments the grammar only needs the shape; the full
+    schema still decides (engines.tools.arguments, with jsonschema) whether the call is made.
+    """
+
+    def strip(node, in_properties=False):
+        if isinstance(node, list):
+            return [strip(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if in_properties:
+            return {name: strip(value) for name, value in node.items()}
+        out = {}
+        for key, value in node.items():
+            if key in UNENFORCED or key in _SHAPE_DROPPED or key == "format":
+                continue
+            if key in ("minLength", "maxLength") and "pattern" in node:
+                continue
+            if key in ("enum", "const", "default", "required"):
+                out[key] = value
+            else:
+                out[key] = strip(value, in_properties=key in ("properties", "$defs", "definitions"))
+        return out
+
+    cleaned = strip(schema if isinstance(schema, dict) and schema else {"type": "object"})
+    cleaned.setdefault("type", "object")
+    return cleaned
 
 
 def _no_control_characters_in_strings(gbnf: str) -> str:

@@ -431,8 +431,8 @@ class SandboxedChatTemplate:
         self._environment.filters["tojson"] = self._environment.budgeted_filter("tojson", Jinja2ChatFormatter.tojson)
         self._template = self._with_budget(budget or RenderBudget(), lambda: self._environment.from_string(source))
 
-    def render(self, messages: list[dict], budget: RenderBudget) -> str:
-        """The prompt for ``messages``, or a budget error."""
+    def render(self, messages: list[dict], budget: RenderBudget, tools: list[dict] | None = None) -> str:
+        """The prompt for ``messages`` (and ``tools``, OpenAI's function list), or a budget error."""
 
         def raise_exception(message: str):
             raise ValueError(message)
@@ -445,7 +445,7 @@ class SandboxedChatTemplate:
             add_generation_prompt=True,
             functions=None,
             function_call=None,
-            tools=None,
+            tools=tools or None,
             tool_choice=None,
             strftime_now=self._strftime_now,
         )

@@ -21,7 +21,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from engines.api import ChatMessage
+from engines.api import ChatMessage, ToolFunction
 from engines.llama.message_spans import find_message_spans
 from engines.llama.template_sandbox import (
     RenderBudget,
@@ -29,6 +29,7 @@ from engines.llama.template_sandbox import (
     TemplateBudgetError,
     TemplateCancelled,
 )
+from engines.llama.tool_templates import detect_tool_format, messages_payload, tools_payload
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +68,24 @@ class ChatTemplate:
     source: str  # "gguf" or "fallback"
     _formatter: Callable[..., Any]
     note: str | None = None
+    # The template's own tool-call family ("hermes", "llama3", "mistral"; engines.llama.tool_templates),
+    # None when it has none Atelier reads (then engines.tools' JSON fallback runs, and tools are never given).
+    tool_format: str | None = None
 
-    def render(self, messages: Sequence[ChatMessage], cancel: Any = None) -> RenderedPrompt:
-        """Render ``messages``; raises TemplateBudgetError / TemplateCancelled for a file's template."""
-        payload = [{"role": m.role, "content": m.content} for m in messages]
+    def render(self, messages: Sequence[ChatMessage], cancel: Any = None, tools: Sequence[ToolFunction] = (),
+               has_control_text: Callable[[str], bool] | None = None) -> RenderedPrompt:
+        """Render ``messages`` (and ``tools``, cleaned); raises TemplateBudgetError / TemplateCancelled for a file's template."""
+        if self.tool_format is not None:
+            payload = messages_payload(messages, self.tool_format, has_control_text)
+            tool_list = tools_payload(tools, has_control_text) if tools else None
+        else:
+            payload = [{"role": m.role, "content": m.content} for m in messages]
+            tool_list = None
         if self.name in _FOLDS_SYSTEM:
             payload = fold_system_into_first_user(payload)
         budget = RenderBudget.for_text(sum(len(m["content"]) for m in payload), cancel)
         try:
-            prompt, stop, added_special = self._format(payload, budget)
+            prompt, stop, added_special = self._format(payload, budget, tool_list)
         except (TemplateBudgetError, TemplateCancelled):
             raise
         except Exception:
@@ -83,9 +93,9 @@ class ChatTemplate:
                 raise
             # Some templates reject a system role outright: fold it in and retry.
             payload = fold_system_into_first_user(payload)
-            prompt, stop, added_special = self._format(payload, budget)
+            prompt, stop, added_special = self._format(payload, budget, tool_list)
         contents = [m["content"] for m in payload]
-        spans = find_message_spans(prompt, payload, lambda marked: self._format(marked, budget)[0])
+        spans = find_message_spans(prompt, payload, lambda marked: self._format(marked, budget, tool_list)[0])
         segments = None
         if spans is not None:
             segments, pos = [], 0
@@ -105,9 +115,10 @@ class ChatTemplate:
             messages=tuple(contents),
         )
 
-    def _format(self, payload: list[dict], budget: RenderBudget) -> tuple[str, tuple[str, ...], bool]:
+    def _format(self, payload: list[dict], budget: RenderBudget,
+                tools: list[dict] | None = None) -> tuple[str, tuple[str, ...], bool]:
         if isinstance(self._formatter, SandboxedChatTemplate):
-            return self._formatter.render(payload, budget), (self._formatter.eos_token,), True
+            return self._formatter.render(payload, budget, tools), (self._formatter.eos_token,), True
         response = self._formatter(messages=payload)
         stop = response.stop or []
         stop = (stop,) if isinstance(stop, str) else tuple(stop)
@@ -196,6 +207,8 @@ def choose_template(metadata: dict, architecture: str | None, tokens: Sequence[s
             name = fmt.guess_chat_format_from_gguf_metadata({"tokenizer.chat_template": source}) or "model's own"
             template = ChatTemplate(name, "gguf", formatter)
             template.render(_PROBE, cancel)
+            template.tool_format = detect_tool_format(
+                lambda messages, tools: formatter.render(messages, RenderBudget(cancel=cancel), tools), source)
             return template
         except TemplateCancelled:
             raise

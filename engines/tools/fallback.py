@@ -29,7 +29,6 @@ from engines.api import ChatMessage, ToolFunction
 
 FALLBACK_NAME = "Tool calls through a JSON grammar (this model's template has no tool format)"
 MAX_CALLS_PER_STEP = 4  # calls one model step may make at once
-_DROPPED_KEYWORDS = ("title", "examples", "$schema", "$id")
 
 
 def describe_tools(tools: Sequence[ToolFunction]) -> str:
@@ -64,36 +63,10 @@ def step_schema(tools: Sequence[ToolFunction], choice: str = "auto", most: int =
 
 
 def grammar_safe(schema: dict | None) -> dict:
-    """A tool's argument schema without what llama.cpp's converter refuses (checked by jsonschema afterwards).
+    """A tool's argument schema in the shape a grammar can enforce (engines.llama.grammar.shape_only)."""
+    from engines.llama.grammar import shape_only
 
-    Bounds such as ``minimum`` cannot be enforced by a grammar, so the engine refuses schemas that
-    carry them (engines/llama/grammar.py). For a tool's arguments the grammar only needs the shape;
-    the full schema still decides whether the call is made.
-    """
-    from engines.llama.grammar import UNENFORCED
-
-    def strip(node, in_properties=False):
-        if isinstance(node, list):
-            return [strip(item) for item in node]
-        if not isinstance(node, dict):
-            return node
-        if in_properties:
-            return {name: strip(value) for name, value in node.items()}
-        out = {}
-        for key, value in node.items():
-            if key in UNENFORCED or key in _DROPPED_KEYWORDS or key == "format":
-                continue
-            if key in ("minLength", "maxLength") and "pattern" in node:
-                continue
-            if key in ("enum", "const", "default", "required"):
-                out[key] = value
-            else:
-                out[key] = strip(value, in_properties=key in ("properties", "$defs", "definitions"))
-        return out
-
-    cleaned = strip(schema if isinstance(schema, dict) and schema else {"type": "object"})
-    cleaned.setdefault("type", "object")
-    return cleaned
+    return shape_only(schema)
 
 
 def parse_step(text: str) -> tuple[str | None, list[dict] | None]:

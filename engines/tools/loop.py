@@ -31,9 +31,18 @@ it, compute with it) while a stuck model is stopped within seconds, not
 when the context is full. Past the bound the model is asked for its
 answer with tools off.
 
-Models whose template has no tool format use the grammar fallback
-(:mod:`engines.tools.fallback`), the only mode this version runs: every
-step is constrained to ``{"tool_calls": [...]}`` or ``{"reply": "..."}``.
+Two modes, named in the UI by :attr:`LoopOutcome.mode`:
+
+- ``tool_format`` given (``ModelInfo.tool_format``: the model's chat template
+  defines tools, see :mod:`engines.llama.tool_templates`): each step sends
+  the conversation as it is, calls and results included, with the tools in
+  ``TextRequest.tools``; the engine renders them through the template, and
+  the reply is read in that family's syntax (:mod:`engines.tools.call_formats`).
+  A step that must call (tool choice "required") is held to the syntax by a
+  grammar; otherwise the reply is parsed, and a call that does not parse is
+  one line for the user, the text before it the answer.
+- otherwise the grammar fallback (:mod:`engines.tools.fallback`): every step
+  is constrained to ``{"tool_calls": [...]}`` or ``{"reply": "..."}``.
 """
 
 from __future__ import annotations
@@ -54,7 +63,7 @@ from engines.api import (
     ToolCallRequest,
 )
 from engines.errors import EngineError
-from engines.tools import fallback
+from engines.tools import call_formats, fallback
 from engines.tools.arguments import argument_problems
 from engines.tools.toolset import ToolSet
 
@@ -137,39 +146,64 @@ class LoopOutcome:
 
 def run_tool_turn(generate: Callable[[TextRequest], Iterable[EngineEvent]], request: TextRequest, tools: ToolSet,
                   approvals: Approvals, on_event: Callable[[object], None], *, first_choice: str = "auto",
-                  max_calls: int = MAX_CALLS_PER_TURN) -> LoopOutcome:
-    """Run steps until the model answers; ``first_choice`` "required" makes the first step call a tool."""
+                  max_calls: int = MAX_CALLS_PER_TURN, tool_format: str | None = None) -> LoopOutcome:
+    """Run steps until the model answers; ``first_choice`` "required" makes the first step call a tool.
+
+    ``tool_format``: the model template's own tool-call family (``ModelInfo.tool_format``), else the fallback.
+    """
+    native = tool_format if tool_format in call_formats.NAMES else None
     definitions = tools.definitions()
     conversation = list(request.messages)
-    outcome = LoopOutcome("", None)
+    outcome = LoopOutcome("", None, mode=call_formats.mode_name(native) if native else fallback.FALLBACK_NAME)
     choice = first_choice if definitions else "none"
     step = 0
     while True:
         step += 1
         left = max_calls - len(outcome.calls)
         step_choice = "none" if left <= 0 else choice
-        step_request = replace(request, messages=fallback.prepare(conversation, definitions if step_choice != "none"
-                                                                  else ()),
-                               json_schema=fallback.step_schema(definitions, step_choice, left), tools=())
-        text, result = _one_step(generate, step_request, on_event)
+        if native:
+            step_request = replace(request, messages=tuple(conversation), json_schema=None,
+                                   tools=definitions if step_choice != "none" else (),
+                                   tool_choice=step_choice if step_choice != "none" else "auto")
+        else:
+            step_request = replace(request, messages=fallback.prepare(conversation, definitions if step_choice != "none"
+                                                                      else ()),
+                                   json_schema=fallback.step_schema(definitions, step_choice, left), tools=())
+        text, result = _one_step(generate, step_request, on_event, native)
         outcome.result = result
         if result is None or result.finish_reason == "cancelled":
-            outcome.text = fallback.partial_reply(text) or ""
+            outcome.text = call_formats.visible_text(native, text) if native else fallback.partial_reply(text) or ""
             return outcome
-        try:
-            reply, calls = fallback.parse_step(text)
-        except ValueError:
-            outcome.text = fallback.partial_reply(text) or ""
-            if not outcome.text:
-                on_event(NoticeEvent(f"The model's answer was cut off at the token limit ({result.completion_tokens} "
-                                     "tokens) before it was complete; raise Max tokens to let it finish."))
-            return outcome
-        if reply is not None:
-            outcome.text = reply
-            return outcome
+        if native:
+            try:
+                reply, calls = call_formats.parse_reply(native, text)
+            except call_formats.MalformedCall as bad:  # one line, and the text before it is the answer
+                on_event(NoticeEvent(bad.message))
+                outcome.text = bad.text
+                _stream_rest(outcome.text, text, native, on_event)
+                return outcome
+            if not calls or step_choice == "none":
+                outcome.text = reply
+                _stream_rest(reply, text, native, on_event)
+                return outcome
+        else:
+            try:
+                reply, calls = fallback.parse_step(text)
+            except ValueError:
+                outcome.text = fallback.partial_reply(text) or ""
+                if not outcome.text:
+                    on_event(NoticeEvent(f"The model's answer was cut off at the token limit "
+                                         f"({result.completion_tokens} tokens) before it was complete; raise Max "
+                                         "tokens to let it finish."))
+                return outcome
+            if reply is not None:
+                outcome.text = reply
+                return outcome
+            reply = ""
         assistant_calls, results, repeats = [], [], 0
         for index, raw in enumerate(calls):
             call = _new_call(raw, step, len(outcome.calls) + 1, tools)
+            call.text = reply if index == 0 else ""
             earlier = next((c for c in outcome.calls if (c.name, c.arguments_json) == (call.name, call.arguments_json)
                             and c.status in ("done", "error")), None)
             outcome.calls.append(call)
@@ -184,22 +218,22 @@ def run_tool_turn(generate: Callable[[TextRequest], Iterable[EngineEvent]], requ
             assistant_calls.append(ToolCallRequest(call.call_id, call.name,
                                                    call.arguments if isinstance(call.arguments, dict) else {}))
             results.append(ChatMessage("tool", call.result, tool_call_id=call.call_id, name=call.name))
-        assistant = ChatMessage("assistant", "", tool_calls=tuple(assistant_calls))
+        assistant = ChatMessage("assistant", reply, tool_calls=tuple(assistant_calls))
         conversation += [assistant, *results]
         outcome.messages += [assistant, *results]
         # A step that only repeated earlier calls learns nothing new: the next one must answer.
         choice = "none" if repeats == len(calls) else "auto"
 
 
-def _one_step(generate, request: TextRequest, on_event) -> tuple[str, TextResult | None]:
-    """Generate one step; stream the reply as it is written, never the JSON around it."""
+def _one_step(generate, request: TextRequest, on_event, native: str | None = None) -> tuple[str, TextResult | None]:
+    """Generate one step; stream the reply as it is written, never the JSON or call syntax around it."""
     text, shown, result = "", "", None
     events = generate(request)
     try:
         for event in events:
             if isinstance(event, TokenEvent):
                 text += event.text
-                reply = fallback.partial_reply(text)
+                reply = call_formats.visible_text(native, text) if native else fallback.partial_reply(text)
                 if reply is not None and len(reply) > len(shown):
                     on_event(TokenEvent(reply[len(shown):]))
                     shown = reply
@@ -212,6 +246,13 @@ def _one_step(generate, request: TextRequest, on_event) -> tuple[str, TextResult
         if close is not None:
             close()  # a step ended early (the history could not be saved) stops the engine's request
     return text, result
+
+
+def _stream_rest(answer: str, text: str, native: str, on_event) -> None:
+    """Stream what of the answer was held back while it could still have been a call (a reply starting with "{")."""
+    shown = call_formats.visible_text(native, text)
+    if answer.startswith(shown) and len(answer) > len(shown):
+        on_event(TokenEvent(answer[len(shown):]))
 
 
 def _new_call(raw: dict, step: int, seq: int, tools: ToolSet) -> ToolCall:
