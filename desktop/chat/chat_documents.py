@@ -120,12 +120,23 @@ class ChatDocuments(QObject):
 
         return DocumentLibrary(self.controller.workspace.paths.data, self._scheduler(), client=CLIENT)
 
+    def collection_names(self) -> list[str]:
+        """The collections' names, read straight from the index (engines.documents, which pulls in the GGUF
+        reader and numpy, is imported only when a turn is grounded); none before the first collection."""
+        from engines.doc_index.store import FILE_NAME, DocumentStore
+
+        database = self.controller.workspace.paths.data / FILE_NAME
+        if not database.exists():
+            return []
+        try:
+            with DocumentStore(database) as store:
+                return [c.name for c in store.collections()]
+        except Exception:  # noqa: BLE001 - an unreadable index offers none; the Documents page says why
+            return []
+
     def refresh_collections(self) -> None:
         """Offer the collections again (the Documents page may have changed them), keeping the chat's choice."""
-        try:
-            names = [c.name for c in self.library().collections()]
-        except Exception:  # noqa: BLE001 - an unreadable index offers none; the Documents page says why
-            names = []
+        names = self.collection_names()
         chosen = self.box.chosen() if self._loaded_for != -1 else None
         self.box.set_collections(names, chosen)
 
@@ -151,11 +162,7 @@ class ChatDocuments(QObject):
                 chosen = chat_collection(self.controller.store, current)
             except Exception:  # noqa: BLE001 - a chat that cannot be read shows none; the page shows the error
                 chosen = None
-        try:
-            names = [c.name for c in self.library().collections()]
-        except Exception:  # noqa: BLE001
-            names = []
-        self.box.set_collections(names, chosen)
+        self.box.set_collections(self.collection_names(), chosen)
 
     def _chosen(self, _name: str) -> None:
         self._save(self.controller.current_id)

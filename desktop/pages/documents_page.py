@@ -81,12 +81,11 @@ class DocumentsPage(QWidget):
     models_requested = Signal()  # "Open the Models page"
 
     def __init__(self, workspace, scheduler, parent=None) -> None:
-        from engines.documents import DocumentLibrary
-
         super().__init__(parent)
         self.workspace = workspace
-        self.library = DocumentLibrary(workspace.paths.data, scheduler, client=CLIENT)
-        self.runner = IndexRunner(self.library)  # no parent: its thread may outlive the page at close
+        self._scheduler = scheduler
+        self._library = None  # made when the page is first shown (engines.documents imports numpy and the GGUF reader)
+        self.runner = IndexRunner(lambda: self.library)  # no parent: its thread may outlive the page at close
         self.setAcceptDrops(True)
         self._removal = None
         self._last_table_read = 0.0
@@ -199,7 +198,22 @@ class DocumentsPage(QWidget):
         self.runner.progress.connect(self._on_progress)
         self.runner.finished.connect(self._on_finished)
         self.runner.failed.connect(self._on_failed)
-        self.refresh()
+        self.title.setText("Documents")  # the rest is read when the page is first shown (showEvent)
+
+    @property
+    def library(self):
+        """The profile's documents index, on the window's scheduler (the same API as ``atelier docs``)."""
+        if self._library is None:
+            from engines.documents import DocumentLibrary
+
+            self._library = DocumentLibrary(self.workspace.paths.data, self._scheduler, client=CLIENT)
+            try:
+                with self._library.store() as store:  # a damaged index is set aside with a sentence: say it once
+                    if store.problem:
+                        self.show_banner(store.problem)
+            except EngineError as exc:
+                self.show_banner(exc.message)
+        return self._library
 
     # ---- what is shown ---------------------------------------------------
 

@@ -30,9 +30,10 @@ class IndexRunner(QObject):
     finished = Signal(str, object)  # collection, IndexSummary
     failed = Signal(str, str)  # collection, the sentence for the banner
 
-    def __init__(self, library, parent=None) -> None:
+    def __init__(self, library_of, parent=None) -> None:
+        """``library_of()``: the page's DocumentLibrary (made when first needed)."""
         super().__init__(parent)
-        self.library = library
+        self._library_of = library_of
         self.collection: str | None = None  # the collection being indexed, None when idle
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -59,7 +60,7 @@ class IndexRunner(QObject):
 
     def _run(self, name: str, stop: threading.Event) -> None:
         try:
-            summary = self.library.index(name, lambda p: self.progress.emit(name, copy.copy(p)), stop)
+            summary = self._library_of().index(name, lambda p: self.progress.emit(name, copy.copy(p)), stop)
         except EngineError as exc:
             self._end()
             self.failed.emit(name, exc.message)
