@@ -177,3 +177,24 @@ def test_the_progress_line_and_the_file_names_say_where_a_run_is():
     assert shown_name("/elsewhere/a.pdf", ["/d"]) == "a.pdf"
     assert detail_of({"state": "partial", "passages": 12, "pages": 40, "note": "", "reason": ""}) == (
         "12 passages; 40 pages; part of it is indexed; Index resumes after what is stored")
+
+
+def test_a_pdf_source_opens_at_its_page_where_the_default_viewer_takes_one(monkeypatch, tmp_path):
+    import subprocess
+
+    from desktop.chat import citations
+
+    pdf = str(tmp_path / "logbook.pdf")
+    defaults = {"value": "org.gnome.Evince.desktop"}
+    monkeypatch.setattr(citations.sys, "platform", "linux")
+    monkeypatch.setattr(citations.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(subprocess, "run", lambda command, **kw: subprocess.CompletedProcess(
+        command, 0, stdout=defaults["value"] + "\n" if command[1:] == ["query", "default", "application/pdf"] else ""))
+    assert citations.page_command(pdf, 3) == ["/usr/bin/evince", "--page-index", "3", pdf]
+    defaults["value"] = "okularApplication_pdf.desktop"
+    assert citations.page_command(pdf, 3) == ["/usr/bin/okular", "--page", "3", pdf]
+    defaults["value"] = "org.pwmt.zathura.desktop"
+    assert citations.page_command(pdf, 2) == ["/usr/bin/zathura", "--page", "2", pdf]
+    defaults["value"] = "firefox.desktop"  # a viewer that takes no page on its command line: the file is opened
+    assert citations.page_command(pdf, 2) is None
+    assert citations.page_command(str(tmp_path / "notes.txt"), None) is None

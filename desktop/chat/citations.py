@@ -68,7 +68,7 @@ def render_sources(sources, message_key: str, theme) -> str:
 
 
 # Viewers that open a PDF at a page from their command line, by the name of their .desktop file.
-_PAGE_ARGUMENTS = {
+_PAGE_ARGUMENTS = {  # keys in lower case: desktop file names differ in case between distributions
     "org.gnome.evince": ("evince", lambda page: ["--page-index", str(page)]),
     "evince": ("evince", lambda page: ["--page-index", str(page)]),
     "okularapplication_pdf": ("okular", lambda page: ["--page", str(page)]),
@@ -94,7 +94,7 @@ def page_command(path: str, page: int | None) -> list[str] | None:
                                timeout=5, check=False).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-    known = _PAGE_ARGUMENTS.get(found.removesuffix(".desktop"))
+    known = _PAGE_ARGUMENTS.get(found.removesuffix(".desktop").lower())
     if known is None:
         return None
     program, arguments = known
