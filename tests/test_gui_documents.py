@@ -198,3 +198,48 @@ def test_a_pdf_source_opens_at_its_page_where_the_default_viewer_takes_one(monke
     defaults["value"] = "firefox.desktop"  # a viewer that takes no page on its command line: the file is opened
     assert citations.page_command(pdf, 2) is None
     assert citations.page_command(str(tmp_path / "notes.txt"), None) is None
+
+
+def test_files_dropped_on_the_page_join_the_collection_and_another_model_reindexes_it(qtbot, monkeypatch, tmp_path):
+    from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    workspace = open_workspace()
+    for stem, name in (("all-minilm-l6-v2-f16", "all-MiniLM-L6-v2"), ("bge-small-en-v1.5-q8_0", "BGE small en v1.5")):
+        workspace.models.add(InstalledModel(f"local/{stem}", name, str(tmp_path / f"{stem}.gguf"), 1, "llama_cpp",
+                                            "gguf", "import", kind="embedding"))
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.md").write_text("# A\n")
+    (tmp_path / "b.txt").write_text("b")
+    window = make_window(qtbot, workspace, monkeypatch)
+    page = window.documents_page
+    started = []
+    monkeypatch.setattr(page, "start_indexing", started.append)  # the indexing itself: the end-to-end test
+    try:
+        assert [page.model_combo.itemText(i) for i in range(page.model_combo.count())] == [
+            "all-MiniLM-L6-v2", "BGE small en v1.5"]
+        assert page.create_collection("Notes", [str(folder)]) and started == ["Notes"]
+        assert [(page.files.index(0, 0).data(), page.files.index(0, 1).data())] == [("Pending", "a.md")]
+        assert not page.create_collection("Notes")
+        assert page.banner.text() == "There is already a collection named 'Notes': choose another name."
+
+        mime = QMimeData()
+        mime.setUrls([QUrl.fromLocalFile(str(tmp_path / "b.txt"))])
+        page.dropEvent(QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                                  Qt.KeyboardModifier.NoModifier))
+        assert sorted(page.library.sources("Notes")) == [str(tmp_path / "b.txt"), str(folder)]
+        assert started == ["Notes", "Notes"] and page.files.rowCount() == 2
+
+        asked = []
+        page.confirm = lambda title, text: asked.append((title, text)) or True
+        page.model_combo.setCurrentIndex(1)
+        page.model_combo.activated.emit(1)
+        assert asked == [("Change the embedding model", "Index 'Notes' again with BGE small en v1.5? Every file is "
+                          "embedded again; until then the collection answers from what is re-indexed.")]
+        collection = page.library.collection("Notes")
+        assert (collection.model_name, Path(collection.model_path).name) == (
+            "BGE small en v1.5", "bge-small-en-v1.5-q8_0.gguf")
+        assert started == ["Notes"] * 3
+    finally:
+        window.close()
