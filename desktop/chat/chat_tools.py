@@ -3,9 +3,13 @@
 :class:`ToolsBox` sits in the chat's right-hand panel, below the system
 prompt: the enabled MCP servers (``mcp-servers.json``, see
 :mod:`engines.tools.servers`), each with a switch for this chat and the
-tools it listed, the tool-call mode in words
-(``engines.tools.fallback.FALLBACK_NAME``), and "Reply as JSON matching
-this schema" (typed or loaded from a file).
+tools it listed, the tool-call mode in words (the loaded model's own tool
+format, ``engines.tools.call_formats.mode_name``, or
+``engines.tools.fallback.FALLBACK_NAME``), "The first step must call a
+tool" (``atelier chat --tool-choice required``), and "Reply as JSON
+matching this schema" (typed or loaded from a file; not together with
+tools, as on the command line: a reply that calls tools is not one JSON
+answer).
 
 :class:`ChatTools` wires it to the page. What a chat switched on is saved
 with ``engines.chat.tool_log.set_chat_tools`` the moment it changes (a new
@@ -47,6 +51,8 @@ from desktop.chat.tool_approval import ApprovalBridge
 from engines.errors import EngineError, ErrorKind
 
 NO_SERVERS = "No tool servers yet: add one in Settings → MCP servers."
+JSON_WITH_TOOLS = ("Reply as JSON cannot be combined with tools: a reply that calls tools is not one JSON answer. "
+                   "Switch the tools or Reply as JSON off for this message.")
 SCHEMA_PLACEHOLDER = '{"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}'
 
 
@@ -94,9 +100,13 @@ class ToolsBox(QGroupBox):
         self.empty.setObjectName("Muted")
         self.empty.setWordWrap(True)
         layout.addWidget(self.empty)
+        self.required = QCheckBox("The first step must call a tool")
+        self.required.setToolTip("Tool choice 'required' (atelier chat --tool-choice required): the model's first "
+                                 "step is held to a tool call; after the results it answers as it likes.")
+        layout.addWidget(self.required)
         self.json_switch = QCheckBox("Reply as JSON matching this schema")
         self.json_switch.setToolTip("The reply is constrained token by token to the schema (a llama.cpp grammar). "
-                                    "While a tool server is switched on, replies use the tool loop's own format instead.")
+                                    "Not together with tools: a reply that calls tools is not one JSON answer.")
         layout.addWidget(self.json_switch)
         self.schema = QPlainTextEdit()
         self.schema.setPlaceholderText(SCHEMA_PLACEHOLDER)
@@ -229,14 +239,17 @@ class _StoppableHost:
 class TurnTools:
     """What one turn runs with (made on the worker's thread); ``close()`` stops its servers."""
 
-    def __init__(self, toolset, approvals, json_schema: dict | None, stopped: threading.Event) -> None:
+    def __init__(self, toolset, approvals, json_schema: dict | None, stopped: threading.Event,
+                 tool_choice: str = "auto") -> None:
         self.toolset, self.approvals, self.json_schema, self.stopped = toolset, approvals, json_schema, stopped
+        self.tool_choice = tool_choice
 
     def host(self, host):
         return _StoppableHost(host, self.stopped) if self.toolset else host
 
     def turn_args(self) -> dict:
-        return {"tools": self.toolset or None, "approvals": self.approvals, "json_schema": self.json_schema}
+        return {"tools": self.toolset or None, "approvals": self.approvals, "json_schema": self.json_schema,
+                "tool_choice": self.tool_choice}
 
     def close(self) -> None:
         if self.toolset is not None:
@@ -269,6 +282,7 @@ class ChatTools(QObject):
         panel_layout = page.panel.widget().layout()
         panel_layout.insertWidget(max(0, panel_layout.indexOf(page.panel.hidden_note)), self.box)
         self.box.changed.connect(self._box_changed)
+        page.controller.model_info.connect(self._model_loaded)
         self.box.shown.connect(self.refresh_servers)
         self.problem.connect(self._show_problem)
         c = self.controller
@@ -280,6 +294,14 @@ class ChatTools(QObject):
         self.refresh_servers()
 
     # ---- the box ---------------------------------------------------------
+
+    @Slot(object)
+    def _model_loaded(self, info) -> None:
+        """Name the mode the loaded model's calls use: its template's own tool format, else the JSON fallback."""
+        from engines.tools.call_formats import mode_name
+        from engines.tools.fallback import FALLBACK_NAME
+
+        self.box.set_mode(f"Mode: {mode_name(getattr(info, 'tool_format', None)) or FALLBACK_NAME}.")
 
     def _enabled(self) -> list:
         """The enabled servers; none (and the reason under the box) when the list cannot be read."""
@@ -358,6 +380,11 @@ class ChatTools(QObject):
         """False (with the reason under the schema) when "Reply as JSON" is on and its schema cannot be used."""
         if not self.box.json_switch.isChecked():
             return True
+        if self.box.chosen():
+            problem = JSON_WITH_TOOLS
+            self.box.show_problem(problem)
+            self.page._show_banner(problem)
+            return False
         _schema, problem = schema_problem(self.box.schema.toPlainText())
         self.box.show_problem(problem or "")
         if problem:
@@ -401,14 +428,15 @@ class ChatTools(QObject):
         self.bridge.start_turn()
         self.live.clear()
         self.progress.clear()
-        self._snapshot = (servers, image, approvals, schema, self._stopped)
+        self._snapshot = (servers, image, approvals, schema, self._stopped,
+                          "required" if self.box.required.isChecked() else "auto")
 
     def open_turn(self, conversation_id: int) -> TurnTools | None:
         """On the worker's thread: start the chosen servers; None when the chat uses no tools and no schema."""
         snapshot, self._snapshot = self._snapshot, None
         if snapshot is None:
             return None
-        servers, image, approvals, schema, stopped = snapshot
+        servers, image, approvals, schema, stopped, tool_choice = snapshot
         if not servers and image is None and schema is None:
             return None
         toolset = None
@@ -427,7 +455,8 @@ class ChatTools(QObject):
             if not toolset:
                 toolset.close()
                 toolset = None
-        return TurnTools(toolset, approvals, schema, stopped)
+        return TurnTools(toolset, approvals, schema if toolset is None else None, stopped,
+                         tool_choice if toolset is not None else "auto")
 
     def _add_image_tool(self, toolset, spec, model_id, scheduler) -> None:
         """Atelier's image engine as ``make_image``, on the window's scheduler."""

@@ -158,7 +158,8 @@ def run_chat(args) -> int:
         result = None
         if args.tools:  # the tool loop: its own steps, the calls on stderr, the answer streamed like any reply
             tools = run_tool_reply(args, host, request, servers, show, workspace,
-                                   image_host=lambda: scheduler.host_for("cli-image"))
+                                   image_host=lambda: scheduler.host_for("cli-image"),
+                                   tool_format=getattr(loaded, "tool_format", None))
             result = tools.result
         for event in host.generate(request) if tools is None else ():
             if isinstance(event, TokenEvent) and not args.json:

@@ -5,9 +5,10 @@ stderr as it happens (``tool: time.convert_time {...}``, then its status
 and the first line of its result), so a pipe gets the answer alone. On a
 terminal each call is asked for ("Allow? [y]es once, [a]lways for this
 tool, [n]o"); in a non-interactive run ``--allow-tools`` allows them, and
-without it every call is refused with a note saying so. The model's
-template decides nothing yet: every model uses the JSON-grammar fallback
-(engines.tools.fallback), named in the first note.
+without it every call is refused with a note saying so. A model whose chat
+template defines tools calls them in its own syntax (``ModelInfo.tool_format``,
+engines.tools.call_formats); any other uses the JSON-grammar fallback
+(engines.tools.fallback). The first note names which.
 """
 
 from __future__ import annotations
@@ -85,10 +86,11 @@ def _image_model(workspace):
         found.installed.id if found.installed is not None else None)
 
 
-def run_tool_reply(args, host, request, chosen, show, workspace=None, image_host=None):
+def run_tool_reply(args, host, request, chosen, show, workspace=None, image_host=None, tool_format=None):
     """The loop's outcome, with the reply streamed through ``show`` unless ``--json``.
 
-    ``chosen``: what :func:`tool_servers` returned; ``image_host()`` gives the host the image tool runs on.
+    ``chosen``: what :func:`tool_servers` returned; ``image_host()`` gives the host the image tool runs on;
+    ``tool_format``: the loaded model's own tool-call family (``ModelInfo.tool_format``), None for the fallback.
     """
     servers, image = chosen
     from engines.tools.loop import REFUSED_RESULT, Approvals, ToolCallEvent, run_tool_turn
@@ -114,12 +116,13 @@ def run_tool_reply(args, host, request, chosen, show, workspace=None, image_host
             add_image_tool(toolset, image_host(), workspace.paths, workspace.settings.images, *image)
         for problem in toolset.problems:
             print_note(problem)
+        from engines.tools.call_formats import mode_name
         from engines.tools.fallback import FALLBACK_NAME
 
         if not args.json:
-            print_note(f"tools: {', '.join(toolset.names()) or 'none'}. {FALLBACK_NAME}.")
+            print_note(f"tools: {', '.join(toolset.names()) or 'none'}. {mode_name(tool_format) or FALLBACK_NAME}.")
         return run_tool_turn(host.generate, request, toolset, approvals, on_event,
-                             first_choice=args.tool_choice, max_calls=args.max_tool_calls)
+                             first_choice=args.tool_choice, max_calls=args.max_tool_calls, tool_format=tool_format)
 
 
 def calls_json(calls) -> list[dict]:
