@@ -243,3 +243,19 @@ def test_files_dropped_on_the_page_join_the_collection_and_another_model_reindex
         assert started == ["Notes"] * 3
     finally:
         window.close()
+
+
+def test_the_chat_documents_box_says_where_the_passages_go(qtbot):
+    from desktop.chat.chat_documents import DocumentsBox
+
+    box = DocumentsBox()
+    qtbot.addWidget(box)
+    box.set_collections([], None)
+    assert box.note.text() == "No collections yet: make one on the Documents page, then attach it here."
+    box.set_collections(["Taxes"], "Gone")  # attached, then removed on the Documents page: still shown, marked
+    assert [box.combo.itemText(i) for i in range(box.combo.count())] == ["None", "Taxes", "Gone (removed)"]
+    box.combo.setCurrentIndex(1)
+    assert box.note.text() == "Answers come from 'Taxes' and list their sources under them."
+    box.set_remote("lab")
+    assert box.note.text() == ("Answers come from 'Taxes'. The model runs on the remote server 'lab', so the "
+                               "passages found are sent to it with your question.")

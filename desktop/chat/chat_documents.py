@@ -40,6 +40,7 @@ class DocumentsBox(QGroupBox):
         super().__init__("Documents (this chat)", parent)
         self.setObjectName("DocumentsBox")
         self._updating = False
+        self._remote: str | None = None  # the remote server the chat's model runs on, if it does
         layout = QVBoxLayout(self)
         self.combo = QComboBox()
         self.combo.setToolTip("Answer from a collection of your documents: its passages go to the model, and the "
@@ -68,9 +69,17 @@ class DocumentsBox(QGroupBox):
     def chosen(self) -> str | None:
         return self.combo.currentData() or None
 
+    def set_remote(self, server: str | None) -> None:
+        """The chat's model runs on this remote server (None: on this computer): the passages would go there."""
+        self._remote = server
+        self._show_note([self.combo.itemData(i) for i in range(1, self.combo.count())])
+
     def _show_note(self, names: list[str]) -> None:
         chosen = self.chosen()
-        if chosen:
+        if chosen and self._remote:
+            self.note.setText(f"Answers come from '{chosen}'. The model runs on the remote server '{self._remote}', "
+                              "so the passages found are sent to it with your question.")
+        elif chosen:
             self.note.setText(f"Answers come from '{chosen}' and list their sources under them.")
         else:
             self.note.setText(NO_COLLECTIONS if not names else "Attach a collection to answer from your documents.")
@@ -106,6 +115,7 @@ class ChatDocuments(QObject):
         c.messages_changed.connect(self._chat_shown)
         c.worker.documents_for = self
         page.view.source_clicked.connect(self._source_clicked)
+        page.model_shown.connect(self._model_shown)
         self.refresh_collections()
 
     # ---- the library -----------------------------------------------------
@@ -139,6 +149,10 @@ class ChatDocuments(QObject):
         names = self.collection_names()
         chosen = self.box.chosen() if self._loaded_for != -1 else None
         self.box.set_collections(names, chosen)
+
+    def _model_shown(self, model) -> None:
+        remote = model is not None and getattr(model, "engine", "") == "remote"
+        self.box.set_remote(model.server.name if remote else None)
 
     def attached(self) -> str | None:
         return self.box.chosen()
