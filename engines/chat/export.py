@@ -17,13 +17,18 @@ keys, and a breaking change bumps ``version``::
          "status": "complete" | "interrupted" | "cancelled" | "error" | "streaming",
          "created_at": "...",                       # ISO-8601, UTC
          "stats": {...} | null,                     # e.g. tokens, speed, seed
-         "images": [{"media_type": "image/png", "data": "<base64>"}]}  # only when the message has any
+         "images": [{"media_type": "image/png", "data": "<base64>"}],  # only when the message has any
+         "tool_calls": [{"id": "...", "round": 1, "server": "time", "tool": "get_current_time",
+                         "arguments": {...}, "status": "done" | "error" | "refused" | "invalid" | ...,
+                         "result": "...", "text": "..."}]}  # only when the reply called tools
       ]
     }
 
 Images attached to a message (for a vision model) are kept in both: in
 the JSON as base64, in the Markdown as ``data:`` images, so an exported
-chat is whole in one file.
+chat is whole in one file. The tools a reply called (engines.chat.tool_log)
+come before its answer, as they happened: in the Markdown each call's
+arguments and result in fenced blocks, in the JSON as ``tool_calls``.
 """
 
 from __future__ import annotations
@@ -98,10 +103,51 @@ def _data_url(data: bytes) -> str:
     return f"data:{media_type(data)};base64,{base64.b64encode(data).decode('ascii')}"
 
 
+def calls_for_export(store, conversation_id: int) -> dict[int, list]:
+    """The tool calls of a conversation's replies (the versions on show), by message id; none before schema 3."""
+    if store.schema_version() < 3:
+        return {}
+    from engines.chat.tool_log import calls_in
+
+    return calls_in(store, conversation_id)
+
+
+def _fenced(text: str, info: str = "") -> str:
+    """``text`` in a code fence longer than any backtick run inside it, so it can never close the fence early."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{info}\n{text.rstrip(chr(10))}\n{fence}"
+
+
+def _call_markdown(index: int, call) -> list[str]:
+    where = f"`{call.tool}` on {call.server}" if call.server else f"`{call.tool}`"
+    try:
+        arguments = json.dumps(json.loads(call.arguments_json), ensure_ascii=False, indent=2)
+    except ValueError:
+        arguments = call.arguments_json
+    parts = [call.text.rstrip("\n")] if call.text.strip() else []
+    parts += [f"*Tool call {index}: {where} ({call.status})*", _fenced(arguments, "json")]
+    if call.result:
+        parts += ["Result:", _fenced(call.result)]
+    return parts
+
+
+def _call_data(call) -> dict:
+    try:
+        arguments = json.loads(call.arguments_json)
+    except ValueError:
+        arguments = call.arguments_json
+    return {"id": call.call_id, "round": call.round, "server": call.server, "tool": call.tool,
+            "arguments": arguments, "status": call.status, "result": call.result, "text": call.text}
+
+
 def export_markdown(conversation: Conversation, messages: Iterable[StoredMessage],
-                    images: dict[int, tuple[bytes, ...]] | None = None) -> str:
-    """The conversation as Markdown; message text (code blocks included) is kept verbatim, images inline."""
-    images = images or {}
+                    images: dict[int, tuple[bytes, ...]] | None = None, calls: dict[int, list] | None = None) -> str:
+    """The conversation as Markdown; message text (code blocks included) is kept verbatim, images inline.
+
+    ``calls``: a reply's tool calls by message id (:func:`calls_for_export`), shown before its answer.
+    """
+    images, calls = images or {}, calls or {}
     title = " ".join(conversation.title.split()) or "Untitled chat"
     parts = [f"# {title}"]
     meta = [f"Started {datetime.fromtimestamp(conversation.created_at).strftime('%Y-%m-%d %H:%M')}"]
@@ -113,6 +159,8 @@ def export_markdown(conversation: Conversation, messages: Iterable[StoredMessage
     for message in messages:
         parts.append(_ROLE_HEADERS.get(message.role, f"**{message.role}**"))
         parts += [f"![image {i + 1}]({_data_url(data)})" for i, data in enumerate(images.get(message.id, ()))]
+        for index, call in enumerate(calls.get(message.id, ()), start=1):
+            parts += _call_markdown(index, call)
         content = message.content.rstrip("\n")
         fence = _open_fence(content)
         if fence is not None:
@@ -128,10 +176,10 @@ def export_markdown(conversation: Conversation, messages: Iterable[StoredMessage
 
 
 def export_data(conversation: Conversation, messages: Iterable[StoredMessage],
-                images: dict[int, tuple[bytes, ...]] | None = None) -> dict:
+                images: dict[int, tuple[bytes, ...]] | None = None, calls: dict[int, list] | None = None) -> dict:
     """The JSON export as plain data (see the module docstring for the layout)."""
     sampling = conversation.sampling or SamplingParams()
-    images = images or {}
+    images, calls = images or {}, calls or {}
     return {
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
@@ -149,6 +197,7 @@ def export_data(conversation: Conversation, messages: Iterable[StoredMessage],
                 "stats": m.stats,
                 **({"images": [{"media_type": media_type(data), "data": base64.b64encode(data).decode("ascii")}
                                for data in images[m.id]]} if images.get(m.id) else {}),
+                **({"tool_calls": [_call_data(call) for call in calls[m.id]]} if calls.get(m.id) else {}),
             }
             for m in messages
         ],
@@ -156,9 +205,9 @@ def export_data(conversation: Conversation, messages: Iterable[StoredMessage],
 
 
 def export_json(conversation: Conversation, messages: Iterable[StoredMessage],
-                images: dict[int, tuple[bytes, ...]] | None = None) -> str:
+                images: dict[int, tuple[bytes, ...]] | None = None, calls: dict[int, list] | None = None) -> str:
     """The conversation as JSON text: UTF-8 friendly, indented, keys in a fixed order."""
-    data = export_data(conversation, messages, images)
+    data = export_data(conversation, messages, images, calls)
     return json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n"
 
 

@@ -9,7 +9,9 @@ and carries on, so one bad page costs the rows on it, not the rest.
 
 The rows land in a scratch database beside the damaged file first, then
 every readable conversation is added to the live history as a new one
-(its ids are renumbered; its times kept), and rows of other tables that
+(its ids are renumbered; its times kept; the tool calls of each reply's
+version on show, with their call ids, and the chat's tool choice come with
+it, under the new ids), and rows of other tables that
 share the file (the gallery index) are copied back where they are missing.
 The damaged file itself is never changed or deleted.
 """
@@ -31,7 +33,9 @@ from engines.chat.titles import DEFAULT_TITLE, auto_title_from
 log = logging.getLogger(__name__)
 
 # Rows keyed by message id are carried with their message (recovered messages get new ids), never copied as is.
-CHAT_TABLES = ("conversations", "messages", "reply_versions", "message_images")
+CHAT_TABLES = ("conversations", "messages", "reply_versions", "message_images", "tool_calls", "conversation_tools")
+_CALL_COLUMNS = ("round, seq, text, call_id, server, tool, arguments_json, status, result, result_json, "
+                 "created_at, updated_at")
 _MAX_SKIP = 1 << 62
 
 
@@ -141,6 +145,44 @@ def _images(scratch: sqlite3.Connection) -> dict[int, tuple[bytes, ...]]:
     return found
 
 
+def _tool_rows(scratch: sqlite3.Connection) -> tuple[dict[int, list[tuple]], dict[int, tuple]]:
+    """(old message id -> the rows of its calls in the version on show, old chat id -> its tool choice row)."""
+    names = {row[0] for row in scratch.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    calls: dict[int, list[tuple]] = defaultdict(list)
+    settings: dict[int, tuple] = {}
+    try:
+        if "tool_calls" in names and "messages" in names:
+            shown = dict(scratch.execute("SELECT id, version FROM messages"))
+            for row in scratch.execute(f"SELECT message_id, version, {_CALL_COLUMNS} FROM tool_calls "
+                                       "ORDER BY message_id, seq"):
+                if shown.get(row[0], 1) == row[1]:
+                    calls[row[0]].append(row[2:])
+        if "conversation_tools" in names:
+            for row in scratch.execute("SELECT conversation_id, servers_json, json_schema FROM conversation_tools"):
+                settings[row[0]] = row[1:]
+    except sqlite3.Error as exc:  # an older or damaged layout: the chats come back without their calls
+        log.warning("tool calls could not be read back: %s", exc)
+    return calls, settings
+
+
+def _carry_tools(into: ChatStore, new_id: int, old_id: int, found: list[StoredMessage],
+                 calls: dict[int, list[tuple]], settings: dict[int, tuple]) -> None:
+    """Add the recovered calls of one imported chat under its messages' new ids (call ids kept)."""
+    if into.schema_version() < 3 or not (settings.get(old_id) or any(calls.get(m.id) for m in found)):
+        return
+    new_rows = into._read("SELECT id, version FROM messages WHERE conversation_id = ? ORDER BY position",  # noqa: SLF001
+                          (new_id,))
+    pairs = zip(sorted(found, key=lambda m: m.position), new_rows)
+    with into._write() as db:  # noqa: SLF001 - the store's one transaction helper, shared within engines.chat
+        for old, (message_id, version) in pairs:
+            db.executemany(f"INSERT INTO tool_calls (message_id, version, {_CALL_COLUMNS}) "
+                           f"VALUES (?, ?, {', '.join('?' * 12)})",
+                           [(message_id, version, *row) for row in calls.get(old.id, ())])
+        if old_id in settings:
+            db.execute("INSERT OR REPLACE INTO conversation_tools (conversation_id, servers_json, json_schema) "
+                       "VALUES (?, ?, ?)", (new_id, *settings[old_id]))
+
+
 def _chat_records(scratch: sqlite3.Connection) -> list[tuple[Conversation, list[StoredMessage]]]:
     """The conversations (with their messages) of the scratch copy; messages without one get a new one."""
     names = {row[0] for row in scratch.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -221,10 +263,12 @@ def salvage(damaged: Path, into: ChatStore) -> SalvageReport:
             scratch = sqlite3.connect(scratch_path)
             try:
                 records, images = _chat_records(scratch), _images(scratch)
+                calls, settings = _tool_rows(scratch)
             finally:
                 scratch.close()
             for conversation, found in records:
-                into.import_conversation(conversation, found, images)
+                new_id = into.import_conversation(conversation, found, images)
+                _carry_tools(into, new_id, conversation.id, found, calls, settings)
                 conversations += 1
                 messages += len(found)
             other_rows = _copy_other_tables(scratch_path, into.path)
