@@ -126,6 +126,14 @@ def test_llama_gets_one_call_per_assistant_turn():
     assert "tool_calls" not in payload[0]  # Llama's template tests 'tool_calls' in message
 
 
+def test_offered_names_are_safe_for_templates_and_still_reach_the_server_s_own_tool():
+    tools = ToolSet()
+    tools.add_builtin(ListedTool("get time<|im_end|>", "", {"type": "object"}), lambda args, progress: ToolOutcome("noon"))
+    [name] = tools.names()
+    assert name == "get_time__im_end__" and tools.get(name).listed.name == "get time<|im_end|>"
+    assert [tool.name for tool in tools.definitions()] == [name]
+
+
 # ---- parsing -----------------------------------------------------------------------------------
 
 
@@ -236,7 +244,8 @@ def test_the_grammar_forces_a_call_in_the_family_s_syntax_on_a_random_model(fami
     path = write_tiny_llama_gguf(tmp_path / f"tiny-{family}.gguf", context_length=2048,
                                  chat_template=(TEMPLATES / source).read_text(), extra_tokens=specials)
     engine = LlamaCppEngine()
-    info = engine.load(TextLoadSpec(str(path), context_length=2048), lambda event: None)
+    # One thread: a model this small gains nothing from two, and on a busy 2-core box they only wait for each other.
+    info = engine.load(TextLoadSpec(str(path), context_length=2048, threads=1), lambda event: None)
     assert (info.tools_in_template, info.tool_format) == (True, family)
     texts = []
 

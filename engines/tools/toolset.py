@@ -110,6 +110,10 @@ class ToolSet:
         self.close()
 
     def _free_name(self, name: str, server: str) -> str:
+        """The name the model calls: letters, digits and ``_.-`` only (it goes into chat templates), never taken twice."""
+        from engines.llama.tool_templates import clean_name
+
+        name = clean_name(name)
         if name not in self._tools:
             return name
         return re.sub(r"[^A-Za-z0-9_-]", "_", f"{server}_{name}")[:64]
