@@ -24,7 +24,9 @@ def make_window(qtbot, workspace, monkeypatch):
     from tests.fixtures.fake_host import FakeHost
 
     monkeypatch.setattr(MainWindow, "ensure_models_page", lambda self: None)
-    window = MainWindow(workspace, ChatController(workspace, host=FakeHost()))
+    host = FakeHost()
+    window = MainWindow(workspace, ChatController(workspace, host=host))
+    window.host = host
     qtbot.addWidget(window)
     window.show()
     window.show_page("Documents")
@@ -259,3 +261,53 @@ def test_the_chat_documents_box_says_where_the_passages_go(qtbot):
     box.set_remote("lab")
     assert box.note.text() == ("Answers come from 'Taxes'. The model runs on the remote server 'lab', so the "
                                "passages found are sent to it with your question.")
+
+
+def test_a_grounded_turn_asks_the_shared_grounding_and_stop_during_the_search_writes_nothing(qtbot, monkeypatch,
+                                                                                             tmp_path):
+    """Fast: FakeHost for the chat model, the grounding function stood in for (the slow test runs the real one)."""
+    import threading
+
+    from engines.api import ChatMessage
+    from engines.documents import Grounding, grounding as grounding_module
+    from engines.settings import LoadPrefs
+
+    workspace = open_workspace()
+    model = workspace.models.add(InstalledModel("local/fake", "Fake", str(tmp_path / "fake.gguf"), 1, "llama_cpp",
+                                                "gguf", "import"))
+    workspace.settings.last_model_id = model.id
+    workspace.settings.load_prefs[model.id] = LoadPrefs(context_length=8192)
+    workspace.settings.grounding_prompt = "Use these: {documents}"
+    window = make_window(qtbot, workspace, monkeypatch)
+    window.documents_page.library.add("Notes", [], str(tmp_path / "minilm.gguf"), "MiniLM")
+    page = window.chat_page
+    calls, searching, release = [], threading.Event(), threading.Event()
+
+    def grounded_request(library, collection, request, context, template):
+        calls.append((collection, request.messages[-1].content, context, template))
+        searching.set()
+        release.wait(60)
+        return Grounding("Use these: [1] a.md\nA", (), "excerpts"), request.__class__(
+            (ChatMessage("system", "Use these: [1] a.md\nA"), *request.messages), request.sampling)
+
+    monkeypatch.setattr(grounding_module, "grounded_request", grounded_request)
+    try:
+        page.documents.attach("Notes")
+        page.composer.setPlainText("What is in my notes?")
+        page.send_button.click()
+        qtbot.waitUntil(searching.is_set, timeout=60_000)
+        page.stop_button.click()
+        release.set()
+        qtbot.waitUntil(lambda: not window.chat_controller.streaming, timeout=60_000)
+        assert calls == [("Notes", "What is in my notes?", 8192, "Use these: {documents}")]
+        assert window.host.requests == []  # stopped before the model was asked
+        assert [m.role for m in window.chat_controller.messages()][:1] == ["user"]
+        assert all(m.content == "" for m in window.chat_controller.messages() if m.role == "assistant")
+
+        searching.clear()
+        page.composer.setPlainText("And now?")
+        page.send_button.click()  # not stopped: the model gets the grounded system message first
+        qtbot.waitUntil(lambda: not window.chat_controller.streaming, timeout=60_000)
+        assert window.host.requests[-1].messages[0] == ChatMessage("system", "Use these: [1] a.md\nA")
+    finally:
+        window.close()

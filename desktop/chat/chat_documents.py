@@ -20,10 +20,13 @@ file name opens the file (at its page), "passage" shows the text.
 
 from __future__ import annotations
 
+import threading
+
 from PySide6.QtCore import QObject, Signal, Slot
 from PySide6.QtWidgets import QComboBox, QGroupBox, QLabel, QMessageBox, QVBoxLayout, QWidget
 
 from desktop.chat.citations import open_source, where
+from engines.errors import EngineError, ErrorKind
 
 NONE_LABEL = "None"
 NO_COLLECTIONS = "No collections yet: make one on the Documents page, then attach it here."
@@ -103,7 +106,8 @@ class ChatDocuments(QObject):
         self.page = page
         self.controller = page.controller
         self._loaded_for: int | None = -1  # the chat whose choice the box shows
-        self._snapshot: tuple | None = None  # (collection, library, template, context tokens) for the next turn
+        self._snapshot: tuple | None = None  # (collection, library, template, context tokens, stopped) for a turn
+        self._stopped = threading.Event()  # Stop pressed while the question was searched
         self._sources: dict[str, object] = {}  # message key -> ReplySources, for the links
         self.box = DocumentsBox()
         panel_layout = page.panel.widget().layout()
@@ -203,18 +207,20 @@ class ChatDocuments(QObject):
         self._save(conversation_id)
         collection = self.box.chosen()
         self._snapshot = None
+        self._stopped = threading.Event()
         if collection:
             model = c.current_model()
             spec = c.load_spec(model) if model is not None else None
             context = getattr(spec, "context_length", None) or 4096
-            self._snapshot = (collection, self.library(), c.workspace.settings.grounding_prompt, context)
+            self._snapshot = (collection, self.library(), c.workspace.settings.grounding_prompt, context,
+                              self._stopped)
 
     def open_turn(self, conversation_id: int):
         """On the worker's thread: the turn's ``ground`` callable, or None when the chat has no collection."""
         snapshot, self._snapshot = self._snapshot, None
         if snapshot is None:
             return None
-        collection, library, template, context = snapshot
+        collection, library, template, context, stopped = snapshot
         progress = self.controller.worker.progress
 
         def ground(store, request, reply_id: int):
@@ -223,12 +229,18 @@ class ChatDocuments(QObject):
 
             progress.emit(f"Searching '{collection}'…")
             grounding, grounded = grounded_request(library, collection, request, context, template)
+            if stopped.is_set():  # Stop while the question was searched: no model is loaded, nothing is written
+                raise EngineError(ErrorKind.CANCELLED, "Stopped.")
             save_sources(store, reply_id, store.get_message(reply_id).version, collection, grounding)
             if grounding.notice:
                 progress.emit(grounding.notice)
             return grounded
 
         return ground
+
+    def cancel(self) -> None:
+        """Stop (GUI thread, through the worker): the turn ends once the search in hand returns."""
+        self._stopped.set()
 
     # ---- sources under replies -----------------------------------------------
 

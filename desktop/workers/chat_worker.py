@@ -52,7 +52,8 @@ class ChatWorker(QObject):
     # turn its tools, approvals and reply schema (or None); cancel() refuses a call waiting for approval.
     tools_for = None
     # Set by the chat page (desktop.chat.chat_documents.ChatDocuments): open_turn(conversation id) on this thread
-    # gives a turn its documents (a ground(store, request, reply id) callable) or None.
+    # gives a turn its documents (a ground(store, request, reply id) callable) or None; cancel() ends a turn
+    # whose question is being searched.
     documents_for = None
 
     def __init__(self, store_factory, host) -> None:
@@ -70,6 +71,8 @@ class ChatWorker(QObject):
         """Called from the GUI thread: sets a flag the engine polls every token."""
         if self.tools_for is not None:
             self.tools_for.cancel()
+        if self.documents_for is not None:
+            self.documents_for.cancel()
         self._host.cancel()
 
     def abandon(self) -> None:
@@ -77,6 +80,8 @@ class ChatWorker(QObject):
         self.closing.set()
         if self.tools_for is not None:
             self.tools_for.cancel()
+        if self.documents_for is not None:
+            self.documents_for.cancel()
         self._host.cancel()
         kill = getattr(self._host, "kill", None)
         if kill is not None:
