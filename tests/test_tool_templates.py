@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from engines.api import ChatMessage, FinishedEvent, NoticeEvent, SamplingParams, TextLoadSpec, TextRequest, \
-    TokenEvent, ToolCallRequest, ToolFunction
+    TextResult, TokenEvent, ToolCallRequest, ToolFunction
 from engines.llama.templates import choose_template
 from engines.llama.tool_templates import clean_text, messages_payload
 from engines.tools import call_formats
@@ -221,6 +221,20 @@ def test_a_malformed_call_is_a_notice_and_the_chat_goes_on():
         "double quotes); it was not run."]
     assert (outcome.text, outcome.calls) == ("Adding.", [])
     assert not [e for e in events if isinstance(e, ToolCallEvent)]
+
+
+def test_a_call_cut_off_at_the_token_limit_says_so():
+    def cut_off(request):
+        yield TokenEvent('<tool_call>\n{"name": "add", "arguments": {"a": 2')
+        yield FinishedEvent(TextResult('<tool_call>\n{"name": "add", "arguments": {"a": 2', "length", 10, 16, None,
+                                       None, 4096, "qwen", 1))
+
+    events = []
+    outcome = run_tool_turn(cut_off, ASK, adder(), Approvals(allow_all=True), events.append, tool_format="hermes")
+    assert [e.message for e in events if isinstance(e, NoticeEvent)] == [
+        "The model's tool call was cut off at the token limit (16 tokens) before it was complete, so it was not run; "
+        "raise Max tokens to let it finish."]
+    assert (outcome.text, outcome.calls) == ("", [])
 
 
 def test_tool_choice_required_goes_to_the_engine_and_is_dropped_after_the_first_step():

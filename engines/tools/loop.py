@@ -178,7 +178,10 @@ def run_tool_turn(generate: Callable[[TextRequest], Iterable[EngineEvent]], requ
             try:
                 reply, calls = call_formats.parse_reply(native, text)
             except call_formats.MalformedCall as bad:  # one line, and the text before it is the answer
-                on_event(NoticeEvent(bad.message))
+                on_event(NoticeEvent(bad.message if result.finish_reason != "length" else
+                                     f"The model's tool call was cut off at the token limit ({result.completion_tokens} "
+                                     "tokens) before it was complete, so it was not run; raise Max tokens to let it "
+                                     "finish."))
                 outcome.text = bad.text
                 _stream_rest(outcome.text, text, native, on_event)
                 return outcome
