@@ -42,7 +42,7 @@ A turn's tools (``engines.tools.toolset``)
 
 The loop (``engines.tools.loop``)
     ``run_tool_turn(host.generate, request, toolset, approvals, on_event,
-    first_choice="auto"|"required", max_calls=8)`` → ``LoopOutcome(text,
+    first_choice="auto"|"required", max_calls=8, tool_format=None)`` → ``LoopOutcome(text,
     result, calls, messages, mode)``. ``on_event`` gets the engine's events
     (``TokenEvent`` carries only the answer, never the JSON around it) and:
     ``ToolCallEvent(call)`` each time a call appears or changes status
@@ -53,9 +53,14 @@ The loop (``engines.tools.loop``)
     ``Approvals(ask, allow_all=False, always=(), refusal=...)``: ``ask(call)``
     returns ``"once"``, ``"always"`` (remembered per tool name in
     ``approvals.always``) or ``"refuse"``; it is called on the thread that
-    runs the turn, so the GUI blocks it on its dialog. Every model runs
-    the JSON-grammar fallback for now (``engines.tools.fallback``); name it
-    in the UI with ``fallback.FALLBACK_NAME`` (``LoopOutcome.mode``).
+    runs the turn, so the GUI blocks it on its dialog. ``tool_format`` is
+    the loaded model's ``ModelInfo.tool_format``: a model whose chat
+    template defines tools ("hermes", "llama3", "mistral"; see
+    ``engines.llama.tool_templates``) gets them through that template and
+    its calls are read in its own syntax (``engines.tools.call_formats``);
+    None runs the JSON-grammar fallback (``engines.tools.fallback``). The
+    UI names the mode with ``LoopOutcome.mode`` (or, before a turn,
+    ``call_formats.mode_name(tool_format) or fallback.FALLBACK_NAME``).
 
 In the chat (``engines.chat``)
     ``ChatTurn(..., tools=toolset, approvals=approvals)`` runs the loop in
