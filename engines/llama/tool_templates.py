@@ -30,7 +30,13 @@ template has it:
 - :func:`call_grammar` is the GBNF grammar of one call in the family's
   syntax, for a step that must call a tool (tool choice "required"), as
   llama.cpp's server constrains it. Other steps are parsed afterwards
-  (:mod:`engines.tools.call_formats`), never executed.
+  (:mod:`engines.tools.call_formats`), never executed. llama.cpp's server
+  holds those to "text or a call" with a *lazy* grammar that wakes at the
+  call's trigger word; llama-cpp-python's ``Llama.generate`` only takes an
+  always-on grammar, and one that allows any text would be checked against
+  the whole vocabulary at every token of a plain answer (150,000 tokens for
+  Qwen) and can bend that text. So "auto" steps are parsed, and a call
+  that does not parse is one line for the user.
 """
 
 from __future__ import annotations
