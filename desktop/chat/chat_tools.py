@@ -139,6 +139,7 @@ class ToolsBox(QGroupBox):
         while self.servers_area.count():
             item = self.servers_area.takeAt(0)
             if item.widget() is not None:
+                item.widget().hide()  # until its deferred delete runs, it must not paint over the new rows
                 item.widget().deleteLater()
         self.switches = {}
         for server in servers:
