@@ -168,13 +168,14 @@ def test_a_collection_is_made_indexed_to_the_end_listed_and_removed(qtbot, monke
 def test_the_progress_line_and_the_file_names_say_where_a_run_is():
     from desktop.pages.documents.file_table import detail_of, shown_name
     from desktop.pages.documents_page import progress_words
-    from engines.documents import IndexProgress
+    from engines.documents import IndexFileResult, IndexProgress
 
     early = IndexProgress(4270, files_done=4, passages_done=2, skipped=3, current="/d/adduser/README",
                           seconds_left=65_000)
-    assert progress_words(early) == "4 of 4270 files · 2 passages · 3 skipped · README"  # no guess from 4 files
-    later = IndexProgress(4270, files_done=400, passages_done=900, current="/d/bash/INSTALL", seconds_left=4000)
-    assert progress_words(later) == "400 of 4270 files · 900 passages · about 67 min left · INSTALL"
+    assert progress_words(early) == "4 of 4270 files · 2 passages · 3 skipped · last read README"  # no guess yet
+    later = IndexProgress(4270, files_done=400, passages_done=900, current="/d/bash/INSTALL.md", seconds_left=4000,
+                          last=IndexFileResult("/d/bash/INSTALL.md", "partial"))
+    assert progress_words(later) == "400 of 4270 files · 900 passages · about 67 min left · reading INSTALL.md"
     assert shown_name("/d/adduser/README", ["/x", "/d/"]) == "adduser/README"
     assert shown_name("/elsewhere/a.pdf", ["/d"]) == "a.pdf"
     assert detail_of({"state": "partial", "passages": 12, "pages": 40, "note": "", "reason": ""}) == (
@@ -213,6 +214,7 @@ def test_files_dropped_on_the_page_join_the_collection_and_another_model_reindex
     folder = tmp_path / "notes"
     folder.mkdir()
     (folder / "a.md").write_text("# A\n")
+    (folder / "song.mp3").write_bytes(b"ID3")
     (tmp_path / "b.txt").write_text("b")
     window = make_window(qtbot, workspace, monkeypatch)
     page = window.documents_page
@@ -222,7 +224,10 @@ def test_files_dropped_on_the_page_join_the_collection_and_another_model_reindex
         assert [page.model_combo.itemText(i) for i in range(page.model_combo.count())] == [
             "all-MiniLM-L6-v2", "BGE small en v1.5"]
         assert page.create_collection("Notes", [str(folder)]) and started == ["Notes"]
-        assert [(page.files.index(0, 0).data(), page.files.index(0, 1).data())] == [("Pending", "a.md")]
+        assert [tuple(page.files.index(row, column).data() for column in range(3)) for row in range(2)] == [
+            ("Pending", "a.md", "not indexed yet"),
+            ("Skipped", "song.mp3", "'.mp3' files are not a document format Atelier reads (PDF, DOCX, EPUB, HTML, "
+                                    "Markdown, text, source code)")]
         assert not page.create_collection("Notes")
         assert page.banner.text() == "There is already a collection named 'Notes': choose another name."
 
@@ -231,7 +236,7 @@ def test_files_dropped_on_the_page_join_the_collection_and_another_model_reindex
         page.dropEvent(QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
                                   Qt.KeyboardModifier.NoModifier))
         assert sorted(page.library.sources("Notes")) == [str(tmp_path / "b.txt"), str(folder)]
-        assert started == ["Notes", "Notes"] and page.files.rowCount() == 2
+        assert started == ["Notes", "Notes"] and page.files.rowCount() == 3
 
         asked = []
         page.confirm = lambda title, text: asked.append((title, text)) or True

@@ -63,7 +63,8 @@ def progress_words(progress) -> str:
     if progress.seconds_left is not None and MIN_FILES_FOR_ESTIMATE <= progress.files_done < progress.files_total:
         parts.append(f"about {duration(progress.seconds_left)} left")
     if progress.current and progress.files_done < progress.files_total:
-        parts.append(Path(progress.current).name)
+        midway = progress.last is not None and progress.last.state == "partial"
+        parts.append(f"{'reading' if midway else 'last read'} {Path(progress.current).name}")
     return " · ".join(parts)
 
 
@@ -290,6 +291,7 @@ class DocumentsPage(QWidget):
         starts or ends, not at every progress redraw (a large tree takes a
         moment to walk).
         """
+        from engines.doc_index.readers import format_of, unsupported_reason
         from engines.documents.library import walk_sources
 
         if name not in self._walked:
@@ -298,8 +300,10 @@ class DocumentsPage(QWidget):
             except (EngineError, OSError):
                 found = []
             self._walked = {name: found}
-        return [{"path": path, "state": "pending", "reason": "", "note": "", "format": "", "pages": None,
-                 "passages": 0, "size": 0} for path in self._walked[name] if path not in known]
+        # a kind of file Atelier does not read is said at once: the run will skip it with this reason
+        return [{"path": path, "state": "pending" if format_of(path) else "skipped",
+                 "reason": "" if format_of(path) else unsupported_reason(path), "note": "", "format": "",
+                 "pages": None, "passages": 0, "size": 0} for path in self._walked[name] if path not in known]
 
     def show_banner(self, text: str) -> None:
         self.banner.setText(text)
