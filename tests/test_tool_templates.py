@@ -75,6 +75,13 @@ def test_a_template_without_tools_keeps_the_fallback():
     assert template(None, "{# <tool_call> #}" + chatml).tool_format is None
 
 
+def test_a_template_that_goes_over_its_budget_only_with_tools_still_chats_without_them():
+    chatml = ("{% if tools %}{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+              "{% endif %}{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}")
+    found = template(None, chatml)
+    assert (found.source, found.tool_format) == ("gguf", None)
+
+
 # ---- rendering ---------------------------------------------------------------------------------
 
 

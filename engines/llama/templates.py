@@ -207,8 +207,11 @@ def choose_template(metadata: dict, architecture: str | None, tokens: Sequence[s
             name = fmt.guess_chat_format_from_gguf_metadata({"tokenizer.chat_template": source}) or "model's own"
             template = ChatTemplate(name, "gguf", formatter)
             template.render(_PROBE, cancel)
-            template.tool_format = detect_tool_format(
-                lambda messages, tools: formatter.render(messages, RenderBudget(cancel=cancel), tools), source)
+            try:
+                template.tool_format = detect_tool_format(
+                    lambda messages, tools: formatter.render(messages, RenderBudget(cancel=cancel), tools), source)
+            except TemplateBudgetError:  # it chats within budget, only not with tools: chat, through the fallback
+                template.tool_format = None
             return template
         except TemplateCancelled:
             raise
