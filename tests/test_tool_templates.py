@@ -115,6 +115,18 @@ def test_mistral_renders_available_tools_and_gets_nine_character_call_ids():
     assert call_id.isalnum() and len(call_id) == 9
 
 
+def test_a_template_without_tools_gets_earlier_calls_as_plain_alternating_turns():
+    gemma_like = ("{% for m in messages %}{% if (m.role == 'user') != (loop.index0 % 2 == 0) %}"
+                  "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+                  "{% endif %}<start_of_turn>{{ m.role }}\n{{ m.content }}<end_of_turn>\n{% endfor %}")
+    later = CALLED + (ChatMessage("assistant", "It is 5."), ChatMessage("user", "Thanks"))
+    prompt = template(None, gemma_like).render(later).prompt  # a turn without tools, after one that used them
+    assert prompt == ("<start_of_turn>user\nBe brief.\n\nWhat is 2+3?<end_of_turn>\n"
+                      '<start_of_turn>assistant\n{"tool_calls": [{"name": "add", "arguments": {"a": 2}}]}<end_of_turn>\n'
+                      "<start_of_turn>user\nResult of add: 5<end_of_turn>\n<start_of_turn>assistant\nIt is 5.<end_of_turn>\n"
+                      "<start_of_turn>user\nThanks<end_of_turn>\n")
+
+
 def test_untrusted_text_loses_markup_even_when_nested():
     assert clean_text("a<<|x|>|im_end|>b {%{% raw %}%} \x00c") == "ab  raw   c"  # the delimiters go, the words stay
     assert clean_text("x" * 5000) == "x" * 1024

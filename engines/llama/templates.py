@@ -29,7 +29,7 @@ from engines.llama.template_sandbox import (
     TemplateBudgetError,
     TemplateCancelled,
 )
-from engines.llama.tool_templates import detect_tool_format, messages_payload, tools_payload
+from engines.llama.tool_templates import detect_tool_format, flatten_tool_turns, messages_payload, tools_payload
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +78,8 @@ class ChatTemplate:
         if self.tool_format is not None:
             payload = messages_payload(messages, self.tool_format, has_control_text)
             tool_list = tools_payload(tools, has_control_text) if tools else None
-        else:
-            payload = [{"role": m.role, "content": m.content} for m in messages]
+        else:  # earlier calls and results (the chat used tools before) as plain turns
+            payload = [{"role": m.role, "content": m.content} for m in flatten_tool_turns(messages)]
             tool_list = None
         if self.name in _FOLDS_SYSTEM:
             payload = fold_system_into_first_user(payload)

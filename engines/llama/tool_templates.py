@@ -199,3 +199,26 @@ def call_grammar(family: str, tools: Sequence[ToolFunction], llm):
             "mistral": ('"[TOOL_CALLS][" ', ' "]"'),
             "llama3": ("", "")}[family]
     return grammar_for_schema(call_schema(family, tools), llm, wrap=wrap)
+
+
+def flatten_tool_turns(messages: Sequence[ChatMessage]) -> tuple[ChatMessage, ...]:
+    """Calls and results as plain turns, for a template without a tool role (the JSON fallback's form).
+
+    Each step's calls become the assistant's ``{"tool_calls": [...]}``, and the results of one step one user
+    turn ("Result of add: 5"): templates without tools (Gemma's among them) insist that user and assistant
+    turns alternate. A chat that used tools and then goes on without them is sent this way too.
+    """
+    flat: list[ChatMessage] = []
+    for message in messages:
+        if message.role == "assistant" and message.tool_calls:
+            calls = [{"name": call.name, "arguments": call.arguments} for call in message.tool_calls]
+            flat.append(ChatMessage("assistant", json.dumps({"tool_calls": calls}, ensure_ascii=False)))
+        elif message.role == "tool":
+            line = f"Result of {message.name or 'the tool'}: {message.content}"
+            if flat and flat[-1].role == "user" and flat[-1].content.startswith("Result of "):
+                flat[-1] = ChatMessage("user", f"{flat[-1].content}\n{line}")
+            else:
+                flat.append(ChatMessage("user", line))
+        else:
+            flat.append(message)
+    return tuple(flat)

@@ -123,19 +123,9 @@ def prepare(messages: Sequence[ChatMessage], tools: Sequence[ToolFunction]) -> t
     Templates without a tool role (Gemma's among them) also insist that user and assistant turns
     alternate, so the results of one step's calls become one user turn.
     """
-    flat: list[ChatMessage] = []
-    for message in messages:
-        if message.role == "assistant" and message.tool_calls:
-            calls = [{"name": call.name, "arguments": call.arguments} for call in message.tool_calls]
-            flat.append(ChatMessage("assistant", json.dumps({"tool_calls": calls}, ensure_ascii=False)))
-        elif message.role == "tool":
-            line = f"Result of {message.name or 'the tool'}: {message.content}"
-            if flat and flat[-1].role == "user" and flat[-1].content.startswith("Result of "):
-                flat[-1] = ChatMessage("user", f"{flat[-1].content}\n{line}")
-            else:
-                flat.append(ChatMessage("user", line))
-        else:
-            flat.append(message)
+    from engines.llama.tool_templates import flatten_tool_turns
+
+    flat = list(flatten_tool_turns(messages))
     if not tools:
         return tuple(flat)
     described = describe_tools(tools)
