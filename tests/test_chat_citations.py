@@ -69,3 +69,12 @@ def test_a_schema_4_history_is_migrated_and_keeps_its_chats(tmp_path):
         assert [m.content for m in store.messages(chat.id)] == ["kept"]
         set_chat_collection(store, chat.id, "Notes")
         assert chat_collection(store, chat.id) == "Notes"
+
+
+def test_an_empty_collection_says_how_to_fill_it_in_either_front_end():
+    from engines.doc_index.types import SearchResult
+    from engines.documents import nothing_relevant
+
+    assert nothing_relevant("Taxes", SearchResult((), 0, None, 0.3, "minilm")) == (
+        "The collection 'Taxes' has no indexed passages yet: add files to it on the Documents page or with "
+        "'atelier docs add', and index it.")

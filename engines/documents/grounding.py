@@ -51,7 +51,8 @@ class Grounding:
 def nothing_relevant(collection: str, result: SearchResult) -> str:
     """The sentence the user reads when no passage is relevant, with how close the best one came."""
     if result.searched == 0:
-        return f"The collection '{collection}' has no indexed passages yet: add files with 'atelier docs add'."
+        return (f"The collection '{collection}' has no indexed passages yet: add files to it on the Documents page "
+                "or with 'atelier docs add', and index it.")
     best = f"{result.best_similarity:.2f}" if result.best_similarity is not None else "none"
     return (f"Nothing relevant was found in '{collection}': the closest of its {result.searched} passages has a "
             f"similarity of {best}, below the {result.threshold:.2f} a relevant passage needs.")
