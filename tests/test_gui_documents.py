@@ -316,3 +316,41 @@ def test_a_grounded_turn_asks_the_shared_grounding_and_stop_during_the_search_wr
         assert window.host.requests[-1].messages[0] == ChatMessage("system", "Use these: [1] a.md\nA")
     finally:
         window.close()
+
+
+def test_a_second_collection_is_indexed_when_the_run_in_hand_ends(qtbot, monkeypatch, tmp_path):
+    import threading
+
+    from engines.documents import IndexSummary
+
+    workspace = open_workspace()
+    workspace.models.add(InstalledModel("local/minilm", "all-MiniLM-L6-v2", str(tmp_path / "minilm.gguf"), 1,
+                                        "llama_cpp", "gguf", "import", kind="embedding"))
+    window = make_window(qtbot, workspace, monkeypatch)
+    page = window.documents_page
+    gates, ran = {"A": threading.Event(), "B": threading.Event()}, []
+
+    def index(name, on_progress, stop):  # the real run is the end-to-end test's; here only the order matters
+        ran.append(name)
+        gates[name].wait(60)
+        return IndexSummary(name, 1, indexed=1, passages=2, seconds=1.0)
+
+    monkeypatch.setattr(page.library, "index", index)
+    try:
+        for name in ("A", "B"):
+            page.library.add(name, [], str(tmp_path / "minilm.gguf"), "all-MiniLM-L6-v2")
+        page.refresh(select="A")
+        assert page.start_indexing("A")
+        assert not page.start_indexing("B")
+        assert page.banner.text() == "'B' is indexed when 'A' is done."
+        qtbot.waitUntil(lambda: ran == ["A"], timeout=60_000)
+        gates["A"].set()
+        qtbot.waitUntil(lambda: ran == ["A", "B"], timeout=60_000)
+        assert page.progress_label.text() == "Indexing 'B'…" and not page.banner.isVisible()
+        gates["B"].set()
+        qtbot.waitUntil(lambda: not page.runner.running and page.progress_label.text().startswith("'B': Done"),
+                        timeout=60_000)
+    finally:
+        for gate in gates.values():
+            gate.set()
+        window.close()

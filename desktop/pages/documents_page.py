@@ -91,6 +91,7 @@ class DocumentsPage(QWidget):
         self._removal = None
         self._last_table_read = 0.0
         self._walked: dict[str, list[str]] = {}  # the collection shown: the files its folders hold
+        self._queued: list[str] = []  # collections to index when the run in hand ends
         # Replaced by tests; the page asks before anything is deleted.
         self.confirm = lambda title, text: QMessageBox.question(
             self, title, text, QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
@@ -358,6 +359,8 @@ class DocumentsPage(QWidget):
         if self.runner.running and self.runner.collection == name:
             self.show_banner(f"'{name}' is being indexed: pause it first, then remove it.")
             return
+        if name in self._queued:
+            self._queued.remove(name)
         self.progress_label.setText(f"Removing '{name}'…")
         self._removal = run_in_background(lambda: self.library.remove(name), on_done=lambda r: self._removed(name, r),
                                           on_error=self._removal_failed)
@@ -470,11 +473,20 @@ class DocumentsPage(QWidget):
             self.start_indexing(self.current())
 
     def start_indexing(self, name: str) -> bool:
+        """Index ``name`` now, or right after the run in hand (one run at a time: they share the CPU)."""
         if self.runner.running:
-            self.show_banner(f"'{self.runner.collection}' is being indexed; '{name}' is next when it ends: press "
-                             "Index then.")
+            if name != self.runner.collection and name not in self._queued:
+                self._queued.append(name)
+            if name != self.runner.collection:
+                self.show_banner(f"'{name}' is indexed when '{self.runner.collection}' is done.")
             return False
         return self.runner.start(name)
+
+    def _start_next(self) -> None:
+        while self._queued:
+            name = self._queued.pop(0)
+            if self.runner.start(name):
+                return
 
     def _run_started(self, name: str) -> None:
         self._walked = {}
@@ -506,11 +518,15 @@ class DocumentsPage(QWidget):
     def _on_finished(self, name: str, summary) -> None:
         self._run_ended()
         self.progress_label.setText(f"'{name}': {summary_words(summary)}")
+        if summary.stopped:
+            self._queued.clear()  # Pause stops the runs waiting too
+        self._start_next()
 
     def _on_failed(self, name: str, message: str) -> None:
         self._run_ended()
         self.progress_label.setText("")
         self.show_banner(f"Indexing '{name}' stopped: {message}")
+        self._start_next()
 
     # ---- drag and drop ---------------------------------------------------------
 
