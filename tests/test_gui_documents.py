@@ -167,7 +167,7 @@ def test_a_collection_is_made_indexed_to_the_end_listed_and_removed(qtbot, monke
 
 def test_the_progress_line_and_the_file_names_say_where_a_run_is():
     from desktop.pages.documents.file_table import detail_of, shown_name
-    from desktop.pages.documents_page import progress_words
+    from desktop.pages.documents.progress_text import progress_words
     from engines.documents import IndexFileResult, IndexProgress
 
     early = IndexProgress(4270, files_done=4, passages_done=2, skipped=3, current="/d/adduser/README",
