@@ -225,13 +225,17 @@ class ChatDocuments(QObject):
 
         def ground(store, request, reply_id: int):
             from engines.chat.citations import save_sources
+            from engines.chat.errors import ChatNotFound, ChatStoreError
             from engines.documents.grounding import grounded_request
 
             progress.emit(f"Searching '{collection}'…")
             grounding, grounded = grounded_request(library, collection, request, context, template)
             if stopped.is_set():  # Stop while the question was searched: no model is loaded, nothing is written
                 raise EngineError(ErrorKind.CANCELLED, "Stopped.")
-            save_sources(store, reply_id, store.get_message(reply_id).version, collection, grounding)
+            try:
+                save_sources(store, reply_id, store.get_message(reply_id).version, collection, grounding)
+            except (ChatStoreError, ChatNotFound) as exc:  # the answer still comes; only its list of sources is lost
+                progress.emit(f"The sources of this answer could not be saved: {exc}")
             if grounding.notice:
                 progress.emit(grounding.notice)
             return grounded
