@@ -67,6 +67,11 @@ def test_each_family_is_detected_from_its_real_template(family):
     assert template(family).tool_format == family
 
 
+def test_mistral_s_v11_syntax_is_not_read_yet_so_it_keeps_the_fallback():
+    small = template(None, (TEMPLATES / "Mistral-Small-3.2-24B-Instruct-2506.jinja").read_text())
+    assert (small.source, small.tool_format) == ("gguf", None)
+
+
 def test_a_template_without_tools_keeps_the_fallback():
     chatml = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
               "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")

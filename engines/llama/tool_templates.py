@@ -12,9 +12,10 @@ template has it:
   up) and names the call syntax from the template's own markers:
   ``hermes`` (``<tool_call>{json}</tool_call>``: Qwen 2.5, Hermes),
   ``llama3`` (a bare ``{"name", "parameters"}`` object, ``<|python_tag|>``)
-  or ``mistral`` (``[TOOL_CALLS][{...}]``). A template that renders tools
-  in a syntax not listed here keeps the fallback: a call Atelier cannot
-  read would never run.
+  or ``mistral`` (``[TOOL_CALLS][{...}]``, Mistral Nemo and v3). A template
+  that renders tools in a syntax not listed here (Mistral's v11
+  ``[TOOL_CALLS]name[ARGS]{...}`` among them) keeps the fallback: a call
+  Atelier cannot read would never run.
 - :func:`tools_payload` is what the template is given. Tool names and
   descriptions come from MCP servers, which are untrusted programs, and
   land in the template's own text, which is tokenized *with* control
@@ -75,7 +76,9 @@ def detect_tool_format(render: Callable[[list[dict], list[dict] | None], str], s
     if with_probe == without or PROBE.name not in with_probe:
         return None
     if "[TOOL_CALLS]" in source:
-        return "mistral"
+        # Mistral's v11 templates write ``[TOOL_CALLS]name[ARGS]{...}``; both markers are control tokens the
+        # engine does not print, so the name and its arguments would arrive glued together: not read yet.
+        return None if "[ARGS]" in source else "mistral"
     if "<tool_call>" in source:
         return "hermes"
     if "<|python_tag|>" in source or ('"parameters"' in source and "<|start_header_id|>" in source):
