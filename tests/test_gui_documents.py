@@ -314,6 +314,15 @@ def test_a_grounded_turn_asks_the_shared_grounding_and_stop_during_the_search_wr
         page.send_button.click()  # not stopped: the model gets the grounded system message first
         qtbot.waitUntil(lambda: not window.chat_controller.streaming, timeout=60_000)
         assert window.host.requests[-1].messages[0] == ChatMessage("system", "Use these: [1] a.md\nA")
+
+        monkeypatch.undo()  # the real grounding: the collection was removed since it was attached
+        window.documents_page.library.remove("Notes")
+        page.composer.setPlainText("And the third?")
+        page.send_button.click()
+        qtbot.waitUntil(lambda: not window.chat_controller.streaming, timeout=60_000)
+        assert page.banner.text() == ("The collection 'Notes' attached to this chat no longer exists: attach another "
+                                      "in the Documents box, or choose None.")
+        assert len(window.host.requests) == 1
     finally:
         window.close()
 

@@ -229,7 +229,13 @@ class ChatDocuments(QObject):
             from engines.documents.grounding import grounded_request
 
             progress.emit(f"Searching '{collection}'…")
-            grounding, grounded = grounded_request(library, collection, request, context, template)
+            try:
+                grounding, grounded = grounded_request(library, collection, request, context, template)
+            except EngineError as exc:
+                if exc.kind == ErrorKind.NOT_FOUND:  # removed on the Documents page since it was attached
+                    raise EngineError(ErrorKind.NOT_FOUND, f"The collection '{collection}' attached to this chat no "
+                                      "longer exists: attach another in the Documents box, or choose None.") from None
+                raise
             if stopped.is_set():  # Stop while the question was searched: no model is loaded, nothing is written
                 raise EngineError(ErrorKind.CANCELLED, "Stopped.")
             try:
