@@ -39,6 +39,9 @@ TORCH_PIPELINES = {
     "StableDiffusionImg2ImgPipeline": "sd",
     "StableDiffusionXLPipeline": "sdxl",
     "StableDiffusionXLImg2ImgPipeline": "sdxl",
+    # Dedicated inpainting models (a 9-channel UNet: noise + mask + masked image); engines.diffusion.inpaint
+    "StableDiffusionInpaintPipeline": "sd",
+    "StableDiffusionXLInpaintPipeline": "sdxl",
 }
 # ``optimum-cli export onnx`` keeps the source pipeline's class name, optimum's ORT pipelines save their
 # own (ORT*) names, diffusers' old exporter wrote the Onnx* names; Atelier's converter writes either of the

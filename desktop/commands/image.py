@@ -27,7 +27,7 @@ from engines.errors import EngineError
 
 
 def add_parsers(sub) -> None:
-    image = sub.add_parser("image", help="make an image from a prompt (txt2img or img2img)")
+    image = sub.add_parser("image", help="make an image from a prompt (txt2img, img2img, inpainting, outpainting)")
     image.add_argument("--model", required=True, help="a diffusers or ONNX model folder, or an installed model id")
     image.add_argument("--prompt", required=True)
     image.add_argument("--negative", default="", help="the negative prompt")
@@ -42,6 +42,10 @@ def add_parsers(sub) -> None:
     image.add_argument("--batch", type=int, default=1, help="how many images, with consecutive seeds")
     image.add_argument("--init-image", help="an image to start from (img2img)")
     image.add_argument("--strength", type=float, default=0.75, help="img2img: how much of the init image to replace")
+    image.add_argument("--mask", help="inpainting: an image of the init image's size, white where to repaint")
+    image.add_argument("--outpaint", metavar="left=128,right=128",
+                       help="outpainting: pixels to add on the left, right, top and/or bottom of the init image "
+                            "(multiples of 8), which are then painted in")
     image.add_argument("--lora", action="append", default=[], metavar="FILE_OR_ID:WEIGHT",
                        help="apply a LoRA (.safetensors, kohya or diffusers/PEFT layout) with a weight (default 1); "
                             "repeatable")
@@ -105,6 +109,26 @@ def _loras(texts: list[str]) -> tuple:
     return tuple(loras)
 
 
+def _outpaint(text: str | None) -> tuple[int, int, int, int]:
+    """``--outpaint left=128,right=128`` → (left, right, top, bottom); the numbers are checked by ImageRequest."""
+    from engines.diffusion.inpaint import OUTPAINT_SIDES
+
+    if text is None:
+        return (0, 0, 0, 0)
+    sides = dict.fromkeys(OUTPAINT_SIDES, 0)
+    for part in (p.strip() for p in text.split(",")):
+        side, sep, value = part.partition("=")
+        side = side.strip().lower()
+        if not sep or side not in sides:
+            raise CliError(f"--outpaint {text}: write SIDE=PIXELS for left, right, top or bottom, separated by "
+                           "commas (e.g. --outpaint left=128,right=128)")
+        try:
+            sides[side] = int(value.strip())
+        except ValueError:
+            raise CliError(f"--outpaint {text}: the pixels after '{side}=' must be a whole number") from None
+    return tuple(sides.values())
+
+
 def _vae(choice: str, model_path: Path, workspace) -> str:
     """``--vae tiny|full|PATH`` → the request's ``vae`` (engines.images.vae_choice), refused before any engine starts."""
     from engines.images.vae_choice import resolve_vae
@@ -158,10 +182,17 @@ def run_image(args) -> int:
             init = read_init_image(Path(args.init_image).expanduser())
         except EngineError as exc:
             raise CliError(exc.message) from None
+    mask = None
+    if args.mask is not None:
+        try:
+            mask = read_init_image(Path(args.mask).expanduser(), role="mask")
+        except EngineError as exc:
+            raise CliError(exc.message) from None
     request = ImageRequest(
         prompt=args.prompt, negative_prompt=args.negative, width=args.width, height=args.height, steps=args.steps,
         guidance=args.guidance, scheduler=args.scheduler, seed=args.seed, batch_count=args.batch,
         init_image=init, strength=args.strength, preview_every=0, deep_cache=args.deep_cache, loras=_loras(args.lora),
+        mask=mask, outpaint=_outpaint(args.outpaint),
     )
     problems = request.validate()
     if problems:

@@ -35,6 +35,7 @@ from desktop.pages.images.credentials_view import CredentialsLine
 from desktop.pages.images.engine_panel import EngineEnvLine, EngineMissingPanel
 from desktop.pages.images.gallery_view import GalleryView
 from desktop.pages.images.image_view import ImageView
+from desktop.pages.images.inpaint_panel import InpaintMode
 from desktop.pages.images.status import BACKEND_NAMES, cancelled_message, crash_message, format_step
 from desktop.open_external import open_path, reveal_path
 from desktop.pages.images_controller import ImagesController
@@ -135,6 +136,8 @@ class ImagesPage(QWidget):
         self.engine_panel.set_env(self.engine_env)
         self.engine_message = self.engine_panel.message
         self.stack.addWidget(self.engine_panel)
+        self.inpaint = InpaintMode(self.stack, self.view)  # the mask painter, in the view's place when asked
+        col.addWidget(self.inpaint.bar)
         col.addWidget(self.stack, 1)
 
         self.progress = QProgressBar()
@@ -172,6 +175,7 @@ class ImagesPage(QWidget):
         c.unload_requested.connect(self.unload)
         c.init_group.problem.connect(self._show_init_problem)
         c.init_group.changed.connect(self._clear_init_problem)
+        self.inpaint.wire(self, self._show_banner)
         k.loading.connect(self.status_line.setText)
         k.loaded.connect(lambda info: c.set_native_size(getattr(info, "native_size", None)))
         k.step.connect(self._on_step)
@@ -313,7 +317,10 @@ class ImagesPage(QWidget):
             return False
         model = self.controls.current_model()
         spec = self.controls.load_spec()
-        request = self.controls.request()
+        request, problem = self.inpaint.apply(self.controls.request())  # the mask and margins, from Inpaint
+        if request is None:
+            self._show_banner(problem)
+            return False
         fresh = self.controller.loaded_model_path() != spec.model_path
         if not self.controller.generate(model, spec, request):
             return False

@@ -212,6 +212,10 @@ class OnnxDiffusionEngine:
             from engines.diffusion.lora import ONNX_REFUSED
 
             raise EngineError(ErrorKind.UNSUPPORTED, ONNX_REFUSED)
+        if request.inpainting:  # a refusal that names the PyTorch backend, never a silent img2img
+            from engines.diffusion.inpaint import ONNX_REFUSAL
+
+            raise EngineError(ErrorKind.UNSUPPORTED, ONNX_REFUSAL)
         init = request_init_image(request)
         if init is not None:
             self._vae_encoder()

@@ -15,7 +15,8 @@ Two chunks are written:
 * ``atelier`` (iTXt, UTF-8 JSON) with the full request, the seed of this
   image and how it ran (backend, device, dtype), so Atelier can reproduce
   it exactly. The init image of an img2img run is not embedded (it could be
-  large and private); its sha256 is, so the source can be recognised.
+  large and private); its sha256 is, so the source can be recognised. An
+  inpainting's mask is kept the same way (``mask_sha256``).
 """
 
 from __future__ import annotations
@@ -60,12 +61,16 @@ def format_parameters(request: ImageRequest, extra: dict) -> str:
         ("Sampler", request.scheduler),
         ("CFG scale", _number(request.guidance)),
         ("Seed", str(extra.get("seed", request.seed))),
-        ("Size", f"{request.width}x{request.height}"),
+        ("Size", "{}x{}".format(*request.output_size)),  # the image's own size (outpainting adds margins)
     ]
     if extra.get("model"):
         pairs.append(("Model", str(extra["model"])))
     if request.init_image is not None:
         pairs.append(("Denoising strength", _number(request.strength)))
+    if request.inpainting:  # "Mask blur", "Inpaint area", "Outpaint" (engines.diffusion.inpaint)
+        from engines.diffusion.inpaint import parameters_pairs
+
+        pairs.extend(parameters_pairs(request))
     if request.vae != "full":  # A1111 names the VAE a run used by its file name; here, the tiny VAE's folder
         pairs.append(("VAE", Path(request.vae).name))
     lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in pairs))
@@ -77,6 +82,9 @@ def atelier_record(request: ImageRequest, extra: dict) -> dict:
     data = asdict(request)
     init = data.pop("init_image")
     data["init_image_sha256"] = hashlib.sha256(init).hexdigest() if init is not None else None
+    mask = data.pop("mask")  # like the init image: its hash, never its pixels
+    data["mask_sha256"] = hashlib.sha256(mask).hexdigest() if mask is not None else None
+    data["outpaint"] = list(request.outpaint)
     record = {"version": FORMAT_VERSION, "request": data}
     record.update({k: v for k, v in extra.items() if isinstance(v, (str, int, float, bool, type(None)))})
     return record
@@ -165,7 +173,8 @@ def request_from_metadata(meta: dict) -> ImageRequest:
     """
     record = (meta.get(ATELIER_KEY) or {}).get("request")
     if record:
-        known = {f.name for f in fields(ImageRequest)} - {"init_image"}
+        # The init image and mask are not embedded, so an inpainting comes back as txt2img with the same settings.
+        known = {f.name for f in fields(ImageRequest)} - {"init_image", "mask", "outpaint"}
         values = {k: v for k, v in record.items() if k in known}
         if meta[ATELIER_KEY].get("seed") is not None:
             values["seed"] = meta[ATELIER_KEY]["seed"]

@@ -44,11 +44,12 @@ from engines.errors import EngineError, ErrorKind, problems_sentence
 
 log = logging.getLogger(__name__)
 
-# family → (text-to-image class, image-to-image class)
+# family → (text-to-image class, image-to-image class, inpainting class)
 _PIPELINES = {
-    "sd": ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline"),
-    "sdxl": ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"),
+    "sd": ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline"),
+    "sdxl": ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline"),
 }
+IMG2IMG, INPAINT = 1, 2  # indexes into a family's _PIPELINES entry
 _TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
@@ -147,7 +148,7 @@ class TorchDiffusionEngine:
         self._info: ImageModelInfo | None = None
         self._run: RunInfo | None = None
         self._txt2img = None
-        self._img2img = None
+        self._variants: dict = {}  # IMG2IMG / INPAINT pipelines, built on first use from the loaded components
         self._text = None
         self._tiny = None  # the tiny VAEs asked for so far (engines.diffusion.taesd)
         self._scheduler_config: dict = {}
@@ -210,7 +211,7 @@ class TorchDiffusionEngine:
         from engines.diffusion.taesd import TinyVaes
 
         self._tiny = TinyVaes(int(pipe.vae.config.latent_channels), folder.vae_scale_factor)
-        self._img2img = None  # built on first use: it shares every component, so it costs nothing to keep
+        self._variants = {}  # built on first use: they share every component, so they cost nothing to keep
         self._scheduler_config = dict(pipe.scheduler.config)
         self._spec, self._folder, self._loras = spec, folder, loras
         self._run = RunInfo("torch", device, dtype, folder.name, folder.family)
@@ -218,20 +219,40 @@ class TorchDiffusionEngine:
         emit(ProgressEvent("load", f"{folder.name} is ready ({device}, {dtype}).", 1.0))
         return self._info
 
-    def _img2img_pipe(self):
-        if self._img2img is None:
+    def _variant_pipe(self, which: int):
+        """The image-to-image or inpainting pipeline over the loaded components (no second load)."""
+        if which not in self._variants:
             import diffusers
 
-            cls = getattr(diffusers, _PIPELINES[self._folder.family][1])
+            cls = getattr(diffusers, _PIPELINES[self._folder.family][which])
             accepted = set(inspect.signature(cls.__init__).parameters)
             parts = {k: v for k, v in self._txt2img.components.items() if k in accepted}
             if "requires_safety_checker" in accepted:
                 parts["requires_safety_checker"] = False
             if "force_zeros_for_empty_prompt" in accepted:  # SDXL: a config value, not a component
                 parts["force_zeros_for_empty_prompt"] = self._txt2img.config.force_zeros_for_empty_prompt
-            self._img2img = cls(**parts)
-            self._img2img.set_progress_bar_config(disable=True)
-        return self._img2img
+            pipe = cls(**parts)
+            pipe.set_progress_bar_config(disable=True)
+            self._variants[which] = pipe
+        return self._variants[which]
+
+    @property
+    def _inpainting_model(self) -> bool:
+        """A dedicated inpainting model: its UNet also takes the mask and the masked image (9 channels, not 4)."""
+        return getattr(self._txt2img.unet.config, "in_channels", 4) == 9
+
+    def _check_inpaint(self, request: ImageRequest) -> None:
+        """Refuse what this model cannot do with this request, and an outpaint too large for memory."""
+        if self._inpainting_model and not request.inpainting:
+            raise EngineError(ErrorKind.BAD_INPUT, f"{self._folder.name} is an inpainting model: it repaints the "
+                                                   "masked part of an init image. Give it an init image and a mask "
+                                                   "(or outpaint margins), or choose an ordinary model.")
+        if any(request.outpaint) and self._run.device == "cpu":
+            from engines.diffusion.inpaint import memory_problem
+
+            problem = memory_problem(str(self._folder.path), *request.output_size)
+            if problem:
+                raise EngineError(ErrorKind.BAD_INPUT, problem[0].upper() + problem[1:] + ".")
 
     # ---- generation ------------------------------------------------------
 
@@ -239,8 +260,14 @@ class TorchDiffusionEngine:
         if self._txt2img is None:
             raise EngineError(ErrorKind.BAD_INPUT, "No image model is loaded.")
         validate_request(request, self._folder)
+        self._check_inpaint(request)
         self._use_loras(request, emit)
-        init = request_init_image(request)
+        if request.inpainting:
+            from engines.diffusion.inpaint import prepare
+
+            init = prepare(request)  # the (outpainted) canvas and its mask; pasted back after decoding
+        else:
+            init = request_init_image(request)
         # The prompt is encoded once for the batch, weighted and in 77-token chunks (engines.diffusion.torch_text).
         embeds = self._text.embeds(request.prompt, request.negative_prompt, guided=request.guidance > 1.0)
         for notice in embeds.notices:
@@ -279,7 +306,9 @@ class TorchDiffusionEngine:
              decoder=None, previewer=None):
         import torch
 
-        pipe = self._img2img_pipe() if init is not None else self._txt2img
+        inpaint = init if request.inpainting else None
+        pipe = (self._variant_pipe(INPAINT) if inpaint is not None else self._variant_pipe(IMG2IMG) if init is not None
+                else self._txt2img)
         if previewer is not None:
             reporter.render_preview = previewer.preview_png
         pipe.scheduler = make_scheduler(request.scheduler, self._scheduler_config)
@@ -299,7 +328,10 @@ class TorchDiffusionEngine:
             callback_on_step_end_tensor_inputs=["latents"],
             output_type="latent" if decoder is not None else "pil",  # the tiny VAE decodes the latents below
         )
-        if init is not None:
+        if inpaint is not None:
+            kwargs.update(image=inpaint.canvas, mask_image=inpaint.mask, width=inpaint.width, height=inpaint.height,
+                          strength=request.strength)
+        elif init is not None:
             kwargs.update(image=init, strength=request.strength)
         else:
             scale = self._folder.vae_scale_factor
@@ -312,8 +344,14 @@ class TorchDiffusionEngine:
             with torch.inference_mode(), DeepCache(pipe.unet, request.deep_cache):
                 images = pipe(**kwargs).images
                 if decoder is None:
-                    return images[0]
-                return pipe.image_processor.postprocess(decoder.decode(images), output_type="pil")[0]
+                    image = images[0]
+                else:
+                    image = pipe.image_processor.postprocess(decoder.decode(images), output_type="pil")[0]
+            if inpaint is not None:
+                from engines.diffusion.inpaint import paste_back  # the unmasked pixels stay the user's own
+
+                image = paste_back(image, inpaint)
+            return image
         except Cancelled:
             raise
         except Exception as exc:
@@ -324,7 +362,8 @@ class TorchDiffusionEngine:
     def unload(self) -> None:
         """Drop the pipelines. The engine host ends the process to return all memory; this frees most."""
         device = self._run.device if self._run else "cpu"
-        self._txt2img = self._img2img = self._text = self._tiny = None
+        self._txt2img = self._text = self._tiny = None
+        self._variants = {}
         self._info = self._spec = self._folder = self._run = None
         self._loras = ()
         gc.collect()

@@ -88,7 +88,11 @@ class LoraSpec:
 
 @dataclass(frozen=True)
 class ImageRequest:
-    """One text-to-image (or, with ``init_image``, image-to-image) job of ``batch_count`` images."""
+    """One text-to-image (or, with ``init_image``, image-to-image) job of ``batch_count`` images.
+
+    With ``init_image`` and a ``mask`` and/or ``outpaint`` margins it is an
+    inpainting job: only the masked part and the new margins are repainted.
+    """
 
     prompt: str
     negative_prompt: str = ""
@@ -111,6 +115,10 @@ class ImageRequest:
     # (engines.diffusion.deep_cache, PyTorch backend). 0 or 1: every step in full.
     deep_cache: int = 0
     loras: tuple[LoraSpec, ...] = ()  # applied in order, each with its weight (PyTorch backend: engines.diffusion.lora)
+    # Inpainting (engines.diffusion.inpaint): an encoded image of the init image's size, white where the model repaints.
+    mask: bytes | None = None
+    # Outpainting: pixels added on the (left, right, top, bottom) of the init image, multiples of 8, then inpainted.
+    outpaint: tuple[int, int, int, int] = (0, 0, 0, 0)
 
     def validate(self) -> list[str]:
         """Human-readable problems, empty when the request is usable by any model."""
@@ -162,7 +170,50 @@ class ImageRequest:
                     f"with strength {self.strength} and {self.steps} steps no denoising step would run "
                     f"(img2img runs steps × strength steps); raise the steps or the strength"
                 )
+        problems.extend(self._inpaint_problems())
         return problems
+
+    def _inpaint_problems(self) -> list[str]:
+        """The mask's and the outpaint margins' problems (the mask is decoded: engines.diffusion.inpaint)."""
+        if self.mask is None and self.outpaint == (0, 0, 0, 0):
+            return []
+        problems = []
+        what = "a mask" if self.mask is not None else "outpainting"
+        if self.init_image is None:
+            problems.append(f"{what} needs an init image to paint on (--init-image, or a starting image)")
+        if self.mask is not None and (not isinstance(self.mask, bytes) or not self.mask):
+            problems.append("the mask is empty (0 bytes)")
+        elif self.mask is not None and len(self.mask) > MAX_INIT_IMAGE_BYTES:
+            problems.append(f"the mask is larger than {format_bytes(MAX_INIT_IMAGE_BYTES)}")
+        sides = self.outpaint
+        if (not isinstance(sides, (tuple, list)) or len(sides) != 4
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in sides)):
+            return problems + ["outpaint must be four whole numbers of pixels: left, right, top, bottom"]
+        for name, value in zip(("left", "right", "top", "bottom"), sides):
+            if value < 0 or value % 8:
+                nearest = max(0, round(value / 8) * 8)
+                problems.append(f"outpaint {name} must be a multiple of 8 pixels, 0 or more (got {value}; "
+                                f"try {nearest})")
+        out_width, out_height = self.output_size
+        if max(out_width, out_height) > MAX_SIZE:
+            problems.append(f"with outpainting the image would be {out_width}×{out_height} pixels; at most "
+                            f"{MAX_SIZE} pixels a side")
+        if self.mask and isinstance(self.mask, bytes) and not problems:
+            from engines.diffusion.inpaint import mask_problems  # Pillow, imported only for a mask
+
+            problems.extend(mask_problems(self.init_image, self.mask, outpainting=any(sides)))
+        return problems
+
+    @property
+    def inpainting(self) -> bool:
+        """A mask or outpaint margins: the inpaint pipeline repaints part of the init image."""
+        return self.mask is not None or any(self.outpaint)
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """The (width, height) of the images made: the request's size plus any outpaint margins."""
+        left, right, top, bottom = (v if isinstance(v, int) else 0 for v in tuple(self.outpaint)[:4])
+        return self.width + left + right, self.height + top + bottom
 
     @property
     def denoising_steps(self) -> int:

@@ -66,14 +66,21 @@ class Provenance:
     @classmethod
     def of_request(cls, request, model: str) -> "Provenance":
         """The provenance of an image made from an :class:`engines.diffusion.types.ImageRequest`."""
+        if getattr(request, "inpainting", False) and request.init_image is not None:
+            from engines.diffusion.inpaint import describe  # an edit of the init image: parentOf, c2pa.edited
+
+            return cls(model=model, source=request.init_image, edit=describe(request) + _lora_words(request))
         if request.init_image is not None:
             how = f"Image to image (strength {request.strength:g}), {request.steps} steps"
         else:
             how = f"Text to image, {request.steps} steps"
-        loras = getattr(request, "loras", ())  # the LoRAs change what the model makes: the manifest names them
-        if loras:
-            how += ", with LoRA " + ", ".join(f"{lora.label} ({lora.weight:g})" for lora in loras)
-        return cls(model=model, source=request.init_image, description=how)
+        return cls(model=model, source=request.init_image, description=how + _lora_words(request))
+
+
+def _lora_words(request) -> str:
+    """", with LoRA name (weight)...": the LoRAs change what the model makes, so the manifest names them."""
+    loras = getattr(request, "loras", ())
+    return ", with LoRA " + ", ".join(f"{lora.label} ({lora.weight:g})" for lora in loras) if loras else ""
 
 
 def c2pa_context():

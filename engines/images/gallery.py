@@ -86,6 +86,8 @@ def request_record(request, model_path: str | None = None, backend_choice: str |
     data = asdict(request)
     data.pop("init_image", None)
     data["img2img"] = request.init_image is not None
+    data.pop("mask", None)  # like the init image, the mask is not stored (nor JSON)
+    data["inpaint"] = bool(getattr(request, "inpainting", False))
     if model_path:
         data["model_path"] = str(model_path)
     if backend_choice:
