@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -166,6 +167,13 @@ class DocumentsPage(QWidget):
         self.index_button.clicked.connect(self._index_clicked)
         self.remove_files_button.clicked.connect(self._ask_remove_file)
         self.model_combo.activated.connect(self._model_chosen)
+        # Del removes what has the focus, after the same confirmation as the buttons
+        # (setContext, not the constructor's context=, which PySide6 drops in this form: two window-wide Dels
+        # would be ambiguous and neither would fire)
+        for widget, slot in ((self.table, self._ask_remove_file), (self.collection_list, self._ask_remove_collection)):
+            shortcut = QShortcut(QKeySequence(QKeySequence.StandardKey.Delete), widget)
+            shortcut.setContext(Qt.ShortcutContext.WidgetShortcut)
+            shortcut.activated.connect(slot)
         self.runner.started.connect(self._run_started)
         self.runner.progress.connect(self._on_progress)
         self.runner.finished.connect(self._on_finished)
