@@ -119,8 +119,11 @@ def test_inpaint_sends_the_painted_mask_and_the_margins(qtbot, page, tmp_path):
     assert request.mask == panel.painter.mask_png() and mask_of(panel.painter)[16, 16:49].all()
     assert page.gallery.list()[0].request["inpaint"] is True
 
-    # A plain Generate is never an inpainting by surprise.
+    # A plain Generate is never an inpainting by surprise, and it shows the image forming, not the painter.
+    qtbot.mouseClick(mode.open_button, Qt.LeftButton)
+    assert mode.showing and mask_of(panel.painter)[16, 16:49].all()  # the same image: the mask is kept
     run(qtbot, page)
+    assert not mode.showing
     assert page.host.requests[-1].mask is None and page.host.requests[-1].outpaint == (0, 0, 0, 0)
     page.controls.init_group.clear()
     qtbot.mouseClick(mode.open_button, Qt.LeftButton)

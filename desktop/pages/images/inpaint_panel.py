@@ -109,6 +109,7 @@ class InpaintMode(QObject):
         self.panel.close_requested.connect(self.close)
         self.panel.inpaint_requested.connect(self.inpaint)
         page.controls.init_group.changed.connect(self._init_changed)
+        page.controls.generate_requested.connect(self.close)  # a plain Generate shows its image forming
 
     @property
     def showing(self) -> bool:
@@ -121,7 +122,7 @@ class InpaintMode(QObject):
         if data is None:
             self._show_banner("Choose a starting image under “Image to image” first: the mask is painted over it.")
             return False
-        if not page.engine_available:
+        if not page.engine_available or page.running:
             return False
         self.panel.set_source(data)
         self.stack.setCurrentWidget(self.panel)
