@@ -5,26 +5,23 @@ Each record names a server (``box``), its API base URL, where its key is
 for it, and the models it listed when last asked, so the pickers can show
 ``box/MODEL`` without a connection at start-up. The file is shared by the
 GUI and CLI commands on one profile, so it follows the rules of every
-state file: read through :func:`engines.storage.read_state` (a damaged file
-is set aside, never read as empty and overwritten), changed under
-:func:`engines.storage.state_lock` with an atomic replace, records
-validated one by one, and fields from a newer Atelier kept.
+state file, kept by :class:`engines.storage.named_records.NamedRecords` as
+for the MCP servers: a damaged file is set aside, never read as empty and
+overwritten; changes are locked and atomic; records are validated one by
+one; fields from a newer Atelier are kept.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import threading
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from engines.errors import EngineError, ErrorKind
 from engines.remote.spec import DEFAULT_READ_TIMEOUT_S, RemoteSpec
-from engines.storage import atomic_write_text, file_version, read_state, split_valid, state_lock
+from engines.storage.named_records import NamedRecords, RecordsFormat, as_tuples
 
 FILE_NAME = "remotes.json"
 VERSION = 1
@@ -82,109 +79,26 @@ def check_name(name: str) -> str:
     return name
 
 
-@dataclass
-class _Snapshot:
-    records: dict[str, RemoteServer]
-    extras: dict[str, dict]  # per server: fields this version does not know
-    invalid: list = field(default_factory=list)  # records that failed validation, kept verbatim
-    top: dict = field(default_factory=dict)
-    writable: bool = True
+def _refused(message: str) -> EngineError:
+    return EngineError(ErrorKind.BAD_INPUT, message)
 
 
-class RemoteServers:
+class RemoteServers(NamedRecords[RemoteServer]):
     """The servers in ``remotes.json``; every change is a locked read-modify-write."""
 
-    def __init__(self, file: str | Path) -> None:
-        self._file = Path(file)
-        self._lock = threading.Lock()
-        self.problem: str | None = None  # what was wrong with the file when last read
-
-    @classmethod
-    def beside(cls, models_file: str | Path) -> "RemoteServers":
-        """The servers of the profile whose model list is ``models_file`` (both live in the data folder)."""
-        return cls(Path(models_file).with_name(FILE_NAME))
-
-    @property
-    def file(self) -> Path:
-        return self._file
-
-    def all(self) -> list[RemoteServer]:
-        with self._lock:
-            return sorted(self._read().records.values(), key=lambda s: s.name)
-
-    def get(self, name: str) -> RemoteServer | None:
-        with self._lock:
-            return self._read().records.get(name)
+    format = RecordsFormat(FILE_NAME, WHAT, "remote servers", _Record,
+                           lambda known: RemoteServer(**as_tuples(known, "models")), _refused, VERSION)
 
     def add(self, server: RemoteServer) -> RemoteServer:
         """Record a new server; EngineError BAD_INPUT if the name is taken."""
         check_name(server.name)
-        with self._lock, state_lock(self._file):
-            snapshot = self._read()
-            if server.name in snapshot.records:
-                raise EngineError(ErrorKind.BAD_INPUT, f"A remote server called '{server.name}' exists already "
-                                  f"({snapshot.records[server.name].base_url}). Remove it first, or choose another name.")
-            server = replace(server, added_at=server.added_at or time.time())
-            snapshot.records[server.name] = server
-            self._write(snapshot)
-            return server
-
-    def remove(self, name: str) -> RemoteServer | None:
-        with self._lock, state_lock(self._file):
-            snapshot = self._read()
-            removed = snapshot.records.pop(name, None)
-            if removed is not None:
-                snapshot.extras.pop(name, None)
-                self._write(snapshot)
-            return removed
+        return self._insert(replace(server, added_at=server.added_at or time.time()),
+                            lambda there: f"A remote server called '{server.name}' exists already "
+                                          f"({there.base_url}). Remove it first, or choose another name.")
 
     def set_models(self, name: str, models: list[str] | tuple[str, ...]) -> RemoteServer | None:
-        """Remember what the server lists now; None when it was removed meanwhile."""
-        with self._lock, state_lock(self._file):
-            snapshot = self._read()
-            server = snapshot.records.get(name)
-            if server is None:
-                return None
-            if tuple(models) == server.models:  # nothing new: no write (a chat asks at every load)
-                return server
-            server = replace(server, models=tuple(models), checked_at=time.time())
-            snapshot.records[name] = server
-            self._write(snapshot)
-            return server
-
-    # ---- the file --------------------------------------------------------
-
-    def _read(self) -> _Snapshot:
-        state = read_state(self._file, WHAT, _check_shape)
-        items = state.data.get("servers", [])
-        valid, invalid, reasons = split_valid(items, _Record, "server")
-        problems = [state.problem] if state.problem else []
-        if reasons:
-            problems.append(f"{len(reasons)} of the remote servers in {self._file.name} could not be read and "
-                            f"{'was' if len(reasons) == 1 else 'were'} left as written: {'; '.join(reasons[:3])}.")
-        self.problem = " ".join(problems) or None
-        records, extras = {}, {}
-        for record in valid:
-            known = record.model_dump(include=set(_FIELDS))
-            known["models"] = tuple(known["models"])
-            records[record.name] = RemoteServer(**known)
-            extras[record.name] = dict(record.model_extra or {})
-        top = {key: value for key, value in state.data.items() if key != "servers"}
-        return _Snapshot(records, extras, invalid, top, state.writable)
-
-    def _write(self, snapshot: _Snapshot) -> None:
-        if not snapshot.writable:
-            raise EngineError(ErrorKind.BAD_INPUT, self.problem or f"{self._file} cannot be changed.")
-        servers = [{**snapshot.extras.get(s.name, {}), **asdict(s), "models": list(s.models)}
-                   for s in snapshot.records.values()]
-        payload = {**snapshot.top, "version": max(VERSION, file_version(snapshot.top)),
-                   "servers": servers + snapshot.invalid}
-        atomic_write_text(self._file, json.dumps(payload, indent=2, ensure_ascii=False))
-
-
-_FIELDS = tuple(f.name for f in fields(RemoteServer))
-
-
-def _check_shape(data: dict) -> None:
-    if not isinstance(data.get("servers", []), list):
-        raise ValueError(f'its "servers" is {type(data["servers"]).__name__}, not a list')
+        """Remember what the server lists now; None when it was removed meanwhile. No write when nothing
+        changed (a chat asks at every load)."""
+        models = tuple(models)
+        return self._update(name, lambda s: s if s.models == models else replace(s, models=models,
+                                                                                   checked_at=time.time()))

@@ -8,26 +8,23 @@ keyring, never here: see :mod:`engines.tools.secrets`), and the tools it
 listed when last asked, so pickers show them without starting it.
 
 The file is shared by the GUI and CLI commands on one profile, so it
-follows the rules of every state file: read through
-:func:`engines.storage.read_state` (a damaged file is set aside, never
-read as empty and overwritten), changed under
-:func:`engines.storage.state_lock` with an atomic replace, records
-validated one by one, and fields from a newer Atelier kept.
+follows the rules of every state file, kept by
+:class:`engines.storage.named_records.NamedRecords` as for the remote
+servers: a damaged file is set aside, never read as empty and
+overwritten; changes are locked and atomic; records are validated one by
+one; fields from a newer Atelier are kept.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import threading
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from engines.errors import EngineError, ErrorKind
-from engines.storage import atomic_write_text, file_version, read_state, split_valid, state_lock
+from engines.storage.named_records import NamedRecords, RecordsFormat, as_tuples
 
 FILE_NAME = "mcp-servers.json"
 VERSION = 1
@@ -99,39 +96,19 @@ def check_name(name: str) -> str:
     return name
 
 
-@dataclass
-class _Snapshot:
-    records: dict[str, ToolServer]
-    extras: dict[str, dict]  # per server: fields this version does not know
-    invalid: list = field(default_factory=list)  # records that failed validation, kept verbatim
-    top: dict = field(default_factory=dict)
-    writable: bool = True
+def _server(known: dict) -> ToolServer:
+    tools = tuple(ListedTool(t["name"], t["description"], t["input_schema"]) for t in known["tools"])
+    return ToolServer(**{**as_tuples(known, "command", "secret_env"), "tools": tools})
 
 
-class ToolServers:
+def _refused(message: str) -> EngineError:
+    return EngineError(ErrorKind.BAD_INPUT, message)
+
+
+class ToolServers(NamedRecords[ToolServer]):
     """The servers in ``mcp-servers.json``; every change is a locked read-modify-write."""
 
-    def __init__(self, file: str | Path) -> None:
-        self._file = Path(file)
-        self._lock = threading.Lock()
-        self.problem: str | None = None  # what was wrong with the file when last read
-
-    @classmethod
-    def beside(cls, models_file: str | Path) -> "ToolServers":
-        """The servers of the profile whose model list is ``models_file`` (both live in the data folder)."""
-        return cls(Path(models_file).with_name(FILE_NAME))
-
-    @property
-    def file(self) -> Path:
-        return self._file
-
-    def all(self) -> list[ToolServer]:
-        with self._lock:
-            return sorted(self._read().records.values(), key=lambda s: s.name)
-
-    def get(self, name: str) -> ToolServer | None:
-        with self._lock:
-            return self._read().records.get(name)
+    format = RecordsFormat(FILE_NAME, WHAT, "tool servers", _Record, _server, _refused, VERSION)
 
     def require(self, name: str) -> ToolServer:
         """The server ``name``; EngineError NOT_FOUND naming the ones there are."""
@@ -145,86 +122,14 @@ class ToolServers:
     def add(self, server: ToolServer) -> ToolServer:
         """Record a new server; EngineError BAD_INPUT if the name is taken."""
         check_name(server.name)
-        with self._lock, state_lock(self._file):
-            snapshot = self._read()
-            if server.name in snapshot.records:
-                raise EngineError(ErrorKind.BAD_INPUT, f"A tool server called '{server.name}' exists already "
-                                  f"({snapshot.records[server.name].where}). Remove it first, or choose another name.")
-            server = replace(server, added_at=server.added_at or time.time())
-            snapshot.records[server.name] = server
-            self._write(snapshot)
-            return server
-
-    def remove(self, name: str) -> ToolServer | None:
-        with self._lock, state_lock(self._file):
-            snapshot = self._read()
-            removed = snapshot.records.pop(name, None)
-            if removed is not None:
-                snapshot.extras.pop(name, None)
-                self._write(snapshot)
-            return removed
+        return self._insert(replace(server, added_at=server.added_at or time.time()),
+                            lambda there: f"A tool server called '{server.name}' exists already ({there.where}). "
+                                          "Remove it first, or choose another name.")
 
     def set_enabled(self, name: str, enabled: bool) -> ToolServer | None:
-        return self._change(name, lambda s: replace(s, enabled=enabled))
+        return self._update(name, lambda s: replace(s, enabled=enabled))
 
     def set_tools(self, name: str, tools: list[ListedTool] | tuple[ListedTool, ...]) -> ToolServer | None:
         """Remember what the server lists now; None when it was removed meanwhile. No write when nothing changed."""
         tools = tuple(tools)
-        return self._change(name, lambda s: s if s.tools == tools else replace(s, tools=tools, checked_at=time.time()))
-
-    def _change(self, name: str, change) -> ToolServer | None:
-        with self._lock, state_lock(self._file):
-            snapshot = self._read()
-            server = snapshot.records.get(name)
-            if server is None:
-                return None
-            changed = change(server)
-            if changed != server:
-                snapshot.records[name] = changed
-                self._write(snapshot)
-            return changed
-
-    # ---- the file --------------------------------------------------------
-
-    def _read(self) -> _Snapshot:
-        state = read_state(self._file, WHAT, _check_shape)
-        valid, invalid, reasons = split_valid(state.data.get("servers", []), _Record, "server")
-        problems = [state.problem] if state.problem else []
-        if reasons:
-            problems.append(f"{len(reasons)} of the tool servers in {self._file.name} could not be read and "
-                            f"{'was' if len(reasons) == 1 else 'were'} left as written: {'; '.join(reasons[:3])}.")
-        self.problem = " ".join(problems) or None
-        records, extras = {}, {}
-        for record in valid:
-            known = record.model_dump(include=set(_FIELDS))
-            known["command"] = tuple(known["command"])
-            known["secret_env"] = tuple(known["secret_env"])
-            known["tools"] = tuple(ListedTool(t["name"], t["description"], t["input_schema"]) for t in known["tools"])
-            records[record.name] = ToolServer(**known)
-            extras[record.name] = dict(record.model_extra or {})
-        top = {key: value for key, value in state.data.items() if key != "servers"}
-        return _Snapshot(records, extras, invalid, top, state.writable)
-
-    def _write(self, snapshot: _Snapshot) -> None:
-        if not snapshot.writable:
-            raise EngineError(ErrorKind.BAD_INPUT, self.problem or f"{self._file} cannot be changed.")
-        servers = [{**snapshot.extras.get(s.name, {}), **_as_json(s)} for s in snapshot.records.values()]
-        payload = {**snapshot.top, "version": max(VERSION, file_version(snapshot.top)),
-                   "servers": servers + snapshot.invalid}
-        atomic_write_text(self._file, json.dumps(payload, indent=2, ensure_ascii=False))
-
-
-_FIELDS = tuple(f.name for f in fields(ToolServer))
-
-
-def _as_json(server: ToolServer) -> dict:
-    data = asdict(server)
-    data["command"] = list(server.command)
-    data["secret_env"] = list(server.secret_env)
-    data["tools"] = [asdict(t) for t in server.tools]
-    return data
-
-
-def _check_shape(data: dict) -> None:
-    if not isinstance(data.get("servers", []), list):
-        raise ValueError(f'its "servers" is {type(data["servers"]).__name__}, not a list')
+        return self._update(name, lambda s: s if s.tools == tools else replace(s, tools=tools, checked_at=time.time()))
