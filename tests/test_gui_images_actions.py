@@ -24,7 +24,8 @@ pytestmark = pytest.mark.gui
 
 # What the page offers once it has a model, a distilled model, an image in the gallery and a run going.
 EXPECTED_BUTTONS = {"Add model folder…", "Unload", "Use the recommended settings", "Random", "Choose…", "Clear",
-                    "Generate", "Cancel", "Use these settings again", "Open", "Copy", "Reveal", "Delete…", "Details"}
+                    "Generate", "Cancel", "Use these settings again", "Open", "Copy", "Reveal", "Delete…", "Details",
+                    "Experiment (X/Y plot)", "Make grid"}
 EXPECTED_MENU = ["Use these settings again", "Open", "Copy image", "Reveal in folder", "Delete…"]
 
 

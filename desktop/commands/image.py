@@ -56,6 +56,11 @@ def add_parsers(sub) -> None:
     image.add_argument("--deep-cache", type=int, default=0, metavar="N",
                        help="faster, slight quality loss: the UNet runs in full every N steps (2 to 5) and reuses "
                             "its deep features in between (PyTorch backend)")
+    image.add_argument("--vary", action="append", default=[], metavar="SETTING=V1,V2,...",
+                       help="an experiment grid (X/Y plot): vary seed, steps, guidance, sampler, lora (a LoRA's "
+                            "weight) or prompt (search and replace the first value's text); give it twice for "
+                            "rows and columns. Each cell goes to the gallery, and so does the labelled grid "
+                            "(--out names the grid's file)")
     image.add_argument("--out", help="where to write the PNG (default: the gallery folder)")
     image.add_argument("--no-credentials", action="store_true",
                        help="leave out the Content Credentials (the signed C2PA manifest) for this run")
@@ -206,6 +211,11 @@ def run_image(args) -> int:
         request = replace(request, vae=_vae(args.vae, model_path, workspace))
     job = ImageJob(ImageLoadSpec(str(model_path), backend=args.backend, dtype=args.precision), request,
                    model_id=model_id, targets=tuple(targets), credentials=not args.no_credentials)
+    grid = None
+    if args.vary:  # an experiment grid: its axes are checked now, before any engine starts
+        from desktop.commands.image_grid import GridCommand
+
+        grid = GridCommand(args, job, tty=sys.stderr.isatty() and not args.json)
     images_dir = workspace.paths.data / "images"
     jobs = ImageJobs(lambda: open_gallery(workspace.paths.database, images_dir), images_dir, workspace.paths.config)
     tty = sys.stderr.isatty() and not args.json
@@ -233,12 +243,15 @@ def run_image(args) -> int:
     scheduler = workspace.scheduler(idle_unload_s=None, roles={"diffusers": "cli-image", "onnxruntime": "cli-image"})
     try:
         with _ctrl_c_cancels(jobs):
-            outcome = jobs.run(scheduler.host_for("cli"), job, on_event)
+            host = scheduler.host_for("cli")
+            outcome = jobs.run(host, job, on_event) if grid is None else grid.run(jobs, host, on_event)
     finally:
         scheduler.shutdown()
         jobs.close()
         if tty:
             sys.stderr.write("\n")
+    if grid is not None:
+        return grid.report(outcome)
     kept = [_kept_item(image, bool(targets)) for image in outcome.kept]
     if outcome.error is not None:
         raise CliError(_with_kept(outcome.error.message, kept), exit_code_for(outcome.error.kind))

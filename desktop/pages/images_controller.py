@@ -46,6 +46,9 @@ class ImagesController(QObject):
     host_reset = Signal()
     notice = Signal(str)  # a sentence that cost no image: the page shows it in its banner
     credentials = Signal(str, object)  # image id, engines.images.credentials_read.Credentials
+    cell = Signal(object)  # an experiment grid's CellStarted
+    grid_saved = Signal(object)  # the grid image's GalleryImage
+    grid_finished = Signal(object)  # GridOutcome
     _run = Signal(str, object, object)
     _unload = Signal()
     _reset_host = Signal()
@@ -57,6 +60,9 @@ class ImagesController(QObject):
         self.gallery = open_gallery(workspace)  # the page's own connection: list, get, delete
         self.running = False
         self.run_saved: list = []  # GalleryImages of the current run, in order
+        self.grid_plan = None  # the experiment grid the current (or last) run makes, if it is one
+        self.grid_entry = None  # that grid's GalleryImage, once kept
+        self.current_cell = None  # the grid's cell in hand (CellStarted)
         self.started = 0.0
         self._closed = False
         self._credentials_pool = serial_pool("image-credentials")
@@ -78,6 +84,9 @@ class ImagesController(QObject):
         w.failed.connect(self._on_failed)
         w.unloaded.connect(self.unloaded)
         w.host_reset.connect(self.host_reset)
+        w.cell.connect(self._on_cell)
+        w.grid_saved.connect(self._on_grid_saved)
+        w.grid_finished.connect(self._on_grid_finished)
         self._thread.start()
         QTimer.singleShot(KEY_AFTER_START_MS, self.prepare_signing_key)
 
@@ -139,10 +148,31 @@ class ImagesController(QObject):
             return False
         self.running = True
         self.run_saved = []
+        self.grid_plan, self.grid_entry, self.current_cell = None, None, None
         self.started = time.monotonic()
         self.worker.model_id = model.id
         self._run.emit(model.path, spec, request)
         return True
+
+    def generate_grid(self, model, spec, plan) -> bool:
+        """Start an experiment grid (a checked :class:`engines.images.grid.GridPlan`); False when a run is on."""
+        if not self.generate(model, spec, plan):  # the worker tells a plan from a request
+            return False
+        self.grid_plan = plan
+        return True
+
+    def _on_cell(self, event) -> None:
+        self.current_cell = event
+        self.cell.emit(event)
+
+    def _on_grid_saved(self, entry) -> None:
+        self.gallery.remember(entry)
+        self.grid_entry = entry
+        self.grid_saved.emit(entry)
+
+    def _on_grid_finished(self, outcome) -> None:
+        self.running = False
+        self.grid_finished.emit(outcome)
 
     def cancel(self) -> bool:
         if not self.running:

@@ -34,6 +34,7 @@ from desktop.pages.images.controls import ImageControls
 from desktop.pages.images.credentials_view import CredentialsLine
 from desktop.pages.images.engine_panel import EngineEnvLine, EngineMissingPanel
 from desktop.pages.images.gallery_view import GalleryView
+from desktop.pages.images.grid_panel import GridPanel, GridRunView, plan_from
 from desktop.pages.images.image_view import ImageView
 from desktop.pages.images.inpaint_panel import InpaintMode
 from desktop.pages.images.status import BACKEND_NAMES, cancelled_message, crash_message, format_step
@@ -116,7 +117,13 @@ class ImagesPage(QWidget):
         layout.addWidget(splitter)
 
         self.controls = ImageControls()
-        splitter.addWidget(self.controls)
+        self.grid_panel = GridPanel()  # the Experiment section (X/Y plot), folded under the controls
+        left = QWidget()
+        left_col = QVBoxLayout(left)
+        left_col.setContentsMargins(0, 0, 0, 0)
+        left_col.addWidget(self.controls, 1)
+        left_col.addWidget(self.grid_panel)
+        splitter.addWidget(left)
 
         center = QWidget()
         col = QVBoxLayout(center)
@@ -187,6 +194,7 @@ class ImagesPage(QWidget):
         k.unloaded.connect(lambda: self.status_line.setText("Image model unloaded; its memory was given back."))
         k.host_reset.connect(self._on_host_reset)
         k.credentials.connect(self._on_credentials)
+        self.grid_run = GridRunView(self)  # after the page's own slots: for a grid, its words replace theirs
         p = self.engine_panel
         p.installed.connect(self._on_engine_installed)
         p.removed.connect(self._on_engine_removed)
@@ -307,8 +315,11 @@ class ImagesPage(QWidget):
 
     # ---- running ---------------------------------------------------------
 
-    def generate(self) -> bool:
-        """Validate the controls and start a run; problems are shown inline and nothing runs."""
+    def generate(self, axes: list[str] | None = None) -> bool:
+        """Validate the controls and start a run; problems are shown inline and nothing runs.
+
+        ``axes``: an experiment grid's (``steps=4,8``...) that varies the controls' request; its problems go to the
+        banner."""
         if self.running or not self.engine_available:
             return False
         problems = self.controls.problems()
@@ -321,8 +332,14 @@ class ImagesPage(QWidget):
         if request is None:
             self._show_banner(problem)
             return False
+        if axes is not None:
+            request, problem = plan_from(request, axes, spec.model_path)
+            if request is None:
+                self._show_banner(problem)
+                return False
         fresh = self.controller.loaded_model_path() != spec.model_path
-        if not self.controller.generate(model, spec, request):
+        start = self.controller.generate if axes is None else self.controller.generate_grid
+        if not start(model, spec, request):
             return False
         self._show_banner("")
         self.save_prefs()

@@ -64,6 +64,10 @@ class ImageWorker(QObject):
     failed = Signal(str, str)  # kind (ErrorKind value, CANCELLED or SAVE_FAILED), message for the user
     unloaded = Signal()
     host_reset = Signal()  # the host was stopped and dropped (after reset_host)
+    # An experiment grid (engines.images.grid_run): each cell as it starts, the grid's entry, the whole outcome.
+    cell = Signal(object)  # CellStarted; the cells' images arrive through ``saved`` like any image
+    grid_saved = Signal(object)  # GalleryImage of the grid image
+    grid_finished = Signal(object)  # GridOutcome of a grid that made every cell
 
     def __init__(self, workspace, host=None, gallery_factory=None, scheduler=None) -> None:
         super().__init__()
@@ -107,14 +111,28 @@ class ImageWorker(QObject):
 
     @Slot(str, object, object)
     def run(self, model_path: str, spec: ImageLoadSpec, request: ImageRequest) -> None:
-        """Load ``model_path`` (if it is not loaded already), make the images and keep each one as it is done."""
+        """Load ``model_path`` (if it is not loaded already), make the images and keep each one as it is done.
+
+        ``request`` may be an experiment grid's plan (:class:`engines.images.grid.GridPlan`): its cells run one after
+        another on the loaded model, then the grid image is kept.
+        """
+        from engines.images.grid import GridPlan
+        from engines.images.grid_run import CellKept, CellStarted, GridJob, GridKept, run_grid
+
         if not spec.model_path:
             spec = ImageLoadSpec(model_path, spec.backend, spec.device, spec.dtype)
-        job = ImageJob(spec, request, model_id=self.model_id)
+        grid = request if isinstance(request, GridPlan) else None
         last_preview = [0.0]
 
         def on_event(event) -> None:
-            if isinstance(event, ImageKept):
+            if isinstance(event, CellKept):
+                event = event.kept
+            if isinstance(event, CellStarted):
+                self.cell.emit(event)
+            elif isinstance(event, GridKept):
+                if event.kept.entry is not None:
+                    self.grid_saved.emit(event.kept.entry)
+            elif isinstance(event, ImageKept):
                 if event.entry is not None:
                     self.saved.emit(event.entry)
             elif isinstance(event, StepEvent):
@@ -132,7 +150,10 @@ class ImageWorker(QObject):
                 self.notice.emit(_sentence(event.message))
 
         try:
-            outcome = self.jobs.run(self.host, job, on_event)
+            if grid is not None:
+                outcome = run_grid(self.jobs, self.host, GridJob(spec, grid, model_id=self.model_id), on_event)
+            else:
+                outcome = self.jobs.run(self.host, ImageJob(spec, request, model_id=self.model_id), on_event)
         except Exception as exc:  # a bug: say so in words, never a traceback
             self.failed.emit(ErrorKind.INTERNAL, f"The image run failed unexpectedly ({type(exc).__name__}: {exc}).")
             return
@@ -141,6 +162,11 @@ class ImageWorker(QObject):
             self.failed.emit(ErrorKind.CRASHED if isinstance(error, EngineCrashed) else error.kind, error.message)
         elif outcome.lost:
             self.failed.emit(SAVE_FAILED, _sentence("; ".join(outcome.lost)))
+        elif grid is not None:
+            if outcome.cancelled:
+                self.failed.emit(CANCELLED, "Cancelled")
+            else:
+                self.grid_finished.emit(outcome)
         elif outcome.result is None and not self.jobs.cancelled:
             self.failed.emit(ErrorKind.INTERNAL, "The image engine ended the run without a result.")
         elif outcome.cancelled:

@@ -62,6 +62,9 @@ class Provenance:
     edit: str = ""
     description: str = ""
     title: str = "image.png"
+    # Images placed whole in this one (an experiment grid's cells, engines.images.grid_run): each is linked as a
+    # ``componentOf`` ingredient by its hash, its own credentials brought along, and the created action points at it.
+    components: tuple[bytes, ...] = ()
 
     @classmethod
     def of_request(cls, request, model: str) -> "Provenance":
@@ -111,7 +114,9 @@ def add_content_credentials(png: bytes, provenance: Provenance, identity: Signin
 
     source_id = f"xmp.iid:{uuid.uuid4()}"
     agent = {"name": provenance.model or "an unnamed model"}
-    link = {"ingredientIds": [source_id]} if provenance.source is not None else {}
+    component_ids = [f"xmp.iid:{uuid.uuid4()}" for _ in provenance.components]
+    linked = ([source_id] if provenance.source is not None else []) + component_ids
+    link = {"ingredientIds": linked} if linked else {}
     if provenance.edit:
         actions = [{"action": "c2pa.opened", "parameters": dict(link)},
                    {"action": "c2pa.edited", "digitalSourceType": EDITED_WITH_AI, "softwareAgent": agent,
@@ -137,6 +142,11 @@ def add_content_credentials(png: bytes, provenance: Provenance, identity: Signin
             if provenance.source is not None:
                 builder.add_ingredient(_ingredient(provenance, source_id), _format(provenance.source),
                                        io.BytesIO(provenance.source))
+            for number, (component, component_id) in enumerate(zip(provenance.components, component_ids), 1):
+                builder.add_ingredient({"title": f"cell {number}", "relationship": "componentOf",
+                                        "instance_id": component_id,
+                                        "description": f"sha256 {hashlib.sha256(component).hexdigest()}"},
+                                       _format(component), io.BytesIO(component))
             builder.sign(signer, "image/png", io.BytesIO(png), out)
     finally:
         signer.close()

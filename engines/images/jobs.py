@@ -140,10 +140,16 @@ class ImageJobs:
             self._gallery.close()
             self._gallery = None
 
-    def run(self, host, job: ImageJob, on_event: Callable[[Any], None]) -> JobOutcome:
-        """Load, generate and keep; never raises for the engine's errors (``outcome.error`` has them)."""
-        self._cancelled.clear()
-        self._told.clear()
+    def run(self, host, job: ImageJob, on_event: Callable[[Any], None], *, fresh: bool = True) -> JobOutcome:
+        """Load, generate and keep; never raises for the engine's errors (``outcome.error`` has them).
+
+        ``fresh=False`` continues a sequence of jobs on the loaded model (an
+        experiment grid's cells, :mod:`engines.images.grid_run`): a cancel that
+        came between two jobs still holds, and a notice is told once for all.
+        """
+        if fresh:
+            self._cancelled.clear()
+            self._told.clear()
         self._host = host
         outcome = JobOutcome()
         try:
@@ -191,17 +197,36 @@ class ImageJobs:
 
     def _keep(self, event: ImageDoneEvent, job: ImageJob, record: dict, outcome: JobOutcome, on_event) -> None:
         image, info = event.image, outcome.info
-        png, signed = self._sign(image.png, job, info, on_event)
+        provenance = None
+        if job.credentials:
+            from engines.images.credentials import Provenance  # c2pa's side: only once an image is done
+
+            provenance = Provenance.of_request(job.request, info.name)
+        target = job.targets[event.image_index] if job.targets else None
+        kept = self.keep_png(image.png, record, info, on_event, outcome.lost, seed=image.seed, width=image.width,
+                             height=image.height, index=event.image_index, target=target, provenance=provenance)
+        if kept is not None:
+            outcome.kept.append(kept)
+            on_event(kept)
+
+    def keep_png(self, png: bytes, record: dict, info, on_event, lost: list[str], *, seed: int, width: int,
+                 height: int, index: int = 0, target: Path | None = None, provenance=None) -> ImageKept | None:
+        """Sign ``png`` (unless ``provenance`` is None), write it to ``target`` and to the gallery; None when lost.
+
+        The one way a finished PNG is kept: each image of a run, and an
+        experiment grid's own image. A PNG that could not be written where it
+        was asked for adds a sentence to ``lost``.
+        """
+        png, signed = self._sign(png, provenance, on_event)
         path = None
-        if job.targets:
-            target = job.targets[event.image_index]
+        if target is not None:
             try:
                 path = atomic_write_bytes(target, png)
             except OSError as exc:
-                outcome.lost.append(f"could not write {target}: {exc.strerror or exc}")
+                lost.append(f"could not write {target}: {exc.strerror or exc}")
         entry = None
         try:
-            entry = self.gallery.save(png, record, seed=image.seed, width=image.width, height=image.height,
+            entry = self.gallery.save(png, record, seed=seed, width=width, height=height,
                                       model=info.name, backend=info.backend)
         except NotIndexed as exc:
             entry = exc.entry
@@ -210,25 +235,23 @@ class ImageJobs:
             detail = getattr(exc, "strerror", None) or str(exc)
             if path is not None:
                 self._tell(on_event, f"the image could not be added to the gallery ({detail})")
-            elif not job.targets:
-                outcome.lost.append(f"could not write the image to {self.images_dir}: {detail}")
+            elif target is None:
+                lost.append(f"could not write the image to {self.images_dir}: {detail}")
         stored = Path(entry.path) if entry is not None else None
         where = path or stored
         if where is None:
-            return
-        kept = ImageKept(event.image_index, image.seed, image.width, image.height, where, entry, signed)
-        outcome.kept.append(kept)
-        on_event(kept)
+            return None
+        return ImageKept(index, seed, width, height, where, entry, signed)
 
-    def _sign(self, png: bytes, job: ImageJob, info, on_event) -> tuple[bytes, bool]:
+    def _sign(self, png: bytes, provenance, on_event) -> tuple[bytes, bool]:
         """``png`` with its Content Credentials, or as it came (with a notice) when they cannot be added."""
-        if not job.credentials:
+        if provenance is None:
             return png, False
-        from engines.images.credentials import CredentialsSigner, Provenance  # c2pa: only once an image is done
+        from engines.images.credentials import CredentialsSigner  # c2pa: only once an image is done
 
         if self._signer is None:
             self._signer = CredentialsSigner(self._config_dir)
-        signed = self._signer.sign(png, Provenance.of_request(job.request, info.name))
+        signed = self._signer.sign(png, provenance)
         for notice in signed.notices:
             self._tell(on_event, notice)
         return signed.png, signed.signed

@@ -1,0 +1,210 @@
+"""The Images page's Experiment section (A1111's X/Y plot): vary one or two settings and compare the images.
+
+The user picks a setting across (X) and, optionally, one down (Y), types
+their values ("4, 8, 16"), and presses "Make grid". Everything else comes
+from the page's own controls: the grid varies the request the page would
+make. The panel only gathers the axes as text (``steps=4,8,16``, the same
+words ``atelier image --vary`` takes); :func:`plan_from` checks them with
+:func:`engines.images.grid.plan_grid`, so the page and the command refuse
+the same things in the same sentences. The cells then run through the
+image job service on one loaded model, each one saved to the gallery as it
+is finished, and the labelled grid is saved last and shown.
+
+The section starts folded (a grid is an experiment, not the daily path),
+and it is an advanced control: simple mode hides it.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QEvent, Qt, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFrame,
+    QGridLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.pages.images.status import format_step
+from desktop.workers.image_worker import CANCELLED
+from engines.errors import EngineError
+
+# (the setting's name in an axis, what the menu says, an example of its values)
+SETTINGS = (
+    ("steps", "Steps", "4, 8, 16"),
+    ("seed", "Seed", "1, 2, 3  or  1-4"),
+    ("guidance", "Guidance (CFG)", "3, 5, 7"),
+    ("sampler", "Sampler", "Euler, DDIM, DPM++ 2M Karras"),
+    ("lora", "LoRA weight", "0.2, 0.6, 1"),
+    ("prompt", "Prompt word (S/R)", "a word of the prompt, then what replaces it"),
+)
+NONE = ""
+
+
+class GridPanel(QWidget):
+    make_requested = Signal()  # "Make grid" was pressed
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(12, 4, 12, 8)
+        outer.setSpacing(4)
+        self.toggle = QToolButton()
+        self.toggle.setText("Experiment (X/Y plot)")
+        self.toggle.setCheckable(True)
+        self.toggle.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+        self.toggle.setArrowType(Qt.RightArrow)
+        self.toggle.setAutoRaise(True)
+        self.toggle.toggled.connect(self.set_open)
+        outer.addWidget(self.toggle)
+
+        self.body = QFrame()
+        self.body.setObjectName("Panel")
+        grid = QGridLayout(self.body)
+        grid.setContentsMargins(8, 8, 8, 8)
+        intro = QLabel("Vary one or two settings and compare the images in a labelled grid. Every cell is also "
+                       "kept in the gallery.")
+        intro.setObjectName("Muted")
+        intro.setWordWrap(True)
+        grid.addWidget(intro, 0, 0, 1, 2)
+        self.x_combo, self.x_values = self._axis_row(grid, 1, "Across (X)", with_none=False)
+        self.y_combo, self.y_values = self._axis_row(grid, 3, "Down (Y)", with_none=True)
+        self.make_button = QPushButton("Make grid")
+        self.make_button.setToolTip("Make one image per cell with the settings above, then the labelled grid")
+        self.make_button.clicked.connect(self.make_requested)
+        grid.addWidget(self.make_button, 5, 0, 1, 2)
+        outer.addWidget(self.body)
+        self.body.setVisible(False)
+
+    def _axis_row(self, grid: QGridLayout, row: int, title: str, with_none: bool):
+        combo = QComboBox()
+        if with_none:
+            combo.addItem("Nothing (one row)", NONE)
+        for name, label, _example in SETTINGS:
+            combo.addItem(label, name)
+        values = QLineEdit()
+        values.returnPressed.connect(self.make_requested)
+        grid.addWidget(QLabel(title), row, 0)
+        grid.addWidget(combo, row, 1)
+        grid.addWidget(values, row + 1, 0, 1, 2)
+
+        def chosen(_index: int) -> None:
+            name = combo.currentData()
+            example = next((e for n, _label, e in SETTINGS if n == name), "")
+            values.setPlaceholderText(f"values, e.g. {example}" if name else "")
+            values.setEnabled(bool(name))
+
+        combo.currentIndexChanged.connect(chosen)
+        chosen(0)
+        return combo, values
+
+    def set_open(self, open_: bool) -> None:
+        if self.toggle.isChecked() != open_:
+            self.toggle.setChecked(open_)
+            return
+        self.toggle.setArrowType(Qt.DownArrow if open_ else Qt.RightArrow)
+        self.body.setVisible(open_)
+
+    def set_axis(self, which: int, name: str, values: str) -> None:
+        """Choose setting ``name`` ("" for none, Y only) with ``values`` on axis 0 (X) or 1 (Y)."""
+        combo, edit = (self.x_combo, self.x_values) if which == 0 else (self.y_combo, self.y_values)
+        combo.setCurrentIndex(combo.findData(name))
+        edit.setText(values)
+
+    def axis_texts(self) -> list[str]:
+        """The axes as ``atelier image --vary`` takes them (``steps=4,8,16``); a Y axis only when chosen."""
+        texts = []
+        for combo, edit in ((self.x_combo, self.x_values), (self.y_combo, self.y_values)):
+            name = combo.currentData()
+            if name:
+                texts.append(f"{name}={edit.text().strip()}")
+        return texts
+
+    def follow(self, generate_button) -> None:
+        """"Make grid" is enabled exactly when the page's Generate is (no run going, an engine installed)."""
+        self._generate_button = generate_button
+        generate_button.installEventFilter(self)
+        self.make_button.setEnabled(generate_button.isEnabled())
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802
+        if event.type() == QEvent.EnabledChange and watched is getattr(self, "_generate_button", None):
+            self.make_button.setEnabled(watched.isEnabled())
+        return False
+
+
+class GridRunView:
+    """What the page shows while a grid runs and after it; connected after the page's own slots.
+
+    Qt calls slots in the order they were connected, so for a grid run these
+    words replace the page's generic ones ("Step 3/8" becomes "Cell 2 of 6 ·
+    Steps: 8 · Step 3/8"; a cancel says how many cells were kept and shows
+    the partial grid), and the page itself needs no grid logic.
+    """
+
+    def __init__(self, page) -> None:
+        self.page = page
+        k, panel = page.controller, page.grid_panel
+        panel.follow(page.controls.generate_button)
+        panel.make_requested.connect(lambda: page.generate(panel.axis_texts()))
+        k.cell.connect(lambda event: page.status_line.setText(cell_text(event)))
+        k.step.connect(self._on_step)
+        k.grid_saved.connect(self._on_grid_saved)
+        k.grid_finished.connect(self._on_finished)
+        k.failed.connect(self._on_failed)
+
+    def _on_step(self, event) -> None:
+        k = self.page.controller
+        if k.grid_plan is not None and k.current_cell is not None:
+            self.page.status_line.setText(f"{cell_text(k.current_cell)} · {format_step(event)}")
+
+    def _on_grid_saved(self, entry) -> None:
+        self.page.gallery_view.add_entry(entry, select=True)
+        self.page._display(entry)
+
+    def _on_finished(self, outcome) -> None:
+        page = self.page
+        page._end_run()
+        page.status_line.setText(finished_text(outcome, page.controller.grid_plan))
+        if page.controller.grid_entry is not None:
+            page._display(page.controller.grid_entry)
+
+    def _on_failed(self, kind: str, _message: str) -> None:
+        k = self.page.controller
+        if kind != CANCELLED or k.grid_plan is None:
+            return
+        if k.grid_entry is not None:
+            self.page._display(k.grid_entry)
+        self.page.status_line.setText(cancelled_text(k.grid_plan, len(k.run_saved), k.grid_entry is not None))
+
+
+def plan_from(request, axis_texts: list[str], model_path: str):
+    """(the grid's plan, "") or (None, the sentence saying what is wrong), for the page's banner."""
+    from engines.images.grid import model_samplers, plan_grid
+
+    try:
+        return plan_grid(request, axis_texts, samplers=model_samplers(model_path)), ""
+    except EngineError as exc:
+        return None, f"Can’t make the grid: {exc.message}."
+
+
+def cell_text(event) -> str:
+    """The status line while a cell runs: "Cell 3 of 6 · Steps: 8, Seed: 2"."""
+    return f"Cell {event.index + 1} of {event.count} · {event.caption}"
+
+
+def finished_text(outcome, plan) -> str:
+    return (f"Made a {plan.shape} grid of {len(outcome.cells)} images in {outcome.seconds:.1f} s; each cell is "
+            "in the gallery too.")
+
+
+def cancelled_text(plan, made: int, grid_kept: bool) -> str:
+    """After Cancel: what was kept (a partial grid is drawn from the cells made; see engines.images.grid_run)."""
+    if made == 0:
+        return "Cancelled before the first cell was finished"
+    cells = "cell" if made == 1 else "cells"
+    grid = "; the partial grid shows them, the rest marked “not made”" if grid_kept else ""
+    return f"Cancelled after {made} of {len(plan.cells)} {cells}: they are kept in the gallery{grid}"
