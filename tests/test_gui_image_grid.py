@@ -74,8 +74,13 @@ def test_make_grid_keeps_every_cell_and_shows_the_labelled_grid(qtbot, page):
     assert meta["parameters"].endswith('Script: X/Y plot, X Type: Steps, X Values: "1,2", Y Type: Seed, '
                                        'Y Values: "5,6"')
     assert_cells_are_the_grids_ingredients(grid.path, [c.path for c in cells])
+    assert page.seed_line.text() == f"Grid 2×2 · Steps 1, 2 × Seed 5, 6 · seed 5 · {grid.width}×{grid.height}"
     assert page.status_line.text().startswith("Made a 2×2 grid of 4 images in ")
     assert page.status_line.text().endswith(" s; each cell is in the gallery too.")
+    page.gallery_view.select(cells[1].id)  # a cell shows its own settings, the grid again what it varies
+    assert page.seed_line.text().startswith("Seed 5  ·  64×64 · 2 steps")
+    page.gallery_view.select(grid.id)
+    qtbot.waitUntil(lambda: page.seed_line.text().startswith("Grid 2×2 · Steps 1, 2 × Seed 5, 6"), timeout=60000)
     assert not page.banner.isVisible() and page.grid_panel.make_button.isEnabled()
 
 

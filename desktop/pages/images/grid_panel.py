@@ -155,6 +155,8 @@ class GridRunView:
         k.grid_saved.connect(self._on_grid_saved)
         k.grid_finished.connect(self._on_finished)
         k.failed.connect(self._on_failed)
+        # queued: after the page has shown the selected image (its slot may be connected after this one)
+        page.gallery_view.selected.connect(lambda image_id: self._describe(k.entry(image_id)), Qt.QueuedConnection)
 
     def _on_step(self, event) -> None:
         k = self.page.controller
@@ -164,6 +166,12 @@ class GridRunView:
     def _on_grid_saved(self, entry) -> None:
         self.page.gallery_view.add_entry(entry, select=True)
         self.page._display(entry)
+        self._describe(entry)
+
+    def _describe(self, entry) -> None:
+        """Under a grid, what it varies instead of one image's settings (a cell's own are under the cell)."""
+        if entry is not None and self.page._shown_id == entry.id and isinstance(entry.request.get("grid"), dict):
+            self.page.seed_line.setText(grid_line(entry))
 
     def _on_finished(self, outcome) -> None:
         page = self.page
@@ -171,6 +179,7 @@ class GridRunView:
         page.status_line.setText(finished_text(outcome, page.controller.grid_plan))
         if page.controller.grid_entry is not None:
             page._display(page.controller.grid_entry)
+            self._describe(page.controller.grid_entry)
 
     def _on_failed(self, kind: str, _message: str) -> None:
         k = self.page.controller
@@ -178,6 +187,7 @@ class GridRunView:
             return
         if k.grid_entry is not None:
             self.page._display(k.grid_entry)
+            self._describe(k.grid_entry)
         self.page.status_line.setText(cancelled_text(k.grid_plan, len(k.run_saved), k.grid_entry is not None))
 
 
@@ -189,6 +199,14 @@ def plan_from(request, axis_texts: list[str], model_path: str):
         return plan_grid(request, axis_texts, samplers=model_samplers(model_path)), ""
     except EngineError as exc:
         return None, f"Can’t make the grid: {exc.message}."
+
+
+def grid_line(entry) -> str:
+    """ "Grid 3×2 · Steps 2, 4, 8 × CFG scale 3, 7 · seed 3 · 485×291" for a grid's gallery entry."""
+    grid = entry.request["grid"]
+    axes = " × ".join(f"{axis.get('title', '')} {', '.join(map(str, axis.get('values', ())))}"
+                      for axis in grid.get("axes", ()))
+    return f"Grid {grid.get('columns')}×{grid.get('rows')} · {axes} · seed {entry.seed} · {entry.width}×{entry.height}"
 
 
 def cell_text(event) -> str:
