@@ -110,7 +110,7 @@ def test_cancel_keeps_the_cells_made_and_draws_the_partial_grid(qtbot, page):
     grid = page.controller.grid_entry
     assert grid is not None and grid.request["grid"]["made"] == list(range(made))
     assert read_png_parameters(grid.path)["parameters"].endswith(f"Grid cells made: {made} of 4")
-    cells = "cell" if made == 1 else "cells"
-    assert page.status_line.text() == (f"Cancelled after {made} of 4 {cells}: they are kept in the gallery; the "
-                                       "partial grid shows them, the rest marked “not made”")
+    kept, them = ("it is", "it") if made == 1 else ("they are", "them")
+    assert page.status_line.text() == (f"Cancelled after {made} of 4 cells: {kept} kept in the gallery; the "
+                                       f"partial grid shows {them}, the rest marked “not made”")
     assert page._shown_id == grid.id

@@ -88,7 +88,7 @@ class GridCommand:
             raise CliError(_with_kept("; ".join(outcome.lost), kept), EXIT_FAILED)
         if outcome.cancelled:
             made = len(outcome.cells)
-            partial = " (the grid shows them, the rest marked 'not made')" if grid else ""
+            partial = f" (the grid shows {'it' if made == 1 else 'them'}, the rest marked 'not made')" if grid else ""
             raise CliError(_with_kept(f"interrupted after {made} of {len(self.plan.cells)} cells{partial}", kept),
                            EXIT_INTERRUPTED)
         return 0

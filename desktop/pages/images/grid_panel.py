@@ -223,6 +223,6 @@ def cancelled_text(plan, made: int, grid_kept: bool) -> str:
     """After Cancel: what was kept (a partial grid is drawn from the cells made; see engines.images.grid_run)."""
     if made == 0:
         return "Cancelled before the first cell was finished"
-    cells = "cell" if made == 1 else "cells"
-    grid = "; the partial grid shows them, the rest marked “not made”" if grid_kept else ""
-    return f"Cancelled after {made} of {len(plan.cells)} {cells}: they are kept in the gallery{grid}"
+    kept, them = ("it is", "it") if made == 1 else ("they are", "them")
+    grid = f"; the partial grid shows {them}, the rest marked “not made”" if grid_kept else ""
+    return f"Cancelled after {made} of {len(plan.cells)} cells: {kept} kept in the gallery{grid}"
