@@ -83,3 +83,31 @@ def test_bad_axes_exit_2_with_one_error_line_before_any_engine_starts(vary, mess
     assert (run.returncode, run.stderr.strip().splitlines()) == (2, [message])
     assert not (atelier_home / "logs" / "engine-host-cli-image.log").exists()
     assert not (atelier_home / "data" / "images").exists()
+
+
+def test_ctrl_c_keeps_the_cells_made_and_draws_the_partial_grid(tiny_sd, tmp_path, atelier_home):
+    import os
+    import signal
+
+    from engines.diffusion.png_meta import read_png_parameters
+
+    out = tmp_path / "seeds.png"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "desktop", "image", "--model", str(tiny_sd), "--prompt", "a lighthouse", "--steps", "30",
+         "--width", "64", "--height", "64", "--vary", "seed=1-8", "--out", str(out)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    first = proc.stdout.readline()  # printed the moment the first cell is kept: the event the cancel waits on
+    assert first.endswith("  (cell 1 of 8: Seed: 1; seed 1)\n"), proc.stderr.read()
+    os.kill(proc.pid, signal.SIGINT)
+    rest, stderr = proc.communicate(timeout=600)
+    lines = [first] + rest.splitlines(keepends=True)
+    assert proc.returncode == 130, stderr
+    made = len(lines) - 1
+    assert 1 <= made < 8, lines  # Ctrl-C came long before the last of 8 × 30 steps
+    assert lines[-1] == f"{out}  (grid 8×1, {made} of 8 cells)\n"
+    them = "it" if made == 1 else "them"
+    assert stderr.strip().splitlines()[-1].startswith(
+        f"error: interrupted after {made} of 8 cells (the grid shows {them}, the rest marked 'not made'); "
+        f"kept {made + 1} images: ")
+    assert read_png_parameters(out)["parameters"].endswith(f"Grid cells made: {made} of 8")
