@@ -83,6 +83,14 @@ def test_make_grid_keeps_every_cell_and_shows_the_labelled_grid(qtbot, page):
     qtbot.waitUntil(lambda: page.seed_line.text().startswith("Grid 2×2 · Steps 1, 2 × Seed 5, 6"), timeout=60000)
     assert not page.banner.isVisible() and page.grid_panel.make_button.isEnabled()
 
+    # "Use these settings again" on the grid: its first cell's settings, and its axes back in the panel
+    page.grid_panel.set_axis(0, "guidance", "1")
+    page.grid_panel.set_axis(1, "", "")
+    page.controls.steps_spin.setValue(9)
+    page.gallery_view.reuse_requested.emit(grid.id)
+    qtbot.waitUntil(lambda: page.grid_panel.axis_texts() == ["steps=1, 2", "seed=5, 6"], timeout=60000)
+    assert page.controls.steps_spin.value() == 1 and page.controls.seed() == 5
+
 
 def test_bad_values_are_refused_in_the_banner_and_nothing_runs(qtbot, page):
     fill(page)

@@ -157,6 +157,8 @@ class GridRunView:
         k.failed.connect(self._on_failed)
         # queued: after the page has shown the selected image (its slot may be connected after this one)
         page.gallery_view.selected.connect(lambda image_id: self._describe(k.entry(image_id)), Qt.QueuedConnection)
+        page.gallery_view.reuse_requested.connect(lambda image_id: self._restore_axes(k.entry(image_id)),
+                                                  Qt.QueuedConnection)
 
     def _on_step(self, event) -> None:
         k = self.page.controller
@@ -172,6 +174,19 @@ class GridRunView:
         """Under a grid, what it varies instead of one image's settings (a cell's own are under the cell)."""
         if entry is not None and self.page._shown_id == entry.id and isinstance(entry.request.get("grid"), dict):
             self.page.seed_line.setText(grid_line(entry))
+
+    def _restore_axes(self, entry) -> None:
+        """"Use these settings again" on a grid: the page restores its first cell, this its axes."""
+        grid = entry.request.get("grid") if entry is not None else None
+        if not isinstance(grid, dict) or not grid.get("axes"):
+            return
+        panel = self.page.grid_panel
+        axes = list(grid["axes"])[:2]
+        for which in (0, 1):
+            axis = axes[which] if which < len(axes) else {}
+            values = [str(v) for v in axis.get("values", ())]
+            panel.set_axis(which, axis.get("name", ""), ", ".join(f'"{v}"' if "," in v else v for v in values))
+        panel.set_open(True)
 
     def _on_finished(self, outcome) -> None:
         page = self.page
