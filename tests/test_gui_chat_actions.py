@@ -109,6 +109,11 @@ def test_f2_renames_and_del_deletes_the_selected_chat(qtbot, window) -> None:
     qtbot.keyClick(chats, Qt.Key_Delete)
     assert titles(window) == [] and window.chat_page.title.text() == "New chat"
     assert "Start a conversation" in window.chat_page.view.toPlainText()
+    # F2 and Del belong to the list alone (the Documents page has its own Del): PySide6 drops a context= given
+    # to QShortcut's (key, parent, slot) constructor, which once left both window-wide
+    from PySide6.QtGui import QShortcut
+    shortcuts = chats.findChildren(QShortcut)
+    assert len(shortcuts) == 2 and {s.context() for s in shortcuts} == {Qt.ShortcutContext.WidgetShortcut}
 
 
 def test_del_in_the_search_box_edits_the_search_and_deletes_nothing(qtbot, window) -> None:

@@ -69,9 +69,12 @@ class ConversationList(QFrame):
         self.empty_note.setWordWrap(True)
         self.empty_note.hide()
         layout.addWidget(self.empty_note)
-        # WidgetShortcut: F2 and Del act on the list only while it has the focus (Del in the search box deletes text)
+        # WidgetShortcut: F2 and Del act on the list only while it has the focus (Del in the search box deletes text).
+        # setContext, not the constructor's context=, which PySide6 drops in the (key, parent, slot) form.
         for key, slot in ((RENAME_KEY, self.rename_selected), (DELETE_KEY, self.delete_selected)):
-            QShortcut(QKeySequence(key), self.list, slot, context=Qt.ShortcutContext.WidgetShortcut)
+            shortcut = QShortcut(QKeySequence(key), self.list)
+            shortcut.setContext(Qt.ShortcutContext.WidgetShortcut)
+            shortcut.activated.connect(slot)
         self._suppress = False
 
     def set_conversations(self, conversations, current_id: int | None) -> None:
