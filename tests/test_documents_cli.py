@@ -107,6 +107,16 @@ def test_add_list_query_and_remove_real_documents(tmp_path, minilm_gguf):  # noq
 
     removed = ok(run_atelier("docs", "remove", "mine", str(corpus / "harbour.pdf")))
     assert out(removed).strip() == "Removed 1 path(s) from 'mine': 1 files and 3 passages deleted from the index."
+    # taken out of a folder the collection holds, it stays out when the folder is read again, until added again
+    refreshed = out(ok(run_atelier("docs", "add", "mine", str(corpus)))).splitlines()[0]
+    assert refreshed.startswith("mine: 13 files, 0 indexed, 4 unchanged, 9 skipped, 0 removed")
+    listed = docs_json("list", "mine")
+    assert listed["excluded"] == [str(corpus / "harbour.pdf")]
+    assert "harbour.pdf" not in {Path(f["path"]).name for f in listed["files"]}
+    back = out(ok(run_atelier("docs", "add", "mine", str(corpus / "harbour.pdf")))).splitlines()[0]
+    assert back.startswith("mine: 14 files, 1 indexed, 4 unchanged, 9 skipped, 0 removed; 3 passages embedded")
+    assert docs_json("list", "mine")["excluded"] == []
+    ok(run_atelier("docs", "remove", "mine", str(corpus / "harbour.pdf")))  # a source of its own now: just removed
     gone = ok(run_atelier("docs", "remove", "mine"))
     assert out(gone).strip() == "Removed 'mine': 13 files and 4 passages deleted from the index."
     assert docs_json("list") == {"collections": []}

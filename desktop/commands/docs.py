@@ -130,9 +130,12 @@ def _list(workspace, library, args) -> int:
     files = [file_status(record) for record in library.files(args.name)]
     if args.json:
         print_json({"name": collection.name, "model": collection.model_name, "model_path": collection.model_path,
-                    "dimensions": collection.dimensions, "sources": library.sources(args.name), "files": files})
+                    "dimensions": collection.dimensions, "sources": library.sources(args.name),
+                    "excluded": library.excluded(args.name), "files": files})
         return 0
     print(clean(f"{collection.name} ({collection.model_name}): {len(files)} files"))
+    for path in library.excluded(args.name):
+        print(clean(f"  taken out {path}: 'atelier docs add {collection.name} PATH' adds it again"))
     for row in files:
         detail = row["reason"] or row["note"] or (f"{row['passages']} passages" if row["state"] == "indexed" else "")
         print(clean(f"  {row['state']:<9} {row['path']}" + (f": {detail}" if detail else "")))

@@ -271,11 +271,10 @@ class DocumentsPage(QWidget):
         moment to walk).
         """
         from engines.doc_index.readers import format_of, unsupported_reason
-        from engines.documents.library import walk_sources
 
         if name not in self._walked:
             try:
-                found, _unusable = walk_sources(self.library.sources(name))
+                found, _unusable = self.library.walk(name)
             except (EngineError, OSError):
                 found = []
             self._walked = {name: found}
@@ -424,8 +423,8 @@ class DocumentsPage(QWidget):
     def remove_file(self, name: str, path: str) -> None:
         """Take one file (or a folder added as such) out of the collection, with its passages and vectors.
 
-        A file found in an added folder comes back at the next Index while it is in that folder, as with
-        ``atelier docs remove``; the page says so.
+        A file found in an added folder stays out at the next Index (the library remembers it was taken
+        out, as with ``atelier docs remove``) until it is added again; the page says so.
         """
         try:
             inside_folder = path not in self.library.sources(name)
@@ -433,8 +432,7 @@ class DocumentsPage(QWidget):
         except EngineError as exc:
             self.show_banner(exc.message)
             return
-        again = (" It is in a folder of the collection, so the next Index reads it again; move it out of the "
-                 "folder to keep it out.") if inside_folder else ""
+        again = (" It stays out of the collection's folder until you add it again.") if inside_folder else ""
         self.progress_label.setText(f"Removed {Path(path).name}: {files} file and {passages} passages deleted "
                                     f"from the index.{again}")
         self._walked = {}

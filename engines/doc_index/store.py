@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -47,9 +48,16 @@ from engines.storage import set_aside
 log = logging.getLogger(__name__)
 
 FILE_NAME = "documents.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the excluded table (files taken out of an added folder)
 BUSY_TIMEOUT_MS = 30_000
 
+# Files and folders the user took out of a folder the collection holds: the walk leaves them out until they are
+# added again (without it, a removed file would come back at the next index while it sits in that folder).
+_EXCLUDED_TABLE = """CREATE TABLE excluded(
+    collection_id INTEGER NOT NULL REFERENCES collections(id) ON DELETE CASCADE,
+    path TEXT NOT NULL,
+    PRIMARY KEY(collection_id, path)
+)"""
 # One statement each: executescript() would commit the transaction that creates them.
 _SCHEMA = (
     """CREATE TABLE collections(
@@ -71,6 +79,7 @@ _SCHEMA = (
     path TEXT NOT NULL,
     PRIMARY KEY(collection_id, path)
 )""",
+    _EXCLUDED_TABLE,
     """CREATE TABLE files(
     id INTEGER PRIMARY KEY,
     collection_id INTEGER NOT NULL REFERENCES collections(id) ON DELETE CASCADE,
@@ -212,6 +221,11 @@ class DocumentStore:
                         for statement in _SCHEMA:
                             db.execute(statement)
                         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version == 1:
+                with _immediate(db):
+                    if db.execute("PRAGMA user_version").fetchone()[0] == 1:  # another process may have won
+                        db.execute(_EXCLUDED_TABLE)
+                        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.execute("SELECT count(*) FROM collections").fetchone()  # a file that is not a database fails here
         except BaseException:
             db.close()
@@ -305,6 +319,24 @@ class DocumentStore:
         with self.write() as db:
             db.executemany("DELETE FROM sources WHERE collection_id = ? AND path = ?",
                            [(collection.id, p) for p in paths])
+
+    def exclude(self, collection: Collection, paths: Iterable[str]) -> None:
+        """Leave these files or folders out of the walk of the collection's folders."""
+        with self.write() as db:
+            db.executemany("INSERT OR IGNORE INTO excluded(collection_id, path) VALUES (?, ?)",
+                           [(collection.id, p) for p in paths])
+
+    def excluded(self, collection: Collection) -> list[str]:
+        rows = self._db.execute("SELECT path FROM excluded WHERE collection_id = ? ORDER BY path", (collection.id,))
+        return [row[0] for row in rows]
+
+    def include(self, collection: Collection, paths: Iterable[str]) -> None:
+        """Added again: these paths, and everything excluded inside them, are walked again."""
+        with self.write() as db:
+            for path in paths:
+                inside = path.rstrip(os.sep) + os.sep
+                db.execute("DELETE FROM excluded WHERE collection_id = ? AND (path = ? OR substr(path, 1, ?) = ?)",
+                           (collection.id, path, len(inside), inside))
 
     # ---- files --------------------------------------------------------------
 

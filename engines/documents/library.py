@@ -99,6 +99,18 @@ class DocumentLibrary:
         with self.store() as store:
             return store.sources(collection)
 
+    def excluded(self, name: str) -> list[str]:
+        """Files and folders taken out of the collection's folders (they stay out until added again)."""
+        collection = self.collection(name)
+        with self.store() as store:
+            return store.excluded(collection)
+
+    def walk(self, name: str) -> tuple[list[str], list[tuple[str, str]]]:
+        """The files the collection's folders hold now, less those taken out: what the next index reads."""
+        collection = self.collection(name)
+        with self.store() as store:
+            return walk_sources(store.sources(collection), store.excluded(collection))
+
     def add(self, name: str, paths: list[str], model_path: str | None = None, model_name: str = "") -> Collection:
         """Create the collection (or add to it) with these folders and files; index it with :meth:`index`.
 
@@ -134,7 +146,10 @@ class DocumentLibrary:
                     collection, model_path, model_name or Path(model_path).stem, passage_tokens=PASSAGE_TOKENS,
                     overlap_tokens=OVERLAP_TOKENS, query_prefix=profile.query_prefix,
                     document_prefix=profile.document_prefix, threshold=profile.threshold)
-            store.add_sources(collection, [os.path.abspath(p) for p in paths])
+            added = [os.path.abspath(p) for p in paths]
+            new = [p for p in added if p not in set(store.sources(collection))]  # not a refresh of a folder it has
+            store.add_sources(collection, added)
+            store.include(collection, new)  # a file taken out earlier and added again is read again
             return collection
 
     def remove(self, name: str, paths: list[str] | None = None) -> tuple[int, int]:
@@ -150,6 +165,8 @@ class DocumentLibrary:
             if unknown:
                 raise EngineError(ErrorKind.NOT_FOUND, f"'{unknown[0]}' is not part of the collection '{name}'.")
             store.remove_sources(collection, wanted)
+            # taken out of a folder the collection keeps: the walk must leave it out, or the next index reads it again
+            store.exclude(collection, [p for p in wanted if p not in sources])
             before = store.counts(collection)
             gone = [r.path for r in store.files(collection)
                     if any(r.path == p or r.path.startswith(p.rstrip(os.sep) + os.sep) for p in wanted)]
@@ -170,7 +187,7 @@ class DocumentLibrary:
         started = time.monotonic()
         collection = self.collection(name)
         with self.store() as store:
-            found, unreadable_names = walk_sources(store.sources(collection))
+            found, unreadable_names = walk_sources(store.sources(collection), store.excluded(collection))
             known = {record.path: record for record in store.files(collection)}
             still_there = set(found) | {shown for shown, _ in unreadable_names}
             removed = store.remove_files(collection, [p for p in known if p not in still_there])
@@ -252,8 +269,10 @@ class DocumentLibrary:
         return self._scheduler.submit(Work(ENGINE, spec, request), self._client, bounded=False).wait()
 
 
-def walk_sources(sources: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+def walk_sources(sources: list[str], excluded: list[str] = ()) -> tuple[list[str], list[tuple[str, str]]]:
     """The files under the collection's folders (sorted, hidden ones left out), and names that cannot be used.
+
+    *excluded* files and folders (taken out by the user) are left out with everything inside them.
 
     Symbolic links to folders are not followed (a link loop cannot trap
     the walk); links to files are indexed as the file (a loop is skipped
@@ -263,7 +282,11 @@ def walk_sources(sources: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     found: set[str] = set()
     bad: list[tuple[str, str]] = []
 
+    left_out = set(excluded)
+
     def consider(path: str) -> None:
+        if path in left_out:
+            return
         try:
             path.encode("utf-8")
         except UnicodeEncodeError:
@@ -275,7 +298,7 @@ def walk_sources(sources: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     for source in sources:
         if os.path.isdir(source):
             for folder, dirs, names in os.walk(source, followlinks=False):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and os.path.join(folder, d) not in left_out)
                 for file_name in names:
                     if not file_name.startswith("."):
                         consider(os.path.join(folder, file_name))
