@@ -25,8 +25,9 @@ pytestmark = pytest.mark.gui
 # What the page offers once it has a model, a distilled model, an image in the gallery and a run going.
 EXPECTED_BUTTONS = {"Add model folder…", "Unload", "Use the recommended settings", "Random", "Choose…", "Clear",
                     "Generate", "Cancel", "Use these settings again", "Open", "Copy", "Reveal", "Delete…", "Details",
-                    "Experiment (X/Y plot)", "Make grid"}
-EXPECTED_MENU = ["Use these settings again", "Open", "Copy image", "Reveal in folder", "Delete…"]
+                    "Experiment (X/Y plot)", "Make grid", "Upscale"}
+EXPECTED_MENU = ["Use these settings again", "Open", "Copy image", "Reveal in folder", "Upscale ×2", "Upscale ×4",
+                 "Delete…"]
 
 
 @pytest.fixture
@@ -78,6 +79,11 @@ def test_every_button_menu_action_and_shortcut(qtbot, workspace, engine_ready, a
         pressed.add("Cancel")
         settle(qtbot, page)
         page.host.delay = 0.0
+
+        # "Upscale" opens its menu (×2, ×4); with no upscaler installed the banner says where to get one
+        page.gallery_view.upscale_button.menu().actions()[1].trigger()
+        pressed.add("Upscale")
+        assert page.banner.text().startswith("No upscaler is installed. Get Real-ESRGAN ×4 on the Models page")
 
         # Pass after pass, press what is newly visible and enabled ("Clear" only after "Choose…"). Reusing an
         # image's settings and adding a model switch away from the distilled model, and deleting empties the

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from desktop.cli_contract import EXIT_FAILED, CliError
 from desktop.cli_output import clean, print_json
-from engines.errors import EngineError, ErrorKind
+from engines.errors import EngineError
 
 ROLE = "cli-upscale"  # the engine host's log name (engine-host-cli-upscale.log)
 
@@ -46,7 +46,8 @@ def add_parser(sub) -> None:
 
 def run_upscale(args) -> int:
     from engines.diffusion.upscale import ENGINE
-    from engines.diffusion.upscale_types import UpscaleLoadSpec, UpscaleRequest
+    from engines.diffusion.upscale_types import UpscaleRequest
+    from engines.images.upscale_job import run_upscale
     from engines.images.init_image import read_init_image
     from engines.workspace import open_workspace
 
@@ -67,8 +68,7 @@ def run_upscale(args) -> int:
     tty = sys.stderr.isatty() and not args.json
     try:
         with _ctrl_c_cancels(host):
-            info = host.load(ENGINE, UpscaleLoadSpec(str(model_path), dtype=args.precision))
-            result = _run(host, request, tty)
+            info, result = run_upscale(host, model_path, request, args.precision, _progress if tty else None)
     except EngineError as exc:
         raise CliError.from_engine(exc) from None
     finally:
@@ -107,19 +107,10 @@ def _choose_model(text: str | None, scale: int | None, models) -> tuple[Path, st
         raise CliError("no upscaler is installed: pass --model with an ESRGAN .safetensors file, or add one with "
                        "'atelier models import FILE' (see 'atelier models list --catalog' for Real-ESRGAN)")
 
-    def fit(model) -> tuple[int, str]:  # its own scale first, then a larger one (shrunk), then a smaller one
-        own, wanted = _scale_of(Path(model.path)), scale or 4
-        return (0 if own == wanted else 1 if own > wanted else 2, model.id)
+    from engines.library.upscaler_choice import best_upscaler  # the one choice, shared with the Images page
 
-    best = min(installed, key=fit)
+    best = best_upscaler(installed, scale)
     return Path(best.path), best.id
-
-
-def _scale_of(path: Path) -> int:
-    """An upscaler's own scale, from its file's tensor names (4 when they cannot be read)."""
-    from engines.library.probes import identify
-
-    return int(identify(path).details.get("scale", 4) or 4)
 
 
 def _target(out: str | None, source: Path, scale: int | None, model_path: Path) -> Path:
@@ -129,7 +120,9 @@ def _target(out: str | None, source: Path, scale: int | None, model_path: Path) 
     if out:
         return output_paths(Path(out).expanduser(), 1)[0]
     if scale is None:
-        scale = _scale_of(model_path)
+        from engines.library.upscaler_choice import upscaler_scale
+
+        scale = upscaler_scale(model_path)
     base = source.with_name(f"{source.stem}-x{scale}.png")
     candidate, n = base, 2
     while candidate.exists() or candidate.is_symlink():
@@ -137,30 +130,16 @@ def _target(out: str | None, source: Path, scale: int | None, model_path: Path) 
     return output_paths(candidate, 1)[0]
 
 
-def _run(host, request, tty: bool):
-    from engines.api import FinishedEvent, ProgressEvent
-
-    result = None
-    for event in host.generate(request):
-        if isinstance(event, FinishedEvent):
-            result = event.result
-        elif isinstance(event, ProgressEvent) and tty:
-            sys.stderr.write(f"\r{event.message}   ")
-            sys.stderr.flush()
-    if result is None:
-        raise EngineError(ErrorKind.INTERNAL, "The upscaler finished without a result.")
-    return result
+def _progress(message: str) -> None:
+    sys.stderr.write(f"\r{message}   ")
+    sys.stderr.flush()
 
 
 def _credentials(result, source: bytes, workspace, off: bool) -> tuple[bytes, bool, tuple[str, ...]]:
-    """The PNG signed as an edit of ``source`` (C2PA ``c2pa.edited``, the source as its parent), by the one signer."""
-    if off:
-        return result.png, False, ()
-    from engines.images.credentials import CredentialsSigner, Provenance
+    """The PNG signed as an edit of ``source`` (engines.images.upscale_job, shared with the Images page)."""
+    from engines.images.upscale_job import sign_upscaled
 
-    provenance = Provenance(model=result.model_name, source=source,
-                            edit=f"Upscaled {result.scale}× with {result.model_name}", title="upscaled.png")
-    signed = CredentialsSigner(workspace.paths.config).sign(result.png, provenance)
+    signed = sign_upscaled(result, source, workspace.paths.config, off)
     return signed.png, signed.signed, signed.notices
 
 

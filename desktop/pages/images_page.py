@@ -38,6 +38,7 @@ from desktop.pages.images.grid_panel import GridPanel, GridRunView, plan_from
 from desktop.pages.images.image_view import ImageView
 from desktop.pages.images.inpaint_panel import InpaintMode
 from desktop.pages.images.status import BACKEND_NAMES, cancelled_message, crash_message, format_step
+from desktop.pages.images.upscale_action import PageUpscale, UpscaleBar
 from desktop.open_external import open_path, reveal_path
 from desktop.pages.images_controller import ImagesController
 from desktop.widgets.labels import banner_label
@@ -86,6 +87,7 @@ class ImagesPage(QWidget):
         self._build()
         # the window's scheduler, shared with the chat page and the server
         self.controller = controller or ImagesController(workspace, worker=worker, scheduler=scheduler)
+        self.upscale = PageUpscale(self, scheduler)  # "Upscale ×2 / ×4" on a gallery image
         self._wire()
         self.controls.set_tiny_vae_finder(self.controller.tiny_vae_for)
         self.refresh_models()
@@ -167,6 +169,8 @@ class ImagesPage(QWidget):
         col.addWidget(self.credentials_line)
         self.engine_line = EngineEnvLine()
         col.addWidget(self.engine_line)
+        self.upscale_bar = UpscaleBar()  # an upscale's progress and Cancel, while one runs
+        col.addWidget(self.upscale_bar)
 
         self.gallery_view = GalleryView()
         col.addWidget(self.gallery_view)
@@ -551,4 +555,5 @@ class ImagesPage(QWidget):
         if self._prefs_timer.isActive():
             self.save_prefs()
         self.engine_panel.shutdown()
+        self.upscale.shutdown()
         self.controller.shutdown()

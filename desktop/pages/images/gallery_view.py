@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 
 THUMB = 96
 THUMBS_PER_TICK = 8
+UPSCALES = (2, 4)  # what "Upscale" offers (atelier upscale --scale takes 3 and 8 too)
 ID_ROLE = Qt.UserRole
 
 
@@ -62,6 +63,7 @@ class GalleryView(QWidget):
     reveal_requested = Signal(str)
     delete_requested = Signal(str)
     reuse_requested = Signal(str)
+    upscale_requested = Signal(str, int)  # image id, scale (2 or 4)
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -94,6 +96,14 @@ class GalleryView(QWidget):
                                (self.delete_button, self.delete_requested)):
             button.clicked.connect(lambda _=False, s=signal: self._emit(s))
             actions.addWidget(button)
+        self.upscale_button = QPushButton("Upscale")
+        self.upscale_button.setToolTip("Make this image 2 or 4 times larger with an installed upscaler (ESRGAN); the "
+                                       "result joins the gallery next to it")
+        upscale_menu = QMenu(self.upscale_button)
+        for scale in UPSCALES:
+            upscale_menu.addAction(f"Upscale ×{scale}", lambda s=scale: self._emit_upscale(s))
+        self.upscale_button.setMenu(upscale_menu)
+        actions.insertWidget(1, self.upscale_button)
         actions.addStretch(1)
         layout.addLayout(actions)
         self.setMinimumWidth(actions.sizeHint().width())  # buttons keep their whole labels; the page makes room
@@ -170,10 +180,11 @@ class GalleryView(QWidget):
         self.problem_label.setText(text)
         self.problem_label.setVisible(bool(text))
 
-    def add_entry(self, entry, select: bool = False) -> None:
-        """A new image at the front of the strip."""
+    def add_entry(self, entry, select: bool = False, beside: str = "") -> None:
+        """A new image at the front of the strip, or just before the image ``beside`` (an upscale, by its source)."""
         item = self._item(entry)
-        self.list.insertItem(0, item)
+        source = self._find(beside) if beside else None
+        self.list.insertItem(self.list.row(source) if source is not None else 0, item)
         self._pending.remove(entry.id)
         icon = load_thumbnail(entry.path)
         item.setIcon(icon or self._missing)
@@ -238,6 +249,11 @@ class GalleryView(QWidget):
 
     # ---- actions ---------------------------------------------------------
 
+    def _emit_upscale(self, scale: int) -> None:
+        image_id = self.current_id()
+        if image_id:
+            self.upscale_requested.emit(image_id, scale)
+
     def _emit(self, signal) -> None:
         image_id = self.current_id()
         if image_id:
@@ -249,7 +265,8 @@ class GalleryView(QWidget):
 
     def _update_state(self) -> None:
         has = self.list.currentItem() is not None
-        for button in (self.reuse_button, self.open_button, self.copy_button, self.reveal_button, self.delete_button):
+        for button in (self.reuse_button, self.upscale_button, self.open_button, self.copy_button, self.reveal_button,
+                       self.delete_button):
             button.setEnabled(has)
         count = self.list.count()
         self.count_label.setText(f"{count} image{'s' if count != 1 else ''}" if count else "")
@@ -265,6 +282,8 @@ class GalleryView(QWidget):
         for label, signal in (("Use these settings again", self.reuse_requested), ("Open", self.open_requested),
                               ("Copy image", self.copy_requested), ("Reveal in folder", self.reveal_requested)):
             menu.addAction(label, lambda s=signal: self._emit(s))
+        for scale in UPSCALES:
+            menu.addAction(f"Upscale ×{scale}", lambda s=scale: self._emit_upscale(s))
         menu.addSeparator()
         menu.addAction("Delete…", lambda: self._emit(self.delete_requested))
         menu.exec(self.list.viewport().mapToGlobal(pos))
