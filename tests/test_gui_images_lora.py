@@ -180,3 +180,13 @@ def test_real_engine_a_lora_and_tiny_vae_previews_from_the_page(qtbot, engine_re
         assert page.controls.request().vae == str(taesd)
     finally:
         page.shutdown()
+
+
+def test_the_models_page_lists_each_lora_with_the_family_it_was_trained_for(qtbot, workspace):
+    from desktop.pages.models.table_models import InstalledTableModel
+
+    table = InstalledTableModel()
+    table.set_rows(workspace.models.all(), [])
+    rows = [(table.index(r, table.NAME).data(), table.index(r, table.FORMAT).data()) for r in range(table.rowCount())]
+    assert rows == [("Gemma 3 270M (demo)", "GGUF"), ("kohya sd1 style", "LoRA for SD 1.x"),
+                    ("kohya sdxl style", "LoRA for SDXL"), ("sd-one", "Diffusers")]

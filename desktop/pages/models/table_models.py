@@ -37,6 +37,15 @@ SOURCES = {"demo": "Built-in demo", "import": "Added file", "download": "Downloa
 _VERDICT_ORDER = {"gpu_full": 0, "gpu_partial": 1, "cpu_only": 2, "wont_fit": 3}
 
 
+def installed_format(model: InstalledModel) -> str:
+    """The Format column: a LoRA says the family it was trained for (the Images page offers it only for that)."""
+    if model.kind == "lora":
+        from engines.diffusion.lora_files import BASE_LABELS
+
+        return f"LoRA for {BASE_LABELS[model.base]}" if model.base in BASE_LABELS else "LoRA (family unknown)"
+    return FORMATS.get(model.format, model.format)
+
+
 def _muted():
     return QApplication.palette().color(QPalette.Disabled, QPalette.Text)
 
@@ -268,7 +277,7 @@ class InstalledTableModel(_ListTableModel):
                 self.NAME: item.name + ("  (file missing)" if item.id in self.missing else ""),
                 self.SIZE: format_bytes(item.size_bytes),
                 self.ENGINE: ENGINES.get(item.engine, item.engine),
-                self.FORMAT: FORMATS.get(item.format, item.format),
+                self.FORMAT: installed_format(item),
                 self.SOURCE: SOURCES.get(item.source, item.source),
                 self.PATH: item.path,
             }.get(column)
