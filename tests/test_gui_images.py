@@ -424,34 +424,11 @@ def test_shutdown_closes_the_engine_host(qtbot, workspace, engine_ready):
 
 
 @pytest.mark.slow
-def test_real_engine_makes_an_image_in_the_gallery(qtbot, workspace, request, tmp_path, monkeypatch):
-    from desktop.pages.images_page import ImagesPage, image_engine_availability
+def test_real_engine_makes_an_image_and_cancel_keeps_the_images_finished_before_it(qtbot, workspace, request):
+    """The real worker, engine host and tiny pipeline: the first image of a batch is made and kept, Cancel ends the rest.
 
-    state = image_engine_availability()
-    assert state.available, state.reason  # make test installs the image extra
-    tiny = request.getfixturevalue("tiny_sd")
-    model = workspace.models.add(InstalledModel("import/tiny-sd", "tiny-sd", str(tiny), 0, "diffusers", "diffusers",
-                                                "import"))
-    page = ImagesPage(workspace)
-    qtbot.addWidget(page)
-    page.show()
-    try:
-        page.controls.select_model(model.id)
-        fill(page, "a tiny test", width=64, height=64, steps=2, seed=7)
-        run(qtbot, page, timeout=240_000)
-        assert not page.banner.isVisible(), page.banner.text()
-        entries = page.gallery.list()
-        assert len(entries) == 1 and Path(entries[0].path).exists()
-        meta = read_png_parameters(entries[0].path)
-        assert meta["seed"] == 7 and meta["steps"] == 2 and meta["width"] == 64
-        assert meta["atelier"]["request"]["prompt"] == "a tiny test"
-        assert page.view.kind == "image" and "Seed 7" in page.seed_line.text()
-    finally:
-        page.shutdown()
-
-
-@pytest.mark.slow
-def test_real_engine_cancel_keeps_the_images_finished_before_it(qtbot, workspace, request):
+    (One test for both, so the suite starts the real image engine once here.)
+    """
     from desktop.pages.images_page import ImagesPage, image_engine_availability
 
     state = image_engine_availability()
@@ -476,7 +453,11 @@ def test_real_engine_cancel_keeps_the_images_finished_before_it(qtbot, workspace
         run(qtbot, page, timeout=240_000)
         entries = page.gallery.list()
         assert [e.seed for e in entries] == [11] and entries[0].id == first[0].id
-        assert read_png_parameters(entries[0].path)["seed"] == 11
+        assert Path(entries[0].path).exists()
+        meta = read_png_parameters(entries[0].path)
+        assert meta["seed"] == 11 and meta["steps"] == 30 and meta["width"] == 64
+        assert meta["atelier"]["request"]["prompt"] == "a tiny test"
+        assert "Seed 11" in page.seed_line.text()
         assert page.status_line.text() == "Cancelled · the image finished before it is kept in the gallery"
         assert page.gallery_view.ids() == [entries[0].id] and page.view.kind == "image"
         assert not page.banner.isVisible(), page.banner.text()
