@@ -59,7 +59,7 @@ class LoraRow(QWidget):
         super().__init__(parent)
         self.choice = choice
         layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 2, 0 , 2)
+        layout.setContentsMargins(0, 2, 0, 2)
         layout.setSpacing(2)
         top = QHBoxLayout()
         self.name = QLabel(choice.label)

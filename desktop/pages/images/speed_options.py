@@ -40,6 +40,7 @@ class SpeedOptions(QGroupBox):
         self._find_tiny: Callable[[str], str] | None = None
         self._family = ""
         self._tiny = ""  # the tiny VAE folder for the model's family ("" when none is installed)
+        self._tiny_seen = False  # the tiny preview was offered already (chosen then once, never forced again)
         form = QFormLayout(self)
         form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
         self.preview_combo = QComboBox()
@@ -99,7 +100,7 @@ class SpeedOptions(QGroupBox):
         if not tiny:
             self.preview_combo.setCurrentIndex(self.preview_combo.findData("latent"))
             self.decode_combo.setCurrentIndex(self.decode_combo.findData("full"))
-        elif not getattr(self, "_tiny_seen", False):
+        elif not self._tiny_seen:
             self.preview_combo.setCurrentIndex(self.preview_combo.findData("tiny"))  # the better preview, once
         self._tiny_seen = tiny
         if tiny or self._family not in TINY_VAE_IDS:
