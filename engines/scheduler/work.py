@@ -10,6 +10,11 @@ over through a queue, so the consumer may be any thread, and it may stop
 listening at any time: closing the iterator, or :meth:`Ticket.cancel` from
 another thread (an HTTP client that went away), stops the engine within a
 token or a step and frees the model for the next ticket.
+
+A consumer that lives on an event loop takes the events with
+:meth:`Ticket.deliver_to` instead: they are handed to its callbacks on the
+thread that produces them, with no thread of its own blocked on the queue
+(the API server streams each token with one thread hop less).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import itertools
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from engines.api import EngineEvent, FinishedEvent
 from engines.errors import EngineError, ErrorKind
@@ -99,6 +104,8 @@ class Ticket:
         self._cancelled = threading.Event()
         self._finished = threading.Event()  # the last event (or the error) has been handed over
         self._consumed = False
+        self._sink: tuple[Callable, Callable] | None = None  # (on_event, on_end) once deliver_to() was called
+        self._sink_lock = threading.Lock()  # orders the switch from the queue to the sink
 
     def __repr__(self) -> str:
         return f"<Ticket {self.id} {self.client} {self.work.engine} {self.state}>"
@@ -142,6 +149,27 @@ class Ticket:
             if not final_seen and not self._finished.is_set():
                 self.cancel()
 
+    def deliver_to(self, on_event: Callable[[EngineEvent], None],
+                   on_end: Callable[[BaseException | None], None]) -> None:
+        """Hand the events to ``on_event`` and the end (None, or the error) once to ``on_end``, instead of events().
+
+        They are called on the thread that produces the event (the model's
+        thread, or a submitting one for queue progress), in order, and must
+        be quick and never raise. Events that came before this call are
+        handed over at once. Only one consumer: events() is then refused.
+        """
+        if self._consumed:
+            raise RuntimeError("a ticket's events can be read only once")
+        self._consumed = True
+        with self._sink_lock:
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                _hand(item, on_event, on_end)
+            self._sink = (on_event, on_end)
+
     def wait(self) -> Any:
         """Read every event; return the FinishedEvent's result (None for a load-only ticket)."""
         result = None
@@ -154,7 +182,7 @@ class Ticket:
 
     def _push(self, event: EngineEvent) -> None:
         if not self._finished.is_set():
-            self._queue.put(event)
+            self._put(event)
 
     def _finish(self, error: BaseException | None = None) -> None:
         """Hand over the end of the stream (or its error) exactly once."""
@@ -162,6 +190,24 @@ class Ticket:
             return
         self._finished.set()
         self.state = "done"
-        if error is not None:
-            self._queue.put(_Raise(error))
-        self._queue.put(_END)
+        self._put(_Raise(error) if error is not None else _END)  # either one ends the stream
+
+    def _put(self, item) -> None:
+        sink = self._sink
+        if sink is None:
+            with self._sink_lock:
+                sink = self._sink
+                if sink is None:
+                    self._queue.put(item)
+                    return
+        _hand(item, *sink)
+
+
+def _hand(item, on_event: Callable, on_end: Callable) -> None:
+    """One queue item to a deliver_to() consumer: an event, or the end (an error raised ends it too)."""
+    if item is _END:
+        on_end(None)
+    elif isinstance(item, _Raise):
+        on_end(item.error)
+    else:
+        on_event(item)

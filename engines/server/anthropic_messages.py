@@ -4,9 +4,9 @@ Coding agents speak this API. The request is a system prompt (text, or a
 list of text blocks) and alternating user and assistant messages; the
 reply is one text block. Streamed, the events come in Anthropic's order:
 ``message_start``, ``content_block_start``, ``ping``, one
-``content_block_delta`` per token, ``content_block_stop``,
-``message_delta`` (stop reason and output tokens) and ``message_stop``; a
-failure after the start is an ``error`` event. Errors are Anthropic's
+``content_block_delta`` per token (tokens already waiting share one),
+``content_block_stop``, ``message_delta`` (stop reason and output tokens)
+and ``message_stop``; a failure after the start is an ``error`` event. Errors are Anthropic's
 ``{"type": "error", "error": {...}}`` (:mod:`engines.server.errors`).
 """
 
@@ -26,7 +26,7 @@ from engines.server.errors import ApiError, from_engine_error
 from engines.server.image_parts import anthropic_image_of
 from engines.server.openai_schema import Body, StopList
 from engines.server.runner import client_id, finished_result, first_output
-from engines.server.streams import SSE_HEADERS, cancel_on_disconnect, sse
+from engines.server.streams import SSE_HEADERS, SseTemplate, cancel_on_disconnect, sse
 from engines.server.text_requests import chat_request, sampling
 
 router = APIRouter()
@@ -84,15 +84,16 @@ async def messages(body: MessagesBody, request: Request):
         yield sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
                   "content_block_start")
         yield sse({"type": "ping"}, "ping")
+        delta = SseTemplate({"type": "content_block_delta", "index": 0,
+                             "delta": {"type": "text_delta", "text": SseTemplate.marker()}}, "content_block_delta")
         try:
-            pending = list(first)
-            while True:
-                event = pending.pop(0) if pending else await tickets.next()
-                if event is None:
-                    break
-                if isinstance(event, TokenEvent) and event.text:
-                    yield sse({"type": "content_block_delta", "index": 0,
-                               "delta": {"type": "text_delta", "text": event.text}}, "content_block_delta")
+            events = first
+            while events:
+                # Tokens that came together go out as one delta: their text, in order (see openai_text).
+                text = "".join(e.text for e in events if isinstance(e, TokenEvent) and e.text)
+                if text:
+                    yield delta.event(text)
+                events = await tickets.batch()
             result = tickets.result
             if result is None or result.finish_reason == "cancelled":
                 raise EngineError(ErrorKind.CANCELLED, "The generation was cancelled.")

@@ -2,9 +2,9 @@
 
 The shapes follow OpenAI's API reference, as its official client reads
 them: a streamed reply is ``chat.completion.chunk`` objects, the first one
-with the role, then one per token, then one with ``finish_reason``, then,
-with ``stream_options.include_usage``, one with ``usage`` and no choices,
-and finally ``data: [DONE]``. Failures before the first token (the model
+with the role, then one per token (tokens already waiting share one),
+then one with ``finish_reason``, then, with ``stream_options.include_usage``,
+one with ``usage`` and no choices, and finally ``data: [DONE]``. Failures before the first token (the model
 cannot load, the prompt is longer than the context) are a proper HTTP
 status; a failure after it is an ``error`` event, which the client raises.
 """
@@ -24,7 +24,7 @@ from engines.server.errors import ApiError, from_engine_error
 from engines.server.image_parts import image_of
 from engines.server.openai_schema import ChatCompletionBody, CompletionBody
 from engines.server.runner import client_id, finished_result, first_output
-from engines.server.streams import SSE_HEADERS, cancel_on_disconnect, sse
+from engines.server.streams import SSE_HEADERS, SseTemplate, cancel_on_disconnect, sse
 from engines.server.text_requests import chat_request, completion_request, sampling
 
 router = APIRouter()
@@ -78,12 +78,13 @@ async def _answer(request: Request, context, served, text_request, stream: bool,
         try:
             if reply.chat:
                 yield sse(reply.chunk({"role": "assistant", "content": ""}, None, include_usage))
-            for event in first:
-                for data in _event_chunks(event, reply, include_usage):
-                    yield data
-            while (event := await tickets.next()) is not None:
-                for data in _event_chunks(event, reply, include_usage):
-                    yield data
+            out = _event_bytes(first, reply, include_usage)
+            if out:
+                yield out
+            while events := await tickets.batch():
+                out = _event_bytes(events, reply, include_usage)
+                if out:
+                    yield out
             result = tickets.result
             if result is not None and result.finish_reason == "cancelled":
                 yield sse(from_engine_error(EngineError(ErrorKind.CANCELLED, "The generation was cancelled.")).body(""))
@@ -99,13 +100,27 @@ async def _answer(request: Request, context, served, text_request, stream: bool,
                              background=BackgroundTask(tickets.cancel))
 
 
-def _event_chunks(event, reply: "_Reply", include_usage: bool):
-    if isinstance(event, TokenEvent) and event.text:
-        yield sse(reply.chunk(event.text if not reply.chat else {"content": event.text}, None, include_usage))
-    elif isinstance(event, FinishedEvent):
-        finish = event.result.finish_reason
-        if finish != "cancelled":
-            yield sse(reply.chunk({} if reply.chat else "", finish, include_usage))
+def _event_bytes(events, reply: "_Reply", include_usage: bool) -> bytes:
+    """The chunks of events that came together, as one write: the texts of consecutive tokens in one chunk.
+
+    A token that comes alone is sent alone, at once; only tokens already
+    waiting (the client or the loop was slower than the model) share a
+    chunk, which is still an ordinary chunk whose text is theirs in order.
+    """
+    out, texts = [], []
+    for event in events:
+        if isinstance(event, TokenEvent):
+            if event.text:
+                texts.append(event.text)
+            continue
+        if texts:
+            out.append(reply.text_chunk("".join(texts), include_usage))
+            texts = []
+        if isinstance(event, FinishedEvent) and event.result.finish_reason != "cancelled":
+            out.append(sse(reply.chunk({} if reply.chat else "", event.result.finish_reason, include_usage)))
+    if texts:
+        out.append(reply.text_chunk("".join(texts), include_usage))
+    return b"".join(out)
 
 
 class _Reply:
@@ -116,6 +131,7 @@ class _Reply:
         self.created = int(time.time())
         self.model = model
         self.chat = chat
+        self._text_templates: dict[bool, SseTemplate] = {}
 
     def _head(self, object_: str) -> dict:
         return {"id": self.id, "object": object_, "created": self.created, "model": self.model,
@@ -142,6 +158,15 @@ class _Reply:
         if include_usage:
             data["usage"] = None
         return data
+
+    def text_chunk(self, text: str, include_usage: bool) -> bytes:
+        """The SSE bytes of ``chunk`` with ``text`` as the delta, made from a template (one per token: cheap)."""
+        template = self._text_templates.get(include_usage)
+        if template is None:
+            mark = SseTemplate.marker()
+            data = self.chunk({"content": mark} if self.chat else mark, None, include_usage)
+            template = self._text_templates[include_usage] = SseTemplate(data)
+        return template.event(text)
 
     def usage_chunk(self, result) -> dict:
         data = self._head("chat.completion.chunk" if self.chat else "text_completion")
