@@ -18,6 +18,7 @@ import time
 from desktop.cli_contract import EXIT_INTERRUPTED, CliError
 from desktop.cli_output import clean, print_json, print_note
 from engines.doc_index.readers import UNSUPPORTED_TAIL
+from engines.durations import format_duration
 from engines.errors import EngineError
 
 
@@ -191,7 +192,7 @@ class _ProgressPrinter:
             return
         self._last = now
         finished = progress.files_done >= progress.files_total
-        left = f", about {_duration(progress.seconds_left)} left" if progress.seconds_left is not None and not finished else ""
+        left = f", about {format_duration(progress.seconds_left)} left" if progress.seconds_left is not None and not finished else ""
         line = (f"indexing: {progress.files_done}/{progress.files_total} files, {progress.passages_done} passages"
                 f"{left}")
         try:
@@ -212,10 +213,3 @@ class _ProgressPrinter:
             except (OSError, ValueError):
                 pass
 
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{max(1, round(seconds))} s"
-    if seconds < 5400:
-        return f"{round(seconds / 60)} min"
-    return f"{seconds / 3600:.1f} h"

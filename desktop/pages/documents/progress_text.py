@@ -4,15 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engines.durations import format_duration
+
 MIN_FILES_FOR_ESTIMATE = 5  # the first files' rate includes loading the model: no time left before this many
-
-
-def duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{max(1, round(seconds))} s"
-    if seconds < 5400:
-        return f"{round(seconds / 60)} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def progress_words(progress) -> str:
@@ -21,7 +15,7 @@ def progress_words(progress) -> str:
     if progress.skipped:
         parts.append(f"{progress.skipped} skipped")
     if progress.seconds_left is not None and MIN_FILES_FOR_ESTIMATE <= progress.files_done < progress.files_total:
-        parts.append(f"about {duration(progress.seconds_left)} left")
+        parts.append(f"about {format_duration(progress.seconds_left)} left")
     if progress.current and progress.files_done < progress.files_total:
         midway = progress.last is not None and progress.last.state == "partial"
         parts.append(f"{'reading' if midway else 'last read'} {Path(progress.current).name}")
@@ -32,6 +26,6 @@ def summary_words(summary) -> str:
     if summary.stopped:
         return (f"Paused: {summary.indexed} files indexed, {summary.passages} passages embedded; Index resumes "
                 "where it stopped.")
-    return (f"Done in {duration(summary.seconds)}: {summary.files_total} files, {summary.indexed} indexed, "
+    return (f"Done in {format_duration(summary.seconds)}: {summary.files_total} files, {summary.indexed} indexed, "
             f"{summary.unchanged} unchanged, {len(summary.skipped)} skipped, {summary.removed} removed; "
             f"{summary.passages} passages embedded.")
