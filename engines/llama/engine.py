@@ -29,6 +29,7 @@ from pathlib import Path
 
 from engines.api import (
     CancelFlag,
+    ChatMessage,
     EmbeddingRequest,
     EmbeddingResult,
     Emit,
@@ -53,6 +54,7 @@ from engines.llama.prompt_cache import PromptCache
 from engines.llama.prompt_tokens import PromptTokenizer
 from engines.llama.template_sandbox import TemplateBudgetError, TemplateCancelled
 from engines.llama.templates import ChatTemplate, RenderedPrompt, choose_template, fallback_template
+from engines.llama.turn_warmup import closing_tokens, tokens_to_read
 
 log = logging.getLogger(__name__)
 EMBEDDING_BATCH_MAX = 8192  # tokens per llama.cpp batch in embedding mode: the longest text it takes
@@ -269,6 +271,7 @@ class LlamaCppEngine:
                               "its tools go through Atelier's JSON format instead (engines.tools.fallback).")
         self._request_tools = request.tools if request.tool_choice != "none" else ()
         dropped = 0
+        sent: tuple[ChatMessage, ...] | None = None  # the conversation as sent (None: a raw prompt)
         if request.raw_prompt is not None:
             template_name = "raw"
             # The user writes the whole prompt in raw mode, control tokens included, on purpose.
@@ -306,13 +309,32 @@ class LlamaCppEngine:
                 return self._cancelled_before_start(request, seed, n_ctx)
             template_name = self._template.name
             dropped = fitted.dropped
+            sent = tuple(fitted.messages)
             if dropped:
                 emit(NoticeEvent(f"The conversation was longer than the context: the oldest {dropped} message(s) were left out of this reply."))
 
         grammar = self._grammar(request)
         max_tokens = max(1, min(sampling.max_tokens, n_ctx - len(prompt_tokens)))
         plan = DecodePlan(prompt_tokens, sampling, seed, max_tokens, stop, grammar)
-        return self._stream(plan, request, emit, cancel, template_name, dropped)
+        result = self._stream(plan, request, emit, cancel, template_name, dropped)
+        if sent is not None and not self._request_tools and result.finish_reason in ("stop", "length") \
+                and not cancel.is_set():
+            self._warm_turn_end(sent, result.text, request.cache_key, cancel)
+        return result
+
+    def _warm_turn_end(self, messages, reply: str, key: str | None, cancel: CancelFlag) -> None:
+        """Read the reply's closing markers and the next user turn's opening now (engines.llama.turn_warmup)."""
+        try:
+            closing = closing_tokens(messages, reply,
+                                     lambda msgs: self._render_tokens(msgs, lambda _event: None, cancel)[0])
+            if not closing or len(closing) >= self._info.context_length or cancel.is_set():
+                return
+            reused = self._prompt_cache.prepare(self._llm, closing, key).reused_tokens
+            if tokens_to_read(closing, reused):
+                self._llm.n_tokens = reused
+                self._llm.eval(closing[reused:])
+        except Exception:  # a head start: it may fail to help, never fail the reply that was just made
+            log.info("could not read the turn's closing tokens ahead", exc_info=True)
 
     def _embed(self, request, emit: Emit, cancel: CancelFlag) -> EmbeddingResult:
         name = self._info.name
