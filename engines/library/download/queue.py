@@ -34,8 +34,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -53,6 +52,7 @@ from engines.library.download.jobs import (
     DownloadJob,
     check_target,
 )
+from engines.library.download.job_run import JobRun
 from engines.library.download.staging import StagingArea, folder_size, keep_only
 from engines.library.download.state import Snapshot, StateFile
 from engines.library.download.transfer import (
@@ -78,20 +78,6 @@ POLL_S = 0.5  # how often a started queue saves its progress and looks for other
 
 Listener = Callable[[str, "DownloadJob | None"], None]
 Check = Callable[[DownloadJob, Path], None]
-
-
-@dataclass
-class _Run:
-    """A job this process runs: its worker's live state, and the job's lock."""
-
-    hold: object  # the held lock file (released when the worker is done)
-    cancel: threading.Event = field(default_factory=threading.Event)
-    discard: bool = False  # cancelled for good: delete the partial files on exit
-    done: dict[int, int] = field(default_factory=dict)
-    totals: dict[int, int] = field(default_factory=dict)
-    samples: deque = field(default_factory=deque)
-    last_emit: float = 0.0
-    thread: threading.Thread | None = None
 
 
 class DownloadQueue:
@@ -128,7 +114,7 @@ class DownloadQueue:
         self._dirty: set[str] = set()  # changed here, not yet in the file
         self._removed: set[str] = set()  # removed here, not yet from the file
         self._seen: tuple | None = None  # the file's signature when last read or written
-        self._runs: dict[str, _Run] = {}
+        self._runs: dict[str, JobRun] = {}
         self._listeners: list[Listener] = []
         self._started = False
         self._set_aside: str | None = None
@@ -439,7 +425,7 @@ class DownloadQueue:
             hold = self._staging.hold(job.id)
             if hold is None:
                 continue  # another process is still letting go of it
-            run = self._runs[job.id] = _Run(hold)
+            run = self._runs[job.id] = JobRun(hold)
             self._put(replace(job, state=RUNNING, error=None, owner=self._token))
             started.append(job.id)
             busy += 1
@@ -473,7 +459,7 @@ class DownloadQueue:
 
     # -- the worker ---------------------------------------------------------------
 
-    def _work(self, job_id: str, run: _Run) -> None:
+    def _work(self, job_id: str, run: JobRun) -> None:
         job = self.get(job_id)
         outcome: tuple[str, str | None] | None = None
         rejected = False
@@ -527,7 +513,7 @@ class DownloadQueue:
         with self._transaction(strict=False):  # start what may start now (this job again, if resumed meanwhile)
             pass
 
-    def _install(self, job_id: str, run: _Run, staging: Path) -> None:
+    def _install(self, job_id: str, run: JobRun, staging: Path) -> None:
         """Rename the finished staging file or folder into place, as one step."""
         with self._transaction(strict=False) as changed:
             job = self._jobs.get(job_id)
@@ -562,7 +548,7 @@ class DownloadQueue:
         if needed > 0:
             check_disk_space(staging, needed)
 
-    def _progress(self, job_id: str, run: _Run, index: int, done: int, total: int | None) -> None:
+    def _progress(self, job_id: str, run: JobRun, index: int, done: int, total: int | None) -> None:
         run.done[index] = done
         if total is not None:
             run.totals[index] = total
@@ -596,8 +582,6 @@ class DownloadQueue:
                 self._put(replace(job, bytes_done=done))
                 moved.append(job_id)
         return moved
-
-    # -- files ----------------------------------------------------------------------
 
 
 def _count(n: int, noun: str) -> str:
