@@ -542,7 +542,7 @@ def test_the_python_example_as_shown_runs_against_the_pages_server(qtbot, page, 
         "print()\n")
     run = subprocess.run([sys.executable, "-c", shown], capture_output=True, text=True, timeout=HANG_S)
     assert run.returncode == 0 and run.stderr == "", run.stderr
-    assert run.stdout.endswith("\n") and run.stdout.strip()  # the reply, printed as it came
+    assert run.stdout.endswith("\n")  # the reply, printed as it came (the random model may say nothing: below)
     log = page.activity.log_table  # the reply's end is noted once its stream ended: wait for it
     qtbot.waitUntil(lambda: (page.refresh(), len(log.rows) == 1 and log.rows[0][3].finish is not None)[1],
                     timeout=WAIT_MS)
@@ -550,4 +550,7 @@ def test_the_python_example_as_shown_runs_against_the_pages_server(qtbot, page, 
     # The random tiny model ends at max_tokens or at its end-of-text token; a natural stop shows as plain 200.
     assert cells[2:6] in (("POST", "/v1/chat/completions", "local/tiny", "200 · length"),
                           ("POST", "/v1/chat/completions", "local/tiny", "200"))
-    assert 0 < int(cells[7].split(" + ")[1]) <= 256  # prompt + completion tokens: capped by max_tokens
+    completion = int(cells[7].split(" + ")[1])  # prompt + completion tokens: capped by max_tokens
+    assert 0 <= completion <= 256
+    if not run.stdout.strip():  # unseeded, the random model now and then picks its end-of-text token (or spaces) first
+        assert cells[5] == "200" or completion > 0, cells
