@@ -75,7 +75,8 @@ def test_a_random_seed_becomes_one_seed_for_every_cell():
     (["cfg=31"], {}, "cfg=31: guidance (CFG scale) must be between 0 and 30 (got 31.0)"),
     (["seed=-5"], {}, "seed=-5: seed must be between 0 and 4294967295 (got -5)"),
     (["steps="], {}, "steps= has no values; give them separated by commas (e.g. steps=4,8,16)"),
-    (["seed=9-2"], {}, "seed=9-2: a range goes up, from the first number to the second (e.g. 1-4, or 4-16 (+4))"),
+    (["seed=9-2 (+1)"], {}, "seed=9-2 (+1): the step +1 goes away from 2; to count down from 9 to 2 give a negative "
+                            "step (e.g. 9-2 (-1))"),
     (["sampler=Euler,Heun"], {}, "sampler=Heun: unknown sampler 'Heun'; choose one of: Euler, Euler a, "
                                  "DPM++ 2M Karras, DDIM, LCM"),
     (["steps=4", "seed=1", "guidance=5"], {}, "at most 2 settings can vary in one grid (one across, one down); got 3"),

@@ -76,6 +76,8 @@ def test_a_2x2_grid_keeps_four_cells_with_their_parameters_and_the_labelled_grid
      "error: --vary: at most 2 settings can vary in one grid (one across, one down); got 3"),
     (["sampler=Euler,LCM"], "error: --vary: sampler=LCM: this model does not offer the sampler LCM (LCM is for LCM and "
                             "Turbo models); choose one of: Euler, Euler a, DPM++ 2M Karras, DDIM"),
+    (["guidance=9-3 (+1.5)"], "error: --vary: guidance=9-3 (+1.5): the step +1.5 goes away from 3; to count down from "
+                              "9 to 3 give a negative step (e.g. 9-3 (-1.5))"),
 ])
 def test_bad_axes_exit_2_with_one_error_line_before_any_engine_starts(vary, message, tiny_sd, atelier_home):
     args = [a for text in vary for a in ("--vary", text)]

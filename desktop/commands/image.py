@@ -59,8 +59,9 @@ def add_parsers(sub) -> None:
     image.add_argument("--vary", action="append", default=[], metavar="SETTING=V1,V2,...",
                        help="an experiment grid (X/Y plot): vary seed, steps, guidance, sampler, lora (a LoRA's "
                             "weight) or prompt (search and replace the first value's text); give it twice for "
-                            "rows and columns. Each cell goes to the gallery, and so does the labelled grid "
-                            "(--out names the grid's file)")
+                            "rows and columns. Numbers also take A1111's ranges: 1-4, 4-16 (+4), 3-9 (+1.5), "
+                            "10-5 (-3) (down), 1-10 [5] (5 values evenly spaced); quote them in a shell. Each cell "
+                            "goes to the gallery, and so does the labelled grid (--out names the grid's file)")
     image.add_argument("--out", help="where to write the PNG (default: the gallery folder)")
     image.add_argument("--no-credentials", action="store_true",
                        help="leave out the Content Credentials (the signed C2PA manifest) for this run")

@@ -5,8 +5,7 @@ A grid is described by one or two *axes*, each written ``NAME=V1,V2,...``
 page's Experiment section). The first axis runs across (columns, X), the
 second down (rows, Y). The settings that can vary:
 
-* ``seed``, ``steps``: whole numbers, also as a range ``1-4`` or
-  ``4-16 (+4)`` (A1111's range syntax);
+* ``seed``, ``steps``: whole numbers;
 * ``guidance`` (``cfg``): numbers;
 * ``sampler``: the sampler names, as the model offers them;
 * ``lora`` (the first LoRA of the request) or ``lora:NAME``: a LoRA's weight;
@@ -15,6 +14,23 @@ second down (rows, Y). The settings that can vary:
   the prompt (or the negative prompt), and each cell replaces it by one of
   the values, the first included; a value with a comma is written in
   double quotes.
+
+The four number settings also take A1111's ranges, which users type from
+habit: ``1-4`` (steps of 1), ``4-16 (+4)`` (a step), ``3-9 (+1.5)`` and
+``0.2-1 (+0.2)`` (decimal steps, for guidance and LoRA weights), ``10-5 (-3)``
+(going down: a negative step; ``9-2`` alone counts down by 1), and
+``1-10 [5]`` (a count: that many values evenly spaced, ends included). A
+counted range of a whole-number setting truncates each value as A1111 does
+(``1-10 [5]`` is 1, 3, 5, 7, 10). The arithmetic is exact (fractions, not
+floats), so ``0.2-1 (+0.2)`` gives 0.6, never 0.6000000000000001, and the
+values are written back as short decimals (a counted range's to 4 places:
+``0-1 [4]`` is 0, 0.3333, 0.6667, 1); those texts are the grid's labels and
+its PNG's ``X Values``. A range that cannot be meant is refused, in the same
+one-sentence way as every other mistake: a step of 0, a step that goes away
+from the end, a step larger than the range, a count of 0, a count of 1
+between two different ends, more whole numbers than lie between the ends,
+more values than a grid has cells. Unlike A1111, a range never passes its
+end (A1111's ``3-10 (+1.5)`` makes 10.5 too).
 
 Everything here is checked before any engine starts, each problem as one
 sentence: an unknown setting, a bad value (checked by the same
@@ -37,6 +53,8 @@ import csv
 import random
 import re
 from dataclasses import dataclass, replace
+from decimal import Decimal
+from fractions import Fraction
 
 from engines.diffusion.types import MAX_SEED, SCHEDULER_NAMES, ImageRequest
 from engines.errors import EngineError, ErrorKind
@@ -53,7 +71,13 @@ SETTINGS: dict[str, tuple[str, tuple[str, ...]]] = {
     "prompt": ("Prompt S/R", ("prompt_sr", "prompt-sr", "sr")),
 }
 _ALIASES = {alias: name for name, (_title, aliases) in SETTINGS.items() for alias in (name, *aliases)}
-_RANGE = re.compile(r"^(\d+)\s*-\s*(\d+)(?:\s*\(\s*\+\s*(\d+)\s*\))?$")  # 1-4, 4-16 (+4)
+_NUMBER = r"[+-]?\s*(?:\d+(?:\.\d*)?|\.\d+)"  # 4, -3, 1.5, .5 (a sign may have a space after it, as A1111 allows)
+# 1-4, 4-16 (+4), 0.2-1 (+0.2), 10-5 (-3), 1-10 [5]: the step or the count is checked by _expand_range, not here,
+# so that "1-4 (+x)" is told what is wrong with its step instead of "'1-4 (+x)' is not a number"
+_RANGE = re.compile(rf"^({_NUMBER})\s*-\s*({_NUMBER})\s*(?:\(([^()]*)\)|\[([^\[\]]*)\])?$")
+_WHOLE_SETTINGS = ("seed", "steps")
+_NUMBER_SETTINGS = (*_WHOLE_SETTINGS, "guidance", "lora")
+COUNT_PLACES = 4  # a counted range's decimals are written to this many places: 0-1 [4] is 0, 0.3333, 0.6667, 1
 NAMES_TEXT = "seed, steps, guidance, sampler, lora (or lora:NAME) and prompt (Prompt S/R)"
 
 
@@ -185,8 +209,8 @@ def parse_axis(text: str, request: ImageRequest, samplers: tuple[str, ...] | Non
     lora = ""
     if name == "lora":
         lora = _lora_label(request, lora_name.strip(), name_text)
-    if name in ("seed", "steps"):
-        texts = _expand_ranges(name_text, texts)
+    if name in _NUMBER_SETTINGS:
+        texts = _expand_ranges(name_text, texts, whole=name in _WHOLE_SETTINGS)
     values = tuple(_value(name, name_text, value, samplers) for value in texts)
     axis = Axis(name, values, tuple(texts), lora)
     if name == "prompt":
@@ -280,22 +304,99 @@ def _join(texts) -> str:
     return ",".join(f'"{text}"' if "," in text else text for text in texts)
 
 
-def _expand_ranges(name_text: str, texts: list[str]) -> list[str]:
+def _expand_ranges(name_text: str, texts: list[str], whole: bool) -> list[str]:
+    """Each range among ``texts`` as its values (texts, as a user would type them); other texts as they are."""
     out = []
     for text in texts:
         match = _RANGE.match(text)
-        if not match:
-            out.append(text)
-            continue
-        start, end, step = int(match.group(1)), int(match.group(2)), int(match.group(3) or 1)
-        if step < 1 or end < start:
-            raise grid_error(f"{name_text}={text}: a range goes up, from the first number to the second "
-                             "(e.g. 1-4, or 4-16 (+4))")
-        if (end - start) // step + 1 > MAX_CELLS:
-            raise grid_error(f"{name_text}={text}: the range has {(end - start) // step + 1} values; a grid has at "
-                             f"most {MAX_CELLS} cells")
-        out.extend(str(value) for value in range(start, end + 1, step))
+        out.extend(_expand_range(f"{name_text}={text}", match, whole) if match else [text])
     return out
+
+
+def _expand_range(where: str, match: re.Match, whole: bool) -> list[str]:
+    """One A1111 range (``1-4``, ``4-16 (+4)``, ``3-9 (+1.5)``, ``10-5 (-3)``, ``1-10 [5]``) as its values' texts.
+
+    ``where`` starts each message ("steps=1-4 (+0)"). Fractions keep the arithmetic exact: 0.2 + 0.2 + 0.2 is
+    0.6 here, so the cells and labels say what the user meant.
+    """
+    setting = where.partition("=")[0]
+    start, end = _exact(match.group(1)), _exact(match.group(2))
+    step_text, count_text = match.group(3), match.group(4)
+    if whole and (start.denominator != 1 or end.denominator != 1):
+        raise grid_error(f"{where}: {setting} takes whole numbers, so its range must start and end on whole "
+                         "numbers (e.g. 1-4)")
+    if count_text is not None:
+        return _counted(where, start, end, count_text.strip(), whole)
+    if step_text is None:
+        step = Fraction(1 if end >= start else -1)
+    else:
+        if not re.fullmatch(_NUMBER, step_text.strip()):
+            raise grid_error(f"{where}: the step in brackets, '{step_text.strip()}', is not a number (e.g. 4-16 (+4), "
+                             "or 10-4 (-2) to count down)")
+        step = _exact(step_text)
+        if whole and step.denominator != 1:
+            raise grid_error(f"{where}: {setting} takes whole numbers, so the step must be one too (e.g. (+2))")
+    if step == 0:
+        raise grid_error(f"{where}: a step of 0 never gets from {_text(start)} to {_text(end)}; give a step such as "
+                         f"({'+' if end >= start else '-'}1)")
+    if (end - start) * step < 0:
+        way = "down" if end < start else "up"
+        example = f"{_text(start)}-{_text(end)} ({'-' if end < start else '+'}{_text(abs(step))})"
+        raise grid_error(f"{where}: the step {_signed(step)} goes away from {_text(end)}; to count {way} from "
+                         f"{_text(start)} to {_text(end)} give a {'negative' if way == 'down' else 'positive'} step "
+                         f"(e.g. {example})")
+    count = int((end - start) / step) + 1  # the values from start that do not pass end
+    if count == 1 and start != end:
+        raise grid_error(f"{where}: a step of {_signed(step)} passes {_text(end)} at once, so the range would hold "
+                         f"{_text(start)} alone; give a smaller step or a count (e.g. {_text(start)}-{_text(end)} [3])")
+    _check_count(where, count)
+    return [_text(start + step * n) for n in range(count)]
+
+
+def _counted(where: str, start: Fraction, end: Fraction, count_text: str, whole: bool) -> list[str]:
+    """``1-10 [5]``: ``count`` values evenly spaced from ``start`` to ``end``, both included (numpy's linspace)."""
+    if not count_text.isdigit():
+        raise grid_error(f"{where}: the count in square brackets, '{count_text}', must be a whole number of values "
+                         "(e.g. 1-10 [5])")
+    count = int(count_text)
+    if count == 0:
+        raise grid_error(f"{where}: a count of 0 makes no values; ask for 2 or more (e.g. "
+                         f"{_text(start)}-{_text(end)} [5])")
+    if count == 1 and start != end:
+        raise grid_error(f"{where}: one value cannot both start at {_text(start)} and end at {_text(end)}; ask for 2 "
+                         f"or more, or give just {_text(start)}")
+    _check_count(where, count)
+    if whole and count > abs(end - start) + 1:
+        raise grid_error(f"{where}: only {abs(end - start) + 1} whole numbers lie from {_text(start)} to "
+                         f"{_text(end)}; ask for at most that many values, or the cells would repeat")
+    if count == 1:
+        return [_text(start)]
+    values = [start + (end - start) * n / (count - 1) for n in range(count)]
+    if whole:
+        return [str(int(value)) for value in values]  # int() truncates towards zero, as A1111's int(x) does
+    return [_text(round(value, COUNT_PLACES)) for value in values]
+
+
+def _check_count(where: str, count: int) -> None:
+    if count > MAX_CELLS:
+        raise grid_error(f"{where}: the range has {count} values; a grid has at most {MAX_CELLS} cells")
+
+
+def _exact(text: str) -> Fraction:
+    """A number as typed ("1.5", "- 3", ".5"), exactly: Fraction("0.2") is 1/5, where float 0.2 is not."""
+    return Fraction(Decimal(text.replace(" ", "")))
+
+
+def _text(value: Fraction) -> str:
+    """An exact value written back as a short decimal: 3, 4.5, 0.6 (never 0.6000000000000001, 3.0 or 1E+1)."""
+    if value.denominator == 1:
+        return str(value.numerator)
+    decimal = Decimal(value.numerator) / Decimal(value.denominator)  # finite: every value here has a finite decimal
+    return format(decimal.normalize(), "f")
+
+
+def _signed(step: Fraction) -> str:
+    return ("+" if step > 0 else "") + _text(step)
 
 
 def _value(name: str, name_text: str, text: str, samplers: tuple[str, ...] | None):
