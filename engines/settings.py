@@ -19,9 +19,18 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from engines.kv_cache import CACHE_TYPES, DEFAULT_CACHE_TYPE, CacheType
 from engines.storage import atomic_write_text, read_state, state_lock
@@ -84,8 +93,39 @@ class _BadValuesFallBack(BaseModel):
             return handler({key: value for key, value in data.items() if key not in bad})
 
 
+# A layer below the image engines, so their limits are restated here; tests/test_image_prefs_memory.py pins them
+# to engines.diffusion.types (MAX_LORAS, MAX_LORA_WEIGHT) and engines.images.grid (SETTINGS).
+REMEMBERED_LORAS_MAX = 8
+LORA_WEIGHT_LIMIT = 10.0  # the LoRA picker's range: -10 to 10
+GRID_AXIS_NAMES = ("seed", "steps", "guidance", "sampler", "lora", "prompt")
+
+
+class RememberedLora(BaseModel):
+    """A LoRA the Images page had picked: its library id and weight (the file is found again through the id)."""
+
+    id: str = Field(min_length=1, max_length=1000)
+    weight: float = Field(1.0, ge=-LORA_WEIGHT_LIMIT, le=LORA_WEIGHT_LIMIT, allow_inf_nan=False)
+
+
+def _grid_axis(text: str) -> str:
+    """``steps=4,8,16`` as the Experiment section writes an axis: a setting it knows, "=", the values as typed.
+
+    The values are checked when the grid is made, as when typed; only a name this version does not know (a
+    hand-edited or newer file) is refused here, because the section could not show it.
+    """
+    name, sep, _values = text.partition("=")
+    if not sep or name.strip() not in GRID_AXIS_NAMES:
+        raise ValueError(f"{text!r} is not an experiment axis (one of {', '.join(GRID_AXIS_NAMES)}, then =values)")
+    return text
+
+
 class ImagePrefs(_BadValuesFallBack):
-    """What the Images page showed last (prompt, size, sampling, seed mode, backend, model), restored at start."""
+    """What the Images page showed last, restored at start.
+
+    The model, backend, prompt, size, sampling and seed mode; the LoRAs picked (by id, with their weights); the
+    Speed section (tiny-VAE previews and final decode, step caching and its interval); the Experiment section's
+    axes and whether it was open. Each bad value falls back to its default alone.
+    """
 
     _what: ClassVar[str] = "image settings"
 
@@ -100,6 +140,17 @@ class ImagePrefs(_BadValuesFallBack):
     sampler: str = "Euler"  # checked against the samplers when applied: a name from a newer version is skipped
     random_seed: bool = True
     seed: int = Field(0, ge=0, le=2**32 - 1)
+    upscaler_id: str | None = None  # the gallery's "Upscale with" pick; None (or one removed since): the defaults
+    loras: list[RememberedLora] = Field(default_factory=list, max_length=REMEMBERED_LORAS_MAX)
+    # The Speed section (desktop/pages/images/speed_options.py): "tiny" previews mean "the real picture when a tiny
+    # VAE is installed for the model's family", so that choice survives a start without one.
+    previews: Literal["tiny", "latent"] = "tiny"
+    final_decode: Literal["full", "tiny"] = "full"
+    step_cache: bool = False
+    step_cache_interval: int = Field(3, ge=2, le=5)
+    # The Experiment section (desktop/pages/images/grid_panel.py): X, then Y when one is chosen.
+    grid_axes: list[Annotated[str, AfterValidator(_grid_axis)]] = Field(default_factory=list, max_length=2)
+    experiment_open: bool = False
 
 
 class ServerPrefs(_BadValuesFallBack):

@@ -49,7 +49,9 @@ def test_the_page_remembers_its_settings_across_restarts(qtbot, workspace, engin
     saved = json.loads(settings_file.read_text(encoding="utf-8"))["images"]
     assert saved == {"model_id": "import/dream-b", "backend": "onnx", "prompt": "a red fox in deep snow",
                      "negative_prompt": "text", "width": 640, "height": 384, "steps": 9, "guidance": 4.5,
-                     "sampler": "DDIM", "random_seed": False, "seed": 77}
+                     "sampler": "DDIM", "random_seed": False, "seed": 77, "upscaler_id": None, "loras": [],
+                     "previews": "tiny", "final_decode": "full", "step_cache": False, "step_cache_interval": 3,
+                     "grid_axes": ["steps="], "experiment_open": False}  # LoRAs, Speed and Experiment: tests/test_image_prefs_memory.py
 
     again = make_page(qtbot, open_workspace())  # a fresh start reads settings.json
     try:

@@ -37,6 +37,7 @@ from desktop.pages.images.gallery_view import GalleryView
 from desktop.pages.images.grid_panel import GridPanel, GridRunView, plan_from
 from desktop.pages.images.image_view import ImageView
 from desktop.pages.images.inpaint_panel import InpaintMode
+from desktop.pages.images.settings_memory import not_restored_line
 from desktop.pages.images.status import BACKEND_NAMES, cancelled_message, crash_message, format_step
 from desktop.pages.images.upscale_action import PageUpscale, UpscaleBar
 from desktop.open_external import open_path, reveal_path
@@ -91,8 +92,9 @@ class ImagesPage(QWidget):
         self._wire()
         self.controls.set_tiny_vae_finder(self.controller.tiny_vae_for)
         self.refresh_models()
-        self.controls.apply_prefs(workspace.settings.images)
+        self._show_banner(not_restored_line(self.controls.apply_prefs(workspace.settings.images, self.grid_panel)))
         self.controls.changed.connect(self._prefs_timer.start)  # after restoring: restoring is not an edit
+        self.grid_panel.changed.connect(self._prefs_timer.start)
         self.refresh_gallery()
         self.check_engine()
 
@@ -540,7 +542,7 @@ class ImagesPage(QWidget):
     def save_prefs(self) -> None:
         """Remember the controls' values (``Settings.images``) for the next start."""
         self._prefs_timer.stop()
-        self.controller.save_prefs(self.controls.prefs())
+        self.controller.save_prefs(self.controls.prefs(self.grid_panel))
 
     def showEvent(self, event) -> None:  # noqa: N802
         super().showEvent(event)

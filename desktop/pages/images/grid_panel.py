@@ -35,18 +35,23 @@ from engines.errors import EngineError
 
 # (the setting's name in an axis, what the menu says, an example of its values)
 SETTINGS = (
-    ("steps", "Steps", "4, 8, 16"),
+    ("steps", "Steps", "4, 8, 16  or  4-16 (+4)"),
     ("seed", "Seed", "1, 2, 3  or  1-4"),
-    ("guidance", "Guidance (CFG)", "3, 5, 7"),
+    ("guidance", "Guidance (CFG)", "3, 5, 7  or  3-9 (+1.5)"),
     ("sampler", "Sampler", "Euler, DDIM, DPM++ 2M Karras"),
-    ("lora", "LoRA weight", "0.2, 0.6, 1"),
+    ("lora", "LoRA weight", "0.2, 0.6, 1  or  0-1 [5]"),
     ("prompt", "Prompt word (S/R)", "a word of the prompt, then what replaces it"),
 )
+# A1111's range syntax, which engines.images.grid expands (and explains when a range is wrong)
+RANGES_TIP = ("Values separated by commas. Steps, seed, guidance and LoRA weight also take ranges: 1-4 (every whole "
+              "number), 4-16 (+4) (a step), 3-9 (+1.5) (a decimal step), 10-5 (-3) (counting down), 1-10 [5] (five "
+              "values evenly spaced, ends included). A value that holds a comma goes in double quotes.")
 NONE = ""
 
 
 class GridPanel(QWidget):
     make_requested = Signal()  # "Make grid" was pressed
+    changed = Signal()  # an axis, its values, or open/closed changed (the page remembers them)
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -60,6 +65,7 @@ class GridPanel(QWidget):
         self.toggle.setArrowType(Qt.RightArrow)
         self.toggle.setAutoRaise(True)
         self.toggle.toggled.connect(self.set_open)
+        self.toggle.toggled.connect(lambda *_: self.changed.emit())
         outer.addWidget(self.toggle)
 
         self.body = QFrame()
@@ -87,6 +93,7 @@ class GridPanel(QWidget):
         for name, label, _example in SETTINGS:
             combo.addItem(label, name)
         values = QLineEdit()
+        values.setToolTip(RANGES_TIP)
         values.returnPressed.connect(self.make_requested)
         grid.addWidget(QLabel(title), row, 0)
         grid.addWidget(combo, row, 1)
@@ -100,6 +107,8 @@ class GridPanel(QWidget):
 
         combo.currentIndexChanged.connect(chosen)
         chosen(0)
+        combo.currentIndexChanged.connect(lambda *_: self.changed.emit())
+        values.textChanged.connect(lambda *_: self.changed.emit())
         return combo, values
 
     def set_open(self, open_: bool) -> None:
@@ -109,11 +118,32 @@ class GridPanel(QWidget):
         self.toggle.setArrowType(Qt.DownArrow if open_ else Qt.RightArrow)
         self.body.setVisible(open_)
 
-    def set_axis(self, which: int, name: str, values: str) -> None:
-        """Choose setting ``name`` ("" for none, Y only) with ``values`` on axis 0 (X) or 1 (Y)."""
+    def set_axis(self, which: int, name: str, values: str) -> bool:
+        """Choose setting ``name`` ("" for none, Y only) with ``values`` on axis 0 (X) or 1 (Y).
+
+        False, and the axis left as it was, when this axis has no such setting (a newer version's, or none on X).
+        """
         combo, edit = (self.x_combo, self.x_values) if which == 0 else (self.y_combo, self.y_values)
-        combo.setCurrentIndex(combo.findData(name))
+        index = combo.findData(name)
+        if index < 0:
+            return False
+        combo.setCurrentIndex(index)
         edit.setText(values)
+        return True
+
+    def set_axis_texts(self, texts) -> list[str]:
+        """Show axes written by :meth:`axis_texts` (``steps=4,8,16``) as typed; Y is "Nothing" when there is one.
+
+        Their values are checked when the grid is made, as when typed. Returns the texts it could not show.
+        """
+        texts = list(texts)[:2]
+        left_out = []
+        for which in (0, 1):
+            text = texts[which] if which < len(texts) else ""
+            name, _sep, values = text.partition("=")
+            if not self.set_axis(which, name.strip(), values.strip()) and text:
+                left_out.append(text)
+        return left_out
 
     def axis_texts(self) -> list[str]:
         """The axes as ``atelier image --vary`` takes them (``steps=4,8,16``); a Y axis only when chosen."""

@@ -241,15 +241,21 @@ class LoraPicker(QGroupBox):
         return found
 
     def restore(self, loras) -> list[str]:
-        """Pick a stored request's LoRAs (dicts or LoraSpecs) with their weights; notes for the ones not installed."""
+        """Pick LoRAs back with their weights; notes for the ones not installed or not fitting the model.
+
+        ``loras``: a stored request's (dicts or LoraSpecs: path, weight, name), or the page's remembered ones
+        (``{"id", "weight"}``: engines.settings.RememberedLora), found by their library id.
+        """
         self.clear()
         notes = []
         for lora in loras:
             lora = lora if isinstance(lora, dict) else vars(lora)
             weight = float(lora.get("weight", 1.0))
-            choice = find_installed(lora, self._choices)
-            label = lora.get("name") or (str(lora.get("path") or "").replace("\\", "/").rsplit("/", 1)[-1]
-                                         .rsplit(".", 1)[0])
+            lora_id = lora.get("id")
+            choice = (next((c for c in self._choices if c.id == lora_id), None) if lora_id
+                      else find_installed(lora, self._choices))
+            label = lora.get("name") or lora_id or (str(lora.get("path") or "").replace("\\", "/").rsplit("/", 1)[-1]
+                                                    .rsplit(".", 1)[0])
             if choice is None:
                 notes.append(f"the LoRA {label} (weight {weight:g}) is not installed, so it was left out")
             elif choice.problem:

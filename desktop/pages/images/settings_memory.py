@@ -2,7 +2,10 @@
 
 A mixin of :class:`desktop.pages.images.controls.ImageControls`, in its own
 module because restoring is its own job: :meth:`SettingsMemory.prefs` and
-:meth:`apply_prefs` are the page's remembered values (``ImagePrefs``);
+:meth:`apply_prefs` are the page's remembered values (``ImagePrefs``: the
+controls, the LoRAs, the Speed section, and the Experiment section the page
+puts under them), and what could not come back is said in one line
+(:func:`not_restored_line`), never dropped in silence;
 :meth:`apply_settings` puts a stored image's request back ("use these
 settings again") and says in words what could not be; and
 :func:`settings_from_entry` finds those settings, in the gallery's record
@@ -19,10 +22,17 @@ from engines.diffusion.types import SCHEDULER_NAMES, ImageRequest
 
 
 class SettingsMemory:
+    # The upscaler picked under the gallery's "Upscale with" (None: the default for each scale). Not a control of
+    # this panel, but one of the page's remembered values, so it is saved and restored with them.
+    upscaler_id: str | None = None
+
     # ---- remembered across restarts ----------------------------------------
 
-    def prefs(self) -> dict:
-        """The values the page remembers across restarts (the fields of ``engines.settings.ImagePrefs``)."""
+    def prefs(self, grid_panel) -> dict:
+        """The values the page remembers across restarts (the fields of ``engines.settings.ImagePrefs``).
+
+        ``grid_panel``: the page's Experiment section (:class:`desktop.pages.images.grid_panel.GridPanel`).
+        """
         return {
             "model_id": self.current_model_id(),
             "backend": self.backend_combo.currentData(),
@@ -35,13 +45,26 @@ class SettingsMemory:
             "sampler": self.sampler_combo.currentText(),
             "random_seed": self.random_seed.isChecked(),
             "seed": int(round(self.seed_spin.value())),
+            "upscaler_id": self.upscaler_id,
+            "loras": [{"id": row.choice.id, "weight": row.weight()} for row in self.lora_picker.rows],
+            **self.speed_options.remembered(),
+            "grid_axes": grid_panel.axis_texts(),
+            "experiment_open": grid_panel.toggle.isChecked(),
         }
 
-    def apply_prefs(self, prefs) -> None:
-        """Show remembered values (an ``ImagePrefs``). The size is restored only for the model it was used with:
-        any other model starts at its own native size."""
-        if prefs.model_id:
-            self.select_model(prefs.model_id)
+    def apply_prefs(self, prefs, grid_panel) -> list[str]:
+        """Show remembered values (an ``ImagePrefs``); returns notes for what could not be restored.
+
+        The size is restored only for the model it was used with: any other model starts at its own native size.
+        The LoRAs are judged against the model chosen now (a LoRA no longer installed, or for another family, is
+        left out with a note), the speed choices follow the Speed section's rules (a tiny VAE must be installed
+        for the model's family), and the Experiment axes come back as typed: they are checked at "Make grid".
+        """
+        notes = []
+        if prefs.model_id and not self.select_model(prefs.model_id):
+            model = self.current_model()
+            chosen = f", so {model.name} was chosen" if model is not None else ""
+            notes.append(f"the model {prefs.model_id} is no longer installed{chosen}")
         index = self.backend_combo.findData(prefs.backend)
         if index >= 0:
             self.backend_combo.setCurrentIndex(index)
@@ -56,6 +79,17 @@ class SettingsMemory:
         self.random_seed.setChecked(prefs.random_seed)
         self.seed_spin.setValue(prefs.seed)
         self.seed_spin.setEnabled(not prefs.random_seed)
+        self.upscaler_id = prefs.upscaler_id  # one removed since is kept: Upscale falls back to the default meanwhile
+        notes += self.lora_picker.restore([lora.model_dump() for lora in prefs.loras])
+        notes += self.speed_options.restore({
+            "vae": prefs.final_decode, "previews": prefs.previews,
+            "deep_cache": prefs.step_cache_interval if prefs.step_cache else 0,
+            "step_cache_interval": prefs.step_cache_interval,
+        })
+        for text in grid_panel.set_axis_texts(prefs.grid_axes):
+            notes.append(f"the experiment axis {text!r} is not one this version can show")
+        grid_panel.set_open(prefs.experiment_open)
+        return notes
 
     # ---- "use these settings again" ----------------------------------------
 
@@ -89,6 +123,11 @@ class SettingsMemory:
         notes += self.lora_picker.restore(settings.get("loras") or ())
         notes += self.speed_options.restore(settings)
         return notes
+
+
+def not_restored_line(notes: list[str]) -> str:
+    """The one line the page shows at start when some remembered values could not come back ("" when all did)."""
+    return ("Your last settings are back, but " + "; ".join(notes) + ".") if notes else ""
 
 
 def settings_from_entry(entry) -> dict:

@@ -123,21 +123,48 @@ class SpeedOptions(QGroupBox):
         }
 
     def restore(self, settings: dict) -> list[str]:
-        """Put a stored request's speed choices back; notes for what cannot be (no tiny VAE installed now)."""
+        """Put speed choices back; notes for what cannot be (no tiny VAE installed for this model now).
+
+        ``settings``: a stored request's ``vae``, ``preview_vae`` and ``deep_cache``, or the page's remembered
+        choices (engines.settings.ImagePrefs), which add ``previews`` ("tiny" or "latent": a request only names a
+        tiny preview VAE) and ``step_cache_interval`` (kept while step caching is off). The section's own rules
+        stand: a tiny choice needs a tiny VAE of the model's family, and its note says how to get one.
+        """
         notes = []
         vae = str(settings.get("vae") or "full")
         if vae != "full":
             if self._tiny:
                 self.decode_combo.setCurrentIndex(self.decode_combo.findData("tiny"))
             else:
-                notes.append("it was decoded with a tiny VAE, which is not installed for this model: "
-                             "the full decode is used")
+                family = FAMILY_NAMES.get(self._family)
+                needs = f"the tiny VAE for {family} models" if family else "a tiny VAE for this model"
+                notes.append(f"the tiny final decode needs {needs}, which is not installed: the full decode is used")
         else:
             self.decode_combo.setCurrentIndex(self.decode_combo.findData("full"))
-        if settings.get("preview_vae") and self._tiny:
+        previews = settings.get("previews")
+        if previews == "latent":
+            self.preview_combo.setCurrentIndex(self.preview_combo.findData("latent"))
+        elif (previews == "tiny" or settings.get("preview_vae")) and self._tiny:
             self.preview_combo.setCurrentIndex(self.preview_combo.findData("tiny"))
         deep = int(settings.get("deep_cache") or 0)
+        interval = settings.get("step_cache_interval")
+        if isinstance(interval, int) and not isinstance(interval, bool):
+            self.cache_spin.setValue(min(max(interval, 2), 5))
         self.cache_check.setChecked(deep > 1)
         if deep > 1:
             self.cache_spin.setValue(min(max(deep, 2), 5))
         return notes
+
+    def remembered(self) -> dict:
+        """The choices as ``engines.settings.ImagePrefs`` keeps them (what :meth:`restore` takes back).
+
+        Previews are "latent" only when the user chose them over an installed tiny VAE: without one, the latent
+        preview is forced, and the choice to keep is "the real picture once a tiny VAE is there".
+        """
+        latent = bool(self._tiny) and self.preview_combo.currentData() == "latent"
+        return {
+            "previews": "latent" if latent else "tiny",
+            "final_decode": self.decode_combo.currentData(),
+            "step_cache": self.cache_check.isChecked(),
+            "step_cache_interval": self.cache_spin.value(),
+        }
