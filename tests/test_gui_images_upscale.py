@@ -83,7 +83,8 @@ def test_progress_and_cancel_leave_the_gallery_as_it_was(qtbot, page, tmp_path):
     choose_upscale(page, entry.id, 2)
     assert page.upscale.running and page.upscale_bar.isVisible()
     qtbot.waitUntil(lambda: "tile 1 of 9" in page.upscale_bar.label.text())
-    assert page.upscale_bar.label.text() == "Upscaling the image with seed 5 ×2 · Upscaling: tile 1 of 9"
+    assert page.upscale_bar.label.text() == ("Upscaling the image with seed 5 ×2 (RealESRGAN_x2plus) · Upscaling: "
+                                             "tile 1 of 9")
     assert host.loads[0][0] == "esrgan" and host.loads[0][1].model_path == upscaler.path
     page.upscale_bar.cancel_button.click()
     qtbot.waitUntil(lambda: not page.upscale.running)
@@ -113,8 +114,8 @@ def test_real_upscaler_a_gallery_image_x4_lands_next_to_it_with_its_parameters_a
     assert page.gallery_view.current_id() == made.id and page.view.kind == "image"
     assert tiles and tiles[-1].startswith("Upscaling: tile ")
     assert (made.width, made.height, made.seed, made.prompt) == (384, 256, 11, "a lighthouse at dusk")
-    assert page.status_line.text() == ("Upscaled ×4 to 384×256; the result is next to the original in the "
-                                       "gallery.")
+    assert page.status_line.text() == ("Upscaled ×4 with RealESRGAN_x4plus to 384×256; the result is next to the "
+                                       "original in the gallery.")
     image = Image.open(made.path)
     assert image.size == (384, 256)
     assert image.text["parameters"] == Image.open(source.path).text["parameters"]  # the source's, unchanged

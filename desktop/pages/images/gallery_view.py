@@ -2,12 +2,19 @@
 
 Thumbnails are read a few at a time from the event loop, so a gallery of
 hundreds of images opens at once and fills in as it goes.
+
+"Upscale ×2 / ×4" (the button's menu and the context menu, built by one
+method so they never differ) stays those two plain entries while at most one
+upscaler is installed. With several, each entry names the upscaler it will
+use, and an "Upscale with" submenu lists them all with their own scale, the
+default for each scale marked, to pick one (remembered by the page, which
+owns the choice: see :meth:`GalleryView.set_upscaler_source`).
 """
 
 from __future__ import annotations
 
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QIcon, QImageReader, QKeySequence, QPainter, QPixmap, QShortcut
+from PySide6.QtGui import QActionGroup, QColor, QIcon, QImageReader, QKeySequence, QPainter, QPixmap, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
@@ -21,9 +28,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engines.library.upscaler_choice import default_option
+
 THUMB = 96
 THUMBS_PER_TICK = 8
 UPSCALES = (2, 4)  # what "Upscale" offers (atelier upscale --scale takes 3 and 8 too)
+UPSCALE_WITH = "Upscale with"
+EACH_DEFAULT = "Default for each scale"
 ID_ROLE = Qt.UserRole
 
 
@@ -40,6 +51,11 @@ def _placeholder(color: str = "#8888", missing: bool = False) -> QIcon:
         painter.drawText(pixmap.rect(), Qt.AlignCenter, "missing")
     painter.end()
     return QIcon(pixmap)
+
+
+def _menu_text(text: str) -> str:
+    """``text`` for a menu entry: a name's "&" shown as itself, not taken as a keyboard shortcut's marker."""
+    return text.replace("&", "&&")
 
 
 def load_thumbnail(path: str) -> QIcon | None:
@@ -64,6 +80,7 @@ class GalleryView(QWidget):
     delete_requested = Signal(str)
     reuse_requested = Signal(str)
     upscale_requested = Signal(str, int)  # image id, scale (2 or 4)
+    upscaler_chosen = Signal(str)  # an upscaler's id picked under "Upscale with" ("" for the default for each scale)
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -99,10 +116,11 @@ class GalleryView(QWidget):
         self.upscale_button = QPushButton("Upscale")
         self.upscale_button.setToolTip("Make this image 2 or 4 times larger with an installed upscaler (ESRGAN); the "
                                        "result joins the gallery next to it")
+        self._upscalers = None  # set_upscaler_source: () -> (the installed UpscalerOptions, the chosen id or None)
         upscale_menu = QMenu(self.upscale_button)
-        for scale in UPSCALES:
-            upscale_menu.addAction(f"Upscale ×{scale}", lambda s=scale: self._emit_upscale(s))
+        upscale_menu.aboutToShow.connect(self.refresh_upscale_menu)  # an upscaler may have been added or removed
         self.upscale_button.setMenu(upscale_menu)
+        self.refresh_upscale_menu()
         actions.insertWidget(1, self.upscale_button)
         actions.addStretch(1)
         layout.addLayout(actions)
@@ -247,6 +265,55 @@ class GalleryView(QWidget):
             if item is not None:
                 item.setIcon(load_thumbnail(self._paths.get(image_id, "")) or self._missing)
 
+    # ---- upscale menus -----------------------------------------------------
+
+    def set_upscaler_source(self, source) -> None:
+        """Where the Upscale menus learn the installed upscalers: ``source()`` returns ``(options, chosen_id)``.
+
+        ``options``: the installed upscalers as ``engines.library.upscaler_choice.UpscalerOption``; ``chosen_id``:
+        the one the user picked (None, or one no longer installed: the default for each scale). Asked each time
+        a menu opens, so an upscaler installed on the Models page shows at once.
+        """
+        self._upscalers = source
+        self.refresh_upscale_menu()
+
+    def refresh_upscale_menu(self) -> None:
+        """Rebuild the Upscale button's menu from what is installed now."""
+        menu = self.upscale_button.menu()
+        for old in menu.findChildren(QMenu):  # the last "Upscale with" submenu: clear() leaves child menus alive
+            old.deleteLater()
+        menu.clear()
+        self._add_upscale_items(menu)
+
+    def _add_upscale_items(self, menu: QMenu) -> None:
+        """The upscale entries of ``menu``: plain "Upscale ×N" with at most one upscaler, else named, and a chooser."""
+        options, chosen_id = self._upscalers() if self._upscalers is not None else ([], None)
+        if len(options) < 2:  # none (the page says where to get one) or one: nothing to choose
+            for scale in UPSCALES:
+                menu.addAction(f"Upscale ×{scale}", lambda s=scale: self._emit_upscale(s))
+            return
+        chosen = next((option for option in options if option.id == chosen_id), None)
+        for scale in UPSCALES:
+            used = chosen or default_option(options, scale)
+            menu.addAction(_menu_text(f"Upscale ×{scale} with {used.name}"), lambda s=scale: self._emit_upscale(s))
+        submenu = menu.addMenu(UPSCALE_WITH)
+        submenu.setToolTipsVisible(True)
+        group = QActionGroup(submenu)
+        each = submenu.addAction(EACH_DEFAULT, lambda: self.upscaler_chosen.emit(""))
+        each.setToolTip("Each scale uses the upscaler made for it (else the nearest larger one)")
+        submenu.addSeparator()
+        picks = [each]
+        for option in options:
+            defaults = [f"×{scale}" for scale in UPSCALES if default_option(options, scale) is option]
+            label = option.label + (f" — default for {' and '.join(defaults)}" if defaults else "")
+            action = submenu.addAction(_menu_text(label), lambda i=option.id: self.upscaler_chosen.emit(i))
+            action.setData(option.id)
+            picks.append(action)
+        for action in picks:
+            action.setCheckable(True)
+            group.addAction(action)
+        (picks[1 + options.index(chosen)] if chosen else each).setChecked(True)
+
     # ---- actions ---------------------------------------------------------
 
     def _emit_upscale(self, scale: int) -> None:
@@ -282,8 +349,7 @@ class GalleryView(QWidget):
         for label, signal in (("Use these settings again", self.reuse_requested), ("Open", self.open_requested),
                               ("Copy image", self.copy_requested), ("Reveal in folder", self.reveal_requested)):
             menu.addAction(label, lambda s=signal: self._emit(s))
-        for scale in UPSCALES:
-            menu.addAction(f"Upscale ×{scale}", lambda s=scale: self._emit_upscale(s))
+        self._add_upscale_items(menu)
         menu.addSeparator()
         menu.addAction("Delete…", lambda: self._emit(self.delete_requested))
         menu.exec(self.list.viewport().mapToGlobal(pos))

@@ -4,9 +4,11 @@ It runs the one upscale path (:mod:`engines.images.upscale_job`: the
 ``esrgan`` engine in an engine host, through the window's one scheduler, so
 an upscale and an image or a chat reply take turns on the CPU) on a pool
 thread, and reports per-tile progress; :meth:`UpscaleAction.cancel` stops
-the engine within a tile. The upscaler is the installed one that suits the
-scale best (:func:`engines.library.upscaler_choice.best_upscaler`, as the
-CLI chooses); with none installed the user is told where to get one. The
+the engine within a tile. The upscaler is the one the user picked in the
+gallery's "Upscale with" menu while it is installed, else the installed one
+that suits the scale best (:mod:`engines.library.upscaler_choice`, as the
+CLI chooses); the progress line and the status name it. With none
+installed the user is told where to get one. The
 result is signed as an edit of the source (Content Credentials with the
 source as its parent), keeps the source's parameters and records the step
 (in the PNG, and as ``upscale`` in the gallery record, whose generation
@@ -49,28 +51,33 @@ class UpscaleAction(QObject):
         self._pool = serial_pool("image-upscale")
         self.running = False
         self.scale = 0
+        self.model = None  # the upscaler of the running (or last) upscale
         self._tile.connect(self.progress)  # from the pool thread, queued onto the GUI thread
 
     # ---- starting ------------------------------------------------------------
 
-    def choose_upscaler(self, scale: int):
-        """The installed upscaler that suits ``scale`` best; EngineError(NOT_FOUND) saying what to do if none."""
-        from engines.library.upscaler_choice import best_upscaler
+    def choose_upscaler(self, scale: int, wanted_id: str | None = None):
+        """The upscaler ``wanted_id`` while installed, else the one that suits ``scale`` best; EngineError(NOT_FOUND)
+        saying what to do if none is installed."""
+        from engines.library.upscaler_choice import chosen_upscaler
 
-        best = best_upscaler(self.workspace.models.runnable("upscaler"), scale)
-        if best is None:
+        model = chosen_upscaler(self.workspace.models.runnable("upscaler"), scale, wanted_id)
+        if model is None:
             raise EngineError(ErrorKind.NOT_FOUND, NO_UPSCALER)
-        return best
+        return model
 
-    def start(self, entry, scale: int) -> str:
-        """Upscale the gallery image ``entry`` ``scale``× in the background; "" when it started, else why not."""
+    def start(self, entry, scale: int, upscaler_id: str | None = None) -> str:
+        """Upscale the gallery image ``entry`` ``scale``× in the background; "" when it started, else why not.
+
+        ``upscaler_id``: the upscaler the user picked (None, or one removed since: the best for ``scale``).
+        """
         from engines.diffusion.upscale_types import UpscaleRequest
         from engines.images.init_image import read_init_image
 
         if self.running:
             return "An upscale is already running; wait for it or cancel it."
         try:
-            model = self.choose_upscaler(scale)
+            model = self.choose_upscaler(scale, upscaler_id)
             source = read_init_image(Path(entry.path), role="image to upscale")
         except EngineError as exc:
             return exc.message
@@ -87,7 +94,7 @@ class UpscaleAction(QObject):
             _info, result = run_upscale(host, model.path, request, on_progress=self._tile.emit)
             return result, sign_upscaled(result, source, config)
 
-        self.running, self.scale = True, scale
+        self.running, self.scale, self.model = True, scale, model
         run_in_background(work, lambda done: self._done(entry, model, done), self._failed, pool=self._pool)
         return ""
 
@@ -197,6 +204,8 @@ class PageUpscale(QObject):
         self.action = UpscaleAction(page.workspace, page.controller.gallery, scheduler, parent=self)
         self.bar = page.upscale_bar
         page.gallery_view.upscale_requested.connect(self.upscale_image)
+        page.gallery_view.upscaler_chosen.connect(self.choose)
+        page.gallery_view.set_upscaler_source(self.upscalers)
         self.action.progress.connect(self.bar.show_progress)
         self.action.finished.connect(self._done)
         self.action.failed.connect(self._failed)
@@ -206,18 +215,29 @@ class PageUpscale(QObject):
     def running(self) -> bool:
         return self.action.running
 
+    def upscalers(self):
+        """What the gallery's Upscale menus offer: the installed upscalers and the one picked (None: the defaults)."""
+        from engines.library.upscaler_choice import upscaler_options
+
+        return upscaler_options(self.page.workspace.models.runnable("upscaler")), self.page.controls.upscaler_id
+
+    def choose(self, upscaler_id: str) -> None:
+        """The user picked an upscaler ("" for the default for each scale): used from now on, and remembered."""
+        self.page.controls.upscaler_id = upscaler_id or None
+        self.page.save_prefs()
+
     def upscale_image(self, image_id: str, scale: int) -> bool:
         """Upscale a gallery image ``scale``× in the background; False (and the banner says why) when it cannot."""
         page = self.page
         entry = page.controller.entry(image_id)
         if entry is None or not page._exists(entry):
             return False
-        problem = self.action.start(entry, scale)
+        problem = self.action.start(entry, scale, page.controls.upscaler_id)
         if problem:
             page._show_banner(problem)
             return False
         page._show_banner("")
-        self.bar.started(f"Upscaling the image with seed {entry.seed} ×{scale}")
+        self.bar.started(f"Upscaling the image with seed {entry.seed} ×{scale} ({self.action.model.name})")
         return True
 
     def cancel(self) -> None:
@@ -231,8 +251,8 @@ class PageUpscale(QObject):
         page.gallery_view.add_entry(entry, select=not page.running, beside=source.id)
         if not page.running:
             page._display(entry)
-        page.status_line.setText(f"Upscaled ×{self.action.scale} to {entry.width}×{entry.height}; the result is "
-                                 "next to the original in the gallery.")
+        page.status_line.setText(f"Upscaled ×{self.action.scale} with {self.action.model.name} to {entry.width}×"
+                                 f"{entry.height}; the result is next to the original in the gallery.")
 
     def _failed(self, kind: str, message: str) -> None:
         self.bar.ended()
