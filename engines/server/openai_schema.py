@@ -2,9 +2,11 @@
 
 Fields a client may send that Atelier has no use for (``frequency_penalty``,
 ``logit_bias``, ``metadata``...) are ignored, as llama.cpp's server does;
-fields whose meaning Atelier cannot honour (``n`` > 1, ``tools``, token
-arrays, image URLs) are refused with a sentence rather than silently
-dropped. ``top_k``, ``min_p`` and ``repeat_penalty`` are accepted as
+fields whose meaning Atelier cannot honour (``n`` > 1, token arrays, image
+URLs) are refused with a sentence rather than silently dropped. ``tools``
+(functions), ``tool_choice`` and ``parallel_tool_calls`` are taken, and so
+are assistant messages with ``tool_calls`` and ``tool`` messages: their
+meaning is checked in :mod:`engines.server.openai_tools`. ``top_k``, ``min_p`` and ``repeat_penalty`` are accepted as
 extensions, under llama.cpp's names. A wrong type becomes a 400 naming the
 field (:mod:`engines.server.app`).
 """
@@ -61,9 +63,37 @@ class ResponseFormat(Body):
     json_schema: JsonSchemaFormat | None = None
 
 
+class FunctionCallIn(Body):
+    name: str
+    arguments: str | dict = "{}"  # a JSON string, as OpenAI sends it; an object is taken too
+
+
+class ToolCallIn(Body):
+    """A call an assistant message made earlier (the client sends the conversation back with it)."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
+class FunctionDefinition(Body):
+    name: str
+    description: str | None = None
+    parameters: dict | None = None  # a JSON schema; absent: no arguments
+    strict: bool | None = None  # a required call always follows the schema's shape (a grammar); auto ones are parsed
+
+
+class ToolDefinition(Body):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
 class ChatMessageIn(Body):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[dict] | None = None
+    tool_calls: list[ToolCallIn] | None = None  # an assistant message's calls
+    tool_call_id: str | None = None  # a tool message: the call it answers
+    name: str | None = None
 
 
 class ChatCompletionBody(Body):
@@ -83,7 +113,9 @@ class ChatCompletionBody(Body):
     response_format: ResponseFormat | None = None
     n: int = 1
     logprobs: bool | None = None
-    tools: list | None = None
+    tools: list[ToolDefinition] | None = None
+    tool_choice: str | dict | None = None  # "auto", "required", "none" or {"type": "function", "function": {"name"}}
+    parallel_tool_calls: bool | None = None
     user: str | None = None
 
 

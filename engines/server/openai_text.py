@@ -7,6 +7,11 @@ then one with ``finish_reason``, then, with ``stream_options.include_usage``,
 one with ``usage`` and no choices, and finally ``data: [DONE]``. Failures before the first token (the model
 cannot load, the prompt is longer than the context) are a proper HTTP
 status; a failure after it is an ``error`` event, which the client raises.
+
+With ``tools`` (:mod:`engines.server.openai_tools`), the reply is read as it
+streams (:class:`~engines.server.tool_calls.ReplyReader`): only text a client
+may see goes out as it comes, never a call's syntax, and the calls follow as
+``tool_calls`` deltas, before the chunk with ``finish_reason: "tool_calls"``.
 """
 
 from __future__ import annotations
@@ -23,34 +28,52 @@ from engines.errors import EngineError, ErrorKind
 from engines.server.errors import ApiError, from_engine_error
 from engines.server.image_parts import image_of
 from engines.server.openai_schema import ChatCompletionBody, CompletionBody
+from engines.server.openai_tools import (
+    assistant_calls,
+    call_deltas,
+    offer_of,
+    refuse_function_role,
+    tool_result,
+    with_ids,
+)
 from engines.server.runner import client_id, finished_result, first_output
 from engines.server.streams import SSE_HEADERS, SseTemplate, cancel_on_disconnect, sse
-from engines.server.text_requests import chat_request, completion_request, sampling
+from engines.server.text_requests import chat_request, check_last_turn, completion_request, sampling
+from engines.server.tool_calls import ReplyReader, linked_results, model_tool_format, refuse_with_schema, request_parts
 
 router = APIRouter()
 
 
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionBody, request: Request):
-    _refuse_unsupported(body.n, body.tools, body.logprobs)
+    _refuse_unsupported(body.n, body.logprobs)
+    offer = offer_of(body)
+    messages = _messages(body)
+    check_last_turn(messages)  # before the model is looked up: a bad request never loads one
+    json_schema = _json_schema(body)
+    if offer is not None:
+        refuse_with_schema(offer, json_schema is not None, "response_format")
     context = request.app.state.context
     served = await context.find(body.model, "chat")
+    family = None
+    if offer is not None and offer.offered:
+        family = await model_tool_format(request, served, client_id(request, body.user))
     # No max_tokens: up to the context's end, as OpenAI does; a remote model's context is its server's (a
     # RemoteSpec has none), so it gets the usual reply budget rather than a number the server might refuse.
     budget = getattr(served.spec, "context_length", None) or SamplingParams().max_tokens
     params = sampling(max_tokens=body.max_completion_tokens or body.max_tokens or budget,
                       temperature=body.temperature, top_p=body.top_p, top_k=body.top_k, min_p=body.min_p,
                       repeat_penalty=body.repeat_penalty, seed=body.seed)
-    text_request = chat_request(_messages(body), params, stop=body.stop, json_schema=_json_schema(body))
-    param = "response_format" if text_request.json_schema is not None else "messages"
-    reply = _Reply("chatcmpl", served.id, chat=True)
+    text_request = chat_request(params=params, stop=body.stop, **request_parts(offer, messages, family, json_schema))
+    param = "response_format" if json_schema is not None else "messages"
+    reply = _Reply("chatcmpl", served.id, chat=True, reader=ReplyReader.for_offer(offer, family))
     return await _answer(request, context, served, text_request, body.stream, _include_usage(body), body.user,
                          reply, param)
 
 
 @router.post("/v1/completions")
 async def completions(body: CompletionBody, request: Request):
-    _refuse_unsupported(body.n, None, body.logprobs)
+    _refuse_unsupported(body.n, body.logprobs)
     if len(body.prompt) != 1:
         raise ApiError(400, f"Send one prompt per request, not {len(body.prompt)}.", param="prompt")
     if body.echo or body.suffix:
@@ -108,16 +131,32 @@ def _event_bytes(events, reply: "_Reply", include_usage: bool) -> bytes:
     chunk, which is still an ordinary chunk whose text is theirs in order.
     """
     out, texts = [], []
+    reader = reply.reader
     for event in events:
         if isinstance(event, TokenEvent):
-            if event.text:
-                texts.append(event.text)
+            text = reader.feed(event.text) if reader is not None and event.text else event.text
+            if text:
+                texts.append(text)
+            continue
+        if isinstance(event, FinishedEvent) and event.result.finish_reason != "cancelled":
+            finish_reason = event.result.finish_reason
+            if reader is not None:
+                read = reader.end(event.result.text)
+                if read.rest:
+                    texts.append(read.rest)
+                if texts:
+                    out.append(reply.text_chunk("".join(texts), include_usage))
+                    texts = []
+                out += [sse(reply.chunk(delta, None, include_usage)) for delta in call_deltas(read.calls)]
+                finish_reason = "tool_calls" if read.calls else finish_reason
+            elif texts:
+                out.append(reply.text_chunk("".join(texts), include_usage))
+                texts = []
+            out.append(sse(reply.chunk({} if reply.chat else "", finish_reason, include_usage)))
             continue
         if texts:
             out.append(reply.text_chunk("".join(texts), include_usage))
             texts = []
-        if isinstance(event, FinishedEvent) and event.result.finish_reason != "cancelled":
-            out.append(sse(reply.chunk({} if reply.chat else "", event.result.finish_reason, include_usage)))
     if texts:
         out.append(reply.text_chunk("".join(texts), include_usage))
     return b"".join(out)
@@ -126,11 +165,12 @@ def _event_bytes(events, reply: "_Reply", include_usage: bool) -> bytes:
 class _Reply:
     """Builds the JSON of one reply, chat or completion, whole or in chunks, with one id and time."""
 
-    def __init__(self, prefix: str, model: str, *, chat: bool) -> None:
+    def __init__(self, prefix: str, model: str, *, chat: bool, reader: ReplyReader | None = None) -> None:
         self.id = f"{prefix}-{secrets.token_hex(12)}"
         self.created = int(time.time())
         self.model = model
         self.chat = chat
+        self.reader = reader if reader is not None and reader.mode != "plain" else None  # tools were offered
         self._text_templates: dict[bool, SseTemplate] = {}
 
     def _head(self, object_: str) -> dict:
@@ -139,8 +179,17 @@ class _Reply:
 
     def whole(self, result) -> dict:
         if self.chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": result.text, "refusal": None},
-                      "logprobs": None, "finish_reason": result.finish_reason}
+            message = {"role": "assistant", "content": result.text, "refusal": None}
+            finish_reason = result.finish_reason
+            if self.reader is not None:
+                self.reader.feed(result.text)
+                read = self.reader.end(result.text)
+                message["content"] = read.content
+                if read.calls:
+                    message["content"] = read.content or None
+                    message["tool_calls"] = with_ids(read.calls)
+                    finish_reason = "tool_calls"
+            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
             data = self._head("chat.completion")
         else:
             choice = {"index": 0, "text": result.text, "logprobs": None, "finish_reason": result.finish_reason}
@@ -182,13 +231,17 @@ def _messages(body: ChatCompletionBody) -> tuple[ChatMessage, ...]:
     messages = []
     for index, message in enumerate(body.messages):
         where = f"messages[{index}]"
-        if message.role in ("tool", "function"):
-            raise ApiError(400, f"{where} has the role '{message.role}'; tool calls are not supported.",
-                           param=f"{where}.role")
+        if message.role == "function":
+            raise refuse_function_role(where)
         role = "system" if message.role == "developer" else message.role
-        text, images = _content_of(message.content, f"{where}.content", role)
-        messages.append(ChatMessage(role, text, images=images))
-    return tuple(messages)
+        calls = assistant_calls(message, where) if role == "assistant" else ()
+        content = "" if calls and message.content is None else message.content
+        text, images = _content_of(content, f"{where}.content", role)
+        if role == "tool":
+            messages.append(tool_result(message, text, where))
+        else:
+            messages.append(ChatMessage(role, text, tool_calls=calls, images=images))
+    return linked_results(messages, [f"messages[{index}].tool_call_id" for index in range(len(messages))])
 
 
 def _content_of(content, param: str, role: str) -> tuple[str, tuple[bytes, ...]]:
@@ -226,10 +279,8 @@ def _include_usage(body) -> bool:
     return bool(body.stream and body.stream_options and body.stream_options.include_usage)
 
 
-def _refuse_unsupported(n: int, tools, logprobs) -> None:
+def _refuse_unsupported(n: int, logprobs) -> None:
     if n != 1:
         raise ApiError(400, f"n must be 1: Atelier generates one choice per request (got {n}).", param="n")
-    if tools:
-        raise ApiError(400, "Tools (function calling) are not supported yet.", param="tools")
     if logprobs:
         raise ApiError(400, "logprobs are not supported.", param="logprobs")

@@ -78,6 +78,11 @@ class TicketStream:
         """
         return await self._take(None)
 
+    @property
+    def model_info(self) -> Any:
+        """The loaded model's info (``ModelInfo``) once the ticket loaded or found it; None before."""
+        return self._ticket.model_info
+
     def cancel(self) -> None:
         """Stop the generation (any thread, any time; nothing to do once it ended)."""
         if not self._ended:

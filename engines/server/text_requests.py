@@ -8,7 +8,7 @@ when it is absent, so it is the model's context length. Whatever
 
 from __future__ import annotations
 
-from engines.api import ChatMessage, SamplingParams, TextRequest
+from engines.api import ChatMessage, SamplingParams, TextRequest, ToolFunction
 from engines.errors import problems_sentence
 from engines.server.errors import ApiError
 
@@ -39,12 +39,21 @@ def checked(request: TextRequest, param: str = "messages") -> TextRequest:
 
 
 def chat_request(messages: tuple[ChatMessage, ...], params: SamplingParams, *, stop=(), json_schema=None,
+                 tools: tuple[ToolFunction, ...] = (), tool_choice: str = "auto",
                  param: str = "messages") -> TextRequest:
     """A chat turn; a conversation too long for the context is refused (never trimmed behind the client's back)."""
-    if not messages or messages[-1].role != "user":
+    check_last_turn(messages, param)
+    return checked(TextRequest(messages, params, stop=tuple(stop or ()), json_schema=json_schema, overflow="stop",
+                               tools=tuple(tools), tool_choice=tool_choice), param)
+
+
+def check_last_turn(messages: tuple[ChatMessage, ...], param: str = "messages") -> None:
+    """A conversation ends with the user's message, or with the results of the calls the model made (role "tool")."""
+    if messages and messages[-1].tool_calls:
+        raise ApiError(400, "The last message calls tools: send their results after it (the server never runs a "
+                            "tool).", param=param)
+    if not messages or messages[-1].role not in ("user", "tool"):
         raise ApiError(400, "The last message must come from the user.", param=param)
-    return checked(TextRequest(messages, params, stop=tuple(stop or ()), json_schema=json_schema, overflow="stop"),
-                   param)
 
 
 def completion_request(prompt: str, params: SamplingParams, *, stop=()) -> TextRequest:
