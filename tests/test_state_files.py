@@ -169,8 +169,8 @@ def test_an_invalid_record_is_skipped_alone_and_written_back_untouched(tmp_path)
     store = InstalledModels(path)
     assert [m.id for m in store.all()] == ["local/good"]
     assert store.problem == (
-        "2 records in models.json could not be read and were left in the file as they are: "
-        "record 'local/bad': path: Input should be a valid string; record #3: it is a number, not an object.")
+        "2 of the models in models.json could not be read and were left as written: "
+        "model 'local/bad': path: Input should be a valid string; model #3: it is a number, not an object.")
     store.add(model("local/new"))
     saved = json.loads(path.read_text())["models"]
     assert [r if not isinstance(r, dict) else r["id"] for r in saved] == ["local/good", "local/new", "local/bad", 42]

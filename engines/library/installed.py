@@ -2,7 +2,10 @@
 
 Kept apart from the catalog (what a model *is*) and from the user's
 per-model preferences (how to run it). One JSON file, ``models.json``,
-shared by every Atelier process on the profile (the GUI, CLI commands):
+shared by every Atelier process on the profile (the GUI, CLI commands),
+kept by :class:`engines.storage.named_records.NamedRecords` like every
+state file of named records (here named by ``id``, listed in the order they
+came in):
 
 - every change is a read-modify-write under the file's ``state_lock`` and
   an atomic, fsynced replace, so two processes adding models at once
@@ -17,21 +20,16 @@ shared by every Atelier process on the profile (the GUI, CLI commands):
 
 from __future__ import annotations
 
-import json
-import logging
 import re
-import threading
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from engines.errors import EngineError, ErrorKind
-from engines.storage import atomic_write_text, file_version, read_state, split_valid, state_lock
-
-log = logging.getLogger(__name__)
+from engines.storage.named_records import NamedRecords, RecordsFormat
 
 Source = Literal["demo", "import", "download", "folder"]
 VERSION = 1
@@ -82,45 +80,15 @@ class ModelRecord(BaseModel):
     base: str | None = None
 
 
-_FIELDS = tuple(f.name for f in fields(InstalledModel))
+def _refused(message: str) -> EngineError:
+    return EngineError(ErrorKind.BAD_INPUT, message)
 
 
-@dataclass
-class _Snapshot:
-    """models.json as read: the records, and everything in it this version must write back as it was."""
+class InstalledModels(NamedRecords[InstalledModel]):
+    """The models in ``models.json``; every change is a locked read-modify-write."""
 
-    records: dict[str, InstalledModel]
-    extras: dict[str, dict]  # per record id: fields this version does not know
-    invalid: list  # records that failed validation, kept verbatim
-    top: dict  # the file's other top-level keys (and its version)
-    writable: bool = True
-
-
-class InstalledModels:
-    def __init__(self, file: Path) -> None:
-        self._file = Path(file)
-        self._lock = threading.Lock()
-        self._set_aside: str | None = None  # sticky: the user must hear about it once at least
-        self._invalid: str | None = None
-        self._logged: set[str] = set()
-
-    @property
-    def file(self) -> Path:
-        return self._file
-
-    @property
-    def problem(self) -> str | None:
-        """What is wrong with models.json, for the GUI and the CLI to show; None when all is well."""
-        parts = [p for p in (self._set_aside, self._invalid) if p]
-        return " ".join(parts) or None
-
-    def all(self) -> list[InstalledModel]:
-        with self._lock:
-            return list(self._read().records.values())
-
-    def get(self, model_id: str) -> InstalledModel | None:
-        with self._lock:
-            return self._read().records.get(model_id)
+    format = RecordsFormat("models.json", WHAT, "models", ModelRecord, lambda known: InstalledModel(**known),
+                           _refused, VERSION, list_key="models", key="id", item="model", sort_by_key=False)
 
     def find_by_path(self, path: str | Path) -> InstalledModel | None:
         """The record for this file or folder, however the path is spelled (links resolved; loops tolerated)."""
@@ -138,21 +106,10 @@ class InstalledModels:
         return [m for m in self.all() if m.kind == kind and m.engine]
 
     def add(self, model: InstalledModel) -> InstalledModel:
-        with self._lock, state_lock(self._file):
-            snapshot = self._read()
-            if not model.added_at:
-                model = replace(model, added_at=time.time())
-            snapshot.records[model.id] = model
-            self._write(snapshot)
-            return model
-
-    def remove(self, model_id: str) -> InstalledModel | None:
-        with self._lock, state_lock(self._file):
-            snapshot = self._read()
-            removed = snapshot.records.pop(model_id, None)
-            if removed is not None:
-                self._write(snapshot)
-            return removed
+        """Record ``model``, in place of the one with its id if there is one (a model imported again)."""
+        if not model.added_at:
+            model = replace(model, added_at=time.time())
+        return self._put(model)
 
     def unique_id(self, prefix: str, stem: str) -> str:
         base = f"{prefix}/{re.sub(r'[^A-Za-z0-9._-]+', '-', stem).strip('-').lower() or 'model'}"
@@ -161,43 +118,3 @@ class InstalledModels:
         while candidate in existing:
             candidate, n = f"{base}-{n}", n + 1
         return candidate
-
-    # -- the file ---------------------------------------------------------------
-
-    def _read(self) -> _Snapshot:
-        state = read_state(self._file, WHAT, _check_shape)
-        if state.problem:
-            self._set_aside = state.problem
-        data = state.data
-        items = data.get("models", [])
-        valid, invalid, reasons = split_valid(items, ModelRecord, "record")
-        self._invalid = None
-        if reasons:
-            self._invalid = (
-                f"{len(reasons)} {'record' if len(reasons) == 1 else 'records'} in {self._file.name} could not be "
-                f"read and {'was' if len(reasons) == 1 else 'were'} left in the file as {'it is' if len(reasons) == 1 else 'they are'}: {'; '.join(reasons[:3])}{' …' if len(reasons) > 3 else ''}."
-            )
-            for reason in reasons:
-                if reason not in self._logged:
-                    self._logged.add(reason)
-                    log.info("%s: skipping an invalid record: %s", self._file, reason)
-        records, extras = {}, {}
-        for record in valid:
-            known = record.model_dump(include=set(_FIELDS))
-            records[record.id] = InstalledModel(**known)
-            extras[record.id] = dict(record.model_extra or {})
-        top = {key: value for key, value in data.items() if key != "models"}
-        return _Snapshot(records, extras, invalid, top, state.writable)
-
-    def _write(self, snapshot: _Snapshot) -> None:
-        if not snapshot.writable:
-            raise EngineError(ErrorKind.BAD_INPUT, self._set_aside or f"{self._file} cannot be changed.")
-        models = [{**snapshot.extras.get(m.id, {}), **asdict(m)} for m in snapshot.records.values()]
-        payload = {**snapshot.top, "version": max(VERSION, file_version(snapshot.top)), "models": models + snapshot.invalid}
-        atomic_write_text(self._file, json.dumps(payload, indent=2, ensure_ascii=False))
-
-
-def _check_shape(data: dict) -> None:
-    """A models.json whose ``models`` is not a list cannot be read record by record: set it aside."""
-    if not isinstance(data.get("models", []), list):
-        raise ValueError(f'its "models" is {type(data["models"]).__name__}, not a list')
