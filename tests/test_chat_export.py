@@ -17,6 +17,9 @@ from engines.chat import (
     suggested_filename,
     write_export,
 )
+from engines.chat.citations import save_sources, sources_in
+from engines.doc_index.types import PassageHit
+from engines.documents import Grounding
 
 CODE_REPLY = (
     "Here you go:\n\n"
@@ -137,3 +140,76 @@ def test_suggested_filename(chat) -> None:
     bad = type(conversation)(**{**conversation.__dict__, "title": 'a/b:c*?"<>|. '})
     name = suggested_filename(bad, ".json")
     assert name.endswith(".json") and not any(ch in name for ch in '/:*?"<>|')
+
+
+# ---- a grounded reply's sources ----------------------------------------------------------------------------------
+
+
+def _hit(path: str, page: int | None, text: str, score: float, similarity: float) -> PassageHit:
+    return PassageHit(passage_id=1, path=path, page=page, start=4, end=4 + len(text), text=text, score=score,
+                      similarity=similarity)
+
+
+@pytest.fixture
+def grounded_chat(tmp_path: Path):
+    """Three replies: grounded in two passages, not grounded at all, and grounded with nothing relevant found."""
+    home = tmp_path / "home" / "ann"
+    with ChatStore(tmp_path / "chat.sqlite3") as store:
+        conv = store.create_conversation("Tax deadline")
+        store.add_message(conv.id, "user", "When is the deadline?")
+        grounded = store.begin_reply(conv.id)
+        save_sources(store, grounded, 1, "Tax *papers*", Grounding("system", (
+            _hit(str(home / "Documents" / "forms_2025.pdf"), 2, "The deadline is 31 May.", 0.016393, 0.6149),
+            _hit(str(home / "Documents" / "office.txt"), None, "Forms go to the office.", 0.0161, 0.4)), "excerpts"))
+        store.finish_reply(grounded, "31 May [1].", "complete", {"completion_tokens": 5})
+        store.add_message(conv.id, "user", "Thanks!")
+        plain = store.begin_reply(conv.id)
+        store.finish_reply(plain, "You're welcome.", "complete")
+        store.add_message(conv.id, "user", "And the garden?")
+        nothing = store.begin_reply(conv.id)
+        save_sources(store, nothing, 1, "Tax *papers*", Grounding(
+            "system", (), "nothing", "Nothing relevant was found in 'Tax *papers*': the closest has a similarity of "
+                                     "0.12."))
+        store.finish_reply(nothing, "I do not know.", "complete")
+        yield store.get_conversation(conv.id), store.messages(conv.id), sources_in(store, conv.id), home
+
+
+def test_markdown_lists_a_grounded_replys_sources_under_it_by_file_name(grounded_chat) -> None:
+    conversation, messages, sources, home = grounded_chat
+    md = export_markdown(conversation, messages, None, None, sources)
+    sources_block = ("31 May [1].\n\n"
+                     "*Sources from 'Tax \\*papers\\*':*\n\n"
+                     "- [1] forms\\_2025.pdf, page 2 · score 0.0164 · similarity 0.61\n"
+                     "- [2] office.txt · score 0.0161 · similarity 0.40\n\n"
+                     "**You**\n\nThanks!\n\n")
+    nothing_block = ("I do not know.\n\n"
+                     "*Nothing relevant was found in 'Tax \\*papers\\*': the closest has a similarity of 0.12.*\n")
+    assert sources_block in md
+    assert md.endswith(nothing_block)
+    assert str(home) not in md and "Documents" not in md  # the file's name only, never the folders of the home
+    assert "The deadline is 31 May." not in md  # passages are not inlined
+    # Everything else is exactly what an export without sources writes.
+    assert md.replace(sources_block, "31 May [1].\n\n**You**\n\nThanks!\n\n").replace(
+        nothing_block, "I do not know.\n") == export_markdown(conversation, messages)
+
+
+def test_json_keeps_every_stored_field_of_a_grounded_replys_sources(grounded_chat) -> None:
+    conversation, messages, sources, home = grounded_chat
+    data = json.loads(export_json(conversation, messages, None, None, sources))
+    grounded, plain, nothing = data["messages"][1], data["messages"][3], data["messages"][5]
+    assert grounded["sources_from"] == {"collection": "Tax *papers*", "mode": "excerpts", "notice": None}
+    assert grounded["sources"] == [
+        {"number": 1, "path": str(home / "Documents" / "forms_2025.pdf"), "page": 2, "start": 4, "end": 27,
+         "score": 0.016393, "similarity": 0.6149, "text": "The deadline is 31 May."},
+        {"number": 2, "path": str(home / "Documents" / "office.txt"), "page": None, "start": 4, "end": 27,
+         "score": 0.0161, "similarity": 0.4, "text": "Forms go to the office."}]
+    assert nothing["sources_from"] == {
+        "collection": "Tax *papers*", "mode": "nothing",
+        "notice": "Nothing relevant was found in 'Tax *papers*': the closest has a similarity of 0.12."}
+    assert nothing["sources"] == []
+    assert set(plain) == {"role", "content", "status", "created_at", "stats"}  # not grounded: exactly as before
+    before = json.loads(export_json(conversation, messages))
+    for message in data["messages"]:
+        message.pop("sources", None)
+        message.pop("sources_from", None)
+    assert data == before

@@ -104,5 +104,14 @@ def test_an_attached_collection_grounds_the_answer_and_its_sources_are_listed_op
         reopened = page.view.toPlainText()
         assert "Sources from 'Harbour' (the whole collection was given to the model)" in reopened
         assert nothing.notice in reopened
+
+        from PySide6.QtWidgets import QFileDialog
+
+        exported = tmp_path / "grounded.md"  # the export keeps them too (engines.chat.export)
+        monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(exported), ""))
+        page._export(conversation, "md")
+        assert ("*Sources from 'Harbour' (the whole collection was given to the model):*\n\n"
+                f"- [1] harbour.txt · score {first.score:.4f} · similarity {first.similarity:.2f}\n"
+                in exported.read_text(encoding="utf-8"))
     finally:
         win.close()

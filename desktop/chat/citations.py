@@ -16,10 +16,10 @@ import os
 import shutil
 import sys
 from html import escape
-from pathlib import Path
+
+from engines.chat.citations import nothing_found, scores_text, sources_heading, where
 
 CITE_SCHEME = "atelier-source:"
-WHOLE_COLLECTION = "the whole collection was given to the model"
 
 
 def source_href(message_key: str, number: int, action: str) -> str:
@@ -38,27 +38,20 @@ def parse_source_href(href: str) -> tuple[str, str, int] | None:
         return None
 
 
-def where(citation) -> str:
-    """``notes.md, page 2``: the file's name, and its page for a PDF."""
-    return Path(citation.path).name + (f", page {citation.page}" if citation.page else "")
-
-
 def render_sources(sources, message_key: str, theme) -> str:
     """The sources block of one reply (an engines.chat.citations.ReplySources), Qt rich text."""
     t = theme
     if not sources.citations:
-        text = sources.notice or f"Nothing relevant was found in '{sources.collection}'."
         return (f'<p style="margin-top:6px; margin-bottom:0px; font-size:small; color:{t.warning};">'
-                f'{escape(text, quote=False)}</p>')
-    whole = f" ({WHOLE_COLLECTION})" if sources.mode == "full_text" else ""
+                f'{escape(nothing_found(sources), quote=False)}</p>')
     lines = [f'<p style="margin-top:8px; margin-bottom:2px; font-size:small; font-weight:600; color:{t.muted};">'
-             f"Sources from '{escape(sources.collection)}'{escape(whole)}</p>"]
+             f"{escape(sources_heading(sources), quote=False)}</p>"]
     for citation in sources.citations:
         lines.append(
             f'<p style="margin-top:0px; margin-bottom:1px; font-size:small; color:{t.muted};">[{citation.number}] '
             f'<a href="{source_href(message_key, citation.number, "open")}" style="color:{t.link};" '
             f'title="{escape(citation.path)}">{escape(where(citation))}</a>'
-            f" · score {citation.score:.4f} · similarity {citation.similarity:.2f} · "
+            f" · {scores_text(citation)} · "
             f'<a href="{source_href(message_key, citation.number, "passage")}" style="color:{t.link};">passage</a>'
             "</p>")
     if sources.notice:

@@ -41,6 +41,7 @@ from desktop.widgets.labels import banner_label
 from desktop.workers.background import run_in_background, serial_pool
 from engines.api import SamplingParams
 from engines.byte_sizes import format_bytes
+from engines.chat.citations import sources_in
 from engines.chat.errors import ChatNotFound, ChatStoreError
 from engines.chat.export import calls_for_export, export_json, export_markdown, suggested_filename, write_export
 from engines.errors import EngineError
@@ -300,7 +301,8 @@ class ChatPage(QWidget):
             return
         messages, images = c.store.messages(conversation_id), c.store.images_of(conversation_id)
         export = export_markdown if kind == "md" else export_json
-        text = export(conversation, messages, images, calls_for_export(c.store, conversation_id))
+        text = export(conversation, messages, images, calls_for_export(c.store, conversation_id),
+                      sources_in(c.store, conversation_id))
         try:
             write_export(path, text)
         except OSError as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from engines.chat.store import ChatStore
 
@@ -41,6 +42,30 @@ class ReplySources:
     mode: str
     notice: str | None
     citations: tuple[SavedCitation, ...]
+
+
+WHOLE_COLLECTION = "the whole collection was given to the model"
+
+
+def where(citation: SavedCitation) -> str:
+    """``notes.md, page 2``: the file's name, and its page for a PDF (never the folders above it)."""
+    return Path(citation.path).name + (f", page {citation.page}" if citation.page else "")
+
+
+def scores_text(citation: SavedCitation) -> str:
+    """``score 0.0164 · similarity 0.62``, as the chat shows them and the Markdown export writes them."""
+    return f"score {citation.score:.4f} · similarity {citation.similarity:.2f}"
+
+
+def sources_heading(sources: ReplySources) -> str:
+    """``Sources from 'Taxes'``, saying so when the whole collection was given instead of excerpts."""
+    whole = f" ({WHOLE_COLLECTION})" if sources.mode == "full_text" else ""
+    return f"Sources from '{sources.collection}'{whole}"
+
+
+def nothing_found(sources: ReplySources) -> str:
+    """What is shown instead of a list when no passage was given to the model."""
+    return sources.notice or f"Nothing relevant was found in '{sources.collection}'."
 
 
 def _has_tables(store: ChatStore) -> bool:

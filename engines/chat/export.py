@@ -20,7 +20,11 @@ keys, and a breaking change bumps ``version``::
          "images": [{"media_type": "image/png", "data": "<base64>"}],  # only when the message has any
          "tool_calls": [{"id": "...", "round": 1, "server": "time", "tool": "get_current_time",
                          "arguments": {...}, "status": "done" | "error" | "refused" | "invalid" | ...,
-                         "result": "...", "text": "..."}]}  # only when the reply called tools
+                         "result": "...", "text": "..."}],  # only when the reply called tools
+         "sources_from": {"collection": "...", "mode": "excerpts" | "full_text" | "nothing",
+                          "notice": "..." | null},  # only for a reply grounded in documents
+         "sources": [{"number": 1, "path": "...", "page": 2 | null, "start": 0, "end": 120,
+                      "score": 0.0164, "similarity": 0.62, "text": "..."}]}  # the same replies; [] if none found
       ]
     }
 
@@ -29,6 +33,12 @@ the JSON as base64, in the Markdown as ``data:`` images, so an exported
 chat is whole in one file. The tools a reply called (engines.chat.tool_log)
 come before its answer, as they happened: in the Markdown each call's
 arguments and result in fenced blocks, in the JSON as ``tool_calls``.
+
+A reply grounded in documents (engines.chat.citations) keeps where it came
+from: the Markdown lists its sources under the answer as the chat shows
+them (file name and page, score, similarity; never the folders above the
+file nor the passages, which may be long and private), and the JSON keeps
+every stored field of each, passage text included, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ from pathlib import Path
 from typing import Iterable
 
 from engines.api import SamplingParams
+from engines.chat.citations import ReplySources, nothing_found, scores_text, sources_heading, where
 from engines.chat.records import Conversation, StoredMessage
 from engines.storage import atomic_write_text
 
@@ -141,13 +152,39 @@ def _call_data(call) -> dict:
             "arguments": arguments, "status": call.status, "result": call.result, "text": call.text}
 
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|])")
+
+
+def _markdown_text(text: str) -> str:
+    """``text`` (a file or collection name) shown literally: its Markdown punctuation backslash-escaped."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(text.split()))
+
+
+def _sources_markdown(sources: ReplySources) -> list[str]:
+    """The sources under a grounded answer: a heading and one line each, or the notice when none was found."""
+    if not sources.citations:
+        return [f"*{_markdown_text(nothing_found(sources))}*"]
+    items = "\n".join(f"- [{c.number}] {_markdown_text(where(c))} · {scores_text(c)}" for c in sources.citations)
+    parts = [f"*{_markdown_text(sources_heading(sources))}:*", items]
+    if sources.notice:
+        parts.append(f"*{_markdown_text(sources.notice)}*")
+    return parts
+
+
+def _sources_data(sources: ReplySources) -> dict:
+    return {"sources_from": {"collection": sources.collection, "mode": sources.mode, "notice": sources.notice},
+            "sources": [asdict(c) for c in sources.citations]}
+
+
 def export_markdown(conversation: Conversation, messages: Iterable[StoredMessage],
-                    images: dict[int, tuple[bytes, ...]] | None = None, calls: dict[int, list] | None = None) -> str:
+                    images: dict[int, tuple[bytes, ...]] | None = None, calls: dict[int, list] | None = None,
+                    sources: dict[int, ReplySources] | None = None) -> str:
     """The conversation as Markdown; message text (code blocks included) is kept verbatim, images inline.
 
-    ``calls``: a reply's tool calls by message id (:func:`calls_for_export`), shown before its answer.
+    ``calls``: a reply's tool calls by message id (:func:`calls_for_export`), shown before its answer;
+    ``sources``: a grounded reply's sources by message id (engines.chat.citations.sources_in), listed under it.
     """
-    images, calls = images or {}, calls or {}
+    images, calls, sources = images or {}, calls or {}, sources or {}
     title = " ".join(conversation.title.split()) or "Untitled chat"
     parts = [f"# {title}"]
     meta = [f"Started {datetime.fromtimestamp(conversation.created_at).strftime('%Y-%m-%d %H:%M')}"]
@@ -167,6 +204,8 @@ def export_markdown(conversation: Conversation, messages: Iterable[StoredMessage
             content += "\n" + fence
         if content.strip():
             parts.append(content)
+        if message.id in sources:
+            parts += _sources_markdown(sources[message.id])
         notes = [_STATUS_NOTES[message.status]] if message.status in _STATUS_NOTES else []
         if message.notice:
             notes.append(message.notice)
@@ -176,10 +215,11 @@ def export_markdown(conversation: Conversation, messages: Iterable[StoredMessage
 
 
 def export_data(conversation: Conversation, messages: Iterable[StoredMessage],
-                images: dict[int, tuple[bytes, ...]] | None = None, calls: dict[int, list] | None = None) -> dict:
+                images: dict[int, tuple[bytes, ...]] | None = None, calls: dict[int, list] | None = None,
+                sources: dict[int, ReplySources] | None = None) -> dict:
     """The JSON export as plain data (see the module docstring for the layout)."""
     sampling = conversation.sampling or SamplingParams()
-    images, calls = images or {}, calls or {}
+    images, calls, sources = images or {}, calls or {}, sources or {}
     return {
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
@@ -198,6 +238,7 @@ def export_data(conversation: Conversation, messages: Iterable[StoredMessage],
                 **({"images": [{"media_type": media_type(data), "data": base64.b64encode(data).decode("ascii")}
                                for data in images[m.id]]} if images.get(m.id) else {}),
                 **({"tool_calls": [_call_data(call) for call in calls[m.id]]} if calls.get(m.id) else {}),
+                **(_sources_data(sources[m.id]) if m.id in sources else {}),
             }
             for m in messages
         ],
@@ -205,9 +246,10 @@ def export_data(conversation: Conversation, messages: Iterable[StoredMessage],
 
 
 def export_json(conversation: Conversation, messages: Iterable[StoredMessage],
-                images: dict[int, tuple[bytes, ...]] | None = None, calls: dict[int, list] | None = None) -> str:
+                images: dict[int, tuple[bytes, ...]] | None = None, calls: dict[int, list] | None = None,
+                sources: dict[int, ReplySources] | None = None) -> str:
     """The conversation as JSON text: UTF-8 friendly, indented, keys in a fixed order."""
-    data = export_data(conversation, messages, images, calls)
+    data = export_data(conversation, messages, images, calls, sources)
     return json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n"
 
 
