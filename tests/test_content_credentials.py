@@ -106,6 +106,12 @@ def test_the_loras_of_a_request_are_named(tmp_path):
     assert created["description"] == "Text to image, 4 steps, with LoRA ink (0.8), film (1)"
 
 
+def test_a_one_step_image_says_one_step():
+    """A Turbo image has one step; its credentials (and every line that shows a request) say "1 step"."""
+    request = ImageRequest("a lighthouse", width=64, height=64, steps=1, guidance=0.0, seed=1)
+    assert Provenance.of_request(request, "sd-turbo").description == "Text to image, 1 step"
+
+
 def test_an_edit_says_what_was_done_to_the_original(tmp_path):
     signed = CredentialsSigner(tmp_path).sign(
         generated_png(), Provenance("RealESRGAN x4", source=source_png(), edit="Upscaled 4× with RealESRGAN x4"))

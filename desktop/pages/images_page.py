@@ -45,6 +45,7 @@ from desktop.pages.images_controller import ImagesController
 from desktop.widgets.labels import banner_label
 from desktop.workers.image_worker import CANCELLED, ENGINE_NAME, ImageWorker
 from engines.byte_sizes import format_bytes
+from engines.diffusion.types import steps_words
 from engines.errors import ErrorKind
 from engines.workspace import Workspace
 
@@ -438,7 +439,7 @@ class ImagesPage(QWidget):
         self._shown_id = entry.id
         self.view.show_file(entry.path)
         guidance = f"{entry.guidance:g}"
-        self.seed_line.setText(f"Seed {entry.seed}  ·  {entry.width}×{entry.height} · {entry.steps} steps · "
+        self.seed_line.setText(f"Seed {entry.seed}  ·  {entry.width}×{entry.height} · {steps_words(entry.steps)} · "
                                f"{entry.scheduler} · CFG {guidance}")
         if self.credentials_line.image_id != entry.id:
             self.credentials_line.show_pending(entry.id)

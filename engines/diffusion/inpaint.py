@@ -35,6 +35,7 @@ import math
 from dataclasses import dataclass
 
 from engines.diffusion.init_image import INIT_IMAGE_FORMATS, check_init_image, decode_upright
+from engines.diffusion.types import steps_words
 from engines.errors import EngineError, ErrorKind
 
 MASK_BLUR = 4  # pixels of feather inside the mask's edge (A1111's "Mask blur")
@@ -205,4 +206,4 @@ def describe(request) -> str:
     if any(request.outpaint):
         sides = ", ".join(f"{value} px {side}" for side, value in zip(OUTPAINT_SIDES, request.outpaint) if value)
         parts.append(f"outpainted {sides}" if parts else f"Outpainted {sides}")
-    return f"{' and '.join(parts)} (strength {request.strength:g}), {request.steps} steps"
+    return f"{' and '.join(parts)} (strength {request.strength:g}), {steps_words(request.steps)}"

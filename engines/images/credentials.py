@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from engines.diffusion.types import steps_words
 from engines.images.signing_identity import SigningIdentity, load_or_create_identity
 
 IPTC = "http://cv.iptc.org/newscodes/digitalsourcetype/"
@@ -74,9 +75,9 @@ class Provenance:
 
             return cls(model=model, source=request.init_image, edit=describe(request) + _lora_words(request))
         if request.init_image is not None:
-            how = f"Image to image (strength {request.strength:g}), {request.steps} steps"
+            how = f"Image to image (strength {request.strength:g}), {steps_words(request.steps)}"
         else:
-            how = f"Text to image, {request.steps} steps"
+            how = f"Text to image, {steps_words(request.steps)}"
         return cls(model=model, source=request.init_image, description=how + _lora_words(request))
 
 

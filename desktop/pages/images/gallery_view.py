@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engines.diffusion.types import steps_words
 from engines.library.upscaler_choice import default_option
 
 THUMB = 96
@@ -245,7 +246,7 @@ class GalleryView(QWidget):
         item.setData(ID_ROLE, entry.id)
         item.setSizeHint(QSize(THUMB + 8, THUMB + 8))
         prompt = entry.prompt if len(entry.prompt) <= 120 else entry.prompt[:117] + "…"
-        item.setToolTip(f"{prompt}\nSeed {entry.seed} · {entry.width}×{entry.height} · {entry.steps} steps · "
+        item.setToolTip(f"{prompt}\nSeed {entry.seed} · {entry.width}×{entry.height} · {steps_words(entry.steps)} · "
                         f"{entry.scheduler} · {entry.model}")
         self._paths[entry.id] = entry.path
         self._items[entry.id] = item
