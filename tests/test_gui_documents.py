@@ -180,7 +180,7 @@ def test_the_progress_line_and_the_file_names_say_where_a_run_is():
     assert progress_words(early) == "4 of 4270 files · 2 passages · 3 skipped · last read README"  # no guess yet
     later = IndexProgress(4270, files_done=400, passages_done=900, current="/d/bash/INSTALL.md", seconds_left=4000,
                           last=IndexFileResult("/d/bash/INSTALL.md", "partial"))
-    assert progress_words(later) == "400 of 4270 files · 900 passages · about 67 min left · reading INSTALL.md"
+    assert progress_words(later) == "400 of 4270 files · 900 passages · about 1 h 07 min left · reading INSTALL.md"
     assert shown_name("/d/adduser/README", ["/x", "/d/"]) == "adduser/README"
     assert shown_name("/elsewhere/a.pdf", ["/d"]) == "a.pdf"
     assert detail_of({"state": "partial", "passages": 12, "pages": 40, "note": "", "reason": ""}) == (

@@ -9,6 +9,7 @@ from desktop.cli_contract import EXIT_FAILED, CliError
 from desktop.cli_output import clean, print_json
 from desktop.commands.models import resolve
 from engines.byte_sizes import format_bytes
+from engines.durations import format_duration
 from engines.errors import EngineError
 from engines.kv_cache import CACHE_TYPES
 from engines.library.service import ModelLibrary
@@ -221,7 +222,7 @@ def _bar(job) -> None:
     total = job.bytes_total or 0
     share = job.bytes_done / total if total else 0.0
     filled = int(30 * share)
-    eta = f"{int(job.eta_s)}s left" if job.eta_s else ""
+    eta = f"{format_duration(job.eta_s, precise=True)} left" if job.eta_s else ""
     line = f"\r{clean(job.name)[:30]:<30} [{'#' * filled}{'.' * (30 - filled)}] {share * 100:5.1f}% " \
            f"{format_bytes(job.bytes_done)}/{format_bytes(total) if total else '?'} {format_bytes(job.speed_bps)}/s {eta}   "
     sys.stderr.write(line)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from engines.byte_sizes import format_bytes
+from engines.durations import format_duration
 from engines.errors import EngineError
 from engines.library.catalog import CatalogEntry
 from engines.machine.fit import FitVerdict
@@ -46,7 +47,7 @@ class DownloadTime:
         """"about 3 min at your last download's speed (12 MB/s)"."""
         rate = f"{format_bytes(self.rate)}/s"
         basis = f"at your last download's speed ({rate})" if self.measured else f"at a typical 50 Mbit/s connection ({rate})"
-        return f"about {_duration(self.seconds)} {basis}"
+        return f"about {format_duration(self.seconds)} {basis}"
 
 
 @dataclass(frozen=True)
@@ -237,14 +238,3 @@ class Advisor:
         except OSError as exc:
             log.warning("could not read the measured speeds: %s", exc)
             return default
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(1, int(round(seconds)))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes = round(seconds / 60)
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from engines.byte_sizes import format_bytes
+from engines.durations import format_duration
 
 # llama.cpp's decode reads the weights at this share of the bandwidth that numpy's copy measures.
 # Calibrated on Gemma 3 270M Q4_K_M with 2 threads on the README's benchmark machine: 82 tokens/s
@@ -82,8 +83,7 @@ def format_speed(value: float, unit: Unit) -> str:
         return f"{seconds:.1f} s per image"
     if seconds < 90:
         return f"{seconds:.0f} s per image"
-    minutes, rest = divmod(int(round(seconds)), 60)
-    return f"{minutes} min {rest:02d} s per image" if rest else f"{minutes} min per image"
+    return f"{format_duration(seconds, precise=True)} per image"
 
 
 def format_speed_short(value: float, unit: Unit) -> str:

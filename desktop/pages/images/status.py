@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
+from engines.durations import format_duration
+
 BACKEND_NAMES = {"torch": "PyTorch", "onnx": "ONNX Runtime"}
-
-
-def format_eta(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds} s left"
-    return f"{seconds // 60} min {seconds % 60:02d} s left"
 
 
 def format_step(event) -> str:
@@ -20,7 +13,7 @@ def format_step(event) -> str:
     if event.batch_count > 1:
         parts.append(f"image {event.image_index + 1}/{event.batch_count}")
     if event.eta_s is not None and event.step > 1:
-        parts.append(format_eta(event.eta_s))
+        parts.append(f"{format_duration(event.eta_s, precise=True)} left")
     return " · ".join(parts)
 
 

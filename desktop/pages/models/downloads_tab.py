@@ -22,10 +22,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.pages.models.verdict_view import fmt_eta, fmt_speed
+from desktop.pages.models.verdict_view import fmt_speed
 from desktop.widgets.labels import banner_label
 from desktop.widgets.scroll_area import scroll_area, transparent_body
 from engines.byte_sizes import format_bytes
+from engines.durations import format_duration
 from engines.errors import EngineError
 from engines.library.download.queue import DownloadJob, DownloadQueue
 
@@ -140,7 +141,7 @@ class JobRow(QFrame):
         if job.state == "running":
             parts.append(fmt_speed(job.speed_bps))
             if job.eta_s is not None:
-                parts.append(f"{fmt_eta(job.eta_s)} left")
+                parts.append(f"{format_duration(job.eta_s, precise=True)} left")
         elif job.state == "completed":
             parts.append("installed")
         if elsewhere:

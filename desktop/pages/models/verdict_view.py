@@ -56,17 +56,6 @@ def fmt_parameters(n: int) -> str:
     return f"{n / 1e6:.0f} M parameters"
 
 
-def fmt_eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-
-
 def fmt_speed(bps: float) -> str:
     return f"{format_bytes(bps)}/s" if bps > 0 else "—"
 

@@ -24,22 +24,13 @@ from PySide6.QtCore import QModelIndex, Qt
 
 from desktop.widgets.list_table import DISPLAY, ListTableModel
 from engines.byte_sizes import format_bytes
+from engines.durations import format_duration
 
 TOOLTIP = int(Qt.ItemDataRole.ToolTipRole.value)
 ALIGNMENT = int(Qt.ItemDataRole.TextAlignmentRole.value)
 RIGHT = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
 IMAGE_ENGINES = ("diffusers", "onnxruntime")
 STATES = {"loading": "Loading…", "idle": "Idle", "busy": "Working", "stopping": "Unloading…"}
-
-
-def duration_words(seconds: float) -> str:
-    """A short, human duration: "4 s", "3 min", "2 h 5 min"."""
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
 def kind_of(engine: str, spec) -> str:
@@ -148,7 +139,7 @@ class LoadedModelsTable(_RowsModel):
                 f"~{format_bytes(model.estimated_bytes)}" if model.estimated_bytes else "—")
             if model.measured_vram_bytes:
                 memory_words += f" + {format_bytes(model.measured_vram_bytes)} GPU"
-            idle = duration_words(model.idle_s) if model.state == "idle" else "—"
+            idle = format_duration(model.idle_s) if model.state == "idle" else "—"
             tooltip = (f"{self._names[key]} ({model.name})\nProcess {model.pid or '—'}; memory measured after "
                        "each request (~: estimated before loading)")
             cells = (self._names[key], kind_of(model.engine, model.spec), STATES.get(model.state, model.state),
@@ -170,11 +161,11 @@ class QueueTable(_RowsModel):
         rows = []
         for work in state.running:
             rows.append((work.ticket_id, (client_words(work.client), self._name_of(work.model), "Running",
-                                          duration_words(work.waiting_s)), None, work))
+                                          format_duration(work.waiting_s)), None, work))
         for position, work in enumerate(state.queued, start=1):
             rows.append((work.ticket_id, (client_words(work.client), self._name_of(work.model),
                                           f"Waiting ({position} of {len(state.queued)})",
-                                          duration_words(work.waiting_s)), None, work))
+                                          format_duration(work.waiting_s)), None, work))
         return self._replace(rows)
 
 
