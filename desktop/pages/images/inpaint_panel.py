@@ -46,7 +46,7 @@ class InpaintPanel(QWidget):
         note.setObjectName("Muted")
         note.setWordWrap(True)
         self.inpaint_button = QPushButton("Inpaint")
-        self.inpaint_button.setObjectName("PrimaryButton")
+        self.inpaint_button.setObjectName("Primary")
         self.inpaint_button.setToolTip("Repaint the masked area and the outpaint margins (uses the prompt and "
                                        "the settings on the left)")
         self.inpaint_button.clicked.connect(self.inpaint_requested)
