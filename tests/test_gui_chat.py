@@ -3,37 +3,11 @@
 import pytest
 from PySide6.QtCore import QTimer
 
-from engines.library.installed import InstalledModel
 from engines.workspace import open_workspace
+from tests.fixtures.chat_window import chat_host, window, workspace  # noqa: F401  (the window on a FakeHost)
 from tests.fixtures.fake_host import FakeHost
 
 pytestmark = pytest.mark.gui
-
-
-@pytest.fixture
-def workspace(tmp_path):
-    ws = open_workspace()
-    model = ws.models.add(InstalledModel("local/fake", "Fake model", str(tmp_path / "fake.gguf"), 1000, "llama_cpp", "gguf", "import"))
-    ws.settings.last_model_id = model.id
-    return ws
-
-
-@pytest.fixture
-def window(qtbot, workspace, monkeypatch):
-    from desktop.main_window import MainWindow
-    from desktop.pages.chat_controller import ChatController
-
-    # The Models page has tests of its own; building it here would only add its work to every chat test.
-    monkeypatch.setattr(MainWindow, "ensure_models_page", lambda self: None)
-
-    host = FakeHost()
-    controller = ChatController(workspace, host=host)
-    win = MainWindow(workspace, controller)
-    qtbot.addWidget(win)
-    win.show()
-    win.host = host
-    yield win
-    win.close()
 
 
 def send(qtbot, window, text):

@@ -22,6 +22,7 @@ from engines.library.installed import InstalledModel
 from engines.tools.loop import REFUSED_RESULT
 from engines.tools.servers import ToolServer, ToolServers
 from engines.workspace import open_workspace
+from tests.fixtures.chat_window import window, workspace  # noqa: F401  (on this module's chat_host)
 from tests.fixtures.fake_host import FakeHost
 from tests.fixtures.mcp_servers import bad_server_command, time_server_command
 from tests.fixtures.scripted_model import calls_step
@@ -46,28 +47,9 @@ class StepsHost(FakeHost):
 
 
 @pytest.fixture
-def workspace(tmp_path):
-    ws = open_workspace()
-    model = ws.models.add(InstalledModel("local/fake", "Fake model", str(tmp_path / "fake.gguf"), 1000, "llama_cpp",
-                                         "gguf", "import"))
-    ws.settings.last_model_id = model.id
-    return ws
-
-
-@pytest.fixture
-def window(qtbot, workspace, monkeypatch):
-    from desktop.main_window import MainWindow
-    from desktop.pages.chat_controller import ChatController
-
-    monkeypatch.setattr(MainWindow, "ensure_models_page", lambda self: None)
-    host = StepsHost()
-    controller = ChatController(workspace, host=host)
-    win = MainWindow(workspace, controller)
-    qtbot.addWidget(win)
-    win.show()
-    win.host = host
-    yield win
-    win.close()
+def chat_host():
+    """The window of tests/fixtures/chat_window.py, on the host that writes the tool loop's steps."""
+    return StepsHost()
 
 
 def add_time_server(workspace):

@@ -15,16 +15,8 @@ from dataclasses import replace
 import pytest
 
 from desktop.chat.chat_tools import JSON_WITH_TOOLS
-from tests.test_gui_tools import (  # noqa: F401  (fixtures and helpers of the tools window tests)
-    StepsHost,
-    add_time_server,
-    answer_dialog,
-    reply_calls,
-    send,
-    switch_on,
-    wait_done,
-    workspace,
-)
+from tests.fixtures.chat_window import window, workspace  # noqa: F401  (on this module's chat_host)
+from tests.test_gui_tools import StepsHost, add_time_server, answer_dialog, reply_calls, send, switch_on, wait_done
 
 pytestmark = pytest.mark.gui
 
@@ -39,19 +31,9 @@ class HermesHost(StepsHost):
 
 
 @pytest.fixture
-def window(qtbot, workspace, monkeypatch):  # noqa: F811
-    from desktop.main_window import MainWindow
-    from desktop.pages.chat_controller import ChatController
-
-    monkeypatch.setattr(MainWindow, "ensure_models_page", lambda self: None)
-    host = HermesHost()
-    controller = ChatController(workspace, host=host)
-    win = MainWindow(workspace, controller)
-    qtbot.addWidget(win)
-    win.show()
-    win.host = host
-    yield win
-    win.close()
+def chat_host():
+    """The window of tests/fixtures/chat_window.py, on the scripted host with a Hermes template."""
+    return HermesHost()
 
 
 def test_the_model_s_own_format_is_named_required_is_sent_and_the_call_runs(qtbot, window):
