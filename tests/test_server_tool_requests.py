@@ -13,10 +13,13 @@ import json
 
 import pytest
 
-from engines.api import FinishedEvent, TextResult, TokenEvent
+from engines.api import FinishedEvent, ModelInfo, TextResult, TokenEvent
+from engines.scheduler.work import Ticket
+from engines.server import ApiServer, ServerConfig
+from engines.server.directory import ServedModel
 from engines.server.openai_text import _event_bytes, _Reply
 from engines.server.tool_calls import ReplyReader, ToolOffer
-from tests.fixtures.api_server import start_server
+from tests.fixtures.api_server import TOKEN, RunningServer, start_server
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}}
@@ -189,3 +192,105 @@ def test_without_tools_offered_every_token_is_text():
     assert ReplyReader.for_offer(offer, "hermes").mode == "plain"
     chunks = _streamed(ReplyReader.for_offer(offer, "hermes"), text)
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == text
+
+
+# ---- the real server and clients over a scripted model ---------------------------------------------
+
+
+class _ScriptedScheduler:
+    """The scheduler as the server sees it, over a model that writes the given replies (Hermes syntax).
+
+    Random weights never write text before a call, or a broken call: these replies are what a real
+    Qwen could write, streamed three characters per token through real tickets.
+    """
+
+    def __init__(self) -> None:
+        self.replies: list[str] = []
+        self.info = ModelInfo("/m.gguf", "qwen2", "Scripted", 4096, 4096, 1, 0, "qwen", "gguf", False,
+                              tools_in_template=True, tool_format="hermes")
+
+    def normalise(self, work):
+        return work
+
+    def model_info(self, key):
+        return self.info
+
+    def submit(self, work, client, bounded=True):
+        ticket = Ticket(work, client, self)
+        ticket.model_info = self.info
+        text = self.replies.pop(0)
+        for start in range(0, len(text), 3):
+            ticket._push(TokenEvent(text[start:start + 3]))
+        ticket._push(FinishedEvent(_result(text)))
+        ticket._finish()
+        return ticket
+
+    def _cancel(self, ticket) -> None:
+        pass
+
+
+class _OneModel:
+    def find(self, name, kind):
+        return ServedModel("local/scripted", "chat", "llama_cpp", "spec")
+
+    def listed(self):
+        return [self.find("", "chat")]
+
+
+@pytest.fixture(scope="module")
+def scripted():
+    scheduler = _ScriptedScheduler()
+    server = ApiServer(scheduler, _OneModel(), config=ServerConfig(port=0, token=TOKEN))
+    server.start()
+    yield RunningServer(server, scheduler, None)
+    server.stop()
+
+
+SPOKEN_CALL = 'Let me look.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+BROKEN_CALL = 'Adding.<tool_call>{"name": "get_weather", "arguments": {"city": "Paris",}}</tool_call>'
+
+
+def test_openai_text_then_a_call_streams_the_text_only_then_the_call(scripted):
+    scripted.scheduler.replies = [SPOKEN_CALL, SPOKEN_CALL]
+    options = dict(model="scripted", messages=ASK, tools=[TOOL])
+    chunks = list(scripted.openai().chat.completions.create(**options, stream=True))
+    deltas = [c.choices[0].delta for c in chunks]
+    assert "".join(d.content or "" for d in deltas) == "Let me look."  # the line break before the call held back
+    [call] = [d.tool_calls[0] for d in deltas if d.tool_calls]
+    assert (call.index, call.type, call.function.name, call.function.arguments) == (
+        0, "function", "get_weather", '{"city":"Paris"}')
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    whole = scripted.openai().chat.completions.create(**options).choices[0]
+    assert (whole.message.content, whole.finish_reason) == ("Let me look.", "tool_calls")
+    assert whole.message.tool_calls[0].function.arguments == '{"city":"Paris"}'
+
+
+def test_anthropic_text_then_a_call_is_a_text_block_then_a_tool_use_block(scripted):
+    scripted.scheduler.replies = [SPOKEN_CALL, SPOKEN_CALL]
+    client = scripted.anthropic()
+    options = dict(model="scripted", max_tokens=50, messages=ASK, tools=[ANTHROPIC_TOOL])
+    events = list(client.messages.create(**options, stream=True))
+    kinds = [(e.type, getattr(e, "index", None)) for e in events]
+    texts = kinds.count(("content_block_delta", 0))
+    assert kinds == ([("message_start", None), ("content_block_start", 0)] + [("content_block_delta", 0)] * texts
+                     + [("content_block_stop", 0), ("content_block_start", 1), ("content_block_delta", 1),
+                        ("content_block_stop", 1), ("message_delta", None), ("message_stop", None)])
+    assert "".join(e.delta.text for e in events if e.type == "content_block_delta" and e.index == 0) == "Let me look."
+    assert events[-2].delta.stop_reason == "tool_use"
+    with client.messages.stream(**options) as stream:
+        final = stream.get_final_message()
+    assert [block.type for block in final.content] == ["text", "tool_use"]
+    assert (final.content[0].text, final.content[1].name, final.content[1].input) == (
+        "Let me look.", "get_weather", {"city": "Paris"})
+    assert final.content[1].id.startswith("toolu_") and final.stop_reason == "tool_use"
+
+
+def test_a_broken_call_comes_back_as_the_model_s_text_on_both_apis(scripted):
+    scripted.scheduler.replies = [BROKEN_CALL, BROKEN_CALL, BROKEN_CALL]
+    whole = scripted.openai().chat.completions.create(model="scripted", messages=ASK, tools=[TOOL]).choices[0]
+    assert (whole.message.content, whole.message.tool_calls, whole.finish_reason) == (BROKEN_CALL, None, "stop")
+    chunks = list(scripted.openai().chat.completions.create(model="scripted", messages=ASK, tools=[TOOL], stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == BROKEN_CALL
+    message = scripted.anthropic().messages.create(model="scripted", max_tokens=50, messages=ASK,
+                                                  tools=[ANTHROPIC_TOOL])
+    assert [(b.type, b.text) for b in message.content] == [("text", BROKEN_CALL)] and message.stop_reason == "end_turn"
