@@ -11,7 +11,9 @@ app. Layout, one job per module:
   ``slow_clients`` bounding request heads;
 - ``openai_text``, ``openai_embeddings``, ``openai_images``,
   ``anthropic_messages``: one API surface each, over ``openai_schema``
-  and ``text_requests``;
+  and ``text_requests``; ``tool_calls`` (tools offered to the model and
+  its calls read back, never run) with ``openai_tools`` and
+  ``anthropic_tools``, each API's wire format for them;
 - ``runner`` (find the model, queue, follow), ``streams`` (a ticket's
   events into the event loop, cancel on disconnect), ``directory`` (which
   models are served and how they load), ``errors`` (each API's error
