@@ -229,7 +229,7 @@ class ReplyReader:
     def end(self, whole: str) -> ReadReply:
         """The reply read to its end; ``whole`` is the engine's text (a plain reply keeps none while it streams).
 
-        A reply that was not streamed is fed whole first.
+        The caller feeds a reply that was not streamed whole first, so both read the same way.
         """
         if self.mode == "plain":
             return ReadReply(whole, "")
