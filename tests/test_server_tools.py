@@ -26,8 +26,15 @@ from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
 
 pytestmark = pytest.mark.slow  # every test here runs llama.cpp end to end
 
-QWEN = (Path(__file__).parent / "fixtures" / "chat_templates" / "Qwen-Qwen2.5-7B-Instruct.jinja").read_text()
+TEMPLATES = Path(__file__).parent / "fixtures" / "chat_templates"
+QWEN = (TEMPLATES / "Qwen-Qwen2.5-7B-Instruct.jinja").read_text()
 QWEN_TOKENS = ["<|im_start|>", "<|im_end|>"]
+# The other two families the chat reads (tests/test_tool_templates.py): their real templates and control tokens.
+OTHERS = {"llama3": ("meta-llama-Llama-3.1-8B-Instruct.jinja",
+                     ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|python_tag|>"]),
+          "mistral": ("mistralai-Mistral-Nemo-Instruct-2407.jinja",
+                      ["[INST]", "[/INST]", "[TOOL_CALLS]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]",
+                       "[TOOL_RESULTS]", "[/TOOL_RESULTS]"])}
 # Enums, a boolean and no extra properties: a call the grammar forces stays short even from random weights.
 WEATHER = {"type": "object", "additionalProperties": False, "required": ["city", "unit"], "properties": {
     "city": {"type": "string", "enum": ["Paris", "Oslo", "Lima"]},
@@ -48,6 +55,9 @@ def served(tmp_path_factory):
     models = {"qwen": write_tiny_llama_gguf(home / "tiny-qwen.gguf", context_length=2048, chat_template=QWEN,
                                             extra_tokens=QWEN_TOKENS),
               "plain": write_tiny_llama_gguf(home / "tiny-plain.gguf", context_length=2048)}
+    for family, (source, specials) in OTHERS.items():
+        models[family] = write_tiny_llama_gguf(home / f"tiny-{family}.gguf", context_length=2048,
+                                               chat_template=(TEMPLATES / source).read_text(), extra_tokens=specials)
     running = start_server(home, models, context_length=2048)
     for model_id in running.ids.values():  # one thread: these models gain nothing from two on a busy box
         running.workspace.settings.load_prefs[model_id] = LoadPrefs(threads=1)
@@ -200,3 +210,15 @@ def test_a_model_without_a_tool_template_calls_through_the_json_fallback(served,
     [sent] = received
     assert sent.tools == () and sent.json_schema["required"] == ["tool_calls"]  # held to the fallback's JSON
     assert sent.messages[0].role == "system" and "- get_weather: The weather in a city." in sent.messages[0].content
+
+
+@pytest.mark.parametrize("family", sorted(OTHERS))
+def test_llama_and_mistral_calls_stream_as_tool_calls_never_as_text(served, family):
+    chunks = list(served.openai().chat.completions.create(
+        model=served.ids[family], messages=ASK, tools=OPENAI_TOOLS[:1], tool_choice="required", max_tokens=160,
+        seed=11, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == ""
+    [call] = _streamed_calls(chunks)
+    assert call["name"] == "get_weather"
+    jsonschema.validate(json.loads(call["arguments"]), WEATHER)
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
