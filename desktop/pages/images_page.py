@@ -45,7 +45,7 @@ from desktop.pages.images_controller import ImagesController
 from desktop.widgets.labels import banner_label
 from desktop.workers.image_worker import CANCELLED, ENGINE_NAME, ImageWorker
 from engines.byte_sizes import format_bytes
-from engines.diffusion.types import steps_words
+from engines.diffusion.request_words import steps_words
 from engines.errors import ErrorKind
 from engines.workspace import Workspace
 

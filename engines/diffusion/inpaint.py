@@ -35,7 +35,7 @@ import math
 from dataclasses import dataclass
 
 from engines.diffusion.init_image import INIT_IMAGE_FORMATS, check_init_image, decode_upright
-from engines.diffusion.types import steps_words
+from engines.diffusion.request_words import steps_words
 from engines.errors import EngineError, ErrorKind
 
 MASK_BLUR = 4  # pixels of feather inside the mask's edge (A1111's "Mask blur")

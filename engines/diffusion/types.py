@@ -26,10 +26,6 @@ SCHEDULER_NAMES: tuple[str, ...] = ("Euler", "Euler a", "DPM++ 2M Karras", "DDIM
 MIN_SIZE, MAX_SIZE = 64, 2048
 MAX_SEED = 2**32 - 1
 
-
-def steps_words(steps: int) -> str:
-    """"1 step", "4 steps": a Turbo image has one, and every line that shows a request says it."""
-    return f"{steps} step" if steps == 1 else f"{steps} steps"
 MAX_BATCH = 16
 MAX_LORAS = 8  # LoRAs applied at once; each is fused into the weights (engines.diffusion.lora)
 MAX_LORA_WEIGHT = 10.0  # a weight beyond ±10 only turns the image to noise

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from engines.diffusion.types import steps_words
+from engines.diffusion.request_words import steps_words
 from engines.images.signing_identity import SigningIdentity, load_or_create_identity
 
 IPTC = "http://cv.iptc.org/newscodes/digitalsourcetype/"

@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engines.diffusion.types import steps_words
+from engines.diffusion.request_words import steps_words
 from engines.library.upscaler_choice import default_option
 
 THUMB = 96
