@@ -23,6 +23,7 @@ from pathlib import Path
 
 from desktop.cli_contract import EXIT_FAILED, EXIT_INTERRUPTED, CliError, exit_code_for
 from desktop.cli_output import clean, print_json
+from engines.durations import format_duration
 from engines.errors import EngineError
 
 
@@ -235,7 +236,7 @@ def run_image(args) -> int:
                 sys.stderr.write("\r\x1b[K")
             _warn(event.message)
         elif isinstance(event, StepEvent) and tty:
-            eta = f", {event.eta_s:.0f} s left" if event.eta_s else ""
+            eta = f", {format_duration(event.eta_s, precise=True)} left" if event.eta_s else ""
             sys.stderr.write(f"\rimage {event.image_index + 1}/{event.batch_count}: "
                              f"step {event.step}/{event.total}{eta}   ")
             sys.stderr.flush()
