@@ -9,12 +9,14 @@ Speed does not depend on the weights' values; similarity does, which is
 why the figure that matters is the sd15 one on a quiet machine.
 
 For each interval N (1 = every step in full) the same request and seed
-run ``ROUNDS`` times, interleaved; the best time counts, and PSNR and SSIM
-(8×8 windows, on the luma) compare the image with N=1's.
+run ``ROUNDS`` times (``--rounds N``: 1 fits a short quiet window),
+interleaved; the best time counts, and PSNR and SSIM (8×8 windows, on the
+luma) compare the image with N=1's.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -61,7 +63,7 @@ def _model(kind: str) -> tuple[Path, dict]:
     return build_tiny_sd(Path(tempfile.mkdtemp()) / "tiny-sd"), dict(width=256, height=256, steps=20, guidance=7.0)
 
 
-def run(kind: str) -> dict:
+def run(kind: str, rounds: int = ROUNDS) -> dict:
     import io
 
     from PIL import Image
@@ -72,10 +74,11 @@ def run(kind: str) -> dict:
     folder, settings = _model(kind)
     engine = TorchDiffusionEngine()
     engine.load(ImageLoadSpec(str(folder), backend="torch", device="cpu", dtype="auto"), lambda e: None)
-    report: dict = {"model": kind, **settings, "dtype": engine.info.dtype, "loadavg_before": round(os.getloadavg()[0], 2)}
+    report: dict = {"model": kind, **settings, "dtype": engine.info.dtype, "rounds": rounds,
+                    "loadavg_before": round(os.getloadavg()[0], 2)}
     images, times = {}, {n: [] for n in INTERVALS}
     engine.generate(ImageRequest("warm-up", seed=0, preview_every=0, **{**settings, "steps": 1}), lambda e: None)
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         for n in INTERVALS:
             request = ImageRequest("a watercolour painting of a lighthouse at dawn", seed=1, deep_cache=n,
                                    preview_every=0, **settings)
@@ -95,9 +98,18 @@ def run(kind: str) -> dict:
     return report
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of rounds, 1 or more, not {text!r}")
+    return int(text)
+
+
 def main(argv: list[str]) -> int:
-    kind = argv[argv.index("--model") + 1] if "--model" in argv else "tiny"
-    report = run(kind)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_deep_cache")
+    parser.add_argument("--model", choices=("tiny", "sd15"), default="tiny")
+    parser.add_argument("--rounds", type=_positive, default=ROUNDS, help=f"interleaved rounds (default {ROUNDS})")
+    args = parser.parse_args(argv)
+    report = run(args.model, args.rounds)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))

@@ -23,14 +23,26 @@ cores, which moves a single run by 2×. So the claim that needs precision
 ``paired_fp32``/``paired_bf16``: one process, the variants interleaved
 round by round, best round each.
 
+Each torch case also reports its **efficiency**: the step's FLOPs
+(counted once per run, :mod:`benchmarks.step_flops`) per second, over the
+best kernel rate of its dtype (:mod:`benchmarks.kernel_rates`), measured
+right before and right after the case in this run (both reported, the
+better one used), since absolute rates move between machines and hours.
+On a CPU without native bf16 (no AVX-512 BF16 or AMX-BF16) PyTorch
+emulates bf16 far slower than fp32, so the bf16 cases are skipped with
+that reason instead of running for an hour.
+
 torch.compile is not measured: compiling the SD UNet with inductor takes
 minutes on 2 cores and needs a C++ compiler at run time, which a packaged
 desktop app cannot count on; it cannot pay off inside this benchmark.
 (The weight packing Atelier does is the part of inductor's CPU "freezing"
 pass that mattered here, done without a compiler.)
 
-Run: ``python -m benchmarks.bench_diffusion`` (all cases), ``--prepare`` (only
-build the cached model and its ONNX copy), ``--case NAME`` (one case).
+Run: ``python -m benchmarks.bench_diffusion`` (all cases; only when
+``uptime`` shows a load below 1.5), ``--prepare`` (only build the cached
+model and its ONNX copy), ``--case NAME`` (one case), ``--smoke`` (seconds:
+the tiny test pipeline at 64², the fp32 and bf16 torch cases with their
+FLOPs and kernel rates, to check the script; its figures mean nothing).
 """
 
 from __future__ import annotations
@@ -42,7 +54,10 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+from benchmarks.kernel_rates import kernel_rates, step_efficiency
 
 CACHE = Path.home() / ".cache" / "atelier-bench"
 MODEL = CACHE / "sd15-random"
@@ -63,6 +78,27 @@ CASES = {
 }
 PAIRED_ROUNDS = 3
 PAIRED_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+KERNEL_REPEATS = 3
+BF16_SKIPPED = ("this CPU has no native bf16 (neither AVX-512 BF16 nor AMX-BF16), so PyTorch would "
+                "emulate it far slower than fp32")
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a run measures: the SD 1.5 architecture, or (``--smoke``) the tiny test pipeline in seconds."""
+
+    label: str
+    model: Path
+    onnx_model: Path
+    size: int
+    steps: int
+    cases: tuple[str, ...]
+    paired: bool
+
+
+FULL = Setup("SD 1.5 architecture, random weights", MODEL, ONNX_MODEL, SIZE, STEPS, tuple(CASES), True)
+SMOKE = Setup("tiny test pipeline (--smoke: checks the script; its figures mean nothing)", CACHE / "tiny-sd-smoke",
+              CACHE / "tiny-sd-smoke-onnx", 64, 3, ("atelier_torch_fp32", "atelier_torch_bf16"), False)
 
 
 def build_sd15_random(folder: Path = MODEL) -> Path:
@@ -104,6 +140,20 @@ def build_sd15_random(folder: Path = MODEL) -> Path:
     pipe.save_pretrained(str(tmp), safe_serialization=True)
     os.replace(tmp, folder)
     return folder
+
+
+def prepare_smoke() -> dict:
+    """Build (once) the tiny test pipeline that ``--smoke`` runs on."""
+    t0 = time.perf_counter()
+    if not (SMOKE.model / "model_index.json").is_file():
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.fixtures.tiny_sd import build_tiny_sd
+
+        CACHE.mkdir(parents=True, exist_ok=True)
+        tmp = SMOKE.model.with_name(SMOKE.model.name + ".partial")
+        build_tiny_sd(tmp)
+        os.replace(tmp, SMOKE.model)
+    return {"build_seconds": round(time.perf_counter() - t0, 1)}
 
 
 def prepare() -> dict:
@@ -212,44 +262,44 @@ def _callback_ms() -> float:
     return round(statistics.median(timings) * 1000, 2)
 
 
-def _atelier(engine_kind: str, dtype: str, speedups: bool) -> tuple[float, float, float]:
+def _atelier(setup: Setup, engine_kind: str, dtype: str, speedups: bool) -> tuple[float, float, float]:
     from engines.diffusion.types import ImageLoadSpec, ImageRequest
 
     if engine_kind == "onnx":
         from engines.diffusion.onnx_engine import OnnxDiffusionEngine
 
-        engine, path = OnnxDiffusionEngine(), ONNX_MODEL
+        engine, path = OnnxDiffusionEngine(), setup.onnx_model
     else:
         from engines.diffusion import torch_engine
 
-        engine, path = torch_engine.TorchDiffusionEngine(), MODEL
+        engine, path = torch_engine.TorchDiffusionEngine(), setup.model
     t0 = time.perf_counter()
     spec = ImageLoadSpec(str(path), backend=engine_kind, device="cpu", dtype=dtype, cpu_speedups=speedups)
     engine.load(spec, lambda e: None)
     load = time.perf_counter() - t0
 
     def once(steps: int):
-        request = ImageRequest(PROMPT, width=SIZE, height=SIZE, steps=steps, guidance=GUIDANCE, seed=1)
+        request = ImageRequest(PROMPT, width=setup.size, height=setup.size, steps=steps, guidance=GUIDANCE, seed=1)
         return engine.generate(request, lambda e: None, None)
 
     once(1)
-    result = once(STEPS)
+    result = once(setup.steps)
     return load, result.seconds_per_step, result.seconds
 
 
-def _estimate_mb(engine_kind: str, dtype: str) -> float:
+def _estimate_mb(setup: Setup, engine_kind: str, dtype: str) -> float:
     """What the fit estimate (engines.machine.image_fit) says this case needs."""
     from engines.machine.hardware import probe
     from engines.machine.image_fit import PipelineShape, estimate_image, folder_weights
 
-    folder = ONNX_MODEL if engine_kind == "onnx" else MODEL
+    folder = setup.onnx_model if engine_kind == "onnx" else setup.model
     weights, file_dtype = folder_weights(folder)
-    need = estimate_image(weights, SIZE, probe(), file_dtype=file_dtype, shape=PipelineShape.from_folder(MODEL),
-                          run_dtype=dtype, runtime=engine_kind)
+    need = estimate_image(weights, setup.size, probe(), file_dtype=file_dtype,
+                          shape=PipelineShape.from_folder(setup.model), run_dtype=dtype, runtime=engine_kind)
     return round(need.total_bytes / 1e6)
 
 
-def run_case(name: str) -> dict:
+def run_case(name: str, setup: Setup = FULL) -> dict:
     if name.startswith("paired_"):
         return paired(name.removeprefix("paired_"))
     from benchmarks.memory_probe import PeakAnonSampler
@@ -257,9 +307,9 @@ def run_case(name: str) -> dict:
     engine_kind, dtype, speedups, _env = CASES[name]
     load_before = os.getloadavg()[0]
     with PeakAnonSampler() as anon:
-        load, per_step, total = _atelier(engine_kind, dtype, speedups)
+        load, per_step, total = _atelier(setup, engine_kind, dtype, speedups)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    estimate = _estimate_mb(engine_kind, dtype)
+    estimate = _estimate_mb(setup, engine_kind, dtype)
     figures = {
         "seconds_per_step": round(per_step, 3),
         "image_seconds": round(total, 2),
@@ -277,35 +327,79 @@ def run_case(name: str) -> dict:
     return figures
 
 
-def _in_subprocess(name: str) -> dict:
+def _in_subprocess(name: str, setup: Setup = FULL) -> dict:
     root = Path(__file__).resolve().parents[1]
     extra = PAIRED_ENV if name.startswith("paired_") else CASES[name][3]
     env = dict(os.environ, **extra)
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_diffusion", "--case", name], cwd=root,
+    smoke = ["--smoke"] if setup is SMOKE else []
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_diffusion", "--case", name, *smoke], cwd=root,
                           capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run() -> dict:
+def _torch_case(name: str, setup: Setup, step_flops: dict[str, float]) -> dict:
+    """One torch case in its own process, with its dtype's kernel rates measured right before and after it."""
+    dtype = CASES[name][1]
+    before = kernel_rates((dtype,), KERNEL_REPEATS)
+    figures = _in_subprocess(name, setup)
+    if "seconds_per_step" in figures:
+        figures["efficiency"] = step_efficiency(step_flops, figures["seconds_per_step"], dtype, before,
+                                                kernel_rates((dtype,), KERNEL_REPEATS))
+    return figures
+
+
+def summary(report: dict) -> list[str]:
+    """One line per case: its seconds per step and, for torch, its efficiency against the best kernel."""
+    lines = []
+    for name, figures in report["cases"].items():
+        if "seconds_per_step" not in figures:
+            lines.append(f"{name}: skipped: {figures['skipped']}" if "skipped" in figures
+                         else f"{name}: error: {figures.get('error')}")
+            continue
+        line = f"{name}: {figures['seconds_per_step']} s/step"
+        e = figures.get("efficiency")
+        if e:
+            rates = (e["kernel_tflops_before"].get(e["best_kernel"]), e["kernel_tflops_after"].get(e["best_kernel"]))
+            line += (f", {e['step_tflop']} TFLOP/step = {e['step_tflops']} TFLOP/s: {e['efficiency_pct']}% of "
+                     f"{e['best_kernel']} at {e['best_kernel_tflops']} TFLOP/s (before {rates[0]}, after "
+                     f"{rates[1]}; {e['efficiency_without_attention_pct']}% counting no attention)")
+        lines.append(line)
+    return lines
+
+
+def run(setup: Setup = FULL) -> dict:
     import torch
 
+    from benchmarks.step_flops import unet_step_flops
     from engines.machine.hardware import probe_cpu
 
-    report: dict = {"model": "SD 1.5 architecture, random weights", "size": f"{SIZE}x{SIZE}", "steps": STEPS,
-                    "guidance": GUIDANCE, "cpu": probe_cpu().name, "threads": torch.get_num_threads(),
-                    "cpu_bf16": [f for f in probe_cpu().features if "BF16" in f or "AMX" in f]}
-    report["prepare"] = prepare()
-    cases = {}
-    for name in CASES:
+    cpu = probe_cpu()
+    report: dict = {"model": setup.label, "size": f"{setup.size}x{setup.size}", "steps": setup.steps,
+                    "guidance": GUIDANCE, "cpu": cpu.name, "threads": torch.get_num_threads(),
+                    "cpu_bf16": [f for f in cpu.features if "BF16" in f or "AMX" in f], "native_bf16": cpu.native_bf16,
+                    "loadavg_before": round(os.getloadavg()[0], 2)}
+    report["prepare"] = prepare_smoke() if setup is SMOKE else prepare()
+    flops = unet_step_flops(setup.model, setup.size, guided=GUIDANCE > 1)
+    report["step_flops"] = {"tflop": round(flops["total"] / 1e12, 4),
+                            "attention_tflop": round(flops["attention"] / 1e12, 4),
+                            "counted": "torch.utils.flop_counter on the UNet built on the meta device, batch 2"}
+    cases = report["cases"] = {}
+    for name in setup.cases:
+        engine_kind, dtype = CASES[name][:2]
         print(f"== {name}", file=sys.stderr, flush=True)
-        cases[name] = _in_subprocess(name)
+        if dtype == "bf16" and not cpu.native_bf16:
+            cases[name] = {"skipped": BF16_SKIPPED}
+        elif engine_kind == "torch":
+            cases[name] = _torch_case(name, setup, flops)
+        else:
+            cases[name] = _in_subprocess(name, setup)
         print(json.dumps(cases[name]), file=sys.stderr, flush=True)
-    report["cases"] = cases
-    for dtype in ("fp32", "bf16"):
+    for dtype in ("fp32", "bf16") if setup.paired else ():
         print(f"== paired_{dtype}", file=sys.stderr, flush=True)
-        report[f"paired_{dtype}"] = _in_subprocess(f"paired_{dtype}")
+        skip = dtype == "bf16" and not cpu.native_bf16
+        report[f"paired_{dtype}"] = {"skipped": BF16_SKIPPED} if skip else _in_subprocess(f"paired_{dtype}")
         print(json.dumps(report[f"paired_{dtype}"]), file=sys.stderr, flush=True)
 
     def step(name):
@@ -323,19 +417,23 @@ def run() -> dict:
     if bf16 and onnx:
         report["onnx_speedup_over_torch_bf16"] = round(bf16 / onnx, 2)
     report["torch_compile"] = "not measured: minutes of inductor compile on 2 cores, needs a C++ compiler at run time"
+    report["loadavg_after"] = round(os.getloadavg()[0], 2)
+    report["summary"] = summary(report)
     return report
 
 
 def main(argv: list[str]) -> int:
+    setup = SMOKE if "--smoke" in argv else FULL
     if argv[:1] == ["--case"]:
-        print(json.dumps(run_case(argv[1])))
+        print(json.dumps(run_case(argv[1], setup)))
     elif argv[:1] == ["--prepare"]:
         print(json.dumps(prepare()))
     else:
-        report = run()
+        report = run(setup)
         CACHE.mkdir(parents=True, exist_ok=True)
-        (CACHE / "results.json").write_text(json.dumps(report, indent=2))
+        (CACHE / ("results-smoke.json" if setup is SMOKE else "results.json")).write_text(json.dumps(report, indent=2))
         print(json.dumps(report, indent=2))
+        print("\n".join(report["summary"]), file=sys.stderr, flush=True)
     return 0
 
 

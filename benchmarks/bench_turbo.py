@@ -18,8 +18,8 @@ round so background load hits each alike, best round each:
 The parts are timed apart on the engine's own modules (text encoder, one
 UNet call, the full decoder, the tiny decoder, a TAESD preview and the
 latent-projection preview), and the best fp32 and bf16 kernel rates are
-measured in the same run (a 2048² matmul and SD's widest 3×3
-convolution), since absolute rates differ between machines of one kind.
+measured in the same run (:mod:`benchmarks.kernel_rates`, shared with
+bench_diffusion), since absolute rates differ between machines of one kind.
 
 Run: ``python -m benchmarks.bench_turbo`` (only when ``uptime`` shows a
 load below 1.5: it is a 2-core machine shared with others), ``--prepare``
@@ -35,6 +35,8 @@ import statistics
 import sys
 import time
 from pathlib import Path
+
+from benchmarks.kernel_rates import best_seconds, kernel_rates
 
 CACHE = Path.home() / ".cache" / "atelier-bench"
 MODEL = CACHE / "sd-turbo-random"
@@ -108,41 +110,6 @@ def prepare() -> dict:
     return {"build_seconds": round(time.perf_counter() - t0, 1)}
 
 
-def _best(fn, repeats: int = 3) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def kernel_rates() -> dict:
-    """The best rates this CPU reaches right now (TFLOP/s): a 1024² matmul and a 1280-channel 3×3 conv.
-
-    Sized so that an emulated bf16 (a CPU without AVX-512 BF16, where one
-    such kernel runs at a few GFLOP/s) still takes seconds, not minutes.
-    """
-    import torch
-
-    rates = {}
-    n = 1024
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        a = torch.randn(n, n, dtype=dtype)
-        b = torch.randn(n, n, dtype=dtype)
-        with torch.inference_mode():
-            torch.mm(a, b)
-            seconds = _best(lambda: torch.mm(a, b), repeats=2)
-        rates[f"matmul_{name}"] = round(2 * n**3 / seconds / 1e12, 4)
-        conv = torch.nn.Conv2d(1280, 1280, 3, padding=1).to(dtype).eval()
-        x = torch.randn(1, 1280, 16, 16, dtype=dtype)
-        with torch.inference_mode():
-            conv(x)
-            seconds = _best(lambda: conv(x), repeats=2)
-        rates[f"conv3x3_{name}"] = round(2 * 1280 * 1280 * 9 * 16 * 16 / seconds / 1e12, 4)
-    return rates
-
-
 ONE_IMAGE_TFLOP = 0.045 + 0.68 + 2.48  # SD-Turbo at 512², one step: text encoder, UNet, full decoder
 
 
@@ -160,12 +127,13 @@ def parts(engine, tiny_path: str) -> dict:
     timestep = torch.tensor([999])
     with torch.inference_mode():
         figures = {
-            "text_encoder": _best(lambda: engine._text.embeds(PROMPT, "", guided=False)),
-            "unet": _best(lambda: pipe.unet(latents, timestep, encoder_hidden_states=embeds)),
-            "full_decoder": _best(lambda: pipe.vae.decode(latents / pipe.vae.config.scaling_factor), repeats=2),
-            "tiny_decoder": _best(lambda: tiny.decode(latents)),
-            "tiny_preview_png": _best(lambda: tiny.preview_png(latents)),
-            "projection_preview_png": _best(lambda: preview_png(latents)),
+            "text_encoder": best_seconds(lambda: engine._text.embeds(PROMPT, "", guided=False), warm_up=False),
+            "unet": best_seconds(lambda: pipe.unet(latents, timestep, encoder_hidden_states=embeds), warm_up=False),
+            "full_decoder": best_seconds(lambda: pipe.vae.decode(latents / pipe.vae.config.scaling_factor), 2,
+                                         warm_up=False),
+            "tiny_decoder": best_seconds(lambda: tiny.decode(latents), warm_up=False),
+            "tiny_preview_png": best_seconds(lambda: tiny.preview_png(latents), warm_up=False),
+            "projection_preview_png": best_seconds(lambda: preview_png(latents), warm_up=False),
         }
     return {name: round(seconds, 3) for name, seconds in figures.items()}
 
