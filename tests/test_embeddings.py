@@ -106,7 +106,7 @@ def test_empty_input_and_the_wrong_kind_of_request_are_bad_input(minilm, tiny_gg
         engine.generate(TextRequest((ChatMessage("user", "hi"),)), lambda e: None, threading.Event())
     assert caught.value.message == f"{info.name} is loaded for embeddings; it does not write replies."
     chat = LlamaCppEngine()
-    chat_info = chat.load(TextLoadSpec(str(tiny_gguf), context_length=256), lambda e: None)
+    chat_info = chat.load(TextLoadSpec(str(tiny_gguf), context_length=256, threads=1), lambda e: None)
     with pytest.raises(EngineError) as caught:
         embed(chat, [CAT])
     assert caught.value.kind == ErrorKind.BAD_INPUT
