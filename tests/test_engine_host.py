@@ -27,7 +27,7 @@ def long_request(seed=1) -> TextRequest:
 
 @pytest.mark.slow
 def test_load_generate_and_reuse(host, tiny_gguf):
-    spec = TextLoadSpec(str(tiny_gguf), context_length=256)
+    spec = TextLoadSpec(str(tiny_gguf), context_length=256, threads=1)
     info = host.load("llama_cpp", spec)
     pid = host.pid
     assert info.architecture == "llama"
@@ -43,9 +43,9 @@ def test_switching_models_restarts_the_process(host, tiny_gguf, tmp_path):
     from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
 
     other = write_tiny_llama_gguf(tmp_path / "other.gguf", seed=5)
-    host.load("llama_cpp", TextLoadSpec(str(tiny_gguf), context_length=256))
+    host.load("llama_cpp", TextLoadSpec(str(tiny_gguf), context_length=256, threads=1))
     first_pid = host.pid
-    host.load("llama_cpp", TextLoadSpec(str(other), context_length=256))
+    host.load("llama_cpp", TextLoadSpec(str(other), context_length=256, threads=1))
     assert host.pid != first_pid
     assert not _alive(first_pid)
 
