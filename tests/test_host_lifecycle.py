@@ -83,14 +83,15 @@ def test_a_stop_while_the_host_process_starts_still_stops_the_load(host, tiny_gg
 
     host.start = stop_then_start
     with pytest.raises(EngineError) as info:
-        host.load("llama_cpp", TextLoadSpec(str(tiny_gguf), context_length=256))
+        host.load("llama_cpp", TextLoadSpec(str(tiny_gguf), context_length=256, threads=1))
     assert info.value.kind == ErrorKind.CANCELLED and info.value.message == "Loading tiny-llama.gguf was stopped."
     host.start = real_start
-    assert host.load("llama_cpp", TextLoadSpec(str(tiny_gguf), context_length=256)).architecture == "llama"
+    reloaded = host.load("llama_cpp", TextLoadSpec(str(tiny_gguf), context_length=256, threads=1))
+    assert reloaded.architecture == "llama"
 
 
 def test_a_stop_between_requests_never_reaches_the_next_one(host, tiny_gguf):
-    host.load("llama_cpp", TextLoadSpec(str(tiny_gguf), context_length=256))
+    host.load("llama_cpp", TextLoadSpec(str(tiny_gguf), context_length=256, threads=1))
     first = list(host.generate(short_request()))[-1].result
     host.cancel()  # nothing is running: nothing to stop, and nothing is remembered
     second = list(host.generate(short_request()))[-1].result
@@ -177,7 +178,7 @@ def test_close_ends_a_stuck_host_and_tells_the_thread_that_waited_on_it(host, ge
 def test_close_twice_and_close_before_start_are_harmless(tmp_path, tiny_gguf):
     host = EngineHost(tmp_path / "h.log")
     host.close()
-    host.load("llama_cpp", TextLoadSpec(str(tiny_gguf), context_length=256))
+    host.load("llama_cpp", TextLoadSpec(str(tiny_gguf), context_length=256, threads=1))
     pid = host.pid
     host.close()
     host.close()
