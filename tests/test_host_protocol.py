@@ -267,7 +267,7 @@ def test_the_host_says_hello_with_the_protocol_version(host):
 
 def test_crafted_frames_are_refused_and_the_host_keeps_serving(host, tiny_gguf, tmp_path):
     pytest.importorskip("llama_cpp")
-    host.load("llama_cpp", TextLoadSpec(str(tiny_gguf), context_length=256))
+    host.load("llama_cpp", TextLoadSpec(str(tiny_gguf), context_length=256, threads=1))
     pid = host.pid
     witness = tmp_path / "pickle-ran"
 
@@ -410,7 +410,8 @@ def test_the_frozen_app_starts_its_host_as_itself_with_engine_host(tmp_path, tin
     monkeypatch.setattr(sys, "executable", str(app))
     host = EngineHost(tmp_path / "host.log")
     try:
-        assert host.load("llama_cpp", TextLoadSpec(str(tiny_gguf), context_length=256)).architecture == "llama"
+        loaded = host.load("llama_cpp", TextLoadSpec(str(tiny_gguf), context_length=256, threads=1))
+        assert loaded.architecture == "llama"
         events = list(host.generate(TextRequest((ChatMessage("user", "hi"),), SamplingParams(max_tokens=3, seed=1))))
         assert isinstance(events[-1], FinishedEvent)
     finally:
