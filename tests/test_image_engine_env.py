@@ -422,7 +422,7 @@ def long_request(seed=5) -> TextRequest:
 
 @pytest.mark.slow
 def test_foreign_host_loads_generates_cancels_and_survives_a_kill(foreign_host, tiny_gguf):
-    spec = TextLoadSpec(str(tiny_gguf), context_length=2048)
+    spec = TextLoadSpec(str(tiny_gguf), context_length=2048, threads=1)
     info = foreign_host.load("llama_cpp", spec)
     assert info.architecture == "llama" and foreign_host.python == sys.executable
     first_pid = foreign_host.pid
