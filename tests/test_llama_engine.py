@@ -11,9 +11,12 @@ pytest.importorskip("llama_cpp")
 from engines.llama.engine import LlamaCppEngine, default_threads  # noqa: E402
 
 
-def load(path, ctx=256, **kw):
+def load(path, ctx=256, threads=1, **kw):
+    """One thread unless asked (None: the engine's default, as Gemma uses): a tiny model gains nothing from two,
+    and on a busy 2-core box two spinning llama.cpp threads stall each other. Gemma reads and writes faster
+    with two."""
     engine = LlamaCppEngine()
-    info = engine.load(TextLoadSpec(str(path), context_length=ctx, **kw), lambda e: None)
+    info = engine.load(TextLoadSpec(str(path), context_length=ctx, threads=threads, **kw), lambda e: None)
     return engine, info
 
 
@@ -25,7 +28,7 @@ def ask(engine, text, **sampling):
 
 
 def test_tiny_model_loads_and_streams(tiny_gguf):
-    engine, info = load(tiny_gguf)
+    engine, info = load(tiny_gguf, threads=None)
     assert info.architecture == "llama" and info.threads == default_threads()
     assert info.template_source == "fallback"
     result, events = ask(engine, "hello", max_tokens=8, seed=1, temperature=0.8)
@@ -102,7 +105,7 @@ def test_raw_mode_skips_the_template(tiny_gguf):
 
 @pytest.mark.slow
 def test_gemma_uses_the_gemma_fallback_and_answers(gemma_path):
-    engine, info = load(gemma_path, ctx=1024)
+    engine, info = load(gemma_path, ctx=1024, threads=None)
     assert info.architecture == "gemma3"
     assert info.template == "gemma" and info.template_source == "fallback"
     result, events = ask(engine, "Name three colors.", max_tokens=24, seed=7, temperature=0.2)
@@ -158,7 +161,7 @@ def test_a_gguf_template_gets_the_files_own_bos_token(tmp_path):
 @pytest.mark.slow
 def test_gemma_with_a_q8_0_cache_generates_and_its_cache_is_about_half(gemma_path):
     """Real llama.cpp: the q8_0 cache it allocates is 34/64 of the f16 one, and the model still answers."""
-    engine, f16 = load(gemma_path, ctx=1024)
+    engine, f16 = load(gemma_path, ctx=1024, threads=None)
     engine.unload()
     assert f16.cache_type == "f16" and not f16.flash_attention and f16.kv_cache_bytes
     progress = []
