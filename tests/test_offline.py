@@ -63,7 +63,7 @@ def test_the_window_and_a_chat_work_offline(qtbot, no_network, tiny_gguf):
     qtbot.wait(200)
     host = EngineHost(workspace.engine_log("offline"))
     try:
-        host.load("llama_cpp", TextLoadSpec(str(tiny_gguf), context_length=256))
+        host.load("llama_cpp", TextLoadSpec(str(tiny_gguf), context_length=256, threads=1))
         events = list(host.generate(TextRequest((ChatMessage("user", "hi"),), SamplingParams(max_tokens=4))))
         assert isinstance(events[-1], FinishedEvent)
     finally:
