@@ -19,9 +19,11 @@ LONG_A = [ChatMessage("user", "alpha " * 150)]
 LONG_B = [ChatMessage("user", "beta " * 120)]
 
 
-def load(path, ctx=1024):
+def load(path, ctx=1024, threads=1):
+    """One thread for the tiny models (they gain nothing from two, and on a busy 2-core box two stall each other);
+    Gemma passes None, the engine's default: it reads and writes faster with two."""
     engine = LlamaCppEngine()
-    engine.load(TextLoadSpec(str(path), context_length=ctx), lambda e: None)
+    engine.load(TextLoadSpec(str(path), context_length=ctx, threads=threads), lambda e: None)
     return engine
 
 
@@ -188,7 +190,7 @@ def test_the_memory_budget_is_eight_full_contexts_at_most_and_a_tenth_of_free_me
 @pytest.mark.slow
 def test_gemma_gives_the_same_tokens_with_and_without_a_restored_state(gemma_path):
     """Real Gemma 3 270M, sampled at temperature 1 with a seed: the restored KV cache is exactly the one read."""
-    engine = load(gemma_path, ctx=2048)
+    engine = load(gemma_path, ctx=2048, threads=None)
     story = [ChatMessage("user", " ".join(f"Line {i}: the keeper counted {i} ships." for i in range(20)))]
     first = ask(engine, story, "story", seed=11, max_tokens=16)
     live = ask(engine, story, "story", seed=11, max_tokens=16)
@@ -209,7 +211,7 @@ def test_a_restored_gemma_state_keeps_the_cells_its_sliding_window_needs(gemma_p
 
     from engines.llama.context_state import capture, restore
 
-    engine = load(gemma_path, ctx=2048)
+    engine = load(gemma_path, ctx=2048, threads=None)
     llm = engine._llm
     prompt = llm.tokenize(" ".join(f"w{i}" for i in range(330)).encode(), add_bos=True)  # ~1,200 tokens
     reply = llm.tokenize(b" and then the keeper climbed the stairs to light the lamp for the ships", add_bos=False)
@@ -257,7 +259,7 @@ def test_a_restored_and_extended_gemma_context_is_saved_again_and_cut_back_exact
 
     from engines.llama.context_state import capture, exact_from, live_floor, restore, sliding_window
 
-    engine = load(gemma_path, ctx=2048)
+    engine = load(gemma_path, ctx=2048, threads=None)
     llm = engine._llm
     window = sliding_window(llm)
     prompt = llm.tokenize(" ".join(f"w{i}" for i in range(330)).encode(), add_bos=True)
@@ -292,7 +294,7 @@ def test_a_restored_and_extended_gemma_context_is_saved_again_and_cut_back_exact
 
 @pytest.mark.slow
 def test_switching_back_and_forth_keeps_finding_the_latest_turn_on_gemma(gemma_path):
-    engine = load(gemma_path, ctx=2048)
+    engine = load(gemma_path, ctx=2048, threads=None)
     story = [ChatMessage("user", " ".join(f"Line {i}: the keeper counted {i} ships." for i in range(45)))]
     reply = ask(engine, story, "story", max_tokens=6, temperature=0.0)
     assert reply.prompt_tokens > 512  # longer than Gemma's 512-token window
