@@ -83,7 +83,7 @@ def _alive(pid: int) -> bool:
 def test_two_clients_interleave_fairly(make_scheduler, tiny_gguf):
     gate = threading.Event()
     scheduler = make_scheduler(host_factory=gated_factory(gate))
-    spec = TextLoadSpec(str(tiny_gguf), context_length=256)
+    spec = TextLoadSpec(str(tiny_gguf), context_length=256, threads=1)
     a = [scheduler.submit(Work("llama_cpp", spec, short(seed=i)), "editor") for i in range(3)]
     b = [scheduler.submit(Work("llama_cpp", spec, short(seed=i)), "notebook") for i in range(3)]
     assert a[0].state == "running" and all(t.state == "queued" for t in a[1:] + b)
@@ -101,7 +101,7 @@ def test_two_clients_interleave_fairly(make_scheduler, tiny_gguf):
 def test_a_waiting_ticket_says_so_first(make_scheduler, tiny_gguf):
     gate = threading.Event()
     scheduler = make_scheduler(host_factory=gated_factory(gate))
-    spec = TextLoadSpec(str(tiny_gguf), context_length=256)
+    spec = TextLoadSpec(str(tiny_gguf), context_length=256, threads=1)
     first = scheduler.submit(Work("llama_cpp", spec, short()), "a")
     second = scheduler.submit(Work("llama_cpp", spec, short()), "b")
     gate.set()
@@ -113,7 +113,7 @@ def test_a_waiting_ticket_says_so_first(make_scheduler, tiny_gguf):
 def test_the_queue_bound_gives_queue_full(make_scheduler, tiny_gguf):
     gate = threading.Event()
     scheduler = make_scheduler(host_factory=gated_factory(gate), max_queue=2)
-    spec = TextLoadSpec(str(tiny_gguf), context_length=256)
+    spec = TextLoadSpec(str(tiny_gguf), context_length=256, threads=1)
     running = scheduler.submit(Work("llama_cpp", spec, short()), "a")
     waiting = [scheduler.submit(Work("llama_cpp", spec, short()), client) for client in ("b", "c")]
     with pytest.raises(QueueFull) as full:
@@ -132,7 +132,7 @@ def test_the_queue_bound_gives_queue_full(make_scheduler, tiny_gguf):
 def test_cancel_while_queued_frees_its_place(make_scheduler, tiny_gguf):
     gate = threading.Event()
     scheduler = make_scheduler(host_factory=gated_factory(gate), max_queue=1)
-    spec = TextLoadSpec(str(tiny_gguf), context_length=256)
+    spec = TextLoadSpec(str(tiny_gguf), context_length=256, threads=1)
     running = scheduler.submit(Work("llama_cpp", spec, short()), "a")
     queued = scheduler.submit(Work("llama_cpp", spec, short()), "b")
     queued.cancel()
@@ -203,7 +203,7 @@ def test_an_abandoned_iterator_cancels_its_work(make_scheduler, gemma_path):
 def test_a_crash_of_one_host_leaves_the_others_running(make_scheduler, tiny_gguf, gemma_path):
     scheduler = make_scheduler()
     doomed = TextLoadSpec(str(gemma_path), context_length=1024)
-    other = TextLoadSpec(str(tiny_gguf), context_length=256)
+    other = TextLoadSpec(str(tiny_gguf), context_length=256, threads=1)
     finished(scheduler.submit(Work("llama_cpp", other, short()), "b"))
     other_pid = scheduler.pid_of(("llama_cpp", other))
     ticket = scheduler.submit(Work("llama_cpp", doomed, long_request()), "a")
@@ -235,7 +235,7 @@ def test_bad_work_is_refused_in_words(make_scheduler, tmp_path):
 
 def test_after_shutdown_nothing_is_accepted(make_scheduler, tiny_gguf):
     scheduler = make_scheduler()
-    spec = TextLoadSpec(str(tiny_gguf), context_length=256)
+    spec = TextLoadSpec(str(tiny_gguf), context_length=256, threads=1)
     finished(scheduler.submit(Work("llama_cpp", spec, short()), "a"))
     pid = scheduler.pid_of(("llama_cpp", spec))
     scheduler.shutdown()
