@@ -55,7 +55,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.slow
 def test_two_clients_share_one_loaded_model(scheduler, tiny_gguf):
-    spec = TextLoadSpec(str(tiny_gguf), context_length=256)
+    spec = TextLoadSpec(str(tiny_gguf), context_length=256, threads=1)
     chat_page, server = scheduler.host_for("chat page"), scheduler.host_for("server")
     loaded = []
     info = chat_page.load("llama_cpp", spec, loaded.append)
@@ -78,7 +78,7 @@ def test_generate_before_load_is_refused_like_an_engine_host(scheduler):
 @pytest.mark.slow
 def test_closing_a_host_unloads_its_model(scheduler, tiny_gguf):
     host = scheduler.host_for("chat page")
-    spec = TextLoadSpec(str(tiny_gguf), context_length=256)
+    spec = TextLoadSpec(str(tiny_gguf), context_length=256, threads=1)
     host.load("llama_cpp", spec)
     pid = host.pid
     host.close()  # the Unload button: the memory goes back now
@@ -94,7 +94,7 @@ def test_a_chat_turn_runs_through_the_scheduler(scheduler, tiny_gguf, tmp_path):
         store.add_message(chat.id, "user", "Hello there")
         seen = []
         outcome = ChatTurn(store, scheduler.host_for("chat page"), chat.id,
-                           TextLoadSpec(str(tiny_gguf), context_length=256)).run(seen.append)
+                           TextLoadSpec(str(tiny_gguf), context_length=256, threads=1)).run(seen.append)
         assert outcome.error is None and outcome.result.finish_reason in ("stop", "length")
         reply = store.messages(chat.id)[-1]
         assert (reply.role, reply.status, reply.content) == ("assistant", "complete", outcome.result.text)
@@ -107,7 +107,7 @@ def test_stop_while_the_reply_waits_its_turn_saves_it_cancelled(tmp_path, tiny_g
     scheduler = Scheduler(tmp_path / "logs", idle_unload_s=None,
                           host_factory=lambda engine, spec, log, role: GatedHost(gate, log, role=role))
     try:
-        spec = TextLoadSpec(str(tiny_gguf), context_length=256)
+        spec = TextLoadSpec(str(tiny_gguf), context_length=256, threads=1)
         busy = scheduler.submit(Work("llama_cpp", spec, short()), "server")  # holds the model (loading)
         with ChatStore(tmp_path / "atelier.sqlite3") as store:
             chat = store.create_conversation()
