@@ -97,7 +97,7 @@ def test_the_lane_count_follows_the_cores():
 @pytest.mark.slow
 def test_a_chat_reply_and_an_image_take_turns_on_one_lane(schedulers, tiny_gguf, tiny_sd):  # noqa: F811
     scheduler = schedulers(cpu_lanes=1)
-    text = TextLoadSpec(str(tiny_gguf), context_length=256)
+    text = TextLoadSpec(str(tiny_gguf), context_length=256, threads=1)
     GatedHost.gates[str(tiny_gguf)] = gate = threading.Event()
     reply = scheduler.submit(Work("llama_cpp", text, chat()), "chat page")
     picture = scheduler.submit(image_work(tiny_sd), "images page")
@@ -156,7 +156,8 @@ def test_remote_work_takes_no_lane(schedulers, tiny_gguf, openai_stub):  # noqa:
 
     scheduler = schedulers(cpu_lanes=1)
     GatedHost.gates[str(tiny_gguf)] = gate = threading.Event()
-    local = scheduler.submit(Work("llama_cpp", TextLoadSpec(str(tiny_gguf), context_length=256), chat()), "chat")
+    tiny = TextLoadSpec(str(tiny_gguf), context_length=256, threads=1)
+    local = scheduler.submit(Work("llama_cpp", tiny, chat()), "chat")
     remote = scheduler.submit(Work("remote", RemoteSpec("stub", openai_stub.base_url, "stub"), chat()), "server")
     assert (local.state, remote.state) == ("running", "running")  # the lane is held, the remote one runs anyway
     assert finished(remote)[-1].result.text == "Hello, world!"
@@ -188,7 +189,8 @@ def test_work_on_a_gpu_takes_no_lane(schedulers, tiny_gguf):
         image = Work("diffusers", ImageLoadSpec("/models/sd-gpu"), ImageRequest("a boat", width=64, height=64, steps=2))
         finished(scheduler.submit(image, "images"))  # loaded (its load took the lane: nothing is known before)
         GatedHost.gates[str(tiny_gguf)] = gate = threading.Event()
-        text = scheduler.submit(Work("llama_cpp", TextLoadSpec(str(tiny_gguf), context_length=256), chat()), "chat")
+        tiny = TextLoadSpec(str(tiny_gguf), context_length=256, threads=1)
+        text = scheduler.submit(Work("llama_cpp", tiny, chat()), "chat")
         picture = scheduler.submit(image, "images")
         assert (text.state, picture.state) == ("running", "running")
         finished(picture)
