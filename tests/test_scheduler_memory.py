@@ -90,7 +90,7 @@ def _alive(pid: int) -> bool:
 def test_a_model_that_cannot_fit_is_refused_with_the_verdicts_arithmetic(schedulers, tiny_gguf, tmp_path):
     machine = Machine(spare=10 * 1024**2)
     scheduler = schedulers(resources=machine)
-    spec = TextLoadSpec(str(tiny_gguf), context_length=CTX)
+    spec = TextLoadSpec(str(tiny_gguf), context_length=CTX, threads=1)
     with pytest.raises(EngineError) as refused:
         run(scheduler, spec)
     verdict = judge_text_fit(ModelShape.from_header(check_model_file(tiny_gguf)), CTX,
@@ -107,7 +107,7 @@ def test_a_model_that_cannot_fit_is_refused_with_the_verdicts_arithmetic(schedul
 @pytest.mark.slow
 def test_idle_models_are_unloaded_least_recently_used_first_to_make_room(schedulers, tmp_path):
     paths = [write_tiny_llama_gguf(tmp_path / f"{name}.gguf", seed=seed) for name, seed in (("a", 1), ("b", 2), ("c", 3))]
-    a, b, c = (TextLoadSpec(str(p), context_length=CTX) for p in paths)
+    a, b, c = (TextLoadSpec(str(p), context_length=CTX, threads=1) for p in paths)
     machine = Machine(spare=64 * 1024**3)
     ticks = itertools.count(1)
     scheduler = schedulers(resources=machine, clock=lambda: float(next(ticks)))
@@ -132,7 +132,7 @@ def test_when_busy_models_hold_the_memory_the_load_waits_for_them(schedulers, ti
     scheduler = schedulers(resources=machine)
     machine.scheduler = scheduler
     busy = TextLoadSpec(str(gemma_path), context_length=1024)
-    small = TextLoadSpec(str(tiny_gguf), context_length=CTX)
+    small = TextLoadSpec(str(tiny_gguf), context_length=CTX, threads=1)
     run(scheduler, busy)
     measured = scheduler.snapshot().loaded[0].measured_bytes
     machine.spare = measured + need_of(tiny_gguf) // 2  # the small one fits only once gemma is gone
@@ -156,7 +156,7 @@ def test_when_busy_models_hold_the_memory_the_load_waits_for_them(schedulers, ti
 def test_an_idle_model_is_unloaded_after_the_idle_time(schedulers, tiny_gguf):
     clock = Clock()
     scheduler = schedulers(idle_unload_s=600.0, clock=clock)
-    spec = TextLoadSpec(str(tiny_gguf), context_length=CTX)
+    spec = TextLoadSpec(str(tiny_gguf), context_length=CTX, threads=1)
     run(scheduler, spec)
     pid = scheduler.pid_of(("llama_cpp", spec))
     clock.now += 599
@@ -192,7 +192,7 @@ def test_a_busy_model_is_never_unloaded_for_being_idle(schedulers, gemma_path):
 @pytest.mark.slow
 def test_measured_memory_is_reported_beside_the_estimate(schedulers, tiny_gguf):
     scheduler = schedulers()
-    spec = TextLoadSpec(str(tiny_gguf), context_length=CTX)
+    spec = TextLoadSpec(str(tiny_gguf), context_length=CTX, threads=1)
     run(scheduler, spec)
     (model,) = scheduler.snapshot().loaded
     assert model.state == "idle" and model.clients == ("a",)
