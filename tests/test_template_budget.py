@@ -152,7 +152,7 @@ def test_a_model_with_a_bomb_template_loads_with_the_fallback_and_says_why(tmp_p
 
     path = write_tiny_llama_gguf(tmp_path / "bomb.gguf", chat_template=source)
     engine = LlamaCppEngine()
-    info = engine.load(TextLoadSpec(str(path), context_length=256), lambda e: None)
+    info = engine.load(TextLoadSpec(str(path), context_length=256, threads=1), lambda e: None)
     assert info.template_source == "fallback" and info.template == "llama-2"
     events = []
     request = TextRequest((ChatMessage("user", "hi"),), SamplingParams(max_tokens=3, seed=1))
