@@ -39,7 +39,8 @@ def noise_png(seed: int, size=(64, 48)) -> bytes:
 @pytest.fixture(scope="module")
 def vision_engine(tiny_vlm):  # noqa: F811
     engine = LlamaCppEngine()
-    info = engine.load(TextLoadSpec(str(tiny_vlm.model), context_length=512, projector=str(tiny_vlm.projector)),
+    info = engine.load(TextLoadSpec(str(tiny_vlm.model), context_length=512, threads=1,
+                                    projector=str(tiny_vlm.projector)),
                        lambda event: None)
     assert info.vision
     yield engine
@@ -80,7 +81,7 @@ def test_two_images_and_a_follow_up_count_every_image(vision_engine, tiny_vlm): 
 @pytest.mark.slow
 def test_an_image_message_left_out_of_a_full_context_frees_its_image(tiny_vlm):  # noqa: F811
     engine = LlamaCppEngine()
-    engine.load(TextLoadSpec(str(tiny_vlm.model), context_length=128, projector=str(tiny_vlm.projector)),
+    engine.load(TextLoadSpec(str(tiny_vlm.model), context_length=128, threads=1, projector=str(tiny_vlm.projector)),
                 lambda event: None)
     try:
         history = []
@@ -117,7 +118,7 @@ def test_bad_images_are_refused_in_words_and_the_chat_goes_on(vision_engine):
 @pytest.mark.slow
 def test_a_model_without_its_projector_says_so(tiny_vlm):  # noqa: F811
     engine = LlamaCppEngine()
-    info = engine.load(TextLoadSpec(str(tiny_vlm.model), context_length=256), lambda event: None)
+    info = engine.load(TextLoadSpec(str(tiny_vlm.model), context_length=256, threads=1), lambda event: None)
     try:
         assert not info.vision
         with pytest.raises(EngineError) as refused:
@@ -135,7 +136,7 @@ def test_a_model_without_its_projector_says_so(tiny_vlm):  # noqa: F811
 def test_a_file_that_is_not_a_projector_is_refused_at_load(tiny_vlm, tmp_path):  # noqa: F811
     engine = LlamaCppEngine()
     with pytest.raises(EngineError) as wrong:
-        engine.load(TextLoadSpec(str(tiny_vlm.model), context_length=256, projector=str(tiny_vlm.model)),
+        engine.load(TextLoadSpec(str(tiny_vlm.model), context_length=256, threads=1, projector=str(tiny_vlm.model)),
                     lambda event: None)
     assert wrong.value.kind == ErrorKind.MODEL_FILE
     assert wrong.value.message.startswith(
@@ -143,7 +144,8 @@ def test_a_file_that_is_not_a_projector_is_refused_at_load(tiny_vlm, tmp_path): 
     assert wrong.value.message.endswith("It may belong to another model, or be damaged.")
 
     with pytest.raises(EngineError) as missing:
-        engine.load(TextLoadSpec(str(tiny_vlm.model), context_length=256, projector=str(tmp_path / "mmproj.gguf")),
+        engine.load(TextLoadSpec(str(tiny_vlm.model), context_length=256, threads=1,
+                                 projector=str(tmp_path / "mmproj.gguf")),
                     lambda event: None)
     assert missing.value.message == f"The vision projector {tmp_path / 'mmproj.gguf'} does not exist."
 
@@ -154,7 +156,7 @@ def test_an_image_reaches_the_model_in_the_engine_host(tmp_path, tiny_vlm):  # n
 
     host = EngineHost(tmp_path / "host.log")
     try:
-        info = host.load("llama_cpp", TextLoadSpec(str(tiny_vlm.model), context_length=512,
+        info = host.load("llama_cpp", TextLoadSpec(str(tiny_vlm.model), context_length=512, threads=1,
                                                   projector=str(tiny_vlm.projector)))
         assert info.vision
         request = TextRequest((ChatMessage("user", "describe", images=(noise_png(1),)),), GREEDY)
@@ -203,7 +205,7 @@ def test_a_follow_up_keeps_the_image_it_already_read(vision_engine, tiny_vlm):  
     assert kept.cached_prompt_tokens > reply.prompt_tokens - 2 and kept.image_tokens == tiny_vlm.image_tokens
 
     engine = LlamaCppEngine()  # ...and the reply is the one a fresh read of the whole conversation gives
-    engine.load(TextLoadSpec(str(tiny_vlm.model), context_length=512, projector=str(tiny_vlm.projector)),
+    engine.load(TextLoadSpec(str(tiny_vlm.model), context_length=512, threads=1, projector=str(tiny_vlm.projector)),
                 lambda event: None)
     try:
         fresh = ask(engine, *follow_up)
