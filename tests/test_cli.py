@@ -33,14 +33,16 @@ def test_chat_json_on_gemma(gemma_path):
 
 @pytest.mark.slow
 def test_chat_streams_text_and_reads_stdin(tiny_gguf):
-    run = atelier("chat", "--model", str(tiny_gguf), "--max-tokens", "5", "--seed", "3", input="hello from stdin")
+    run = atelier("chat", "--model", str(tiny_gguf), "--max-tokens", "5", "--seed", "3", "--threads", "1",
+                  input="hello from stdin")
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip()
 
 
 @pytest.mark.slow
 def test_raw_mode(tiny_gguf):
-    run = atelier("chat", "--model", str(tiny_gguf), "--prompt", "abc", "--raw", "--json", "--max-tokens", "3")
+    run = atelier("chat", "--model", str(tiny_gguf), "--prompt", "abc", "--raw", "--json", "--max-tokens", "3",
+                  "--threads", "1")
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["template"] == "raw"
 
