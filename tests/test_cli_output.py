@@ -100,7 +100,7 @@ def test_chat_json_with_the_demo_puts_the_note_in_the_json(demo_home):
 def test_no_demo_note_for_raw_completion_or_another_model(demo_home, tiny_gguf):
     raw = run_atelier("chat", "--model", "demo", "--raw", "--prompt", "The sky is", "--max-tokens", "3", "--json")
     assert raw.returncode == 0 and raw.stderr == b"" and "note" not in json.loads(raw.stdout)
-    other = run_atelier("chat", "--model", str(tiny_gguf), "--prompt", "hi", "--max-tokens", "3")
+    other = run_atelier("chat", "--model", str(tiny_gguf), "--prompt", "hi", "--max-tokens", "3", "--threads", "1")
     assert other.returncode == 0 and not any(line.startswith("note: the demo") for line in error_lines(other))
 
 
