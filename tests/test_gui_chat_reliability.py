@@ -20,6 +20,7 @@ from engines.chat import ChatStore
 from engines.chat.records import SCHEMA_VERSION
 from engines.chat.session import CLOSED_NOTICE
 from engines.library.installed import InstalledModel
+from engines.settings import LoadPrefs
 from engines.workspace import open_workspace
 from tests.fixtures.fake_host import FakeHost
 from tests.fixtures.tmpfs import fill, read_only, small_tmpfs
@@ -301,6 +302,8 @@ def test_the_worker_reports_finished_even_when_its_connection_cannot_open(qtbot,
 def test_closing_while_the_engine_host_is_stuck_ends_it_and_saves_the_reply_interrupted(
         qtbot, atelier_home: Path, tiny_gguf: Path) -> None:
     ws = workspace_with_model(str(tiny_gguf), "Tiny")
+    ws.settings.load_prefs["local/fake"] = LoadPrefs(threads=1)  # tiny model: 1 thread is faster
+    ws.save_settings()
     from desktop.main_window import MainWindow
 
     win = MainWindow(ws)  # the real engine host and llama.cpp
