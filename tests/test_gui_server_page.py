@@ -24,6 +24,7 @@ from PySide6.QtWidgets import QLineEdit, QMessageBox
 
 from engines.library.installed import InstalledModel
 from engines.server.token import token_file
+from engines.settings import LoadPrefs
 from engines.workspace import open_workspace
 from tests.fixtures.llama_server import free_port
 from tests.fixtures.openai_stub import openai_stub  # noqa: F401  (fixture)
@@ -420,6 +421,7 @@ def test_the_chat_page_and_the_api_share_one_loaded_model_and_closing_stops_the_
     model = workspace.models.add(InstalledModel("local/tiny", "Tiny", str(tiny_gguf), 1000, "llama_cpp", "gguf",
                                                 "import", kind="chat"))
     workspace.settings.last_model_id = model.id
+    workspace.settings.load_prefs[model.id] = LoadPrefs(threads=1)  # tiny model: 1 thread is faster
     workspace.settings.server.port = free_port()
     workspace.save_settings()
     monkeypatch.setattr(MainWindow, "ensure_models_page", lambda self: None)  # tested elsewhere; only slower here
@@ -518,6 +520,7 @@ def test_the_python_example_as_shown_runs_against_the_pages_server(qtbot, page, 
     pytest.importorskip("llama_cpp")
     model = page.workspace.models.add(InstalledModel("local/tiny", "Tiny", str(tiny_gguf), 1000, "llama_cpp", "gguf",
                                                      "import", kind="chat"))
+    page.workspace.settings.load_prefs[model.id] = LoadPrefs(threads=1)  # tiny model: 1 thread is faster
     page.set_chat_model(model)
     assert page.connect_tab.model_note.text() == "The examples use local/tiny, the chat page's model."
     switch(qtbot, page, True)
