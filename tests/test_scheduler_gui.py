@@ -12,6 +12,7 @@ import pytest
 from PySide6.QtCore import Qt
 
 from engines.library.installed import InstalledModel
+from engines.settings import LoadPrefs
 from engines.workspace import open_workspace
 from tests.fixtures.images_page import fill
 from tests.fixtures.tiny_sd import tiny_sd  # noqa: F401  (session fixture)
@@ -32,6 +33,7 @@ def test_a_reply_sent_while_an_image_is_made_waits_its_turn(qtbot, tiny_gguf, ti
     image_model = ws.models.add(InstalledModel("import/tiny-sd", "tiny-sd", str(tiny_sd), 0, "diffusers",
                                                "diffusers", "import"))
     ws.settings.last_model_id = chat_model.id
+    ws.settings.load_prefs[chat_model.id] = LoadPrefs(threads=1)  # tiny model: 1 thread is faster
     ws.save_settings()
     window = MainWindow(ws)
     qtbot.addWidget(window)
