@@ -15,7 +15,8 @@ MESSAGES = [{"role": "user", "content": "Hello world"}]
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     home = tmp_path_factory.mktemp("anthropic-tiny")
-    running = start_server(home, {"tiny": write_tiny_llama_gguf(home / "tiny-llama.gguf")}, context_length=256)
+    running = start_server(home, {"tiny": write_tiny_llama_gguf(home / "tiny-llama.gguf")}, context_length=256,
+                           threads=1)
     yield running
     running.stop()
 
