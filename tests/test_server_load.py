@@ -92,7 +92,7 @@ def test_a_client_that_disconnects_while_waiting_for_a_whole_reply_cancels_it(ge
 
 def test_a_hundred_concurrent_clients_get_200_or_429_and_the_server_stays_up(tmp_path):
     api = start_server(tmp_path, {"tiny": write_tiny_llama_gguf(tmp_path / "tiny-llama.gguf")}, context_length=512,
-                       max_queue=4)
+                       max_queue=4, threads=1)
     try:
         answers = _flood(api, 100)
         statuses = [status for status, _, _ in answers]
