@@ -23,7 +23,7 @@ CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": 
 def tiny(tmp_path_factory):
     home = tmp_path_factory.mktemp("api-tiny")
     model = write_tiny_llama_gguf(home / "tiny-llama.gguf", context_length=512)
-    running = start_server(home, {"tiny": model}, context_length=256)
+    running = start_server(home, {"tiny": model}, context_length=256, threads=1)
     yield running
     running.stop()
 
