@@ -16,6 +16,7 @@ from PySide6.QtCore import QMimeData, QUrl
 from PySide6.QtGui import QImage
 
 from engines.library.installed import InstalledModel
+from engines.settings import LoadPrefs
 from engines.workspace import open_workspace
 from tests.fixtures.bad_images import header_only_png, real_png
 from tests.fixtures.models_page import make_page  # noqa: F401  (fixture)
@@ -38,9 +39,11 @@ def window(qtbot, tiny_vlm, tmp_path, monkeypatch):  # noqa: F811
     ws = open_workspace()
     vision = ws.models.add(InstalledModel("local/tiny-vlm", "Tiny VLM", str(shutil.copy(tiny_vlm.model, folder)),
                                           1000, "llama_cpp", "gguf", "import", kind="chat"))
-    ws.models.add(InstalledModel("local/text-only", "Text Only", str(shutil.copy(tiny_vlm.model, lonely)),
-                                 1000, "llama_cpp", "gguf", "import", kind="chat"))
+    text_only = ws.models.add(InstalledModel("local/text-only", "Text Only", str(shutil.copy(tiny_vlm.model, lonely)),
+                                             1000, "llama_cpp", "gguf", "import", kind="chat"))
     ws.settings.last_model_id = vision.id
+    for model in (vision, text_only):  # tiny models: one thread is faster on a busy 2-core box
+        ws.settings.load_prefs[model.id] = LoadPrefs(threads=1)
     ws.save_settings()
     win = MainWindow(ws)
     qtbot.addWidget(win)
