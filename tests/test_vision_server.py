@@ -28,7 +28,7 @@ def served(tmp_path_factory, tiny_vlm):  # noqa: F811
     shutil.copy(tiny_vlm.projector, home / "vlm" / "mmproj-tiny-vlm-f32.gguf")
     vision = shutil.copy(tiny_vlm.model, home / "vlm" / "tiny-vlm-f32.gguf")
     text_only = shutil.copy(tiny_vlm.model, home / "text" / "tiny-text-f32.gguf")
-    running = start_server(home, {"vision": vision, "text": text_only}, context_length=512)
+    running = start_server(home, {"vision": vision, "text": text_only}, context_length=512, threads=1)
     yield running
     running.stop()
 
