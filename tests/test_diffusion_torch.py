@@ -163,19 +163,20 @@ def test_img2img_resizes_the_init_image_and_runs_strength_steps(engine):
 
 
 def test_bf16_matches_fp32(engine, tiny_sd):
-    """bf16 weights vs fp32: measured PSNR ≈ 48 dB (mean |diff| ≈ 0.7/255) for Euler on this model.
+    """bf16 weights vs fp32: measured PSNR ≈ 46 dB (mean |diff| ≈ 0.9/255) for two Euler steps on this model.
 
     40 dB is the usual "no visible difference" line for 8-bit images, and
     leaves room for other CPUs' bf16 kernels without hiding a real bug (a
-    wrong dtype or missing cast shows up as < 20 dB).
+    wrong dtype or missing cast shows up as < 20 dB). Two steps, not four:
+    on a CPU without AVX-512 bf16 is emulated and each step costs seconds.
     """
     from engines.diffusion.torch_engine import TorchDiffusionEngine
 
     bf16 = TorchDiffusionEngine()
     info = bf16.load(ImageLoadSpec(str(tiny_sd), dtype="bf16"), EventLog())
     assert info.dtype == "bf16"
-    ours = png_pixels(bf16.generate(small(), EventLog()).images[0].png)
-    reference = png_pixels(engine.generate(small(), EventLog()).images[0].png)
+    ours = png_pixels(bf16.generate(small(steps=2), EventLog()).images[0].png)
+    reference = png_pixels(engine.generate(small(steps=2), EventLog()).images[0].png)
     mse = float(((ours - reference) ** 2).mean())
     psnr = 10 * np.log10(255**2 / mse) if mse else 99.0
     assert psnr > 40.0 and np.abs(ours - reference).mean() < 2.0
