@@ -424,7 +424,10 @@ def test_the_frozen_app_starts_its_host_as_itself_with_engine_host(tmp_path, tin
 
 
 @pytest.mark.slow
-def test_img2img_png_bytes_cross_the_host_both_ways(tiny_sd, tmp_path):
+def test_image_events_and_img2img_png_bytes_cross_the_host_both_ways(tiny_sd, tmp_path):
+    """One real image host (starting one takes seconds): each finished image's event crosses it, and a cancel after
+    the first keeps that one (tests/test_image_done_events.py checks the same in-process); then an init image goes
+    in and the PNG comes back."""
     pytest.importorskip("diffusers")
     from PIL import Image
 
@@ -432,6 +435,17 @@ def test_img2img_png_bytes_cross_the_host_both_ways(tiny_sd, tmp_path):
     host = EngineHost(tmp_path / "host.log", role="image")
     try:
         host.load("diffusers", ImageLoadSpec(str(tiny_sd), backend="torch", dtype="fp32"))
+        events = []
+        for event in host.generate(ImageRequest("a lighthouse", width=64, height=64, steps=10, seed=40,
+                                                batch_count=2)):
+            events.append(event)
+            if isinstance(event, ImageDoneEvent):
+                host.cancel()  # a user's Cancel, after the first image's event
+        done = [e for e in events if isinstance(e, ImageDoneEvent)]
+        result = events[-1].result
+        assert isinstance(events[-1], FinishedEvent) and result.cancelled
+        assert [d.image.seed for d in done] == [40] and result.images == (done[0].image,)
+
         events = list(host.generate(ImageRequest("a test", width=64, height=64, steps=4, seed=3, init_image=init,
                                                  strength=0.5)))
     finally:

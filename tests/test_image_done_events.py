@@ -1,9 +1,10 @@
 """Each image of a batch is reported the moment it is finished, and a cancel keeps the finished ones.
 
 Both engines share :func:`engines.diffusion.common.run_batch`; it is run
-here on the real tiny pipeline, on PyTorch and on ONNX Runtime, and through
-the real engine host, so the event crosses the process boundary as the GUI
-and the CLI receive it.
+here on the real tiny pipeline, on PyTorch and on ONNX Runtime. Through the
+real engine host, where the event crosses the process boundary as the GUI
+and the CLI receive it, it is checked in tests/test_host_protocol.py, on
+the image host that test starts anyway.
 """
 
 from __future__ import annotations
@@ -89,23 +90,3 @@ def test_cancel_keeps_the_images_finished_before_it_onnx(tiny_sd_onnx):
         check_cancel_keeps_the_first(engine)
     finally:
         engine.unload()
-
-
-def test_the_event_crosses_the_engine_host(tiny_sd, tmp_path):
-    from engines.api import FinishedEvent
-    from engines.host import EngineHost
-
-    host = EngineHost(tmp_path / "host.log", role="image")
-    try:
-        host.load("diffusers", ImageLoadSpec(str(tiny_sd), backend="torch", dtype="fp32"))
-        events = []
-        for event in host.generate(batch(batch_count=2, steps=10)):
-            events.append(event)
-            if isinstance(event, ImageDoneEvent):
-                host.cancel()  # a user's Cancel, after the first image's event
-        done = [e for e in events if isinstance(e, ImageDoneEvent)]
-        result = events[-1].result
-        assert isinstance(events[-1], FinishedEvent) and result.cancelled
-        assert [d.image.seed for d in done] == [40] and result.images == (done[0].image,)
-    finally:
-        host.close()
