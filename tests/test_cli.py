@@ -19,9 +19,11 @@ def atelier(*args, input=None, timeout=600):
 
 
 @pytest.mark.slow
-def test_chat_json_on_gemma(gemma_path):
+def test_chat_json_on_gemma_with_a_q8_0_cache(gemma_path):
+    """One JSON line with the reply and its figures, here with a q8_0 context cache (one Gemma run for both checks;
+    the default f16 cache answers in JSON in test_cli_output.py's demo tests)."""
     run = atelier("chat", "--model", str(gemma_path), "--prompt", "Name three colors.", "--json",
-                  "--max-tokens", "24", "--seed", "1", "--ctx", "1024")
+                  "--max-tokens", "24", "--seed", "1", "--ctx", "1024", "--cache-type", "q8_0")
     assert run.returncode == 0, run.stderr
     lines = run.stdout.strip().splitlines()
     data = json.loads(lines[-1])
@@ -29,6 +31,8 @@ def test_chat_json_on_gemma(gemma_path):
     for key in ("text", "completion_tokens", "tokens_per_second", "time_to_first_token_s", "template"):
         assert key in data
     assert data["template"] == "gemma" and data["completion_tokens"] > 0 and data["text"].strip()
+    assert data["cache_type"] == "q8_0" and data["flash_attention"] is True
+    assert data["kv_cache_bytes"] > 0 and data["completion_tokens"] > 0
 
 
 @pytest.mark.slow
@@ -117,16 +121,6 @@ def test_selftest_loads_the_demo_model_and_generates():
     assert run.returncode == 0, run.stderr
     data = json.loads(run.stdout)
     assert data["selftest"] == "ok" and data["completion_tokens"] >= 1
-
-
-@pytest.mark.slow
-def test_chat_with_a_q8_0_cache_on_gemma(gemma_path):
-    run = atelier("chat", "--model", str(gemma_path), "--prompt", "Name three colors.", "--json",
-                  "--max-tokens", "6", "--seed", "1", "--ctx", "512", "--cache-type", "q8_0")
-    assert run.returncode == 0, run.stderr
-    data = json.loads(run.stdout)
-    assert data["cache_type"] == "q8_0" and data["flash_attention"] is True
-    assert data["kv_cache_bytes"] > 0 and data["completion_tokens"] > 0
 
 
 @pytest.mark.slow
