@@ -47,8 +47,8 @@ def test_text_to_image_is_signed_and_no_credentials_turns_it_off(tiny_sd, tmp_pa
     from engines.images.gallery import Gallery
 
     signed, plain = tmp_path / "signed.png", tmp_path / "plain.png"
-    common = ["image", "--model", str(tiny_sd), "--prompt", "a red lighthouse", "--steps", "2", "--width", "64",
-              "--height", "64", "--seed", "3", "--json"]
+    common = ["image", "--model", str(tiny_sd), "--prompt", "a red lighthouse", "--negative", "blurry", "--steps", "2",
+              "--width", "64", "--height", "64", "--seed", "42", "--backend", "torch", "--json"]
     key = atelier_home / "config" / "content-credentials.pem"
     key.parent.mkdir(parents=True, exist_ok=True)
     key.write_text("a damaged key")  # replaced with a warning, never a crash
@@ -75,6 +75,10 @@ def test_text_to_image_is_signed_and_no_credentials_turns_it_off(tiny_sd, tmp_pa
     assert data["credentials"] is False and data["images"][0]["credentials"] is False
     assert manifest_of(plain) is None
     assert read_png_parameters(plain)["prompt"] == "a red lighthouse"
+    # The PyTorch backend's PNG and JSON as tests/test_cli_image.py checks ONNX Runtime's (one run for both checks).
+    assert data["backend"] == "torch" and data["images"][0]["seed"] == 42
+    meta = read_png_parameters(plain)
+    assert "a red lighthouse" in json.dumps(meta) and "42" in json.dumps(meta)
 
     # Both images are in the gallery with the model's folder, so "use these settings again" restores it.
     gallery = Gallery(atelier_home / "data" / "atelier.sqlite3", atelier_home / "data" / "images")
