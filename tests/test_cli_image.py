@@ -37,11 +37,9 @@ def test_image_writes_a_png_with_its_parameters(backend, tiny_sd, tiny_sd_onnx, 
     assert "a red lighthouse" in json.dumps(meta) and "42" in json.dumps(meta)
 
 
-def test_convert_onnx_writes_a_folder_the_onnx_backend_loads(tiny_sd, tmp_path):
-    dst = tmp_path / "converted"
-    run = atelier("convert", "onnx", str(tiny_sd), str(dst))
-    assert run.returncode == 0, run.stderr
-    assert (dst / "unet" / "model.onnx").exists() and (dst / "model_index.json").exists()
+# 'atelier convert onnx' end to end (the command writes a folder the ONNX backend loads) runs on the SDXL model in
+# tests/test_diffusion_sdxl_onnx.py, with these checks; SD 1.x's conversion is the converter's own (the tiny_sd_onnx
+# fixture above, loaded here by 'atelier image --backend onnx').
 
 
 @pytest.mark.parametrize(

@@ -213,6 +213,7 @@ def test_cli_converts_sdxl_and_makes_an_image_with_onnx_runtime(tiny_sdxl, tmp_p
     dst = tmp_path / "sdxl-onnx"
     run = atelier("convert", "onnx", str(tiny_sdxl), str(dst))
     assert run.returncode == 0, run.stderr
+    assert (dst / "unet" / "model.onnx").exists() and (dst / "model_index.json").exists()  # as for SD 1.x
     assert (dst / "text_encoder_2" / "model.onnx").is_file() and (dst / "tokenizer_2").is_dir()
     out = tmp_path / "x.png"
     run = atelier("image", "--model", str(dst), "--prompt", "a red lighthouse", "--steps", "3", "--width", "64",
