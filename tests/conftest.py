@@ -17,6 +17,15 @@ if str(ROOT) not in sys.path:
 
 import pytest  # noqa: E402
 
+# A suite started in the background (`make test &`, nohup, a CI step without job control) inherits SIGINT as
+# *ignored*, and every CLI it starts would inherit that too: the tests that press Ctrl-C on `atelier chat` or
+# `atelier docs add` would then see the command finish instead of stop. Ctrl-C is what they test, so the suite
+# takes SIGINT back (its children then start with the default, which Python turns into KeyboardInterrupt).
+import signal  # noqa: E402
+
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 from tests.fixtures.gemma import gemma_path  # noqa: E402,F401  (session fixture)
 from tests.fixtures.http_server import http_server  # noqa: E402,F401  (a real server on 127.0.0.1)
 
