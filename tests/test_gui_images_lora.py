@@ -22,8 +22,7 @@ from engines.diffusion.types import LoraSpec
 from engines.library.importer import import_model
 from engines.library.installed import InstalledModel
 from tests.fixtures.images_page import engine_ready, fill, make_page, run  # noqa: F401  (fixtures)
-from tests.fixtures.images_page import write_light_model_folder
-from tests.fixtures.stripped_models import write_kohya_lora
+from tests.fixtures.images_page import workspace_with_loras, write_light_model_folder
 from tests.fixtures.tiny_lora import write_peft_lora
 from tests.fixtures.tiny_sd import tiny_sd  # noqa: F401  (session fixture, built only by the slow test)
 from tests.fixtures.tiny_taesd import tiny_taesd  # noqa: F401  (session fixture, built only by the slow test)
@@ -35,16 +34,7 @@ XL_REFUSAL = ("kohya sdxl style.safetensors is a LoRA for SDXL, but sd-one is SD
 
 @pytest.fixture
 def workspace(tmp_path):
-    from engines.workspace import open_workspace
-
-    ws = open_workspace()
-    folder = write_light_model_folder(tmp_path / "sd-one")
-    config = folder / "unet" / "config.json"
-    config.write_text(json.dumps({**json.loads(config.read_text()), "cross_attention_dim": 768}))
-    ws.models.add(InstalledModel("import/sd-one", "sd-one", str(folder), 1000, "diffusers", "diffusers", "import"))
-    for base in ("sd1", "sdxl"):
-        import_model(write_kohya_lora(tmp_path / "loras" / f"kohya {base} style.safetensors", base), ws.models)
-    return ws
+    return workspace_with_loras(tmp_path)
 
 
 @pytest.fixture

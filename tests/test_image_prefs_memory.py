@@ -16,13 +16,11 @@ import logging
 
 import pytest
 
-from engines.library.importer import import_model
 from engines.library.installed import InstalledModel
 from engines.settings import ImagePrefs, load_settings, read_settings
 from engines.workspace import open_workspace
 from tests.fixtures.images_page import engine_ready, make_page  # noqa: F401  (fixtures)
-from tests.fixtures.images_page import write_light_model_folder
-from tests.fixtures.stripped_models import write_kohya_lora
+from tests.fixtures.images_page import workspace_with_loras
 
 pytestmark = pytest.mark.gui
 SD1_ID = "local/kohya-sd1-style.safetensors"
@@ -39,13 +37,7 @@ def write_light_tiny_vae(folder):
 
 @pytest.fixture
 def workspace(tmp_path):
-    ws = open_workspace()
-    folder = write_light_model_folder(tmp_path / "sd-one")
-    config = folder / "unet" / "config.json"
-    config.write_text(json.dumps({**json.loads(config.read_text()), "cross_attention_dim": 768}))
-    ws.models.add(InstalledModel("import/sd-one", "sd-one", str(folder), 1000, "diffusers", "diffusers", "import"))
-    for base in ("sd1", "sdxl"):
-        import_model(write_kohya_lora(tmp_path / "loras" / f"kohya {base} style.safetensors", base), ws.models)
+    ws = workspace_with_loras(tmp_path)
     assert {SD1_ID, SDXL_ID} <= {m.id for m in ws.models.all()}
     return ws
 
