@@ -54,15 +54,16 @@ def test_without_an_installed_upscaler_the_page_says_where_to_get_one(qtbot, pag
 class StuckUpscaler:
     """A scripted engine host: one tile of progress, then it waits for Cancel as a long upscale would."""
 
-    def __init__(self) -> None:
+    def __init__(self, tiles: int = 9) -> None:
         self.cancelled = threading.Event()
-        self.loads = []
+        self.loads = []  # (engine, spec) of each load, in order
+        self.tiles = tiles
 
     def load(self, engine, spec, on_event=None):
         self.loads.append((engine, spec))
 
     def generate(self, request):
-        yield ProgressEvent("upscale", "Upscaling: tile 1 of 9")
+        yield ProgressEvent("upscale", f"Upscaling: tile 1 of {self.tiles}")
         self.cancelled.wait(30)
         raise EngineError(ErrorKind.CANCELLED, "Upscaling was stopped.")
 

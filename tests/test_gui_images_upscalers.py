@@ -10,40 +10,15 @@ gallery record and PNG parameters.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import replace
 
 import pytest
 
-from engines.api import ProgressEvent
-from engines.errors import EngineError, ErrorKind
 from engines.settings import read_settings
 from tests.fixtures.images_page import engine_ready, make_page, page, workspace  # noqa: F401  (fixtures)
-from tests.test_gui_images_upscale import add_image
+from tests.test_gui_images_upscale import StuckUpscaler, add_image
 
 pytestmark = pytest.mark.gui
-
-
-class RecordingUpscaler:
-    """A scripted engine host: records what it loads, reports one tile, then waits for Cancel."""
-
-    def __init__(self) -> None:
-        self.cancelled = threading.Event()
-        self.loads = []
-
-    def load(self, engine, spec, on_event=None):
-        self.loads.append(spec.model_path)
-
-    def generate(self, request):
-        yield ProgressEvent("upscale", "Upscaling: tile 1 of 4")
-        self.cancelled.wait(30)
-        raise EngineError(ErrorKind.CANCELLED, "Upscaling was stopped.")
-
-    def cancel(self) -> None:
-        self.cancelled.set()
-
-    def close(self) -> None:
-        pass
 
 
 def install(workspace, folder, *names_and_scales, real=False):
@@ -101,11 +76,11 @@ def test_the_menu_lists_each_upscaler_and_the_pick_is_used_remembered_and_surviv
     settings, problem = read_settings(page.workspace.paths.settings_file)  # saved at once, not at quit
     assert problem is None and settings.images.upscaler_id == x4.id
 
-    host = page.upscale.action._host = RecordingUpscaler()
+    host = page.upscale.action._host = StuckUpscaler(tiles=4)
     trigger(page, "Upscale ×2 with AnimeSharp_x4")
     assert page.upscale.running
     qtbot.waitUntil(lambda: "tile 1 of 4" in page.upscale_bar.label.text())  # loaded on the pool thread first
-    assert host.loads == [x4.path]
+    assert [spec.model_path for _engine, spec in host.loads] == [x4.path]
     assert page.upscale_bar.label.text() == ("Upscaling the image with seed 5 ×2 (AnimeSharp_x4) · Upscaling: tile 1 "
                                              "of 4")
     page.upscale_bar.cancel_button.click()
@@ -128,11 +103,11 @@ def test_the_menu_lists_each_upscaler_and_the_pick_is_used_remembered_and_surviv
         ["Upscale ×2 with RealESRGAN_x2plus", "Upscale ×4 with Other_x4", "Upscale with"],
         [("Default for each scale", True), ("RealESRGAN_x2plus (×2) — default for ×2", False),
          ("Other_x4 (×4) — default for ×4", False)])
-    host = page.upscale.action._host = RecordingUpscaler()
+    host = page.upscale.action._host = StuckUpscaler(tiles=4)
     trigger(page, "Upscale ×2 with RealESRGAN_x2plus")
     assert page.upscale.running and not page.banner.isVisible()
     qtbot.waitUntil(lambda: "tile 1 of 4" in page.upscale_bar.label.text())
-    assert host.loads == [x2.path]
+    assert [spec.model_path for _engine, spec in host.loads] == [x2.path]
     page.upscale_bar.cancel_button.click()
     qtbot.waitUntil(lambda: not page.upscale.running)
     assert page.workspace.settings.images.upscaler_id == x4.id  # kept: it is used again if it comes back
